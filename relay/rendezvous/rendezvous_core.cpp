@@ -1,0 +1,427 @@
+#include "rendezvous/rendezvous_core.h"
+
+#include <algorithm>
+#include <cinttypes>
+
+#include "frame.h"
+#include "identity.h"
+#include "log.h"
+
+namespace natfwd::relay {
+namespace {
+
+// Public keys are raw Ed25519 keys (proto/identity.h).
+constexpr size_t kPublicKeySize = 32;
+// Longest name: one leading character plus 62 more.
+constexpr size_t kMaxNameLength = 63;
+// ICE ufrag and pwd are at most 256 characters (RFC 8839 section 5.4); candidate
+// lines are about a hundred. Bounds keep relayed messages far below the frame limit.
+constexpr size_t kMaxIceFieldLength = 256;
+constexpr size_t kMaxCandidateLength = 4096;
+
+std::string short_key_id(const std::string& raw_key) {
+  PublicKey key{};
+  if (!public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(raw_key.data()),
+                                       raw_key.size()),
+                             key))
+    return "?";
+  return key_id(key).substr(0, 12);
+}
+
+bool ice_params_ok(const wire::IceParams& ice) {
+  return ice.ufrag().size() <= kMaxIceFieldLength && ice.pwd().size() <= kMaxIceFieldLength;
+}
+
+}  // namespace
+
+bool is_valid_peer_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  auto lower_or_digit = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!lower_or_digit(name[0])) return false;
+  return std::all_of(name.begin() + 1, name.end(), [&](char c) {
+    return lower_or_digit(c) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+RendezvousCore::RendezvousCore(RendezvousConfig config, std::unique_ptr<NameBindingPolicy> names)
+    : config_(config), names_policy_(std::move(names)) {}
+
+Admission RendezvousCore::on_connection_opened(ConnectionId id, const HostPort& remote,
+                                               TimePoint now) {
+  if (connections_.size() >= config_.max_connections) return Admission::kTooManyConnections;
+  size_t& from_address = connections_per_address_[remote.host];
+  if (from_address >= config_.max_connections_per_address) return Admission::kTooManyFromAddress;
+  ++from_address;
+  Connection& connection = connections_[id];
+  connection.remote = remote;
+  set_deadline(id, connection, now + config_.hello_timeout);
+  log::debug("connection %" PRIu64 " from %s", id, remote.to_string().c_str());
+  return Admission::kAccepted;
+}
+
+void RendezvousCore::on_envelope(ConnectionId id, const wire::Envelope& envelope, TimePoint now) {
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return;  // closed while the message was in flight
+  Connection& connection = it->second;
+
+  if (!connection.hello_done) {
+    if (envelope.msg_case() != wire::Envelope::kHello) {
+      fail(id, wire::Error::NOT_HELLO, "the first message must be Hello");
+      return;
+    }
+    handle_hello(id, connection, envelope.hello(), now);  // may forget the connection
+    return;
+  }
+
+  // Any message is a sign of life.
+  set_deadline(id, connection, now + config_.idle_timeout);
+  switch (envelope.msg_case()) {
+    case wire::Envelope::kRegister:
+      handle_register(id, connection, envelope.register_());
+      break;
+    case wire::Envelope::kOpenSession:
+      handle_open_session(id, connection, envelope.open_session());
+      break;
+    case wire::Envelope::kAcceptSession:
+      handle_accept_session(id, envelope.accept_session());
+      break;
+    case wire::Envelope::kCandidate:
+      handle_candidate(id, envelope.candidate());
+      break;
+    case wire::Envelope::kCloseSession:
+      handle_close_session(id, envelope.close_session());
+      break;
+    case wire::Envelope::kPing: {
+      wire::Envelope reply;
+      reply.mutable_pong()->set_nonce(envelope.ping().nonce());
+      send(id, std::move(reply));
+      break;
+    }
+    case wire::Envelope::kPong:
+      break;  // activity only
+    case wire::Envelope::kError:
+      // The peer gives up on us; no point in answering.
+      log::info("%s sent error %d: %.200s", describe(id).c_str(),
+                static_cast<int>(envelope.error().code()), envelope.error().detail().c_str());
+      close(id, "peer sent an error");
+      break;
+    case wire::Envelope::kHello:
+      fail(id, wire::Error::BAD_MESSAGE, "Hello sent twice");
+      break;
+    case wire::Envelope::kWelcome:
+    case wire::Envelope::kRegistered:
+    case wire::Envelope::kIncomingSession:
+      fail(id, wire::Error::BAD_MESSAGE, "message only the relay may send");
+      break;
+    case wire::Envelope::MSG_NOT_SET:
+    default:
+      fail(id, wire::Error::BAD_MESSAGE, "unknown message");
+      break;
+  }
+}
+
+void RendezvousCore::handle_hello(ConnectionId id, Connection& connection,
+                                  const wire::Hello& hello, TimePoint now) {
+  if (hello.protocol_version() != wire::kProtocolVersion) {
+    fail(id, wire::Error::VERSION,
+         "relay speaks protocol version " + std::to_string(wire::kProtocolVersion) +
+             ", peer sent " + std::to_string(hello.protocol_version()));
+    return;
+  }
+  if (hello.public_key().size() != kPublicKeySize) {
+    fail(id, wire::Error::BAD_MESSAGE, "public_key must be 32 bytes");
+    return;
+  }
+  connection.hello_done = true;
+  connection.public_key = hello.public_key();
+  set_deadline(id, connection, now + config_.idle_timeout);
+
+  wire::Envelope reply;
+  auto* welcome = reply.mutable_welcome();
+  welcome->set_observed_address(connection.remote.to_string());
+  welcome->set_keepalive_seconds(static_cast<uint32_t>(config_.keepalive.count()));
+  auto* stun = welcome->add_ice_servers();
+  stun->set_kind(wire::IceServer::STUN);
+  stun->set_host("");  // the host the peer used to reach us
+  stun->set_port(config_.stun_port);
+  log::debug("hello from %s key %s software '%.80s'", connection.remote.to_string().c_str(),
+             short_key_id(connection.public_key).c_str(), hello.software().c_str());
+  send(id, std::move(reply));
+}
+
+void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
+                                     const wire::Register& message) {
+  const std::string& name = message.name();
+  if (!is_valid_peer_name(name)) {
+    fail(id, wire::Error::NAME_INVALID,
+         "a name is 1-63 characters of a-z 0-9 . _ - and starts with a letter or digit");
+    return;
+  }
+  if (auto holder = names_.find(name); holder != names_.end() && holder->second != id) {
+    const ConnectionId old_id = holder->second;
+    if (connections_.at(old_id).public_key != connection.public_key) {
+      fail(id, wire::Error::NAME_TAKEN, "'" + name + "' is registered by another key");
+      return;
+    }
+    // Same key from a new connection: the peer reconnected (e.g. after a network
+    // change) and the old connection is a leftover.
+    log::info("'%s' taken over by %s from %s", name.c_str(),
+              connection.remote.to_string().c_str(), describe(old_id).c_str());
+    fail(old_id, wire::Error::NAME_TAKEN, "replaced by a newer connection with the same key");
+  }
+  if (!names_policy_->may_bind(name, connection.public_key)) {
+    fail(id, wire::Error::NAME_TAKEN, "'" + name + "' is bound to another key");
+    return;
+  }
+  if (!connection.name.empty() && connection.name != name) names_.erase(connection.name);
+  connection.name = name;
+  names_[name] = id;
+  names_policy_->bound(name, connection.public_key);
+  log::info("registered '%s' for %s (key %s)", name.c_str(),
+            connection.remote.to_string().c_str(), short_key_id(connection.public_key).c_str());
+
+  wire::Envelope reply;
+  reply.mutable_registered()->set_name(name);
+  send(id, std::move(reply));
+}
+
+void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection,
+                                         const wire::OpenSession& message) {
+  const SessionId session_id = message.session_id();
+  if (!ice_params_ok(message.ice()) || message.target().size() > kMaxNameLength) {
+    fail(id, wire::Error::BAD_MESSAGE, "OpenSession fields too long");
+    return;
+  }
+  auto target = names_.find(message.target());
+  if (target == names_.end()) {
+    send_close_session(id, session_id, wire::CloseSession::NO_SUCH_PEER,
+                       "no peer named " + message.target() + " is registered");
+    return;
+  }
+  if (sessions_.contains(session_id)) {
+    send_close_session(id, session_id, wire::CloseSession::PROTOCOL, "session_id already in use");
+    return;
+  }
+  const ConnectionId callee_id = target->second;
+  if (callee_id == id) {
+    send_close_session(id, session_id, wire::CloseSession::PROTOCOL,
+                       "cannot open a session with yourself");
+    return;
+  }
+  Connection& callee = connections_.at(callee_id);
+  if (connection.sessions.size() >= config_.max_sessions_per_connection ||
+      callee.sessions.size() >= config_.max_sessions_per_connection) {
+    log::warn_limited("rendezvous-session-limit", "session limit reached between %s and %s",
+                      describe(id).c_str(), describe(callee_id).c_str());
+    send_close_session(id, session_id, wire::CloseSession::LIMIT,
+                       "too many open sessions (at most " +
+                           std::to_string(config_.max_sessions_per_connection) + ")");
+    return;
+  }
+
+  wire::Envelope incoming;
+  auto* in = incoming.mutable_incoming_session();
+  in->set_session_id(session_id);
+  in->set_caller_key(connection.public_key);
+  *in->mutable_ice() = message.ice();
+  in->set_caller_address(connection.remote.to_string());
+  sessions_[session_id] = Session{id, callee_id, false};
+  connection.sessions.insert(session_id);
+  callee.sessions.insert(session_id);
+  log::info("session %016" PRIx64 " opened: %s -> %s", session_id, describe(id).c_str(),
+            describe(callee_id).c_str());
+  send(callee_id, std::move(incoming));
+}
+
+void RendezvousCore::handle_accept_session(ConnectionId id, const wire::AcceptSession& message) {
+  auto it = sessions_.find(message.session_id());
+  if (it == sessions_.end() || it->second.callee != id) {
+    log::warn_limited("rendezvous-misrouted", "%s: AcceptSession for %s session %016" PRIx64
+                      ", dropped", describe(id).c_str(),
+                      it == sessions_.end() ? "unknown" : "someone else's", message.session_id());
+    return;
+  }
+  if (!ice_params_ok(message.ice())) {
+    fail(id, wire::Error::BAD_MESSAGE, "AcceptSession fields too long");
+    return;
+  }
+  it->second.accepted = true;
+  wire::Envelope forward;
+  auto* accept = forward.mutable_accept_session();
+  accept->set_session_id(message.session_id());
+  *accept->mutable_ice() = message.ice();
+  accept->set_callee_key(connections_.at(id).public_key);
+  log::debug("session %016" PRIx64 " accepted by %s", message.session_id(), describe(id).c_str());
+  send(it->second.caller, std::move(forward));
+}
+
+void RendezvousCore::handle_candidate(ConnectionId id, const wire::Candidate& message) {
+  auto other = other_member(message.session_id(), id);
+  if (!other) {
+    log::warn_limited("rendezvous-misrouted", "%s: Candidate for a session it is not in (%016"
+                      PRIx64 "), dropped", describe(id).c_str(), message.session_id());
+    return;
+  }
+  if (message.sdp().size() > kMaxCandidateLength) {
+    fail(id, wire::Error::BAD_MESSAGE, "candidate too long");
+    return;
+  }
+  wire::Envelope forward;
+  *forward.mutable_candidate() = message;
+  send(*other, std::move(forward));
+}
+
+void RendezvousCore::handle_close_session(ConnectionId id, const wire::CloseSession& message) {
+  const SessionId session_id = message.session_id();
+  auto other = other_member(session_id, id);
+  if (!other) {
+    // Both sides closing at once is normal; not worth a warning.
+    log::debug("%s: CloseSession for a session it is not in (%016" PRIx64 ")",
+               describe(id).c_str(), session_id);
+    return;
+  }
+  log::info("session %016" PRIx64 " closed by %s: %s %.200s", session_id, describe(id).c_str(),
+            wire::CloseSession::Reason_Name(message.reason()).c_str(), message.detail().c_str());
+  wire::Envelope forward;
+  *forward.mutable_close_session() = message;
+  send(*other, std::move(forward));
+  connections_.at(id).sessions.erase(session_id);
+  connections_.at(*other).sessions.erase(session_id);
+  sessions_.erase(session_id);
+}
+
+std::optional<ConnectionId> RendezvousCore::other_member(SessionId session_id,
+                                                         ConnectionId id) const {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return std::nullopt;
+  if (it->second.caller == id) return it->second.callee;
+  if (it->second.callee == id) return it->second.caller;
+  return std::nullopt;
+}
+
+void RendezvousCore::send(ConnectionId id, wire::Envelope envelope) {
+  // Everything we build is bounded by the checks above; this is the last guard
+  // before FramedConnection, which would throw on an oversized payload.
+  if (envelope.ByteSizeLong() > wire::kMaxFramePayload) {
+    log::warn_limited("rendezvous-oversize", "dropping an oversized message for %s",
+                      describe(id).c_str());
+    return;
+  }
+  actions_.push_back(SendAction{id, std::move(envelope)});
+}
+
+void RendezvousCore::send_close_session(ConnectionId id, SessionId session,
+                                        wire::CloseSession::Reason reason, std::string detail) {
+  wire::Envelope envelope;
+  auto* close = envelope.mutable_close_session();
+  close->set_session_id(session);
+  close->set_reason(reason);
+  close->set_detail(std::move(detail));
+  send(id, std::move(envelope));
+}
+
+void RendezvousCore::fail(ConnectionId id, wire::Error::Code code, const std::string& detail) {
+  log::warn_limited("rendezvous-protocol", "%s: %s: %s", describe(id).c_str(),
+                    wire::Error::Code_Name(code).c_str(), detail.c_str());
+  wire::Envelope envelope;
+  envelope.mutable_error()->set_code(code);
+  envelope.mutable_error()->set_detail(detail);
+  send(id, std::move(envelope));
+  close(id, wire::Error::Code_Name(code) + ": " + detail);
+}
+
+void RendezvousCore::close(ConnectionId id, const std::string& reason) {
+  if (!connections_.contains(id)) return;
+  actions_.push_back(CloseAction{id, reason});
+  forget(id, reason);
+}
+
+void RendezvousCore::on_connection_closed(ConnectionId id, std::string_view reason, TimePoint) {
+  if (!connections_.contains(id)) return;
+  forget(id, reason);
+}
+
+void RendezvousCore::forget(ConnectionId id, std::string_view reason) {
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return;
+  log::debug("connection %s closed: %.*s", describe(id).c_str(), static_cast<int>(reason.size()),
+             reason.data());
+  // Copy: end_session edits the set.
+  const std::set<SessionId> sessions = it->second.sessions;
+  for (SessionId session : sessions) end_session(session, id, reason);
+
+  Connection& connection = it->second;
+  if (!connection.name.empty()) {
+    auto holder = names_.find(connection.name);
+    if (holder != names_.end() && holder->second == id) {
+      names_.erase(holder);
+      log::info("unregistered '%s' (%s)", connection.name.c_str(),
+                connection.remote.to_string().c_str());
+    }
+  }
+  deadlines_.erase({connection.deadline, id});
+  if (auto count = connections_per_address_.find(connection.remote.host);
+      count != connections_per_address_.end() && --count->second == 0)
+    connections_per_address_.erase(count);
+  connections_.erase(it);
+}
+
+void RendezvousCore::end_session(SessionId session_id, ConnectionId gone, std::string_view why) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  const ConnectionId other = it->second.caller == gone ? it->second.callee : it->second.caller;
+  log::info("session %016" PRIx64 " closed: %s went away (%.*s)", session_id,
+            describe(gone).c_str(), static_cast<int>(why.size()), why.data());
+  send_close_session(other, session_id, wire::CloseSession::PEER_GONE,
+                     "the other peer's relay connection closed");
+  if (auto other_connection = connections_.find(other); other_connection != connections_.end())
+    other_connection->second.sessions.erase(session_id);
+  if (auto gone_connection = connections_.find(gone); gone_connection != connections_.end())
+    gone_connection->second.sessions.erase(session_id);
+  sessions_.erase(it);
+}
+
+void RendezvousCore::on_tick(TimePoint now) {
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    const ConnectionId id = deadlines_.begin()->second;
+    const bool hello_done = connections_.at(id).hello_done;
+    const std::string reason =
+        hello_done ? "silent for " + std::to_string(config_.idle_timeout.count()) + " s"
+                   : "no Hello within " + std::to_string(config_.hello_timeout.count()) + " s";
+    log::info("closing %s: %s", describe(id).c_str(), reason.c_str());
+    close(id, reason);
+  }
+}
+
+void RendezvousCore::set_deadline(ConnectionId id, Connection& connection, TimePoint deadline) {
+  deadlines_.erase({connection.deadline, id});
+  connection.deadline = deadline;
+  deadlines_.insert({deadline, id});
+}
+
+std::optional<TimePoint> RendezvousCore::next_deadline() const {
+  if (deadlines_.empty()) return std::nullopt;
+  return deadlines_.begin()->first;
+}
+
+std::vector<Action> RendezvousCore::take_actions() {
+  std::vector<Action> out;
+  out.swap(actions_);
+  return out;
+}
+
+std::optional<ConnectionId> RendezvousCore::holder_of(std::string_view name) const {
+  auto it = names_.find(std::string(name));
+  if (it == names_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string RendezvousCore::describe(ConnectionId id) const {
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return "connection " + std::to_string(id);
+  const Connection& connection = it->second;
+  if (connection.name.empty()) return connection.remote.to_string();
+  return "'" + connection.name + "' (" + connection.remote.to_string() + ")";
+}
+
+}  // namespace natfwd::relay

@@ -1,0 +1,142 @@
+// The rendezvous broker: registry of named peers and router of session setup
+// messages between them. I/O free: the GLib side (relay/rendezvous_service.h) feeds it
+// events with the current time and carries out the actions it queues, and arms one
+// timer at next_deadline().
+//
+// Error policy: nothing here throws on peer input. A peer that breaks the protocol
+// gets an Error and its connection closed; misrouted session messages are dropped.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "address.h"
+#include "rendezvous.pb.h"
+#include "rendezvous/name_binding.h"
+
+namespace natfwd::relay {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+using ConnectionId = uint64_t;
+using SessionId = uint64_t;
+
+struct RendezvousConfig {
+  // Port peers use for STUN (and later TURN); announced in Welcome.
+  uint16_t stun_port = 3478;
+  // Concurrent connections from one source IP; more are refused at accept.
+  size_t max_connections_per_address = 64;
+  // Concurrent connections in total.
+  size_t max_connections = 20000;
+  // Sessions one connection may be a member of at once.
+  size_t max_sessions_per_connection = 64;
+  // A new connection must say Hello within this time.
+  std::chrono::seconds hello_timeout{10};
+  // Announced in Welcome: peers send a Ping at least this often.
+  std::chrono::seconds keepalive{15};
+  // A connection silent this long is closed (3 keepalives).
+  std::chrono::seconds idle_timeout{45};
+};
+
+// Actions for the I/O side, in order.
+struct SendAction {
+  ConnectionId connection;
+  wire::Envelope envelope;
+};
+struct CloseAction {
+  ConnectionId connection;
+  std::string reason;  // for logs
+};
+using Action = std::variant<SendAction, CloseAction>;
+
+enum class Admission { kAccepted, kTooManyFromAddress, kTooManyConnections };
+
+// [a-z0-9][a-z0-9._-]{0,62}
+bool is_valid_peer_name(std::string_view name);
+
+class RendezvousCore {
+ public:
+  explicit RendezvousCore(RendezvousConfig config,
+                          std::unique_ptr<NameBindingPolicy> names =
+                              std::make_unique<EphemeralNameBinding>());
+
+  // A TCP connection was accepted from `remote` (an IP literal and port). When the
+  // answer is not kAccepted the core forgets the connection: close it, no actions.
+  Admission on_connection_opened(ConnectionId id, const HostPort& remote, TimePoint now);
+  void on_envelope(ConnectionId id, const wire::Envelope& envelope, TimePoint now);
+  // The transport closed (remote hung up, bad frame, write error). Not called for
+  // connections the core itself asked to close.
+  void on_connection_closed(ConnectionId id, std::string_view reason, TimePoint now);
+  // Expires connections whose deadline has passed.
+  void on_tick(TimePoint now);
+
+  // Actions queued since the last call, oldest first.
+  std::vector<Action> take_actions();
+  // When on_tick should next run; nullopt when nothing is pending.
+  std::optional<TimePoint> next_deadline() const;
+
+  // For tests and logs.
+  size_t connection_count() const { return connections_.size(); }
+  size_t session_count() const { return sessions_.size(); }
+  std::optional<ConnectionId> holder_of(std::string_view name) const;
+  const RendezvousConfig& config() const { return config_; }
+
+ private:
+  struct Connection {
+    HostPort remote;
+    bool hello_done = false;
+    std::string public_key;  // raw bytes from Hello
+    std::string name;        // registered name, empty if none
+    std::set<SessionId> sessions;
+    TimePoint deadline;      // hello or idle deadline, mirrored in deadlines_
+  };
+  struct Session {
+    ConnectionId caller;
+    ConnectionId callee;
+    bool accepted = false;
+  };
+
+  void handle_hello(ConnectionId id, Connection& connection, const wire::Hello& hello,
+                    TimePoint now);
+  void handle_register(ConnectionId id, Connection& connection, const wire::Register& message);
+  void handle_open_session(ConnectionId id, Connection& connection,
+                           const wire::OpenSession& message);
+  void handle_accept_session(ConnectionId id, const wire::AcceptSession& message);
+  void handle_candidate(ConnectionId id, const wire::Candidate& message);
+  void handle_close_session(ConnectionId id, const wire::CloseSession& message);
+
+  void send(ConnectionId id, wire::Envelope envelope);
+  void send_close_session(ConnectionId id, SessionId session, wire::CloseSession::Reason reason,
+                          std::string detail);
+  // Error{code, detail} then close: the peer broke the protocol.
+  void fail(ConnectionId id, wire::Error::Code code, const std::string& detail);
+  // Closes and forgets the connection, ending its sessions and freeing its name.
+  void close(ConnectionId id, const std::string& reason);
+  void forget(ConnectionId id, std::string_view reason);
+  void end_session(SessionId session_id, ConnectionId gone, std::string_view why);
+  void set_deadline(ConnectionId id, Connection& connection, TimePoint deadline);
+  // Session member other than `id`, if `id` is a member.
+  std::optional<ConnectionId> other_member(SessionId session_id, ConnectionId id) const;
+  std::string describe(ConnectionId id) const;  // "'home' (192.0.2.1:4000)" for logs
+
+  RendezvousConfig config_;
+  std::unique_ptr<NameBindingPolicy> names_policy_;
+  std::unordered_map<ConnectionId, Connection> connections_;
+  std::unordered_map<std::string, size_t> connections_per_address_;
+  std::unordered_map<std::string, ConnectionId> names_;
+  std::unordered_map<SessionId, Session> sessions_;
+  std::set<std::pair<TimePoint, ConnectionId>> deadlines_;
+  std::vector<Action> actions_;
+};
+
+}  // namespace natfwd::relay

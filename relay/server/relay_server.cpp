@@ -1,0 +1,99 @@
+#include "server/relay_server.h"
+
+#include <stdexcept>
+
+#include "server/rendezvous_service.h"
+#include "server/socket_address.h"
+#include "server/stun_udp_service.h"
+
+namespace natfwd::relay {
+namespace {
+
+// Listen queue for the rendezvous port; bursts of reconnecting peers after a relay
+// restart should not see refused connections.
+constexpr int kListenBacklog = 1024;
+
+GObjectPtr<GSocket> new_socket(GSocketFamily family, GSocketType type, GSocketProtocol protocol) {
+  GError* raw_error = nullptr;
+  GSocket* socket = g_socket_new(family, type, protocol, &raw_error);
+  if (!socket) {
+    GErrorPtr error(raw_error);
+    throw std::runtime_error(std::string("cannot create socket: ") + error->message);
+  }
+  return GObjectPtr<GSocket>(socket);
+}
+
+// Binds; on failure returns false and sets `error_message`, `in_use` tells EADDRINUSE.
+bool bind_socket(GSocket* socket, GSocketAddress* address, bool allow_reuse, bool& in_use,
+                 std::string& error_message) {
+  GError* raw_error = nullptr;
+  if (g_socket_bind(socket, address, allow_reuse, &raw_error)) return true;
+  GErrorPtr error(raw_error);
+  in_use = g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE);
+  error_message = error->message;
+  return false;
+}
+
+uint16_t bound_port(GSocket* socket) {
+  GObjectPtr<GSocketAddress> local(g_socket_get_local_address(socket, nullptr));
+  if (!local) throw std::runtime_error("cannot read the bound address");
+  return g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(local.get()));
+}
+
+}  // namespace
+
+RelayServer::RelayServer(RelayServerConfig config) {
+  bind_sockets(config.listen);
+  config.rendezvous.stun_port = local_address_.port;
+  stun_ = std::make_unique<StunUdpService>(udp_.get(), config.software);
+  rendezvous_ = std::make_unique<RendezvousService>(tcp_.get(), config.rendezvous);
+}
+
+RelayServer::~RelayServer() {
+  rendezvous_.reset();
+  stun_.reset();
+  if (udp_) g_socket_close(udp_.get(), nullptr);
+  if (tcp_) g_socket_close(tcp_.get(), nullptr);
+}
+
+void RelayServer::bind_sockets(const HostPort& listen) {
+  GObjectPtr<GSocketAddress> probe(make_socket_address(listen.host, 0));
+  if (!probe) throw std::runtime_error("'" + listen.host + "' is not an IP address");
+  const GSocketFamily family = g_socket_address_get_family(probe.get());
+  const std::string where = listen.to_string();
+
+  for (int attempt = 0; attempt < kBindAttempts; ++attempt) {
+    bool in_use = false;
+    std::string error;
+    // TCP first: SO_REUSEADDR so that a restart does not wait for TIME_WAIT.
+    auto tcp = new_socket(family, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP);
+    GObjectPtr<GSocketAddress> tcp_address(make_socket_address(listen.host, listen.port));
+    if (!bind_socket(tcp.get(), tcp_address.get(), true, in_use, error))
+      throw std::runtime_error("cannot bind tcp " + where + ": " + error);
+    const uint16_t port = bound_port(tcp.get());
+
+    // UDP on the same port number, without SO_REUSEPORT (GLib sets it for datagram
+    // sockets when allow_reuse is true): a second relay must fail, not share.
+    auto udp = new_socket(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP);
+    GObjectPtr<GSocketAddress> udp_address(make_socket_address(listen.host, port));
+    if (!bind_socket(udp.get(), udp_address.get(), false, in_use, error)) {
+      if (listen.port == 0 && in_use) continue;  // the kernel's TCP pick is busy on UDP
+      throw std::runtime_error("cannot bind udp " + HostPort{listen.host, port}.to_string() +
+                               ": " + error);
+    }
+
+    g_socket_set_listen_backlog(tcp.get(), kListenBacklog);
+    GError* raw_error = nullptr;
+    if (!g_socket_listen(tcp.get(), &raw_error)) {
+      GErrorPtr listen_error(raw_error);
+      throw std::runtime_error("cannot listen on tcp " + where + ": " + listen_error->message);
+    }
+    tcp_ = std::move(tcp);
+    udp_ = std::move(udp);
+    local_address_ = HostPort{listen.host, port};
+    return;
+  }
+  throw std::runtime_error("cannot find a port free on both tcp and udp at " + listen.host);
+}
+
+}  // namespace natfwd::relay

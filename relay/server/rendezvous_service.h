@@ -1,0 +1,81 @@
+// The TCP side of the relay: accepts connections, tells protocols apart by the first
+// byte (relay/tcp_dispatch.h), and wires rendezvous connections (FramedConnection) to
+// the I/O-free RendezvousCore. One GLib timeout is armed at the core's nearest
+// deadline.
+//
+// Lifetimes: a client object is never destroyed inside one of its own callbacks;
+// closed clients are reaped from an idle source.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include <gio/gio.h>
+
+#include "framed_connection.h"
+#include "rendezvous/rendezvous_core.h"
+#include "server/glib_ptr.h"
+
+namespace natfwd::relay {
+
+class RendezvousService {
+ public:
+  // Takes a reference on the bound, listening TCP socket.
+  RendezvousService(GSocket* listener, RendezvousConfig config);
+  ~RendezvousService();
+  RendezvousService(const RendezvousService&) = delete;
+  RendezvousService& operator=(const RendezvousService&) = delete;
+
+  size_t client_count() const { return clients_.size(); }
+
+ private:
+  struct Client {
+    RendezvousService* service;
+    ConnectionId id;
+    GObjectPtr<GSocket> socket;  // until the first byte tells what it speaks
+    GSourcePtr sniff_source;
+    std::unique_ptr<FramedConnection> framed;
+  };
+
+  static gboolean on_accept_trampoline(GSocket*, GIOCondition, gpointer self);
+  static gboolean on_sniff_trampoline(GSocket*, GIOCondition, gpointer client);
+  static gboolean on_timer_trampoline(gpointer self);
+  static gboolean on_reap_trampoline(gpointer self);
+  static gboolean on_resume_accept_trampoline(gpointer self);
+
+  void watch_listener();
+  void on_accept();
+  void accept_one(GSocket* socket);
+  bool on_sniff(Client& client);
+  void start_rendezvous(Client& client);
+  void on_envelope(ConnectionId id, const wire::Envelope& envelope);
+  void on_transport_closed(ConnectionId id, const std::string& reason);
+  void apply_actions();
+  void arm_timer();
+  void on_timer();
+  // Closes the client's socket now; the object goes at the next idle.
+  void retire(ConnectionId id);
+
+  // Connections accepted per wakeup, so that a flood does not starve established ones.
+  static constexpr int kMaxAcceptsPerWakeup = 64;
+  // Pause before accepting again when out of file descriptors.
+  static constexpr guint kAcceptBackoffMs = 100;
+
+  GObjectPtr<GSocket> listener_;
+  GSourcePtr accept_source_;
+  GSourcePtr resume_accept_source_;
+  RendezvousCore core_;
+  std::unordered_map<ConnectionId, std::unique_ptr<Client>> clients_;
+  ConnectionId next_id_ = 1;
+  GSourcePtr timer_;
+  std::optional<TimePoint> timer_deadline_;
+  std::set<ConnectionId> to_reap_;
+  GSourcePtr reap_source_;
+  bool applying_actions_ = false;
+};
+
+}  // namespace natfwd::relay

@@ -1,0 +1,45 @@
+#include "server/socket_address.h"
+
+#include <algorithm>
+
+namespace natfwd::relay {
+
+stun::TransportAddress to_transport_address(GSocketAddress* address) {
+  stun::TransportAddress out;
+  if (!address || !G_IS_INET_SOCKET_ADDRESS(address)) return out;
+  auto* inet = G_INET_SOCKET_ADDRESS(address);
+  GInetAddress* ip = g_inet_socket_address_get_address(inet);
+  const auto* bytes = g_inet_address_to_bytes(ip);
+  const uint16_t port = g_inet_socket_address_get_port(inet);
+  if (g_inet_address_get_family(ip) == G_SOCKET_FAMILY_IPV4)
+    return stun::TransportAddress::ipv4({bytes[0], bytes[1], bytes[2], bytes[3]}, port);
+  std::array<uint8_t, 16> v6{};
+  std::copy_n(bytes, 16, v6.begin());
+  static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::equal(v6.begin(), v6.begin() + 12, kMappedPrefix))
+    return stun::TransportAddress::ipv4({v6[12], v6[13], v6[14], v6[15]}, port);
+  return stun::TransportAddress::ipv6(v6, port);
+}
+
+HostPort to_host_port(GSocketAddress* address) {
+  if (!address || !G_IS_INET_SOCKET_ADDRESS(address)) return {"?", 0};
+  const auto transport = to_transport_address(address);
+  HostPort out;
+  out.port = transport.port;
+  // TransportAddress::to_string gives "ip:port" or "[ip]:port"; keep just the ip.
+  std::string text = transport.to_string();
+  text.erase(text.rfind(':'));
+  if (!text.empty() && text.front() == '[') text = text.substr(1, text.size() - 2);
+  out.host = text;
+  return out;
+}
+
+GSocketAddress* make_socket_address(const std::string& ip, uint16_t port) {
+  GInetAddress* inet = g_inet_address_new_from_string(ip.c_str());
+  if (!inet) return nullptr;
+  GSocketAddress* address = g_inet_socket_address_new(inet, port);
+  g_object_unref(inet);
+  return address;
+}
+
+}  // namespace natfwd::relay
