@@ -1,0 +1,99 @@
+// One ICE session with one remote peer: a non-reliable libnice agent with one stream
+// of one component, trickling candidates through the relay (RFC 8445, RFC 8838).
+//
+// Pitfalls handled here (NOTES-transport.md): upnp/ice-udp/ice-tcp set explicitly; the
+// receive callback attached before gathering; datagrams queued until a pair is
+// selected; ICE-TCP send back-pressure through send_messages_nonblocking and
+// "reliable-transport-writable".
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <agent.h>
+
+namespace natfwd {
+
+struct IceServerAddress {
+  std::string ip;  // libnice needs an IP literal, not a name
+  uint16_t port = 0;
+};
+
+// What the selected pair looks like, for the path line and for logs.
+struct SelectedPath {
+  bool relayed = false;
+  std::string transport;  // "udp" or "tcp"
+  std::string local_type, remote_type;  // host, srflx, prflx, relay
+  std::string local_address, remote_address;
+  std::string describe() const;  // "direct udp host 1.2.3.4:5 <-> srflx 6.7.8.9:10"
+};
+
+class IceSession {
+ public:
+  struct Callbacks {
+    std::function<void(const std::string& sdp)> on_local_candidate;
+    std::function<void()> on_gathering_done;
+    std::function<void(std::span<const std::byte>)> on_datagram;
+    std::function<void(const SelectedPath&)> on_selected_pair;
+    std::function<void()> on_writable;  // a would-block send may be retried
+    std::function<void(const std::string& reason)> on_failed;
+  };
+  struct Options {
+    bool controlling = false;
+    IceServerAddress stun_server;      // the relay's STUN port
+    std::vector<std::string> local_addresses;  // empty: every interface (libnice's choice)
+    bool udp = true;
+    bool tcp = true;
+  };
+
+  IceSession(const Options& options, Callbacks callbacks);
+  ~IceSession();
+  IceSession(const IceSession&) = delete;
+  IceSession& operator=(const IceSession&) = delete;
+
+  std::string local_ufrag() const;
+  std::string local_pwd() const;
+  void start_gathering();
+  void set_remote_credentials(const std::string& ufrag, const std::string& pwd);
+  // Returns false for a candidate line libnice cannot parse (the caller logs it).
+  bool add_remote_candidate(const std::string& sdp);
+  void remote_gathering_done();
+
+  // Sends one datagram. Before a pair is selected it is queued (bounded; the oldest
+  // are dropped, QUIC retransmits). Returns false when the path would block: retry
+  // after on_writable.
+  bool send(std::span<const std::byte> datagram);
+  bool has_selected_pair() const { return selected_; }
+
+ private:
+  static void on_recv_trampoline(NiceAgent*, guint stream, guint component, guint length,
+                                 gchar* data, gpointer self);
+  static void on_new_candidate_trampoline(NiceAgent*, NiceCandidate*, gpointer self);
+  static void on_gathering_done_trampoline(NiceAgent*, guint stream, gpointer self);
+  static void on_state_changed_trampoline(NiceAgent*, guint stream, guint component,
+                                          guint state, gpointer self);
+  static void on_selected_pair_trampoline(NiceAgent*, guint stream, guint component,
+                                          NiceCandidate* local, NiceCandidate* remote,
+                                          gpointer self);
+  static void on_writable_trampoline(NiceAgent*, guint stream, guint component, gpointer self);
+
+  void handle_selected_pair(NiceCandidate* local, NiceCandidate* remote);
+  void tune_socket_buffers();
+  bool send_now(std::span<const std::byte> datagram);
+
+  Options options_;
+  Callbacks callbacks_;
+  NiceAgent* agent_ = nullptr;
+  guint stream_id_ = 0;
+  bool selected_ = false;
+  bool failed_ = false;
+  std::deque<std::vector<std::byte>> pending_;  // datagrams waiting for a selected pair
+  std::vector<gulong> signal_handlers_;
+};
+
+}  // namespace natfwd

@@ -1,0 +1,175 @@
+// peer: serve targets on this machine's network, or reach another peer's targets.
+//
+//   peer --relay HOST:PORT --name home --serve 2222:buffalo:22
+//   peer --relay HOST:PORT -L 2222:buffalo:22 home
+#include <glib-unix.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "forward/forward_spec.h"
+#include "log.h"
+#include "peer_app.h"
+#include "state_dir.h"
+
+namespace {
+
+constexpr int kExitUsage = 2;
+constexpr uint16_t kDefaultRelayPort = 3478;
+
+[[noreturn]] void usage_error(const std::string& message) {
+  fprintf(stderr, "peer: %s\n", message.c_str());
+  exit(kExitUsage);
+}
+
+struct Options {
+  gchar* relay = nullptr;
+  gchar* name = nullptr;
+  gchar** serves = nullptr;
+  gchar** forwards = nullptr;
+  gchar* state_dir = nullptr;
+  gchar** ice_addresses = nullptr;
+  gboolean verbose = FALSE;
+  gboolean version = FALSE;
+};
+
+natfwd::PeerConfig parse_command_line(int argc, char** argv) {
+  static Options o;
+  const std::string default_state = natfwd::default_state_dir("peer");
+  const std::string state_help = "Keep the identity key in DIR (default: " + default_state + ")";
+  GOptionEntry entries[] = {
+      {"relay", 0, 0, G_OPTION_ARG_STRING, &o.relay,
+       "Relay to meet other peers at, HOST[:PORT] (default port 3478; default from $NATFWD_RELAY, no built-in relay)",
+       "HOST:PORT"},
+      {"name", 0, 0, G_OPTION_ARG_STRING, &o.name,
+       "Register at the relay under NAME, so that others can reach --serve targets (default: none)",
+       "NAME"},
+      {"serve", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.serves,
+       "Let connecting peers reach HOST:HOSTPORT (repeatable; exact allowlist; default: none)",
+       "[PORT:]HOST:HOSTPORT"},
+      {"local", 'L', 0, G_OPTION_ARG_STRING_ARRAY, &o.forwards,
+       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) and carry each connection to HOST:HOSTPORT as seen by the peer NAME (repeatable)",
+       "[BIND:]PORT:HOST:HOSTPORT"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.state_dir, state_help.c_str(), "DIR"},
+      {"ice-address", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.ice_addresses,
+       "Offer only this local address as an ICE host candidate (repeatable; default: every interface, or loopback when the relay is on loopback)",
+       "ADDR"},
+      {"verbose", 'v', 0, G_OPTION_ARG_NONE, &o.verbose, "Log debug messages (default: off; also NATFWD_DEBUG=1)", nullptr},
+      {"version", 0, 0, G_OPTION_ARG_NONE, &o.version, "Print the version and exit", nullptr},
+      {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
+  };
+  GOptionContext* context = g_option_context_new("[NAME] - reach machines behind NAT through a relay");
+  g_option_context_set_summary(context,
+      "Serve:   peer --relay vps.example:3478 --name home --serve 2222:buffalo:22\n"
+      "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home");
+  g_option_context_set_description(context,
+      "NAME is the serving peer that -L connections go to. Ready lines go to stdout,\n"
+      "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.");
+  g_option_context_add_main_entries(context, entries, nullptr);
+  GError* error = nullptr;
+  if (!g_option_context_parse(context, &argc, &argv, &error)) {
+    std::string message = error->message;
+    g_error_free(error);
+    g_option_context_free(context);
+    usage_error(message + " (see peer --help)");
+  }
+  g_option_context_free(context);
+  if (o.version) {
+    printf("natfwd peer %s\n", NATFWD_VERSION);
+    exit(0);
+  }
+
+  natfwd::PeerConfig config;
+  std::vector<std::string> positional(argv + 1, argv + argc);
+  if (!positional.empty() && positional[0] == "--") positional.erase(positional.begin());
+  if (positional.size() > 1) usage_error("too many arguments: only one peer NAME after the -L specs");
+  if (positional.size() == 1) {
+    if (!natfwd::is_valid_peer_name(positional[0]))
+      usage_error("'" + positional[0] + "' is not a valid peer name (lowercase letters, digits, '.', '_', '-')");
+    config.remote_peer = positional[0];
+  }
+
+  for (gchar** f = o.forwards; f && *f; ++f) {
+    auto spec = natfwd::parse_local_forward_spec(*f);
+    if (auto* e = std::get_if<std::string>(&spec)) usage_error("-L " + std::string(*f) + ": " + *e);
+    config.forwards.push_back(std::get<natfwd::LocalForwardSpec>(spec));
+  }
+  for (gchar** s = o.serves; s && *s; ++s) {
+    auto spec = natfwd::parse_serve_spec(*s);
+    if (auto* e = std::get_if<std::string>(&spec)) usage_error("--serve " + std::string(*s) + ": " + *e);
+    config.serves.push_back(std::get<natfwd::ServeSpec>(spec));
+  }
+  if (!config.forwards.empty() && !config.remote_peer)
+    usage_error("-L needs the name of the serving peer after the specs, e.g. peer -L 2222:buffalo:22 home");
+  if (config.remote_peer && config.forwards.empty())
+    usage_error("a peer name was given but no -L [BIND:]PORT:HOST:HOSTPORT to forward");
+  if (!config.serves.empty() && !o.name)
+    usage_error("--serve needs --name NAME, the name connecting peers will use");
+  if (o.name) {
+    if (!natfwd::is_valid_peer_name(o.name))
+      usage_error(std::string("--name: '") + o.name + "' is not a valid peer name (lowercase letters, digits, '.', '_', '-')");
+    if (config.serves.empty()) usage_error("--name given but nothing to --serve");
+    config.name = o.name;
+  }
+  if (config.serves.empty() && config.forwards.empty())
+    usage_error("nothing to do: give --name NAME --serve [PORT:]HOST:HOSTPORT, or -L [BIND:]PORT:HOST:HOSTPORT NAME");
+
+  std::string relay = o.relay ? o.relay : "";
+  if (relay.empty()) {
+    const char* env = g_getenv("NATFWD_RELAY");
+    relay = env ? env : "";
+  }
+  if (relay.empty())
+    usage_error("no relay configured: give --relay HOST:PORT or set NATFWD_RELAY (natfwd has no default relay)");
+  auto relay_address = natfwd::parse_host_port(relay, kDefaultRelayPort);
+  if (auto* e = std::get_if<std::string>(&relay_address)) usage_error("--relay: " + *e);
+  config.relay = std::get<natfwd::HostPort>(relay_address);
+  config.relay_text = config.relay.to_string();
+
+  for (gchar** a = o.ice_addresses; a && *a; ++a) {
+    GInetAddress* address = g_inet_address_new_from_string(*a);
+    if (!address) usage_error(std::string("--ice-address: '") + *a + "' is not an IP address");
+    g_object_unref(address);
+    config.ice_addresses.push_back(*a);
+  }
+  config.state_dir = o.state_dir ? o.state_dir : default_state;
+  natfwd::log::init("peer", o.verbose ? natfwd::log::Level::kDebug : natfwd::log::Level::kInfo);
+  return config;
+}
+
+gboolean on_signal(gpointer loop) {
+  g_main_loop_quit(static_cast<GMainLoop*>(loop));
+  return G_SOURCE_REMOVE;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  natfwd::PeerConfig config = parse_command_line(argc, argv);
+  std::optional<natfwd::Identity> identity;
+  try {
+    identity.emplace(natfwd::Identity::load_or_create(config.state_dir));
+  } catch (const std::exception& e) {
+    natfwd::log::error("%s", e.what());
+    return 1;
+  }
+  GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
+  int exit_code = 0;
+  {
+    natfwd::PeerApp app(std::move(config), std::move(*identity), loop);
+    g_unix_signal_add(SIGINT, on_signal, loop);
+    g_unix_signal_add(SIGTERM, on_signal, loop);
+    if (app.start()) {
+      g_main_loop_run(loop);
+      app.shutdown();
+      // Let the CONNECTION_CLOSE datagrams and the relay close go out.
+      for (int i = 0; i < 50 && g_main_context_iteration(nullptr, FALSE); ++i) {
+      }
+    }
+    exit_code = app.exit_code();
+  }
+  g_main_loop_unref(loop);
+  return exit_code;
+}

@@ -1,0 +1,82 @@
+// The peer program: serves targets (--serve), forwards local ports (-L), or both.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gio/gio.h>
+
+#include "forward/forward_spec.h"
+#include "identity.h"
+#include "signaling/relay_client.h"
+#include "tunnel/tunnel.h"
+
+namespace natfwd {
+
+struct PeerConfig {
+  HostPort relay;
+  std::string relay_text;                   // as the user wrote it, for the ready line
+  std::optional<std::string> name;          // --name: register and serve under it
+  std::vector<ServeSpec> serves;            // --serve
+  std::vector<LocalForwardSpec> forwards;   // -L
+  std::optional<std::string> remote_peer;   // the NAME after -L specs
+  std::string state_dir;
+  std::vector<std::string> ice_addresses;   // --ice-address: restrict host candidates
+};
+
+class PeerApp {
+ public:
+  PeerApp(PeerConfig config, Identity identity, GMainLoop* loop);
+  ~PeerApp();
+  // Binds listeners and starts the relay link. Returns false (after logging one line)
+  // when something the user asked for cannot be done, e.g. a port already in use.
+  bool start();
+  // Closes every tunnel (CONNECTION_CLOSE to the other side) before the loop ends.
+  void shutdown();
+  int exit_code() const { return exit_code_; }
+
+ private:
+  struct Listener {
+    LocalForwardSpec spec;
+    GSocket* socket = nullptr;
+    GSource* source = nullptr;
+  };
+
+  bool bind_listener(Listener& listener);
+  static gboolean on_accept(GSocket* socket, GIOCondition, gpointer self);
+  void accept_from(GSocket* socket);
+  void on_welcome(const std::string& relay_ip, const wire::Welcome& welcome);
+  void on_session_message(const wire::Envelope& envelope);
+  void start_outgoing_tunnel();
+  std::unique_ptr<Tunnel> make_tunnel(Tunnel::Role role, uint64_t session_id,
+                                      const std::string& label);
+  void tunnel_closed(Tunnel& tunnel, const std::string& reason);
+  std::string check_target(const HostPort& target) const;
+  void fatal(const std::string& message);
+
+  PeerConfig config_;
+  Identity identity_;
+  GMainLoop* loop_;
+  std::unique_ptr<RelayClient> relay_;
+  IceSession::Options ice_options_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::map<uint64_t, std::unique_ptr<Tunnel>> tunnels_;  // by session id
+  Tunnel* outgoing_ = nullptr;  // the tunnel that -L connections use
+  // -L connections accepted while the relay link is down, with their target.
+  struct WaitingConnection {
+    GSocketConnection* tcp;
+    HostPort target;
+    gint64 accepted_us;
+  };
+  std::vector<WaitingConnection> waiting_;
+  guint waiting_timer_ = 0;
+  static gboolean on_waiting_timeout(gpointer self);
+  void hand_waiting_to_tunnel();
+  bool announced_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace natfwd

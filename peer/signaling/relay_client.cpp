@@ -1,0 +1,197 @@
+#include "signaling/relay_client.h"
+
+#include "frame.h"
+#include "log.h"
+
+namespace natfwd {
+namespace {
+
+constexpr guint kInitialBackoffMs = 500;
+constexpr guint kMaxBackoffMs = 30000;
+constexpr guint kConnectTimeoutSeconds = 10;
+
+}  // namespace
+
+RelayClient::RelayClient(HostPort relay, const Identity& identity,
+                         std::optional<std::string> name, Callbacks callbacks)
+    : relay_(std::move(relay)),
+      identity_(identity),
+      name_(std::move(name)),
+      callbacks_(std::move(callbacks)) {}
+
+RelayClient::~RelayClient() {
+  stopped_ = true;
+  if (cancellable_) {
+    g_cancellable_cancel(cancellable_);
+    g_object_unref(cancellable_);
+  }
+  if (ping_timer_) g_source_remove(ping_timer_);
+  if (reconnect_timer_) g_source_remove(reconnect_timer_);
+  if (link_) link_->close();
+  link_.reset();
+  if (tcp_) g_object_unref(tcp_);
+}
+
+void RelayClient::start() {
+  if (cancellable_) g_object_unref(cancellable_);
+  cancellable_ = g_cancellable_new();
+  GSocketClient* client = g_socket_client_new();
+  g_socket_client_set_timeout(client, kConnectTimeoutSeconds);
+  log::debug("connecting to relay %s", relay_.to_string().c_str());
+  g_socket_client_connect_to_host_async(client, relay_.host.c_str(), relay_.port, cancellable_,
+                                        on_connected_trampoline, this);
+  g_object_unref(client);
+}
+
+void RelayClient::on_connected_trampoline(GObject* client, GAsyncResult* result, gpointer self) {
+  GError* error = nullptr;
+  GSocketConnection* connection =
+      g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(client), result, &error);
+  if (error && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
+    g_error_free(error);  // we are being destroyed; `self` may be gone
+    return;
+  }
+  std::string message = error ? error->message : "";
+  if (error) g_error_free(error);
+  static_cast<RelayClient*>(self)->connected(connection, message);
+}
+
+void RelayClient::connected(GSocketConnection* connection, const std::string& error) {
+  if (!connection) {
+    disconnected("cannot reach relay " + relay_.to_string() + ": " + error, false);
+    return;
+  }
+  tcp_ = connection;
+  GSocket* socket = g_socket_connection_get_socket(connection);
+  GSocketAddress* remote = g_socket_get_remote_address(socket, nullptr);
+  relay_ip_.clear();
+  if (remote && G_IS_INET_SOCKET_ADDRESS(remote)) {
+    gchar* ip = g_inet_address_to_string(
+        g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(remote)));
+    relay_ip_ = ip;
+    g_free(ip);
+  }
+  if (remote) g_object_unref(remote);
+  link_ = std::make_unique<FramedConnection>(
+      socket, [this](const wire::Envelope& envelope) { handle(envelope); },
+      [this](const std::string& reason) { disconnected("relay link lost: " + reason, false); });
+  wire::Envelope hello;
+  hello.mutable_hello()->set_protocol_version(wire::kProtocolVersion);
+  hello.mutable_hello()->set_public_key(
+      std::string(reinterpret_cast<const char*>(identity_.public_key().data()),
+                  identity_.public_key().size()));
+  hello.mutable_hello()->set_software("natfwd-peer " NATFWD_VERSION);
+  link_->send(hello);
+}
+
+void RelayClient::send(const wire::Envelope& envelope) {
+  if (link_ && link_->is_open()) link_->send(envelope);
+}
+
+void RelayClient::handle(const wire::Envelope& envelope) {
+  switch (envelope.msg_case()) {
+    case wire::Envelope::kWelcome: {
+      welcomed_ = true;
+      backoff_ms_ = 0;
+      keepalive_seconds_ = std::clamp<guint>(envelope.welcome().keepalive_seconds(), 1, 300);
+      last_pong_us_ = g_get_monotonic_time();
+      if (ping_timer_) g_source_remove(ping_timer_);
+      ping_timer_ = g_timeout_add_seconds(keepalive_seconds_, on_ping_timer, this);
+      log::debug("relay %s sees us as %s", relay_.to_string().c_str(),
+                 envelope.welcome().observed_address().c_str());
+      if (name_) {
+        wire::Envelope reg;
+        reg.mutable_register_()->set_name(*name_);
+        link_->send(reg);
+      }
+      if (callbacks_.on_welcome) callbacks_.on_welcome(envelope.welcome(), relay_ip_);
+      break;
+    }
+    case wire::Envelope::kRegistered:
+      if (callbacks_.on_registered) callbacks_.on_registered(envelope.registered().name());
+      break;
+    case wire::Envelope::kPong:
+      last_pong_us_ = g_get_monotonic_time();
+      break;
+    case wire::Envelope::kPing: {
+      wire::Envelope pong;
+      pong.mutable_pong()->set_nonce(envelope.ping().nonce());
+      link_->send(pong);
+      break;
+    }
+    case wire::Envelope::kError: {
+      const auto& error = envelope.error();
+      const bool fatal = error.code() == wire::Error::NAME_TAKEN ||
+                         error.code() == wire::Error::NAME_INVALID ||
+                         error.code() == wire::Error::VERSION;
+      disconnected("relay refused us: " + error.detail(), fatal);
+      break;
+    }
+    case wire::Envelope::kIncomingSession:
+    case wire::Envelope::kAcceptSession:
+    case wire::Envelope::kCandidate:
+    case wire::Envelope::kCloseSession:
+      if (callbacks_.on_session_message) callbacks_.on_session_message(envelope);
+      break;
+    default:
+      log::warn_limited("relay message", "unexpected message %d from the relay",
+                        static_cast<int>(envelope.msg_case()));
+      break;
+  }
+}
+
+gboolean RelayClient::on_ping_timer(gpointer self) {
+  auto* client = static_cast<RelayClient*>(self);
+  const gint64 silent_us = g_get_monotonic_time() - client->last_pong_us_;
+  if (silent_us > 3 * static_cast<gint64>(client->keepalive_seconds_) * G_USEC_PER_SEC) {
+    client->ping_timer_ = 0;
+    client->disconnected("relay link lost: no answer to keepalives", false);
+    return G_SOURCE_REMOVE;
+  }
+  wire::Envelope ping;
+  ping.mutable_ping()->set_nonce(static_cast<uint64_t>(g_get_monotonic_time()));
+  client->send(ping);
+  return G_SOURCE_CONTINUE;
+}
+
+void RelayClient::disconnected(const std::string& reason, bool fatal) {
+  welcomed_ = false;
+  if (ping_timer_) {
+    g_source_remove(ping_timer_);
+    ping_timer_ = 0;
+  }
+  if (link_) {
+    link_->close();
+    // Destroyed later: we may be inside one of its callbacks.
+    FramedConnection* doomed = link_.release();
+    g_idle_add_full(G_PRIORITY_DEFAULT, [](gpointer p) -> gboolean {
+      delete static_cast<FramedConnection*>(p);
+      return G_SOURCE_REMOVE;
+    }, doomed, nullptr);
+  }
+  if (tcp_) {
+    g_object_unref(tcp_);
+    tcp_ = nullptr;
+  }
+  if (callbacks_.on_disconnected) callbacks_.on_disconnected(reason, fatal);
+  if (!fatal && !stopped_) schedule_reconnect();
+}
+
+void RelayClient::schedule_reconnect() {
+  backoff_ms_ = backoff_ms_ == 0 ? kInitialBackoffMs : std::min(backoff_ms_ * 2, kMaxBackoffMs);
+  // Full jitter between half and all of the backoff, so that many peers that lost
+  // the same relay do not come back in lockstep.
+  const guint delay = backoff_ms_ / 2 + g_random_int_range(0, static_cast<gint32>(backoff_ms_ / 2 + 1));
+  log::debug("reconnecting to the relay in %u ms", delay);
+  if (reconnect_timer_) g_source_remove(reconnect_timer_);
+  reconnect_timer_ = g_timeout_add(delay, on_reconnect_timer, this);
+}
+
+gboolean RelayClient::on_reconnect_timer(gpointer self) {
+  auto* client = static_cast<RelayClient*>(self);
+  client->reconnect_timer_ = 0;
+  client->start();
+  return G_SOURCE_REMOVE;
+}
+
+}  // namespace natfwd

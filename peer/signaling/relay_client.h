@@ -1,0 +1,69 @@
+// The peer's link to the relay: one TCP connection carrying framed Envelopes.
+// Says Hello, registers the peer's name (when it serves), keeps the link alive with
+// Pings, and reconnects with exponential backoff and jitter when it drops.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <gio/gio.h>
+
+#include "address.h"
+#include "framed_connection.h"
+#include "identity.h"
+
+namespace natfwd {
+
+class RelayClient {
+ public:
+  struct Callbacks {
+    // Hello answered; `relay_ip` is the address we reached (for STUN/TURN).
+    std::function<void(const wire::Welcome&, const std::string& relay_ip)> on_welcome;
+    std::function<void(const std::string& name)> on_registered;
+    // IncomingSession, AcceptSession, Candidate, CloseSession.
+    std::function<void(const wire::Envelope&)> on_session_message;
+    // The link is down; it reconnects by itself unless `fatal` (the relay refused us
+    // for a reason that retrying cannot fix, such as a name held by another key).
+    std::function<void(const std::string& reason, bool fatal)> on_disconnected;
+  };
+
+  RelayClient(HostPort relay, const Identity& identity, std::optional<std::string> name,
+              Callbacks callbacks);
+  ~RelayClient();
+  RelayClient(const RelayClient&) = delete;
+  RelayClient& operator=(const RelayClient&) = delete;
+
+  void start();
+  bool ready() const { return welcomed_; }
+  void send(const wire::Envelope& envelope);
+  const HostPort& relay() const { return relay_; }
+
+ private:
+  static void on_connected_trampoline(GObject* client, GAsyncResult* result, gpointer self);
+  static gboolean on_ping_timer(gpointer self);
+  static gboolean on_reconnect_timer(gpointer self);
+  void connected(GSocketConnection* connection, const std::string& error);
+  void handle(const wire::Envelope& envelope);
+  void disconnected(const std::string& reason, bool fatal);
+  void schedule_reconnect();
+
+  HostPort relay_;
+  const Identity& identity_;
+  std::optional<std::string> name_;
+  Callbacks callbacks_;
+  GCancellable* cancellable_ = nullptr;
+  GSocketConnection* tcp_ = nullptr;
+  std::unique_ptr<FramedConnection> link_;
+  std::string relay_ip_;
+  bool welcomed_ = false;
+  bool stopped_ = false;
+  guint ping_timer_ = 0;
+  guint reconnect_timer_ = 0;
+  guint backoff_ms_ = 0;
+  gint64 last_pong_us_ = 0;
+  guint keepalive_seconds_ = 15;
+};
+
+}  // namespace natfwd
