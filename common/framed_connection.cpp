@@ -17,78 +17,117 @@ std::string socket_address_to_string(GSocketAddress* address) {
 
 FramedConnection::FramedConnection(GSocket* socket, EnvelopeHandler on_envelope,
                                    ClosedHandler on_closed, size_t max_outbound_bytes)
-    : socket_(G_SOCKET(g_object_ref(socket))),
+    : FramedConnection(make_plain_stream(socket), std::move(on_envelope), std::move(on_closed),
+                       max_outbound_bytes) {}
+
+FramedConnection::FramedConnection(std::unique_ptr<ByteStream> stream,
+                                   EnvelopeHandler on_envelope, ClosedHandler on_closed,
+                                   size_t max_outbound_bytes,
+                                   std::span<const std::byte> already_read)
+    : stream_(std::move(stream)),
       on_envelope_(std::move(on_envelope)),
       on_closed_(std::move(on_closed)),
-      max_outbound_bytes_(max_outbound_bytes) {
-  g_socket_set_blocking(socket_, FALSE);
-  if (GSocketAddress* remote = g_socket_get_remote_address(socket_, nullptr)) {
-    remote_address_ = socket_address_to_string(remote);
-    g_object_unref(remote);
+      max_outbound_bytes_(max_outbound_bytes),
+      input_(already_read.begin(), already_read.end()) {
+  remote_address_ = stream_->remote_address();
+  watch(read_source_, G_IO_IN, G_SOURCE_FUNC(on_readable_trampoline));
+  // Bytes handed in (or buffered inside TLS) are not announced by the socket again:
+  // deliver them from the main loop, not from inside the constructor.
+  if (!input_.empty() || stream_->has_buffered_input()) {
+    struct Pending {
+      std::weak_ptr<bool> alive;
+      FramedConnection* connection;
+    };
+    g_idle_add_full(
+        G_PRIORITY_DEFAULT,
+        [](gpointer data) -> gboolean {
+          auto* pending = static_cast<Pending*>(data);
+          auto alive = pending->alive.lock();
+          if (alive && *alive && pending->connection->stream_ &&
+              pending->connection->deliver_frames())
+            pending->connection->on_readable();
+          return G_SOURCE_REMOVE;
+        },
+        new Pending{alive_, this}, [](gpointer data) { delete static_cast<Pending*>(data); });
   }
-  read_source_ = g_socket_create_source(socket_, G_IO_IN, nullptr);
-  g_source_set_callback(read_source_, G_SOURCE_FUNC(on_readable_trampoline), this, nullptr);
-  g_source_attach(read_source_, nullptr);
 }
 
 FramedConnection::~FramedConnection() {
   *alive_ = false;
-  detach_sources();
-  if (socket_) {
-    g_socket_close(socket_, nullptr);
-    g_object_unref(socket_);
-  }
+  release_stream();
 }
 
 std::string FramedConnection::local_address() const {
-  if (!socket_) return "?";
-  GSocketAddress* local = g_socket_get_local_address(socket_, nullptr);
+  if (!stream_) return "?";
+  GSocketAddress* local = g_socket_get_local_address(stream_->socket(), nullptr);
   std::string text = socket_address_to_string(local);
   if (local) g_object_unref(local);
   return text;
 }
 
-void FramedConnection::detach_sources() {
-  for (GSource** source : {&read_source_, &write_source_}) {
-    if (*source) {
-      g_source_destroy(*source);
-      g_source_unref(*source);
-      *source = nullptr;
-    }
-  }
+void FramedConnection::watch(GSource*& source, GIOCondition condition, GSourceFunc callback) {
+  GIOCondition& current = (&source == &read_source_) ? read_condition_ : write_condition_;
+  if (source && current == condition) return;
+  unwatch(source);
+  current = condition;
+  source = g_socket_create_source(stream_->socket(), condition, nullptr);
+  g_source_set_callback(source, callback, this, nullptr);
+  g_source_attach(source, nullptr);
 }
 
+void FramedConnection::unwatch(GSource*& source) {
+  if (!source) return;
+  g_source_destroy(source);
+  g_source_unref(source);
+  source = nullptr;
+}
+
+void FramedConnection::release_stream() {
+  unwatch(read_source_);
+  unwatch(write_source_);
+  stream_.reset();  // closes the socket when the last reference goes
+}
+
+// The sources manage themselves through watch/unwatch, so the callbacks always
+// return CONTINUE (destroying a source from its own dispatch is allowed).
 gboolean FramedConnection::on_readable_trampoline(GSocket*, GIOCondition, gpointer self) {
-  return static_cast<FramedConnection*>(self)->on_readable() ? G_SOURCE_CONTINUE
-                                                             : G_SOURCE_REMOVE;
+  static_cast<FramedConnection*>(self)->on_readable();
+  return G_SOURCE_CONTINUE;
 }
 
 gboolean FramedConnection::on_writable_trampoline(GSocket*, GIOCondition, gpointer self) {
-  return static_cast<FramedConnection*>(self)->on_writable() ? G_SOURCE_CONTINUE
-                                                             : G_SOURCE_REMOVE;
+  static_cast<FramedConnection*>(self)->on_writable();
+  return G_SOURCE_CONTINUE;
 }
 
-bool FramedConnection::on_readable() {
-  std::byte buffer[16384];
-  GError* error = nullptr;
-  gssize n = g_socket_receive(socket_, reinterpret_cast<gchar*>(buffer), sizeof buffer,
-                              nullptr, &error);
-  if (n < 0) {
-    if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
-      g_error_free(error);
-      return true;
+void FramedConnection::on_readable() {
+  std::weak_ptr<bool> alive = alive_;
+  // Read until the stream would block: TLS may hold decrypted bytes the socket will
+  // never announce again. Bounded, so that one sender cannot monopolise the loop.
+  for (int i = 0; i < 64 && stream_; ++i) {
+    std::byte buffer[16384];
+    size_t n = 0;
+    std::string error;
+    switch (stream_->read(buffer, n, error)) {
+      case ByteStream::Io::kOk:
+        input_.insert(input_.end(), buffer, buffer + n);
+        if (!deliver_frames()) return;  // closed, or destroyed by a handler
+        if (alive.expired() || !stream_) return;
+        continue;
+      case ByteStream::Io::kWouldBlock:
+        watch(read_source_, stream_->wait_condition(), G_SOURCE_FUNC(on_readable_trampoline));
+        return;
+      case ByteStream::Io::kEof:
+        fail("connection closed by remote");
+        return;
+      case ByteStream::Io::kError:
+        fail(error);
+        return;
     }
-    std::string reason = error->message;
-    g_error_free(error);
-    fail(reason);
-    return false;
   }
-  if (n == 0) {
-    fail("connection closed by remote");
-    return false;
-  }
-  input_.insert(input_.end(), buffer, buffer + n);
+}
 
+bool FramedConnection::deliver_frames() {
   std::weak_ptr<bool> alive = alive_;
   size_t offset = 0;
   while (true) {
@@ -107,14 +146,14 @@ bool FramedConnection::on_readable() {
     offset += result.consumed;
     on_envelope_(envelope);
     // The handler may have closed or destroyed this connection.
-    if (alive.expired() || !*alive.lock() || !socket_) return false;
+    if (alive.expired() || !*alive.lock() || !stream_) return false;
   }
   input_.erase(input_.begin(), input_.begin() + static_cast<ptrdiff_t>(offset));
   return true;
 }
 
 void FramedConnection::send(const wire::Envelope& envelope) {
-  if (!socket_) return;
+  if (!stream_) return;
   wire::encode_message(envelope, output_);
   if (output_.size() - output_offset_ > max_outbound_bytes_) {
     fail("remote reads too slowly (outbound queue full)");
@@ -124,48 +163,32 @@ void FramedConnection::send(const wire::Envelope& envelope) {
 }
 
 void FramedConnection::flush() {
-  while (socket_ && output_offset_ < output_.size()) {
-    GError* error = nullptr;
-    gssize n = g_socket_send(socket_,
-                             reinterpret_cast<const gchar*>(output_.data() + output_offset_),
-                             output_.size() - output_offset_, nullptr, &error);
-    if (n < 0) {
-      if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
-        g_error_free(error);
-        if (!write_source_) {
-          write_source_ = g_socket_create_source(socket_, G_IO_OUT, nullptr);
-          g_source_set_callback(write_source_, G_SOURCE_FUNC(on_writable_trampoline), this,
-                                nullptr);
-          g_source_attach(write_source_, nullptr);
-        }
+  while (stream_ && output_offset_ < output_.size()) {
+    size_t n = 0;
+    std::string error;
+    switch (stream_->write(std::span(output_).subspan(output_offset_), n, error)) {
+      case ByteStream::Io::kOk:
+        output_offset_ += n;
+        continue;
+      case ByteStream::Io::kWouldBlock:
+        watch(write_source_, stream_->wait_condition(), G_SOURCE_FUNC(on_writable_trampoline));
         return;
-      }
-      std::string reason = error->message;
-      g_error_free(error);
-      fail(reason);
-      return;
+      case ByteStream::Io::kEof:
+      case ByteStream::Io::kError:
+        fail(error.empty() ? "connection closed" : error);
+        return;
     }
-    output_offset_ += static_cast<size_t>(n);
   }
   output_.clear();
   output_offset_ = 0;
+  unwatch(write_source_);
 }
 
-bool FramedConnection::on_writable() {
-  flush();
-  if (!socket_) return false;
-  if (output_offset_ < output_.size()) return true;
-  g_source_unref(write_source_);
-  write_source_ = nullptr;
-  return false;
-}
+void FramedConnection::on_writable() { flush(); }
 
 void FramedConnection::fail(const std::string& reason) {
-  if (!socket_) return;
-  detach_sources();
-  g_socket_close(socket_, nullptr);
-  g_object_unref(socket_);
-  socket_ = nullptr;
+  if (!stream_) return;
+  release_stream();
   if (on_closed_) {
     auto handler = std::move(on_closed_);
     on_closed_ = nullptr;
@@ -174,14 +197,11 @@ void FramedConnection::fail(const std::string& reason) {
 }
 
 void FramedConnection::close() {
-  if (!socket_) return;
+  if (!stream_) return;
   on_closed_ = nullptr;
   flush();
-  detach_sources();
-  g_socket_shutdown(socket_, FALSE, TRUE, nullptr);
-  g_socket_close(socket_, nullptr);
-  g_object_unref(socket_);
-  socket_ = nullptr;
+  if (stream_) stream_->shutdown_write();
+  release_stream();
 }
 
 }  // namespace natfwd

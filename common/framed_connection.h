@@ -13,6 +13,7 @@
 
 #include <gio/gio.h>
 
+#include "byte_stream.h"
 #include "rendezvous.pb.h"
 
 namespace natfwd {
@@ -23,9 +24,14 @@ class FramedConnection {
   // Called once, when the connection is closed for any reason other than close().
   using ClosedHandler = std::function<void(const std::string& reason)>;
 
-  // Takes a reference on `socket` and makes it non-blocking.
+  // Takes a reference on `socket` and makes it non-blocking (plain TCP).
   FramedConnection(GSocket* socket, EnvelopeHandler on_envelope, ClosedHandler on_closed,
                    size_t max_outbound_bytes = 1 << 20);
+  // Over any byte stream, e.g. TLS (common/byte_stream.h). `already_read` are bytes
+  // the caller read from the stream before (a sniffed first byte).
+  FramedConnection(std::unique_ptr<ByteStream> stream, EnvelopeHandler on_envelope,
+                   ClosedHandler on_closed, size_t max_outbound_bytes = 1 << 20,
+                   std::span<const std::byte> already_read = {});
   ~FramedConnection();
   FramedConnection(const FramedConnection&) = delete;
   FramedConnection& operator=(const FramedConnection&) = delete;
@@ -35,27 +41,32 @@ class FramedConnection {
   void send(const wire::Envelope& envelope);
   // Sends what is queued (best effort, non-blocking) and closes. No callback.
   void close();
-  bool is_open() const { return socket_ != nullptr; }
+  bool is_open() const { return stream_ != nullptr; }
 
   // Address of the remote end, "host:port", for logs.
   const std::string& remote_address() const { return remote_address_; }
   std::string local_address() const;
-  GSocket* socket() const { return socket_; }
+  GSocket* socket() const { return stream_ ? stream_->socket() : nullptr; }
   // Bytes received that did not form a whole frame yet (tests and limits).
   size_t buffered_input() const { return input_.size(); }
 
  private:
   static gboolean on_readable_trampoline(GSocket*, GIOCondition, gpointer self);
   static gboolean on_writable_trampoline(GSocket*, GIOCondition, gpointer self);
-  bool on_readable();
-  bool on_writable();
+  void on_readable();
+  void on_writable();
   void fail(const std::string& reason);
   void flush();
-  void detach_sources();
+  bool deliver_frames();
+  void watch(GSource*& source, GIOCondition condition, GSourceFunc callback);
+  void unwatch(GSource*& source);
+  void release_stream();
 
-  GSocket* socket_ = nullptr;
+  std::unique_ptr<ByteStream> stream_;
   GSource* read_source_ = nullptr;
+  GIOCondition read_condition_ = G_IO_IN;
   GSource* write_source_ = nullptr;
+  GIOCondition write_condition_ = G_IO_OUT;
   EnvelopeHandler on_envelope_;
   ClosedHandler on_closed_;
   size_t max_outbound_bytes_;
