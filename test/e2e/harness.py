@@ -1,0 +1,231 @@
+"""Shared harness of natfwd's end-to-end tests (loopback, real relay and peer processes).
+
+A test is a function taking a `World`; `run(test)` gives it a temp dir, starts nothing by
+itself, and afterwards stops every process the test started (by PID) and removes the
+temp dir. A `Failure` (or any exception) fails the test with its message; missing
+binaries skip it (exit 77, meson's "skipped").
+
+    def test(w):
+        relay, addr = w.natfwd.relay()
+        target = w.target(echo_handler)
+        w.natfwd.serve(addr, "home", [f"127.0.0.1:{target.port}"])
+        fwd, (laddr,) = w.natfwd.forward(addr, "home", [f"0:127.0.0.1:{target.port}"])
+        ...
+    run(test)
+
+The binaries come from $RELAY and $PEER (meson sets them), else from $BUILD_DIR or build/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import traceback
+from typing import Callable, Optional
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+
+from procs import (Failure, Natfwd, Proc, ProcGroup, find_binaries, scaled,  # noqa: E402
+                   split_hostport, wait_until)
+
+__all__ = ["Failure", "Natfwd", "Proc", "World", "TargetServer", "run", "scaled",
+           "split_hostport", "wait_until", "PatternStream", "connect", "recv_all",
+           "send_stream", "SKIP"]
+
+SKIP = 77
+IO_TIMEOUT = 120.0  # a socket operation that makes no progress for this long fails
+
+
+class PatternStream:
+    """Reproducible pseudo-random bytes, produced in chunks (never all in memory)."""
+
+    def __init__(self, seed, total: int, chunk: int = 256 * 1024):
+        self.rng = random.Random(seed)
+        self.total = total
+        self.chunk = chunk
+
+    def __iter__(self):
+        left = self.total
+        while left > 0:
+            n = min(self.chunk, left)
+            yield self.rng.randbytes(n)
+            left -= n
+
+
+def connect(addr: str, timeout: float = IO_TIMEOUT) -> socket.socket:
+    host, port = split_hostport(addr)
+    s = socket.create_connection((host, port), timeout=scaled(timeout))
+    s.settimeout(scaled(timeout))
+    return s
+
+
+def send_stream(sock: socket.socket, stream: PatternStream) -> str:
+    """Sends the stream; returns the SHA-256 of what was sent."""
+    h = hashlib.sha256()
+    for chunk in stream:
+        h.update(chunk)
+        sock.sendall(chunk)
+    return h.hexdigest()
+
+
+def recv_all(sock: socket.socket, limit: Optional[int] = None) -> tuple[int, str]:
+    """Reads until EOF; returns (byte count, SHA-256). Raises on more than `limit` bytes."""
+    h = hashlib.sha256()
+    total = 0
+    while True:
+        data = sock.recv(1 << 18)
+        if not data:
+            return total, h.hexdigest()
+        total += len(data)
+        h.update(data)
+        if limit is not None and total > limit:
+            raise Failure(f"received more than the expected {limit} bytes")
+
+
+class TargetServer:
+    """A TCP server on 127.0.0.1:0 run by the test: one thread per connection, each
+    running handler(conn, index). Exceptions in handlers are kept and reported."""
+
+    def __init__(self, handler: Callable[[socket.socket, int], None], host: str = "127.0.0.1"):
+        self.handler = handler
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen(256)
+        self.host = host
+        self.port = self.sock.getsockname()[1]
+        self.addr = f"{host}:{self.port}"
+        self.errors: list[str] = []
+        self.results: dict[int, object] = {}
+        self.accepted = 0
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._cond = threading.Condition(self._lock)
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                index = self.accepted
+                self.accepted += 1
+                self._cond.notify_all()
+            t = threading.Thread(target=self._run, args=(conn, index), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _run(self, conn: socket.socket, index: int) -> None:
+        conn.settimeout(scaled(IO_TIMEOUT))
+        try:
+            with conn:
+                result = self.handler(conn, index)
+            with self._lock:
+                self.results[index] = result
+                self._cond.notify_all()
+        except Exception:  # noqa: BLE001 - reported by check()
+            with self._lock:
+                self.errors.append(f"target connection {index}: {traceback.format_exc()}")
+                self._cond.notify_all()
+
+    def wait_results(self, count: int, timeout: float) -> None:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: len(self.results) + len(self.errors) >= count,
+                                     timeout=scaled(timeout))
+        self.check()
+        if not ok:
+            raise Failure(f"target: {len(self.results)} of {count} connections finished "
+                          f"within {scaled(timeout):.0f} s")
+
+    def check(self) -> None:
+        if self.errors:
+            raise Failure("target server failed:\n" + "\n".join(self.errors))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+
+class World:
+    def __init__(self, tmpdir: str):
+        self.tmpdir = tmpdir
+        self.group = ProcGroup()
+        self.relay_bin, self.peer_bin = find_binaries()
+        self.natfwd = Natfwd(self.group, tmpdir, self.relay_bin, self.peer_bin)
+        self.targets: list[TargetServer] = []
+        self._cleanups: list[Callable[[], None]] = []
+
+    def target(self, handler) -> TargetServer:
+        t = TargetServer(handler)
+        self.targets.append(t)
+        return t
+
+    def on_cleanup(self, fn: Callable[[], None]) -> None:
+        self._cleanups.append(fn)
+
+    def tunnel(self, serves: list[str], forwards: list[str], name: str = "home"):
+        """relay + `peer --serve` + `peer -L`; returns (relay_addr, serving, fwd, addrs)."""
+        _, relay_addr = self.natfwd.relay()
+        serving = self.natfwd.serve(relay_addr, name, serves)
+        fwd, addrs = self.natfwd.forward(relay_addr, name, forwards)
+        return relay_addr, serving, fwd, addrs
+
+    def close(self) -> None:
+        for fn in reversed(self._cleanups):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
+        for t in self.targets:
+            t.close()
+        self.group.stop_all()
+
+    def dump(self) -> None:
+        """Prints every process's state and stderr tail (after a failure)."""
+        for p in self.group.procs:
+            print(p.describe(), file=sys.stderr)
+
+
+def run(test: Callable[[World], None]) -> None:
+    relay_bin, peer_bin = find_binaries()
+    for path in (relay_bin, peer_bin):
+        if not os.access(path, os.X_OK):
+            print(f"SKIP: {path} is not built yet", flush=True)
+            sys.exit(SKIP)
+    tmpdir = tempfile.mkdtemp(prefix="natfwd-e2e-")
+    world = World(tmpdir)
+    code = 0
+    try:
+        test(world)
+        print(f"PASS: {test.__module__ if test.__module__ != '__main__' else sys.argv[0]}",
+              flush=True)
+    except Failure as e:
+        print(f"FAIL: {e}", file=sys.stderr, flush=True)
+        code = 1
+    except Exception:  # noqa: BLE001
+        print("FAIL: unexpected exception:", file=sys.stderr)
+        traceback.print_exc()
+        print("\nprocesses at the time:", file=sys.stderr)
+        world.dump()
+        code = 1
+    finally:
+        world.close()
+        if os.environ.get("NATFWD_E2E_KEEP") and code:
+            print(f"kept {tmpdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    sys.exit(code)

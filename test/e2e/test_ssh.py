@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""A real sshd and a real ssh client through `peer -L`.
+
+The test makes throwaway host and user keys, serves `sshd -i` (inetd mode, one sshd per
+connection) behind a listening socket it owns on 127.0.0.1:0, and forwards to it. Through
+the tunnel: `ssh ... echo hello`, then a 20 MB random file copied with `cat > dest`,
+compared by SHA-256. Skipped when openssh is not installed.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+
+from harness import SKIP, Failure, run, scaled
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from sshd_inetd import ThrowawaySshd, have_ssh_tools  # noqa: E402
+
+FILE_SIZE = 20 * 1024 * 1024
+
+
+def ssh(sshd, port, *command, stdin=None, timeout=120):
+    argv = sshd.ssh_argv(port, *command)
+    try:
+        return subprocess.run(argv, stdin=stdin, capture_output=True,
+                              timeout=scaled(timeout))
+    except subprocess.TimeoutExpired:
+        raise Failure(f"ssh did not finish within {scaled(timeout):.0f} s: {argv}\n"
+                      f"sshd log:\n{sshd.log_text()}") from None
+
+
+def test(w):
+    sshd_dir = os.path.join(w.tmpdir, "sshd")
+    os.mkdir(sshd_dir, 0o700)
+    sshd = ThrowawaySshd(sshd_dir)
+    sshd_port = sshd.start()
+    w.on_cleanup(sshd.stop)
+    target = f"127.0.0.1:{sshd_port}"
+
+    # Sanity: the throwaway sshd works directly, so a failure below is the tunnel's.
+    direct = ssh(sshd, sshd_port, "echo", "direct")
+    if direct.returncode != 0 or direct.stdout.strip() != b"direct":
+        raise Failure(f"the test's own sshd does not work directly (exit "
+                      f"{direct.returncode}): {direct.stderr.decode(errors='replace')}\n"
+                      f"sshd log:\n{sshd.log_text()}")
+
+    _, _, fwd, (laddr,) = w.tunnel([target], [f"0:{target}"])
+    port = int(laddr.rpartition(":")[2])
+
+    r = ssh(sshd, port, "echo", "hello")
+    if r.returncode != 0 or r.stdout.strip() != b"hello":
+        raise Failure(f"ssh through the tunnel: exit {r.returncode}, stdout {r.stdout!r}, "
+                      f"stderr {r.stderr.decode(errors='replace')}\n{fwd.describe()}\n"
+                      f"sshd log:\n{sshd.log_text()}")
+
+    src = os.path.join(w.tmpdir, "file.bin")
+    dest = os.path.join(w.tmpdir, "copied.bin")
+    h = hashlib.sha256()
+    with open(src, "wb") as f:
+        left = FILE_SIZE
+        while left:
+            chunk = os.urandom(min(left, 1 << 20))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    with open(src, "rb") as f:
+        r = ssh(sshd, port, f"cat > '{dest}' && sha256sum '{dest}'", stdin=f)
+    if r.returncode != 0:
+        raise Failure(f"copy through the tunnel failed: exit {r.returncode}, "
+                      f"{r.stderr.decode(errors='replace')}\n{fwd.describe()}")
+    remote_sum = r.stdout.split()[0].decode() if r.stdout.split() else ""
+    with open(dest, "rb") as f:
+        local_sum = hashlib.file_digest(f, "sha256").hexdigest() if hasattr(
+            hashlib, "file_digest") else hashlib.sha256(f.read()).hexdigest()
+    if not (remote_sum == local_sum == h.hexdigest()):
+        raise Failure(f"copied file differs: sent {h.hexdigest()}, sha256sum on the far side "
+                      f"{remote_sum!r}, file {local_sum}")
+    print(f"ssh through the tunnel: 'echo hello' ok, {FILE_SIZE} bytes copied intact")
+
+
+def main():
+    if not have_ssh_tools():
+        print("SKIP: sshd/ssh/ssh-keygen not installed (openssh-server, openssh-client)")
+        sys.exit(SKIP)
+    run(test)
+
+
+if __name__ == "__main__":
+    main()
