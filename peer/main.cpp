@@ -13,6 +13,7 @@
 #include "log.h"
 #include "peer_app.h"
 #include "state_dir.h"
+#include "transport/connector.h"
 
 namespace {
 
@@ -31,6 +32,8 @@ struct Options {
   gchar** forwards = nullptr;
   gchar* state_dir = nullptr;
   gchar** ice_addresses = nullptr;
+  gchar* proxy = nullptr;
+  gboolean force_relay = FALSE;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
 };
@@ -41,8 +44,13 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   const std::string state_help = "Keep the identity key in DIR (default: " + default_state + ")";
   GOptionEntry entries[] = {
       {"relay", 0, 0, G_OPTION_ARG_STRING, &o.relay,
-       "Relay to meet other peers at, HOST[:PORT] (default port 3478; default from $NATFWD_RELAY, no built-in relay)",
+       "Relay to meet other peers at, [tls://]HOST[:PORT] (default port 3478, TCP; tls:// for the relay's TLS port; default from $NATFWD_RELAY, no built-in relay)",
        "HOST:PORT"},
+      {"proxy", 0, 0, G_OPTION_ARG_STRING, &o.proxy,
+       "Reach the relay and TURN over TCP/TLS through this HTTP CONNECT proxy (default: $https_proxy/$HTTPS_PROXY, else none)",
+       "http://HOST:PORT"},
+      {"force-relay", 0, 0, G_OPTION_ARG_NONE, &o.force_relay,
+       "Use relayed (TURN) candidates only, never a direct path (default: off)", nullptr},
       {"name", 0, 0, G_OPTION_ARG_STRING, &o.name,
        "Register at the relay under NAME, so that others can reach --serve targets (default: none)",
        "NAME"},
@@ -123,10 +131,28 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   }
   if (relay.empty())
     usage_error("no relay configured: give --relay HOST:PORT or set NATFWD_RELAY (natfwd has no default relay)");
+  const std::string tls_scheme = "tls://";
+  if (relay.rfind(tls_scheme, 0) == 0) {
+    config.relay_tls = true;
+    relay = relay.substr(tls_scheme.size());
+  } else if (relay.find("://") != std::string::npos) {
+    usage_error("--relay: '" + relay + "': only tls:// or a plain HOST:PORT is understood");
+  }
   auto relay_address = natfwd::parse_host_port(relay, kDefaultRelayPort);
   if (auto* e = std::get_if<std::string>(&relay_address)) usage_error("--relay: " + *e);
   config.relay = std::get<natfwd::HostPort>(relay_address);
   config.relay_text = config.relay.to_string();
+
+  std::optional<std::string> proxy;
+  if (o.proxy) proxy = o.proxy;
+  else proxy = natfwd::proxy_from_environment(config.relay.host);
+  if (proxy && !proxy->empty()) {
+    auto parsed = natfwd::parse_proxy_url(*proxy);
+    if (auto* e = std::get_if<std::string>(&parsed))
+      usage_error(std::string(o.proxy ? "--proxy" : "https_proxy") + ": " + *e);
+    config.proxy = std::get<natfwd::HostPort>(parsed);
+  }
+  config.force_relay = o.force_relay;
 
   for (gchar** a = o.ice_addresses; a && *a; ++a) {
     GInetAddress* address = g_inet_address_new_from_string(*a);

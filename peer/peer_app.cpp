@@ -38,7 +38,10 @@ constexpr int kRelayWaitSeconds = 30;
 }  // namespace
 
 PeerApp::PeerApp(PeerConfig config, Identity identity, GMainLoop* loop)
-    : config_(std::move(config)), identity_(std::move(identity)), loop_(loop) {}
+    : config_(std::move(config)),
+      identity_(std::move(identity)),
+      loop_(loop),
+      known_relays_(config_.state_dir + "/known_relays") {}
 
 PeerApp::~PeerApp() {
   if (waiting_timer_) g_source_remove(waiting_timer_);
@@ -90,8 +93,17 @@ bool PeerApp::start() {
     }
     log::warn("%s; reconnecting", reason.c_str());
   };
-  relay_ = std::make_unique<RelayClient>(config_.relay, identity_, config_.name,
-                                         std::move(callbacks));
+  callbacks.on_ice_servers = [this](const wire::IceServersUpdate& update) {
+    use_ice_servers(update.ice_servers());
+  };
+  ConnectOptions link;
+  link.server = config_.relay;
+  link.http_proxy = config_.proxy;
+  link.tls = config_.relay_tls;
+  link.tls_check = [this](X509*, const std::string& spki) {
+    return known_relays_.check(config_.relay, spki);
+  };
+  relay_ = std::make_unique<RelayClient>(link, identity_, config_.name, std::move(callbacks));
   relay_->start();
   return true;
 }
@@ -172,26 +184,94 @@ void PeerApp::accept_from(GSocket* socket) {
 }
 
 void PeerApp::on_welcome(const std::string& relay_ip, const wire::Welcome& welcome) {
-  ice_options_ = IceSession::Options{};
-  for (const auto& server : welcome.ice_servers()) {
-    if (server.kind() == wire::IceServer::STUN && ice_options_.stun_server.ip.empty()) {
-      // An empty host means "the address you reached me at".
-      ice_options_.stun_server.ip = server.host().empty() ? relay_ip : server.host();
-      ice_options_.stun_server.port = static_cast<uint16_t>(server.port());
-    }
-  }
-  if (!config_.ice_addresses.empty()) {
-    ice_options_.local_addresses = config_.ice_addresses;
-  } else if (is_loopback_ip(relay_ip)) {
-    // A relay on loopback means every peer is on this machine (tests, demos): keep
-    // ICE on loopback too instead of every interface.
-    ice_options_.local_addresses = {relay_ip};
-  }
-  log::debug("relay link up (stun %s:%u)", ice_options_.stun_server.ip.c_str(),
-             ice_options_.stun_server.port);
+  relay_ip_ = relay_ip;
+  use_ice_servers(welcome.ice_servers());
   // Connect ahead of the first TCP connection, so that it finds the tunnel ready.
   if (config_.remote_peer && (!outgoing_ || outgoing_->closed())) start_outgoing_tunnel();
   hand_waiting_to_tunnel();
+}
+
+void PeerApp::use_ice_servers(
+    const google::protobuf::RepeatedPtrField<wire::IceServer>& servers) {
+  IceSession::Options options;
+  options.force_relay = config_.force_relay;
+  relay_labels_.clear();
+  for (const auto& server : servers) {
+    // An empty host means "the relay you are talking to".
+    HostPort address{server.host().empty() ? config_.relay.host : server.host(),
+                     static_cast<uint16_t>(server.port())};
+    const std::string ip = server.host().empty() ? relay_ip_ : server.host();
+    const bool ip_known = !ip.empty() && g_hostname_is_ip_address(ip.c_str());
+    switch (server.kind()) {
+      case wire::IceServer::STUN:
+        if (ip_known && options.stun_server.ip.empty())
+          options.stun_server = {ip, address.port};
+        break;
+      case wire::IceServer::TURN_UDP:
+        if (!ip_known) break;  // libnice needs an IP; behind a proxy UDP is moot anyway
+        options.turn_servers.push_back(
+            {ip, address.port, server.username(), server.password(), false});
+        relay_labels_[HostPort{ip, address.port}.to_string()] = "turn-udp " + address.to_string();
+        break;
+      case wire::IceServer::TURN_TCP:
+      case wire::IceServer::TURN_TLS: {
+        TurnBridge* bridge = bridge_for(server, address);
+        if (!bridge) break;
+        options.turn_servers.push_back(
+            {"127.0.0.1", bridge->port(), server.username(), server.password(), true});
+        relay_labels_["127.0.0.1:" + std::to_string(bridge->port())] = bridge->label();
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  if (!config_.ice_addresses.empty()) {
+    options.local_addresses = config_.ice_addresses;
+  } else if (is_loopback_ip(relay_ip_)) {
+    // A relay on loopback means every peer is on this machine (tests, demos): keep
+    // ICE on loopback too instead of every interface.
+    options.local_addresses = {relay_ip_};
+  }
+  log::debug("ice servers: stun %s:%u, %zu turn", options.stun_server.ip.c_str(),
+             options.stun_server.port, options.turn_servers.size());
+  ice_options_ = std::move(options);
+}
+
+TurnBridge* PeerApp::bridge_for(const wire::IceServer& server, const HostPort& address) {
+  const bool tls = server.kind() == wire::IceServer::TURN_TLS;
+  const std::string label = (tls ? "turn-tls " : "turn-tcp ") + address.to_string();
+  auto& bridge = bridges_[label];
+  if (bridge) return bridge.get();
+  ConnectOptions upstream;
+  upstream.server = address;
+  upstream.http_proxy = config_.proxy;
+  upstream.tls = tls;
+  if (tls) {
+    const std::string pin = server.tls_spki_sha256();
+    const std::string host = address.host;
+    upstream.tls_check = [pin, host](X509* leaf, const std::string& spki) -> std::string {
+      // The pin came over the (trusted) rendezvous link; external servers without a
+      // pin must have a certificate the system trusts for their name.
+      if (!pin.empty())
+        return spki == pin ? "" : "TURN server key " + spki_fingerprint(spki) +
+                                      " is not the one the relay announced";
+      return verify_with_system_cas(leaf, host);
+    };
+  }
+  try {
+    bridge = std::make_unique<TurnBridge>(upstream, label);
+  } catch (const std::exception& e) {
+    log::warn("%s", e.what());
+    bridges_.erase(label);
+    return nullptr;
+  }
+  return bridge.get();
+}
+
+std::string PeerApp::relay_label(const std::string& server) const {
+  auto it = relay_labels_.find(server);
+  return it == relay_labels_.end() ? "turn " + server : it->second;
 }
 
 void PeerApp::hand_waiting_to_tunnel() {
@@ -244,6 +324,7 @@ std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session
   hooks.on_closed = [this](Tunnel& tunnel, const std::string& reason) {
     tunnel_closed(tunnel, reason);
   };
+  hooks.relay_label = [this](const std::string& server) { return relay_label(server); };
   return std::make_unique<Tunnel>(role, session_id, label, identity_, ice_options_,
                                   [this](const HostPort& target) { return check_target(target); },
                                   std::move(hooks));

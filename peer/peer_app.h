@@ -11,7 +11,9 @@
 
 #include "forward/forward_spec.h"
 #include "identity.h"
+#include "signaling/known_relays.h"
 #include "signaling/relay_client.h"
+#include "transport/turn_bridge.h"
 #include "tunnel/tunnel.h"
 
 namespace natfwd {
@@ -25,6 +27,9 @@ struct PeerConfig {
   std::optional<std::string> remote_peer;   // the NAME after -L specs
   std::string state_dir;
   std::vector<std::string> ice_addresses;   // --ice-address: restrict host candidates
+  bool relay_tls = false;                   // --relay tls://HOST:PORT
+  std::optional<HostPort> proxy;            // --proxy or https_proxy: HTTP CONNECT proxy
+  bool force_relay = false;                 // --force-relay: relayed candidates only
 };
 
 class PeerApp {
@@ -49,6 +54,9 @@ class PeerApp {
   static gboolean on_accept(GSocket* socket, GIOCondition, gpointer self);
   void accept_from(GSocket* socket);
   void on_welcome(const std::string& relay_ip, const wire::Welcome& welcome);
+  void use_ice_servers(const google::protobuf::RepeatedPtrField<wire::IceServer>& servers);
+  TurnBridge* bridge_for(const wire::IceServer& server, const HostPort& address);
+  std::string relay_label(const std::string& server) const;
   void on_session_message(const wire::Envelope& envelope);
   void start_outgoing_tunnel();
   std::unique_ptr<Tunnel> make_tunnel(Tunnel::Role role, uint64_t session_id,
@@ -62,6 +70,12 @@ class PeerApp {
   GMainLoop* loop_;
   std::unique_ptr<RelayClient> relay_;
   IceSession::Options ice_options_;
+  std::string relay_ip_;
+  KnownRelays known_relays_;
+  // Loopback bridges for TURN over TCP/TLS, by "kind host:port"; kept across sessions.
+  std::map<std::string, std::unique_ptr<TurnBridge>> bridges_;
+  // TURN server "ip:port" as libnice sees it -> what the path line says.
+  std::map<std::string, std::string> relay_labels_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::map<uint64_t, std::unique_ptr<Tunnel>> tunnels_;  // by session id
   Tunnel* outgoing_ = nullptr;  // the tunnel that -L connections use

@@ -59,8 +59,14 @@ IceSession::IceSession(const Options& options, Callbacks callbacks)
     if (nice_address_set_from_string(&address, ip.c_str()))
       nice_agent_add_local_address(agent_, &address);
   }
+  if (options_.force_relay) g_object_set(agent_, "force-relay", TRUE, nullptr);
   stream_id_ = nice_agent_add_stream(agent_, 1);
   nice_agent_set_stream_name(agent_, stream_id_, "application");
+  for (const auto& turn : options_.turn_servers) {
+    nice_agent_set_relay_info(agent_, stream_id_, kComponent, turn.ip.c_str(), turn.port,
+                              turn.username.c_str(), turn.password.c_str(),
+                              turn.tcp ? NICE_RELAY_TYPE_TURN_TCP : NICE_RELAY_TYPE_TURN_UDP);
+  }
   // Attach the receive callback before gathering, or checks never complete.
   nice_agent_attach_recv(agent_, stream_id_, kComponent, g_main_context_default(),
                          on_recv_trampoline, this);
@@ -208,8 +214,12 @@ void IceSession::on_selected_pair_trampoline(NiceAgent*, guint stream, guint,
 
 void IceSession::on_writable_trampoline(NiceAgent*, guint stream, guint, gpointer self) {
   auto* session = static_cast<IceSession*>(self);
-  if (stream == session->stream_id_ && session->callbacks_.on_writable)
-    session->callbacks_.on_writable();
+  if (stream != session->stream_id_) return;
+  while (!session->pending_.empty()) {
+    if (!session->send_now(session->pending_.front())) return;
+    session->pending_.pop_front();
+  }
+  if (session->callbacks_.on_writable) session->callbacks_.on_writable();
 }
 
 void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remote) {
@@ -220,6 +230,14 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   path.local_type = candidate_type_name(local->type);
   path.remote_type = candidate_type_name(remote->type);
   path.local_address = candidate_address(local);
+  if (local->type == NICE_CANDIDATE_TYPE_RELAYED) {
+    NiceAddress server;
+    nice_address_init(&server);
+    nice_candidate_relay_address(local, &server);
+    gchar text[NICE_ADDRESS_STRING_LEN];
+    nice_address_to_string(&server, text);
+    path.local_relay_server = std::string(text) + ":" + std::to_string(nice_address_get_port(&server));
+  }
   path.remote_address = candidate_address(remote);
   const bool first = !selected_;
   selected_ = true;

@@ -24,8 +24,16 @@ struct IceServerAddress {
   uint16_t port = 0;
 };
 
+struct TurnServerInfo {
+  std::string ip;  // IP literal: libnice does not resolve names
+  uint16_t port = 0;
+  std::string username, password;
+  bool tcp = false;  // TURN over TCP (also used for the TLS/proxy bridges on loopback)
+};
+
 // What the selected pair looks like, for the path line and for logs.
 struct SelectedPath {
+  std::string local_relay_server;  // the TURN server of a local relay candidate, "ip:port"
   bool relayed = false;
   std::string transport;  // "udp" or "tcp"
   std::string local_type, remote_type;  // host, srflx, prflx, relay
@@ -49,6 +57,8 @@ class IceSession {
     std::vector<std::string> local_addresses;  // empty: every interface (libnice's choice)
     bool udp = true;
     bool tcp = true;
+    std::vector<TurnServerInfo> turn_servers;
+    bool force_relay = false;  // offer and accept relayed candidates only
   };
 
   IceSession(const Options& options, Callbacks callbacks);

@@ -12,68 +12,59 @@ constexpr guint kConnectTimeoutSeconds = 10;
 
 }  // namespace
 
-RelayClient::RelayClient(HostPort relay, const Identity& identity,
+RelayClient::RelayClient(ConnectOptions link, const Identity& identity,
                          std::optional<std::string> name, Callbacks callbacks)
-    : relay_(std::move(relay)),
+    : link_options_(std::move(link)),
       identity_(identity),
       name_(std::move(name)),
       callbacks_(std::move(callbacks)) {}
 
 RelayClient::~RelayClient() {
   stopped_ = true;
-  if (cancellable_) {
-    g_cancellable_cancel(cancellable_);
-    g_object_unref(cancellable_);
-  }
+  attempt_.reset();
   if (ping_timer_) g_source_remove(ping_timer_);
   if (reconnect_timer_) g_source_remove(reconnect_timer_);
   if (link_) link_->close();
   link_.reset();
-  if (tcp_) g_object_unref(tcp_);
 }
 
 void RelayClient::start() {
-  if (cancellable_) g_object_unref(cancellable_);
-  cancellable_ = g_cancellable_new();
-  GSocketClient* client = g_socket_client_new();
-  g_socket_client_set_timeout(client, kConnectTimeoutSeconds);
-  log::debug("connecting to relay %s", relay_.to_string().c_str());
-  g_socket_client_connect_to_host_async(client, relay_.host.c_str(), relay_.port, cancellable_,
-                                        on_connected_trampoline, this);
-  g_object_unref(client);
+  log::debug("connecting to relay %s%s%s", relay().to_string().c_str(),
+             link_options_.tls ? " (TLS)" : "",
+             link_options_.http_proxy
+                 ? (" via proxy " + link_options_.http_proxy->to_string()).c_str()
+                 : "");
+  attempt_ = std::make_unique<ConnectAttempt>(
+      link_options_, [this](std::unique_ptr<ByteStream> stream, const std::string& error) {
+        connected(std::move(stream), error);
+      });
 }
 
-void RelayClient::on_connected_trampoline(GObject* client, GAsyncResult* result, gpointer self) {
-  GError* error = nullptr;
-  GSocketConnection* connection =
-      g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(client), result, &error);
-  if (error && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
-    g_error_free(error);  // we are being destroyed; `self` may be gone
+void RelayClient::connected(std::unique_ptr<ByteStream> stream, const std::string& error) {
+  // Destroyed from idle: this runs inside the attempt's own callback.
+  if (attempt_) {
+    ConnectAttempt* doomed = attempt_.release();
+    g_idle_add_full(G_PRIORITY_DEFAULT, [](gpointer p) -> gboolean {
+      delete static_cast<ConnectAttempt*>(p);
+      return G_SOURCE_REMOVE;
+    }, doomed, nullptr);
+  }
+  if (!stream) {
+    disconnected("cannot reach relay " + relay().to_string() + ": " + error, false);
     return;
   }
-  std::string message = error ? error->message : "";
-  if (error) g_error_free(error);
-  static_cast<RelayClient*>(self)->connected(connection, message);
-}
-
-void RelayClient::connected(GSocketConnection* connection, const std::string& error) {
-  if (!connection) {
-    disconnected("cannot reach relay " + relay_.to_string() + ": " + error, false);
-    return;
-  }
-  tcp_ = connection;
-  GSocket* socket = g_socket_connection_get_socket(connection);
-  GSocketAddress* remote = g_socket_get_remote_address(socket, nullptr);
+  // The address for STUN and TURN over UDP: the relay's own IP. Through a proxy the
+  // socket's peer is the proxy, so only an IP literal in --relay can tell.
   relay_ip_.clear();
-  if (remote && G_IS_INET_SOCKET_ADDRESS(remote)) {
-    gchar* ip = g_inet_address_to_string(
-        g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(remote)));
-    relay_ip_ = ip;
-    g_free(ip);
+  if (g_hostname_is_ip_address(relay().host.c_str())) {
+    relay_ip_ = relay().host;
+  } else if (!link_options_.http_proxy) {
+    std::string remote = stream->remote_address();
+    auto parsed = parse_host_port(remote);
+    if (auto* address = std::get_if<HostPort>(&parsed)) relay_ip_ = address->host;
   }
-  if (remote) g_object_unref(remote);
   link_ = std::make_unique<FramedConnection>(
-      socket, [this](const wire::Envelope& envelope) { handle(envelope); },
+      std::move(stream), [this](const wire::Envelope& envelope) { handle(envelope); },
       [this](const std::string& reason) { disconnected("relay link lost: " + reason, false); });
   wire::Envelope hello;
   hello.mutable_hello()->set_protocol_version(wire::kProtocolVersion);
@@ -97,7 +88,7 @@ void RelayClient::handle(const wire::Envelope& envelope) {
       last_pong_us_ = g_get_monotonic_time();
       if (ping_timer_) g_source_remove(ping_timer_);
       ping_timer_ = g_timeout_add_seconds(keepalive_seconds_, on_ping_timer, this);
-      log::debug("relay %s sees us as %s", relay_.to_string().c_str(),
+      log::debug("relay %s sees us as %s", relay().to_string().c_str(),
                  envelope.welcome().observed_address().c_str());
       if (name_) {
         wire::Envelope reg;
@@ -127,6 +118,9 @@ void RelayClient::handle(const wire::Envelope& envelope) {
       disconnected("relay refused us: " + error.detail(), fatal);
       break;
     }
+    case wire::Envelope::kIceServersUpdate:
+      if (callbacks_.on_ice_servers) callbacks_.on_ice_servers(envelope.ice_servers_update());
+      break;
     case wire::Envelope::kIncomingSession:
     case wire::Envelope::kAcceptSession:
     case wire::Envelope::kCandidate:
@@ -168,10 +162,6 @@ void RelayClient::disconnected(const std::string& reason, bool fatal) {
       delete static_cast<FramedConnection*>(p);
       return G_SOURCE_REMOVE;
     }, doomed, nullptr);
-  }
-  if (tcp_) {
-    g_object_unref(tcp_);
-    tcp_ = nullptr;
   }
   if (callbacks_.on_disconnected) callbacks_.on_disconnected(reason, fatal);
   if (!fatal && !stopped_) schedule_reconnect();

@@ -13,15 +13,19 @@
 #include "address.h"
 #include "framed_connection.h"
 #include "identity.h"
+#include "transport/connector.h"
 
 namespace natfwd {
 
 class RelayClient {
  public:
   struct Callbacks {
-    // Hello answered; `relay_ip` is the address we reached (for STUN/TURN).
+    // Hello answered; `relay_ip` is the relay's IP for STUN/TURN over UDP (empty when
+    // unknown: behind a proxy with --relay given as a name).
     std::function<void(const wire::Welcome&, const std::string& relay_ip)> on_welcome;
     std::function<void(const std::string& name)> on_registered;
+    // Fresh TURN credentials (IceServersUpdate) for sessions started from now on.
+    std::function<void(const wire::IceServersUpdate&)> on_ice_servers;
     // IncomingSession, AcceptSession, Candidate, CloseSession.
     std::function<void(const wire::Envelope&)> on_session_message;
     // The link is down; it reconnects by itself unless `fatal` (the relay refused us
@@ -29,7 +33,8 @@ class RelayClient {
     std::function<void(const std::string& reason, bool fatal)> on_disconnected;
   };
 
-  RelayClient(HostPort relay, const Identity& identity, std::optional<std::string> name,
+  // `link` says how to reach the relay (TLS, proxy); link.server is the relay.
+  RelayClient(ConnectOptions link, const Identity& identity, std::optional<std::string> name,
               Callbacks callbacks);
   ~RelayClient();
   RelayClient(const RelayClient&) = delete;
@@ -38,23 +43,21 @@ class RelayClient {
   void start();
   bool ready() const { return welcomed_; }
   void send(const wire::Envelope& envelope);
-  const HostPort& relay() const { return relay_; }
+  const HostPort& relay() const { return link_options_.server; }
 
  private:
-  static void on_connected_trampoline(GObject* client, GAsyncResult* result, gpointer self);
   static gboolean on_ping_timer(gpointer self);
   static gboolean on_reconnect_timer(gpointer self);
-  void connected(GSocketConnection* connection, const std::string& error);
+  void connected(std::unique_ptr<ByteStream> stream, const std::string& error);
   void handle(const wire::Envelope& envelope);
   void disconnected(const std::string& reason, bool fatal);
   void schedule_reconnect();
 
-  HostPort relay_;
+  ConnectOptions link_options_;
   const Identity& identity_;
   std::optional<std::string> name_;
   Callbacks callbacks_;
-  GCancellable* cancellable_ = nullptr;
-  GSocketConnection* tcp_ = nullptr;
+  std::unique_ptr<ConnectAttempt> attempt_;
   std::unique_ptr<FramedConnection> link_;
   std::string relay_ip_;
   bool welcomed_ = false;

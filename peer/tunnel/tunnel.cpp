@@ -260,9 +260,13 @@ void Tunnel::print_path_line() {
   const auto rtt_ms = quic_->connection().stats().smoothed_rtt / 1000000;
   std::string line = "path " + remote_label_ + ": ";
   if (path_.relayed) {
-    const bool local_relayed = path_.local_type == "relay";
-    line += "relayed via turn-" + path_.transport + " " +
-            (local_relayed ? path_.local_address : path_.remote_address);
+    if (!path_.local_relay_server.empty()) {
+      line += "relayed via " + (hooks_.relay_label ? hooks_.relay_label(path_.local_relay_server)
+                                                   : "turn " + path_.local_relay_server);
+    } else {
+      // Only the other side is relayed; which transport it uses is its to say.
+      line += "relayed via remote relay " + path_.remote_address;
+    }
   } else {
     line += path_.describe();
   }

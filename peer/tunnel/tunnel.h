@@ -33,6 +33,8 @@ class Tunnel : public quic::Connection::Observer {
     // Extra check of the remote key beyond "the key the relay announced" (the hook for
     // pinning and authorisation). Empty: no extra check.
     std::function<bool(const PublicKey&)> authorize_key;
+    // "turn-tls 203.0.113.10:443" for the TURN server address libnice used.
+    std::function<std::string(const std::string& server)> relay_label;
   };
 
   Tunnel(Role role, uint64_t session_id, std::string remote_label, const Identity& identity,

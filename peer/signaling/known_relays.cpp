@@ -1,0 +1,46 @@
+#include "signaling/known_relays.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <glib.h>
+
+#include "log.h"
+
+namespace natfwd {
+
+std::string spki_fingerprint(const std::string& spki_sha256) {
+  gchar* b64 = g_base64_encode(reinterpret_cast<const guchar*>(spki_sha256.data()),
+                               spki_sha256.size());
+  std::string text = std::string("SHA256:") + b64;
+  g_free(b64);
+  while (!text.empty() && text.back() == '=') text.pop_back();
+  return text;
+}
+
+std::string KnownRelays::check(const HostPort& relay, const std::string& spki_sha256) {
+  const std::string name = relay.to_string();
+  const std::string presented = spki_fingerprint(spki_sha256);
+  std::ifstream in(path_);
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    std::istringstream fields(line);
+    std::string host, fingerprint;
+    if (!(fields >> host >> fingerprint) || host[0] == '#' || host != name) continue;
+    if (fingerprint == presented) return "";
+    return "RELAY KEY CHANGED: " + name + " presented " + presented + " but " + path_ + ":" +
+           std::to_string(number) + " has " + fingerprint +
+           ". Someone may be intercepting the connection; if the relay's key really "
+           "changed, delete that line.";
+  }
+  std::ofstream out(path_, std::ios::app);
+  out << name << " " << presented << "\n";
+  if (!out) return "cannot record the relay's key in " + path_;
+  log::info("first connection to relay %s: recorded its key %s in %s", name.c_str(),
+            presented.c_str(), path_.c_str());
+  return "";
+}
+
+}  // namespace natfwd

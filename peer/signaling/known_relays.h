@@ -1,0 +1,27 @@
+// Trust on first use for relays reached over TLS, like ssh's known_hosts: the first
+// connection to a relay records the SHA-256 of its certificate's public key in
+// STATE_DIR/known_relays; later connections must present the same key.
+#pragma once
+
+#include <string>
+
+#include "address.h"
+
+namespace natfwd {
+
+class KnownRelays {
+ public:
+  explicit KnownRelays(std::string path) : path_(std::move(path)) {}
+  // Empty string: trusted (already known, or recorded now). Otherwise a loud
+  // explanation naming both fingerprints and the file to edit.
+  std::string check(const HostPort& relay, const std::string& spki_sha256);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// "SHA256:" + unpadded base64, as ssh prints key fingerprints.
+std::string spki_fingerprint(const std::string& spki_sha256);
+
+}  // namespace natfwd
