@@ -22,7 +22,7 @@ constexpr size_t kCidLength = 16;
 // A write pass sends at most this many packets even when the send quantum allows more,
 // so one connection cannot monopolise the main loop.
 constexpr size_t kMaxPacketsPerPass = 64;
-// A stream's FIN and data are described by at most this many chunk vectors per call.
+// At most this many SendBuffer chunks are offered to ngtcp2 per call (a packet needs two).
 constexpr size_t kMaxVecs = 8;
 // How many copies of CONNECTION_CLOSE we send: it is never acknowledged
 // (RFC 9000 section 10.2.1), so one loss must not leave the remote waiting for the idle timeout.
@@ -264,7 +264,7 @@ Timestamp Connection::expiry() const {
 }
 
 void Connection::handle_expiry(Timestamp now) {
-  if (closed() || !conn_) return;
+  if (closed() || !conn_ || callback_depth_ > 0) return;
   now_ = now;
   ++callback_depth_;
   int rv = ngtcp2_conn_handle_expiry(conn_.get(), now);
@@ -302,7 +302,8 @@ void Connection::after_callbacks(Timestamp now) {
     state_ = State::kOpen;
     handshake_reported_ = true;
     // Before its first RTT sample ngtcp2 paced with a 333 ms initial RTT; restart the
-    // pacing clock now that a sample exists (measured: removes ~25 ms before first data).
+    // pacing clock now that a sample exists (NOTES-transport.md: this removed ~25 ms
+    // before the first data in the prototype).
     ngtcp2_conn_update_pkt_tx_time(conn_.get(), now);
     observer_.on_handshake_complete(*tls_->remote_key());
     if (closed()) return;
@@ -332,7 +333,8 @@ bool Connection::flush_held_datagrams(const std::function<bool(std::span<const s
 }
 
 void Connection::write(Timestamp now, const std::function<bool(std::span<const std::byte>)>& send) {
-  if (state_ == State::kClosed) return;
+  // ngtcp2 must not be asked to write from inside its own callbacks.
+  if (state_ == State::kClosed || callback_depth_ > 0) return;
   now_ = now;
   if (!flush_held_datagrams(send)) return;
   if (state_ == State::kClosing) {
@@ -448,10 +450,18 @@ void Connection::write_streams(Timestamp now,
   for (int64_t id : blocked)
     if (Stream* stream = find(id)) enqueue(id, *stream);
   ngtcp2_conn_update_pkt_tx_time(conn, now);
-  // Only now, with ngtcp2 out of its write sequence, may the observer call back in.
+  // Only now, with ngtcp2 out of its write sequence, may the observer call back in. It
+  // counts as a callback: a close() from it is deferred to just below.
+  ++callback_depth_;
   for (int64_t id : space_freed) {
     if (closed()) break;
     if (find(id)) observer_.on_stream_send_space(id);
+  }
+  --callback_depth_;
+  if (pending_close_ && !closed()) {
+    auto [code, reason] = std::move(*pending_close_);
+    pending_close_.reset();
+    close(code, reason);  // queued; sent by the next write()
   }
 }
 

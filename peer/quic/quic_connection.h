@@ -14,10 +14,11 @@
 // everything that comes from the network (garbage, handshake failure, remote close,
 // timeouts) ends in Observer::on_connection_closed, never in an exception.
 //
-// Re-entrancy: Observer callbacks run inside receive()/handle_expiry(). From a callback
-// the observer may call any method here (stream_write, stream_consumed, stream_reset,
-// open_stream, close, ...), but must not destroy the Connection: defer that (e.g. to an
-// idle source).
+// Re-entrancy: Observer callbacks run inside receive()/handle_expiry()/write(). From a
+// callback the observer may call the stream methods and close() (deferred until ngtcp2
+// has returned); write()/handle_expiry() from inside a callback are ignored (the caller's
+// own pass follows). The observer must not destroy the Connection from a callback,
+// except from on_connection_closed, which is always the last thing a call does.
 #pragma once
 
 #include <chrono>
@@ -187,7 +188,6 @@ class Connection {
   void after_callbacks(Timestamp now);          // deferred work once ngtcp2 returned
 
   Stream* find(int64_t id);
-  void forget_stream(int64_t id);  // after ngtcp2's stream_close
 
   // ngtcp2 callbacks (static trampolines -> members). They must not throw.
   static ngtcp2_conn* get_conn(ngtcp2_crypto_conn_ref* ref);

@@ -36,6 +36,7 @@ Driver::Driver(const Config& config, Connection::Observer& observer, SendDatagra
 }
 
 Driver::~Driver() {
+  *alive_ = false;
   // Destroy the sources first: no callback may run on a half-destroyed Driver.
   timer_.reset();
   write_idle_.reset();
@@ -43,8 +44,17 @@ Driver::~Driver() {
 }
 
 void Driver::receive(std::span<const std::byte> datagram) {
+  auto alive = alive_;
   connection_.receive(datagram, now());
-  flush();
+  if (*alive) flush();
+}
+
+void Driver::close(uint64_t app_error, const std::string& reason) {
+  auto alive = alive_;
+  connection_.close(app_error, reason);
+  if (!*alive) return;
+  flush();  // in case we are inside a callback and the close was deferred
+  write_pass();
 }
 
 void Driver::resume_write() {
@@ -73,18 +83,21 @@ gboolean Driver::on_write(gpointer data) {
 
 gboolean Driver::on_timer(gpointer data) {
   auto* self = static_cast<Driver*>(data);
+  auto alive = self->alive_;
   self->connection_.handle_expiry(now());
-  self->write_pass();
+  if (*alive) self->write_pass();
   return G_SOURCE_CONTINUE;  // re-armed (or disarmed) by write_pass
 }
 
 void Driver::write_pass() {
+  auto alive = alive_;
   if (!blocked_) {
     connection_.write(now(), [this](std::span<const std::byte> datagram) {
       if (send_(datagram)) return true;
       blocked_ = true;
       return false;
     });
+    if (!*alive) return;  // on_connection_closed destroyed us
   }
   arm_timer();
 }

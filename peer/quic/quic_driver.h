@@ -11,7 +11,9 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <span>
+#include <string>
 
 #include <glib.h>
 
@@ -19,6 +21,8 @@
 
 namespace natfwd::quic {
 
+// The observer's callbacks run from the Driver's sources. on_connection_closed may
+// destroy the Driver; the other callbacks must not (defer that to an idle source).
 class Driver {
  public:
   using SendDatagram = std::function<bool(std::span<const std::byte>)>;  // false = would block
@@ -35,6 +39,11 @@ class Driver {
   void resume_write();
   // Call after stream_write/open_stream/stream_consumed/close etc.: schedules a write pass.
   void flush();
+  // Connection::close() plus an immediate write pass, so the CONNECTION_CLOSE copies are
+  // on the wire (if the path is writable) before this returns and the Driver may be
+  // destroyed right after. Inside an observer callback it cannot write at once: the
+  // close goes out on the write pass that follows the callback.
+  void close(uint64_t app_error, const std::string& reason);
 
   static Timestamp now();  // CLOCK_MONOTONIC, ns
 
@@ -56,6 +65,8 @@ class Driver {
   Connection connection_;
   SendDatagram send_;
   bool blocked_ = false;  // `send` said "would block"; wait for resume_write()
+  // Cleared by the destructor: lets a pass notice that on_connection_closed destroyed us.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   SourcePtr timer_;       // ready time = connection expiry
   SourcePtr write_idle_;  // set while a write pass is scheduled
 };

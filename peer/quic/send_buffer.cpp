@@ -46,17 +46,12 @@ void SendBuffer::acknowledge_to(uint64_t offset) {
     chunks_.pop_front();
     base_ += kChunkSize;
   }
-  // The last chunk, fully acknowledged and not full: reuse it from the start is not
-  // possible (offsets are absolute), so drop it once nothing more refers to it.
+  // A last, partly filled chunk that is entirely acknowledged: drop it too, so an idle
+  // stream holds no memory. The next append starts a fresh chunk at base_ == end_.
   if (chunks_.size() == 1 && acked_ == end_ && base_ + chunks_.front().size == end_) {
     chunks_.clear();
     base_ = end_;
   }
-}
-
-void SendBuffer::clear() {
-  chunks_.clear();
-  base_ = acked_ = sent_ = end_;
 }
 
 }  // namespace natfwd::quic

@@ -43,8 +43,6 @@ class SendBuffer {
   void mark_sent(size_t n);
   // Every byte below stream offset `offset` is acknowledged: release whole chunks.
   void acknowledge_to(uint64_t offset);
-  // The stream is gone (closed or reset): nothing will be sent or referenced again.
-  void clear();
 
  private:
   // 16 KiB: a packet spans at most two chunks, and an idle stream holding a few bytes

@@ -292,6 +292,24 @@ TEST_CASE("quic: handshake completes and each side sees the other's key") {
   CHECK(sim.client->conn.stats().smoothed_rtt > 0);
 }
 
+TEST_CASE("quic: time to the first stream byte (printed)") {
+  Sim sim;
+  const Timestamp start = sim.now;
+  Timestamp client_ready = 0;
+  REQUIRE(sim.run_until([&] { return sim.client->conn.handshake_complete(); }));
+  client_ready = sim.now;
+  auto id = sim.client->conn.open_stream();
+  REQUIRE(id);
+  // The first bytes of a forwarded connection: the target name, then some data.
+  const auto data = make_data(64 * 1024, 4);
+  sim.client->conn.stream_write(*id, data);
+  REQUIRE(sim.run_until([&] { return sim.server->streams[*id].received > 0; }));
+  const Timestamp first_byte = sim.now;
+  REQUIRE(sim.run_until([&] { return sim.server->streams[*id].received == data.size(); }));
+  std::printf("20 ms RTT: client handshake done at %.1f ms, first stream byte at %.1f ms, 64 KiB at %.1f ms\n",
+              (client_ready - start) / 1e6, (first_byte - start) / 1e6, (sim.now - start) / 1e6);
+}
+
 TEST_CASE("quic: a refused key fails the handshake on both sides") {
   Config client_config = base_config(false);
   Config server_config = base_config(true);
@@ -593,4 +611,22 @@ TEST_CASE("quic: close() from inside a callback is deferred safely") {
   sim.client->conn.stream_write(*id, std::as_bytes(std::span("hello", 5)));
   REQUIRE(sim.run_until([&] { return sim.client->closed_reason && sim.server->closed_reason; }));
   CHECK(sim.client->closed_reason->find("not today") != std::string::npos);
+}
+
+TEST_CASE("quic: a handshake nobody answers times out; close() before the handshake") {
+  SECTION("timeout") {
+    Sim sim;
+    sim.c2s.cut = true;
+    REQUIRE(sim.run_until([&] { return sim.client->closed_reason.has_value(); }, 60 * kSecond));
+    CHECK(*sim.client->closed_reason == "handshake timeout");
+    CHECK_FALSE(sim.server->closed_reason);  // the server never heard of it
+  }
+  SECTION("close while handshaking") {
+    Sim sim;
+    sim.client->conn.write(sim.now, [&](std::span<const std::byte> d) { return sim.c2s.send(sim.now, d); });
+    sim.client->conn.close(1, "changed my mind");
+    REQUIRE(sim.run_until([&] { return sim.client->closed_reason && sim.server->closed_reason; }, 60 * kSecond));
+    CHECK(*sim.client->closed_reason == "changed my mind");
+    CHECK_FALSE(sim.server->conn.handshake_complete());
+  }
 }
