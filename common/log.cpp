@@ -24,6 +24,8 @@ void vwrite(Level level, const char* format, va_list args) {
 GLogWriterOutput glib_writer(GLogLevelFlags flags, const GLogField* fields, gsize n_fields,
                              gpointer) {
   Level level = Level::kDebug;
+  if (flags & G_LOG_LEVEL_DEBUG && g_strcmp0(g_getenv("G_MESSAGES_DEBUG"), "all") != 0)
+    return G_LOG_WRITER_HANDLED;
   if (flags & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL)) level = Level::kError;
   else if (flags & G_LOG_LEVEL_WARNING) level = Level::kWarn;
   else if (flags & G_LOG_LEVEL_MESSAGE) level = Level::kInfo;
@@ -49,9 +51,9 @@ void init(const char* program, Level level) {
   g_level = level;
   const char* debug_env = g_getenv("NATFWD_DEBUG");
   if (debug_env && *debug_env && g_strcmp0(debug_env, "0") != 0) g_level = Level::kDebug;
-  if (g_level == Level::kDebug) {
-    g_setenv("G_MESSAGES_DEBUG", "all", FALSE);
-  }
+  // Library debug output (libnice logs every packet it cannot parse as STUN, which
+  // includes every QUIC datagram) only when asked for by name: NATFWD_DEBUG=all.
+  if (g_strcmp0(debug_env, "all") == 0) g_setenv("G_MESSAGES_DEBUG", "all", FALSE);
   g_log_set_writer_func(glib_writer, nullptr, nullptr);
 }
 

@@ -11,7 +11,8 @@ namespace natfwd::log {
 enum class Level { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 
 // Sets the program name and level; routes GLib/libnice messages through the same
-// filter (their debug output only at kDebug). NATFWD_DEBUG=1 forces kDebug.
+// filter. NATFWD_DEBUG=1 forces kDebug; NATFWD_DEBUG=all adds the libraries' own
+// debug output (very verbose: libnice logs every datagram).
 void init(const char* program, Level level);
 bool enabled(Level level);
 

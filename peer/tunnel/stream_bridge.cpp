@@ -103,6 +103,9 @@ void StreamBridge::attach_tcp(GSocketConnection* tcp) {
   tcp_ = G_SOCKET_CONNECTION(g_object_ref(tcp));
   socket_ = g_socket_connection_get_socket(tcp_);
   g_socket_set_blocking(socket_, FALSE);
+  // GSocketClient's connect timeout stays on the socket as an I/O timeout, which
+  // would reset a connection that is quiet in one direction for that long.
+  g_socket_set_timeout(socket_, 0);
   g_socket_set_option(socket_, IPPROTO_TCP, TCP_NODELAY, 1, nullptr);
   update_tcp_read_interest();
 }
@@ -192,6 +195,9 @@ void StreamBridge::handle_stream_open(const HostPort& target) {
   connect_cancellable_ = g_cancellable_new();
   GSocketClient* client = g_socket_client_new();
   g_socket_client_set_timeout(client, 15);
+  // Targets are on the serving peer's own network: never through a proxy (and never
+  // let GIO consult desktop proxy settings).
+  g_socket_client_set_enable_proxy(client, FALSE);
   // The context outlives us if we are destroyed first; the callback checks `alive`.
   auto* context = new ConnectContext{alive_, this};
   g_socket_client_connect_to_host_async(client, target.host.c_str(), target.port,
@@ -256,7 +262,7 @@ void StreamBridge::refuse(int status, const std::string& detail) {
 
 void StreamBridge::on_stream_reset(uint64_t app_error) {
   if (phase_ == Phase::kDone) return;
-  log::debug("%s: stream reset by remote (code %llu)", log_prefix_.c_str(),
+  log::info("%s: reset by the other side (code %llu)", log_prefix_.c_str(),
              static_cast<unsigned long long>(app_error));
   finish(true);
 }
@@ -315,7 +321,7 @@ void StreamBridge::pump_tcp_to_quic() {
       std::string message = error->message;
       g_error_free(error);
       if (would_block) break;
-      log::debug("%s: tcp read: %s", log_prefix_.c_str(), message.c_str());
+      log::info("%s: connection reset (read: %s)", log_prefix_.c_str(), message.c_str());
       quic_.stream_reset(stream_id_, kErrorTcpReset);
       flush_();
       finish(true);
@@ -348,7 +354,7 @@ void StreamBridge::pump_quic_to_tcp() {
       std::string message = error->message;
       g_error_free(error);
       if (would_block) break;
-      log::debug("%s: tcp write: %s", log_prefix_.c_str(), message.c_str());
+      log::info("%s: connection reset (write: %s)", log_prefix_.c_str(), message.c_str());
       quic_.stream_reset(stream_id_, kErrorTcpReset);
       flush_();
       finish(true);

@@ -338,7 +338,9 @@ gboolean Tunnel::on_setup_timeout(gpointer self) {
 
 void Tunnel::close(const std::string& reason) {
   if (closed_) return;
-  if (quic_) quic_->connection().close(0, reason);
+  // Driver::close sends CONNECTION_CLOSE before it returns, so the other side
+  // learns at once even though the driver is destroyed right after.
+  if (quic_) quic_->close(0, reason);
   fail(reason);
 }
 
