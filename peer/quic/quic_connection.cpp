@@ -617,6 +617,7 @@ Connection::Stats Connection::stats() const {
     ngtcp2_conn_stat cs;
     ngtcp2_conn_get_conn_stat(conn_.get(), &cs);
     stats.smoothed_rtt = cs.smoothed_rtt;
+    stats.min_rtt = cs.min_rtt == UINT64_MAX ? cs.smoothed_rtt : cs.min_rtt;
   }
   stats.bytes_sent = bytes_sent_;
   stats.bytes_received = bytes_received_;

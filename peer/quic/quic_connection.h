@@ -134,6 +134,9 @@ class Connection {
 
   struct Stats {
     Timestamp smoothed_rtt;
+    // Smallest RTT sample. Right after the handshake the first sample still holds the
+    // time the controlled ICE side queued the Initial, so this is the honest figure.
+    Timestamp min_rtt;
     uint64_t bytes_sent, bytes_received;  // UDP payload bytes, all packets
     size_t open_streams;
   };

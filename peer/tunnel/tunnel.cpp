@@ -257,7 +257,7 @@ void Tunnel::on_handshake_complete(const PublicKey&) {
 
 void Tunnel::print_path_line() {
   if (!have_path_ || !quic_) return;
-  const auto rtt_ms = quic_->connection().stats().smoothed_rtt / 1000000;
+  const auto rtt_ms = quic_->connection().stats().min_rtt / 1000000;
   std::string line = "path " + remote_label_ + ": ";
   if (path_.relayed) {
     if (!path_.local_relay_server.empty()) {
