@@ -95,21 +95,11 @@ IceSession::~IceSession() {
   g_object_unref(agent_);
 }
 
-std::string IceSession::local_ufrag() const {
+std::pair<std::string, std::string> IceSession::local_credentials() const {
   gchar* ufrag = nullptr;
   gchar* pwd = nullptr;
   nice_agent_get_local_credentials(agent_, stream_id_, &ufrag, &pwd);
-  std::string out = ufrag ? ufrag : "";
-  g_free(ufrag);
-  g_free(pwd);
-  return out;
-}
-
-std::string IceSession::local_pwd() const {
-  gchar* ufrag = nullptr;
-  gchar* pwd = nullptr;
-  nice_agent_get_local_credentials(agent_, stream_id_, &ufrag, &pwd);
-  std::string out = pwd ? pwd : "";
+  std::pair<std::string, std::string> out{ufrag ? ufrag : "", pwd ? pwd : ""};
   g_free(ufrag);
   g_free(pwd);
   return out;

@@ -13,6 +13,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <agent.h>
@@ -66,8 +67,8 @@ class IceSession {
   IceSession(const IceSession&) = delete;
   IceSession& operator=(const IceSession&) = delete;
 
-  std::string local_ufrag() const;
-  std::string local_pwd() const;
+  // ICE ufrag and password of this side, for the offer or answer.
+  std::pair<std::string, std::string> local_credentials() const;
   void start_gathering();
   void set_remote_credentials(const std::string& ufrag, const std::string& pwd);
   // Returns false for a candidate line libnice cannot parse (the caller logs it).

@@ -96,8 +96,9 @@ void Tunnel::start_outgoing(const std::string& target_name) {
   auto* open = envelope.mutable_open_session();
   open->set_session_id(session_id_);
   open->set_target(target_name);
-  open->mutable_ice()->set_ufrag(ice_->local_ufrag());
-  open->mutable_ice()->set_pwd(ice_->local_pwd());
+  const auto [ufrag, pwd] = ice_->local_credentials();
+  open->mutable_ice()->set_ufrag(ufrag);
+  open->mutable_ice()->set_pwd(pwd);
   hooks_.send_to_relay(envelope);
   ice_->start_gathering();
 }
@@ -117,8 +118,9 @@ void Tunnel::start_incoming(const wire::IncomingSession& incoming) {
   wire::Envelope envelope;
   auto* accept = envelope.mutable_accept_session();
   accept->set_session_id(session_id_);
-  accept->mutable_ice()->set_ufrag(ice_->local_ufrag());
-  accept->mutable_ice()->set_pwd(ice_->local_pwd());
+  const auto [ufrag, pwd] = ice_->local_credentials();
+  accept->mutable_ice()->set_ufrag(ufrag);
+  accept->mutable_ice()->set_pwd(pwd);
   hooks_.send_to_relay(envelope);
   ice_->start_gathering();
 }
