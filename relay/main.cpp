@@ -1,6 +1,5 @@
-// relay: the public rendezvous and STUN server of natfwd (see DESIGN.md).
-//
-//   relay [--listen ADDR:PORT] [--state-dir DIR] [-v] [--max-peers-per-address N]
+// relay: the public rendezvous, STUN and TURN server of natfwd (see DESIGN.md and
+// relay/README.md for the flags).
 //
 // Exit status: 0 after SIGINT/SIGTERM, 1 when it cannot start (e.g. port in use),
 // 2 on a usage error.
@@ -8,16 +7,23 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
 
 #include <google/protobuf/stubs/common.h>
 
 #include "log.h"
 #include "relay_options.h"
 #include "server/relay_server.h"
+#include "turn/credentials.h"
 
 #ifndef NATFWD_VERSION
 #define NATFWD_VERSION "0"
@@ -34,6 +40,36 @@ gboolean on_stop_signal(gpointer loop) {
   return G_SOURCE_CONTINUE;
 }
 
+// Reads a secret file: its text without surrounding white space.
+std::string read_secret(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path + ": " + g_strerror(errno));
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string secret = text.str();
+  const auto first = secret.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) throw std::runtime_error(path + " is empty");
+  secret = secret.substr(first, secret.find_last_not_of(" \t\r\n") - first + 1);
+  return secret;
+}
+
+// The TURN REST secret: --auth-secret-file, else <state-dir>/turn-secret, made on
+// first run (32 random bytes, base64, mode 0600).
+std::string load_or_create_secret(const natfwd::relay::RelayOptions& options) {
+  if (!options.auth_secret_file.empty()) return read_secret(options.auth_secret_file);
+  const std::string path = options.state_dir + "/turn-secret";
+  if (access(path.c_str(), F_OK) == 0) return read_secret(path);
+  const std::string secret = natfwd::turn::generate_secret();
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) throw std::runtime_error("cannot create " + path + ": " + g_strerror(errno));
+  const std::string line = secret + "\n";
+  const ssize_t n = write(fd, line.data(), line.size());
+  close(fd);
+  if (n != static_cast<ssize_t>(line.size())) throw std::runtime_error("cannot write " + path);
+  natfwd::log::info("made a TURN secret in %s", path.c_str());
+  return secret;
+}
+
 int run(const natfwd::relay::RelayOptions& options) {
   using namespace natfwd;
   if (g_mkdir_with_parents(options.state_dir.c_str(), 0700) != 0) {
@@ -46,13 +82,36 @@ int run(const natfwd::relay::RelayOptions& options) {
   config.listen = options.listen;
   config.rendezvous.max_connections_per_address = options.max_peers_per_address;
   config.software = "natfwd-relay " NATFWD_VERSION;
+  config.turn_enabled = !options.no_turn;
+  config.rendezvous.turn.external = options.turn_servers;
+  turn::TurnConfig& turn = config.turn.turn;
+  turn.realm = options.realm;
+  turn.max_allocations_per_user = options.max_allocations_per_user;
+  turn.max_allocations = options.max_allocations;
+  turn.bandwidth_cap = options.bandwidth_cap;
+  for (const auto& range : options.allow_peers) turn.peers.allow(range);
+  config.turn.ipv6_address = relay::add_host_addresses(turn.peers);
+  turn.ipv6_available = !config.turn.ipv6_address.empty();
+  config.turn.min_port = options.relay_port_min;
+  config.turn.max_port = options.relay_port_max;
+  config.tls_listen = options.tls_listen;
 
   GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
   int status = 0;
   try {
+    if (config.turn_enabled || !options.turn_servers.empty()) {
+      turn.secret = load_or_create_secret(options);
+      config.rendezvous.turn.secret = turn.secret;
+    }
+    if (options.tls_listen)
+      config.tls = relay::load_or_create_tls_identity(options.cert_file, options.key_file,
+                                                      options.state_dir);
     relay::RelayServer server(config);
-    log::ready("relay listening on %s (stun/udp, rendezvous/tcp)",
-               server.local_address().to_string().c_str());
+    std::string services = "stun/udp, rendezvous/tcp";
+    if (config.turn_enabled) services += ", turn/udp+tcp";
+    if (server.tls_address()) services += ", tls " + server.tls_address()->to_string();
+    log::ready("relay listening on %s (%s)", server.local_address().to_string().c_str(),
+               services.c_str());
     const guint sigint = g_unix_signal_add(SIGINT, on_stop_signal, loop);
     const guint sigterm = g_unix_signal_add(SIGTERM, on_stop_signal, loop);
     g_main_loop_run(loop);

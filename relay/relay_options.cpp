@@ -16,6 +16,25 @@ struct OptionContextFree {
 
 // Largest sensible value; the relay holds at most 20000 connections anyway.
 constexpr unsigned long kMaxPeersPerAddressLimit = 100000;
+constexpr unsigned long kMaxAllocationsLimit = 1000000;
+
+// A whole decimal number in [min, max]; false otherwise.
+bool parse_number(std::string_view text, uint64_t min, uint64_t max, uint64_t& out) {
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value < min ||
+      value > max)
+    return false;
+  out = value;
+  return true;
+}
+
+bool is_ip_literal(const std::string& text) {
+  GInetAddress* ip = g_inet_address_new_from_string(text.c_str());
+  if (!ip) return false;
+  g_object_unref(ip);
+  return true;
+}
 
 }  // namespace
 
@@ -26,16 +45,36 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* listen_text = nullptr;
   gchar* state_dir_text = nullptr;
   gchar* max_peers_text = nullptr;
+  gchar* tls_listen_text = nullptr;
+  gchar* cert_text = nullptr;
+  gchar* key_text = nullptr;
+  gchar* secret_text = nullptr;
+  gchar* realm_text = nullptr;
+  gchar* per_user_text = nullptr;
+  gchar* max_allocations_text = nullptr;
+  gchar* bandwidth_text = nullptr;
+  gchar* relay_ports_text = nullptr;
+  gchar** turn_server_texts = nullptr;
+  gchar** allow_peer_texts = nullptr;
   gboolean verbose = FALSE;
+  gboolean no_turn = FALSE;
 
   const std::string listen_help =
-      "Address and port for STUN (udp) and rendezvous (tcp); port 0 picks a free port "
-      "[default: " + defaults.listen.to_string() + "]";
+      "Address and port for STUN/TURN (udp) and rendezvous/TURN (tcp); port 0 picks a free "
+      "port [default: " + defaults.listen.to_string() + "]";
   const std::string state_dir_help =
-      "Directory for the relay's state, created mode 0700 [default: " + options.state_dir + "]";
+      "Directory for the relay's state (TURN secret, self-signed certificate), created mode "
+      "0700 [default: " + options.state_dir + "]";
   const std::string max_peers_help =
       "Most concurrent connections from one IP address [default: " +
       std::to_string(defaults.max_peers_per_address) + "]";
+  const std::string per_user_help =
+      "Most TURN allocations per user (486 beyond) [default: " +
+      std::to_string(defaults.max_allocations_per_user) + "]";
+  const std::string max_allocations_help =
+      "Most TURN allocations in total (508 beyond) [default: " +
+      std::to_string(defaults.max_allocations) + "]";
+  const std::string realm_help = "TURN realm [default: " + defaults.realm + "]";
   GOptionEntry entries[] = {
       {"listen", 'l', 0, G_OPTION_ARG_STRING, &listen_text, listen_help.c_str(), "ADDR:PORT"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir_text, state_dir_help.c_str(), "DIR"},
@@ -43,22 +82,63 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        nullptr},
       {"max-peers-per-address", 0, 0, G_OPTION_ARG_STRING, &max_peers_text,
        max_peers_help.c_str(), "N"},
+      {"tls-listen", 0, 0, G_OPTION_ARG_STRING, &tls_listen_text,
+       "Also serve TLS (rendezvous or TURN inside) on this address, typically port 443; "
+       "port 0 picks one [default: off]",
+       "ADDR:PORT"},
+      {"cert", 0, 0, G_OPTION_ARG_FILENAME, &cert_text,
+       "PEM certificate chain for --tls-listen [default: self-signed, made in the state dir]",
+       "FILE"},
+      {"key", 0, 0, G_OPTION_ARG_FILENAME, &key_text,
+       "PEM private key for --cert [default: made with the self-signed certificate]", "FILE"},
+      {"auth-secret-file", 0, 0, G_OPTION_ARG_FILENAME, &secret_text,
+       "TURN REST API shared secret (as coturn's static-auth-secret) [default: "
+       "<state-dir>/turn-secret, generated on first run]",
+       "FILE"},
+      {"realm", 0, 0, G_OPTION_ARG_STRING, &realm_text, realm_help.c_str(), "REALM"},
+      {"turn-server", 0, 0, G_OPTION_ARG_STRING_ARRAY, &turn_server_texts,
+       "Also announce this external TURN server (UDP and TCP) to peers, with credentials "
+       "from the same secret; repeatable [default: none]",
+       "HOST:PORT"},
+      {"no-turn", 0, 0, G_OPTION_ARG_NONE, &no_turn,
+       "Turn off the relay's own TURN server (external --turn-server only) [default: on]",
+       nullptr},
+      {"allow-peer", 0, 0, G_OPTION_ARG_STRING_ARRAY, &allow_peer_texts,
+       "Relay to this range even if denied by default (loopback, private, link-local, "
+       "CGNAT, multicast, own addresses); repeatable [default: none]",
+       "CIDR"},
+      {"max-allocations-per-user", 0, 0, G_OPTION_ARG_STRING, &per_user_text,
+       per_user_help.c_str(), "N"},
+      {"max-allocations", 0, 0, G_OPTION_ARG_STRING, &max_allocations_text,
+       max_allocations_help.c_str(), "N"},
+      {"bandwidth-cap", 0, 0, G_OPTION_ARG_STRING, &bandwidth_text,
+       "Most bytes per second relayed per TURN allocation; excess is dropped [default: 0, "
+       "no cap]",
+       "BYTES_PER_SEC"},
+      {"relay-ports", 0, 0, G_OPTION_ARG_STRING, &relay_ports_text,
+       "Port range for relayed UDP sockets [default: any port the kernel picks]", "MIN-MAX"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr}};
 
   std::unique_ptr<GOptionContext, OptionContextFree> context(
-      g_option_context_new("- natfwd rendezvous and STUN server"));
+      g_option_context_new("- natfwd rendezvous, STUN and TURN server"));
   g_option_context_add_main_entries(context.get(), entries, nullptr);
   g_option_context_set_description(
       context.get(),
       "On ready, prints one line on stdout: relay listening on ADDR:PORT (stun/udp, "
-      "rendezvous/tcp)\nSIGINT or SIGTERM stop it. Logs go to stderr.\n");
+      "rendezvous/tcp, turn/udp+tcp[, tls ADDR:PORT])\nSIGINT or SIGTERM stop it. Logs go to "
+      "stderr.\n");
 
   struct Strings {
-    gchar** values[3];
+    std::vector<gchar**> values;
+    std::vector<gchar***> arrays;
     ~Strings() {
       for (gchar** value : values) g_free(*value);
+      for (gchar*** array : arrays) g_strfreev(*array);
     }
-  } strings{{&listen_text, &state_dir_text, &max_peers_text}};
+  } strings{{&listen_text, &state_dir_text, &max_peers_text, &tls_listen_text, &cert_text,
+             &key_text, &secret_text, &realm_text, &per_user_text, &max_allocations_text,
+             &bandwidth_text, &relay_ports_text},
+            {&turn_server_texts, &allow_peer_texts}};
 
   GError* raw_error = nullptr;
   if (!g_option_context_parse(context.get(), &argc, &argv, &raw_error)) {
@@ -72,6 +152,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   }
 
   options.verbose = verbose;
+  options.no_turn = no_turn;
   if (listen_text) {
     auto parsed = parse_host_port(listen_text, defaults.listen.port, /*allow_zero_port=*/true);
     if (auto* message = std::get_if<std::string>(&parsed)) {
@@ -79,12 +160,10 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       return false;
     }
     options.listen = std::get<HostPort>(parsed);
-    GInetAddress* ip = g_inet_address_new_from_string(options.listen.host.c_str());
-    if (!ip) {
+    if (!is_ip_literal(options.listen.host)) {
       error = "--listen: '" + options.listen.host + "' is not an IP address";
       return false;
     }
-    g_object_unref(ip);
   }
   if (state_dir_text) {
     if (!*state_dir_text) {
@@ -94,16 +173,111 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     options.state_dir = state_dir_text;
   }
   if (max_peers_text) {
-    const std::string_view text = max_peers_text;
-    unsigned long value = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value == 0 ||
-        value > kMaxPeersPerAddressLimit) {
-      error = "--max-peers-per-address: '" + std::string(text) + "' is not a number from 1 to " +
-              std::to_string(kMaxPeersPerAddressLimit);
+    uint64_t value = 0;
+    if (!parse_number(max_peers_text, 1, kMaxPeersPerAddressLimit, value)) {
+      error = "--max-peers-per-address: '" + std::string(max_peers_text) +
+              "' is not a number from 1 to " + std::to_string(kMaxPeersPerAddressLimit);
       return false;
     }
     options.max_peers_per_address = value;
+  }
+  if (tls_listen_text) {
+    auto parsed = parse_host_port(tls_listen_text, 443, /*allow_zero_port=*/true);
+    if (auto* message = std::get_if<std::string>(&parsed)) {
+      error = "--tls-listen: " + *message;
+      return false;
+    }
+    options.tls_listen = std::get<HostPort>(parsed);
+    if (!is_ip_literal(options.tls_listen->host)) {
+      error = "--tls-listen: '" + options.tls_listen->host + "' is not an IP address";
+      return false;
+    }
+  }
+  if (cert_text) options.cert_file = cert_text;
+  if (key_text) options.key_file = key_text;
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    error = "--cert and --key go together";
+    return false;
+  }
+  if (!options.cert_file.empty() && !options.tls_listen) {
+    error = "--cert and --key need --tls-listen";
+    return false;
+  }
+  if (secret_text) {
+    if (!*secret_text) {
+      error = "--auth-secret-file: empty file name";
+      return false;
+    }
+    options.auth_secret_file = secret_text;
+  }
+  if (realm_text) {
+    const std::string_view realm = realm_text;
+    // RFC 8489 section 14.9: fewer than 128 characters.
+    if (realm.empty() || realm.size() > 127) {
+      error = "--realm: 1 to 127 characters";
+      return false;
+    }
+    options.realm = realm;
+  }
+  for (gchar** text = turn_server_texts; text && *text; ++text) {
+    auto parsed = parse_host_port(*text, 3478, /*allow_zero_port=*/false);
+    if (auto* message = std::get_if<std::string>(&parsed)) {
+      error = "--turn-server: " + *message;
+      return false;
+    }
+    if (!is_valid_host(std::get<HostPort>(parsed).host)) {
+      error = std::string("--turn-server: '") + *text + "' is not HOST:PORT";
+      return false;
+    }
+    options.turn_servers.push_back(std::get<HostPort>(parsed));
+  }
+  for (gchar** text = allow_peer_texts; text && *text; ++text) {
+    auto cidr = turn::parse_cidr(*text);
+    if (!cidr) {
+      error = std::string("--allow-peer: '") + *text + "' is not an address or CIDR range";
+      return false;
+    }
+    options.allow_peers.push_back(*cidr);
+  }
+  if (per_user_text) {
+    uint64_t value = 0;
+    if (!parse_number(per_user_text, 1, kMaxAllocationsLimit, value)) {
+      error = "--max-allocations-per-user: '" + std::string(per_user_text) +
+              "' is not a number from 1 to " + std::to_string(kMaxAllocationsLimit);
+      return false;
+    }
+    options.max_allocations_per_user = value;
+  }
+  if (max_allocations_text) {
+    uint64_t value = 0;
+    if (!parse_number(max_allocations_text, 1, kMaxAllocationsLimit, value)) {
+      error = "--max-allocations: '" + std::string(max_allocations_text) +
+              "' is not a number from 1 to " + std::to_string(kMaxAllocationsLimit);
+      return false;
+    }
+    options.max_allocations = value;
+  }
+  if (bandwidth_text) {
+    uint64_t value = 0;
+    if (!parse_number(bandwidth_text, 0, uint64_t{1} << 40, value)) {
+      error = "--bandwidth-cap: '" + std::string(bandwidth_text) +
+              "' is not a number of bytes per second";
+      return false;
+    }
+    options.bandwidth_cap = value;
+  }
+  if (relay_ports_text) {
+    const std::string_view text = relay_ports_text;
+    const size_t dash = text.find('-');
+    uint64_t min = 0, max = 0;
+    if (dash == std::string_view::npos || !parse_number(text.substr(0, dash), 1, 65535, min) ||
+        !parse_number(text.substr(dash + 1), 1, 65535, max) || min > max) {
+      error = "--relay-ports: '" + std::string(text) + "' is not MIN-MAX with 1 <= MIN <= MAX "
+              "<= 65535";
+      return false;
+    }
+    options.relay_port_min = static_cast<uint16_t>(min);
+    options.relay_port_max = static_cast<uint16_t>(max);
   }
   return true;
 }

@@ -3,21 +3,53 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "address.h"
+#include "turn/peer_policy.h"
 
 namespace natfwd::relay {
 
 struct RelayOptions {
-  // --listen: address and port for STUN/udp and rendezvous/tcp; port 0 picks one.
+  // --listen: address and port for STUN/TURN on udp and rendezvous/TURN on tcp; port
+  // 0 picks one.
   HostPort listen{"0.0.0.0", 3478};
-  // --state-dir: default_state_dir("relay"), created 0700. Nothing kept there yet.
+  // --state-dir: default_state_dir("relay"), created 0700. Holds the TURN secret and
+  // the self-signed TLS certificate when they are generated.
   std::string state_dir;
   // -v/--verbose: debug logging.
   bool verbose = false;
   // --max-peers-per-address: concurrent TCP connections from one source IP.
   size_t max_peers_per_address = 64;
+
+  // --tls-listen: TLS (rendezvous or TURN inside) on this address; none by default.
+  std::optional<HostPort> tls_listen;
+  // --cert/--key: PEM files for TLS; default: a self-signed pair in the state dir.
+  std::string cert_file;
+  std::string key_file;
+  // --auth-secret-file: the TURN REST API secret; default: <state-dir>/turn-secret,
+  // 32 random bytes in base64, made on first run (mode 0600).
+  std::string auth_secret_file;
+  // --realm: the TURN realm.
+  std::string realm = "natfwd";
+  // --turn-server (repeatable): external TURN servers announced to peers.
+  std::vector<HostPort> turn_servers;
+  // --no-turn: the relay's own TURN is off.
+  bool no_turn = false;
+  // --allow-peer (repeatable): ranges relayed to despite the default deny list.
+  std::vector<turn::Cidr> allow_peers;
+  // --max-allocations-per-user: TURN allocations per REST user id.
+  size_t max_allocations_per_user = 10;
+  // --max-allocations: TURN allocations in total.
+  size_t max_allocations = 20000;
+  // --bandwidth-cap: bytes per second per allocation; 0 = off.
+  uint64_t bandwidth_cap = 0;
+  // --relay-ports MIN-MAX: ports of relayed sockets; 0-0 = ephemeral from the kernel.
+  uint16_t relay_port_min = 0;
+  uint16_t relay_port_max = 0;
 };
 
 // Parses argv. --help prints usage and exits 0. On a usage error returns the one-line

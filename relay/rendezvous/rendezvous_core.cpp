@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <ctime>
 
 #include "frame.h"
 #include "identity.h"
 #include "log.h"
+#include "turn/credentials.h"
 
 namespace natfwd::relay {
 namespace {
@@ -111,6 +113,7 @@ void RendezvousCore::on_envelope(ConnectionId id, const wire::Envelope& envelope
     case wire::Envelope::kWelcome:
     case wire::Envelope::kRegistered:
     case wire::Envelope::kIncomingSession:
+    case wire::Envelope::kIceServersUpdate:
       fail(id, wire::Error::BAD_MESSAGE, "message only the relay may send");
       break;
     case wire::Envelope::MSG_NOT_SET:
@@ -140,13 +143,64 @@ void RendezvousCore::handle_hello(ConnectionId id, Connection& connection,
   auto* welcome = reply.mutable_welcome();
   welcome->set_observed_address(connection.remote.to_string());
   welcome->set_keepalive_seconds(static_cast<uint32_t>(config_.keepalive.count()));
-  auto* stun = welcome->add_ice_servers();
-  stun->set_kind(wire::IceServer::STUN);
-  stun->set_host("");  // the host the peer used to reach us
-  stun->set_port(config_.stun_port);
+  add_ice_servers(connection, *welcome->mutable_ice_servers());
+  schedule_refresh(id, connection, now);
   log::debug("hello from %s key %s software '%.80s'", connection.remote.to_string().c_str(),
              short_key_id(connection.public_key).c_str(), hello.software().c_str());
   send(id, std::move(reply));
+}
+
+bool RendezvousCore::announces_turn() const {
+  return !config_.turn.secret.empty() &&
+         (config_.turn.own_turn || !config_.turn.external.empty());
+}
+
+void RendezvousCore::add_ice_servers(
+    const Connection& connection, google::protobuf::RepeatedPtrField<wire::IceServer>& out) const {
+  auto* stun = out.Add();
+  stun->set_kind(wire::IceServer::STUN);
+  stun->set_host("");  // the host the peer used to reach us
+  stun->set_port(config_.stun_port);
+  if (!announces_turn()) return;
+
+  const TurnAnnouncement& turn = config_.turn;
+  const uint64_t now_unix =
+      turn.unix_now ? turn.unix_now() : static_cast<uint64_t>(std::time(nullptr));
+  const uint64_t expires = now_unix + static_cast<uint64_t>(turn.credential_lifetime.count());
+  PublicKey key{};
+  public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(connection.public_key.data()),
+                                  connection.public_key.size()),
+                        key);
+  const std::string username = turn::rest_username(expires, key_id(key));
+  const std::string password = turn::rest_password(turn.secret, username);
+  auto add = [&](wire::IceServer::Kind kind, const std::string& host, uint16_t port) {
+    auto* server = out.Add();
+    server->set_kind(kind);
+    server->set_host(host);
+    server->set_port(port);
+    server->set_username(username);
+    server->set_password(password);
+    server->set_expires_unix(expires);
+    return server;
+  };
+  if (turn.own_turn) {
+    add(wire::IceServer::TURN_UDP, "", config_.stun_port);
+    add(wire::IceServer::TURN_TCP, "", config_.stun_port);
+    if (turn.tls_port != 0)
+      add(wire::IceServer::TURN_TLS, "", turn.tls_port)->set_tls_spki_sha256(turn.tls_spki_sha256);
+  }
+  for (const HostPort& server : turn.external) {
+    add(wire::IceServer::TURN_UDP, server.host, server.port);
+    add(wire::IceServer::TURN_TCP, server.host, server.port);
+  }
+}
+
+void RendezvousCore::schedule_refresh(ConnectionId id, Connection& connection, TimePoint now) {
+  if (connection.refresh) refreshes_.erase({*connection.refresh, id});
+  connection.refresh.reset();
+  if (!announces_turn()) return;
+  connection.refresh = now + config_.turn.refresh_interval;
+  refreshes_.insert({*connection.refresh, id});
 }
 
 void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
@@ -360,6 +414,7 @@ void RendezvousCore::forget(ConnectionId id, std::string_view reason) {
     }
   }
   deadlines_.erase({connection.deadline, id});
+  if (connection.refresh) refreshes_.erase({*connection.refresh, id});
   if (auto count = connections_per_address_.find(connection.remote.host);
       count != connections_per_address_.end() && --count->second == 0)
     connections_per_address_.erase(count);
@@ -382,6 +437,15 @@ void RendezvousCore::end_session(SessionId session_id, ConnectionId gone, std::s
 }
 
 void RendezvousCore::on_tick(TimePoint now) {
+  // Fresh TURN credentials well before the old ones expire.
+  while (!refreshes_.empty() && refreshes_.begin()->first <= now) {
+    const ConnectionId id = refreshes_.begin()->second;
+    Connection& connection = connections_.at(id);
+    wire::Envelope update;
+    add_ice_servers(connection, *update.mutable_ice_servers_update()->mutable_ice_servers());
+    send(id, std::move(update));
+    schedule_refresh(id, connection, now);
+  }
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
     const ConnectionId id = deadlines_.begin()->second;
     const bool hello_done = connections_.at(id).hello_done;
@@ -400,8 +464,11 @@ void RendezvousCore::set_deadline(ConnectionId id, Connection& connection, TimeP
 }
 
 std::optional<TimePoint> RendezvousCore::next_deadline() const {
-  if (deadlines_.empty()) return std::nullopt;
-  return deadlines_.begin()->first;
+  std::optional<TimePoint> next;
+  if (!deadlines_.empty()) next = deadlines_.begin()->first;
+  if (!refreshes_.empty() && (!next || refreshes_.begin()->first < *next))
+    next = refreshes_.begin()->first;
+  return next;
 }
 
 std::vector<Action> RendezvousCore::take_actions() {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -31,9 +32,29 @@ using TimePoint = Clock::time_point;
 using ConnectionId = uint64_t;
 using SessionId = uint64_t;
 
+// The TURN servers a peer is told about, with fresh REST API credentials
+// (turn/credentials.h): in Welcome, and again in an IceServersUpdate before they
+// expire. Nothing TURN is announced when `secret` is empty.
+struct TurnAnnouncement {
+  std::string secret;  // the shared TURN REST secret
+  // The relay's own TURN: TURN_UDP and TURN_TCP on stun_port (host "").
+  bool own_turn = true;
+  // The relay's TLS port (--tls-listen), 0 for none: TURN_TLS with this pin.
+  uint16_t tls_port = 0;
+  std::string tls_spki_sha256;  // 32 raw bytes
+  // --turn-server: TURN_UDP and TURN_TCP entries for each.
+  std::vector<HostPort> external;
+  // Credentials live this long; a fresh set is sent every refresh_interval.
+  std::chrono::seconds credential_lifetime{24 * 3600};
+  std::chrono::seconds refresh_interval{12 * 3600};
+  // Wall-clock unix seconds for EXPIRY; injectable for tests. Default: time().
+  std::function<uint64_t()> unix_now;
+};
+
 struct RendezvousConfig {
-  // Port peers use for STUN (and later TURN); announced in Welcome.
+  // Port peers use for STUN and TURN over UDP and TCP; announced in Welcome.
   uint16_t stun_port = 3478;
+  TurnAnnouncement turn;
   // Concurrent connections from one source IP; more are refused at accept.
   size_t max_connections_per_address = 64;
   // Concurrent connections in total.
@@ -99,6 +120,7 @@ class RendezvousCore {
     std::string name;        // registered name, empty if none
     std::set<SessionId> sessions;
     TimePoint deadline;      // hello or idle deadline, mirrored in deadlines_
+    std::optional<TimePoint> refresh;  // next IceServersUpdate, mirrored in refreshes_
   };
   struct Session {
     ConnectionId caller;
@@ -125,6 +147,11 @@ class RendezvousCore {
   void forget(ConnectionId id, std::string_view reason);
   void end_session(SessionId session_id, ConnectionId gone, std::string_view why);
   void set_deadline(ConnectionId id, Connection& connection, TimePoint deadline);
+  // STUN and TURN entries with credentials for this connection's key.
+  void add_ice_servers(const Connection& connection,
+                       google::protobuf::RepeatedPtrField<wire::IceServer>& out) const;
+  void schedule_refresh(ConnectionId id, Connection& connection, TimePoint now);
+  bool announces_turn() const;
   // Session member other than `id`, if `id` is a member.
   std::optional<ConnectionId> other_member(SessionId session_id, ConnectionId id) const;
   std::string describe(ConnectionId id) const;  // "'home' (192.0.2.1:4000)" for logs
@@ -136,6 +163,7 @@ class RendezvousCore {
   std::unordered_map<std::string, ConnectionId> names_;
   std::unordered_map<SessionId, Session> sessions_;
   std::set<std::pair<TimePoint, ConnectionId>> deadlines_;
+  std::set<std::pair<TimePoint, ConnectionId>> refreshes_;
   std::vector<Action> actions_;
 };
 

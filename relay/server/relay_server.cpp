@@ -1,5 +1,9 @@
 #include "server/relay_server.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
 #include <stdexcept>
 
 #include "server/rendezvous_service.h"
@@ -42,18 +46,85 @@ uint16_t bound_port(GSocket* socket) {
 
 }  // namespace
 
+std::string add_host_addresses(turn::PeerPolicy& policy) {
+  std::string ipv6;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return ipv6;
+  for (ifaddrs* entry = list; entry; entry = entry->ifa_next) {
+    if (!entry->ifa_addr) continue;
+    if (entry->ifa_addr->sa_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(entry->ifa_addr);
+      const auto* b = reinterpret_cast<const uint8_t*>(&in->sin_addr);
+      policy.add_own_address(stun::TransportAddress::ipv4({b[0], b[1], b[2], b[3]}, 0));
+    } else if (entry->ifa_addr->sa_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(entry->ifa_addr);
+      std::array<uint8_t, 16> ip{};
+      std::copy_n(reinterpret_cast<const uint8_t*>(&in6->sin6_addr), 16, ip.begin());
+      const auto address = stun::TransportAddress::ipv6(ip, 0);
+      policy.add_own_address(address);
+      if (ipv6.empty() && !turn::PeerPolicy::is_special(address)) {
+        char text[INET6_ADDRSTRLEN] = {};
+        inet_ntop(AF_INET6, ip.data(), text, sizeof text);
+        ipv6 = text;
+      }
+    }
+  }
+  freeifaddrs(list);
+  return ipv6;
+}
+
 RelayServer::RelayServer(RelayServerConfig config) {
   bind_sockets(config.listen);
   config.rendezvous.stun_port = local_address_.port;
-  stun_ = std::make_unique<StunUdpService>(udp_.get(), config.software);
-  rendezvous_ = std::make_unique<RendezvousService>(tcp_.get(), config.rendezvous);
+  if (config.tls_listen) {
+    bind_tls(*config.tls_listen);
+    config.rendezvous.turn.tls_port = tls_address_->port;
+    config.rendezvous.turn.tls_spki_sha256 = config.tls.spki_sha256;
+  }
+  config.rendezvous.turn.own_turn = config.turn_enabled;
+  if (config.turn_enabled) {
+    config.turn.listen_ip = config.listen.host;
+    config.turn.turn.software = config.software;
+    // The listen address is ours too, whatever the interfaces say.
+    GObjectPtr<GSocketAddress> own(make_socket_address(local_address_.host, 0));
+    if (own) config.turn.turn.peers.add_own_address(to_transport_address(own.get()));
+    turn_ = std::make_unique<TurnService>(udp_.get(), config.turn);
+  }
+  if (tls_socket_) tls_ = std::make_unique<TlsService>(tls_socket_.get(), config.tls);
+  stun_ = std::make_unique<StunUdpService>(udp_.get(), config.software, turn_.get());
+  rendezvous_ = std::make_unique<RendezvousService>(tcp_.get(), config.rendezvous, turn_.get(),
+                                                    tls_.get());
+  if (tls_) tls_->set_targets(rendezvous_.get(), turn_.get());
 }
 
 RelayServer::~RelayServer() {
   rendezvous_.reset();
   stun_.reset();
+  tls_.reset();
+  turn_.reset();
   if (udp_) g_socket_close(udp_.get(), nullptr);
   if (tcp_) g_socket_close(tcp_.get(), nullptr);
+  if (tls_socket_) g_socket_close(tls_socket_.get(), nullptr);
+}
+
+void RelayServer::bind_tls(const HostPort& listen) {
+  GObjectPtr<GSocketAddress> address(make_socket_address(listen.host, listen.port));
+  if (!address) throw std::runtime_error("'" + listen.host + "' is not an IP address");
+  auto socket = new_socket(g_socket_address_get_family(address.get()), G_SOCKET_TYPE_STREAM,
+                           G_SOCKET_PROTOCOL_TCP);
+  bool in_use = false;
+  std::string error;
+  if (!bind_socket(socket.get(), address.get(), true, in_use, error))
+    throw std::runtime_error("cannot bind tls " + listen.to_string() + ": " + error);
+  g_socket_set_listen_backlog(socket.get(), kListenBacklog);
+  GError* raw_error = nullptr;
+  if (!g_socket_listen(socket.get(), &raw_error)) {
+    GErrorPtr listen_error(raw_error);
+    throw std::runtime_error("cannot listen on tls " + listen.to_string() + ": " +
+                             listen_error->message);
+  }
+  tls_address_ = HostPort{listen.host, bound_port(socket.get())};
+  tls_socket_ = std::move(socket);
 }
 
 void RelayServer::bind_sockets(const HostPort& listen) {

@@ -1,14 +1,18 @@
-// The relay process's network side: one port number, bound on UDP (STUN, later TURN)
-// and TCP (rendezvous, later STUN/TURN over TCP and TLS), and the services on them.
+// The relay process's network side: one port number, bound on UDP (STUN, TURN) and
+// TCP (rendezvous, TURN over TCP, TLS), an optional TLS port, and the services on
+// them.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "address.h"
 #include "rendezvous/rendezvous_core.h"
 #include "server/glib_ptr.h"
+#include "server/tls_service.h"
+#include "server/turn_service.h"
 
 namespace natfwd::relay {
 
@@ -17,8 +21,12 @@ class RendezvousService;
 
 struct RelayServerConfig {
   HostPort listen{"0.0.0.0", 3478};  // IP literal; port 0 picks a free port
-  RendezvousConfig rendezvous;        // stun_port is filled in from the bound port
+  RendezvousConfig rendezvous;        // stun_port and TLS fields are filled in here
   std::string software;               // SOFTWARE attribute, "natfwd-relay 0.1.0"
+  bool turn_enabled = true;           // false: --no-turn
+  TurnServiceConfig turn;             // listen_ip is filled in from `listen`
+  std::optional<HostPort> tls_listen;
+  TlsIdentity tls;                    // when tls_listen is set
 };
 
 class RelayServer {
@@ -32,6 +40,8 @@ class RelayServer {
 
   // The bound address: same IP as asked for, the real port.
   const HostPort& local_address() const { return local_address_; }
+  // The bound TLS address, if any.
+  const std::optional<HostPort>& tls_address() const { return tls_address_; }
 
  private:
   // With port 0 the kernel picks a free TCP port, which may be taken on UDP; try
@@ -39,12 +49,22 @@ class RelayServer {
   static constexpr int kBindAttempts = 10;
 
   void bind_sockets(const HostPort& listen);
+  void bind_tls(const HostPort& listen);
 
   GObjectPtr<GSocket> tcp_;
   GObjectPtr<GSocket> udp_;
+  GObjectPtr<GSocket> tls_socket_;
   HostPort local_address_;
+  std::optional<HostPort> tls_address_;
+  // Declared in dependency order: destroyed rendezvous first, TURN last.
+  std::unique_ptr<TurnService> turn_;
+  std::unique_ptr<TlsService> tls_;
   std::unique_ptr<StunUdpService> stun_;
   std::unique_ptr<RendezvousService> rendezvous_;
 };
+
+// The host's interface addresses: added to `policy` as the relay's own, and the
+// first global IPv6 one (for IPv6 allocations) returned, "" if none.
+std::string add_host_addresses(turn::PeerPolicy& policy);
 
 }  // namespace natfwd::relay

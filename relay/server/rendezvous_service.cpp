@@ -4,6 +4,8 @@
 
 #include "log.h"
 #include "server/socket_address.h"
+#include "server/tls_service.h"
+#include "server/turn_service.h"
 #include "tcp_dispatch.h"
 
 namespace natfwd::relay {
@@ -13,8 +15,9 @@ TimePoint now() { return Clock::now(); }
 
 }  // namespace
 
-RendezvousService::RendezvousService(GSocket* listener, RendezvousConfig config)
-    : listener_(G_SOCKET(g_object_ref(listener))), core_(config) {
+RendezvousService::RendezvousService(GSocket* listener, RendezvousConfig config,
+                                     TurnService* turn, TlsService* tls)
+    : listener_(G_SOCKET(g_object_ref(listener))), core_(config), turn_(turn), tls_(tls) {
   g_socket_set_blocking(listener_.get(), FALSE);
   watch_listener();
 }
@@ -77,10 +80,7 @@ void RendezvousService::on_accept() {
   }
 }
 
-void RendezvousService::accept_one(GSocket* socket) {
-  GSocketAddress* raw_remote = g_socket_get_remote_address(socket, nullptr);
-  GObjectPtr<GSocketAddress> remote_owned(raw_remote);
-  const HostPort remote = to_host_port(raw_remote);
+std::optional<ConnectionId> RendezvousService::admit(const HostPort& remote) {
   const ConnectionId id = next_id_++;
   const Admission admission = core_.on_connection_opened(id, remote, now());
   if (admission != Admission::kAccepted) {
@@ -89,9 +89,43 @@ void RendezvousService::accept_one(GSocket* socket) {
                       admission == Admission::kTooManyFromAddress
                           ? "too many connections from this address"
                           : "too many connections");
+    return std::nullopt;
+  }
+  return id;
+}
+
+void RendezvousService::adopt_stream(std::unique_ptr<ByteStream> stream,
+                                     std::span<const std::byte> already_read) {
+  GObjectPtr<GSocketAddress> remote_address(g_socket_get_remote_address(stream->socket(), nullptr));
+  const auto id = admit(to_host_port(remote_address.get()));
+  if (!id) {
+    stream->shutdown_write();
+    return;
+  }
+  auto client = std::make_unique<Client>();
+  client->service = this;
+  client->id = *id;
+  const ConnectionId connection = *id;
+  Client& ref = *client;
+  clients_.emplace(connection, std::move(client));
+  ref.framed = std::make_unique<FramedConnection>(
+      std::move(stream),
+      [this, connection](const wire::Envelope& envelope) { on_envelope(connection, envelope); },
+      [this, connection](const std::string& reason) { on_transport_closed(connection, reason); },
+      size_t{1} << 20, already_read);
+  arm_timer();
+}
+
+void RendezvousService::accept_one(GSocket* socket) {
+  GSocketAddress* raw_remote = g_socket_get_remote_address(socket, nullptr);
+  GObjectPtr<GSocketAddress> remote_owned(raw_remote);
+  const HostPort remote = to_host_port(raw_remote);
+  const auto admitted = admit(remote);
+  if (!admitted) {
     g_socket_close(socket, nullptr);
     return;
   }
+  const ConnectionId id = *admitted;
   g_socket_set_blocking(socket, FALSE);
   auto client = std::make_unique<Client>();
   client->service = this;
@@ -137,7 +171,23 @@ bool RendezvousService::on_sniff(Client& client) {
     start_rendezvous(client);
     return false;  // start_rendezvous dropped the sniff source
   }
-  // Issue 3: STUN/TURN over TCP and TLS are routed from here.
+  if ((protocol == TcpProtocol::kStun && turn_) || (protocol == TcpProtocol::kTls && tls_)) {
+    // Not a rendezvous connection after all: the core forgets it, and the socket
+    // moves to the TURN or TLS service.
+    GObjectPtr<GSocket> socket(client.socket.release());
+    client.sniff_source.reset();
+    core_.on_connection_closed(id, "handed over", now());
+    retire(id);
+    if (protocol == TcpProtocol::kStun) {
+      GObjectPtr<GSocketAddress> remote(g_socket_get_remote_address(socket.get(), nullptr));
+      turn_->adopt_stream(make_plain_stream(socket.get()), turn::Transport::kTcp,
+                          to_transport_address(remote.get()), {});
+    } else {
+      tls_->adopt(socket.get());
+    }
+    apply_actions();
+    return false;
+  }
   log::warn_limited("rendezvous-protocol-sniff",
                     "tcp: closing connection speaking %s (first byte 0x%02x): not served",
                     to_string(protocol), std::to_integer<unsigned>(first));

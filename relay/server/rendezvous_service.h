@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -22,15 +23,25 @@
 
 namespace natfwd::relay {
 
+class TurnService;
+class TlsService;
+
 class RendezvousService {
  public:
-  // Takes a reference on the bound, listening TCP socket.
-  RendezvousService(GSocket* listener, RendezvousConfig config);
+  // Takes a reference on the bound, listening TCP socket. Connections that speak
+  // STUN go to `turn`, TLS ones to `tls`; either may be null (then they are closed).
+  // Both must outlive this service.
+  RendezvousService(GSocket* listener, RendezvousConfig config, TurnService* turn = nullptr,
+                    TlsService* tls = nullptr);
   ~RendezvousService();
   RendezvousService(const RendezvousService&) = delete;
   RendezvousService& operator=(const RendezvousService&) = delete;
 
   size_t client_count() const { return clients_.size(); }
+
+  // A rendezvous connection that arrived another way (TLS): `already_read` are the
+  // plaintext bytes the sniffer consumed.
+  void adopt_stream(std::unique_ptr<ByteStream> stream, std::span<const std::byte> already_read);
 
  private:
   struct Client {
@@ -50,6 +61,7 @@ class RendezvousService {
   void watch_listener();
   void on_accept();
   void accept_one(GSocket* socket);
+  std::optional<ConnectionId> admit(const HostPort& remote);
   bool on_sniff(Client& client);
   void start_rendezvous(Client& client);
   void on_envelope(ConnectionId id, const wire::Envelope& envelope);
@@ -69,6 +81,8 @@ class RendezvousService {
   GSourcePtr accept_source_;
   GSourcePtr resume_accept_source_;
   RendezvousCore core_;
+  TurnService* turn_;
+  TlsService* tls_;
   std::unordered_map<ConnectionId, std::unique_ptr<Client>> clients_;
   ConnectionId next_id_ = 1;
   GSourcePtr timer_;

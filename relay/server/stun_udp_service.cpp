@@ -4,11 +4,13 @@
 
 #include "log.h"
 #include "server/socket_address.h"
+#include "server/turn_service.h"
+#include "turn/framing.h"
 
 namespace natfwd::relay {
 
-StunUdpService::StunUdpService(GSocket* socket, std::string software)
-    : socket_(G_SOCKET(g_object_ref(socket))), responder_(std::move(software)) {
+StunUdpService::StunUdpService(GSocket* socket, std::string software, TurnService* turn)
+    : socket_(G_SOCKET(g_object_ref(socket))), responder_(std::move(software)), turn_(turn) {
   g_socket_set_blocking(socket_.get(), FALSE);
   read_source_.reset(g_socket_create_source(socket_.get(), G_IO_IN, nullptr));
   g_source_set_callback(read_source_.get(), G_SOURCE_FUNC(on_readable_trampoline), this,
@@ -50,6 +52,27 @@ void StunUdpService::on_readable() {
 
 void StunUdpService::handle_datagram(std::span<const std::byte> datagram, GSocketAddress* from) {
   const auto sender = to_transport_address(from);
+  // RFC 7983 demultiplexing: 01 is ChannelData; STUN methods other than Binding
+  // (Allocate, Send, ...) belong to TURN. Without TURN (--no-turn) they get no service.
+  const bool channel_data = turn::looks_like_channel_data(datagram);
+  const bool turn_method =
+      datagram.size() >= 2 && !channel_data &&
+      stun::method_of(static_cast<uint16_t>((std::to_integer<uint16_t>(datagram[0]) << 8) |
+                                            std::to_integer<uint16_t>(datagram[1]))) !=
+          stun::method::kBinding;
+  if (channel_data || turn_method) {
+    if (!turn_) {
+      log::debug("stun/udp: TURN is off; ignored %zu bytes from %s", datagram.size(),
+                 sender.to_string().c_str());
+      return;
+    }
+    const auto verdict = turn_->on_udp_message(datagram, sender);
+    if (verdict.verdict == turn::TurnServer::Verdict::kMalformed)
+      log::warn_limited("stun-garbage", "turn/udp: dropped %zu bytes from %s: %.*s",
+                        datagram.size(), sender.to_string().c_str(),
+                        static_cast<int>(verdict.reason.size()), verdict.reason.data());
+    return;
+  }
   auto result = responder_.handle(datagram, sender);
   switch (result.outcome) {
     case stun::BindingResponder::Outcome::kDrop:

@@ -1,6 +1,7 @@
-// STUN over UDP on the relay's port: reads datagrams, answers Binding requests through
-// stun::BindingResponder, drops garbage (rate-limited warning). Issue 3 adds TURN
-// allocations and ChannelData here, dispatched by the first byte and the method.
+// STUN and TURN over UDP on the relay's port: reads datagrams, answers Binding
+// requests through stun::BindingResponder, hands the other STUN methods and
+// ChannelData to the TURN server (when there is one), drops garbage (rate-limited
+// warning).
 #pragma once
 
 #include <array>
@@ -14,10 +15,13 @@
 
 namespace natfwd::relay {
 
+class TurnService;
+
 class StunUdpService {
  public:
-  // Takes a reference on the bound, non-blocking UDP socket.
-  StunUdpService(GSocket* socket, std::string software);
+  // Takes a reference on the bound, non-blocking UDP socket. `turn` (may be null:
+  // --no-turn) must outlive this service.
+  StunUdpService(GSocket* socket, std::string software, TurnService* turn = nullptr);
   ~StunUdpService();
   StunUdpService(const StunUdpService&) = delete;
   StunUdpService& operator=(const StunUdpService&) = delete;
@@ -33,6 +37,7 @@ class StunUdpService {
   GObjectPtr<GSocket> socket_;
   GSourcePtr read_source_;
   stun::BindingResponder responder_;
+  TurnService* turn_;
   // One datagram; UDP payloads are at most 64 KiB.
   std::array<std::byte, 65536> buffer_{};
 };

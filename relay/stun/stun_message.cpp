@@ -64,6 +64,20 @@ std::array<unsigned char, 20> integrity_hmac(std::span<const std::byte> bytes,
   return mac;
 }
 
+// The same with HMAC-SHA256, for MESSAGE-INTEGRITY-SHA256 (section 14.6).
+std::array<unsigned char, 32> integrity_hmac_sha256(std::span<const std::byte> bytes,
+                                                    uint16_t length_field,
+                                                    std::span<const std::byte> key) {
+  std::vector<std::byte> copy(bytes.begin(), bytes.end());
+  write_u16(copy.data() + 2, length_field);
+  std::array<unsigned char, 32> mac{};
+  unsigned int mac_length = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(copy.data()), copy.size(), mac.data(),
+       &mac_length);
+  return mac;
+}
+
 struct HeaderCheck {
   bool ok;
   std::string_view error;
@@ -273,6 +287,18 @@ bool verify_message_integrity(const Message& message, std::span<const std::byte>
   return CRYPTO_memcmp(mac.data(), integrity->value.data(), mac.size()) == 0;
 }
 
+bool verify_message_integrity_sha256(const Message& message, std::span<const std::byte> key) {
+  const Attribute* integrity = message.find(attr::kMessageIntegritySha256);
+  if (!integrity) return false;
+  const size_t size = integrity->value.size();
+  if (size < 16 || size > 32 || size % 4 != 0) return false;
+  const auto length_field =
+      static_cast<uint16_t>(integrity->offset + kAttributeHeaderSize + size - kHeaderSize);
+  const auto mac =
+      integrity_hmac_sha256(message.bytes.first(integrity->offset), length_field, key);
+  return CRYPTO_memcmp(mac.data(), integrity->value.data(), size) == 0;
+}
+
 MessageBuilder::MessageBuilder(uint16_t method, MessageClass cls,
                                const TransactionId& transaction_id)
     : transaction_id_(transaction_id) {
@@ -339,6 +365,14 @@ void MessageBuilder::add_message_integrity(std::span<const std::byte> key) {
       static_cast<uint16_t>(offset + kMessageIntegrityAttributeSize - kHeaderSize);
   const auto mac = integrity_hmac(bytes_, length_field, key);
   add_attribute(attr::kMessageIntegrity, std::as_bytes(std::span(mac)));
+}
+
+void MessageBuilder::add_message_integrity_sha256(std::span<const std::byte> key) {
+  const size_t offset = bytes_.size();
+  const auto length_field =
+      static_cast<uint16_t>(offset + kMessageIntegritySha256AttributeSize - kHeaderSize);
+  const auto mac = integrity_hmac_sha256(bytes_, length_field, key);
+  add_attribute(attr::kMessageIntegritySha256, std::as_bytes(std::span(mac)));
 }
 
 void MessageBuilder::add_fingerprint() {

@@ -39,6 +39,7 @@ inline constexpr size_t kTransactionIdSize = 12;
 inline constexpr uint32_t kFingerprintXor = 0x5354554e;
 inline constexpr size_t kFingerprintAttributeSize = 8;      // header + 4-byte CRC
 inline constexpr size_t kMessageIntegrityAttributeSize = 24;  // header + 20-byte HMAC-SHA1
+inline constexpr size_t kMessageIntegritySha256AttributeSize = 36;  // header + 32 bytes
 // The Message Length field is 16 bits.
 inline constexpr size_t kMaxMessageSize = kHeaderSize + 0xFFFF;
 
@@ -215,6 +216,9 @@ uint32_t crc32(std::span<const std::byte> data);
 // HMAC-SHA1 MESSAGE-INTEGRITY check (section 14.5) with a short-term key (the
 // password, already SASLprep'ed) or a long-term key (MD5 of user:realm:password).
 bool verify_message_integrity(const Message& message, std::span<const std::byte> key);
+// HMAC-SHA256 MESSAGE-INTEGRITY-SHA256 check (section 14.6): the value may be truncated
+// to 16..32 bytes, a multiple of 4.
+bool verify_message_integrity_sha256(const Message& message, std::span<const std::byte> key);
 
 // Builds a message attribute by attribute, keeping the header length current so that
 // MESSAGE-INTEGRITY and FINGERPRINT cover exactly what precedes them.
@@ -231,6 +235,7 @@ class MessageBuilder {
   void add_error_code(int code, std::string_view reason);
   void add_unknown_attributes(std::span<const uint16_t> types);
   void add_message_integrity(std::span<const std::byte> key);
+  void add_message_integrity_sha256(std::span<const std::byte> key);
   // Must be the last attribute.
   void add_fingerprint();
 

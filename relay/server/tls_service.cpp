@@ -1,0 +1,268 @@
+#include "server/tls_service.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/bn.h>
+#include <openssl/rand.h>
+
+#include <array>
+#include <cstdio>
+#include <exception>
+#include <stdexcept>
+
+#include "identity.h"
+#include "log.h"
+#include "server/rendezvous_service.h"
+#include "server/socket_address.h"
+#include "server/turn_service.h"
+#include "tcp_dispatch.h"
+
+namespace natfwd::relay {
+namespace {
+
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct FileClose {
+  void operator()(FILE* f) const { fclose(f); }
+};
+
+std::string openssl_error() {
+  const unsigned long code = ERR_get_error();
+  ERR_clear_error();
+  if (code == 0) return "OpenSSL error";
+  char text[256];
+  ERR_error_string_n(code, text, sizeof text);
+  return text;
+}
+
+// Writes a file readable only by us (the key), atomically enough for a first run.
+void write_private_file(const std::string& path, const std::string& text) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) throw std::runtime_error("cannot create " + path + ": " + g_strerror(errno));
+  const ssize_t n = write(fd, text.data(), text.size());
+  close(fd);
+  if (n != static_cast<ssize_t>(text.size())) throw std::runtime_error("cannot write " + path);
+}
+
+// Self-signed ECDSA P-256 certificate, valid for ten years; peers pin its key, not
+// its name or dates.
+void create_self_signed(const std::string& cert_file, const std::string& key_file) {
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
+  if (!key) throw std::runtime_error("cannot make a TLS key: " + openssl_error());
+  std::unique_ptr<X509, X509Free> cert(X509_new());
+  X509_set_version(cert.get(), 2);
+  std::array<unsigned char, 16> serial{};
+  RAND_bytes(serial.data(), serial.size());
+  serial[0] &= 0x7F;
+  BIGNUM* bn = BN_bin2bn(serial.data(), serial.size(), nullptr);
+  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
+  BN_free(bn);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -24 * 3600);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 10L * 365 * 24 * 3600);
+  X509_set_pubkey(cert.get(), key.get());
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("natfwd-relay"), -1, -1, 0);
+  X509_set_issuer_name(cert.get(), name);
+  if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0)
+    throw std::runtime_error("cannot sign the TLS certificate: " + openssl_error());
+
+  auto to_pem = [](auto write) {
+    BIO* bio = BIO_new(BIO_s_mem());
+    write(bio);
+    char* data = nullptr;
+    const long size = BIO_get_mem_data(bio, &data);
+    std::string text(data, static_cast<size_t>(size));
+    BIO_free(bio);
+    return text;
+  };
+  const std::string key_pem = to_pem([&](BIO* bio) {
+    PEM_write_bio_PrivateKey(bio, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+  });
+  const std::string cert_pem = to_pem([&](BIO* bio) { PEM_write_bio_X509(bio, cert.get()); });
+  write_private_file(key_file, key_pem);
+  std::unique_ptr<FILE, FileClose> out(fopen(cert_file.c_str(), "wx"));
+  if (!out || fwrite(cert_pem.data(), 1, cert_pem.size(), out.get()) != cert_pem.size())
+    throw std::runtime_error("cannot write " + cert_file);
+}
+
+}  // namespace
+
+TlsIdentity load_or_create_tls_identity(const std::string& cert_file, const std::string& key_file,
+                                        const std::string& state_dir) {
+  TlsIdentity identity{cert_file, key_file, {}};
+  if (identity.cert_file.empty()) {
+    identity.cert_file = state_dir + "/tls.crt";
+    identity.key_file = state_dir + "/tls.key";
+    const bool have_cert = access(identity.cert_file.c_str(), F_OK) == 0;
+    const bool have_key = access(identity.key_file.c_str(), F_OK) == 0;
+    if (!have_cert && !have_key) {
+      create_self_signed(identity.cert_file, identity.key_file);
+      log::info("made a self-signed TLS certificate in %s", identity.cert_file.c_str());
+    } else if (!have_cert || !have_key) {
+      throw std::runtime_error("one of " + identity.cert_file + " and " + identity.key_file +
+                               " is missing; remove the other to make a new pair");
+    }
+  }
+  std::unique_ptr<FILE, FileClose> in(fopen(identity.cert_file.c_str(), "r"));
+  if (!in) throw std::runtime_error("cannot read " + identity.cert_file + ": " + g_strerror(errno));
+  std::unique_ptr<X509, X509Free> cert(PEM_read_X509(in.get(), nullptr, nullptr, nullptr));
+  if (!cert) throw std::runtime_error(identity.cert_file + ": not a PEM certificate");
+  identity.spki_sha256 = spki_sha256(cert.get());
+  return identity;
+}
+
+TlsService::TlsService(GSocket* listener, const TlsIdentity& identity)
+    : ctx_(make_tls_server_context(identity.cert_file, identity.key_file)) {
+  if (listener) {
+    listener_.reset(G_SOCKET(g_object_ref(listener)));
+    g_socket_set_blocking(listener_.get(), FALSE);
+    accept_source_.reset(g_socket_create_source(listener_.get(), G_IO_IN, nullptr));
+    g_source_set_callback(accept_source_.get(), G_SOURCE_FUNC(on_accept_trampoline), this,
+                          nullptr);
+    g_source_attach(accept_source_.get(), nullptr);
+  }
+}
+
+TlsService::~TlsService() {
+  accept_source_.reset();
+  for (auto& [id, pending] : pending_) {
+    pending->io_source.reset();
+    pending->timeout_source.reset();
+  }
+  pending_.clear();
+}
+
+void TlsService::set_targets(RendezvousService* rendezvous, TurnService* turn) {
+  rendezvous_ = rendezvous;
+  turn_ = turn;
+}
+
+gboolean TlsService::on_accept_trampoline(GSocket*, GIOCondition, gpointer self) {
+  try {
+    static_cast<TlsService*>(self)->on_accept();
+  } catch (const std::exception& e) {
+    log::error("tls: accept: %s", e.what());
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+void TlsService::on_accept() {
+  for (int i = 0; i < 64; ++i) {
+    GError* raw_error = nullptr;
+    GSocket* socket = g_socket_accept(listener_.get(), nullptr, &raw_error);
+    if (!socket) {
+      GErrorPtr error(raw_error);
+      if (!g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        log::warn_limited("tls-accept", "tls: accept: %s", error->message);
+      return;
+    }
+    GObjectPtr<GSocket> owned(socket);
+    adopt(socket);
+  }
+}
+
+void TlsService::adopt(GSocket* socket) {
+  if (pending_.size() >= kMaxPending) {
+    log::warn_limited("tls-pending", "tls: too many handshakes in progress; refusing one");
+    g_socket_close(socket, nullptr);
+    return;
+  }
+  auto pending = std::make_unique<Pending>();
+  pending->service = this;
+  pending->id = next_id_++;
+  pending->stream = make_tls_stream(socket, ctx_.get(), /*is_server=*/true);
+  pending->timeout_source.reset(g_timeout_source_new(kHandshakeTimeoutMs));
+  g_source_set_callback(pending->timeout_source.get(), on_timeout_trampoline, pending.get(),
+                        nullptr);
+  g_source_attach(pending->timeout_source.get(), nullptr);
+  Pending& ref = *pending;
+  pending_.emplace(ref.id, std::move(pending));
+  advance(ref);
+}
+
+void TlsService::watch(Pending& pending, GIOCondition condition) {
+  if (pending.io_source && pending.condition == condition) return;
+  pending.condition = condition;
+  pending.io_source.reset(g_socket_create_source(pending.stream->socket(), condition, nullptr));
+  g_source_set_callback(pending.io_source.get(), G_SOURCE_FUNC(on_io_trampoline), &pending,
+                        nullptr);
+  g_source_attach(pending.io_source.get(), nullptr);
+}
+
+gboolean TlsService::on_io_trampoline(GSocket*, GIOCondition, gpointer data) {
+  auto* pending = static_cast<Pending*>(data);
+  try {
+    pending->service->advance(*pending);  // may free *pending
+  } catch (const std::exception& e) {
+    log::error("tls: %s", e.what());
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+gboolean TlsService::on_timeout_trampoline(gpointer data) {
+  auto* pending = static_cast<Pending*>(data);
+  log::warn_limited("tls-timeout", "tls: %s: no handshake and data within %u s, closing",
+                    pending->stream->remote_address().c_str(), kHandshakeTimeoutMs / 1000);
+  pending->service->drop(pending->id);
+  return G_SOURCE_REMOVE;
+}
+
+bool TlsService::advance(Pending& pending) {
+  std::array<std::byte, 4096> buffer;
+  size_t n = 0;
+  std::string error;
+  switch (pending.stream->read(buffer, n, error)) {
+    case ByteStream::Io::kWouldBlock:
+      watch(pending, pending.stream->wait_condition());
+      return true;
+    case ByteStream::Io::kEof:
+    case ByteStream::Io::kError:
+      log::debug("tls: %s: %s", pending.stream->remote_address().c_str(),
+                 error.empty() ? "closed during the handshake" : error.c_str());
+      drop(pending.id);
+      return false;
+    case ByteStream::Io::kOk:
+      break;
+  }
+  const auto first = std::span<const std::byte>(buffer).first(n);
+  const TcpProtocol protocol = classify_first_byte(first[0]);
+  std::unique_ptr<ByteStream> stream = std::move(pending.stream);
+  const std::string remote = stream->remote_address();
+  const uint64_t id = pending.id;
+  pending.io_source.reset();
+  pending.timeout_source.reset();
+  pending_.erase(id);  // `pending` is gone from here on
+  if (protocol == TcpProtocol::kRendezvous && rendezvous_) {
+    rendezvous_->adopt_stream(std::move(stream), first);
+  } else if (protocol == TcpProtocol::kStun && turn_) {
+    GObjectPtr<GSocketAddress> address(g_socket_get_remote_address(stream->socket(), nullptr));
+    const auto from = to_transport_address(address.get());
+    turn_->adopt_stream(std::move(stream), turn::Transport::kTls, from, first);
+  } else {
+    log::warn_limited("tls-protocol", "tls: closing %s: first byte 0x%02x (%s) is not served",
+                      remote.c_str(), std::to_integer<unsigned>(first[0]), to_string(protocol));
+    stream->shutdown_write();
+    g_socket_close(stream->socket(), nullptr);
+  }
+  return false;
+}
+
+void TlsService::drop(uint64_t id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  it->second->io_source.reset();
+  it->second->timeout_source.reset();
+  g_socket_close(it->second->stream->socket(), nullptr);
+  pending_.erase(it);
+}
+
+}  // namespace natfwd::relay

@@ -1,0 +1,82 @@
+// TLS on the relay (--tls-listen, typically port 443): accepts connections, runs the
+// OpenSSL handshake (common/byte_stream.h), and hands the decrypted stream to the
+// rendezvous service (first plaintext byte 0xC5) or to the TURN service (a STUN
+// message: TURN over TLS, RFC 8656 section 3.1). Also takes TLS connections that
+// arrive on the main TCP port.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include <gio/gio.h>
+
+#include "byte_stream.h"
+#include "server/glib_ptr.h"
+
+namespace natfwd::relay {
+
+class RendezvousService;
+class TurnService;
+
+// The relay's certificate: loaded from --cert/--key, or made once (self-signed,
+// ECDSA P-256, key mode 0600) in the state dir and reused.
+struct TlsIdentity {
+  std::string cert_file;
+  std::string key_file;
+  std::string spki_sha256;  // 32 raw bytes: what peers pin
+};
+// Throws std::runtime_error with a one-line reason.
+TlsIdentity load_or_create_tls_identity(const std::string& cert_file, const std::string& key_file,
+                                        const std::string& state_dir);
+
+class TlsService {
+ public:
+  // `listener` (may be null: only connections handed over by adopt()) is bound and
+  // listening; a reference is taken.
+  TlsService(GSocket* listener, const TlsIdentity& identity);
+  ~TlsService();
+  TlsService(const TlsService&) = delete;
+  TlsService& operator=(const TlsService&) = delete;
+
+  // Where decrypted streams go; `turn` may be null (--no-turn). Both must outlive us.
+  void set_targets(RendezvousService* rendezvous, TurnService* turn);
+  // A TCP connection whose first byte is a TLS handshake record.
+  void adopt(GSocket* socket);
+
+ private:
+  struct Pending {
+    TlsService* service;
+    uint64_t id;
+    std::unique_ptr<ByteStream> stream;
+    GSourcePtr io_source;
+    GIOCondition condition = G_IO_IN;
+    GSourcePtr timeout_source;
+  };
+  static gboolean on_accept_trampoline(GSocket*, GIOCondition, gpointer self);
+  static gboolean on_io_trampoline(GSocket*, GIOCondition, gpointer pending);
+  static gboolean on_timeout_trampoline(gpointer pending);
+
+  void on_accept();
+  // Drives the handshake and reads the first plaintext bytes; dispatches when they
+  // are there. False when the pending connection is gone.
+  bool advance(Pending& pending);
+  void watch(Pending& pending, GIOCondition condition);
+  void drop(uint64_t id);
+
+  // A client must finish the handshake and say something within this time.
+  static constexpr guint kHandshakeTimeoutMs = 10000;
+  // Handshakes in progress at once; more connections are refused.
+  static constexpr size_t kMaxPending = 1024;
+
+  GObjectPtr<GSocket> listener_;
+  GSourcePtr accept_source_;
+  SslCtxPtr ctx_;
+  RendezvousService* rendezvous_ = nullptr;
+  TurnService* turn_ = nullptr;
+  std::unordered_map<uint64_t, std::unique_ptr<Pending>> pending_;
+  uint64_t next_id_ = 1;
+};
+
+}  // namespace natfwd::relay

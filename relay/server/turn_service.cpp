@@ -1,0 +1,445 @@
+#include "server/turn_service.h"
+
+#include <algorithm>
+#include <exception>
+
+#include "log.h"
+#include "server/socket_address.h"
+#include "turn/framing.h"
+
+namespace natfwd::relay {
+namespace {
+
+using turn::TransportAddress;
+
+turn::TimePoint now() { return turn::Clock::now(); }
+
+std::string ip_of(const TransportAddress& address) {
+  std::string text = address.to_string();
+  text.erase(text.rfind(':'));
+  if (!text.empty() && text.front() == '[') text = text.substr(1, text.size() - 2);
+  return text;
+}
+
+bool is_wildcard(const std::string& ip) { return ip == "0.0.0.0" || ip == "::" || ip.empty(); }
+
+}  // namespace
+
+TurnService::TurnService(GSocket* udp, TurnServiceConfig config)
+    : config_(std::move(config)),
+      udp_(G_SOCKET(g_object_ref(udp))),
+      core_(config_.turn, *this),
+      responder_(config_.turn.software) {}
+
+TurnService::~TurnService() {
+  timer_.reset();
+  reap_source_.reset();
+  for (auto& [id, client] : streams_) {
+    client->read_source.reset();
+    client->write_source.reset();
+    if (client->stream) client->stream->shutdown_write();
+  }
+  streams_.clear();
+  // The core's destructor closes the relays through close_relay; drop them first
+  // so that it finds nothing left.
+  for (auto& [id, relay] : relays_) relay->source.reset();
+  relays_.clear();
+}
+
+// ---- UDP clients -------------------------------------------------------------------
+
+turn::TurnServer::Result TurnService::on_udp_message(std::span<const std::byte> datagram,
+                                                     const TransportAddress& from) {
+  turn::ClientKey key{turn::Transport::kUdp, from, 0};
+  auto result = core_.on_client_message(key, datagram, now());
+  arm_timer();
+  return result;
+}
+
+// ---- relayed sockets -----------------------------------------------------------------
+
+std::string TurnService::relay_ip_for(const turn::ClientKey& client,
+                                      TransportAddress::Family family) {
+  if (family == TransportAddress::Family::kIPv6) return config_.ipv6_address;
+  if (!is_wildcard(config_.listen_ip)) return config_.listen_ip;
+  // The source address the kernel picks toward the client: a connected UDP socket
+  // sends nothing, it only routes.
+  GObjectPtr<GSocket> probe(g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_DATAGRAM,
+                                         G_SOCKET_PROTOCOL_UDP, nullptr));
+  GObjectPtr<GSocketAddress> target(make_socket_address(ip_of(client.address), 9));
+  if (probe && target && g_socket_connect(probe.get(), target.get(), nullptr, nullptr)) {
+    GObjectPtr<GSocketAddress> local(g_socket_get_local_address(probe.get(), nullptr));
+    if (local) return to_host_port(local.get()).host;
+  }
+  return "0.0.0.0";
+}
+
+GObjectPtr<GSocket> TurnService::bind_relay_socket(TransportAddress::Family family,
+                                                   const std::string& ip, bool even_port) {
+  const GSocketFamily socket_family =
+      family == TransportAddress::Family::kIPv6 ? G_SOCKET_FAMILY_IPV6 : G_SOCKET_FAMILY_IPV4;
+  auto try_port = [&](uint16_t port) -> GObjectPtr<GSocket> {
+    GObjectPtr<GSocket> socket(
+        g_socket_new(socket_family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
+    if (!socket) return nullptr;
+    GObjectPtr<GSocketAddress> address(make_socket_address(ip, port));
+    if (!address || !g_socket_bind(socket.get(), address.get(), FALSE, nullptr)) return nullptr;
+    return socket;
+  };
+  if (config_.min_port == 0) {
+    // The kernel picks; for an even port, ask again until it gives one (half the
+    // time at each try).
+    for (int attempt = 0; attempt < 32; ++attempt) {
+      auto socket = try_port(0);
+      if (!socket || !even_port) return socket;
+      GObjectPtr<GSocketAddress> local(g_socket_get_local_address(socket.get(), nullptr));
+      if (local && g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(local.get())) % 2 == 0)
+        return socket;
+    }
+    return nullptr;
+  }
+  // A range: walk it from where the last search stopped, so that freed ports are not
+  // reused at once.
+  const uint32_t span = uint32_t{config_.max_port} - config_.min_port + 1;
+  for (uint32_t i = 0; i < span; ++i) {
+    const uint32_t offset = (next_port_offset_ + i) % span;
+    if (even_port && (config_.min_port + offset) % 2 != 0) continue;
+    if (auto socket = try_port(static_cast<uint16_t>(config_.min_port + offset))) {
+      next_port_offset_ = (offset + 1) % span;
+      return socket;
+    }
+  }
+  return nullptr;
+}
+
+std::optional<TransportAddress> TurnService::open_relay(turn::AllocationId id,
+                                                        const turn::ClientKey& client,
+                                                        TransportAddress::Family family,
+                                                        bool even_port) {
+  const std::string ip = relay_ip_for(client, family);
+  if (ip.empty()) return std::nullopt;
+  auto socket = bind_relay_socket(family, ip, even_port);
+  if (!socket) return std::nullopt;
+  g_socket_set_blocking(socket.get(), FALSE);
+  GObjectPtr<GSocketAddress> local(g_socket_get_local_address(socket.get(), nullptr));
+  if (!local) return std::nullopt;
+  const TransportAddress relayed = to_transport_address(local.get());
+
+  auto relay = std::make_unique<RelaySocket>();
+  relay->service = this;
+  relay->id = id;
+  relay->source.reset(g_socket_create_source(socket.get(), G_IO_IN, nullptr));
+  g_source_set_callback(relay->source.get(), G_SOURCE_FUNC(on_relay_readable_trampoline),
+                        relay.get(), nullptr);
+  g_source_attach(relay->source.get(), nullptr);
+  relay->socket = std::move(socket);
+  relays_[id] = std::move(relay);
+  return relayed;
+}
+
+void TurnService::close_relay(turn::AllocationId id) {
+  auto it = relays_.find(id);
+  if (it == relays_.end()) return;
+  // Safe even from the relay's own callback: GLib holds a reference on the source
+  // while it dispatches, and the callback returns without touching the relay.
+  it->second->source.reset();
+  g_socket_close(it->second->socket.get(), nullptr);
+  relays_.erase(it);
+}
+
+gboolean TurnService::on_relay_readable_trampoline(GSocket*, GIOCondition, gpointer data) {
+  auto* relay = static_cast<RelaySocket*>(data);
+  TurnService* service = relay->service;
+  try {
+    service->on_relay_readable(*relay);
+  } catch (const std::exception& e) {
+    log::error("turn: relayed socket: %s", e.what());
+  }
+  service->arm_timer();
+  return G_SOURCE_CONTINUE;
+}
+
+void TurnService::on_relay_readable(RelaySocket& relay) {
+  const turn::AllocationId id = relay.id;
+  GSocket* socket = relay.socket.get();
+  for (int i = 0; i < kMaxDatagramsPerWakeup; ++i) {
+    GSocketAddress* from = nullptr;
+    GError* raw_error = nullptr;
+    const gssize n = g_socket_receive_from(socket, &from, reinterpret_cast<gchar*>(buffer_.data()),
+                                           buffer_.size(), nullptr, &raw_error);
+    GObjectPtr<GSocketAddress> from_owned(from);
+    if (n < 0) {
+      GErrorPtr error(raw_error);
+      if (!g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        log::debug("turn: relayed socket %llu: %s", static_cast<unsigned long long>(id),
+                   error->message);
+      return;
+    }
+    core_.on_peer_data(id, to_transport_address(from),
+                       std::span(buffer_).first(static_cast<size_t>(n)), now());
+    // The core may have closed this relay (it does not today, but stay safe).
+    if (!relays_.contains(id)) return;
+  }
+}
+
+void TurnService::send_to_peer(turn::AllocationId id, const TransportAddress& peer,
+                               std::span<const std::byte> bytes) {
+  auto it = relays_.find(id);
+  if (it == relays_.end()) return;
+  GObjectPtr<GSocketAddress> address(make_socket_address(ip_of(peer), peer.port));
+  if (!address) return;
+  GError* raw_error = nullptr;
+  if (g_socket_send_to(it->second->socket.get(), address.get(),
+                       reinterpret_cast<const gchar*>(bytes.data()), bytes.size(), nullptr,
+                       &raw_error) < 0) {
+    GErrorPtr error(raw_error);
+    log::debug("turn: send to peer %s: %s", peer.to_string().c_str(), error->message);
+  }
+}
+
+// ---- sending to clients --------------------------------------------------------------
+
+void TurnService::send_to_client(const turn::ClientKey& client, std::span<const std::byte> bytes) {
+  if (client.transport == turn::Transport::kUdp) {
+    GObjectPtr<GSocketAddress> address(make_socket_address(ip_of(client.address),
+                                                           client.address.port));
+    if (!address) return;
+    GError* raw_error = nullptr;
+    if (g_socket_send_to(udp_.get(), address.get(), reinterpret_cast<const gchar*>(bytes.data()),
+                         bytes.size(), nullptr, &raw_error) < 0) {
+      GErrorPtr error(raw_error);
+      log::debug("turn: send to %s: %s", client.to_string().c_str(), error->message);
+    }
+    return;
+  }
+  auto it = streams_.find(client.connection);
+  if (it == streams_.end() || it->second->closed) return;
+  StreamClient& stream = *it->second;
+  if (stream.output.size() - stream.output_offset + bytes.size() > kMaxStreamOutputBytes) {
+    log::debug("turn: %s reads too slowly, dropping %zu bytes", client.to_string().c_str(),
+               bytes.size());
+    return;
+  }
+  stream.output.insert(stream.output.end(), bytes.begin(), bytes.end());
+  flush(stream);
+}
+
+// ---- TURN over TCP/TLS -----------------------------------------------------------------
+
+void TurnService::adopt_stream(std::unique_ptr<ByteStream> stream, turn::Transport transport,
+                               const TransportAddress& remote,
+                               std::span<const std::byte> already_read) {
+  if (streams_.size() >= config_.max_stream_clients) {
+    log::warn_limited("turn-streams", "turn: refusing %s connection from %s: too many",
+                      turn::to_string(transport), remote.to_string().c_str());
+    stream->shutdown_write();
+    return;
+  }
+  auto client = std::make_unique<StreamClient>();
+  client->service = this;
+  client->id = next_stream_id_++;
+  client->key = turn::ClientKey{transport, remote, client->id};
+  client->stream = std::move(stream);
+  client->input.assign(already_read.begin(), already_read.end());
+  StreamClient& ref = *client;
+  streams_.emplace(ref.id, std::move(client));
+  log::debug("turn: %s connected", ref.key.to_string().c_str());
+  watch(ref, ref.read_source, ref.read_condition, G_IO_IN, false);
+  // Bytes already read (or buffered inside TLS) are not announced by the socket.
+  if (!ref.input.empty() || ref.stream->has_buffered_input()) {
+    if (deliver_stream_messages(ref)) on_stream_readable(ref);
+  }
+}
+
+void TurnService::watch(StreamClient& client, GSourcePtr& source, GIOCondition& current,
+                        GIOCondition condition, bool write) {
+  if (source && current == condition) return;
+  source.reset();
+  current = condition;
+  source.reset(g_socket_create_source(client.stream->socket(), condition, nullptr));
+  g_source_set_callback(source.get(),
+                        write ? G_SOURCE_FUNC(on_stream_writable_trampoline)
+                              : G_SOURCE_FUNC(on_stream_readable_trampoline),
+                        &client, nullptr);
+  g_source_attach(source.get(), nullptr);
+}
+
+gboolean TurnService::on_stream_readable_trampoline(GSocket*, GIOCondition, gpointer data) {
+  auto* client = static_cast<StreamClient*>(data);
+  TurnService* service = client->service;
+  try {
+    if (!client->closed) service->on_stream_readable(*client);
+  } catch (const std::exception& e) {
+    log::error("turn: %s: %s", client->key.to_string().c_str(), e.what());
+    service->close_stream(*client, "internal error");
+  }
+  service->arm_timer();
+  return G_SOURCE_CONTINUE;
+}
+
+gboolean TurnService::on_stream_writable_trampoline(GSocket*, GIOCondition, gpointer data) {
+  auto* client = static_cast<StreamClient*>(data);
+  if (!client->closed) client->service->flush(*client);
+  // A TLS write may have needed a read: try reading too.
+  if (!client->closed && client->stream->has_buffered_input())
+    client->service->on_stream_readable(*client);
+  return G_SOURCE_CONTINUE;
+}
+
+void TurnService::on_stream_readable(StreamClient& client) {
+  // Bounded, so that one sender cannot monopolise the loop; TLS may hold decrypted
+  // bytes that the socket will not announce again, so read until it would block.
+  for (int i = 0; i < 64 && !client.closed; ++i) {
+    std::array<std::byte, 16384> buffer;
+    size_t n = 0;
+    std::string error;
+    switch (client.stream->read(buffer, n, error)) {
+      case ByteStream::Io::kOk:
+        client.input.insert(client.input.end(), buffer.begin(), buffer.begin() + n);
+        if (!deliver_stream_messages(client)) return;
+        continue;
+      case ByteStream::Io::kWouldBlock:
+        watch(client, client.read_source, client.read_condition,
+              client.stream->wait_condition(), false);
+        return;
+      case ByteStream::Io::kEof:
+        close_stream(client, "closed by the client");
+        return;
+      case ByteStream::Io::kError:
+        close_stream(client, error);
+        return;
+    }
+  }
+}
+
+bool TurnService::deliver_stream_messages(StreamClient& client) {
+  size_t offset = 0;
+  while (!client.closed) {
+    const auto rest = std::span<const std::byte>(client.input).subspan(offset);
+    const auto probe = turn::stream_frame_length(rest);
+    if (probe.status == stun::StreamStatus::kNeedMore) break;
+    if (probe.status == stun::StreamStatus::kInvalid) {
+      log::warn_limited("turn-garbage", "turn: closing %s: %.*s", client.key.to_string().c_str(),
+                        static_cast<int>(probe.error.size()), probe.error.data());
+      close_stream(client, std::string(probe.error));
+      return false;
+    }
+    const auto message = rest.first(probe.length);
+    offset += probe.length;
+    // Binding goes to the Binding responder, everything else to the TURN core.
+    if (stun::looks_like_stun(message) &&
+        stun::method_of(static_cast<uint16_t>((std::to_integer<uint16_t>(message[0]) << 8) |
+                                              std::to_integer<uint16_t>(message[1]))) ==
+            stun::method::kBinding) {
+      auto result = responder_.handle(message, client.key.address);
+      if (result.outcome == stun::BindingResponder::Outcome::kRespond)
+        send_to_client(client.key, result.response);
+      else if (result.outcome == stun::BindingResponder::Outcome::kDrop) {
+        log::warn_limited("turn-garbage", "turn: closing %s: %.*s",
+                          client.key.to_string().c_str(), static_cast<int>(result.reason.size()),
+                          result.reason.data());
+        close_stream(client, std::string(result.reason));
+        return false;
+      }
+      continue;
+    }
+    const auto result = core_.on_client_message(client.key, message, now());
+    if (result.verdict == turn::TurnServer::Verdict::kMalformed) {
+      log::warn_limited("turn-garbage", "turn: closing %s: %.*s", client.key.to_string().c_str(),
+                        static_cast<int>(result.reason.size()), result.reason.data());
+      close_stream(client, std::string(result.reason));
+      return false;
+    }
+  }
+  if (client.closed) return false;
+  client.input.erase(client.input.begin(), client.input.begin() + static_cast<ptrdiff_t>(offset));
+  return true;
+}
+
+void TurnService::flush(StreamClient& client) {
+  while (!client.closed && client.output_offset < client.output.size()) {
+    size_t n = 0;
+    std::string error;
+    switch (client.stream->write(std::span(client.output).subspan(client.output_offset), n,
+                                 error)) {
+      case ByteStream::Io::kOk:
+        client.output_offset += n;
+        continue;
+      case ByteStream::Io::kWouldBlock:
+        watch(client, client.write_source, client.write_condition,
+              client.stream->wait_condition(), true);
+        return;
+      case ByteStream::Io::kEof:
+      case ByteStream::Io::kError:
+        close_stream(client, error.empty() ? "connection closed" : error);
+        return;
+    }
+  }
+  if (client.closed) return;
+  client.output.clear();
+  client.output_offset = 0;
+  client.write_source.reset();
+}
+
+void TurnService::close_stream(StreamClient& client, const std::string& reason) {
+  if (client.closed) return;
+  client.closed = true;
+  log::debug("turn: %s closed: %s", client.key.to_string().c_str(), reason.c_str());
+  client.read_source.reset();
+  client.write_source.reset();
+  core_.on_client_closed(client.key);
+  to_reap_.insert(client.id);
+  if (!reap_source_) {
+    reap_source_.reset(g_idle_source_new());
+    g_source_set_callback(reap_source_.get(), on_reap_trampoline, this, nullptr);
+    g_source_attach(reap_source_.get(), nullptr);
+  }
+}
+
+gboolean TurnService::on_reap_trampoline(gpointer self) {
+  auto* service = static_cast<TurnService*>(self);
+  for (uint64_t id : service->to_reap_) {
+    auto it = service->streams_.find(id);
+    if (it == service->streams_.end()) continue;
+    if (it->second->stream) {
+      it->second->stream->shutdown_write();
+      g_socket_close(it->second->stream->socket(), nullptr);
+    }
+    service->streams_.erase(it);
+  }
+  service->to_reap_.clear();
+  service->reap_source_.reset();
+  return G_SOURCE_REMOVE;
+}
+
+// ---- timer -----------------------------------------------------------------------
+
+void TurnService::arm_timer() {
+  const auto deadline = core_.next_deadline();
+  if (!deadline) {
+    timer_.reset();
+    timer_deadline_.reset();
+    return;
+  }
+  if (timer_ && timer_deadline_ && *timer_deadline_ <= *deadline) return;
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*deadline - now());
+  timer_.reset(g_timeout_source_new(static_cast<guint>(std::max<int64_t>(wait.count(), 0))));
+  g_source_set_callback(timer_.get(), on_timer_trampoline, this, nullptr);
+  g_source_attach(timer_.get(), nullptr);
+  timer_deadline_ = deadline;
+}
+
+gboolean TurnService::on_timer_trampoline(gpointer self) {
+  auto* service = static_cast<TurnService*>(self);
+  service->timer_.reset();
+  service->timer_deadline_.reset();
+  try {
+    service->core_.on_tick(now());
+  } catch (const std::exception& e) {
+    log::error("turn: timer: %s", e.what());
+  }
+  service->arm_timer();
+  return G_SOURCE_REMOVE;
+}
+
+}  // namespace natfwd::relay

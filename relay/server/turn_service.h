@@ -1,0 +1,136 @@
+// The GLib side of the TURN server (turn/turn_server.h): relayed UDP sockets, TURN
+// over TCP/TLS connections (STUN messages and padded ChannelData back to back on a
+// common/byte_stream.h stream), sends to UDP clients through the relay's UDP socket,
+// and one timer at the core's nearest deadline.
+//
+// Lifetimes: a stream client is never destroyed inside one of its own callbacks;
+// closed ones are reaped from an idle source.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <gio/gio.h>
+
+#include "byte_stream.h"
+#include "server/glib_ptr.h"
+#include "stun/binding_responder.h"
+#include "turn/turn_server.h"
+
+namespace natfwd::relay {
+
+struct TurnServiceConfig {
+  turn::TurnConfig turn;
+  // Relayed sockets bind to this IP (the --listen host; a wildcard means: the
+  // address the kernel would use toward the client).
+  std::string listen_ip = "0.0.0.0";
+  // --relay-ports: 0/0 lets the kernel pick.
+  uint16_t min_port = 0;
+  uint16_t max_port = 0;
+  // A global IPv6 address of this host for IPv6 allocations ("" if none).
+  std::string ipv6_address;
+  // TURN over TCP/TLS connections in total.
+  size_t max_stream_clients = 20000;
+};
+
+class TurnService : public turn::TurnIo {
+ public:
+  // `udp` is the relay's UDP socket (for answers to UDP clients); a reference is taken.
+  TurnService(GSocket* udp, TurnServiceConfig config);
+  ~TurnService() override;
+  TurnService(const TurnService&) = delete;
+  TurnService& operator=(const TurnService&) = delete;
+
+  // A datagram from a UDP client on the relay's port (not Binding: the UDP service
+  // answers those). Returns the core's verdict; the caller logs garbage.
+  turn::TurnServer::Result on_udp_message(std::span<const std::byte> datagram,
+                                          const turn::TransportAddress& from);
+  // A TCP or TLS connection that speaks TURN from its first byte; `already_read` are
+  // bytes the sniffer consumed. Binding requests on it are answered by `responder`.
+  void adopt_stream(std::unique_ptr<ByteStream> stream, turn::Transport transport,
+                    const turn::TransportAddress& remote, std::span<const std::byte> already_read);
+
+  size_t allocation_count() const { return core_.allocation_count(); }
+
+  // turn::TurnIo
+  std::optional<turn::TransportAddress> open_relay(
+      turn::AllocationId id, const turn::ClientKey& client,
+      turn::TransportAddress::Family family, bool even_port) override;
+  void close_relay(turn::AllocationId id) override;
+  void send_to_client(const turn::ClientKey& client, std::span<const std::byte> bytes) override;
+  void send_to_peer(turn::AllocationId id, const turn::TransportAddress& peer,
+                    std::span<const std::byte> bytes) override;
+
+ private:
+  struct RelaySocket {
+    TurnService* service;
+    turn::AllocationId id;
+    GObjectPtr<GSocket> socket;
+    GSourcePtr source;
+  };
+  struct StreamClient {
+    TurnService* service;
+    uint64_t id;
+    turn::ClientKey key;
+    std::unique_ptr<ByteStream> stream;
+    GSourcePtr read_source;
+    GIOCondition read_condition = G_IO_IN;
+    GSourcePtr write_source;
+    GIOCondition write_condition = G_IO_OUT;
+    std::vector<std::byte> input;
+    std::vector<std::byte> output;
+    size_t output_offset = 0;
+    bool closed = false;
+  };
+
+  static gboolean on_relay_readable_trampoline(GSocket*, GIOCondition, gpointer relay);
+  static gboolean on_stream_readable_trampoline(GSocket*, GIOCondition, gpointer client);
+  static gboolean on_stream_writable_trampoline(GSocket*, GIOCondition, gpointer client);
+  static gboolean on_timer_trampoline(gpointer self);
+  static gboolean on_reap_trampoline(gpointer self);
+
+  void on_relay_readable(RelaySocket& relay);
+  void on_stream_readable(StreamClient& client);
+  // Handles whole messages at the front of client.input; false when it closed.
+  bool deliver_stream_messages(StreamClient& client);
+  void flush(StreamClient& client);
+  void watch(StreamClient& client, GSourcePtr& source, GIOCondition& current,
+             GIOCondition condition, bool write);
+  void close_stream(StreamClient& client, const std::string& reason);
+  GObjectPtr<GSocket> bind_relay_socket(turn::TransportAddress::Family family,
+                                        const std::string& ip, bool even_port);
+  std::string relay_ip_for(const turn::ClientKey& client, turn::TransportAddress::Family family);
+  void arm_timer();
+
+  // Datagrams read from one relayed socket per wakeup.
+  static constexpr int kMaxDatagramsPerWakeup = 64;
+  // A TURN-over-TCP client that does not read: relayed data beyond this is dropped
+  // (UDP semantics); it is not a reason to close.
+  static constexpr size_t kMaxStreamOutputBytes = 1 << 20;
+  // Largest message accepted on a stream: a STUN header plus 64 KiB.
+  static constexpr size_t kMaxStreamMessageBytes = stun::kMaxMessageSize;
+
+  TurnServiceConfig config_;
+  GObjectPtr<GSocket> udp_;
+  turn::TurnServer core_;
+  stun::BindingResponder responder_;
+  std::unordered_map<turn::AllocationId, std::unique_ptr<RelaySocket>> relays_;
+  std::unordered_map<uint64_t, std::unique_ptr<StreamClient>> streams_;
+  uint64_t next_stream_id_ = 1;
+  uint32_t next_port_offset_ = 0;
+  std::set<uint64_t> to_reap_;
+  GSourcePtr reap_source_;
+  GSourcePtr timer_;
+  std::optional<turn::TimePoint> timer_deadline_;
+  std::array<std::byte, 65536> buffer_{};
+};
+
+}  // namespace natfwd::relay

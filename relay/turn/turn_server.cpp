@@ -1,0 +1,657 @@
+#include "turn/turn_server.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <ctime>
+
+#include "log.h"
+#include "turn/framing.h"
+
+namespace natfwd::turn {
+namespace {
+
+using stun::Attribute;
+using stun::Message;
+using stun::MessageBuilder;
+using stun::MessageClass;
+namespace method = stun::method;
+
+uint32_t read_u32(std::span<const std::byte> value) {
+  return (std::to_integer<uint32_t>(value[0]) << 24) | (std::to_integer<uint32_t>(value[1]) << 16) |
+         (std::to_integer<uint32_t>(value[2]) << 8) | std::to_integer<uint32_t>(value[3]);
+}
+
+std::vector<std::byte> u32_value(uint32_t value) {
+  return {static_cast<std::byte>(value >> 24), static_cast<std::byte>(value >> 16),
+          static_cast<std::byte>(value >> 8), static_cast<std::byte>(value)};
+}
+
+std::string_view text_of(const Attribute& attribute) {
+  return {reinterpret_cast<const char*>(attribute.value.data()), attribute.value.size()};
+}
+
+// Comprehension-required attributes this server knows (it may ignore some); others
+// in a request get a 420 (RFC 8489 section 6.3.1). RESERVATION-TOKEN is deliberately
+// absent: no port pairs are reserved here (EVEN-PORT with R=1 gets a 508).
+bool understands(uint16_t type) {
+  switch (type) {
+    case stun::attr::kMappedAddress:
+    case stun::attr::kUsername:
+    case stun::attr::kMessageIntegrity:
+    case stun::attr::kErrorCode:
+    case stun::attr::kUnknownAttributes:
+    case stun::attr::kRealm:
+    case stun::attr::kNonce:
+    case stun::attr::kMessageIntegritySha256:
+    case stun::attr::kPasswordAlgorithm:
+    case stun::attr::kXorMappedAddress:
+    case stun::attr::kPriority:
+    case stun::attr::kUseCandidate:
+    case attr::kChannelNumber:
+    case attr::kLifetime:
+    case attr::kBandwidth:
+    case attr::kXorPeerAddress:
+    case attr::kData:
+    case attr::kXorRelayedAddress:
+    case attr::kRequestedAddressFamily:
+    case attr::kRequestedTransport:
+    case attr::kDontFragment:
+    case attr::kEvenPort:
+      return true;
+    default:
+      return !stun::attr::is_comprehension_required(type);
+  }
+}
+
+// RFC 8656 sections 7.2 and 7.3: min(requested, maximum), but never below the
+// default; a Refresh may ask for 0 (delete). nullopt: malformed LIFETIME.
+std::optional<std::chrono::seconds> desired_lifetime(const Message& request, bool allow_zero) {
+  const Attribute* lifetime = request.find(attr::kLifetime);
+  if (!lifetime) return kDefaultAllocationLifetime;
+  if (lifetime->value.size() != 4) return std::nullopt;
+  const std::chrono::seconds asked{read_u32(lifetime->value)};
+  if (asked.count() == 0 && allow_zero) return asked;
+  return std::max(kDefaultAllocationLifetime, std::min(asked, kMaxAllocationLifetime));
+}
+
+std::array<uint8_t, 16> ip_key(const TransportAddress& address) {
+  return address.ip;  // permissions are per allocation, whose family is fixed
+}
+
+}  // namespace
+
+const char* to_string(Transport transport) {
+  switch (transport) {
+    case Transport::kUdp: return "udp";
+    case Transport::kTcp: return "tcp";
+    case Transport::kTls: return "tls";
+  }
+  return "?";
+}
+
+std::string ClientKey::to_string() const {
+  std::string text = std::string(turn::to_string(transport)) + " " + address.to_string();
+  if (connection != 0) text += " #" + std::to_string(connection);
+  return text;
+}
+
+TurnServer::TurnServer(TurnConfig config, TurnIo& io, std::optional<NonceMint> nonces)
+    : config_(std::move(config)),
+      io_(io),
+      nonces_(nonces ? std::move(*nonces) : NonceMint::with_random_key()) {}
+
+// The I/O side owns the relayed sockets and closes them itself at shutdown.
+TurnServer::~TurnServer() = default;
+
+uint64_t TurnServer::unix_now() const {
+  return config_.unix_now ? config_.unix_now() : static_cast<uint64_t>(std::time(nullptr));
+}
+
+TurnServer::Allocation* TurnServer::find(const ClientKey& client) {
+  auto it = by_client_.find(client);
+  if (it == by_client_.end()) return nullptr;
+  return &allocations_.at(it->second);
+}
+
+std::optional<TransportAddress> TurnServer::relayed_address(const ClientKey& client) const {
+  auto it = by_client_.find(client);
+  if (it == by_client_.end()) return std::nullopt;
+  return allocations_.at(it->second).relayed;
+}
+
+// ---- input ---------------------------------------------------------------------
+
+TurnServer::Result TurnServer::on_client_message(const ClientKey& client,
+                                                 std::span<const std::byte> bytes,
+                                                 TimePoint now) {
+  if (looks_like_channel_data(bytes)) {
+    auto channel_data = parse_channel_data(bytes);
+    if (!channel_data) return {Verdict::kMalformed, "truncated ChannelData"};
+    handleChannelData(client, channel_data->channel, channel_data->data, now);
+    return {};
+  }
+  auto parsed = stun::parse(bytes);
+  if (parsed.status != stun::ParseStatus::kOk) return {Verdict::kMalformed, parsed.error};
+  handle_request(client, parsed.message, now);
+  return {};
+}
+
+void TurnServer::handle_request(const ClientKey& client, const Message& request, TimePoint now) {
+  const uint16_t method = request.method();
+  if (request.message_class() == MessageClass::kIndication) {
+    if (method == method::kSend) handleSendIndication(client, request, now);
+    return;  // other indications: nothing to do
+  }
+  if (request.message_class() != MessageClass::kRequest) return;  // stray responses
+
+  switch (method) {
+    case method::kBinding: {
+      // The services send Binding to stun::BindingResponder; answer anyway.
+      MessageBuilder builder(method, MessageClass::kSuccessResponse, request.transaction_id);
+      builder.add_xor_mapped_address(client.address);
+      builder.add_software(config_.software);
+      builder.add_fingerprint();
+      io_.send_to_client(client, builder.bytes());
+      return;
+    }
+    case method::kAllocate:
+    case method::kRefresh:
+    case method::kCreatePermission:
+    case method::kChannelBind:
+      break;
+    default:
+      send_error(client, request, error_code::kBadRequest, "Unsupported method", nullptr);
+      return;
+  }
+
+  auto auth = authenticate(client, request, now);
+  if (!auth) return;
+  std::vector<uint16_t> unknown;
+  for (const auto& attribute : request.attributes)
+    if (!understands(attribute.type) &&
+        std::find(unknown.begin(), unknown.end(), attribute.type) == unknown.end())
+      unknown.push_back(attribute.type);
+  if (!unknown.empty()) {
+    log::debug("turn: %s: unknown attribute 0x%04x", client.to_string().c_str(), unknown[0]);
+    send_error(client, request, error_code::kUnknownAttribute, "Unknown Attribute", &*auth,
+               unknown);
+    return;
+  }
+  if (method == method::kAllocate) {
+    handleAllocate(client, request, *auth, now);
+    return;
+  }
+  Allocation* allocation = find(client);
+  if (!allocation) {
+    send_error(client, request, error_code::kAllocationMismatch, "Allocation Mismatch", &*auth);
+    return;
+  }
+  switch (method) {
+    case method::kRefresh:
+      handleRefresh(client, *allocation, request, *auth, now);
+      break;
+    case method::kCreatePermission:
+      handleCreatePermission(client, *allocation, request, *auth, now);
+      break;
+    case method::kChannelBind:
+      handleChannelBind(client, *allocation, request, *auth, now);
+      break;
+    default:
+      break;
+  }
+}
+
+// RFC 8489 section 9.2.4, in its order: no integrity -> 401 with REALM and NONCE;
+// missing USERNAME/REALM/NONCE -> 400; bad username (here: not a REST username, or
+// expired) -> 401; wrong integrity -> 401 (441 when the 5-tuple already has an
+// allocation: RFC 8656 section 5, "credentials do not match"); stale nonce -> 438.
+std::optional<TurnServer::Auth> TurnServer::authenticate(const ClientKey& client,
+                                                         const Message& request,
+                                                         TimePoint now) {
+  const Attribute* integrity = request.find(stun::attr::kMessageIntegrity);
+  const Attribute* integrity256 = request.find(stun::attr::kMessageIntegritySha256);
+  if (!integrity && !integrity256) {
+    send_challenge(client, request, error_code::kUnauthorized, "Unauthorized", now);
+    return std::nullopt;
+  }
+  const Attribute* username = request.find(stun::attr::kUsername);
+  const Attribute* realm = request.find(stun::attr::kRealm);
+  const Attribute* nonce = request.find(stun::attr::kNonce);
+  if (!username || !realm || !nonce) {
+    send_error(client, request, error_code::kBadRequest, "Missing USERNAME, REALM or NONCE",
+               nullptr);
+    return std::nullopt;
+  }
+  if (text_of(*realm) != config_.realm) {
+    send_challenge(client, request, error_code::kUnauthorized, "Unknown realm", now);
+    return std::nullopt;
+  }
+  const std::string name(text_of(*username));
+  const auto expiry = rest_expiry(name);
+  if (!expiry || *expiry < unix_now()) {
+    log::warn_limited("turn-auth", "turn: %s: %s username '%.80s'", client.to_string().c_str(),
+                      expiry ? "expired" : "not a REST", name.c_str());
+    send_challenge(client, request, error_code::kUnauthorized,
+                   expiry ? "Credentials expired" : "Unknown user", now);
+    return std::nullopt;
+  }
+  const std::string password = rest_password(config_.secret, name);
+  const auto key = long_term_key(name, config_.realm, password);
+  const bool ok = integrity256 ? stun::verify_message_integrity_sha256(request, key)
+                               : stun::verify_message_integrity(request, key);
+  const Allocation* existing = find(client);
+  if (!ok || (existing && existing->username != name)) {
+    log::warn_limited("turn-auth", "turn: %s: wrong credentials for '%.80s'",
+                      client.to_string().c_str(), name.c_str());
+    if (existing)
+      send_error(client, request, error_code::kWrongCredentials, "Wrong Credentials", nullptr);
+    else
+      send_challenge(client, request, error_code::kUnauthorized, "Unauthorized", now);
+    return std::nullopt;
+  }
+  if (nonces_.check(text_of(*nonce), now, client.to_string()) != NonceMint::Check::kValid) {
+    send_challenge(client, request, error_code::kStaleNonce, "Stale Nonce", now);
+    return std::nullopt;
+  }
+  return Auth{name, std::vector<std::byte>(key.begin(), key.end()), integrity256 != nullptr};
+}
+
+// ---- requests --------------------------------------------------------------------
+
+void TurnServer::handleAllocate(const ClientKey& client, const Message& request, const Auth& auth,
+                                TimePoint now) {
+  if (Allocation* existing = find(client)) {
+    // Section 7.2: a retransmitted Allocate gets the same answer; anything else on
+    // a 5-tuple that has an allocation is a mismatch.
+    if (existing->allocate_transaction != request.transaction_id) {
+      send_error(client, request, error_code::kAllocationMismatch, "Allocation Mismatch", &auth);
+      return;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::seconds>(existing->expires - now);
+    const TransportAddress relayed = existing->relayed;
+    send_success(client, request, auth, [&](MessageBuilder& builder) {
+      builder.add_attribute(attr::kXorRelayedAddress,
+                            stun::encode_xor_address(relayed, request.transaction_id));
+      builder.add_attribute(attr::kLifetime,
+                            u32_value(static_cast<uint32_t>(std::max<int64_t>(left.count(), 0))));
+      builder.add_xor_mapped_address(client.address);
+    });
+    return;
+  }
+  const Attribute* transport = request.find(attr::kRequestedTransport);
+  if (!transport || transport->value.size() != 4) {
+    send_error(client, request, error_code::kBadRequest, "Missing REQUESTED-TRANSPORT", &auth);
+    return;
+  }
+  if (std::to_integer<uint8_t>(transport->value[0]) != kProtocolUdp) {
+    send_error(client, request, error_code::kUnsupportedTransportProtocol,
+               "Unsupported Transport Protocol", &auth);
+    return;
+  }
+  auto family = TransportAddress::Family::kIPv4;
+  if (const Attribute* requested = request.find(attr::kRequestedAddressFamily)) {
+    if (requested->value.size() != 4) {
+      send_error(client, request, error_code::kBadRequest, "Bad REQUESTED-ADDRESS-FAMILY", &auth);
+      return;
+    }
+    const auto value = std::to_integer<uint8_t>(requested->value[0]);
+    if (value == kFamilyIPv6 && config_.ipv6_available) {
+      family = TransportAddress::Family::kIPv6;
+    } else if (value != kFamilyIPv4) {
+      send_error(client, request, error_code::kAddressFamilyNotSupported,
+                 "Address Family not Supported", &auth);
+      return;
+    }
+  }
+  // Section 7.2: EVEN-PORT asks for an even relayed port; its R bit asks to reserve
+  // the next one too, which this server does not do: 508, as the RFC allows.
+  bool even_port = false;
+  if (const Attribute* even = request.find(attr::kEvenPort)) {
+    if (even->value.empty()) {
+      send_error(client, request, error_code::kBadRequest, "Bad EVEN-PORT", &auth);
+      return;
+    }
+    if ((std::to_integer<uint8_t>(even->value[0]) & 0x80) != 0) {
+      send_error(client, request, error_code::kInsufficientCapacity,
+                 "Port reservations not supported", &auth);
+      return;
+    }
+    even_port = true;
+  }
+  const auto lifetime = desired_lifetime(request, /*allow_zero=*/false);
+  if (!lifetime) {
+    send_error(client, request, error_code::kBadRequest, "Bad LIFETIME", &auth);
+    return;
+  }
+  const std::string user_id(rest_user_id(auth.username));
+  if (auto count = per_user_.find(user_id);
+      count != per_user_.end() && count->second >= config_.max_allocations_per_user) {
+    log::warn_limited("turn-quota", "turn: %s: user '%.64s' has %zu allocations, the most allowed",
+                      client.to_string().c_str(), user_id.c_str(), count->second);
+    send_error(client, request, error_code::kAllocationQuotaReached, "Allocation Quota Reached",
+               &auth);
+    return;
+  }
+  if (allocations_.size() >= config_.max_allocations) {
+    log::warn_limited("turn-capacity", "turn: %zu allocations, the most allowed; refusing %s",
+                      allocations_.size(), client.to_string().c_str());
+    send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity", &auth);
+    return;
+  }
+  const AllocationId id = next_id_++;
+  const auto relayed = io_.open_relay(id, client, family, even_port);
+  if (!relayed) {
+    log::warn_limited("turn-capacity", "turn: no relayed port for %s",
+                      client.to_string().c_str());
+    send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity", &auth);
+    return;
+  }
+  Allocation& allocation = allocations_[id];
+  allocation.id = id;
+  allocation.client = client;
+  allocation.relayed = *relayed;
+  allocation.username = auth.username;
+  allocation.user_id = user_id;
+  allocation.key = auth.key;
+  allocation.allocate_transaction = request.transaction_id;
+  allocation.expires = now + *lifetime;
+  allocation.bucket = TokenBucket{static_cast<double>(config_.bandwidth_cap), now};
+  allocation.scheduled = allocation.expires;
+  deadlines_.insert({allocation.scheduled, id});
+  by_client_[client] = id;
+  ++per_user_[user_id];
+  log::debug("turn: allocation %" PRIu64 " for %s (%s): relayed %s, %lld s", id,
+             client.to_string().c_str(), auth.username.c_str(), relayed->to_string().c_str(),
+             static_cast<long long>(lifetime->count()));
+  send_success(client, request, auth, [&](MessageBuilder& builder) {
+    builder.add_attribute(attr::kXorRelayedAddress,
+                          stun::encode_xor_address(*relayed, request.transaction_id));
+    builder.add_attribute(attr::kLifetime, u32_value(static_cast<uint32_t>(lifetime->count())));
+    builder.add_xor_mapped_address(client.address);
+  });
+}
+
+void TurnServer::handleRefresh(const ClientKey& client, Allocation& allocation,
+                               const Message& request, const Auth& auth, TimePoint now) {
+  if (const Attribute* requested = request.find(attr::kRequestedAddressFamily)) {
+    const bool v6 = requested->value.size() == 4 &&
+                    std::to_integer<uint8_t>(requested->value[0]) == kFamilyIPv6;
+    if (v6 != (allocation.relayed.family == TransportAddress::Family::kIPv6)) {
+      send_error(client, request, error_code::kPeerAddressFamilyMismatch,
+                 "Peer Address Family Mismatch", &auth);
+      return;
+    }
+  }
+  const auto lifetime = desired_lifetime(request, /*allow_zero=*/true);
+  if (!lifetime) {
+    send_error(client, request, error_code::kBadRequest, "Bad LIFETIME", &auth);
+    return;
+  }
+  send_success(client, request, auth, [&](MessageBuilder& builder) {
+    builder.add_attribute(attr::kLifetime, u32_value(static_cast<uint32_t>(lifetime->count())));
+  });
+  if (lifetime->count() == 0) {
+    remove(allocation.id, "refreshed with lifetime 0");
+    return;
+  }
+  allocation.expires = now + *lifetime;
+  reschedule(allocation, now);
+}
+
+void TurnServer::handleCreatePermission(const ClientKey& client, Allocation& allocation,
+                                        const Message& request, const Auth& auth, TimePoint now) {
+  std::vector<TransportAddress> peers;
+  for (const auto& attribute : request.attributes) {
+    if (attribute.type != attr::kXorPeerAddress) continue;
+    auto peer = stun::decode_xor_address(attribute.value, request.transaction_id);
+    if (!peer) {
+      send_error(client, request, error_code::kBadRequest, "Bad XOR-PEER-ADDRESS", &auth);
+      return;
+    }
+    peers.push_back(*peer);
+  }
+  if (peers.empty()) {
+    send_error(client, request, error_code::kBadRequest, "Missing XOR-PEER-ADDRESS", &auth);
+    return;
+  }
+  // Section 9.2: all or nothing.
+  for (const auto& peer : peers) {
+    if (peer.family != allocation.relayed.family) {
+      send_error(client, request, error_code::kPeerAddressFamilyMismatch,
+                 "Peer Address Family Mismatch", &auth);
+      return;
+    }
+    if (!config_.peers.is_allowed(peer)) {
+      log::warn_limited("turn-forbidden", "turn: %s: permission for %s refused",
+                        client.to_string().c_str(), peer.to_string().c_str());
+      send_error(client, request, error_code::kForbidden, "Forbidden", &auth);
+      return;
+    }
+  }
+  for (const auto& peer : peers) install_permission(allocation, peer, now);
+  reschedule(allocation, now);
+  send_success(client, request, auth, [](MessageBuilder&) {});
+}
+
+void TurnServer::handleChannelBind(const ClientKey& client, Allocation& allocation,
+                                   const Message& request, const Auth& auth, TimePoint now) {
+  const Attribute* number_attribute = request.find(attr::kChannelNumber);
+  const Attribute* peer_attribute = request.find(attr::kXorPeerAddress);
+  std::optional<TransportAddress> peer;
+  if (peer_attribute) peer = stun::decode_xor_address(peer_attribute->value, request.transaction_id);
+  if (!number_attribute || number_attribute->value.size() != 4 || !peer) {
+    send_error(client, request, error_code::kBadRequest,
+               "Missing CHANNEL-NUMBER or XOR-PEER-ADDRESS", &auth);
+    return;
+  }
+  const auto number = static_cast<uint16_t>(read_u32(number_attribute->value) >> 16);
+  if (!is_valid_channel_number(number)) {
+    send_error(client, request, error_code::kBadRequest, "Bad channel number", &auth);
+    return;
+  }
+  if (peer->family != allocation.relayed.family) {
+    send_error(client, request, error_code::kPeerAddressFamilyMismatch,
+               "Peer Address Family Mismatch", &auth);
+    return;
+  }
+  if (!config_.peers.is_allowed(*peer)) {
+    log::warn_limited("turn-forbidden", "turn: %s: channel to %s refused",
+                      client.to_string().c_str(), peer->to_string().c_str());
+    send_error(client, request, error_code::kForbidden, "Forbidden", &auth);
+    return;
+  }
+  // Section 12.2: a number is bound to one peer and a peer to one number, also for
+  // kChannelRebindGuard after the binding expires.
+  for (const auto& [other_number, channel] : allocation.channels) {
+    const bool same_number = other_number == number;
+    const bool same_peer = channel.peer == *peer;
+    if (same_number != same_peer) {
+      send_error(client, request, error_code::kBadRequest,
+                 same_number ? "Channel bound to another peer" : "Peer bound to another channel",
+                 &auth);
+      return;
+    }
+  }
+  allocation.channels[number] = Channel{*peer, now + kChannelLifetime};
+  install_permission(allocation, *peer, now);
+  reschedule(allocation, now);
+  send_success(client, request, auth, [](MessageBuilder&) {});
+}
+
+// ---- data ------------------------------------------------------------------------
+
+void TurnServer::handleSendIndication(const ClientKey& client, const Message& indication,
+                                      TimePoint now) {
+  Allocation* allocation = find(client);
+  if (!allocation) return;  // section 10.2: silently discarded
+  const Attribute* peer_attribute = indication.find(attr::kXorPeerAddress);
+  const Attribute* data = indication.find(attr::kData);
+  if (!peer_attribute || !data) return;
+  auto peer = stun::decode_xor_address(peer_attribute->value, indication.transaction_id);
+  if (!peer || peer->family != allocation->relayed.family) return;
+  if (!has_permission(*allocation, *peer, now) || !config_.peers.is_allowed(*peer)) return;
+  if (!take_tokens(*allocation, data->value.size(), now)) return;
+  io_.send_to_peer(allocation->id, *peer, data->value);
+}
+
+void TurnServer::handleChannelData(const ClientKey& client, uint16_t number,
+                                   std::span<const std::byte> data, TimePoint now) {
+  Allocation* allocation = find(client);
+  if (!allocation) return;
+  auto it = allocation->channels.find(number);
+  if (it == allocation->channels.end() || now >= it->second.expires) return;  // section 12.6
+  const TransportAddress& peer = it->second.peer;
+  if (!has_permission(*allocation, peer, now) || !config_.peers.is_allowed(peer)) return;
+  if (!take_tokens(*allocation, data.size(), now)) return;
+  io_.send_to_peer(allocation->id, peer, data);
+}
+
+void TurnServer::on_peer_data(AllocationId id, const TransportAddress& peer,
+                              std::span<const std::byte> bytes, TimePoint now) {
+  auto it = allocations_.find(id);
+  if (it == allocations_.end()) return;
+  Allocation& allocation = it->second;
+  // Section 11.3: only from peers with a permission; never from denied ranges.
+  if (!has_permission(allocation, peer, now) || !config_.peers.is_allowed(peer)) return;
+  if (!take_tokens(allocation, bytes.size(), now)) return;
+  for (const auto& [number, channel] : allocation.channels) {
+    if (channel.peer == peer && now < channel.expires) {
+      const bool pad = allocation.client.transport != Transport::kUdp;
+      io_.send_to_client(allocation.client, encode_channel_data(number, bytes, pad));
+      return;
+    }
+  }
+  // Section 11.3: a Data indication. Its transaction id only needs to be unique.
+  stun::TransactionId transaction{};
+  static uint64_t counter = 0;
+  ++counter;
+  for (size_t i = 0; i < 8; ++i) transaction[4 + i] = static_cast<std::byte>(counter >> (8 * i));
+  transaction[0] = static_cast<std::byte>(id);
+  transaction[1] = static_cast<std::byte>(id >> 8);
+  MessageBuilder builder(method::kData, MessageClass::kIndication, transaction);
+  builder.add_attribute(attr::kXorPeerAddress, stun::encode_xor_address(peer, transaction));
+  builder.add_attribute(attr::kData, bytes);
+  io_.send_to_client(allocation.client, builder.bytes());
+}
+
+bool TurnServer::take_tokens(Allocation& allocation, size_t bytes, TimePoint now) {
+  if (config_.bandwidth_cap == 0) return true;
+  TokenBucket& bucket = allocation.bucket;
+  const double cap = static_cast<double>(config_.bandwidth_cap);
+  const double elapsed = std::chrono::duration<double>(now - bucket.last).count();
+  bucket.tokens = std::min(cap, bucket.tokens + std::max(elapsed, 0.0) * cap);
+  bucket.last = now;
+  if (bucket.tokens < static_cast<double>(bytes)) return false;
+  bucket.tokens -= static_cast<double>(bytes);
+  return true;
+}
+
+bool TurnServer::has_permission(const Allocation& allocation, const TransportAddress& peer,
+                                TimePoint now) const {
+  if (peer.family != allocation.relayed.family) return false;
+  auto it = allocation.permissions.find(ip_key(peer));
+  return it != allocation.permissions.end() && now < it->second;
+}
+
+void TurnServer::install_permission(Allocation& allocation, const TransportAddress& peer,
+                                    TimePoint now) {
+  allocation.permissions[ip_key(peer)] = now + kPermissionLifetime;
+}
+
+void TurnServer::on_client_closed(const ClientKey& client) {
+  if (Allocation* allocation = find(client)) remove(allocation->id, "client connection closed");
+}
+
+// ---- time ------------------------------------------------------------------------
+
+void TurnServer::reschedule(Allocation& allocation, TimePoint) {
+  TimePoint next = allocation.expires;
+  for (const auto& [ip, expires] : allocation.permissions) next = std::min(next, expires);
+  for (const auto& [number, channel] : allocation.channels)
+    next = std::min(next, channel.expires + kChannelRebindGuard);
+  deadlines_.erase({allocation.scheduled, allocation.id});
+  allocation.scheduled = next;
+  deadlines_.insert({next, allocation.id});
+}
+
+void TurnServer::on_tick(TimePoint now) {
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    const AllocationId id = deadlines_.begin()->second;
+    Allocation& allocation = allocations_.at(id);
+    if (now >= allocation.expires) {
+      remove(id, "expired");
+      continue;
+    }
+    std::erase_if(allocation.permissions, [&](const auto& entry) { return entry.second <= now; });
+    std::erase_if(allocation.channels, [&](const auto& entry) {
+      return entry.second.expires + kChannelRebindGuard <= now;
+    });
+    reschedule(allocation, now);
+  }
+}
+
+std::optional<TimePoint> TurnServer::next_deadline() const {
+  if (deadlines_.empty()) return std::nullopt;
+  return deadlines_.begin()->first;
+}
+
+void TurnServer::remove(AllocationId id, std::string_view why) {
+  auto it = allocations_.find(id);
+  if (it == allocations_.end()) return;
+  Allocation& allocation = it->second;
+  log::debug("turn: allocation %" PRIu64 " of %s removed: %.*s", id,
+             allocation.client.to_string().c_str(), static_cast<int>(why.size()), why.data());
+  io_.close_relay(id);
+  if (auto count = per_user_.find(allocation.user_id);
+      count != per_user_.end() && --count->second == 0)
+    per_user_.erase(count);
+  by_client_.erase(allocation.client);
+  deadlines_.erase({allocation.scheduled, id});
+  allocations_.erase(it);
+}
+
+// ---- responses -------------------------------------------------------------------
+
+void TurnServer::send_success(const ClientKey& client, const Message& request, const Auth& auth,
+                              const std::function<void(MessageBuilder&)>& add) {
+  MessageBuilder builder(request.method(), MessageClass::kSuccessResponse, request.transaction_id);
+  add(builder);
+  builder.add_software(config_.software);
+  if (auth.sha256)
+    builder.add_message_integrity_sha256(auth.key);
+  else
+    builder.add_message_integrity(auth.key);
+  builder.add_fingerprint();
+  io_.send_to_client(client, builder.bytes());
+}
+
+void TurnServer::send_error(const ClientKey& client, const Message& request, int code,
+                            std::string_view reason, const Auth* auth,
+                            std::span<const uint16_t> unknown) {
+  MessageBuilder builder(request.method(), MessageClass::kErrorResponse, request.transaction_id);
+  builder.add_error_code(code, reason);
+  if (!unknown.empty()) builder.add_unknown_attributes(unknown);
+  builder.add_software(config_.software);
+  if (auth) {
+    if (auth->sha256)
+      builder.add_message_integrity_sha256(auth->key);
+    else
+      builder.add_message_integrity(auth->key);
+  }
+  builder.add_fingerprint();
+  io_.send_to_client(client, builder.bytes());
+}
+
+void TurnServer::send_challenge(const ClientKey& client, const Message& request, int code,
+                                std::string_view reason, TimePoint now) {
+  MessageBuilder builder(request.method(), MessageClass::kErrorResponse, request.transaction_id);
+  builder.add_error_code(code, reason);
+  const std::string nonce = nonces_.issue(now, client.to_string());
+  builder.add_attribute(stun::attr::kRealm, std::as_bytes(std::span(config_.realm)));
+  builder.add_attribute(stun::attr::kNonce, std::as_bytes(std::span(nonce)));
+  builder.add_software(config_.software);
+  builder.add_fingerprint();
+  io_.send_to_client(client, builder.bytes());
+}
+
+}  // namespace natfwd::turn

@@ -1,0 +1,204 @@
+// The TURN server (RFC 8656): allocations, permissions, channels, long-term
+// authentication with REST API credentials. I/O free: the GLib side
+// (server/turn_service.h) hands it client messages and peer datagrams with `now`, and
+// it answers through the TurnIo interface (send to a client, send from a relayed
+// socket, open/close a relayed socket). One timer at next_deadline() drives expiry.
+//
+// Error policy: nothing here throws on network input. Malformed client input comes
+// back as Verdict::kMalformed (the caller drops the datagram or closes the TCP
+// connection, with a rate-limited warning); protocol errors become STUN error
+// responses; peer datagrams that are not allowed are dropped.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "stun/stun_message.h"
+#include "turn/credentials.h"
+#include "turn/peer_policy.h"
+#include "turn/turn_constants.h"
+
+namespace natfwd::turn {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+using AllocationId = uint64_t;
+using stun::TransportAddress;
+
+enum class Transport : uint8_t { kUdp, kTcp, kTls };
+const char* to_string(Transport transport);
+
+// The client side of the 5-tuple. The server side is implied: one UDP socket, and
+// one TCP/TLS connection per `connection` id (0 for UDP).
+struct ClientKey {
+  Transport transport = Transport::kUdp;
+  TransportAddress address;
+  uint64_t connection = 0;
+
+  auto tie() const {
+    return std::tie(transport, connection, address.family, address.ip, address.port);
+  }
+  bool operator<(const ClientKey& other) const { return tie() < other.tie(); }
+  bool operator==(const ClientKey& other) const { return tie() == other.tie(); }
+  std::string to_string() const;  // "udp 192.0.2.1:4000"
+};
+
+// What the core asks of the I/O side.
+class TurnIo {
+ public:
+  virtual ~TurnIo() = default;
+  // A relayed UDP socket for allocation `id` of `client`, of the given family, on an
+  // even port if `even_port` (EVEN-PORT, RFC 8656 section 14.6); nullopt when none
+  // can be had (no free port: 508).
+  virtual std::optional<TransportAddress> open_relay(AllocationId id, const ClientKey& client,
+                                                     TransportAddress::Family family,
+                                                     bool even_port) = 0;
+  virtual void close_relay(AllocationId id) = 0;
+  virtual void send_to_client(const ClientKey& client, std::span<const std::byte> bytes) = 0;
+  virtual void send_to_peer(AllocationId id, const TransportAddress& peer,
+                            std::span<const std::byte> bytes) = 0;
+};
+
+struct TurnConfig {
+  std::string realm = "natfwd";
+  std::string software = "natfwd-relay";
+  // TURN REST API shared secret (the bytes of the secret file's text).
+  std::string secret;
+  // --max-allocations-per-user: allocations one REST user id may hold (486 beyond).
+  size_t max_allocations_per_user = 10;
+  // Allocations in total (508 beyond).
+  size_t max_allocations = 20000;
+  // --bandwidth-cap: bytes per second per allocation, both directions together;
+  // 0 is off. Excess datagrams are dropped (a token bucket of one second).
+  uint64_t bandwidth_cap = 0;
+  PeerPolicy peers;
+  // Whether the host has IPv6 for relayed sockets (REQUESTED-ADDRESS-FAMILY IPv6).
+  bool ipv6_available = false;
+  // Wall-clock unix seconds, for REST username expiry; injectable for tests.
+  std::function<uint64_t()> unix_now;
+};
+
+class TurnServer {
+ public:
+  enum class Verdict {
+    kHandled,    // answered, relayed or quietly ignored
+    kMalformed,  // not STUN/ChannelData, or broken: drop / close the TCP connection
+  };
+  struct Result {
+    Verdict verdict = Verdict::kHandled;
+    std::string_view reason;  // kMalformed; static string
+  };
+
+  // `nonces` defaults to a random key.
+  TurnServer(TurnConfig config, TurnIo& io, std::optional<NonceMint> nonces = std::nullopt);
+  ~TurnServer();
+  TurnServer(const TurnServer&) = delete;
+  TurnServer& operator=(const TurnServer&) = delete;
+
+  // One STUN message or ChannelData from a client (a UDP datagram, or a message cut
+  // out of a TCP/TLS stream with stream_frame_length).
+  Result on_client_message(const ClientKey& client, std::span<const std::byte> bytes,
+                           TimePoint now);
+  // A datagram that arrived on the relayed socket of allocation `id`.
+  void on_peer_data(AllocationId id, const TransportAddress& peer,
+                    std::span<const std::byte> bytes, TimePoint now);
+  // A TCP/TLS client connection closed: its allocation goes (RFC 8656 section 3.1).
+  void on_client_closed(const ClientKey& client);
+  // Expires allocations, permissions and channels whose time has come.
+  void on_tick(TimePoint now);
+  std::optional<TimePoint> next_deadline() const;
+
+  // Introspection for tests and logs.
+  size_t allocation_count() const { return allocations_.size(); }
+  std::optional<TransportAddress> relayed_address(const ClientKey& client) const;
+  const TurnConfig& config() const { return config_; }
+
+ private:
+  struct Channel {
+    TransportAddress peer;
+    TimePoint expires;  // the binding; it still blocks rebinding kChannelRebindGuard longer
+  };
+  struct TokenBucket {
+    double tokens = 0;
+    TimePoint last{};
+  };
+  struct Allocation {
+    AllocationId id = 0;
+    ClientKey client;
+    TransportAddress relayed;
+    std::string username;
+    std::string user_id;
+    std::vector<std::byte> key;  // long-term key
+    stun::TransactionId allocate_transaction{};
+    TimePoint expires;
+    // IP (port ignored, RFC 8656 section 9) -> expiry.
+    std::map<std::array<uint8_t, 16>, TimePoint> permissions;
+    std::map<uint16_t, Channel> channels;
+    TokenBucket bucket;
+    TimePoint scheduled;  // key in deadlines_
+  };
+  // An authenticated request: who, and how to sign the answer.
+  struct Auth {
+    std::string username;
+    std::vector<std::byte> key;
+    bool sha256 = false;  // the request used MESSAGE-INTEGRITY-SHA256
+  };
+
+  void handle_request(const ClientKey& client, const stun::Message& request, TimePoint now);
+  void handleAllocate(const ClientKey& client, const stun::Message& request, const Auth& auth,
+                      TimePoint now);
+  void handleRefresh(const ClientKey& client, Allocation& allocation,
+                     const stun::Message& request, const Auth& auth, TimePoint now);
+  void handleCreatePermission(const ClientKey& client, Allocation& allocation,
+                              const stun::Message& request, const Auth& auth, TimePoint now);
+  void handleChannelBind(const ClientKey& client, Allocation& allocation,
+                         const stun::Message& request, const Auth& auth, TimePoint now);
+  void handleSendIndication(const ClientKey& client, const stun::Message& indication,
+                            TimePoint now);
+  void handleChannelData(const ClientKey& client, uint16_t channel,
+                         std::span<const std::byte> data, TimePoint now);
+
+  // RFC 8489 section 9.2.4; answers 400/401/438/441 itself and returns nullopt then.
+  std::optional<Auth> authenticate(const ClientKey& client, const stun::Message& request,
+                                   TimePoint now);
+
+  void send_success(const ClientKey& client, const stun::Message& request, const Auth& auth,
+                    const std::function<void(stun::MessageBuilder&)>& add);
+  void send_error(const ClientKey& client, const stun::Message& request, int code,
+                  std::string_view reason, const Auth* auth,
+                  std::span<const uint16_t> unknown = {});
+  void send_challenge(const ClientKey& client, const stun::Message& request, int code,
+                      std::string_view reason, TimePoint now);
+
+  Allocation* find(const ClientKey& client);
+  void remove(AllocationId id, std::string_view why);
+  void reschedule(Allocation& allocation, TimePoint now);
+  bool has_permission(const Allocation& allocation, const TransportAddress& peer,
+                      TimePoint now) const;
+  void install_permission(Allocation& allocation, const TransportAddress& peer, TimePoint now);
+  bool take_tokens(Allocation& allocation, size_t bytes, TimePoint now);
+  uint64_t unix_now() const;
+
+  TurnConfig config_;
+  TurnIo& io_;
+  NonceMint nonces_;
+  AllocationId next_id_ = 1;
+  std::unordered_map<AllocationId, Allocation> allocations_;
+  std::map<ClientKey, AllocationId> by_client_;
+  std::unordered_map<std::string, size_t> per_user_;
+  std::set<std::pair<TimePoint, AllocationId>> deadlines_;
+};
+
+}  // namespace natfwd::turn

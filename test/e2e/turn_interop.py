@@ -1,0 +1,109 @@
+"""Helpers for the TURN interop tests: coturn's turnutils_* programs against our relay.
+
+Stdlib only. Every process is started through the harness's ProcGroup (stopped by PID).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+
+from harness import SKIP, Failure, World, scaled
+
+SECRET = "natfwd-interop-secret"
+
+
+def require_tools(*names: str) -> None:
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        print(f"SKIP: coturn tools missing: {', '.join(missing)} (apt-get install coturn)",
+              flush=True)
+        sys.exit(SKIP)
+
+
+def rest_credentials(secret: str, user: str, lifetime: int = 3600) -> tuple[str, str]:
+    """coturn's TURN REST API: ("EXPIRY:user", base64(HMAC-SHA1(secret, username)))."""
+    username = f"{int(time.time()) + lifetime}:{user}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+def start_relay(w: World, extra: list[str] = ()) -> tuple[object, str, int]:
+    """Our relay on loopback, port 0, relaying to loopback; returns (proc, host, port)."""
+    secret_file = os.path.join(w.tmpdir, "turn-secret")
+    with open(secret_file, "w") as f:
+        f.write(SECRET + "\n")
+    relay, addr = w.natfwd.relay(extra=["--allow-peer", "127.0.0.0/8",
+                                        "--auth-secret-file", secret_file, *extra])
+    host, _, port = addr.rpartition(":")
+    return relay, host, int(port)
+
+
+def run_echo_peer(w: World, attempts: int = 20) -> int:
+    """turnutils_peer (a UDP echo server) on a free loopback port.
+
+    It needs a fixed port: pick one the kernel says is free, start the peer, and prove
+    it is the peer that answers on it (an echoed probe). If another program took the
+    port in between, the peer exits or the probe fails: try another port.
+    """
+    for attempt in range(attempts):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        peer = w.group.start(f"turnutils_peer:{port}",
+                             ["turnutils_peer", "-L", "127.0.0.1", "-p", str(port)])
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.settimeout(0.2)
+        try:
+            deadline = time.monotonic() + scaled(3)
+            while time.monotonic() < deadline and peer.running():
+                token = os.urandom(8)
+                client.sendto(token, ("127.0.0.1", port))
+                try:
+                    data, _ = client.recvfrom(64)
+                except (socket.timeout, ConnectionRefusedError):
+                    continue
+                if data == token:
+                    return port
+        finally:
+            client.close()
+        peer.stop()
+    raise Failure(f"could not start turnutils_peer on a free port in {attempts} attempts")
+
+
+SUMMARY_SENT = re.compile(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)")
+SUMMARY_LOST = re.compile(r"Total lost packets (\d+)")
+
+
+def run_uclient(w: World, label: str, args: list[str], expected: int,
+                timeout: float = 40) -> dict:
+    """Runs turnutils_uclient to completion; checks its summary: every message sent came
+    back through the relay and none was lost. Returns the numbers."""
+    started = time.monotonic()
+    proc = w.group.start(f"turnutils_uclient {label}", ["turnutils_uclient", *args])
+    try:
+        code = proc.wait_exit(timeout)
+    except Failure:
+        raise Failure(f"uclient {label}: did not finish within {timeout} s\n" + proc.describe())
+    output = "\n".join(proc.stdout_lines + proc.stderr_lines)
+    sent = SUMMARY_SENT.findall(output)
+    lost = SUMMARY_LOST.findall(output)
+    if code != 0 or not sent or not lost:
+        raise Failure(f"uclient {label}: exit {code}, no summary\n" + proc.describe(60))
+    n_sent, n_recv = map(int, sent[-1])
+    n_lost = int(lost[-1])
+    result = {"sent": n_sent, "received": n_recv, "lost": n_lost,
+              "seconds": round(time.monotonic() - started, 1)}
+    print(f"uclient {label}: {result}", flush=True)
+    if n_sent != expected or n_recv != expected or n_lost != 0:
+        raise Failure(f"uclient {label}: expected {expected} sent and received, 0 lost; "
+                      f"got {result}\n" + proc.describe(60))
+    return result

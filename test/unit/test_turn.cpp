@@ -1,0 +1,601 @@
+// TURN server core (relay/turn/): long-term auth with REST credentials, the error
+// vocabulary, lifetimes on a fake clock, permissions and channels, relaying both ways,
+// and bad input. No sockets: a recording TurnIo stands in for the GLib side.
+#include <catch2/catch.hpp>
+
+#include <deque>
+#include <map>
+#include <string>
+
+#include "turn/credentials.h"
+#include "turn/framing.h"
+#include "turn/peer_policy.h"
+#include "turn/turn_server.h"
+
+using namespace natfwd;
+using namespace natfwd::turn;
+using stun::MessageBuilder;
+using stun::MessageClass;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr uint64_t kUnixNow = 1700000000;
+const std::string kSecret = "s3cret";
+
+std::span<const std::byte> bytes_of(std::string_view text) {
+  return std::as_bytes(std::span(text.data(), text.size()));
+}
+
+TransportAddress v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port) {
+  return TransportAddress::ipv4({a, b, c, d}, port);
+}
+
+struct FakeIo : TurnIo {
+  struct PeerSend {
+    AllocationId id;
+    TransportAddress peer;
+    std::vector<std::byte> bytes;
+  };
+  std::deque<std::pair<ClientKey, std::vector<std::byte>>> to_client;
+  std::vector<PeerSend> to_peer;
+  std::map<AllocationId, TransportAddress> open;
+  bool refuse = false;
+  uint16_t next_port = 50000;
+
+  std::optional<TransportAddress> open_relay(AllocationId id, const ClientKey&,
+                                             TransportAddress::Family family,
+                                             bool even) override {
+    if (refuse) return std::nullopt;
+    if (even && next_port % 2) ++next_port;
+    auto address = family == TransportAddress::Family::kIPv4
+                       ? v4(203, 0, 113, 1, next_port++)
+                       : TransportAddress::ipv6({0x20, 0x01, 0x0d, 0xb8}, next_port++);
+    open[id] = address;
+    return address;
+  }
+  void close_relay(AllocationId id) override { open.erase(id); }
+  void send_to_client(const ClientKey& client, std::span<const std::byte> bytes) override {
+    to_client.emplace_back(client, std::vector<std::byte>(bytes.begin(), bytes.end()));
+  }
+  void send_to_peer(AllocationId id, const TransportAddress& peer,
+                    std::span<const std::byte> bytes) override {
+    to_peer.push_back({id, peer, std::vector<std::byte>(bytes.begin(), bytes.end())});
+  }
+};
+
+struct Response {
+  std::vector<std::byte> bytes;
+  stun::Message message;
+  int error = 0;  // 0 for success
+  std::string nonce;
+};
+
+// A server and one client on a fake clock.
+struct Fixture {
+  FakeIo io;
+  TimePoint now = TimePoint{} + 1000000s;
+  uint64_t unix_now = kUnixNow;
+  TurnServer server;
+  ClientKey client{Transport::kUdp, v4(192, 0, 2, 10, 40000), 0};
+  std::string username = rest_username(kUnixNow + 3600, "peerid");
+  std::string password = rest_password(kSecret, username);
+  std::string nonce;
+  uint32_t txn_counter = 1;
+
+  static TurnConfig make_config(Fixture* self, std::function<void(TurnConfig&)> tweak) {
+    TurnConfig config;
+    config.secret = kSecret;
+    config.software = "test";
+    config.unix_now = [self] { return self->unix_now; };
+    if (tweak) tweak(config);
+    return config;
+  }
+  explicit Fixture(std::function<void(TurnConfig&)> tweak = nullptr)
+      : server(make_config(this, tweak), io) {}
+
+  stun::TransactionId txn() {
+    stun::TransactionId id{};
+    const uint32_t n = txn_counter++;
+    for (int i = 0; i < 4; ++i) id[i] = static_cast<std::byte>(n >> (8 * i));
+    return id;
+  }
+
+  Response take() {
+    REQUIRE(!io.to_client.empty());
+    Response response;
+    response.bytes = std::move(io.to_client.front().second);
+    io.to_client.pop_front();
+    auto parsed = stun::parse(response.bytes);
+    REQUIRE(parsed.status == stun::ParseStatus::kOk);
+    response.message = parsed.message;
+    response.message.bytes = response.bytes;  // keep the view valid
+    auto reparsed = stun::parse(response.bytes);
+    response.message = reparsed.message;
+    if (response.message.message_class() == MessageClass::kErrorResponse) {
+      auto code = stun::decode_error_code(response.message.find(stun::attr::kErrorCode)->value);
+      response.error = code->code;
+    }
+    if (const auto* n = response.message.find(stun::attr::kNonce))
+      response.nonce.assign(reinterpret_cast<const char*>(n->value.data()), n->value.size());
+    return response;
+  }
+
+  // Sends a request with credentials (after a first 401 to learn the nonce).
+  using Adder = std::function<void(MessageBuilder&, const stun::TransactionId&)>;
+  Response request(uint16_t method, const Adder& add, bool sha256 = false,
+                   std::optional<std::string> user = std::nullopt,
+                   std::optional<std::string> pass = std::nullopt) {
+    if (nonce.empty()) {
+      MessageBuilder probe(method, MessageClass::kRequest, txn());
+      probe.add_fingerprint();
+      server.on_client_message(client, probe.bytes(), now);
+      auto challenge = take();
+      REQUIRE(challenge.error == 401);
+      REQUIRE(challenge.message.find(stun::attr::kRealm));
+      nonce = challenge.nonce;
+    }
+    const std::string name = user.value_or(username);
+    const std::string secret = pass.value_or(rest_password(kSecret, name));
+    const auto id = txn();
+    MessageBuilder builder(method, MessageClass::kRequest, id);
+    add(builder, id);
+    builder.add_attribute(stun::attr::kUsername, bytes_of(name));
+    builder.add_attribute(stun::attr::kRealm, bytes_of("natfwd"));
+    builder.add_attribute(stun::attr::kNonce, bytes_of(nonce));
+    const auto key = long_term_key(name, "natfwd", secret);
+    if (sha256)
+      builder.add_message_integrity_sha256(key);
+    else
+      builder.add_message_integrity(key);
+    builder.add_fingerprint();
+    REQUIRE(server.on_client_message(client, builder.bytes(), now).verdict ==
+            TurnServer::Verdict::kHandled);
+    return take();
+  }
+
+  static void udp_transport(MessageBuilder& b, const stun::TransactionId&) {
+    const std::byte value[4] = {std::byte{17}, {}, {}, {}};
+    b.add_attribute(attr::kRequestedTransport, value);
+  }
+  Response allocate() { return request(stun::method::kAllocate, udp_transport); }
+  Response refresh(uint32_t lifetime) {
+    return request(stun::method::kRefresh, [&](MessageBuilder& b, const stun::TransactionId&) {
+      const std::byte value[4] = {static_cast<std::byte>(lifetime >> 24),
+                                  static_cast<std::byte>(lifetime >> 16),
+                                  static_cast<std::byte>(lifetime >> 8),
+                                  static_cast<std::byte>(lifetime)};
+      b.add_attribute(attr::kLifetime, value);
+    });
+  }
+  Response create_permission(const TransportAddress& peer) {
+    return request(stun::method::kCreatePermission,
+                   [&](MessageBuilder& b, const stun::TransactionId& id) {
+                     b.add_attribute(attr::kXorPeerAddress, stun::encode_xor_address(peer, id));
+                   });
+  }
+  Response channel_bind(uint16_t number, const TransportAddress& peer) {
+    return request(stun::method::kChannelBind,
+                   [&](MessageBuilder& b, const stun::TransactionId& id) {
+                     const std::byte value[4] = {static_cast<std::byte>(number >> 8),
+                                                 static_cast<std::byte>(number & 0xFF), {}, {}};
+                     b.add_attribute(attr::kChannelNumber, value);
+                     b.add_attribute(attr::kXorPeerAddress, stun::encode_xor_address(peer, id));
+                   });
+  }
+  void send_indication(const TransportAddress& peer, std::string_view data) {
+    const auto id = txn();
+    MessageBuilder builder(stun::method::kSend, MessageClass::kIndication, id);
+    builder.add_attribute(attr::kXorPeerAddress, stun::encode_xor_address(peer, id));
+    builder.add_attribute(attr::kData, bytes_of(data));
+    server.on_client_message(client, builder.bytes(), now);
+  }
+  AllocationId allocation_id() const { return io.open.begin()->first; }
+};
+
+const TransportAddress kPeer = v4(198, 51, 100, 7, 5000);
+
+bool verifies(const Response& response, const Fixture& f) {
+  const auto key = long_term_key(f.username, "natfwd", f.password);
+  return stun::verify_message_integrity(response.message, key);
+}
+
+}  // namespace
+
+TEST_CASE("REST credentials match coturn's formula") {
+  // base64(HMAC-SHA1("s3cret", "1700003600:peerid")), computed with openssl dgst.
+  CHECK(rest_username(1700003600, "peerid") == "1700003600:peerid");
+  CHECK(rest_expiry("1700003600:peerid") == 1700003600u);
+  CHECK(rest_expiry("1700003600") == 1700003600u);
+  CHECK_FALSE(rest_expiry("alice:1700003600"));
+  CHECK(rest_user_id("1700003600:peerid") == "peerid");
+  CHECK(rest_password(kSecret, "1700003600:peerid").size() == 28);
+  CHECK(rest_password(kSecret, "a") != rest_password(kSecret, "b"));
+}
+
+TEST_CASE("nonces expire and are bound to the client") {
+  auto mint = NonceMint::with_random_key();
+  const TimePoint t0 = TimePoint{} + 5000s;
+  const auto nonce = mint.issue(t0, "udp 192.0.2.1:1");
+  CHECK(mint.check(nonce, t0 + 599s, "udp 192.0.2.1:1") == NonceMint::Check::kValid);
+  CHECK(mint.check(nonce, t0 + 600s, "udp 192.0.2.1:1") == NonceMint::Check::kStale);
+  CHECK(mint.check(nonce, t0, "udp 192.0.2.1:2") == NonceMint::Check::kStale);
+  CHECK(mint.check("garbage", t0, "udp 192.0.2.1:1") == NonceMint::Check::kStale);
+  CHECK(mint.check("", t0, "udp 192.0.2.1:1") == NonceMint::Check::kStale);
+}
+
+TEST_CASE("long-term auth: 401 with REALM and NONCE, then an authenticated Allocate") {
+  Fixture f;
+  auto response = f.allocate();
+  REQUIRE(response.error == 0);
+  CHECK(response.message.method() == stun::method::kAllocate);
+  CHECK(response.message.has_fingerprint);
+  CHECK(verifies(response, f));
+  auto relayed = stun::decode_xor_address(
+      response.message.find(attr::kXorRelayedAddress)->value, response.message.transaction_id);
+  REQUIRE(relayed);
+  CHECK(*relayed == f.io.open.begin()->second);
+  auto mapped = stun::decode_xor_address(
+      response.message.find(stun::attr::kXorMappedAddress)->value,
+      response.message.transaction_id);
+  CHECK(*mapped == f.client.address);
+  CHECK(response.message.find(stun::attr::kSoftware));
+  CHECK(f.server.allocation_count() == 1);
+}
+
+TEST_CASE("MESSAGE-INTEGRITY-SHA256 is accepted and answered in kind") {
+  Fixture f;
+  auto response = f.request(stun::method::kAllocate, Fixture::udp_transport, /*sha256=*/true);
+  REQUIRE(response.error == 0);
+  CHECK(response.message.find(stun::attr::kMessageIntegritySha256));
+  const auto key = long_term_key(f.username, "natfwd", f.password);
+  CHECK(stun::verify_message_integrity_sha256(response.message, key));
+}
+
+TEST_CASE("wrong password: 401 on Allocate, 441 on an existing allocation") {
+  Fixture f;
+  CHECK(f.request(stun::method::kAllocate, Fixture::udp_transport, false, std::nullopt,
+                  std::string("wrong")).error == 401);
+  CHECK(f.server.allocation_count() == 0);
+  REQUIRE(f.allocate().error == 0);
+  CHECK(f.request(stun::method::kRefresh, [](auto&, auto&) {}, false, std::nullopt,
+                  std::string("wrong")).error == 441);
+  // Valid credentials of another user on the same 5-tuple: also 441.
+  const auto other = rest_username(kUnixNow + 3600, "someone-else");
+  CHECK(f.request(stun::method::kRefresh, [](auto&, auto&) {}, false, other).error == 441);
+}
+
+TEST_CASE("an expired REST username gets 401") {
+  Fixture f;
+  f.username = rest_username(kUnixNow - 1, "peerid");
+  f.password = rest_password(kSecret, f.username);
+  CHECK(f.allocate().error == 401);
+  f.username = "not-a-rest-name";
+  CHECK(f.allocate().error == 401);
+}
+
+TEST_CASE("a nonce older than 10 minutes gets 438 with a fresh one") {
+  Fixture f;
+  REQUIRE(f.allocate().error == 0);
+  f.now += 601s;
+  auto stale = f.refresh(600);
+  CHECK(stale.error == 438);
+  REQUIRE(!stale.nonce.empty());
+  CHECK(stale.nonce != f.nonce);
+  f.nonce = stale.nonce;
+  CHECK(f.refresh(600).error == 0);
+}
+
+TEST_CASE("a second Allocate on the same 5-tuple is 437; a retransmission is answered") {
+  Fixture f;
+  REQUIRE(f.allocate().error == 0);
+  CHECK(f.allocate().error == 437);
+  CHECK(f.server.allocation_count() == 1);
+  // Requests other than Allocate without an allocation: 437.
+  Fixture g;
+  CHECK(g.refresh(600).error == 437);
+  CHECK(g.create_permission(kPeer).error == 437);
+}
+
+TEST_CASE("allocation quota per user: 486; no relayed port: 508") {
+  Fixture f([](TurnConfig& c) { c.max_allocations_per_user = 2; });
+  for (int i = 0; i < 2; ++i) {
+    f.client.address.port = static_cast<uint16_t>(41000 + i);
+    f.nonce.clear();
+    REQUIRE(f.allocate().error == 0);
+  }
+  f.client.address.port = 42000;
+  f.nonce.clear();
+  CHECK(f.allocate().error == 486);
+  // Another user is not affected; a refused socket is 508.
+  f.username = rest_username(kUnixNow + 3600, "other");
+  f.password = rest_password(kSecret, f.username);
+  f.io.refuse = true;
+  CHECK(f.allocate().error == 508);
+  f.io.refuse = false;
+  CHECK(f.allocate().error == 0);
+}
+
+TEST_CASE("REQUESTED-TRANSPORT other than UDP: 442; missing: 400; IPv6 without IPv6: 440") {
+  Fixture f;
+  CHECK(f.request(stun::method::kAllocate, [](MessageBuilder& b, auto&) {
+           const std::byte tcp[4] = {std::byte{6}, {}, {}, {}};
+           b.add_attribute(attr::kRequestedTransport, tcp);
+         }).error == 442);
+  CHECK(f.request(stun::method::kAllocate, [](auto&, auto&) {}).error == 400);
+  CHECK(f.request(stun::method::kAllocate, [](MessageBuilder& b, auto& id) {
+           Fixture::udp_transport(b, id);
+           const std::byte v6[4] = {std::byte{2}, {}, {}, {}};
+           b.add_attribute(attr::kRequestedAddressFamily, v6);
+         }).error == 440);
+  Fixture with_v6([](TurnConfig& c) { c.ipv6_available = true; });
+  auto response = with_v6.request(stun::method::kAllocate, [](MessageBuilder& b, auto& id) {
+    Fixture::udp_transport(b, id);
+    const std::byte v6[4] = {std::byte{2}, {}, {}, {}};
+    b.add_attribute(attr::kRequestedAddressFamily, v6);
+  });
+  CHECK(response.error == 0);
+  CHECK(with_v6.io.open.begin()->second.family == TransportAddress::Family::kIPv6);
+}
+
+TEST_CASE("unknown comprehension-required attributes get 420") {
+  Fixture f;
+  auto response = f.request(stun::method::kAllocate, [](MessageBuilder& b, auto& id) {
+    Fixture::udp_transport(b, id);
+    b.add_attribute(0x0022 /* RESERVATION-TOKEN */, std::vector<std::byte>(8));
+  });
+  CHECK(response.error == 420);
+  CHECK(response.message.find(stun::attr::kUnknownAttributes));
+}
+
+TEST_CASE("allocation lifetimes: default 600 s, capped at 3600 s, refresh, refresh 0") {
+  Fixture f;
+  REQUIRE(f.allocate().error == 0);
+  REQUIRE(f.server.next_deadline());
+  CHECK(*f.server.next_deadline() == f.now + 600s);
+  f.now += 599s;
+  f.server.on_tick(f.now);
+  CHECK(f.server.allocation_count() == 1);
+  f.nonce.clear();
+  auto refreshed = f.refresh(100000);
+  REQUIRE(refreshed.error == 0);
+  CHECK(refreshed.message.find(attr::kLifetime)->value[2] == std::byte{0x0E});  // 3600
+  f.now += 3599s;
+  f.server.on_tick(f.now);
+  CHECK(f.server.allocation_count() == 1);
+  f.now += 1s;
+  f.server.on_tick(f.now);
+  CHECK(f.server.allocation_count() == 0);
+  CHECK(f.io.open.empty());
+
+  Fixture g;
+  REQUIRE(g.allocate().error == 0);
+  CHECK(g.refresh(0).error == 0);
+  CHECK(g.server.allocation_count() == 0);
+  CHECK(g.io.open.empty());
+  CHECK(g.refresh(600).error == 437);
+}
+
+TEST_CASE("permissions last 300 s; data without one is dropped both ways") {
+  Fixture f;
+  REQUIRE(f.allocate().error == 0);
+  const auto id = f.allocation_id();
+  f.send_indication(kPeer, "early");
+  CHECK(f.io.to_peer.empty());
+  f.server.on_peer_data(id, kPeer, bytes_of("early"), f.now);
+  CHECK(f.io.to_client.empty());
+
+  REQUIRE(f.create_permission(kPeer).error == 0);
+  f.send_indication(kPeer, "hello");
+  REQUIRE(f.io.to_peer.size() == 1);
+  CHECK(f.io.to_peer[0].peer == kPeer);
+  CHECK(std::string(reinterpret_cast<const char*>(f.io.to_peer[0].bytes.data()),
+                    f.io.to_peer[0].bytes.size()) == "hello");
+  // Same IP, another port: the permission is per IP (section 9).
+  f.server.on_peer_data(id, v4(198, 51, 100, 7, 6000), bytes_of("back"), f.now);
+  auto data = f.take();
+  CHECK(data.message.method() == stun::method::kData);
+  CHECK(data.message.message_class() == MessageClass::kIndication);
+  auto from = stun::decode_xor_address(data.message.find(attr::kXorPeerAddress)->value,
+                                       data.message.transaction_id);
+  CHECK(*from == v4(198, 51, 100, 7, 6000));
+  CHECK(data.message.find(attr::kData)->value.size() == 4);
+
+  f.now += 300s;
+  f.server.on_tick(f.now);
+  f.send_indication(kPeer, "late");
+  CHECK(f.io.to_peer.size() == 1);
+  f.server.on_peer_data(id, kPeer, bytes_of("late"), f.now);
+  CHECK(f.io.to_client.empty());
+}
+
+TEST_CASE("channels: data both ways, expiry after 600 s, rebinding rules") {
+  Fixture f;
+  REQUIRE(f.allocate().error == 0);
+  const auto id = f.allocation_id();
+  CHECK(f.channel_bind(0x3FFF, kPeer).error == 400);
+  CHECK(f.channel_bind(0x8000, kPeer).error == 400);
+  REQUIRE(f.channel_bind(0x4001, kPeer).error == 0);
+  // Same number to another peer, or the same peer to another number: 400.
+  CHECK(f.channel_bind(0x4001, v4(198, 51, 100, 8, 5000)).error == 400);
+  CHECK(f.channel_bind(0x4002, kPeer).error == 400);
+  // Rebinding the same pair refreshes it.
+  CHECK(f.channel_bind(0x4001, kPeer).error == 0);
+
+  const auto channel_data = encode_channel_data(0x4001, bytes_of("via channel"), false);
+  f.server.on_client_message(f.client, channel_data, f.now);
+  REQUIRE(f.io.to_peer.size() == 1);
+  CHECK(f.io.to_peer[0].bytes.size() == 11);
+
+  f.server.on_peer_data(id, kPeer, bytes_of("reply"), f.now);
+  REQUIRE(f.io.to_client.size() == 1);
+  auto parsed = parse_channel_data(f.io.to_client.front().second);
+  REQUIRE(parsed);
+  CHECK(parsed->channel == 0x4001);
+  CHECK(parsed->data.size() == 5);
+  f.io.to_client.clear();
+
+  // Keep the permission alive, let the channel expire.
+  f.now += 299s;
+  f.nonce.clear();
+  REQUIRE(f.create_permission(kPeer).error == 0);
+  REQUIRE(f.refresh(3600).error == 0);  // the allocation itself would expire at 600 s
+  f.now += 299s;
+  REQUIRE(f.create_permission(kPeer).error == 0);
+  f.now += 2s;  // 600 s after the last ChannelBind
+  f.server.on_tick(f.now);
+  f.server.on_client_message(f.client, channel_data, f.now);
+  CHECK(f.io.to_peer.size() == 1);  // dropped
+  f.server.on_peer_data(id, kPeer, bytes_of("reply"), f.now);
+  auto fallback = f.take();
+  CHECK(fallback.message.method() == stun::method::kData);  // a Data indication now
+  // Within 5 minutes after expiry the number is still tied to its peer.
+  CHECK(f.channel_bind(0x4001, v4(198, 51, 100, 8, 5000)).error == 400);
+}
+
+TEST_CASE("ChannelData over TCP is padded to 4 bytes") {
+  Fixture f;
+  f.client = ClientKey{Transport::kTcp, v4(192, 0, 2, 10, 40000), 7};
+  REQUIRE(f.allocate().error == 0);
+  REQUIRE(f.channel_bind(0x4000, kPeer).error == 0);
+  f.server.on_peer_data(f.allocation_id(), kPeer, bytes_of("abcde"), f.now);
+  REQUIRE(f.io.to_client.size() == 1);
+  CHECK(f.io.to_client.front().second.size() == 12);
+  CHECK(stream_frame_length(f.io.to_client.front().second).length == 12);
+}
+
+TEST_CASE("not an open relay: denied peers get 403, --allow-peer overrides") {
+  Fixture f;
+  REQUIRE(f.allocate().error == 0);
+  for (auto peer : {v4(127, 0, 0, 1, 80), v4(10, 1, 2, 3, 80), v4(192, 168, 1, 1, 80),
+                    v4(172, 16, 0, 1, 80), v4(169, 254, 1, 1, 80), v4(100, 64, 0, 1, 80),
+                    v4(224, 0, 0, 1, 80), v4(0, 1, 2, 3, 80), v4(255, 255, 255, 255, 80)}) {
+    CAPTURE(peer.to_string());
+    CHECK(f.create_permission(peer).error == 403);
+  }
+  CHECK(f.channel_bind(0x4000, v4(127, 0, 0, 1, 80)).error == 403);
+  // Data from a denied address is dropped even with a (wrongly) allowed permission.
+  f.server.on_peer_data(f.allocation_id(), v4(127, 0, 0, 1, 80), bytes_of("x"), f.now);
+  CHECK(f.io.to_client.empty());
+
+  Fixture g([](TurnConfig& c) { c.peers.allow(*parse_cidr("127.0.0.0/8")); });
+  REQUIRE(g.allocate().error == 0);
+  CHECK(g.create_permission(v4(127, 0, 0, 1, 80)).error == 0);
+  CHECK(g.create_permission(v4(10, 0, 0, 1, 80)).error == 403);
+}
+
+TEST_CASE("peer policy ranges") {
+  PeerPolicy policy;
+  policy.add_own_address(v4(203, 0, 113, 5, 0));
+  CHECK(policy.is_allowed(v4(198, 51, 100, 1, 1)));
+  CHECK_FALSE(policy.is_allowed(v4(203, 0, 113, 5, 9)));
+  auto v6 = [](std::string_view text) {
+    auto cidr = parse_cidr(text);
+    REQUIRE(cidr);
+    return TransportAddress::ipv6(cidr->ip, 1);
+  };
+  CHECK_FALSE(policy.is_allowed(v6("::1")));
+  CHECK_FALSE(policy.is_allowed(v6("fd00::1")));
+  CHECK_FALSE(policy.is_allowed(v6("fe80::1")));
+  CHECK_FALSE(policy.is_allowed(v6("ff02::1")));
+  CHECK_FALSE(policy.is_allowed(v6("::ffff:127.0.0.1")));
+  CHECK(policy.is_allowed(v6("2001:db8::1")));
+  CHECK_FALSE(parse_cidr("10.0.0.0/33"));
+  CHECK_FALSE(parse_cidr("nonsense"));
+  CHECK(parse_cidr("10.0.0.0/8")->to_string() == "10.0.0.0/8");
+}
+
+TEST_CASE("bandwidth cap: a token bucket drops the excess") {
+  Fixture f([](TurnConfig& c) {
+    c.bandwidth_cap = 1000;
+    c.peers.allow(*parse_cidr("0.0.0.0/0"));
+  });
+  REQUIRE(f.allocate().error == 0);
+  REQUIRE(f.create_permission(kPeer).error == 0);
+  const std::string chunk(400, 'x');
+  for (int i = 0; i < 5; ++i) f.send_indication(kPeer, chunk);
+  CHECK(f.io.to_peer.size() == 2);
+  f.now += 1s;
+  for (int i = 0; i < 5; ++i) f.send_indication(kPeer, chunk);
+  CHECK(f.io.to_peer.size() == 4);
+}
+
+TEST_CASE("a closed TCP client loses its allocation") {
+  Fixture f;
+  f.client = ClientKey{Transport::kTcp, v4(192, 0, 2, 10, 40000), 3};
+  REQUIRE(f.allocate().error == 0);
+  f.server.on_client_closed(f.client);
+  CHECK(f.server.allocation_count() == 0);
+  CHECK(f.io.open.empty());
+}
+
+TEST_CASE("every prefix of a valid Allocate is rejected cleanly") {
+  Fixture f;
+  f.allocate();  // learn a nonce; the allocation is irrelevant
+  Fixture g;
+  MessageBuilder builder(stun::method::kAllocate, MessageClass::kRequest, g.txn());
+  Fixture::udp_transport(builder, {});
+  builder.add_attribute(stun::attr::kUsername, bytes_of(g.username));
+  builder.add_attribute(stun::attr::kRealm, bytes_of("natfwd"));
+  builder.add_attribute(stun::attr::kNonce, bytes_of("0-00"));
+  builder.add_message_integrity(long_term_key(g.username, "natfwd", g.password));
+  builder.add_fingerprint();
+  const auto& whole = builder.bytes();
+  for (size_t n = 0; n < whole.size(); ++n) {
+    CAPTURE(n);
+    auto result = g.server.on_client_message(g.client, std::span(whole).first(n), g.now);
+    CHECK(result.verdict == TurnServer::Verdict::kMalformed);
+    CHECK(stream_frame_length(std::span(whole).first(n)).status != stun::StreamStatus::kComplete);
+  }
+  CHECK(g.io.to_client.empty());
+  CHECK(g.server.allocation_count() == 0);
+  CHECK(stream_frame_length(whole).length == whole.size());
+}
+
+TEST_CASE("named bad inputs") {
+  Fixture f;
+  REQUIRE(f.allocate().error == 0);
+  f.io.to_client.clear();
+  SECTION("attribute overruns the message") {
+    MessageBuilder builder(stun::method::kRefresh, MessageClass::kRequest, f.txn());
+    builder.add_attribute(attr::kLifetime, std::vector<std::byte>(4));
+    auto bytes = builder.take();
+    bytes[22] = std::byte{0};
+    bytes[23] = std::byte{40};  // LIFETIME claims 40 bytes
+    CHECK(f.server.on_client_message(f.client, bytes, f.now).verdict ==
+          TurnServer::Verdict::kMalformed);
+  }
+  SECTION("truncated ChannelData") {
+    auto bytes = encode_channel_data(0x4000, bytes_of("abcdef"), false);
+    bytes.resize(7);
+    CHECK(f.server.on_client_message(f.client, bytes, f.now).verdict ==
+          TurnServer::Verdict::kMalformed);
+    CHECK(f.server.on_client_message(f.client, std::span(bytes).first(3), f.now).verdict ==
+          TurnServer::Verdict::kMalformed);
+  }
+  SECTION("oversize: a length field past the datagram") {
+    std::vector<std::byte> bytes(20);
+    bytes[2] = std::byte{0xFF};
+    bytes[3] = std::byte{0xFC};
+    bytes[4] = std::byte{0x21};
+    bytes[5] = std::byte{0x12};
+    bytes[6] = std::byte{0xA4};
+    bytes[7] = std::byte{0x42};
+    CHECK(f.server.on_client_message(f.client, bytes, f.now).verdict ==
+          TurnServer::Verdict::kMalformed);
+    CHECK(stream_frame_length(bytes).status == stun::StreamStatus::kNeedMore);
+  }
+  SECTION("ChannelData on an unbound channel is dropped quietly") {
+    auto bytes = encode_channel_data(0x4ABC, bytes_of("x"), false);
+    CHECK(f.server.on_client_message(f.client, bytes, f.now).verdict ==
+          TurnServer::Verdict::kHandled);
+    CHECK(f.io.to_peer.empty());
+  }
+  SECTION("missing USERNAME with MESSAGE-INTEGRITY is 400") {
+    MessageBuilder builder(stun::method::kRefresh, MessageClass::kRequest, f.txn());
+    builder.add_message_integrity(std::vector<std::byte>(16));
+    f.server.on_client_message(f.client, builder.bytes(), f.now);
+    CHECK(f.take().error == 400);
+  }
+  CHECK(f.server.allocation_count() == 1);
+}
