@@ -34,6 +34,7 @@ struct Options {
   gchar** ice_addresses = nullptr;
   gchar* proxy = nullptr;
   gboolean force_relay = FALSE;
+  gchar* turn_transports = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
 };
@@ -51,6 +52,9 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
        "http://HOST:PORT"},
       {"force-relay", 0, 0, G_OPTION_ARG_NONE, &o.force_relay,
        "Use relayed (TURN) candidates only, never a direct path (default: off)", nullptr},
+      {"turn-transport", 0, 0, G_OPTION_ARG_STRING, &o.turn_transports,
+       "Reach TURN servers only over these, comma-separated: udp,tcp,tls (default: all three)",
+       "LIST"},
       {"name", 0, 0, G_OPTION_ARG_STRING, &o.name,
        "Register at the relay under NAME, so that others can reach --serve targets (default: none)",
        "NAME"},
@@ -153,6 +157,21 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
     config.proxy = std::get<natfwd::HostPort>(parsed);
   }
   config.force_relay = o.force_relay;
+  if (o.turn_transports) {
+    config.turn_udp = config.turn_tcp = config.turn_tls = false;
+    gchar** names = g_strsplit(o.turn_transports, ",", -1);
+    for (gchar** name = names; *name; ++name) {
+      const std::string transport = g_strstrip(*name);
+      if (transport == "udp") config.turn_udp = true;
+      else if (transport == "tcp") config.turn_tcp = true;
+      else if (transport == "tls") config.turn_tls = true;
+      else {
+        g_strfreev(names);
+        usage_error("--turn-transport: '" + transport + "' is not udp, tcp or tls");
+      }
+    }
+    g_strfreev(names);
+  }
 
   for (gchar** a = o.ice_addresses; a && *a; ++a) {
     GInetAddress* address = g_inet_address_new_from_string(*a);

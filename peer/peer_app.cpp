@@ -208,13 +208,15 @@ void PeerApp::use_ice_servers(
           options.stun_server = {ip, address.port};
         break;
       case wire::IceServer::TURN_UDP:
-        if (!ip_known) break;  // libnice needs an IP; behind a proxy UDP is moot anyway
+        if (!ip_known || !config_.turn_udp) break;  // libnice needs an IP; behind a proxy UDP is moot anyway
         options.turn_servers.push_back(
             {ip, address.port, server.username(), server.password(), false});
         relay_labels_[HostPort{ip, address.port}.to_string()] = "turn-udp " + address.to_string();
         break;
       case wire::IceServer::TURN_TCP:
       case wire::IceServer::TURN_TLS: {
+        const bool tls = server.kind() == wire::IceServer::TURN_TLS;
+        if ((tls && !config_.turn_tls) || (!tls && !config_.turn_tcp)) break;
         TurnBridge* bridge = bridge_for(server, address);
         if (!bridge) break;
         options.turn_servers.push_back(

@@ -30,6 +30,7 @@ struct PeerConfig {
   bool relay_tls = false;                   // --relay tls://HOST:PORT
   std::optional<HostPort> proxy;            // --proxy or https_proxy: HTTP CONNECT proxy
   bool force_relay = false;                 // --force-relay: relayed candidates only
+  bool turn_udp = true, turn_tcp = true, turn_tls = true;  // --turn-transport
 };
 
 class PeerApp {

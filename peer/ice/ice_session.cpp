@@ -44,8 +44,13 @@ std::string SelectedPath::describe() const {
 
 IceSession::IceSession(const Options& options, Callbacks callbacks)
     : options_(options), callbacks_(std::move(callbacks)) {
-  agent_ = nice_agent_new_full(g_main_context_default(), NICE_COMPATIBILITY_RFC5245,
-                               NICE_AGENT_OPTION_ICE_TRICKLE);
+  // Regular nomination: with aggressive nomination libnice ignores remote ICE-TCP
+  // candidates that trickle in after checks started ("conncheck has started already
+  // in aggressive mode"), which lost the only working pair when UDP is blocked.
+  agent_ = nice_agent_new_full(
+      g_main_context_default(), NICE_COMPATIBILITY_RFC5245,
+      static_cast<NiceAgentOption>(NICE_AGENT_OPTION_ICE_TRICKLE |
+                                   NICE_AGENT_OPTION_REGULAR_NOMINATION));
   // Every default that matters is set explicitly: Debian's libnice has UPnP on.
   g_object_set(agent_, "controlling-mode", options_.controlling ? TRUE : FALSE, "upnp", FALSE,
                "ice-udp", options_.udp ? TRUE : FALSE, "ice-tcp", options_.tcp ? TRUE : FALSE,
@@ -220,10 +225,16 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   path.local_type = candidate_type_name(local->type);
   path.remote_type = candidate_type_name(remote->type);
   path.local_address = candidate_address(local);
-  if (local->type == NICE_CANDIDATE_TYPE_RELAYED) {
+  NiceCandidate* live_local = nullptr;
+  NiceCandidate* live_remote = nullptr;
+  // The signal hands us copies, and libnice 0.1.21's copies drop the TURN server
+  // (nice_candidate_relay_address would crash on them): ask for the agent's own.
+  if (local->type == NICE_CANDIDATE_TYPE_RELAYED &&
+      nice_agent_get_selected_pair(agent_, stream_id_, kComponent, &live_local, &live_remote) &&
+      live_local && live_local->type == NICE_CANDIDATE_TYPE_RELAYED) {
     NiceAddress server;
     nice_address_init(&server);
-    nice_candidate_relay_address(local, &server);
+    nice_candidate_relay_address(live_local, &server);
     gchar text[NICE_ADDRESS_STRING_LEN];
     nice_address_to_string(&server, text);
     path.local_relay_server = std::string(text) + ":" + std::to_string(nice_address_get_port(&server));
