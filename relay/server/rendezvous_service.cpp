@@ -1,5 +1,8 @@
 #include "server/rendezvous_service.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <exception>
 
 #include "log.h"
@@ -76,6 +79,8 @@ void RendezvousService::on_accept() {
       return;
     }
     GObjectPtr<GSocket> owned(socket);
+    // TURN over TCP carries QUIC: small packets that must not wait for Nagle.
+    g_socket_set_option(socket, IPPROTO_TCP, TCP_NODELAY, 1, nullptr);
     accept_one(socket);
   }
 }

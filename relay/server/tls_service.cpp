@@ -1,5 +1,8 @@
 #include "server/tls_service.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -166,6 +169,8 @@ void TlsService::on_accept() {
       return;
     }
     GObjectPtr<GSocket> owned(socket);
+    // TURN over TLS carries QUIC: small packets that must not wait for Nagle.
+    g_socket_set_option(socket, IPPROTO_TCP, TCP_NODELAY, 1, nullptr);
     adopt(socket);
   }
 }

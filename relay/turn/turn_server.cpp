@@ -350,6 +350,8 @@ void TurnServer::handleAllocate(const ClientKey& client, const Message& request,
   allocation.id = id;
   allocation.client = client;
   allocation.relayed = *relayed;
+  relayed_addresses_.insert(
+      {static_cast<uint8_t>(relayed->family), relayed->ip, relayed->port});
   allocation.username = auth.username;
   allocation.user_id = user_id;
   allocation.key = auth.key;
@@ -421,7 +423,7 @@ void TurnServer::handleCreatePermission(const ClientKey& client, Allocation& all
                  "Peer Address Family Mismatch", &auth);
       return;
     }
-    if (!config_.peers.is_allowed(peer)) {
+    if (!may_relay(peer, true)) {
       log::warn_limited("turn-forbidden", "turn: %s: permission for %s refused",
                         client.to_string().c_str(), peer.to_string().c_str());
       send_error(client, request, error_code::kForbidden, "Forbidden", &auth);
@@ -454,7 +456,7 @@ void TurnServer::handleChannelBind(const ClientKey& client, Allocation& allocati
                "Peer Address Family Mismatch", &auth);
     return;
   }
-  if (!config_.peers.is_allowed(*peer)) {
+  if (!may_relay(*peer, false)) {
     log::warn_limited("turn-forbidden", "turn: %s: channel to %s refused",
                       client.to_string().c_str(), peer->to_string().c_str());
     send_error(client, request, error_code::kForbidden, "Forbidden", &auth);
@@ -489,7 +491,7 @@ void TurnServer::handleSendIndication(const ClientKey& client, const Message& in
   if (!peer_attribute || !data) return;
   auto peer = stun::decode_xor_address(peer_attribute->value, indication.transaction_id);
   if (!peer || peer->family != allocation->relayed.family) return;
-  if (!has_permission(*allocation, *peer, now) || !config_.peers.is_allowed(*peer)) return;
+  if (!has_permission(*allocation, *peer, now) || !may_relay(*peer, false)) return;
   if (!take_tokens(*allocation, data->value.size(), now)) return;
   io_.send_to_peer(allocation->id, *peer, data->value);
 }
@@ -501,7 +503,7 @@ void TurnServer::handleChannelData(const ClientKey& client, uint16_t number,
   auto it = allocation->channels.find(number);
   if (it == allocation->channels.end() || now >= it->second.expires) return;  // section 12.6
   const TransportAddress& peer = it->second.peer;
-  if (!has_permission(*allocation, peer, now) || !config_.peers.is_allowed(peer)) return;
+  if (!has_permission(*allocation, peer, now) || !may_relay(peer, false)) return;
   if (!take_tokens(*allocation, data.size(), now)) return;
   io_.send_to_peer(allocation->id, peer, data);
 }
@@ -512,7 +514,7 @@ void TurnServer::on_peer_data(AllocationId id, const TransportAddress& peer,
   if (it == allocations_.end()) return;
   Allocation& allocation = it->second;
   // Section 11.3: only from peers with a permission; never from denied ranges.
-  if (!has_permission(allocation, peer, now) || !config_.peers.is_allowed(peer)) return;
+  if (!has_permission(allocation, peer, now) || !may_relay(peer, false)) return;
   if (!take_tokens(allocation, bytes.size(), now)) return;
   for (const auto& [number, channel] : allocation.channels) {
     if (channel.peer == peer && now < channel.expires) {
@@ -595,6 +597,15 @@ std::optional<TimePoint> TurnServer::next_deadline() const {
   return deadlines_.begin()->first;
 }
 
+bool TurnServer::may_relay(const TransportAddress& peer, bool any_port) const {
+  if (config_.peers.is_allowed(peer)) return true;
+  const auto family = static_cast<uint8_t>(peer.family);
+  if (!any_port) return relayed_addresses_.count({family, peer.ip, peer.port}) > 0;
+  auto it = relayed_addresses_.lower_bound({family, peer.ip, 0});
+  return it != relayed_addresses_.end() && std::get<0>(*it) == family &&
+         std::get<1>(*it) == peer.ip;
+}
+
 void TurnServer::remove(AllocationId id, std::string_view why) {
   auto it = allocations_.find(id);
   if (it == allocations_.end()) return;
@@ -602,6 +613,8 @@ void TurnServer::remove(AllocationId id, std::string_view why) {
   log::debug("turn: allocation %" PRIu64 " of %s removed: %.*s", id,
              allocation.client.to_string().c_str(), static_cast<int>(why.size()), why.data());
   io_.close_relay(id);
+  relayed_addresses_.erase({static_cast<uint8_t>(allocation.relayed.family),
+                            allocation.relayed.ip, allocation.relayed.port});
   if (auto count = per_user_.find(allocation.user_id);
       count != per_user_.end() && --count->second == 0)
     per_user_.erase(count);

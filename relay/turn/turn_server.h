@@ -189,6 +189,12 @@ class TurnServer {
                       TimePoint now) const;
   void install_permission(Allocation& allocation, const TransportAddress& peer, TimePoint now);
   bool take_tokens(Allocation& allocation, size_t bytes, TimePoint now);
+  // The peer policy, plus: another allocation's relayed address on this relay. Both
+  // peers relayed (each behind UDP-blocking firewalls) is the case TURN exists for;
+  // the own-address rule is there to keep clients off the relay's service ports, so
+  // only live relayed addresses are let through. `any_port`: CreatePermission, which
+  // is per IP (RFC 8656 section 9); the exact address is checked when data flows.
+  bool may_relay(const TransportAddress& peer, bool any_port) const;
   uint64_t unix_now() const;
 
   TurnConfig config_;
@@ -199,6 +205,9 @@ class TurnServer {
   std::map<ClientKey, AllocationId> by_client_;
   std::unordered_map<std::string, size_t> per_user_;
   std::set<std::pair<TimePoint, AllocationId>> deadlines_;
+  // Relayed addresses of live allocations, as (family, ip, port).
+  using AddressKey = std::tuple<uint8_t, std::array<uint8_t, 16>, uint16_t>;
+  std::set<AddressKey> relayed_addresses_;
 };
 
 }  // namespace natfwd::turn

@@ -484,6 +484,31 @@ TEST_CASE("not an open relay: denied peers get 403, --allow-peer overrides") {
   CHECK(g.create_permission(v4(10, 0, 0, 1, 80)).error == 403);
 }
 
+TEST_CASE("the relay's own address is denied, except another live allocation's") {
+  // Two clients whose only way is TURN (both behind UDP-blocking firewalls): each
+  // must reach the other's relayed address, which is on the relay's own IP.
+  Fixture f([](TurnConfig& c) { c.peers.add_own_address(v4(203, 0, 113, 1, 0)); });
+  REQUIRE(f.allocate().error == 0);
+  const TransportAddress first_relayed = f.io.open.begin()->second;
+  f.client = ClientKey{Transport::kUdp, v4(192, 0, 2, 20, 40000), 0};
+  f.nonce.clear();
+  REQUIRE(f.allocate().error == 0);
+  CHECK(f.create_permission(first_relayed).error == 0);
+  CHECK(f.channel_bind(0x4001, first_relayed).error == 0);
+  // The relay's service port on the same IP stays out of reach for data.
+  CHECK(f.channel_bind(0x4002, v4(203, 0, 113, 1, 3478)).error == 403);
+  const size_t sent_before = f.io.to_peer.size();
+  f.send_indication(v4(203, 0, 113, 1, 3478), "probe");
+  CHECK(f.io.to_peer.size() == sent_before);
+  f.send_indication(first_relayed, "hello");
+  REQUIRE(f.io.to_peer.size() == sent_before + 1);
+  CHECK(f.io.to_peer.back().peer == first_relayed);
+  // Once that allocation is gone, its address is an own address like any other.
+  f.now += 3700s;
+  f.server.on_tick(f.now);
+  CHECK(f.io.open.empty());
+}
+
 TEST_CASE("peer policy ranges") {
   PeerPolicy policy;
   policy.add_own_address(v4(203, 0, 113, 5, 0));
