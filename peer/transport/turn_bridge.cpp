@@ -1,5 +1,8 @@
 #include "transport/turn_bridge.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <array>
 #include <stdexcept>
 #include <vector>
@@ -218,6 +221,7 @@ TurnBridge::~TurnBridge() {
 gboolean TurnBridge::on_accept(GSocket* socket, GIOCondition, gpointer self) {
   auto* bridge = static_cast<TurnBridge*>(self);
   while (GSocket* client = g_socket_accept(socket, nullptr, nullptr)) {
+    g_socket_set_option(client, IPPROTO_TCP, TCP_NODELAY, 1, nullptr);
     bridge->links_.insert(std::make_unique<Link>(*bridge, client));
     g_object_unref(client);
   }

@@ -55,6 +55,12 @@ void Tunnel::create_ice(bool controlling) {
     path_ = path;
     have_path_ = true;
     log::debug("%s: selected pair %s", remote_label_.c_str(), path.describe().c_str());
+    if (role_ == Role::kConnecting && !quic_) {
+      // Start the QUIC client only now: an Initial written earlier would wait in the
+      // ICE queue, and QUIC would count that wait as its first RTT sample.
+      create_quic();
+      quic_->flush();
+    }
     if (established_) print_path_line();
   };
   callbacks.on_writable = [this] {
@@ -144,8 +150,7 @@ void Tunnel::on_relay_message(const wire::Envelope& envelope) {
       remote_credentials_set_ = true;
       for (const auto& sdp : early_candidates_) ice_->add_remote_candidate(sdp);
       early_candidates_.clear();
-      create_quic();
-      quic_->flush();  // the client's Initial; queued by ICE until a pair is selected
+      // The QUIC client starts once ICE has selected a pair (see on_selected_pair).
       break;
     }
     case wire::Envelope::kCandidate: {
