@@ -1,0 +1,773 @@
+#!/usr/bin/env python3
+"""The NAT lab tests (meson suite `lab`, root only). See test/lab/README.md.
+
+    lab_test.py discovery                 RFC 5780 behaviour of every NAT type (coturn)
+    lab_test.py matrix [--pairs A:B,...]  the 28 pairs: relay, peer --serve on home,
+                                          peer -L on laptop, real ssh to buffalo, 20 MB
+    lab_test.py same-lan                  both peers behind the same NAT, on one LAN
+    lab_test.py relay-restart             the relay is restarted mid-transfer; the
+                                          direct tunnel and the open ssh keep going
+    lab_test.py demo                      (test/lab/demo_nat.py) see there
+
+Environment: LAB_DELAY=20ms LAB_LOSS=0.5% (internet round-trip delay and loss per
+router crossing), LAB_VERBOSE=1 (peers with -v, every line echoed), NATFWD_TIMEOUT_SCALE.
+Exit 0 all passed, 1 something failed, 77 cannot run here (not root, no namespaces).
+
+A pair's expected path follows issue 4's rules, in order:
+  1. either side proxyonly -> relayed, TURN over TLS (443) through that side's proxy;
+  2. else either side udpblock -> direct tcp (ICE-TCP) when the other side is none,
+     otherwise relayed over TURN TCP or TLS;
+  3. else direct udp when either side is none or fullcone, or both are eim/cgnat;
+  4. else relayed over TURN UDP.
+Checked on the -L peer's path line ("direct" or "relayed", and the transport); when the
+rule names one side's transport (1, 2) it is checked on that side's own path line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import lab as L  # noqa: E402
+from lab import Failure, Lab, SiteSpec, log, scaled, sh  # noqa: E402
+from procs import Natfwd, Proc, find_binaries, wait_until  # noqa: E402
+from sshd_inetd import ssh_argv  # noqa: E402
+
+SKIP = 77
+FILE_BYTES = 20 * 1000 * 1000
+READY_TIMEOUT = 20.0
+PATH_TIMEOUT = 25.0
+COPY_TIMEOUT = 120.0
+VERBOSE = bool(os.environ.get("LAB_VERBOSE"))
+
+# Which side of an unordered pair is "home": the more open type (earlier in L.TYPES)
+# serves, the more closed one is the roaming laptop. proxyonly x proxyonly etc. have
+# the same type on both sides, each behind its own NAT box.
+ORDER = {t: i for i, t in enumerate(L.TYPES)}
+
+PATH_RE = re.compile(r"^path (\S+(?: \S+)?): (direct|relayed) (.*), rtt (\d+) ms$")
+DIRECT_RE = re.compile(r"^(udp|tcp) (host|srflx|prflx|relay) (\S+) <-> "
+                       r"(host|srflx|prflx|relay) (\S+)$")
+RELAYED_RE = re.compile(r"^via (turn-udp|turn-tcp|turn-tls) (\S+)$")
+TUNNEL_FAIL_RE = re.compile(r"ICE failed|QUIC handshake failed|cannot gather|tunnel closed")
+
+
+# -- expectations ------------------------------------------------------------------------
+
+@dataclass
+class Expect:
+    kind: str                       # "direct" or "relayed"
+    transports: tuple[str, ...]     # direct: udp/tcp; relayed: turn-udp/turn-tcp/turn-tls
+    sides: tuple[str, ...] = ()     # relayed: which sides must show the transport
+    proxy_sides: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        t = "/".join(self.transports)
+        return f"{self.kind} {t}" + (f" ({'+'.join(self.sides)})" if self.sides else "")
+
+
+def expected_path(home: str, laptop: str) -> Expect:
+    pair = (home, laptop)
+    sides_of = lambda t: tuple(s for s, x in zip(("home", "laptop"), pair) if x == t)  # noqa: E731
+    if "proxyonly" in pair:
+        s = sides_of("proxyonly")
+        return Expect("relayed", ("turn-tls",), s, s)
+    if "udpblock" in pair:
+        other = laptop if home == "udpblock" else home
+        if other == "none":
+            return Expect("direct", ("tcp",))
+        return Expect("relayed", ("turn-tcp", "turn-tls"), sides_of("udpblock"))
+    if "none" in pair or "fullcone" in pair or set(pair) <= {"eim", "cgnat"}:
+        return Expect("direct", ("udp",))
+    # Either side's TURN allocation will do: ICE pairs one side's relay candidate with
+    # the other side's reflexive one, and only the side holding the allocation knows
+    # (and prints) how it reaches the TURN server.
+    return Expect("relayed", ("turn-udp",))
+
+
+def all_pairs() -> list[tuple[str, str]]:
+    types = list(L.TYPES)
+    return [(a, b) for i, a in enumerate(types) for b in types[i:]]
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        a, _, b = item.partition(":")
+        if a not in L.TYPES or b not in L.TYPES:
+            raise SystemExit(f"bad pair {item!r}: types are {', '.join(L.TYPES)}")
+        out.append((a, b) if ORDER[a] <= ORDER[b] else (b, a))
+    return out
+
+
+# -- RFC 5780 discovery ------------------------------------------------------------------
+
+MAPPING = {"Endpoint Independent Mapping": "EIM", "Address Dependent Mapping": "ADM",
+           "Address and Port Dependent Mapping": "APDM"}
+FILTERING = {"Endpoint Independent Filtering": "EIF", "Address Dependent Filtering": "ADF",
+             "Address and Port Dependent Filtering": "APDF"}
+
+# type -> (mapping, filtering, address rule); "-" = no UDP answer at all.
+DISCOVERY_EXPECT = {
+    "none": ("EIM", "EIF", "no NAT (mapped address is the host's own)"),
+    "fullcone": ("EIM", "EIF", "NAT, port preserved"),
+    "eim": ("EIM", "APDF", "NAT, port preserved"),
+    "cgnat": ("EIM", "APDF", "NAT, port not preserved"),
+    "symmetric": ("APDM", "APDF", "NAT"),
+    "udpblock": ("-", "-", "no UDP answer"),
+    "proxyonly": ("-", "-", "no UDP answer"),
+}
+
+
+@dataclass
+class Discovery:
+    site: str
+    nat: str
+    mapping: str = "-"
+    filtering: str = "-"
+    local: str = ""
+    mapped: str = ""
+    ok: bool = False
+    why: str = ""
+    output: str = ""
+
+
+def discovery_argv(host_ip: str) -> list[str]:
+    return ["timeout", str(int(scaled(8))), "turnutils_natdiscovery", "-m", "-f",
+            "-p", str(L.COTURN_PORT), "-L", host_ip, L.RELAY_IP]
+
+
+def judge_discovery(d: Discovery, host_ip: str) -> None:
+    out = d.output
+    for text, short in MAPPING.items():
+        if f"NAT with {text}" in out:
+            d.mapping = short
+    for text, short in FILTERING.items():
+        if f"NAT with {text}" in out:
+            d.filtering = short
+    m = re.search(r"UDP reflexive addr: (\S+)", out)
+    d.mapped = m.group(1) if m else ""
+    m = re.search(r"Local addr: : (\S+)", out)
+    d.local = m.group(1) if m else ""
+    want_map, want_filter, rule = DISCOVERY_EXPECT[d.nat]
+    problems = []
+    if d.mapping != want_map:
+        problems.append(f"mapping {d.mapping}, want {want_map}")
+    if d.filtering != want_filter:
+        problems.append(f"filtering {d.filtering}, want {want_filter}")
+    if d.mapped and d.local:
+        m_ip, _, m_port = d.mapped.rpartition(":")
+        _, _, l_port = d.local.rpartition(":")
+        if d.nat == "none" and m_ip != host_ip:
+            problems.append(f"mapped {d.mapped} is not the host's own address {host_ip}")
+        if d.nat not in ("none",) and m_ip == host_ip:
+            problems.append(f"mapped {d.mapped} is the host's own address: no NAT")
+        if d.nat in ("eim", "fullcone") and m_port != l_port:
+            problems.append(f"port not preserved ({d.local} -> {d.mapped})")
+        if d.nat == "cgnat" and m_port == l_port:
+            problems.append(f"port preserved ({d.local} -> {d.mapped}); the carrier NAT "
+                            "should translate it")
+    elif want_map != "-":
+        problems.append("no mapped address in the output")
+    d.ok = not problems
+    d.why = "; ".join(problems) if problems else rule
+
+
+def run_discovery(lab: Lab, sites: list[L.Site]) -> list[Discovery]:
+    """turnutils_natdiscovery from the first host of every site, all at once."""
+    if lab.coturn is None:
+        lab.start_coturn()
+    running = []
+    for site in sites:
+        role = next(iter(site.spec.hosts))
+        argv = ["ip", "netns", "exec", site.ns[role]] + discovery_argv(site.ip[role])
+        running.append((site, role, subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                                     stderr=subprocess.STDOUT, text=True)))
+    results = []
+    for site, role, popen in running:
+        out, _ = popen.communicate(timeout=scaled(30))
+        d = Discovery(site.name, site.nat, output=out)
+        judge_discovery(d, site.ip[role])
+        results.append(d)
+    return results
+
+
+def print_discovery(results: list[Discovery]) -> None:
+    print("\nRFC 5780 behaviour discovery (coturn turnutils_natdiscovery -m -f):")
+    print(f"  {'site':<14} {'type':<10} {'mapping':<8} {'filtering':<9} {'local':<22} "
+          f"{'mapped':<22} result")
+    for d in results:
+        print(f"  {d.site:<14} {d.nat:<10} {d.mapping:<8} {d.filtering:<9} "
+              f"{d.local or '-':<22} {d.mapped or '-':<22} "
+              f"{'ok' if d.ok else 'FAIL'}: {d.why}")
+    sys.stdout.flush()
+
+
+# -- one tunnel through the lab ----------------------------------------------------------
+
+@dataclass
+class PairResult:
+    home: str
+    laptop: str
+    expect: Expect
+    ok: bool = False
+    path: str = ""              # the -L peer's path line, after "path home: "
+    serving_path: str = ""
+    setup_ms: Optional[float] = None
+    mbps: Optional[float] = None
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.home} x {self.laptop}"
+
+
+class Features:
+    """What the built relay and peer offer yet (TURN and the proxy land in issue 3)."""
+
+    def __init__(self, relay_bin: str, peer_bin: str):
+        self.relay_help = subprocess.run([relay_bin, "--help"], capture_output=True,
+                                         text=True).stdout
+        self.peer_help = subprocess.run([peer_bin, "--help"], capture_output=True,
+                                        text=True).stdout
+
+    @property
+    def relay_tls(self) -> bool:
+        return "--tls-listen" in self.relay_help
+
+    @property
+    def peer_proxy(self) -> bool:
+        return "--proxy" in self.peer_help
+
+
+def clean_env() -> dict:
+    """The environment for the lab's relay and peers: no proxy or relay settings from the
+    caller's environment (a CI machine's https_proxy would send a peer to a proxy
+    that does not exist in the lab)."""
+    env = dict(os.environ)
+    for key in ("NATFWD_RELAY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY",
+                "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        env.pop(key, None)
+    return env
+
+
+class Tunnels:
+    """Starts relay and peers in the lab for one test and measures the tunnel."""
+
+    def __init__(self, lab: Lab, workdir: str):
+        self.lab = lab
+        self.workdir = workdir
+        relay_bin, peer_bin = find_binaries()
+        self.features = Features(relay_bin, peer_bin)
+        echo = (lambda name, line: log(f"  [{name}] {line}")) if VERBOSE else None
+        self.natfwd = Natfwd(lab.group, workdir, relay_bin, peer_bin, echo=echo)
+        self.data_file = os.path.join(workdir, "data.bin")
+        if not os.path.exists(self.data_file):
+            with open(self.data_file, "wb") as f:
+                f.write(os.urandom(FILE_BYTES))
+        with open(self.data_file, "rb") as f:
+            self.data_sha = hashlib.sha256(f.read()).hexdigest()
+        self._count = 0
+
+    # relay -------------------------------------------------------------------------
+
+    def relay_argv_extra(self) -> list[str]:
+        extra = []
+        if self.features.relay_tls:
+            extra += ["--tls-listen", f"{L.RELAY_IP}:{L.RELAY_TLS_PORT}"]
+        if VERBOSE:
+            extra += ["-v"]
+        return extra
+
+    def start_relay(self, state_dir: Optional[str] = None) -> tuple[Proc, str]:
+        argv = [self.natfwd.relay_bin, "--listen", f"{L.RELAY_IP}:{L.RELAY_PORT}",
+                "--state-dir", state_dir or self.natfwd.state_dir("relay"),
+                *self.relay_argv_extra()]
+        p = self.lab.start("relay", argv, self.lab.relay_ns, echo=self.natfwd.echo,
+                           env=clean_env())
+        m = p.wait_stdout(r"listening on (\S+) ", READY_TIMEOUT, what="relay ready line")
+        return p, m.group(1)
+
+    def peer_relay_args(self, site: L.Site) -> list[str]:
+        if site.nat == "proxyonly":
+            if not self.features.peer_proxy:
+                raise Failure("proxyonly needs `peer --proxy` (issue 3: not in this build)")
+            if not self.features.relay_tls:
+                raise Failure("proxyonly needs `relay --tls-listen` on 443 (issue 3: not in "
+                              "this build)")
+            return ["--relay", f"tls://{L.RELAY_IP}:{L.RELAY_TLS_PORT}", "--proxy", site.proxy]
+        return ["--relay", f"{L.RELAY_IP}:{L.RELAY_PORT}"]
+
+    # peers -------------------------------------------------------------------------
+
+    def start_serving(self, site: L.Site, target: str, role: str = "home") -> Proc:
+        argv = [self.natfwd.peer_bin, *self.peer_relay_args(site), "--name", "home",
+                "--serve", f"2222:{target}", "--state-dir", self.natfwd.state_dir("home")]
+        argv += ["-v"] if VERBOSE else []
+        p = self.lab.start(f"peer --serve ({site.name})", argv, site.ns[role],
+                           echo=self.natfwd.echo, env=clean_env())
+        p.wait_stdout(r"^registered as home at ", READY_TIMEOUT, what="serving peer ready")
+        return p
+
+    def start_forward(self, site: L.Site, target: str, role: str = "laptop",
+                      port: int = 0) -> tuple[Proc, int]:
+        argv = [self.natfwd.peer_bin, *self.peer_relay_args(site), "-L", f"{port}:{target}",
+                "--state-dir", self.natfwd.state_dir("laptop")]
+        argv += ["-v"] if VERBOSE else []
+        argv += ["home"]
+        p = self.lab.start(f"peer -L ({site.name})", argv, site.ns[role], echo=self.natfwd.echo,
+                           env=clean_env())
+        m = p.wait_stdout(r"^listening on (\S+) -> home ", READY_TIMEOUT,
+                          what="-L peer ready line")
+        return p, int(m.group(1).rpartition(":")[2])
+
+    @staticmethod
+    def wait_path(p: Proc, label: str, timeout: float, start: int = 0) -> tuple[str, float, int]:
+        """Waits for `path LABEL: ...` on stdout, failing early when the peer reports
+        that the tunnel failed. Returns (text after the label, time, line index)."""
+        deadline = time.monotonic() + scaled(timeout)
+        prefix = f"path {label}: "
+        while True:
+            for i in range(start, len(p.stdout_lines)):
+                line = p.stdout_lines[i]
+                if line.startswith(prefix):
+                    return line[len(prefix):], p.line_times.get(i, time.monotonic()), i
+            for line in p.stderr_lines:
+                if TUNNEL_FAIL_RE.search(line):
+                    raise Failure(f"no path: {line.strip()}")
+            if not p.running():
+                raise Failure(f"{p.name} exited without a path line\n" + p.describe())
+            if time.monotonic() > deadline:
+                raise Failure(f"no path line within {scaled(timeout):.0f} s")
+            time.sleep(0.02)
+
+    # ssh ---------------------------------------------------------------------------
+
+    def ssh_base(self, sshd: L.ThrowawaySshd, port: int, control: str) -> list[str]:
+        return ssh_argv(sshd.user_key, sshd.user, "127.0.0.1", port,
+                        extra=("-S", control, "-o", "ServerAliveInterval=5"))
+
+    def open_master(self, netns: str, sshd: L.ThrowawaySshd, port: int) -> tuple[Proc, str]:
+        """An ssh connection through the tunnel that stays open (ControlMaster), so the
+        copies below measure the transfer, not ssh's handshake."""
+        self._count += 1
+        control = os.path.join(self.workdir, f"ssh-ctl-{self._count}")
+        argv = self.ssh_base(sshd, port, control)
+        argv = argv[:1] + ["-M", "-N"] + argv[1:]
+        p = self.lab.start("ssh master", argv, netns)
+        check = self.ssh_base(sshd, port, control)
+        check = check[:1] + ["-O", "check"] + check[1:]
+
+        def up() -> bool:
+            if not p.running():
+                raise Failure("ssh through the tunnel exited\n" + p.describe())
+            return subprocess.run(["ip", "netns", "exec", netns] + check,
+                                  capture_output=True).returncode == 0
+        wait_until(up, 30, "the ssh connection through the tunnel", interval=0.05)
+        return p, control
+
+    def ssh(self, netns: str, sshd: L.ThrowawaySshd, port: int, control: str, command: str,
+            stdin=None, timeout: float = COPY_TIMEOUT) -> subprocess.CompletedProcess:
+        argv = ["ip", "netns", "exec", netns] + self.ssh_base(sshd, port, control) + [command]
+        try:
+            return subprocess.run(argv, stdin=stdin, capture_output=True,
+                                  timeout=scaled(timeout))
+        except subprocess.TimeoutExpired:
+            raise Failure(f"ssh {command!r} did not finish within {scaled(timeout):.0f} s") \
+                from None
+
+    def check_command(self, netns, sshd, port, control, client_ip: str, server_ip: str) -> None:
+        r = self.ssh(netns, sshd, port, control, "echo $SSH_CONNECTION", timeout=30)
+        fields = r.stdout.decode(errors="replace").split()
+        if r.returncode != 0 or len(fields) != 4:
+            raise Failure(f"ssh command through the tunnel: exit {r.returncode}, "
+                          f"{r.stdout!r} {r.stderr.decode(errors='replace')}")
+        if fields[0] != client_ip or fields[2] != server_ip or fields[3] != str(L.SSHD_PORT):
+            raise Failure(f"ssh reached the wrong place: SSH_CONNECTION={' '.join(fields)}, "
+                          f"want {client_ip} -> {server_ip}:{L.SSHD_PORT}")
+
+    def copy(self, netns, sshd, port, control) -> float:
+        """Copies the 20 MB file through ssh; returns MB/s. Fails unless intact."""
+        dest = os.path.join(self.workdir, f"copied-{self._count}.bin")
+        t0 = time.monotonic()
+        with open(self.data_file, "rb") as f:
+            r = self.ssh(netns, sshd, port, control, f"cat > '{dest}' && sha256sum '{dest}'",
+                         stdin=f)
+        elapsed = time.monotonic() - t0
+        try:
+            if r.returncode != 0:
+                raise Failure(f"copy through ssh failed: exit {r.returncode}, "
+                              f"{r.stderr.decode(errors='replace')}")
+            got = r.stdout.split()[0].decode() if r.stdout.split() else ""
+            if got != self.data_sha:
+                raise Failure(f"copied file differs: sha256 {got or '(none)'}, "
+                              f"sent {self.data_sha}")
+        finally:
+            if os.path.exists(dest):
+                os.unlink(dest)
+        return FILE_BYTES / 1e6 / elapsed
+
+
+def check_path(expect: Expect, fwd_path: str, serving_path: str, home_site: L.Site,
+               laptop_site: L.Site) -> list[str]:
+    """Problems with the observed path lines, [] when they match the rules."""
+    m = re.match(r"^(direct|relayed) (.*)$", fwd_path)
+    if not m:
+        return [f"unparsed path line {fwd_path!r}"]
+    kind, rest = m.group(1), m.group(2)
+    problems = []
+    if kind != expect.kind:
+        return [f"took a {kind} path, the rules say {expect.text()}"]
+    if kind == "direct":
+        d = DIRECT_RE.match(rest.split(", rtt")[0])
+        if not d:
+            return [f"unparsed direct path {rest!r}"]
+        if d.group(1) not in expect.transports:
+            problems.append(f"direct over {d.group(1)}, the rules say {expect.text()}")
+        if "relay" in (d.group(2), d.group(4)):
+            problems.append("a 'direct' path with a relay candidate")
+        return problems
+    lines = {"laptop": fwd_path, "home": serving_path}
+    sides = expect.sides
+    if not sides:
+        # No side named by the rules: the side(s) holding the allocation must say how.
+        sides = tuple(s for s in ("laptop", "home") if (lines[s] or "").startswith("relayed via turn-"))
+        if not sides:
+            return [f"neither side says 'relayed via turn-...': laptop {fwd_path!r}, "
+                    f"home {serving_path!r}"]
+    for side in sides:
+        line = lines[side]
+        r = re.match(r"^relayed via (turn-\S+) (\S+?),", line or "")
+        if not r:
+            problems.append(f"{side}'s path line {line!r} is not 'relayed via turn-...'")
+            continue
+        if r.group(1) not in expect.transports:
+            problems.append(f"{side} relayed via {r.group(1)}, the rules say "
+                            f"{'|'.join(expect.transports)}")
+        want_port = L.RELAY_TLS_PORT if r.group(1) == "turn-tls" else L.RELAY_PORT
+        if r.group(2) != f"{L.RELAY_IP}:{want_port}":
+            problems.append(f"{side} relayed via {r.group(2)}, not the relay "
+                            f"{L.RELAY_IP}:{want_port}")
+    return problems
+
+
+def check_proxy_logs(expect: Expect, home_site: L.Site, laptop_site: L.Site) -> list[str]:
+    """Squid writes an access-log line when a CONNECT tunnel ends: call this after the
+    pair's peers have stopped."""
+    problems = []
+    for side in expect.proxy_sides:
+        site = home_site if side == "home" else laptop_site
+        try:
+            with open(site.squid_log or "", errors="replace") as f:
+                log_text = f.read()
+        except OSError:
+            log_text = ""
+        if f"CONNECT {L.RELAY_IP}:{L.RELAY_TLS_PORT}" not in log_text:
+            problems.append(f"{side}'s proxy log has no CONNECT {L.RELAY_IP}:{L.RELAY_TLS_PORT}")
+    return problems
+
+
+def run_pair(t: Tunnels, home_site: L.Site, laptop_site: L.Site, sshd) -> PairResult:
+    res = PairResult(home_site.nat, laptop_site.nat, expected_path(home_site.nat,
+                                                                   laptop_site.nat))
+    procs_before = len(t.lab.group.procs)
+    buffalo = f"{home_site.ip['buffalo']}:{L.SSHD_PORT}"
+    try:
+        t.start_relay()
+        serving = t.start_serving(home_site, buffalo)
+        fwd, port = t.start_forward(laptop_site, buffalo)
+        started = fwd.started_at
+        try:
+            res.path, at, _ = t.wait_path(fwd, "home", PATH_TIMEOUT)
+        finally:
+            # Whatever happened, take the serving side's line if it has one.
+            for line in serving.stdout_lines:
+                if line.startswith("path peer "):
+                    res.serving_path = line.split(": ", 1)[1]
+        res.setup_ms = (at - started) * 1000
+        if res.expect.kind == "relayed" and not res.serving_path:
+            res.serving_path = wait_serving_path(serving)
+        problems = check_path(res.expect, res.path, res.serving_path, home_site, laptop_site)
+        netns = laptop_site.ns["laptop"]
+        master, control = t.open_master(netns, sshd, port)
+        t.check_command(netns, sshd, port, control, home_site.ip["home"],
+                        home_site.ip["buffalo"])
+        res.mbps = t.copy(netns, sshd, port, control)
+        if problems:
+            raise Failure("; ".join(problems))
+        res.ok = True
+    except Failure as e:
+        res.error = str(e).split("\n")[0]
+        detail = str(e)
+        log(f"FAIL {res.label} (details):\n{detail}")
+        for p in t.lab.group.procs[procs_before:]:
+            if p.name.startswith(("peer", "relay")):
+                log(p.describe(stderr_tail=15))
+    finally:
+        # Stop this pair's processes (newest first), keep the lab's own services.
+        mine = t.lab.group.procs[procs_before:]
+        for p in reversed(mine):
+            p.stop()
+        del t.lab.group.procs[procs_before:]
+    if res.ok:
+        problems = check_proxy_logs(res.expect, home_site, laptop_site)
+        if problems:
+            res.ok = False
+            res.error = "; ".join(problems)
+            log(f"FAIL {res.label}: {res.error}")
+    return res
+
+
+def wait_serving_path(serving: Proc) -> str:
+    deadline = time.monotonic() + scaled(10)
+    while time.monotonic() < deadline:
+        for line in serving.stdout_lines:
+            if line.startswith("path peer "):
+                return line.split(": ", 1)[1]
+        time.sleep(0.02)
+    return ""
+
+
+def fmt(x: Optional[float], spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_matrix(results: list[PairResult], title: str) -> None:
+    print(f"\n{title}")
+    print("| home x laptop | expected | path (-L peer's line) | rtt ms | setup ms | MB/s | result |")
+    print("|---|---|---|---:|---:|---:|---|")
+    for r in results:
+        m = re.match(r"^(.*), rtt (\d+) ms$", r.path)
+        path, rtt = (m.group(1), m.group(2)) if m else (r.path or "(none)", "-")
+        print(f"| {r.label} | {r.expect.text()} | {path} | {rtt} | "
+              f"{fmt(r.setup_ms, '.0f')} | {fmt(r.mbps, '.1f')} | {'ok' if r.ok else 'FAIL'} |")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print("\nfailed pairs:")
+        for r in failed:
+            print(f"  {r.label}: {r.error}")
+    sys.stdout.flush()
+
+
+# -- the tests -------------------------------------------------------------------------
+
+def site_name(side: str, nat: str) -> str:
+    return f"{side}-{nat}"
+
+
+def build_pairs_lab(lab: Lab, pairs: list[tuple[str, str]]) -> None:
+    homes = sorted({h for h, _ in pairs}, key=ORDER.get)
+    laptops = sorted({lp for _, lp in pairs}, key=ORDER.get)
+    specs = [SiteSpec(site_name("a", h), h, ("home", "buffalo")) for h in homes]
+    specs += [SiteSpec(site_name("b", lp), lp, ("laptop",)) for lp in laptops]
+    lab.build(specs)
+
+
+def test_discovery(lab: Lab, workdir: str, args) -> bool:
+    del workdir, args
+    specs = [SiteSpec(site_name("b", t), t, ("laptop",)) for t in L.TYPES]
+    lab.build(specs)
+    results = run_discovery(lab, list(lab.sites.values()))
+    print_discovery(results)
+    return all(d.ok for d in results)
+
+
+def test_matrix(lab: Lab, workdir: str, args) -> bool:
+    pairs = parse_pairs(args.pairs) if args.pairs else all_pairs()
+    build_pairs_lab(lab, pairs)
+    discovery = run_discovery(lab, list(lab.sites.values()))
+    print_discovery(discovery)
+    t = Tunnels(lab, workdir)
+    sshds = {}
+    for site in lab.sites.values():
+        if "buffalo" in site.ns:
+            sshds[site.name] = lab.start_sshd(site)
+    results = []
+    t_start = time.monotonic()
+    for home, laptop in pairs:
+        hs, ls = lab.sites[site_name("a", home)], lab.sites[site_name("b", laptop)]
+        r = run_pair(t, hs, ls, sshds[hs.name])
+        log(f"{'ok  ' if r.ok else 'FAIL'} {r.label}: {r.path or r.error}")
+        results.append(r)
+    delay = (f", internet RTT +{lab.delay_ms:g} ms, loss {lab.loss * 100:g} % per crossing"
+             if lab.delay_ms or lab.loss else "")
+    print_matrix(results, f"NAT matrix ({len(results)} pairs{delay}; "
+                          f"{time.monotonic() - t_start:.0f} s):")
+    ok_disc = all(d.ok for d in discovery)
+    if not ok_disc:
+        print("\nsome NAT boxes do not behave as their type (see discovery above)")
+    print(f"\n{sum(r.ok for r in results)} of {len(results)} pairs passed")
+    return ok_disc and all(r.ok for r in results)
+
+
+def test_same_lan(lab: Lab, workdir: str, args) -> bool:
+    del args
+    lab.build([SiteSpec("a-eim", "eim", ("home", "buffalo", "laptop"))])
+    site = lab.sites["a-eim"]
+    sshd = lab.start_sshd(site)
+    t = Tunnels(lab, workdir)
+    t.start_relay()
+    buffalo = f"{site.ip['buffalo']}:{L.SSHD_PORT}"
+    t.start_serving(site, buffalo)
+    fwd, port = t.start_forward(site, buffalo)
+    path, at, _ = t.wait_path(fwd, "home", PATH_TIMEOUT)
+    print(f"path home: {path}  (setup {(at - fwd.started_at) * 1000:.0f} ms)")
+    want = (f"direct udp host {site.ip['laptop']}:", f" <-> host {site.ip['home']}:")
+    if not (path.startswith(want[0]) and want[1] in path):
+        raise Failure(f"both peers on one LAN should meet on their host candidates "
+                      f"(direct udp host {site.ip['laptop']} <-> host {site.ip['home']}); "
+                      f"got {path!r}")
+    _, control = t.open_master(site.ns["laptop"], sshd, port)
+    t.check_command(site.ns["laptop"], sshd, port, control, site.ip["home"], site.ip["buffalo"])
+    mbps = t.copy(site.ns["laptop"], sshd, port, control)
+    print(f"same LAN behind one eim NAT: ssh ok, 20 MB intact, {mbps:.1f} MB/s")
+    return True
+
+
+def test_relay_restart(lab: Lab, workdir: str, args) -> bool:
+    del args
+    lab.build([SiteSpec("a-eim", "eim", ("home", "buffalo")),
+               SiteSpec("b-eim", "eim", ("laptop",))])
+    hs, ls = lab.sites["a-eim"], lab.sites["b-eim"]
+    sshd = lab.start_sshd(hs)
+    t = Tunnels(lab, workdir)
+    relay_state = t.natfwd.state_dir("relay")
+    relay, _ = t.start_relay(relay_state)
+    buffalo = f"{hs.ip['buffalo']}:{L.SSHD_PORT}"
+    serving = t.start_serving(hs, buffalo)
+    fwd, port = t.start_forward(ls, buffalo)
+    path, _, _ = t.wait_path(fwd, "home", PATH_TIMEOUT)
+    print(f"path home: {path}")
+    if not path.startswith("direct udp"):
+        raise Failure(f"eim x eim should be direct udp, got {path!r}")
+    netns = ls.ns["laptop"]
+    _, control = t.open_master(netns, sshd, port)
+    t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
+
+    # A transfer that spans the restart: half before, the relay goes, comes back, half after.
+    dest = os.path.join(workdir, "restart-copy.bin")
+    argv = ["ip", "netns", "exec", netns] + t.ssh_base(sshd, port, control) + \
+        [f"cat > '{dest}' && sha256sum '{dest}'"]
+    copy = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    with open(t.data_file, "rb") as f:
+        data = f.read()
+    half = len(data) // 2
+    try:
+        copy.stdin.write(data[:half])
+        copy.stdin.flush()
+        wait_until(lambda: os.path.exists(dest) and os.path.getsize(dest) >= half, 60,
+                   "the first half of the transfer to arrive")
+        code = relay.stop(signal.SIGTERM)
+        print(f"relay stopped with SIGTERM (exit {code}) after {half} bytes arrived")
+        relay, _ = t.start_relay(relay_state)
+        print("relay started again on the same address")
+        copy.stdin.write(data[half:])
+        copy.stdin.close()
+        copy.wait(timeout=scaled(COPY_TIMEOUT))
+        out, err = copy.stdout.read(), copy.stderr.read()
+    finally:
+        if copy.poll() is None:
+            copy.kill()
+            copy.wait()
+    got = out.split()[0].decode() if out.split() else ""
+    if copy.returncode != 0 or got != t.data_sha:
+        raise Failure(f"the transfer across the relay restart failed: exit {copy.returncode}, "
+                      f"sha256 {got or '(none)'} want {t.data_sha}; "
+                      f"{err.decode(errors='replace')}")
+    os.unlink(dest)
+    print("the open ssh kept working: 20 MB sent across the relay restart arrived intact")
+    t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
+    # A new TCP connection through the tunnel that was set up before the restart.
+    r = subprocess.run(["ip", "netns", "exec", netns] +
+                       ssh_argv(sshd.user_key, sshd.user, "127.0.0.1", port, "echo fresh"),
+                       capture_output=True, timeout=scaled(30))
+    if r.returncode != 0 or r.stdout.strip() != b"fresh":
+        raise Failure(f"a new ssh through the tunnel after the restart failed: exit "
+                      f"{r.returncode} {r.stderr.decode(errors='replace')}")
+    print("a new ssh connection through the same tunnel works after the restart")
+    for p in (serving, fwd):
+        p.check_running("after the relay restart")
+    # Informational: do the peers find the relay again?
+    try:
+        serving.wait_stderr(r"registered again", 15, what="re-registration")
+        print("the serving peer registered again with the restarted relay")
+    except Failure:
+        print("note: the serving peer did not report registering again within 15 s")
+    return True
+
+
+TESTS = {
+    "discovery": test_discovery,
+    "matrix": test_matrix,
+    "same-lan": test_same_lan,
+    "relay-restart": test_relay_restart,
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("test", choices=sorted(TESTS))
+    ap.add_argument("--pairs", default=os.environ.get("LAB_PAIRS", ""),
+                    help="matrix subset, e.g. eim:eim,none:udpblock (default: all 28)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    args = ap.parse_args()
+
+    why = L.lab_preflight()
+    if why:
+        print(f"SKIP: {why}")
+        return SKIP
+    relay_bin, peer_bin = find_binaries()
+    for path in (relay_bin, peer_bin):
+        if not os.access(path, os.X_OK):
+            print(f"SKIP: {path} is not built yet")
+            return SKIP
+    L.install_signal_handlers()
+    delay = L.parse_duration_ms(os.environ.get("LAB_DELAY", ""))
+    loss = L.parse_ratio(os.environ.get("LAB_LOSS", ""))
+    workdir = tempfile.mkdtemp(prefix="natfwd-lab-")
+    os.chmod(workdir, 0o755)
+    lab = Lab(workdir, delay_ms=delay, loss=loss, nfq_delay=L.find_nfq_delay())
+    t0 = time.monotonic()
+    ok = False
+    try:
+        ok = TESTS[args.test](lab, workdir, args)
+    except Failure as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        for p in lab.group.procs:
+            if p.name.startswith(("peer", "relay", "squid", "coturn")):
+                log(p.describe(stderr_tail=20))
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e}); tearing the lab down", file=sys.stderr)
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+    finally:
+        lab.close()
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"{'PASS' if ok else 'FAIL'}: lab {args.test} ({time.monotonic() - t0:.0f} s)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
