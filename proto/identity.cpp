@@ -120,6 +120,45 @@ std::string Identity::self_signed_certificate_pem(const std::string& common_name
   return bio_to_string(bio.get());
 }
 
+std::string Identity::sign(std::string_view message) const {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(),
+                                                                   EVP_MD_CTX_free);
+  std::string signature(64, '\0');
+  size_t length = signature.size();
+  if (!context || EVP_DigestSignInit(context.get(), nullptr, nullptr, nullptr, key_.get()) != 1 ||
+      EVP_DigestSign(context.get(), reinterpret_cast<unsigned char*>(signature.data()), &length,
+                     reinterpret_cast<const unsigned char*>(message.data()),
+                     message.size()) != 1)
+    throw openssl_error("cannot sign");
+  signature.resize(length);
+  return signature;
+}
+
+bool verify_signature(const PublicKey& key, std::string_view message,
+                      std::string_view signature) {
+  EvpPkeyPtr pkey(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, key.data(), key.size()));
+  if (!pkey) return false;
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(),
+                                                                   EVP_MD_CTX_free);
+  const bool ok =
+      context &&
+      EVP_DigestVerifyInit(context.get(), nullptr, nullptr, nullptr, pkey.get()) == 1 &&
+      EVP_DigestVerify(context.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+                       signature.size(), reinterpret_cast<const unsigned char*>(message.data()),
+                       message.size()) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
+std::string registration_message(std::string_view challenge, std::string_view name) {
+  std::string message = "natfwd register v1";
+  message.push_back('\0');
+  message.append(challenge);
+  message.push_back('\0');
+  message.append(name);
+  return message;
+}
+
 std::string key_id(const PublicKey& key) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(key.data(), key.size(), digest);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include <openssl/evp.h>
 
@@ -37,6 +38,8 @@ class Identity {
   // A self-signed X.509 certificate (PEM) carrying the public key, valid for a day
   // around now. Peers check the key inside it, never the name or the dates.
   std::string self_signed_certificate_pem(const std::string& common_name) const;
+  // Ed25519 signature (64 bytes) over `message`.
+  std::string sign(std::string_view message) const;
 
  private:
   explicit Identity(EvpPkeyPtr key);
@@ -51,5 +54,10 @@ std::string key_id(const PublicKey& key);
 std::string key_fingerprint(const PublicKey& key);
 // Copies a 32-byte span into a PublicKey; false when the size is wrong.
 bool public_key_from_bytes(std::span<const uint8_t> bytes, PublicKey& out);
+// True when `signature` is `key`'s Ed25519 signature over `message`.
+bool verify_signature(const PublicKey& key, std::string_view message, std::string_view signature);
+// What a peer signs to register a name: a fixed context string, the relay's
+// challenge and the name, so a signature is good for one relay connection and name.
+std::string registration_message(std::string_view challenge, std::string_view name);
 
 }  // namespace natfwd

@@ -91,8 +91,11 @@ void RelayClient::handle(const wire::Envelope& envelope) {
       log::debug("relay %s sees us as %s", relay().to_string().c_str(),
                  envelope.welcome().observed_address().c_str());
       if (name_) {
+        // Prove that we hold the key the name is (or will be) bound to.
         wire::Envelope reg;
         reg.mutable_register_()->set_name(*name_);
+        reg.mutable_register_()->set_signature(identity_.sign(
+            registration_message(envelope.welcome().challenge(), *name_)));
         link_->send(reg);
       }
       if (callbacks_.on_welcome) callbacks_.on_welcome(envelope.welcome(), relay_ip_);
@@ -114,6 +117,7 @@ void RelayClient::handle(const wire::Envelope& envelope) {
       const auto& error = envelope.error();
       const bool fatal = error.code() == wire::Error::NAME_TAKEN ||
                          error.code() == wire::Error::NAME_INVALID ||
+                         error.code() == wire::Error::BAD_SIGNATURE ||
                          error.code() == wire::Error::VERSION;
       disconnected("relay refused us: " + error.detail(), fatal);
       break;

@@ -63,3 +63,19 @@ TEST_CASE("the self-signed certificate is PEM and carries the key") {
   REQUIRE(pem.find("BEGIN CERTIFICATE") != std::string::npos);
   REQUIRE(a.private_key_pem().find("BEGIN PRIVATE KEY") != std::string::npos);
 }
+
+TEST_CASE("registration signatures verify only for the same key, challenge and name") {
+  Identity a = Identity::generate();
+  Identity b = Identity::generate();
+  const std::string challenge(32, 'c');
+  const std::string message = registration_message(challenge, "home");
+  const std::string signature = a.sign(message);
+  REQUIRE(signature.size() == 64);
+  REQUIRE(verify_signature(a.public_key(), message, signature));
+  REQUIRE_FALSE(verify_signature(b.public_key(), message, signature));
+  REQUIRE_FALSE(verify_signature(a.public_key(), registration_message(challenge, "homf"), signature));
+  REQUIRE_FALSE(verify_signature(a.public_key(), registration_message(std::string(32, 'd'), "home"),
+                                 signature));
+  REQUIRE_FALSE(verify_signature(a.public_key(), message, signature.substr(0, 63)));
+  REQUIRE_FALSE(verify_signature(a.public_key(), message, ""));
+}
