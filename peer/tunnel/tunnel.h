@@ -94,6 +94,14 @@ class Tunnel : public quic::Connection::Observer {
   PublicKey expected_remote_key_{};
   bool remote_credentials_set_ = false;
   std::vector<std::string> early_candidates_;  // arrived before the credentials
+  // Our relay candidates wait kRelayCandidateHoldMs before they are trickled; see
+  // tunnel.cpp for why.
+  static gboolean on_relay_hold_over(gpointer self);
+  void apply_remote_candidate(const std::string& sdp);
+  bool relay_hold_over_ = false;
+  guint relay_hold_timer_ = 0;
+  std::vector<std::string> held_local_;
+  bool held_local_done_ = false;
   bool established_ = false;
   bool closed_ = false;
   bool have_path_ = false;
