@@ -205,6 +205,16 @@ def run_discovery(lab: Lab, sites: list[L.Site]) -> list[Discovery]:
         out, _ = popen.communicate(timeout=scaled(30))
         d = Discovery(site.name, site.nat, output=out)
         judge_discovery(d, site.ip[role])
+        # natdiscovery sends each probe once: with emulated loss (LAB_LOSS) a lost probe
+        # reads as "no answer". A box that really misbehaves fails every attempt.
+        for _ in range(2 if lab.loss else 0):
+            if d.ok:
+                break
+            argv = ["ip", "netns", "exec", site.ns[role]] + discovery_argv(site.ip[role])
+            out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, timeout=scaled(30)).stdout
+            d = Discovery(site.name, site.nat, output=out)
+            judge_discovery(d, site.ip[role])
         results.append(d)
     return results
 
