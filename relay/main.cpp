@@ -22,6 +22,7 @@
 
 #include "log.h"
 #include "relay_options.h"
+#include "server/name_binding_file.h"
 #include "server/relay_server.h"
 #include "turn/credentials.h"
 
@@ -81,6 +82,8 @@ int run(const natfwd::relay::RelayOptions& options) {
   relay::RelayServerConfig config;
   config.listen = options.listen;
   config.rendezvous.max_connections_per_address = options.max_peers_per_address;
+  config.rendezvous.max_registrations_per_minute = options.max_registrations_per_minute;
+  config.rendezvous.max_sessions_per_minute = options.max_sessions_per_minute;
   config.software = "natfwd-relay " NATFWD_VERSION;
   config.turn_enabled = !options.no_turn;
   config.rendezvous.turn.external = options.turn_servers;
@@ -99,16 +102,18 @@ int run(const natfwd::relay::RelayOptions& options) {
   GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
   int status = 0;
   try {
+    // Names first: a malformed names file stops the start before anything is made.
+    config.names = std::make_unique<relay::NameBindingFile>(options.state_dir + "/names");
     if (config.turn_enabled || !options.turn_servers.empty()) {
       turn.secret = load_or_create_secret(options);
       config.rendezvous.turn.secret = turn.secret;
     }
-    if (options.tls_listen)
-      config.tls = relay::load_or_create_tls_identity(options.cert_file, options.key_file,
-                                                      options.state_dir);
-    relay::RelayServer server(config);
+    // The main TCP port takes TLS too, so the certificate is needed in any case.
+    config.tls = relay::load_or_create_tls_identity(options.cert_file, options.key_file,
+                                                    options.state_dir);
+    relay::RelayServer server(std::move(config));
     std::string services = "stun/udp, rendezvous/tcp";
-    if (config.turn_enabled) services += ", turn/udp+tcp";
+    if (!options.no_turn) services += ", turn/udp+tcp";
     if (server.tls_address()) services += ", tls " + server.tls_address()->to_string();
     log::ready("relay listening on %s (%s)", server.local_address().to_string().c_str(),
                services.c_str());

@@ -17,6 +17,7 @@ struct OptionContextFree {
 // Largest sensible value; the relay holds at most 20000 connections anyway.
 constexpr unsigned long kMaxPeersPerAddressLimit = 100000;
 constexpr unsigned long kMaxAllocationsLimit = 1000000;
+constexpr unsigned long kMaxRateLimit = 1000000;
 
 // A whole decimal number in [min, max]; false otherwise.
 bool parse_number(std::string_view text, uint64_t min, uint64_t max, uint64_t& out) {
@@ -45,6 +46,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* listen_text = nullptr;
   gchar* state_dir_text = nullptr;
   gchar* max_peers_text = nullptr;
+  gchar* max_registrations_text = nullptr;
+  gchar* max_sessions_text = nullptr;
   gchar* tls_listen_text = nullptr;
   gchar* cert_text = nullptr;
   gchar* key_text = nullptr;
@@ -63,11 +66,18 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       "Address and port for STUN/TURN (udp) and rendezvous/TURN (tcp); port 0 picks a free "
       "port [default: " + defaults.listen.to_string() + "]";
   const std::string state_dir_help =
-      "Directory for the relay's state (TURN secret, self-signed certificate), created mode "
+      "Directory for the relay's state (name bindings, TURN secret, self-signed "
+      "certificate), created mode "
       "0700 [default: " + options.state_dir + "]";
   const std::string max_peers_help =
       "Most concurrent connections from one IP address [default: " +
       std::to_string(defaults.max_peers_per_address) + "]";
+  const std::string max_registrations_help =
+      "Most name registrations per minute from one IP address; beyond, Error RATE_LIMITED "
+      "[default: " + std::to_string(defaults.max_registrations_per_minute) + "]";
+  const std::string max_sessions_help =
+      "Most session requests per minute from one IP address; beyond, the session is refused "
+      "[default: " + std::to_string(defaults.max_sessions_per_minute) + "]";
   const std::string per_user_help =
       "Most TURN allocations per user (486 beyond) [default: " +
       std::to_string(defaults.max_allocations_per_user) + "]";
@@ -82,12 +92,16 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        nullptr},
       {"max-peers-per-address", 0, 0, G_OPTION_ARG_STRING, &max_peers_text,
        max_peers_help.c_str(), "N"},
+      {"max-registrations-per-minute", 0, 0, G_OPTION_ARG_STRING, &max_registrations_text,
+       max_registrations_help.c_str(), "N"},
+      {"max-sessions-per-minute", 0, 0, G_OPTION_ARG_STRING, &max_sessions_text,
+       max_sessions_help.c_str(), "N"},
       {"tls-listen", 0, 0, G_OPTION_ARG_STRING, &tls_listen_text,
        "Also serve TLS (rendezvous or TURN inside) on this address, typically port 443; "
-       "port 0 picks one [default: off]",
+       "port 0 picks one. TLS is always served on the --listen TCP port too [default: off]",
        "ADDR:PORT"},
       {"cert", 0, 0, G_OPTION_ARG_FILENAME, &cert_text,
-       "PEM certificate chain for --tls-listen [default: self-signed, made in the state dir]",
+       "PEM certificate chain for TLS [default: self-signed, made in the state dir]",
        "FILE"},
       {"key", 0, 0, G_OPTION_ARG_FILENAME, &key_text,
        "PEM private key for --cert [default: made with the self-signed certificate]", "FILE"},
@@ -135,7 +149,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       for (gchar** value : values) g_free(*value);
       for (gchar*** array : arrays) g_strfreev(*array);
     }
-  } strings{{&listen_text, &state_dir_text, &max_peers_text, &tls_listen_text, &cert_text,
+  } strings{{&listen_text, &state_dir_text, &max_peers_text, &max_registrations_text,
+             &max_sessions_text, &tls_listen_text, &cert_text,
              &key_text, &secret_text, &realm_text, &per_user_text, &max_allocations_text,
              &bandwidth_text, &relay_ports_text},
             {&turn_server_texts, &allow_peer_texts}};
@@ -181,6 +196,24 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.max_peers_per_address = value;
   }
+  if (max_registrations_text) {
+    uint64_t value = 0;
+    if (!parse_number(max_registrations_text, 1, kMaxRateLimit, value)) {
+      error = "--max-registrations-per-minute: '" + std::string(max_registrations_text) +
+              "' is not a number from 1 to " + std::to_string(kMaxRateLimit);
+      return false;
+    }
+    options.max_registrations_per_minute = value;
+  }
+  if (max_sessions_text) {
+    uint64_t value = 0;
+    if (!parse_number(max_sessions_text, 1, kMaxRateLimit, value)) {
+      error = "--max-sessions-per-minute: '" + std::string(max_sessions_text) +
+              "' is not a number from 1 to " + std::to_string(kMaxRateLimit);
+      return false;
+    }
+    options.max_sessions_per_minute = value;
+  }
   if (tls_listen_text) {
     auto parsed = parse_host_port(tls_listen_text, 443, /*allow_zero_port=*/true);
     if (auto* message = std::get_if<std::string>(&parsed)) {
@@ -197,10 +230,6 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   if (key_text) options.key_file = key_text;
   if (options.cert_file.empty() != options.key_file.empty()) {
     error = "--cert and --key go together";
-    return false;
-  }
-  if (!options.cert_file.empty() && !options.tls_listen) {
-    error = "--cert and --key need --tls-listen";
     return false;
   }
   if (secret_text) {

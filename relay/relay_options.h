@@ -17,15 +17,20 @@ struct RelayOptions {
   // --listen: address and port for STUN/TURN on udp and rendezvous/TURN on tcp; port
   // 0 picks one.
   HostPort listen{"0.0.0.0", 3478};
-  // --state-dir: default_state_dir("relay"), created 0700. Holds the TURN secret and
-  // the self-signed TLS certificate when they are generated.
+  // --state-dir: default_state_dir("relay"), created 0700. Holds the name bindings
+  // (names), and the TURN secret and self-signed TLS certificate when generated.
   std::string state_dir;
   // -v/--verbose: debug logging.
   bool verbose = false;
   // --max-peers-per-address: concurrent TCP connections from one source IP.
   size_t max_peers_per_address = 64;
+  // --max-registrations-per-minute: Register messages per source IP per minute.
+  size_t max_registrations_per_minute = 30;
+  // --max-sessions-per-minute: OpenSession messages per source IP per minute.
+  size_t max_sessions_per_minute = 120;
 
-  // --tls-listen: TLS (rendezvous or TURN inside) on this address; none by default.
+  // --tls-listen: TLS (rendezvous or TURN inside) on this address too; none by
+  // default (TLS is always served on the main TCP port).
   std::optional<HostPort> tls_listen;
   // --cert/--key: PEM files for TLS; default: a self-signed pair in the state dir.
   std::string cert_file;

@@ -1,9 +1,15 @@
-// Who may hold a name. Today any key may register a free name, and a name held by a
-// live connection can only be taken over by the same key. A later issue makes
-// bindings persistent (a name, once bound to a key, stays with that key) and proves
-// possession of the key with a signed challenge; it plugs in here.
+// Who may hold a name. A name, once registered, is bound to the key that registered
+// it (the registration proves possession of the key: a signature over the relay's
+// fresh challenge, checked by RendezvousCore); later registrations of the name with
+// another key are refused, whether or not the holder is online.
+//
+// The core asks the policy and tells it about new bindings; it does no I/O itself.
+// MemoryNameBinding keeps bindings for the core's lifetime (tests); the relay uses
+// NameBindingFile (server/name_binding_file.h), which persists them in the state dir.
 #pragma once
 
+#include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -12,18 +18,29 @@ namespace natfwd::relay {
 class NameBindingPolicy {
  public:
   virtual ~NameBindingPolicy() = default;
-  // May the connection holding `public_key` (raw 32 bytes) register `name`?
-  // Called after the live-connection check; false sends Error NAME_TAKEN.
-  virtual bool may_bind(std::string_view name, std::string_view public_key) = 0;
-  // The name is now held by `public_key`.
-  virtual void bound(std::string_view name, std::string_view public_key) = 0;
+  // The raw 32-byte public key `name` is bound to; nullopt when the name is free.
+  virtual std::optional<std::string> bound_key(std::string_view name) const = 0;
+  // Binds the free `name` to `public_key`. False when the binding could not be
+  // recorded (then the registration is refused; the policy logs why).
+  virtual bool bind(std::string_view name, std::string_view public_key) = 0;
 };
 
-// Names live only as long as the connection that registered them.
-class EphemeralNameBinding final : public NameBindingPolicy {
+// Bindings held in memory only.
+class MemoryNameBinding : public NameBindingPolicy {
  public:
-  bool may_bind(std::string_view, std::string_view) override { return true; }
-  void bound(std::string_view, std::string_view) override {}
+  std::optional<std::string> bound_key(std::string_view name) const override {
+    auto it = bindings_.find(name);
+    if (it == bindings_.end()) return std::nullopt;
+    return it->second;
+  }
+  bool bind(std::string_view name, std::string_view public_key) override {
+    bindings_.insert_or_assign(std::string(name), std::string(public_key));
+    return true;
+  }
+  const std::map<std::string, std::string, std::less<>>& bindings() const { return bindings_; }
+
+ protected:
+  std::map<std::string, std::string, std::less<>> bindings_;  // name -> raw public key
 };
 
 }  // namespace natfwd::relay

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cinttypes>
 #include <ctime>
+#include <stdexcept>
+
+#include <openssl/rand.h>
 
 #include "frame.h"
 #include "identity.h"
@@ -20,6 +23,25 @@ constexpr size_t kMaxNameLength = 63;
 // lines are about a hundred. Bounds keep relayed messages far below the frame limit.
 constexpr size_t kMaxIceFieldLength = 256;
 constexpr size_t kMaxCandidateLength = 4096;
+// Welcome.challenge: fresh random bytes per connection, signed in Register.
+constexpr size_t kChallengeSize = 32;
+// Rate limit buckets refill over this period; full buckets are swept this often.
+constexpr std::chrono::seconds kRatePeriod{60};
+
+std::string random_challenge() {
+  std::string challenge(kChallengeSize, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(challenge.data()), kChallengeSize) != 1)
+    throw std::runtime_error("no random bytes for a rendezvous challenge");
+  return challenge;
+}
+
+PublicKey to_public_key(const std::string& raw_key) {
+  PublicKey key{};
+  public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(raw_key.data()),
+                                  raw_key.size()),
+                        key);
+  return key;
+}
 
 std::string short_key_id(const std::string& raw_key) {
   PublicKey key{};
@@ -79,10 +101,10 @@ void RendezvousCore::on_envelope(ConnectionId id, const wire::Envelope& envelope
   set_deadline(id, connection, now + config_.idle_timeout);
   switch (envelope.msg_case()) {
     case wire::Envelope::kRegister:
-      handle_register(id, connection, envelope.register_());
+      handle_register(id, connection, envelope.register_(), now);
       break;
     case wire::Envelope::kOpenSession:
-      handle_open_session(id, connection, envelope.open_session());
+      handle_open_session(id, connection, envelope.open_session(), now);
       break;
     case wire::Envelope::kAcceptSession:
       handle_accept_session(id, envelope.accept_session());
@@ -137,12 +159,14 @@ void RendezvousCore::handle_hello(ConnectionId id, Connection& connection,
   }
   connection.hello_done = true;
   connection.public_key = hello.public_key();
+  connection.challenge = config_.make_challenge ? config_.make_challenge() : random_challenge();
   set_deadline(id, connection, now + config_.idle_timeout);
 
   wire::Envelope reply;
   auto* welcome = reply.mutable_welcome();
   welcome->set_observed_address(connection.remote.to_string());
   welcome->set_keepalive_seconds(static_cast<uint32_t>(config_.keepalive.count()));
+  welcome->set_challenge(connection.challenge);
   add_ice_servers(connection, *welcome->mutable_ice_servers());
   schedule_refresh(id, connection, now);
   log::debug("hello from %s key %s software '%.80s'", connection.remote.to_string().c_str(),
@@ -167,11 +191,8 @@ void RendezvousCore::add_ice_servers(
   const uint64_t now_unix =
       turn.unix_now ? turn.unix_now() : static_cast<uint64_t>(std::time(nullptr));
   const uint64_t expires = now_unix + static_cast<uint64_t>(turn.credential_lifetime.count());
-  PublicKey key{};
-  public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(connection.public_key.data()),
-                                  connection.public_key.size()),
-                        key);
-  const std::string username = turn::rest_username(expires, key_id(key));
+  const std::string username =
+      turn::rest_username(expires, key_id(to_public_key(connection.public_key)));
   const std::string password = turn::rest_password(turn.secret, username);
   auto add = [&](wire::IceServer::Kind kind, const std::string& host, uint16_t port) {
     auto* server = out.Add();
@@ -204,16 +225,41 @@ void RendezvousCore::schedule_refresh(ConnectionId id, Connection& connection, T
 }
 
 void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
-                                     const wire::Register& message) {
+                                     const wire::Register& message, TimePoint now) {
   const std::string& name = message.name();
+  // First, before any costly check: a flood of registrations from one address.
+  if (!take_token(registration_buckets_, connection.remote.host,
+                  config_.max_registrations_per_minute, now)) {
+    fail(id, wire::Error::RATE_LIMITED,
+         "more than " + std::to_string(config_.max_registrations_per_minute) +
+             " registrations per minute from " + connection.remote.host + "; retry later");
+    return;
+  }
   if (!is_valid_peer_name(name)) {
     fail(id, wire::Error::NAME_INVALID,
          "a name is 1-63 characters of a-z 0-9 . _ - and starts with a letter or digit");
     return;
   }
+  // Possession of the Hello key: a signature over this connection's challenge and
+  // the name, so that it is good for neither another connection nor another name.
+  // The signature and the challenge are never logged.
+  const PublicKey key = to_public_key(connection.public_key);
+  if (!verify_signature(key, registration_message(connection.challenge, name),
+                        message.signature())) {
+    fail(id, wire::Error::BAD_SIGNATURE,
+         "the signature for '" + name + "' does not verify with key " + key_id(key));
+    return;
+  }
+  if (auto bound = names_policy_->bound_key(name); bound && *bound != connection.public_key) {
+    fail(id, wire::Error::NAME_TAKEN,
+         "the name '" + name + "' is bound to another key (" + key_id(to_public_key(*bound)) +
+             ")");
+    return;
+  }
   if (auto holder = names_.find(name); holder != names_.end() && holder->second != id) {
     const ConnectionId old_id = holder->second;
     if (connections_.at(old_id).public_key != connection.public_key) {
+      // Only when the policy does not bind names (the check above covers the rest).
       fail(id, wire::Error::NAME_TAKEN, "'" + name + "' is registered by another key");
       return;
     }
@@ -223,14 +269,16 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
               connection.remote.to_string().c_str(), describe(old_id).c_str());
     fail(old_id, wire::Error::NAME_TAKEN, "replaced by a newer connection with the same key");
   }
-  if (!names_policy_->may_bind(name, connection.public_key)) {
-    fail(id, wire::Error::NAME_TAKEN, "'" + name + "' is bound to another key");
-    return;
+  if (!names_policy_->bound_key(name)) {
+    if (!names_policy_->bind(name, connection.public_key)) {
+      fail(id, wire::Error::UNKNOWN, "the relay could not record the name; try again later");
+      return;
+    }
+    log::info("bound '%s' to key %s", name.c_str(), key_id(key).c_str());
   }
   if (!connection.name.empty() && connection.name != name) names_.erase(connection.name);
   connection.name = name;
   names_[name] = id;
-  names_policy_->bound(name, connection.public_key);
   log::info("registered '%s' for %s (key %s)", name.c_str(),
             connection.remote.to_string().c_str(), short_key_id(connection.public_key).c_str());
 
@@ -240,10 +288,18 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
 }
 
 void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection,
-                                         const wire::OpenSession& message) {
+                                         const wire::OpenSession& message, TimePoint now) {
   const SessionId session_id = message.session_id();
   if (!ice_params_ok(message.ice()) || message.target().size() > kMaxNameLength) {
     fail(id, wire::Error::BAD_MESSAGE, "OpenSession fields too long");
+    return;
+  }
+  if (!take_token(session_buckets_, connection.remote.host, config_.max_sessions_per_minute,
+                  now)) {
+    log::warn_limited("rendezvous-rate", "%s: more than %zu session requests per minute from "
+                      "its address, refusing", describe(id).c_str(),
+                      config_.max_sessions_per_minute);
+    send_close_session(id, session_id, wire::CloseSession::LIMIT, "rate limited");
     return;
   }
   auto target = names_.find(message.target());
@@ -436,7 +492,31 @@ void RendezvousCore::end_session(SessionId session_id, ConnectionId gone, std::s
   sessions_.erase(it);
 }
 
+bool RendezvousCore::take_token(Buckets& buckets, const std::string& ip, size_t per_minute,
+                                TimePoint now) {
+  const double capacity = static_cast<double>(per_minute);
+  auto [it, fresh] = buckets.try_emplace(ip, Bucket{capacity, now});
+  Bucket& bucket = it->second;
+  if (!fresh && now > bucket.last) {
+    const double elapsed = std::chrono::duration<double>(now - bucket.last).count();
+    bucket.tokens = std::min(capacity, bucket.tokens + elapsed * capacity / kRatePeriod.count());
+  }
+  bucket.last = std::max(bucket.last, now);
+  if (bucket.tokens < 1.0) return false;
+  bucket.tokens -= 1.0;
+  return true;
+}
+
+void RendezvousCore::sweep_buckets(TimePoint now) {
+  if (now < next_sweep_) return;
+  next_sweep_ = now + kRatePeriod;
+  // A bucket untouched for a whole period is full again: forgetting it changes nothing.
+  for (Buckets* buckets : {&registration_buckets_, &session_buckets_})
+    std::erase_if(*buckets, [&](const auto& entry) { return now - entry.second.last >= kRatePeriod; });
+}
+
 void RendezvousCore::on_tick(TimePoint now) {
+  sweep_buckets(now);
   // Fresh TURN credentials well before the old ones expire.
   while (!refreshes_.empty() && refreshes_.begin()->first <= now) {
     const ConnectionId id = refreshes_.begin()->second;

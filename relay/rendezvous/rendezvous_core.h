@@ -67,6 +67,14 @@ struct RendezvousConfig {
   std::chrono::seconds keepalive{15};
   // A connection silent this long is closed (3 keepalives).
   std::chrono::seconds idle_timeout{45};
+  // Per source IP, token buckets refilled evenly over a minute: Register messages
+  // (beyond: Error RATE_LIMITED and close) and OpenSession messages (beyond:
+  // CloseSession LIMIT to the caller, connection kept).
+  size_t max_registrations_per_minute = 30;
+  size_t max_sessions_per_minute = 120;
+  // Welcome.challenge: 32 random bytes per connection; injectable for tests.
+  // Default (empty): RAND_bytes.
+  std::function<std::string()> make_challenge;
 };
 
 // Actions for the I/O side, in order.
@@ -87,9 +95,10 @@ bool is_valid_peer_name(std::string_view name);
 
 class RendezvousCore {
  public:
+  // `names` decides who may hold a name; default: bindings kept in memory.
   explicit RendezvousCore(RendezvousConfig config,
                           std::unique_ptr<NameBindingPolicy> names =
-                              std::make_unique<EphemeralNameBinding>());
+                              std::make_unique<MemoryNameBinding>());
 
   // A TCP connection was accepted from `remote` (an IP literal and port). When the
   // answer is not kAccepted the core forgets the connection: close it, no actions.
@@ -117,6 +126,7 @@ class RendezvousCore {
     HostPort remote;
     bool hello_done = false;
     std::string public_key;  // raw bytes from Hello
+    std::string challenge;   // sent in Welcome; Register signs it
     std::string name;        // registered name, empty if none
     std::set<SessionId> sessions;
     TimePoint deadline;      // hello or idle deadline, mirrored in deadlines_
@@ -130,9 +140,10 @@ class RendezvousCore {
 
   void handle_hello(ConnectionId id, Connection& connection, const wire::Hello& hello,
                     TimePoint now);
-  void handle_register(ConnectionId id, Connection& connection, const wire::Register& message);
+  void handle_register(ConnectionId id, Connection& connection, const wire::Register& message,
+                       TimePoint now);
   void handle_open_session(ConnectionId id, Connection& connection,
-                           const wire::OpenSession& message);
+                           const wire::OpenSession& message, TimePoint now);
   void handle_accept_session(ConnectionId id, const wire::AcceptSession& message);
   void handle_candidate(ConnectionId id, const wire::Candidate& message);
   void handle_close_session(ConnectionId id, const wire::CloseSession& message);
@@ -156,6 +167,18 @@ class RendezvousCore {
   std::optional<ConnectionId> other_member(SessionId session_id, ConnectionId id) const;
   std::string describe(ConnectionId id) const;  // "'home' (192.0.2.1:4000)" for logs
 
+  // A token bucket per source IP: `per_minute` tokens, refilled evenly.
+  struct Bucket {
+    double tokens;
+    TimePoint last;
+  };
+  using Buckets = std::unordered_map<std::string, Bucket>;
+  // Takes a token from `ip`'s bucket; false when it is empty.
+  static bool take_token(Buckets& buckets, const std::string& ip, size_t per_minute,
+                         TimePoint now);
+  // Drops buckets that have refilled completely (no trace left of past requests).
+  void sweep_buckets(TimePoint now);
+
   RendezvousConfig config_;
   std::unique_ptr<NameBindingPolicy> names_policy_;
   std::unordered_map<ConnectionId, Connection> connections_;
@@ -165,6 +188,9 @@ class RendezvousCore {
   std::set<std::pair<TimePoint, ConnectionId>> deadlines_;
   std::set<std::pair<TimePoint, ConnectionId>> refreshes_;
   std::vector<Action> actions_;
+  Buckets registration_buckets_;
+  Buckets session_buckets_;
+  TimePoint next_sweep_{};
 };
 
 }  // namespace natfwd::relay

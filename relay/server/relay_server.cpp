@@ -77,6 +77,7 @@ RelayServer::RelayServer(RelayServerConfig config) {
   bind_sockets(config.listen);
   config.rendezvous.stun_port = local_address_.port;
   if (config.tls_listen) {
+    if (config.tls.cert_file.empty()) throw std::runtime_error("TLS port without a certificate");
     bind_tls(*config.tls_listen);
     config.rendezvous.turn.tls_port = tls_address_->port;
     config.rendezvous.turn.tls_spki_sha256 = config.tls.spki_sha256;
@@ -90,10 +91,13 @@ RelayServer::RelayServer(RelayServerConfig config) {
     if (own) config.turn.turn.peers.add_own_address(to_transport_address(own.get()));
     turn_ = std::make_unique<TurnService>(udp_.get(), config.turn);
   }
-  if (tls_socket_) tls_ = std::make_unique<TlsService>(tls_socket_.get(), config.tls);
+  // TLS on the main TCP port too (the first byte tells it apart), so always a
+  // TlsService when there is a certificate; its own listener only with tls_listen.
+  if (!config.tls.cert_file.empty())
+    tls_ = std::make_unique<TlsService>(tls_socket_.get(), config.tls);
   stun_ = std::make_unique<StunUdpService>(udp_.get(), config.software, turn_.get());
   rendezvous_ = std::make_unique<RendezvousService>(tcp_.get(), config.rendezvous, turn_.get(),
-                                                    tls_.get());
+                                                    tls_.get(), std::move(config.names));
   if (tls_) tls_->set_targets(rendezvous_.get(), turn_.get());
 }
 

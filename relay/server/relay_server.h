@@ -26,7 +26,11 @@ struct RelayServerConfig {
   bool turn_enabled = true;           // false: --no-turn
   TurnServiceConfig turn;             // listen_ip is filled in from `listen`
   std::optional<HostPort> tls_listen;
-  TlsIdentity tls;                    // when tls_listen is set
+  // The certificate for TLS on the main TCP port (first byte 0x16) and on tls_listen.
+  // Empty cert_file: no TLS at all (tls_listen must then be unset).
+  TlsIdentity tls;
+  // Who may hold a name (NameBindingFile in the relay); null: bindings in memory.
+  std::unique_ptr<NameBindingPolicy> names;
 };
 
 class RelayServer {

@@ -19,8 +19,12 @@ TimePoint now() { return Clock::now(); }
 }  // namespace
 
 RendezvousService::RendezvousService(GSocket* listener, RendezvousConfig config,
-                                     TurnService* turn, TlsService* tls)
-    : listener_(G_SOCKET(g_object_ref(listener))), core_(config), turn_(turn), tls_(tls) {
+                                     TurnService* turn, TlsService* tls,
+                                     std::unique_ptr<NameBindingPolicy> names)
+    : listener_(G_SOCKET(g_object_ref(listener))),
+      core_(config, names ? std::move(names) : std::make_unique<MemoryNameBinding>()),
+      turn_(turn),
+      tls_(tls) {
   g_socket_set_blocking(listener_.get(), FALSE);
   watch_listener();
 }

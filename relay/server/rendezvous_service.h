@@ -30,9 +30,9 @@ class RendezvousService {
  public:
   // Takes a reference on the bound, listening TCP socket. Connections that speak
   // STUN go to `turn`, TLS ones to `tls`; either may be null (then they are closed).
-  // Both must outlive this service.
+  // Both must outlive this service. `names`: who may hold a name (null: in memory).
   RendezvousService(GSocket* listener, RendezvousConfig config, TurnService* turn = nullptr,
-                    TlsService* tls = nullptr);
+                    TlsService* tls = nullptr, std::unique_ptr<NameBindingPolicy> names = nullptr);
   ~RendezvousService();
   RendezvousService(const RendezvousService&) = delete;
   RendezvousService& operator=(const RendezvousService&) = delete;

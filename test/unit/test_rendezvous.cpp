@@ -6,6 +6,7 @@
 #include <string>
 
 #include "frame.h"
+#include "test_rendezvous_harness.h"
 #include "log.h"
 #include "rendezvous/rendezvous_core.h"
 #include "tcp_dispatch.h"
@@ -13,133 +14,8 @@
 using namespace natfwd;
 using namespace natfwd::relay;
 using std::chrono::seconds;
+using namespace natfwd::relay::testing;
 
-namespace {
-
-std::string key_of(char fill) { return std::string(32, fill); }
-
-// Wires the core to in-memory inboxes, one per connection.
-class Harness {
- public:
-  explicit Harness(RendezvousConfig config = {}) : core_(config) {
-    // Quiet: the core logs registrations and sessions at info. init() may run once.
-    static const bool log_ready = (log::init("test_rendezvous", log::Level::kError), true);
-    (void)log_ready;
-  }
-
-  RendezvousCore& core() { return core_; }
-  TimePoint now() const { return now_; }
-
-  ConnectionId connect(const std::string& ip = "192.0.2.1") {
-    const ConnectionId id = next_id_++;
-    REQUIRE(core_.on_connection_opened(id, HostPort{ip, next_port_++}, now_) ==
-            Admission::kAccepted);
-    return id;
-  }
-
-  // Connects and says Hello with `key`; checks and discards the Welcome.
-  ConnectionId hello(const std::string& key, const std::string& ip = "192.0.2.1") {
-    const ConnectionId id = connect(ip);
-    wire::Envelope envelope;
-    envelope.mutable_hello()->set_protocol_version(wire::kProtocolVersion);
-    envelope.mutable_hello()->set_public_key(key);
-    deliver(id, envelope);
-    REQUIRE(pop(id).has_welcome());
-    return id;
-  }
-
-  ConnectionId registered(const std::string& name, const std::string& key,
-                          const std::string& ip = "192.0.2.1") {
-    const ConnectionId id = hello(key, ip);
-    deliver(id, make_register(name));
-    auto reply = pop(id);
-    REQUIRE(reply.has_registered());
-    REQUIRE(reply.registered().name() == name);
-    return id;
-  }
-
-  void deliver(ConnectionId id, const wire::Envelope& envelope) {
-    core_.on_envelope(id, envelope, now_);
-    pump();
-  }
-
-  void transport_closed(ConnectionId id) {
-    core_.on_connection_closed(id, "test", now_);
-    pump();
-  }
-
-  void advance(seconds by) {
-    now_ += by;
-    core_.on_tick(now_);
-    pump();
-  }
-
-  bool has_message(ConnectionId id) const {
-    auto it = inbox_.find(id);
-    return it != inbox_.end() && !it->second.empty();
-  }
-
-  wire::Envelope pop(ConnectionId id) {
-    REQUIRE(has_message(id));
-    wire::Envelope envelope = inbox_[id].front();
-    inbox_[id].pop_front();
-    return envelope;
-  }
-
-  bool closed(ConnectionId id) const { return closed_.contains(id); }
-
-  static wire::Envelope make_register(const std::string& name) {
-    wire::Envelope envelope;
-    envelope.mutable_register_()->set_name(name);
-    return envelope;
-  }
-
-  static wire::Envelope make_open(SessionId id, const std::string& target) {
-    wire::Envelope envelope;
-    auto* open = envelope.mutable_open_session();
-    open->set_session_id(id);
-    open->set_target(target);
-    open->mutable_ice()->set_ufrag("cufr");
-    open->mutable_ice()->set_pwd("caller-password-0123456789");
-    return envelope;
-  }
-
-  static wire::Envelope make_candidate(SessionId id, const std::string& sdp) {
-    wire::Envelope envelope;
-    envelope.mutable_candidate()->set_session_id(id);
-    envelope.mutable_candidate()->set_sdp(sdp);
-    return envelope;
-  }
-
- private:
-  void pump() {
-    for (auto& action : core_.take_actions()) {
-      if (auto* send = std::get_if<SendAction>(&action)) {
-        // The I/O side must never be asked to write to a connection it closed.
-        REQUIRE_FALSE(closed_.contains(send->connection));
-        inbox_[send->connection].push_back(send->envelope);
-      } else {
-        auto& close = std::get<CloseAction>(action);
-        REQUIRE_FALSE(closed_.contains(close.connection));
-        closed_[close.connection] = close.reason;
-      }
-    }
-  }
-
-  RendezvousCore core_;
-  TimePoint now_{};  // the fake clock
-  ConnectionId next_id_ = 1;
-  uint16_t next_port_ = 40000;
-  std::map<ConnectionId, std::deque<wire::Envelope>> inbox_;
-  std::map<ConnectionId, std::string> closed_;
-};
-
-wire::Error::Code error_code(const wire::Envelope& envelope) {
-  REQUIRE(envelope.has_error());
-  return envelope.error().code();
-}
-
-}  // namespace
 
 TEST_CASE("peer names follow [a-z0-9][a-z0-9._-]{0,62}") {
   CHECK(is_valid_peer_name("home"));
@@ -188,7 +64,7 @@ TEST_CASE("an IPv6 observed address is bracketed") {
 TEST_CASE("a first message other than Hello gets NOT_HELLO and a close") {
   Harness h;
   const ConnectionId id = h.connect();
-  h.deliver(id, Harness::make_register("home"));
+  h.deliver(id, h.make_register(id, "home"));
   CHECK(error_code(h.pop(id)) == wire::Error::NOT_HELLO);
   CHECK(h.closed(id));
   CHECK(h.core().connection_count() == 0);
@@ -231,7 +107,7 @@ TEST_CASE("Register binds a name; an invalid name closes the connection") {
   CHECK(h.core().holder_of("home") == home);
 
   const ConnectionId bad = h.hello(key_of('b'));
-  h.deliver(bad, Harness::make_register("Not Valid"));
+  h.deliver(bad, h.make_register(bad, "Not Valid"));
   CHECK(error_code(h.pop(bad)) == wire::Error::NAME_INVALID);
   CHECK(h.closed(bad));
 }
@@ -240,7 +116,7 @@ TEST_CASE("a name held by another key is NAME_TAKEN; the holder keeps it") {
   Harness h;
   const ConnectionId home = h.registered("home", key_of('h'));
   const ConnectionId thief = h.hello(key_of('t'), "203.0.113.9");
-  h.deliver(thief, Harness::make_register("home"));
+  h.deliver(thief, h.make_register(thief, "home"));
   CHECK(error_code(h.pop(thief)) == wire::Error::NAME_TAKEN);
   CHECK(h.closed(thief));
   CHECK_FALSE(h.closed(home));
@@ -255,7 +131,7 @@ TEST_CASE("the same key on a new connection takes the name over and ends the old
   REQUIRE(h.pop(old_home).has_incoming_session());
 
   const ConnectionId new_home = h.hello(key_of('h'), "203.0.113.50");
-  h.deliver(new_home, Harness::make_register("home"));
+  h.deliver(new_home, h.make_register(new_home, "home"));
   CHECK(h.pop(new_home).has_registered());
   CHECK(error_code(h.pop(old_home)) == wire::Error::NAME_TAKEN);
   CHECK(h.closed(old_home));
@@ -391,8 +267,9 @@ TEST_CASE("a closed connection ends its sessions with PEER_GONE and frees its na
   CHECK_FALSE(h.core().holder_of("home"));
   CHECK(h.core().session_count() == 0);
 
-  // The name is free again, for any key.
-  h.registered("home", key_of('x'));
+  // The name is free again for its key (it stays bound to it: see
+  // test_rendezvous_security.cpp).
+  h.registered("home", key_of('h'));
 }
 
 TEST_CASE("no Hello within 10 s closes the connection") {
@@ -502,7 +379,7 @@ TEST_CASE("oversized ICE fields close the sender, nothing is relayed") {
 TEST_CASE("re-registering moves the connection to the new name") {
   Harness h;
   const ConnectionId id = h.registered("first", key_of('h'));
-  h.deliver(id, Harness::make_register("second"));
+  h.deliver(id, h.make_register(id, "second"));
   CHECK(h.pop(id).has_registered());
   CHECK_FALSE(h.core().holder_of("first"));
   CHECK(h.core().holder_of("second") == id);

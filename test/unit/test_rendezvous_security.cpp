@@ -1,0 +1,321 @@
+// Registration security of RendezvousCore: signed challenges, names bound to keys
+// (in memory and in the state dir's names file), and per-address rate limits, with
+// the fake clock of test_rendezvous_harness.h.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "identity.h"
+#include "server/name_binding_file.h"
+#include "test_rendezvous_harness.h"
+#include "turn/credentials.h"
+
+using namespace natfwd;
+using namespace natfwd::relay;
+using namespace natfwd::relay::testing;
+using std::chrono::seconds;
+
+namespace {
+
+std::string id_of(char letter) { return key_id(identity_of(letter).public_key()); }
+
+wire::Envelope register_with(const std::string& name, const std::string& signature) {
+  wire::Envelope envelope;
+  envelope.mutable_register_()->set_name(name);
+  envelope.mutable_register_()->set_signature(signature);
+  return envelope;
+}
+
+// A fresh directory, removed with everything in it at the end of the test.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "natfwd-names-XXXXXX").string();
+    REQUIRE(mkdtemp(pattern.data()));
+    path = pattern;
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  std::string file(const char* name) const { return (path / name).string(); }
+};
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string names_line(const std::string& name, char letter) {
+  const std::string raw = key_of(letter);
+  return name + " " + id_of(letter) + " " +
+         turn::base64(std::as_bytes(std::span(raw.data(), raw.size()))) + "\n";
+}
+
+// The message of NameBindingFile's exception for `text`, "" when it loads.
+std::string load_error(const TempDir& dir, const std::string& text) {
+  const std::string path = dir.file("names");
+  write_file(path, text);
+  try {
+    NameBindingFile file(path);
+    return "";
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+}
+
+// A policy whose storage is broken.
+class FailingBinding final : public MemoryNameBinding {
+ public:
+  bool bind(std::string_view, std::string_view) override { return false; }
+};
+
+}  // namespace
+
+TEST_CASE("Welcome carries a fresh 32-byte challenge per connection") {
+  Harness h;
+  const ConnectionId a = h.hello(key_of('h'));
+  const ConnectionId b = h.hello(key_of('h'));
+  CHECK(h.challenge(a) != h.challenge(b));
+
+  RendezvousConfig config;
+  int made = 0;
+  config.make_challenge = [&] { return std::string(32, static_cast<char>('0' + made++)); };
+  Harness injected(config);
+  CHECK(injected.challenge(injected.hello(key_of('h'))) == std::string(32, '0'));
+}
+
+TEST_CASE("a Register whose signature does not verify is BAD_SIGNATURE and closed") {
+  Harness h;
+  const ConnectionId id = h.hello(key_of('h'));
+  const std::string good =
+      identity_of('h').sign(registration_message(h.challenge(id), "home"));
+
+  SECTION("no signature") { h.deliver(id, register_with("home", "")); }
+  SECTION("a corrupted signature") {
+    std::string bad = good;
+    bad[10] ^= 0x01;
+    h.deliver(id, register_with("home", bad));
+  }
+  SECTION("a signature by another key than Hello's") {
+    h.deliver(id, register_with(
+                      "home", identity_of('t').sign(registration_message(h.challenge(id), "home"))));
+  }
+  SECTION("a signature for another name") {
+    h.deliver(id, register_with(
+                      "home", identity_of('h').sign(registration_message(h.challenge(id), "work"))));
+  }
+  SECTION("the bare challenge signed, without the context") {
+    h.deliver(id, register_with("home", identity_of('h').sign(h.challenge(id))));
+  }
+  const auto reply = h.pop(id);
+  CHECK(error_code(reply) == wire::Error::BAD_SIGNATURE);
+  CHECK(reply.error().detail().find(id_of('h')) != std::string::npos);
+  CHECK(h.closed(id));
+  CHECK_FALSE(h.core().holder_of("home"));
+  // Nothing was bound: another key may still take the name.
+  h.registered("home", key_of('t'));
+}
+
+TEST_CASE("a signature from an earlier connection (another challenge) is refused") {
+  Harness h;
+  const ConnectionId first = h.hello(key_of('h'));
+  const wire::Envelope recorded = h.make_register(first, "home");
+  h.deliver(first, recorded);
+  REQUIRE(h.pop(first).has_registered());
+  h.transport_closed(first);
+
+  // An eavesdropper (or the peer itself) replays it on a new connection with the
+  // same Hello key: the challenge is new, so the signature is not good for it.
+  const ConnectionId replay = h.hello(key_of('h'), "203.0.113.9");
+  h.deliver(replay, recorded);
+  CHECK(error_code(h.pop(replay)) == wire::Error::BAD_SIGNATURE);
+  CHECK(h.closed(replay));
+  CHECK_FALSE(h.core().holder_of("home"));
+}
+
+TEST_CASE("a bound name is refused to another key while its holder is offline") {
+  Harness h;
+  const ConnectionId home = h.registered("home", key_of('h'));
+  h.transport_closed(home);
+  REQUIRE_FALSE(h.core().holder_of("home"));
+
+  const ConnectionId thief = h.hello(key_of('t'), "203.0.113.9");
+  h.deliver(thief, h.make_register(thief, "home"));
+  const auto reply = h.pop(thief);
+  CHECK(error_code(reply) == wire::Error::NAME_TAKEN);
+  CHECK(reply.error().detail() ==
+        "the name 'home' is bound to another key (" + id_of('h') + ")");
+  CHECK(h.closed(thief));
+
+  // The owner comes back and gets its name; other names are free for anyone.
+  const ConnectionId back = h.registered("home", key_of('h'));
+  CHECK(h.core().holder_of("home") == back);
+  h.registered("work", key_of('t'));
+}
+
+TEST_CASE("a bound name is refused to another key while its holder is online") {
+  Harness h;
+  const ConnectionId home = h.registered("home", key_of('h'));
+  const ConnectionId thief = h.hello(key_of('t'));
+  h.deliver(thief, h.make_register(thief, "home"));
+  CHECK(error_code(h.pop(thief)) == wire::Error::NAME_TAKEN);
+  CHECK(h.core().holder_of("home") == home);
+  CHECK_FALSE(h.closed(home));
+}
+
+TEST_CASE("a binding the policy cannot record refuses the registration") {
+  Harness h({}, std::make_unique<FailingBinding>());
+  const ConnectionId id = h.hello(key_of('h'));
+  h.deliver(id, h.make_register(id, "home"));
+  CHECK(error_code(h.pop(id)) == wire::Error::UNKNOWN);
+  CHECK(h.closed(id));
+  CHECK_FALSE(h.core().holder_of("home"));
+}
+
+TEST_CASE("bindings persist in the names file across a relay restart") {
+  TempDir dir;
+  const std::string path = dir.file("names");
+  {
+    Harness before({}, std::make_unique<NameBindingFile>(path));
+    before.registered("home", key_of('h'));
+    before.registered("work", key_of('w'));
+  }
+  struct stat info {};
+  REQUIRE(stat(path.c_str(), &info) == 0);
+  CHECK((info.st_mode & 0777) == 0600);
+  const std::string text = read_file(path);
+  CHECK(text.find(names_line("home", 'h')) != std::string::npos);
+  CHECK(text.find(names_line("work", 'w')) != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
+
+  Harness after({}, std::make_unique<NameBindingFile>(path));
+  const ConnectionId thief = after.hello(key_of('t'));
+  after.deliver(thief, after.make_register(thief, "home"));
+  const auto reply = after.pop(thief);
+  CHECK(error_code(reply) == wire::Error::NAME_TAKEN);
+  CHECK(reply.error().detail().find(id_of('h')) != std::string::npos);
+  after.registered("home", key_of('h'));
+  after.registered("work", key_of('w'));
+}
+
+TEST_CASE("the names file: comments and blank lines are fine, malformed lines name file:line") {
+  TempDir dir;
+  const std::string path = dir.file("names");
+  CHECK(load_error(dir, "# bindings\n\n" + names_line("home", 'h')) == "");
+  {
+    NameBindingFile file(path);
+    CHECK(file.bound_key("home") == key_of('h'));
+    CHECK_FALSE(file.bound_key("work"));
+  }
+
+  const std::string good = names_line("home", 'h');
+  const std::string key_text = good.substr(good.rfind(' ') + 1, 44);
+  CHECK(load_error(dir, good + "work " + id_of('w') + "\n") ==
+        path + ":2: expected 'NAME KEYID BASE64KEY'");
+  CHECK(load_error(dir, good + good.substr(0, good.size() - 1) + " extra\n") ==
+        path + ":2: expected 'NAME KEYID BASE64KEY'");
+  CHECK(load_error(dir, "# c\nHome " + id_of('h') + " " + key_text + "\n") ==
+        path + ":2: 'Home' is not a valid name");
+  CHECK(load_error(dir, "home " + id_of('h') + " AAAA\n") ==
+        path + ":1: the key is not base64 of 32 bytes");
+  CHECK(load_error(dir, "home " + id_of('h') + " " + key_text.substr(0, 42) + "!=\n") ==
+        path + ":1: the key is not base64 of 32 bytes");
+  CHECK(load_error(dir, "home " + id_of('t') + " " + key_text + "\n") ==
+        path + ":1: key id " + id_of('t') + " does not match the key");
+  CHECK(load_error(dir, good + "\n" + names_line("home", 't')) ==
+        path + ":3: 'home' is bound twice");
+
+  // No file at all: no bindings yet (first run).
+  std::filesystem::remove(path);
+  NameBindingFile empty(path);
+  CHECK(empty.bindings().empty());
+}
+
+TEST_CASE("registrations per source address are rate limited, and recover after a minute") {
+  RendezvousConfig config;
+  config.max_registrations_per_minute = 3;
+  Harness h(config);
+  const ConnectionId id = h.hello(key_of('h'));
+  for (int i = 0; i < 3; ++i) {
+    h.deliver(id, h.make_register(id, "home"));
+    REQUIRE(h.pop(id).has_registered());
+  }
+  // Another address has its own bucket.
+  h.registered("work", key_of('w'), "198.51.100.7");
+
+  const ConnectionId flood = h.hello(key_of('f'));
+  h.deliver(flood, h.make_register(flood, "flood"));
+  CHECK(error_code(h.pop(flood)) == wire::Error::RATE_LIMITED);
+  CHECK(h.closed(flood));
+  CHECK_FALSE(h.core().holder_of("flood"));
+
+  // 20 s refill one token (3 per minute); a minute refills all of them.
+  h.advance(seconds(20));
+  h.registered("flood", key_of('f'));
+  const ConnectionId again = h.hello(key_of('g'));
+  h.deliver(again, h.make_register(again, "again"));
+  CHECK(error_code(h.pop(again)) == wire::Error::RATE_LIMITED);
+
+  h.advance(seconds(60));
+  for (int i = 0; i < 3; ++i) h.registered("again" + std::to_string(i), key_of('g'));
+}
+
+TEST_CASE("session requests per source address are rate limited; the connection stays") {
+  RendezvousConfig config;
+  config.max_sessions_per_minute = 3;
+  Harness h(config);
+  const ConnectionId home = h.registered("home", key_of('h'), "192.0.2.10");
+  const ConnectionId laptop = h.hello(key_of('l'), "198.51.100.20");
+  SessionId next = 1;
+  for (int i = 0; i < 3; ++i) {
+    h.deliver(laptop, Harness::make_open(next++, "home"));
+    REQUIRE(h.pop(home).has_incoming_session());
+  }
+  h.deliver(laptop, Harness::make_open(next, "home"));
+  const auto refused = h.pop(laptop);
+  REQUIRE(refused.has_close_session());
+  CHECK(refused.close_session().session_id() == next);
+  CHECK(refused.close_session().reason() == wire::CloseSession::LIMIT);
+  CHECK(refused.close_session().detail() == "rate limited");
+  CHECK_FALSE(h.has_message(home));
+  CHECK_FALSE(h.closed(laptop));
+  CHECK(h.core().session_count() == 3);
+
+  // Other addresses are not affected.
+  const ConnectionId phone = h.hello(key_of('p'), "203.0.113.5");
+  h.deliver(phone, Harness::make_open(100, "home"));
+  CHECK(h.pop(home).has_incoming_session());
+
+  // A minute later the caller may open sessions again (keepalives meanwhile).
+  for (int i = 0; i < 4; ++i) {
+    h.advance(seconds(15));
+    for (ConnectionId id : {home, laptop, phone}) {
+      wire::Envelope ping;
+      ping.mutable_ping()->set_nonce(1);
+      h.deliver(id, ping);
+      while (h.has_message(id)) h.pop(id);
+    }
+  }
+  for (int i = 0; i < 3; ++i) {
+    h.deliver(laptop, Harness::make_open(200 + i, "home"));
+    REQUIRE(h.pop(home).has_incoming_session());
+  }
+}
+
+TEST_CASE("the default rate limits are 30 registrations and 120 sessions per minute") {
+  const RendezvousConfig config;
+  CHECK(config.max_registrations_per_minute == 30);
+  CHECK(config.max_sessions_per_minute == 120);
+}
