@@ -72,12 +72,14 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
       {"version", 0, 0, G_OPTION_ARG_NONE, &o.version, "Print the version and exit", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
-  GOptionContext* context = g_option_context_new("[NAME] - reach machines behind NAT through a relay");
+  GOptionContext* context = g_option_context_new("[NAME[@KEYID]] - reach machines behind NAT through a relay");
   g_option_context_set_summary(context,
       "Serve:   peer --relay vps.example:3478 --name home --serve 2222:buffalo:22\n"
       "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home");
   g_option_context_set_description(context,
-      "NAME is the serving peer that -L connections go to. Ready lines go to stdout,\n"
+      "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
+      "use in STATE_DIR/known_peers and must match afterwards (NAME@KEYID pins it\n"
+      "explicitly). `peer id` prints this peer's key id. Ready lines go to stdout,\n"
       "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.");
   g_option_context_add_main_entries(context, entries, nullptr);
   GError* error = nullptr;
@@ -98,9 +100,17 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   if (!positional.empty() && positional[0] == "--") positional.erase(positional.begin());
   if (positional.size() > 1) usage_error("too many arguments: only one peer NAME after the -L specs");
   if (positional.size() == 1) {
-    if (!natfwd::is_valid_peer_name(positional[0]))
-      usage_error("'" + positional[0] + "' is not a valid peer name (lowercase letters, digits, '.', '_', '-')");
-    config.remote_peer = positional[0];
+    std::string name = positional[0];
+    if (const auto at = name.find('@'); at != std::string::npos) {
+      const std::string id = name.substr(at + 1);
+      name.resize(at);
+      if (!natfwd::is_valid_key_id(id))
+        usage_error("'" + id + "' is not a key id (32 characters as `peer id` prints them)");
+      config.remote_key_id = id;
+    }
+    if (!natfwd::is_valid_peer_name(name))
+      usage_error("'" + name + "' is not a valid peer name (lowercase letters, digits, '.', '_', '-')");
+    config.remote_peer = name;
   }
 
   for (gchar** f = o.forwards; f && *f; ++f) {
@@ -184,6 +194,38 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   return config;
 }
 
+// `peer id [--state-dir DIR]`: this peer's key id (line 1, for scripts) and fingerprint.
+int print_identity(int argc, char** argv) {
+  gchar* state_dir = nullptr;
+  const std::string default_state = natfwd::default_state_dir("peer");
+  const std::string state_help = "Read (or create) the identity key in DIR (default: " + default_state + ")";
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
+      {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
+  };
+  GOptionContext* context = g_option_context_new("- print this peer's key id and fingerprint");
+  g_option_context_add_main_entries(context, entries, nullptr);
+  GError* error = nullptr;
+  if (!g_option_context_parse(context, &argc, &argv, &error)) {
+    std::string message = error->message;
+    g_error_free(error);
+    g_option_context_free(context);
+    usage_error("id: " + message);
+  }
+  g_option_context_free(context);
+  if (argc > 1) usage_error(std::string("id: unexpected argument '") + argv[1] + "'");
+  natfwd::log::init("peer", natfwd::log::Level::kInfo);
+  try {
+    auto identity = natfwd::Identity::load_or_create(state_dir ? state_dir : default_state);
+    printf("%s\n%s\n", natfwd::key_id(identity.public_key()).c_str(),
+           natfwd::key_fingerprint(identity.public_key()).c_str());
+  } catch (const std::exception& e) {
+    natfwd::log::error("%s", e.what());
+    return 1;
+  }
+  return 0;
+}
+
 gboolean on_signal(gpointer loop) {
   g_main_loop_quit(static_cast<GMainLoop*>(loop));
   return G_SOURCE_REMOVE;
@@ -192,6 +234,7 @@ gboolean on_signal(gpointer loop) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "id") return print_identity(argc - 1, argv + 1);
   natfwd::PeerConfig config = parse_command_line(argc, argv);
   std::optional<natfwd::Identity> identity;
   try {

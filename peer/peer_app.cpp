@@ -41,7 +41,8 @@ PeerApp::PeerApp(PeerConfig config, Identity identity, GMainLoop* loop)
     : config_(std::move(config)),
       identity_(std::move(identity)),
       loop_(loop),
-      known_relays_(config_.state_dir + "/known_relays") {}
+      known_relays_(config_.state_dir + "/known_relays"),
+      known_peers_(config_.state_dir + "/known_peers") {}
 
 PeerApp::~PeerApp() {
   if (waiting_timer_) g_source_remove(waiting_timer_);
@@ -327,6 +328,22 @@ std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session
     tunnel_closed(tunnel, reason);
   };
   hooks.relay_label = [this](const std::string& server) { return relay_label(server); };
+  if (role == Tunnel::Role::kConnecting) {
+    // The serving peer's key must be the one we pinned (NAME@KEYID) or, failing that,
+    // the one known_peers recorded the first time. Checked inside the QUIC handshake,
+    // so a relay that announces another key cannot get a byte through.
+    hooks.authorize_key = [this, label](const PublicKey& key) {
+      const std::string refusal =
+          config_.remote_key_id ? check_pinned_key_id(label, *config_.remote_key_id, key)
+                                : known_peers_.check(label, key);
+      if (refusal.empty()) return true;
+      log::error("%s", refusal.c_str());
+      return false;
+    };
+    hooks.on_established = [this, label](Tunnel& tunnel) {
+      known_peers_.remember(label, tunnel.remote_key());
+    };
+  }
   return std::make_unique<Tunnel>(role, session_id, label, identity_, ice_options_,
                                   [this](const HostPort& target) { return check_target(target); },
                                   std::move(hooks));

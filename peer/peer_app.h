@@ -13,6 +13,7 @@
 #include "identity.h"
 #include "signaling/known_relays.h"
 #include "signaling/relay_client.h"
+#include "trust/known_peers.h"
 #include "transport/turn_bridge.h"
 #include "tunnel/tunnel.h"
 
@@ -25,6 +26,7 @@ struct PeerConfig {
   std::vector<ServeSpec> serves;            // --serve
   std::vector<LocalForwardSpec> forwards;   // -L
   std::optional<std::string> remote_peer;   // the NAME after -L specs
+  std::optional<std::string> remote_key_id; // NAME@KEYID: pinned explicitly
   std::string state_dir;
   std::vector<std::string> ice_addresses;   // --ice-address: restrict host candidates
   bool relay_tls = false;                   // --relay tls://HOST:PORT
@@ -73,6 +75,7 @@ class PeerApp {
   IceSession::Options ice_options_;
   std::string relay_ip_;
   KnownRelays known_relays_;
+  KnownPeers known_peers_;
   // Loopback bridges for TURN over TCP/TLS, by "kind host:port"; kept across sessions.
   std::map<std::string, std::unique_ptr<TurnBridge>> bridges_;
   // TURN server "ip:port" as libnice sees it -> what the path line says.

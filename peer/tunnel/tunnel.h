@@ -59,6 +59,8 @@ class Tunnel : public quic::Connection::Observer {
   bool established() const { return established_; }
   bool closed() const { return closed_; }
   const std::string& remote_label() const { return remote_label_; }
+  // The key the other side proved in the QUIC handshake (valid once established).
+  const PublicKey& remote_key() const { return expected_remote_key_; }
 
  private:
   // quic::Connection::Observer
