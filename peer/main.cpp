@@ -35,6 +35,9 @@ struct Options {
   gchar* proxy = nullptr;
   gboolean force_relay = FALSE;
   gchar* turn_transports = nullptr;
+  gboolean insecure_relay = FALSE;
+  gchar* relay_key = nullptr;
+  gchar* relay_ca = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
 };
@@ -45,8 +48,17 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   const std::string state_help = "Keep the identity key in DIR (default: " + default_state + ")";
   GOptionEntry entries[] = {
       {"relay", 0, 0, G_OPTION_ARG_STRING, &o.relay,
-       "Relay to meet other peers at, [tls://]HOST[:PORT] (default port 3478, TCP; tls:// for the relay's TLS port; default from $NATFWD_RELAY, no built-in relay)",
+       "Relay to meet other peers at, HOST[:PORT] (default port 3478; TLS; tls:// may prefix it; default from $NATFWD_RELAY, no built-in relay)",
        "HOST:PORT"},
+      {"relay-key", 0, 0, G_OPTION_ARG_STRING, &o.relay_key,
+       "Trust the relay only with this key, as known_relays prints it (default: trust on first use, recorded in STATE_DIR/known_relays)",
+       "SHA256:..."},
+      {"relay-ca", 0, 0, G_OPTION_ARG_FILENAME, &o.relay_ca,
+       "Trust the relay when its certificate chains to this CA (PEM) for its host name (default: trust on first use)",
+       "FILE"},
+      {"insecure-relay", 0, 0, G_OPTION_ARG_NONE, &o.insecure_relay,
+       "Talk to the relay over plain TCP (it then sees the rendezvous in clear; peer-to-peer traffic stays encrypted) (default: off)",
+       nullptr},
       {"proxy", 0, 0, G_OPTION_ARG_STRING, &o.proxy,
        "Reach the relay and TURN over TCP/TLS through this HTTP CONNECT proxy (default: $https_proxy/$HTTPS_PROXY, else none)",
        "http://HOST:PORT"},
@@ -146,8 +158,9 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   if (relay.empty())
     usage_error("no relay configured: give --relay HOST:PORT or set NATFWD_RELAY (natfwd has no default relay)");
   const std::string tls_scheme = "tls://";
+  config.relay_tls = !o.insecure_relay;
   if (relay.rfind(tls_scheme, 0) == 0) {
-    config.relay_tls = true;
+    if (o.insecure_relay) usage_error("--insecure-relay contradicts --relay " + relay);
     relay = relay.substr(tls_scheme.size());
   } else if (relay.find("://") != std::string::npos) {
     usage_error("--relay: '" + relay + "': only tls:// or a plain HOST:PORT is understood");
@@ -167,6 +180,20 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
     config.proxy = std::get<natfwd::HostPort>(parsed);
   }
   config.force_relay = o.force_relay;
+  if (o.relay_key && o.relay_ca) usage_error("give --relay-key or --relay-ca, not both");
+  if ((o.relay_key || o.relay_ca) && o.insecure_relay)
+    usage_error("--relay-key/--relay-ca need TLS; drop --insecure-relay");
+  if (o.relay_key) {
+    std::string key = o.relay_key;
+    if (key.rfind("SHA256:", 0) != 0 || key.size() != 50)
+      usage_error("--relay-key: '" + key + "' is not SHA256:<43 base64 characters> as known_relays shows it");
+    config.relay_key = key;
+  }
+  if (o.relay_ca) {
+    if (!g_file_test(o.relay_ca, G_FILE_TEST_IS_REGULAR))
+      usage_error(std::string("--relay-ca: cannot read ") + o.relay_ca);
+    config.relay_ca = o.relay_ca;
+  }
   if (o.turn_transports) {
     config.turn_udp = config.turn_tcp = config.turn_tls = false;
     gchar** names = g_strsplit(o.turn_transports, ",", -1);

@@ -101,9 +101,20 @@ bool PeerApp::start() {
   link.server = config_.relay;
   link.http_proxy = config_.proxy;
   link.tls = config_.relay_tls;
-  link.tls_check = [this](X509*, const std::string& spki) {
+  link.tls_check = [this](X509* leaf, const std::string& spki) -> std::string {
+    if (config_.relay_key) {
+      const std::string presented = spki_fingerprint(spki);
+      if (presented == *config_.relay_key) return "";
+      return "relay " + config_.relay.to_string() + " presented key " + presented +
+             ", not the --relay-key " + *config_.relay_key;
+    }
+    if (config_.relay_ca) return verify_with_ca_file(leaf, *config_.relay_ca, config_.relay.host);
     return known_relays_.check(config_.relay, spki);
   };
+  if (!config_.relay_tls)
+    log::warn("--insecure-relay: the rendezvous with %s is not encrypted (who meets whom, "
+              "candidates and TURN credentials are readable on the way; tunnels stay "
+              "end-to-end encrypted)", config_.relay_text.c_str());
   relay_ = std::make_unique<RelayClient>(link, identity_, config_.name, std::move(callbacks));
   relay_->start();
   return true;

@@ -29,7 +29,9 @@ struct PeerConfig {
   std::optional<std::string> remote_key_id; // NAME@KEYID: pinned explicitly
   std::string state_dir;
   std::vector<std::string> ice_addresses;   // --ice-address: restrict host candidates
-  bool relay_tls = false;                   // --relay tls://HOST:PORT
+  bool relay_tls = true;                    // TLS to the relay unless --insecure-relay
+  std::optional<std::string> relay_key;     // --relay-key SHA256:...: pinned explicitly
+  std::optional<std::string> relay_ca;      // --relay-ca FILE: verify against this CA
   std::optional<HostPort> proxy;            // --proxy or https_proxy: HTTP CONNECT proxy
   bool force_relay = false;                 // --force-relay: relayed candidates only
   bool turn_udp = true, turn_tcp = true, turn_tls = true;  // --turn-transport

@@ -118,12 +118,9 @@ std::optional<std::string> proxy_from_environment(const std::string& host) {
   return std::string(value);
 }
 
-std::string verify_with_system_cas(X509* leaf, const std::string& host) {
-  static X509_STORE* store = [] {
-    X509_STORE* s = X509_STORE_new();
-    X509_STORE_set_default_paths(s);
-    return s;
-  }();
+namespace {
+
+std::string verify_with_store(X509* leaf, X509_STORE* store, const std::string& host) {
   X509_STORE_CTX* context = X509_STORE_CTX_new();
   X509_STORE_CTX_init(context, store, leaf, nullptr);
   const bool chain_ok = X509_verify_cert(context) == 1;
@@ -134,6 +131,25 @@ std::string verify_with_system_cas(X509* leaf, const std::string& host) {
                            ? X509_check_ip_asc(leaf, host.c_str(), 0) == 1
                            : X509_check_host(leaf, host.c_str(), host.size(), 0, nullptr) == 1;
   return name_ok ? "" : "certificate is not valid for " + host;
+}
+
+}  // namespace
+
+std::string verify_with_system_cas(X509* leaf, const std::string& host) {
+  static X509_STORE* store = [] {
+    X509_STORE* s = X509_STORE_new();
+    X509_STORE_set_default_paths(s);
+    return s;
+  }();
+  return verify_with_store(leaf, store, host);
+}
+
+std::string verify_with_ca_file(X509* leaf, const std::string& ca_file, const std::string& host) {
+  std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)> store(X509_STORE_new(),
+                                                                X509_STORE_free);
+  if (X509_STORE_load_file(store.get(), ca_file.c_str()) != 1)
+    return "cannot load CA certificates from " + ca_file;
+  return verify_with_store(leaf, store.get(), host);
 }
 
 }  // namespace natfwd

@@ -50,5 +50,7 @@ std::optional<std::string> proxy_from_environment(const std::string& host);
 
 // Trust check against the system's CA store and the host name (external servers).
 std::string verify_with_system_cas(X509* leaf, const std::string& host);
+// The same against the CA certificates in one PEM file (--relay-ca).
+std::string verify_with_ca_file(X509* leaf, const std::string& ca_file, const std::string& host);
 
 }  // namespace natfwd

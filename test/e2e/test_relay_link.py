@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""The relay link: TLS by default, pinned; and nothing readable on the wire.
+
+1. By default a peer talks TLS to the relay and records its key in known_relays;
+   --relay-key with another key is refused; with the recorded one it works;
+   --insecure-relay works over plain TCP and says so.
+2. A capture (tcpdump on loopback) of the relay link, TURN and the tunnel during a
+   transfer of random data carrying a marker, relayed through TURN so that the relay
+   carries the bytes too, holds neither the marker nor the TURN password. Only the
+   plaintext legs natfwd does not own (client -> -L port, serving peer -> target)
+   are left out of the capture. Skipped if tcpdump cannot capture (not root).
+"""
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+from harness import SKIP, Failure, connect, recv_all, run, scaled
+
+
+def echo(conn: socket.socket, _index: int) -> int:
+    n = 0
+    while chunk := conn.recv(65536):
+        conn.sendall(chunk)
+        n += len(chunk)
+    return n
+
+
+def roundtrip(laddr: str, payload: bytes) -> None:
+    with connect(laddr, timeout=scaled(30)) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        count, _ = recv_all(s)
+    if count != len(payload):
+        raise Failure(f"echo returned {count} of {len(payload)} bytes")
+
+
+def tls_checks(w, target) -> None:
+    _, relay = w.natfwd.relay()
+    home = w.natfwd.state_dir("home")
+    w.natfwd.serve(relay, "home", [target.addr], extra=["--state-dir", home])
+    known = open(os.path.join(home, "known_relays")).read().split()
+    if len(known) != 2 or not known[1].startswith("SHA256:"):
+        raise Failure(f"known_relays not written as expected: {known}")
+    pin = known[1]
+    wrong = "SHA256:" + "A" * 43
+    fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
+                                     extra=["--relay-key", wrong])
+    fwd.wait_stderr(r"not the --relay-key " + re.escape(wrong), 30, what="wrong relay key")
+    fwd.stop()
+    fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
+                                     extra=["--relay-key", pin])
+    roundtrip(laddr, b"pinned relay key")
+    fwd.stop()
+    fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
+                                     extra=["--insecure-relay"])
+    fwd.wait_stderr(r"--insecure-relay: the rendezvous with .* is not encrypted", 10,
+                    what="insecure relay warning")
+    roundtrip(laddr, b"plain relay link")
+    fwd.stop()
+    print(f"relay link: TLS by default (pinned {pin}), wrong --relay-key refused, "
+          "--insecure-relay warns", flush=True)
+
+
+def capture_check(w, target) -> None:
+    if shutil.which("tcpdump") is None or os.geteuid() != 0:
+        print("SKIP: capture needs root and tcpdump", flush=True)
+        sys.exit(SKIP)
+    secret_file = os.path.join(w.tmpdir, "turn-secret")
+    turn_secret = "capture-" + secrets.token_hex(12)
+    with open(secret_file, "w") as f:
+        f.write(turn_secret + "\n")
+    pcap = os.path.join(w.tmpdir, "capture.pcap")
+    # Capture everything on loopback from before the relay starts, so that every
+    # registration, Welcome (with TURN credentials), session setup and handshake is in.
+    dump = w.group.start("tcpdump", ["tcpdump", "-i", "lo", "-U", "-s", "0", "-w", pcap])
+    dump.wait_stderr(r"listening on lo", 10, what="tcpdump ready")
+    _, relay = w.natfwd.relay(extra=["--allow-peer", "127.0.0.0/8",
+                                     "--auth-secret-file", secret_file])
+    relay_port = relay.rpartition(":")[2]
+    w.natfwd.serve(relay, "home", [target.addr], extra=["--force-relay"])
+    fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
+                                     extra=["--force-relay"])
+    fwd.wait_stdout(r"^path home: relayed via turn-", 30, what="relayed path")
+    marker = b"NATFWD-MARKER-" + secrets.token_hex(8).encode()
+    payload = b"".join(os.urandom(4000) + marker for _ in range(500))  # ~2 MB
+    roundtrip(laddr, payload)
+    dump.send_signal(signal.SIGINT)
+    dump.wait_exit(10)
+    # Leave out the two plaintext legs natfwd does not own: the client's connection to
+    # the -L port and the serving peer's connection to the target.
+    lport = laddr.rpartition(":")[2]
+    filtered = os.path.join(w.tmpdir, "natfwd-only.pcap")
+    subprocess.run(["tcpdump", "-r", pcap, "-w", filtered,
+                    f"not port {lport} and not port {target.port}"],
+                   check=True, capture_output=True, timeout=scaled(60))
+    pcap = filtered
+    data = open(pcap, "rb").read()
+    if len(data) < len(payload):
+        raise Failure(f"the capture is too small ({len(data)} bytes) to have seen the transfer")
+    # TURN usernames travel in clear by design (RFC 8489 USERNAME); the passwords the
+    # relay derived for them must not (they only went inside the TLS rendezvous link).
+    usernames = set(re.findall(rb"\d{10}:[a-z2-7]{32}", data))
+    if not usernames:
+        raise Failure("no TURN username in the capture: did the tunnel really use TURN?")
+    needles = [(marker, "the marker"), (turn_secret.encode(), "the TURN secret")]
+    for username in usernames:
+        digest = hmac.new(turn_secret.encode(), username, hashlib.sha1).digest()
+        needles.append((base64.b64encode(digest), f"the TURN password of {username.decode()}"))
+    for needle, what in needles:
+        if needle in data:
+            raise Failure(f"{what} is readable in the capture {pcap}")
+    print(f"capture of {len(data)} bytes (relay port {relay_port}, TURN, tunnel): no marker, "
+          f"no TURN secret, no TURN password of {len(usernames)} usernames", flush=True)
+
+
+def test(w):
+    target = w.target(echo)
+    tls_checks(w, target)
+    w.group.stop_all()
+    capture_check(w, target)
+
+
+if __name__ == "__main__":
+    run(test)
