@@ -14,6 +14,8 @@
 #include "peer_app.h"
 #include "state_dir.h"
 #include "transport/connector.h"
+#include "trust/authorization.h"
+#include "trust/known_peers.h"
 
 namespace {
 
@@ -38,6 +40,7 @@ struct Options {
   gboolean insecure_relay = FALSE;
   gchar* relay_key = nullptr;
   gchar* relay_ca = nullptr;
+  gchar** allow = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
 };
@@ -73,6 +76,9 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
       {"serve", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.serves,
        "Let connecting peers reach HOST:HOSTPORT (repeatable; exact allowlist; default: none)",
        "[PORT:]HOST:HOSTPORT"},
+      {"allow", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.allow,
+       "Accept connecting peers with this key id (repeatable; beside STATE_DIR/authorized_peers; default: only those)",
+       "KEYID"},
       {"local", 'L', 0, G_OPTION_ARG_STRING_ARRAY, &o.forwards,
        "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) and carry each connection to HOST:HOSTPORT as seen by the peer NAME (repeatable)",
        "[BIND:]PORT:HOST:HOSTPORT"},
@@ -91,7 +97,10 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   g_option_context_set_description(context,
       "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
       "use in STATE_DIR/known_peers and must match afterwards (NAME@KEYID pins it\n"
-      "explicitly). `peer id` prints this peer's key id. Ready lines go to stdout,\n"
+      "explicitly). A serving peer accepts only the keys in STATE_DIR/authorized_peers\n"
+      "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
+      "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
+      "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
       "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.");
   g_option_context_add_main_entries(context, entries, nullptr);
   GError* error = nullptr;
@@ -110,6 +119,17 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   natfwd::PeerConfig config;
   std::vector<std::string> positional(argv + 1, argv + argc);
   if (!positional.empty() && positional[0] == "--") positional.erase(positional.begin());
+  if (!positional.empty() && positional[0] == "pair" && o.forwards == nullptr) {
+    // peer pair NAME@KEYID.SECRET: redeem an invite of the serving peer, then exit.
+    if (positional.size() != 2) usage_error("pair: give the code `peer invite` printed: peer pair NAME@KEYID.SECRET");
+    std::string name, id, secret, error;
+    if (!natfwd::parse_invite_code(positional[1], name, id, secret, error)) usage_error("pair: " + error);
+    if (o.serves || o.name) usage_error("pair: --serve/--name do not go with pair");
+    config.remote_peer = name;
+    config.remote_key_id = id;
+    config.pair_secret = secret;
+    positional.clear();
+  }
   if (positional.size() > 1) usage_error("too many arguments: only one peer NAME after the -L specs");
   if (positional.size() == 1) {
     std::string name = positional[0];
@@ -137,7 +157,7 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   }
   if (!config.forwards.empty() && !config.remote_peer)
     usage_error("-L needs the name of the serving peer after the specs, e.g. peer -L 2222:buffalo:22 home");
-  if (config.remote_peer && config.forwards.empty())
+  if (config.remote_peer && config.forwards.empty() && !config.pair_secret)
     usage_error("a peer name was given but no -L [BIND:]PORT:HOST:HOSTPORT to forward");
   if (!config.serves.empty() && !o.name)
     usage_error("--serve needs --name NAME, the name connecting peers will use");
@@ -147,7 +167,12 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
     if (config.serves.empty()) usage_error("--name given but nothing to --serve");
     config.name = o.name;
   }
-  if (config.serves.empty() && config.forwards.empty())
+  for (gchar** a = o.allow; a && *a; ++a) {
+    if (!natfwd::is_valid_key_id(*a))
+      usage_error(std::string("--allow: '") + *a + "' is not a key id (32 characters as `peer id` prints them)");
+    config.allow.push_back(*a);
+  }
+  if (config.serves.empty() && config.forwards.empty() && !config.pair_secret)
     usage_error("nothing to do: give --name NAME --serve [PORT:]HOST:HOSTPORT, or -L [BIND:]PORT:HOST:HOSTPORT NAME");
 
   std::string relay = o.relay ? o.relay : "";
@@ -253,6 +278,51 @@ int print_identity(int argc, char** argv) {
   return 0;
 }
 
+// `peer invite [--state-dir DIR] [--expires MINUTES]`: a one-time pairing code.
+int print_invite(int argc, char** argv) {
+  gchar* state_dir = nullptr;
+  gint minutes = 60;
+  const std::string default_state = natfwd::default_state_dir("peer");
+  const std::string state_help = "The serving peer's state dir (default: " + default_state + ")";
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
+      {"expires", 0, 0, G_OPTION_ARG_INT, &minutes, "The code works for this many minutes, once (default: 60)", "MINUTES"},
+      {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
+  };
+  GOptionContext* context = g_option_context_new("- print a one-time code that lets another peer pair with this one");
+  g_option_context_add_main_entries(context, entries, nullptr);
+  GError* error = nullptr;
+  if (!g_option_context_parse(context, &argc, &argv, &error)) {
+    std::string message = error->message;
+    g_error_free(error);
+    g_option_context_free(context);
+    usage_error("invite: " + message);
+  }
+  g_option_context_free(context);
+  if (argc > 1) usage_error(std::string("invite: unexpected argument '") + argv[1] + "'");
+  if (minutes < 1 || minutes > 7 * 24 * 60) usage_error("invite: --expires must be 1 to 10080 minutes");
+  natfwd::log::init("peer", natfwd::log::Level::kInfo);
+  const std::string dir = state_dir ? state_dir : default_state;
+  gchar* name = nullptr;
+  if (!g_file_get_contents((dir + "/name").c_str(), &name, nullptr, nullptr)) {
+    natfwd::log::error("no serving peer has registered from %s yet: start `peer --name NAME --serve ...` with this state dir first", dir.c_str());
+    return 1;
+  }
+  std::string peer_name = g_strstrip(name);
+  g_free(name);
+  try {
+    auto identity = natfwd::Identity::load_or_create(dir);
+    const std::string secret = natfwd::Authorization::create_invite(dir, minutes * 60L);
+    // The code goes to stdout alone (scripts); how to use it to stderr.
+    printf("%s@%s.%s\n", peer_name.c_str(), natfwd::key_id(identity.public_key()).c_str(), secret.c_str());
+    fprintf(stderr, "on the other machine: peer --relay RELAY pair CODE   (works once, for %d minutes)\n", minutes);
+  } catch (const std::exception& e) {
+    natfwd::log::error("%s", e.what());
+    return 1;
+  }
+  return 0;
+}
+
 gboolean on_signal(gpointer loop) {
   g_main_loop_quit(static_cast<GMainLoop*>(loop));
   return G_SOURCE_REMOVE;
@@ -262,6 +332,7 @@ gboolean on_signal(gpointer loop) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "id") return print_identity(argc - 1, argv + 1);
+  if (argc >= 2 && std::string(argv[1]) == "invite") return print_invite(argc - 1, argv + 1);
   natfwd::PeerConfig config = parse_command_line(argc, argv);
   std::optional<natfwd::Identity> identity;
   try {

@@ -42,7 +42,8 @@ PeerApp::PeerApp(PeerConfig config, Identity identity, GMainLoop* loop)
       identity_(std::move(identity)),
       loop_(loop),
       known_relays_(config_.state_dir + "/known_relays"),
-      known_peers_(config_.state_dir + "/known_peers") {}
+      known_peers_(config_.state_dir + "/known_peers"),
+      authorization_(config_.state_dir, config_.allow) {}
 
 PeerApp::~PeerApp() {
   if (waiting_timer_) g_source_remove(waiting_timer_);
@@ -78,6 +79,9 @@ bool PeerApp::start() {
   callbacks.on_registered = [this](const std::string& name) {
     if (!announced_) {
       announced_ = true;
+      // `peer invite` puts the name in the codes it prints.
+      g_file_set_contents((config_.state_dir + "/name").c_str(), (name + "\n").c_str(), -1,
+                          nullptr);
       log::ready("registered as %s at %s, serving %s", name.c_str(), config_.relay_text.c_str(),
                  join_targets(config_.serves).c_str());
     } else {
@@ -327,10 +331,16 @@ void PeerApp::start_outgoing_tunnel() {
   log::info("connecting to %s via relay %s", config_.remote_peer->c_str(),
             config_.relay_text.c_str());
   outgoing_->start_outgoing(*config_.remote_peer);
+  if (config_.pair_secret) {
+    outgoing_->request_pairing(*config_.pair_secret, [this](bool ok, const std::string& detail) {
+      pairing_finished(ok, detail);
+    });
+  }
 }
 
 std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session_id,
-                                             const std::string& label) {
+                                             const std::string& label, const PublicKey* caller,
+                                             bool pairing_only) {
   Tunnel::Hooks hooks;
   hooks.send_to_relay = [this](const wire::Envelope& envelope) {
     if (relay_) relay_->send(envelope);
@@ -355,9 +365,38 @@ std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session
       known_peers_.remember(label, tunnel.remote_key());
     };
   }
+  TargetPolicy policy = [this](const HostPort& target) { return check_target(target); };
+  if (role == Tunnel::Role::kServing && caller) {
+    const PublicKey key = *caller;
+    if (pairing_only) {
+      policy = [](const HostPort&) {
+        return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
+                              "this peer's key is not authorised here; pair it first"};
+      };
+    }
+    // The QUIC handshake checks again that the key is the authorised one, so a relay
+    // that announced one key and sent another peer gets nowhere.
+    hooks.authorize_key = [this, pairing_only](const PublicKey& presented) {
+      return authorization_.is_authorized(presented) ||
+             (pairing_only && authorization_.has_pending_invite());
+    };
+    hooks.pair = [this, key, label](const std::string& secret) {
+      if (!authorization_.redeem_invite(secret)) {
+        log::warn("%s: pairing refused: invite unknown, used or expired", label.c_str());
+        return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
+                              "invite unknown, already used or expired"};
+      }
+      if (!authorization_.authorize(key, "paired")) {
+        return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
+                              "the serving peer cannot write its authorized_peers"};
+      }
+      log::info("%s: paired: key %s (%s) added to authorized_peers", label.c_str(),
+                key_id(key).c_str(), key_fingerprint(key).c_str());
+      return StreamDecision{wire::StreamOpenResult::OK, "paired"};
+    };
+  }
   return std::make_unique<Tunnel>(role, session_id, label, identity_, ice_options_,
-                                  [this](const HostPort& target) { return check_target(target); },
-                                  std::move(hooks));
+                                  std::move(policy), std::move(hooks));
 }
 
 void PeerApp::on_session_message(const wire::Envelope& envelope) {
@@ -377,8 +416,25 @@ void PeerApp::on_session_message(const wire::Envelope& envelope) {
                                     incoming.caller_key().size()),
                           caller);
     const std::string label = "peer " + key_id(caller).substr(0, 12);
-    log::info("%s (%s) wants a tunnel", label.c_str(), incoming.caller_address().c_str());
-    auto tunnel = make_tunnel(Tunnel::Role::kServing, incoming.session_id(), label);
+    const bool authorized = authorization_.is_authorized(caller);
+    const bool pairing_only = !authorized && authorization_.has_pending_invite();
+    if (!authorized && !pairing_only) {
+      // Refused before any ICE, QUIC or target: the caller learns only "refused".
+      log::warn("refused peer %s (%s) from %s: its key is not authorised (allow it with "
+                "--allow %s, or pair it with `peer invite`)",
+                key_id(caller).c_str(), key_fingerprint(caller).c_str(),
+                incoming.caller_address().c_str(), key_id(caller).c_str());
+      wire::Envelope refuse;
+      refuse.mutable_close_session()->set_session_id(incoming.session_id());
+      refuse.mutable_close_session()->set_reason(wire::CloseSession::REFUSED);
+      refuse.mutable_close_session()->set_detail("this peer's key is not authorised there");
+      relay_->send(refuse);
+      return;
+    }
+    log::info("%s (%s) wants a tunnel%s", label.c_str(), incoming.caller_address().c_str(),
+              pairing_only ? " (not authorised: pairing only)" : "");
+    auto tunnel = make_tunnel(Tunnel::Role::kServing, incoming.session_id(), label, &caller,
+                              pairing_only);
     Tunnel* raw = tunnel.get();
     tunnels_[incoming.session_id()] = std::move(tunnel);
     raw->start_incoming(incoming);
@@ -410,11 +466,24 @@ void PeerApp::tunnel_closed(Tunnel& tunnel, const std::string& reason) {
   }, doomed, nullptr);
 }
 
-std::string PeerApp::check_target(const HostPort& target) const {
+StreamDecision PeerApp::check_target(const HostPort& target) const {
   // An exact allowlist: the same host spelling and port as a --serve entry.
   for (const auto& serve : config_.serves)
-    if (serve.target == target) return "";
-  return target.to_string() + " is not in this peer's --serve list";
+    if (serve.target == target) return {};
+  return {wire::StreamOpenResult::NOT_SERVED,
+          target.to_string() + " is not in this peer's --serve list"};
+}
+
+void PeerApp::pairing_finished(bool ok, const std::string& detail) {
+  if (ok) {
+    log::ready("paired with %s (%s): it now accepts this peer (%s)",
+               config_.remote_peer->c_str(), config_.remote_key_id->c_str(),
+               key_id(identity_.public_key()).c_str());
+  } else {
+    log::error("pairing with %s failed: %s", config_.remote_peer->c_str(), detail.c_str());
+    exit_code_ = 1;
+  }
+  g_main_loop_quit(loop_);
 }
 
 void PeerApp::fatal(const std::string& message) {

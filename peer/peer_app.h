@@ -13,6 +13,7 @@
 #include "identity.h"
 #include "signaling/known_relays.h"
 #include "signaling/relay_client.h"
+#include "trust/authorization.h"
 #include "trust/known_peers.h"
 #include "transport/turn_bridge.h"
 #include "tunnel/tunnel.h"
@@ -27,6 +28,8 @@ struct PeerConfig {
   std::vector<LocalForwardSpec> forwards;   // -L
   std::optional<std::string> remote_peer;   // the NAME after -L specs
   std::optional<std::string> remote_key_id; // NAME@KEYID: pinned explicitly
+  std::vector<std::string> allow;           // --allow KEYID (beside authorized_peers)
+  std::optional<std::string> pair_secret;   // `peer pair CODE`: redeem and exit
   std::string state_dir;
   std::vector<std::string> ice_addresses;   // --ice-address: restrict host candidates
   bool relay_tls = true;                    // TLS to the relay unless --insecure-relay
@@ -65,9 +68,11 @@ class PeerApp {
   void on_session_message(const wire::Envelope& envelope);
   void start_outgoing_tunnel();
   std::unique_ptr<Tunnel> make_tunnel(Tunnel::Role role, uint64_t session_id,
-                                      const std::string& label);
+                                      const std::string& label,
+                                      const PublicKey* caller = nullptr, bool pairing_only = false);
   void tunnel_closed(Tunnel& tunnel, const std::string& reason);
-  std::string check_target(const HostPort& target) const;
+  StreamDecision check_target(const HostPort& target) const;
+  void pairing_finished(bool ok, const std::string& detail);
   void fatal(const std::string& message);
 
   PeerConfig config_;
@@ -78,6 +83,7 @@ class PeerApp {
   std::string relay_ip_;
   KnownRelays known_relays_;
   KnownPeers known_peers_;
+  Authorization authorization_;
   // Loopback bridges for TURN over TCP/TLS, by "kind host:port"; kept across sessions.
   std::map<std::string, std::unique_ptr<TurnBridge>> bridges_;
   // TURN server "ip:port" as libnice sees it -> what the path line says.

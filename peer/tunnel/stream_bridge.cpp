@@ -71,13 +71,14 @@ std::unique_ptr<StreamBridge> StreamBridge::connecting(quic::Connection& quic, i
 }
 
 std::unique_ptr<StreamBridge> StreamBridge::serving(quic::Connection& quic, int64_t stream_id,
-                                                    TargetPolicy policy, std::string log_prefix,
-                                                    DoneHandler done,
+                                                    TargetPolicy policy, PairHandler pair,
+                                                    std::string log_prefix, DoneHandler done,
                                                     std::function<void()> flush) {
   std::unique_ptr<StreamBridge> bridge(new StreamBridge(Role::kServing, quic, stream_id,
                                                         std::move(log_prefix), std::move(done),
                                                         std::move(flush)));
   bridge->policy_ = std::move(policy);
+  bridge->pair_ = std::move(pair);
   return bridge;
 }
 
@@ -149,6 +150,14 @@ void StreamBridge::handle_header_bytes() {
                               header_.end());
   if (role_ == Role::kServing) {
     wire::StreamOpen open;
+    if (wire::parse_message(result.payload, open) && !open.pair_secret().empty()) {
+      quic_.stream_consumed(stream_id_, header_length);
+      const StreamDecision decision =
+          pair_ ? pair_(open.pair_secret())
+                : StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED, "pairing not possible"};
+      refuse(decision.status, decision.detail);  // answers, ends the stream
+      return;
+    }
     if (!wire::parse_message(result.payload, open) || open.port() == 0 || open.port() > 65535 ||
         !is_valid_host(open.host())) {
       refuse(wire::StreamOpenResult::BAD_REQUEST, "malformed target");
@@ -184,11 +193,12 @@ void StreamBridge::handle_header_bytes() {
 
 void StreamBridge::handle_stream_open(const HostPort& target) {
   target_ = target;
-  std::string refusal = policy_ ? policy_(target) : "no policy";
-  if (!refusal.empty()) {
-    log::warn("%s: refused %s: not served (%s)", log_prefix_.c_str(), target.to_string().c_str(),
-              refusal.c_str());
-    refuse(wire::StreamOpenResult::NOT_SERVED, refusal);
+  const StreamDecision decision =
+      policy_ ? policy_(target) : StreamDecision{wire::StreamOpenResult::NOT_SERVED, "no policy"};
+  if (decision.status != wire::StreamOpenResult::OK) {
+    log::warn("%s: refused %s: %s (%s)", log_prefix_.c_str(), target.to_string().c_str(),
+              status_text(decision.status), decision.detail.c_str());
+    refuse(decision.status, decision.detail);
     return;
   }
   phase_ = Phase::kConnectingTarget;
@@ -247,6 +257,8 @@ void StreamBridge::send_result(int status, const std::string& detail) {
   write_to_stream(frame);
 }
 
+// Serving side: answers and ends the stream (a refusal, or a pairing's answer).
+// Connecting side: resets the TCP client.
 void StreamBridge::refuse(int status, const std::string& detail) {
   if (role_ == Role::kServing) {
     // Tell the connecting side why, end our direction, and ignore what it still sends.

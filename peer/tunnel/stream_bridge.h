@@ -28,9 +28,16 @@
 
 namespace natfwd {
 
-// Decides whether the serving side may connect a requested target (the --serve
-// allowlist). Returns an empty string to allow, else the reason to refuse.
-using TargetPolicy = std::function<std::string(const HostPort& target)>;
+// The serving side's answer to a stream's first frame: status 0 (StreamOpenResult::OK)
+// to go ahead, else a StreamOpenResult status and why.
+struct StreamDecision {
+  int status = 0;
+  std::string detail;
+};
+// May the serving side connect this target (the --serve allowlist, authorisation)?
+using TargetPolicy = std::function<StreamDecision(const HostPort& target)>;
+// A pairing request (StreamOpen.pair_secret) from the other side.
+using PairHandler = std::function<StreamDecision(const std::string& secret)>;
 
 class StreamBridge {
  public:
@@ -46,8 +53,9 @@ class StreamBridge {
                                                   std::function<void()> flush);
   // Serving side: the remote opened `stream_id`; the header decides what to connect.
   static std::unique_ptr<StreamBridge> serving(quic::Connection& quic, int64_t stream_id,
-                                               TargetPolicy policy, std::string log_prefix,
-                                               DoneHandler done, std::function<void()> flush);
+                                               TargetPolicy policy, PairHandler pair,
+                                               std::string log_prefix, DoneHandler done,
+                                               std::function<void()> flush);
   ~StreamBridge();
   StreamBridge(const StreamBridge&) = delete;
   StreamBridge& operator=(const StreamBridge&) = delete;
@@ -92,6 +100,7 @@ class StreamBridge {
   DoneHandler done_;
   std::function<void()> flush_;
   TargetPolicy policy_;
+  PairHandler pair_;
   HostPort target_;
 
   GSocketConnection* tcp_ = nullptr;

@@ -1,6 +1,7 @@
 #include "tunnel/tunnel.h"
 
 
+#include "frame.h"
 #include "log.h"
 #include "tcp_reset.h"
 
@@ -301,6 +302,7 @@ void Tunnel::on_handshake_complete(const PublicKey&) {
   }
   if (hooks_.on_established) hooks_.on_established(*this);
   open_pending_streams();
+  if (pair_done_ && pair_stream_ < 0) send_pairing_request();
 }
 
 void Tunnel::print_path_line() {
@@ -332,11 +334,53 @@ void Tunnel::on_remote_stream_opened(int64_t stream_id) {
   }
   std::string prefix = remote_label_ + " stream " + std::to_string(stream_id);
   bridges_[stream_id] = StreamBridge::serving(
-      quic_->connection(), stream_id, target_policy_, prefix,
+      quic_->connection(), stream_id, target_policy_, hooks_.pair, prefix,
       [this](int64_t id) { bridge_done(id); }, [this] { quic_->flush(); });
 }
 
+void Tunnel::request_pairing(const std::string& secret, PairDone done) {
+  pair_secret_ = secret;
+  pair_done_ = std::move(done);
+  if (established_) send_pairing_request();
+}
+
+void Tunnel::send_pairing_request() {
+  auto stream_id = quic_->connection().open_stream();
+  if (!stream_id) {
+    auto done = std::move(pair_done_);
+    done(false, "the serving peer accepts no stream");
+    return;
+  }
+  pair_stream_ = *stream_id;
+  wire::StreamOpen open;
+  open.set_pair_secret(pair_secret_);
+  std::vector<std::byte> frame;
+  wire::encode_message(open, frame);
+  quic_->connection().stream_write(pair_stream_, frame);
+  quic_->connection().stream_shutdown_write(pair_stream_);
+  quic_->flush();
+}
+
+void Tunnel::pairing_answer(std::span<const std::byte> data, bool fin) {
+  quic_->connection().stream_consumed(pair_stream_, data.size());
+  pair_answer_.insert(pair_answer_.end(), data.begin(), data.end());
+  auto result = wire::decode_frame(pair_answer_, 4096);
+  if (result.status == wire::DecodeStatus::kNeedMore && !fin) return;
+  auto done = std::move(pair_done_);
+  pair_done_ = nullptr;
+  wire::StreamOpenResult answer;
+  if (result.status != wire::DecodeStatus::kComplete || !wire::parse_message(result.payload, answer)) {
+    if (done) done(false, "no valid answer from the serving peer");
+    return;
+  }
+  if (done) done(answer.status() == wire::StreamOpenResult::OK, answer.detail());
+}
+
 void Tunnel::on_stream_data(int64_t stream_id, std::span<const std::byte> data, bool fin) {
+  if (stream_id == pair_stream_ && pair_stream_ >= 0) {
+    pairing_answer(data, fin);
+    return;
+  }
   auto it = bridges_.find(stream_id);
   if (it == bridges_.end()) {
     // A stream we already finished: give the credit back so the connection-level
@@ -415,6 +459,11 @@ void Tunnel::fail(const std::string& reason) {
     envelope.mutable_close_session()->set_reason(wire::CloseSession::NORMAL);
     envelope.mutable_close_session()->set_detail(reason);
     hooks_.send_to_relay(envelope);
+  }
+  if (pair_done_) {
+    auto done = std::move(pair_done_);
+    pair_done_ = nullptr;
+    done(false, reason);
   }
   if (hooks_.on_closed) hooks_.on_closed(*this, reason);
 }

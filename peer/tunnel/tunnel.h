@@ -35,6 +35,8 @@ class Tunnel : public quic::Connection::Observer {
     std::function<bool(const PublicKey&)> authorize_key;
     // "turn-tls 203.0.113.10:443" for the TURN server address libnice used.
     std::function<std::string(const std::string& server)> relay_label;
+    // Serving side: a pairing request arrived on a stream (see trust/authorization.h).
+    PairHandler pair;
   };
 
   Tunnel(Role role, uint64_t session_id, std::string remote_label, const Identity& identity,
@@ -52,6 +54,10 @@ class Tunnel : public quic::Connection::Observer {
   // Connecting side: carry one accepted TCP connection to `target` on the remote side.
   // Held until the tunnel is up.
   void forward(GSocketConnection* tcp, const HostPort& target);
+  // Connecting side: once the tunnel is up, ask the serving peer to redeem an invite
+  // secret; `done` gets its answer (or a failure of the tunnel).
+  using PairDone = std::function<void(bool ok, const std::string& detail)>;
+  void request_pairing(const std::string& secret, PairDone done);
   // Sends CONNECTION_CLOSE and resets every forwarded connection.
   void close(const std::string& reason);
 
@@ -120,6 +126,12 @@ class Tunnel : public quic::Connection::Observer {
   std::vector<PendingForward> pending_;
   std::map<int64_t, std::unique_ptr<StreamBridge>> bridges_;
   std::vector<std::unique_ptr<StreamBridge>> finished_bridges_;  // destroyed from idle
+  void send_pairing_request();
+  void pairing_answer(std::span<const std::byte> data, bool fin);
+  std::string pair_secret_;
+  PairDone pair_done_;
+  int64_t pair_stream_ = -1;
+  std::vector<std::byte> pair_answer_;
 };
 
 }  // namespace natfwd

@@ -55,10 +55,12 @@ def test(w):
     laptop = w.natfwd.state_dir("laptop")
     id_a, fp_a = key_id(peer, home_a)
     id_b, fp_b = key_id(peer, home_b)
+    fresh = w.natfwd.state_dir("laptop-fresh")
+    allow = ["--allow", key_id(peer, laptop)[0], "--allow", key_id(peer, fresh)[0]]
 
     # 1. First use records home's key A.
     _, relay1 = w.natfwd.relay()
-    serving_a = w.natfwd.serve(relay1, "home", [target.addr], extra=["--state-dir", home_a])
+    serving_a = w.natfwd.serve(relay1, "home", [target.addr], extra=["--state-dir", home_a, *allow])
     fwd, (laddr,) = w.natfwd.forward(relay1, "home", [f"0:{target.addr}"],
                                      extra=["--state-dir", laptop])
     expect_echo(laddr)
@@ -71,7 +73,7 @@ def test(w):
 
     # A different key calls itself home at another relay: refused, loudly.
     _, relay2 = w.natfwd.relay()
-    w.natfwd.serve(relay2, "home", [target.addr], extra=["--state-dir", home_b])
+    w.natfwd.serve(relay2, "home", [target.addr], extra=["--state-dir", home_b, *allow])
     fwd, (laddr,) = w.natfwd.forward(relay2, "home", [f"0:{target.addr}"],
                                      extra=["--state-dir", laptop])
     expect_refused(laddr)
@@ -86,7 +88,6 @@ def test(w):
     fwd.stop()
 
     # 2. Explicit pins, from a laptop with no known_peers at all.
-    fresh = w.natfwd.state_dir("laptop-fresh")
     fwd, (laddr,) = w.natfwd.forward(relay2, f"home@{id_a}", [f"0:{target.addr}"],
                                      extra=["--state-dir", fresh])
     expect_refused(laddr)

@@ -44,8 +44,8 @@ def roundtrip(laddr: str, payload: bytes) -> None:
 
 def tls_checks(w, target) -> None:
     _, relay = w.natfwd.relay()
-    home = w.natfwd.state_dir("home")
-    w.natfwd.serve(relay, "home", [target.addr], extra=["--state-dir", home])
+    w.natfwd.serve(relay, "home", [target.addr])
+    home = w.natfwd._serve_dirs["home"]
     known = open(os.path.join(home, "known_relays")).read().split()
     if len(known) != 2 or not known[1].startswith("SHA256:"):
         raise Failure(f"known_relays not written as expected: {known}")
@@ -92,6 +92,16 @@ def capture_check(w, target) -> None:
     marker = b"NATFWD-MARKER-" + secrets.token_hex(8).encode()
     payload = b"".join(os.urandom(4000) + marker for _ in range(500))  # ~2 MB
     roundtrip(laddr, payload)
+    # A pairing while capturing: the invite secret must not be on the wire either.
+    peer = w.natfwd.peer_bin
+    code = subprocess.run([peer, "invite", "--state-dir", w.natfwd._serve_dirs["home"]],
+                          capture_output=True, text=True, check=True,
+                          timeout=scaled(20)).stdout.strip()
+    invite_secret = code.rpartition(".")[2]
+    r = subprocess.run([peer, "--relay", relay, "--state-dir", w.natfwd.state_dir("pairing"),
+                        "pair", code], capture_output=True, text=True, timeout=scaled(60))
+    if r.returncode != 0:
+        raise Failure(f"pairing during the capture failed: {r.stderr}")
     dump.send_signal(signal.SIGINT)
     dump.wait_exit(10)
     # Leave out the two plaintext legs natfwd does not own: the client's connection to
@@ -110,7 +120,8 @@ def capture_check(w, target) -> None:
     usernames = set(re.findall(rb"\d{10}:[a-z2-7]{32}", data))
     if not usernames:
         raise Failure("no TURN username in the capture: did the tunnel really use TURN?")
-    needles = [(marker, "the marker"), (turn_secret.encode(), "the TURN secret")]
+    needles = [(marker, "the marker"), (turn_secret.encode(), "the TURN secret"),
+               (invite_secret.encode(), "the invite secret")]
     for username in usernames:
         digest = hmac.new(turn_secret.encode(), username, hashlib.sha1).digest()
         needles.append((base64.b64encode(digest), f"the TURN password of {username.decode()}"))
@@ -118,7 +129,8 @@ def capture_check(w, target) -> None:
         if needle in data:
             raise Failure(f"{what} is readable in the capture {pcap}")
     print(f"capture of {len(data)} bytes (relay port {relay_port}, TURN, tunnel): no marker, "
-          f"no TURN secret, no TURN password of {len(usernames)} usernames", flush=True)
+          f"no TURN secret, no TURN password of {len(usernames)} usernames, no invite "
+          "secret", flush=True)
 
 
 def test(w):

@@ -86,7 +86,8 @@ def main() -> int:
         target = f"{hs.ip['buffalo']}:{L.SSHD_PORT}"
         cmd("relay", f"relay --listen {L.RELAY_IP}:{L.RELAY_PORT}")
         t.start_relay()
-        cmd("home", f"peer {' '.join(t.peer_relay_args(hs))} --name home --serve 2222:{target}")
+        cmd("home", f"peer {' '.join(t.peer_relay_args(hs))} --name home --serve 2222:{target}"
+                    " --allow LAPTOP-KEY-ID   (the laptop's `peer id`)")
         serving = t.start_serving(hs, target)
         say(f"           {serving.stdout_lines[0]}")
         cmd("laptop", f"peer {' '.join(t.peer_relay_args(ls))} -L 2222:{target} home")

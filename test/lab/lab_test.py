@@ -329,8 +329,13 @@ class Tunnels:
     # peers -------------------------------------------------------------------------
 
     def start_serving(self, site: L.Site, target: str, role: str = "home") -> Proc:
+        # Each pair gets a fresh laptop identity (its known_peers would otherwise pin the
+        # previous pair's home key), which the serving peer authorises, as if paired.
+        self.laptop_state = self.natfwd.state_dir("laptop")
+        laptop_id = self.natfwd.key_id(self.laptop_state)
         argv = [self.natfwd.peer_bin, *self.peer_relay_args(site), "--name", "home",
-                "--serve", f"2222:{target}", "--state-dir", self.natfwd.state_dir("home")]
+                "--serve", f"2222:{target}", "--state-dir", self.natfwd.state_dir("home"),
+                "--allow", laptop_id]
         argv += ["-v"] if VERBOSE else []
         p = self.lab.start(f"peer --serve ({site.name})", argv, site.ns[role],
                            echo=self.natfwd.echo, env=clean_env())
@@ -340,7 +345,7 @@ class Tunnels:
     def start_forward(self, site: L.Site, target: str, role: str = "laptop",
                       port: int = 0) -> tuple[Proc, int]:
         argv = [self.natfwd.peer_bin, *self.peer_relay_args(site), "-L", f"{port}:{target}",
-                "--state-dir", self.natfwd.state_dir("laptop")]
+                "--state-dir", self.laptop_state]
         argv += ["-v"] if VERBOSE else []
         argv += ["home"]
         p = self.lab.start(f"peer -L ({site.name})", argv, site.ns[role], echo=self.natfwd.echo,

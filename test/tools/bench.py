@@ -4,7 +4,10 @@
 Throughput of one BENCH_BYTES transfer (default 1 GB, capped at BENCH_MAX_SECONDS per
 cell) through natfwd, through `ssh -L` (aes128-gcm) and over plain kernel TCP
 (CUBIC and BBR), on loopback and between two network namespaces joined by a veth pair:
-raw, 20 ms RTT, and 20 ms RTT + 0.5 % loss each way. Plus setup latencies.
+raw, 20 ms RTT, and 20 ms RTT + 0.5 % loss each way. Plus setup latencies, and natfwd
+forced through the relay's TURN server (both peers --force-relay --turn-transport udp,
+resp. tcp; a second relay with --allow-peer for loopback and the veth subnet): a cell
+only gets a number if the -L peer's path line says `relayed via turn-T`.
 
 The kernel here has no netem: delay is test/tools/nfq_delay holding each packet arriving
 in a namespace for 10 ms (NFQUEUE in mangle/PREROUTING, fail-open, --queue-bypass), loss
@@ -39,6 +42,8 @@ from sshd_inetd import ThrowawaySshd, have_ssh_tools, ssh_argv  # noqa: E402
 XFER = os.path.join(HERE, "xfer.py")
 SSHD_TOOL = os.path.join(HERE, "sshd_inetd.py")
 NA = None
+NS_SUBNET = "198.51.100.0/24"  # the veth pair's addresses (make_namespaces)
+RELAYED = ("udp", "tcp")  # --turn-transport of the "natfwd relayed" rows
 
 
 def log(msg: str) -> None:
@@ -280,6 +285,47 @@ class Bench:
         finally:
             fwd.stop()
 
+    def measure_natfwd_relayed(self, env, col, target_addr, relayed, transport):
+        """One transfer with both peers forced onto the relay's TURN over `transport`;
+        the cell is an error unless the -L peer's path line says so."""
+        row = f"natfwd_turn_{transport}"
+        if not self.have_natfwd:
+            self.results[(row, col)] = "not built"
+            return
+        if not relayed:
+            self.results[(row, col)] = "no relay"
+            return
+        relay_addr, natfwd = relayed
+        log(f"{col}: natfwd relayed (TURN {transport})")
+        name = f"bench-{transport}"
+        extra = ["--force-relay", "--turn-transport", transport]
+        if env.ns_a:
+            extra += ["--ice-address", env.addr_a]
+        fwd, (laddr,) = natfwd.forward(relay_addr, name, [f"0:{target_addr}"],
+                                       extra=extra, netns=env.ns_a)
+        try:
+            try:
+                m = fwd.wait_stdout(rf"^path {re.escape(name)}: (.*)$", 30,
+                                    what=f"path line (TURN {transport})")
+            except Failure as e:
+                self.results[(row, col)] = "no path"
+                self.notes.append(f"{col} relayed {transport}: {str(e).splitlines()[0]}")
+                return
+            path = m.group(1)
+            self.results[(f"path_turn_{transport}", col)] = m.group(0)
+            if not path.startswith(f"relayed via turn-{transport} "):
+                self.results[(row, col)] = "NOT RELAYED"
+                self.notes.append(f"{col} relayed {transport}: expected 'relayed via "
+                                  f"turn-{transport} ...', got: {path}")
+                return
+            self.results[(row, col)] = self.xfer(env, laddr)
+            if self.results[(row, col)] == "failed":
+                for line in fwd.stderr_lines[-3:]:
+                    self.notes.append(f"{col} relayed {transport}: -L peer said: {line}")
+            fwd.check_running("after the transfer")
+        finally:
+            fwd.stop()
+
     def column(self, env: Env, col: str, delay_ms: float, loss: float, services):
         if env.ns_a and not self.emulate(env, delay_ms, loss):
             for row in ROWS:
@@ -292,7 +338,11 @@ class Bench:
                                                           services["sshd"])),
                          ("natfwd", lambda: self.measure_natfwd(env, col, target_addr,
                                                                 services["relay"],
-                                                                services["natfwd"]))):
+                                                                services["natfwd"])),
+                         *((f"natfwd relayed {t}",
+                            lambda t=t: self.measure_natfwd_relayed(env, col, target_addr,
+                                                                    services["relayed"], t))
+                           for t in RELAYED)):
             try:
                 fn()
             except Exception as e:  # noqa: BLE001 - one failed cell must not end the bench
@@ -303,7 +353,8 @@ class Bench:
         """Target, sshd, relay and serving peer for one environment (B side)."""
         target, target_addr = self.start_target(env)
         self.target_proc = target
-        s = {"target": target_addr, "sshd": None, "relay": None, "natfwd": None}
+        s = {"target": target_addr, "sshd": None, "relay": None, "natfwd": None,
+             "relayed": None}
         if self.have_ssh:
             d = os.path.join(self.tmp, f"sshd-{label}")
             os.mkdir(d, 0o700)
@@ -325,6 +376,28 @@ class Bench:
                 log(f"natfwd did not start: {e}")
                 self.notes.append(f"{label}: natfwd did not start: {str(e).splitlines()[0]}")
                 self.have_natfwd = False
+        if self.have_natfwd:
+            # A second relay, allowed to relay to loopback and the veth subnet (its own
+            # addresses are denied by default), and one serving peer per TURN transport,
+            # forced onto it. The direct row's relay and peers stay as they were.
+            state = os.path.join(self.tmp, f"natfwd-{label}-relayed")
+            os.mkdir(state, 0o700)
+            natfwd = Natfwd(self.group, state, self.relay_bin, self.peer_bin)
+            try:
+                _, relay_addr = natfwd.relay(listen=f"{env.addr_b}:0", netns=env.ns_b,
+                                             extra=["--allow-peer", "127.0.0.0/8",
+                                                    "--allow-peer", NS_SUBNET])
+                for t in RELAYED:
+                    extra = ["--force-relay", "--turn-transport", t]
+                    if env.ns_b:
+                        extra += ["--ice-address", env.addr_b]
+                    natfwd.serve(relay_addr, f"bench-{t}", [target_addr], extra=extra,
+                                 netns=env.ns_b)
+                s["relayed"] = (relay_addr, natfwd)
+            except Failure as e:
+                log(f"relayed natfwd did not start: {e}")
+                self.notes.append(f"{label}: relayed natfwd did not start: "
+                                  f"{str(e).splitlines()[0]}")
         return s
 
     def run(self):
@@ -383,6 +456,11 @@ class Bench:
             path = self.results.get(("path", col))
             if path:
                 print(f"{col}: {path}")
+        for t in RELAYED:
+            for col in cols:
+                path = self.results.get((f"path_turn_{t}", col))
+                if path:
+                    print(f"{col} (TURN {t}): {path}")
         for n in dict.fromkeys(self.notes):
             print(f"note: {n}")
         print("delay: NFQUEUE (test/tools/nfq_delay), 10 ms each way; loss: iptables "
@@ -393,6 +471,7 @@ class Bench:
 
 ROWS = [
     ("natfwd", "natfwd (QUIC over ICE) MB/s", "20 ms: >= 3x ssh -L; loss: >= 50x ssh, >= TCP BBR"),
+    *((f"natfwd_turn_{t}", f"natfwd relayed (TURN {t}) MB/s", "") for t in RELAYED),
     ("ssh", "ssh -L aes128-gcm MB/s", ""),
     ("tcp_cubic", "plain TCP CUBIC MB/s", ""),
     ("tcp_bbr", "plain TCP BBR MB/s", ""),

@@ -259,6 +259,23 @@ class Natfwd:
         self.netns = netns
         self.echo = echo
         self._count = 0
+        self._client_dir: Optional[str] = None
+        self._serve_dirs: dict[str, str] = {}
+        self.client_id = ""
+
+    def client_state_dir(self) -> str:
+        """The state dir every `forward()` uses unless told otherwise: one identity that
+        every `serve()` authorises (--allow), as a paired laptop would be."""
+        if self._client_dir is None:
+            self._client_dir = self.state_dir("client")
+            self.client_id = self.key_id(self._client_dir)
+        return self._client_dir
+
+    def key_id(self, state_dir: str) -> str:
+        """`peer id`: creates the key if needed, returns its key id."""
+        out = subprocess.run([self.peer_bin, "id", "--state-dir", state_dir],
+                             capture_output=True, text=True, timeout=scaled(20), check=True)
+        return out.stdout.split("\n")[0]
 
     def state_dir(self, label: str) -> str:
         self._count += 1
@@ -278,8 +295,14 @@ class Natfwd:
     def serve(self, relay_addr: str, name: str, serves: Sequence[str],
               extra: Iterable[str] = (), netns: Optional[str] = None,
               timeout: float = READY_TIMEOUT) -> Proc:
+        self.client_state_dir()
+        # One identity per name for the whole test, as a real home server keeps its
+        # key: the shared client identity pins it (known_peers) on first use.
+        if name not in self._serve_dirs:
+            self._serve_dirs[name] = self.state_dir("serve-" + name)
         argv = [self.peer_bin, "--relay", relay_addr, "--name", name,
-                "--state-dir", self.state_dir("serve-" + name), *verbose_args()]
+                "--state-dir", self._serve_dirs[name], *verbose_args(),
+                "--allow", self.client_id]
         for s in serves:
             argv += ["--serve", s]
         argv += list(extra)
@@ -293,7 +316,7 @@ class Natfwd:
                 timeout: float = READY_TIMEOUT) -> tuple[Proc, list[str]]:
         """Starts `peer -L ... NAME`; returns it and the address of each -L, in order."""
         argv = [self.peer_bin, "--relay", relay_addr, "--state-dir",
-                self.state_dir("fwd-" + name), *verbose_args()]
+                self.client_state_dir(), *verbose_args()]
         for f in forwards:
             argv += ["-L", f]
         argv += list(extra) + [name]
