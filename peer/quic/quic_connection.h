@@ -60,7 +60,10 @@ struct Config {
   // return false to refuse the connection. The hook for pinning/authorisation.
   // Unset = refuse everyone (fail closed).
   std::function<bool(const PublicKey&)> verify_remote_key;
-  size_t max_udp_payload = 1280;           // survives TURN framing later
+  // 1350 still fits a 1500-byte MTU after IPv6 (40), UDP (8) and the largest TURN
+  // framing (a Send indication, 36). Larger datagrams mean fewer of them, and one
+  // syscall per datagram is what bounds throughput (NOTES-transport.md).
+  size_t max_udp_payload = 1350;
   uint64_t stream_window = 16 << 20;       // per-stream flow-control window (bytes)
   uint64_t connection_window = 64 << 20;   // connection-level flow-control window (bytes)
   uint64_t max_streams = 1024;             // concurrent bidi streams the remote may open
