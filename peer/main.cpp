@@ -246,6 +246,24 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   return config;
 }
 
+// Parses a subcommand's options (`peer id`, `peer invite`); exits 2 with one line on
+// a bad flag or a stray argument.
+void parse_subcommand(const char* name, const char* summary, GOptionEntry* entries, int argc,
+                      char** argv) {
+  GOptionContext* context = g_option_context_new(summary);
+  g_option_context_add_main_entries(context, entries, nullptr);
+  GError* error = nullptr;
+  if (!g_option_context_parse(context, &argc, &argv, &error)) {
+    std::string message = error->message;
+    g_error_free(error);
+    g_option_context_free(context);
+    usage_error(std::string(name) + ": " + message);
+  }
+  g_option_context_free(context);
+  if (argc > 1) usage_error(std::string(name) + ": unexpected argument '" + argv[1] + "'");
+  natfwd::log::init("peer", natfwd::log::Level::kInfo);
+}
+
 // `peer id [--state-dir DIR]`: this peer's key id (line 1, for scripts) and fingerprint.
 int print_identity(int argc, char** argv) {
   gchar* state_dir = nullptr;
@@ -255,18 +273,7 @@ int print_identity(int argc, char** argv) {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
-  GOptionContext* context = g_option_context_new("- print this peer's key id and fingerprint");
-  g_option_context_add_main_entries(context, entries, nullptr);
-  GError* error = nullptr;
-  if (!g_option_context_parse(context, &argc, &argv, &error)) {
-    std::string message = error->message;
-    g_error_free(error);
-    g_option_context_free(context);
-    usage_error("id: " + message);
-  }
-  g_option_context_free(context);
-  if (argc > 1) usage_error(std::string("id: unexpected argument '") + argv[1] + "'");
-  natfwd::log::init("peer", natfwd::log::Level::kInfo);
+  parse_subcommand("id", "- print this peer's key id and fingerprint", entries, argc, argv);
   try {
     auto identity = natfwd::Identity::load_or_create(state_dir ? state_dir : default_state);
     printf("%s\n%s\n", natfwd::key_id(identity.public_key()).c_str(),
@@ -289,19 +296,9 @@ int print_invite(int argc, char** argv) {
       {"expires", 0, 0, G_OPTION_ARG_INT, &minutes, "The code works for this many minutes, once (default: 60)", "MINUTES"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
-  GOptionContext* context = g_option_context_new("- print a one-time code that lets another peer pair with this one");
-  g_option_context_add_main_entries(context, entries, nullptr);
-  GError* error = nullptr;
-  if (!g_option_context_parse(context, &argc, &argv, &error)) {
-    std::string message = error->message;
-    g_error_free(error);
-    g_option_context_free(context);
-    usage_error("invite: " + message);
-  }
-  g_option_context_free(context);
-  if (argc > 1) usage_error(std::string("invite: unexpected argument '") + argv[1] + "'");
+  parse_subcommand("invite", "- print a one-time code that lets another peer pair with this one",
+                   entries, argc, argv);
   if (minutes < 1 || minutes > 7 * 24 * 60) usage_error("invite: --expires must be 1 to 10080 minutes");
-  natfwd::log::init("peer", natfwd::log::Level::kInfo);
   const std::string dir = state_dir ? state_dir : default_state;
   gchar* name = nullptr;
   if (!g_file_get_contents((dir + "/name").c_str(), &name, nullptr, nullptr)) {

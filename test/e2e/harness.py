@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from procs import (Failure, Natfwd, Proc, ProcGroup, find_binaries, scaled,  # noqa: E402
                    split_hostport, wait_until)
 
-__all__ = ["Failure", "Natfwd", "Proc", "World", "TargetServer", "run", "scaled",
+__all__ = ["Failure", "Natfwd", "Proc", "World", "TargetServer", "run", "scaled", "echo",
            "split_hostport", "wait_until", "PatternStream", "connect", "recv_all",
            "send_stream", "SKIP"]
 
@@ -56,6 +56,15 @@ class PatternStream:
             n = min(self.chunk, left)
             yield self.rng.randbytes(n)
             left -= n
+
+
+def echo(conn: socket.socket, _index: int) -> int:
+    """A TargetServer handler that sends back what it reads until EOF; returns the count."""
+    n = 0
+    while chunk := conn.recv(65536):
+        conn.sendall(chunk)
+        n += len(chunk)
+    return n
 
 
 def connect(addr: str, timeout: float = IO_TIMEOUT) -> socket.socket:

@@ -14,15 +14,7 @@ import socket
 import subprocess
 import time
 
-from harness import Failure, connect, run, scaled
-
-
-def echo(conn: socket.socket, _index: int) -> int:
-    n = 0
-    while chunk := conn.recv(65536):
-        conn.sendall(chunk)
-        n += len(chunk)
-    return n
+from harness import echo, Failure, connect, run, scaled
 
 
 def refused(laddr: str) -> bool:

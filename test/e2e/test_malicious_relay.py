@@ -18,7 +18,7 @@ peers refuse and no byte reaches the target:
 import socket
 import threading
 
-from harness import Failure, connect, run, scaled
+from harness import echo, Failure, connect, run, scaled
 
 # -- a minimal protobuf codec: just what the rendezvous Envelope needs ------------------
 
@@ -141,14 +141,6 @@ def set_field(items, number, value):
             item[2] = value
             return
     items.append([number, 2, value])
-
-
-def echo(conn: socket.socket, _index: int) -> int:
-    n = 0
-    while chunk := conn.recv(65536):
-        conn.sendall(chunk)
-        n += len(chunk)
-    return n
 
 
 def refused(laddr: str) -> None:

@@ -12,21 +12,13 @@ import os
 import socket
 import subprocess
 
-from harness import Failure, connect, run, scaled
+from harness import echo, Failure, connect, run, scaled
 
 
 def key_id(peer_bin: str, state_dir: str) -> tuple[str, str]:
     out = subprocess.run([peer_bin, "id", "--state-dir", state_dir], capture_output=True,
                          text=True, timeout=scaled(10), check=True).stdout.split("\n")
     return out[0], out[1]
-
-
-def echo(conn: socket.socket, _index: int) -> int:
-    n = 0
-    while chunk := conn.recv(65536):
-        conn.sendall(chunk)
-        n += len(chunk)
-    return n
 
 
 def expect_echo(laddr: str) -> None:

@@ -22,15 +22,7 @@ import socket
 import subprocess
 import sys
 
-from harness import SKIP, Failure, connect, recv_all, run, scaled
-
-
-def echo(conn: socket.socket, _index: int) -> int:
-    n = 0
-    while chunk := conn.recv(65536):
-        conn.sendall(chunk)
-        n += len(chunk)
-    return n
+from harness import echo, SKIP, Failure, connect, recv_all, run, scaled
 
 
 def roundtrip(laddr: str, payload: bytes) -> None:
