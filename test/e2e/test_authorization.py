@@ -10,7 +10,6 @@
    invite is pending, an unpaired peer gets a tunnel that refuses every target.
 """
 import os
-import socket
 import subprocess
 import time
 

@@ -9,7 +9,6 @@
 3. An identity key readable by others makes the peer refuse to start.
 """
 import os
-import socket
 import subprocess
 
 from harness import echo, Failure, connect, run, scaled
