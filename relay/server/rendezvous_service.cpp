@@ -33,7 +33,7 @@ RendezvousService::~RendezvousService() {
   // Sources first, so that no callback runs into a half-destroyed object.
   accept_source_.reset();
   resume_accept_source_.reset();
-  timer_.reset();
+  timer_.arm(std::nullopt);
   reap_source_.reset();
   for (auto& [id, client] : clients_) {
     client->sniff_source.reset();
@@ -285,39 +285,16 @@ gboolean RendezvousService::on_reap_trampoline(gpointer self) {
   return G_SOURCE_REMOVE;
 }
 
-void RendezvousService::arm_timer() {
-  const auto deadline = core_.next_deadline();
-  if (!deadline) {
-    timer_.reset();
-    timer_deadline_.reset();
-    return;
-  }
-  // An armed timer that fires no later than needed stays: when it fires early,
-  // on_tick does nothing and we re-arm. Saves a timer per message.
-  if (timer_ && timer_deadline_ && *timer_deadline_ <= *deadline) return;
-  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*deadline - now());
-  timer_.reset(g_timeout_source_new(static_cast<guint>(std::max<int64_t>(wait.count(), 0))));
-  g_source_set_callback(timer_.get(), on_timer_trampoline, this, nullptr);
-  g_source_attach(timer_.get(), nullptr);
-  timer_deadline_ = deadline;
-}
-
-gboolean RendezvousService::on_timer_trampoline(gpointer self) {
-  auto* service = static_cast<RendezvousService*>(self);
-  try {
-    service->on_timer();
-  } catch (const std::exception& e) {
-    log::error("rendezvous: timer: %s", e.what());
-    service->arm_timer();
-  }
-  return G_SOURCE_REMOVE;
-}
+void RendezvousService::arm_timer() { timer_.arm(core_.next_deadline()); }
 
 void RendezvousService::on_timer() {
-  timer_.reset();  // safe inside its own callback: GLib holds a reference
-  timer_deadline_.reset();
-  core_.on_tick(now());
-  apply_actions();  // re-arms
+  try {
+    core_.on_tick(now());
+    apply_actions();  // re-arms
+  } catch (const std::exception& e) {
+    log::error("rendezvous: timer: %s", e.what());
+    arm_timer();
+  }
 }
 
 }  // namespace natfwd::relay

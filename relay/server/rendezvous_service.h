@@ -19,6 +19,7 @@
 
 #include "framed_connection.h"
 #include "rendezvous/rendezvous_core.h"
+#include "server/deadline_timer.h"
 #include "server/glib_ptr.h"
 
 namespace natfwd::relay {
@@ -54,7 +55,6 @@ class RendezvousService {
 
   static gboolean on_accept_trampoline(GSocket*, GIOCondition, gpointer self);
   static gboolean on_sniff_trampoline(GSocket*, GIOCondition, gpointer client);
-  static gboolean on_timer_trampoline(gpointer self);
   static gboolean on_reap_trampoline(gpointer self);
   static gboolean on_resume_accept_trampoline(gpointer self);
 
@@ -85,8 +85,7 @@ class RendezvousService {
   TlsService* tls_;
   std::unordered_map<ConnectionId, std::unique_ptr<Client>> clients_;
   ConnectionId next_id_ = 1;
-  GSourcePtr timer_;
-  std::optional<TimePoint> timer_deadline_;
+  DeadlineTimer timer_{[this] { on_timer(); }};
   std::set<ConnectionId> to_reap_;
   GSourcePtr reap_source_;
   bool applying_actions_ = false;

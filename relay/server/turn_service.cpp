@@ -32,7 +32,7 @@ TurnService::TurnService(GSocket* udp, TurnServiceConfig config)
       responder_(config_.turn.software) {}
 
 TurnService::~TurnService() {
-  timer_.reset();
+  timer_.arm(std::nullopt);
   reap_source_.reset();
   for (auto& [id, client] : streams_) {
     client->read_source.reset();
@@ -414,32 +414,15 @@ gboolean TurnService::on_reap_trampoline(gpointer self) {
 
 // ---- timer -----------------------------------------------------------------------
 
-void TurnService::arm_timer() {
-  const auto deadline = core_.next_deadline();
-  if (!deadline) {
-    timer_.reset();
-    timer_deadline_.reset();
-    return;
-  }
-  if (timer_ && timer_deadline_ && *timer_deadline_ <= *deadline) return;
-  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*deadline - now());
-  timer_.reset(g_timeout_source_new(static_cast<guint>(std::max<int64_t>(wait.count(), 0))));
-  g_source_set_callback(timer_.get(), on_timer_trampoline, this, nullptr);
-  g_source_attach(timer_.get(), nullptr);
-  timer_deadline_ = deadline;
-}
+void TurnService::arm_timer() { timer_.arm(core_.next_deadline()); }
 
-gboolean TurnService::on_timer_trampoline(gpointer self) {
-  auto* service = static_cast<TurnService*>(self);
-  service->timer_.reset();
-  service->timer_deadline_.reset();
+void TurnService::on_timer() {
   try {
-    service->core_.on_tick(now());
+    core_.on_tick(now());
   } catch (const std::exception& e) {
     log::error("turn: timer: %s", e.what());
   }
-  service->arm_timer();
-  return G_SOURCE_REMOVE;
+  arm_timer();
 }
 
 }  // namespace natfwd::relay

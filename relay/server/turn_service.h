@@ -21,6 +21,7 @@
 #include <gio/gio.h>
 
 #include "byte_stream.h"
+#include "server/deadline_timer.h"
 #include "server/glib_ptr.h"
 #include "stun/binding_responder.h"
 #include "turn/turn_server.h"
@@ -94,7 +95,6 @@ class TurnService : public turn::TurnIo {
   static gboolean on_relay_readable_trampoline(GSocket*, GIOCondition, gpointer relay);
   static gboolean on_stream_readable_trampoline(GSocket*, GIOCondition, gpointer client);
   static gboolean on_stream_writable_trampoline(GSocket*, GIOCondition, gpointer client);
-  static gboolean on_timer_trampoline(gpointer self);
   static gboolean on_reap_trampoline(gpointer self);
 
   void on_relay_readable(RelaySocket& relay);
@@ -109,6 +109,7 @@ class TurnService : public turn::TurnIo {
                                         const std::string& ip, bool even_port);
   std::string relay_ip_for(const turn::ClientKey& client, turn::TransportAddress::Family family);
   void arm_timer();
+  void on_timer();
 
   // Datagrams read from one relayed socket per wakeup.
   static constexpr int kMaxDatagramsPerWakeup = 64;
@@ -128,8 +129,7 @@ class TurnService : public turn::TurnIo {
   uint32_t next_port_offset_ = 0;
   std::set<uint64_t> to_reap_;
   GSourcePtr reap_source_;
-  GSourcePtr timer_;
-  std::optional<turn::TimePoint> timer_deadline_;
+  DeadlineTimer timer_{[this] { on_timer(); }};
   std::array<std::byte, 65536> buffer_{};
 };
 
