@@ -35,6 +35,7 @@ from procs import (Failure, Natfwd, Proc, ProcGroup, find_binaries, scaled,  # n
                    split_hostport, wait_until)
 
 __all__ = ["Failure", "Natfwd", "Proc", "World", "TargetServer", "run", "scaled", "echo",
+           "both_ways", "assert_refused",
            "split_hostport", "wait_until", "PatternStream", "connect", "recv_all",
            "send_stream", "SKIP"]
 
@@ -65,6 +66,40 @@ def echo(conn: socket.socket, _index: int) -> int:
         conn.sendall(chunk)
         n += len(chunk)
     return n
+
+
+def both_ways(sock: socket.socket, seed: str, size: int) -> dict:
+    """Sends `size` pattern bytes (then FIN) while reading until EOF; returns the hash
+    of what was sent, the hash and count of what was received."""
+    sent = {}
+
+    def sender():
+        try:
+            sent["hash"] = send_stream(sock, PatternStream(seed, size))
+            sock.shutdown(socket.SHUT_WR)
+        except Exception as e:  # noqa: BLE001
+            sent["error"] = repr(e)
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    count, received = recv_all(sock, limit=size)
+    t.join()
+    if "error" in sent:
+        raise Failure(f"sending ({seed}) failed: {sent['error']}")
+    return {"sent": sent["hash"], "received": received, "count": count}
+
+
+def assert_refused(laddr: str, failure: str, probe: bytes = b"ping") -> None:
+    """Connects to a -L port whose tunnel must be refused: the connection may be reset
+    or closed, but no byte may come back (else Failure(failure + the bytes))."""
+    with connect(laddr, timeout=scaled(60)) as s:
+        try:
+            s.sendall(probe)
+            data = s.recv(64)
+        except (ConnectionResetError, BrokenPipeError):
+            return
+        if data:
+            raise Failure(f"{failure}: {data!r}")
 
 
 def connect(addr: str, timeout: float = IO_TIMEOUT) -> socket.socket:

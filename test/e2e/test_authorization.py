@@ -13,16 +13,7 @@ import os
 import subprocess
 import time
 
-from harness import echo, Failure, connect, run, scaled
-
-
-def refused(laddr: str) -> bool:
-    with connect(laddr, timeout=scaled(60)) as s:
-        try:
-            s.sendall(b"ping")
-            return s.recv(4) == b""
-        except (ConnectionResetError, BrokenPipeError):
-            return True
+from harness import Failure, assert_refused, echo, connect, run, scaled
 
 
 def test(w):
@@ -37,8 +28,7 @@ def test(w):
     # 1. Not authorised: refused before anything is touched.
     fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
                                      extra=["--state-dir", stranger])
-    if not refused(laddr):
-        raise Failure("an unauthorised peer got data through")
+    assert_refused(laddr, "an unauthorised peer got data through")
     serving.wait_stderr(r"refused peer " + stranger_id + r" \(SHA256:", 30,
                         what="serving peer's refusal line")
     fwd.wait_stderr(r"not authorised", 30, what="-L side's refusal")
@@ -91,8 +81,7 @@ def test(w):
     fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
                                      extra=["--state-dir", other])
     accepted_before = target.accepted
-    if not refused(laddr):
-        raise Failure("an unpaired peer reached a target while an invite was pending")
+    assert_refused(laddr, "an unpaired peer reached a target while an invite was pending")
     fwd.wait_stderr(r"not authorised", 30, what="pairing-only refusal")
     if target.accepted != accepted_before:
         raise Failure("the target was connected for an unpaired peer")

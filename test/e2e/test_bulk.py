@@ -6,39 +6,17 @@ hash what they send and what they receive, streaming, never holding the data.
 E2E_BULK_BYTES overrides the size per direction.
 """
 import os
-import socket
-import threading
 
-from harness import Failure, PatternStream, connect, recv_all, run, send_stream
+from harness import Failure, both_ways, connect, run
 
 SIZE = int(os.environ.get("E2E_BULK_BYTES", 200 * 1024 * 1024))
 
 
-def both_ways(sock: socket.socket, seed: str) -> dict:
-    """Sends SIZE bytes (then FIN) while reading until EOF; returns both hashes."""
-    sent = {}
-
-    def sender():
-        try:
-            sent["hash"] = send_stream(sock, PatternStream(seed, SIZE))
-            sock.shutdown(socket.SHUT_WR)
-        except Exception as e:  # noqa: BLE001
-            sent["error"] = repr(e)
-
-    t = threading.Thread(target=sender, daemon=True)
-    t.start()
-    count, received = recv_all(sock, limit=SIZE)
-    t.join()
-    if "error" in sent:
-        raise Failure(f"sending ({seed}) failed: {sent['error']}")
-    return {"sent": sent["hash"], "received": received, "count": count}
-
-
 def test(w):
-    target = w.target(lambda conn, _: both_ways(conn, "down"))
+    target = w.target(lambda conn, _: both_ways(conn, "down", SIZE))
     _, _, fwd, (laddr,) = w.tunnel([target.addr], [f"0:{target.addr}"])
     with connect(laddr) as s:
-        client = both_ways(s, "up")
+        client = both_ways(s, "up", SIZE)
     target.wait_results(1, timeout=60)
     server = target.results[0]
     if client["count"] != SIZE or server["count"] != SIZE:

@@ -4,32 +4,12 @@
 Each connection sends its own 1 MB to the target while the target sends its own 1 MB
 back (both at once, then FIN); every stream is checked by SHA-256 on both ends.
 """
-import socket
 import threading
 
-from harness import Failure, PatternStream, connect, recv_all, run, send_stream
+from harness import Failure, both_ways, connect, run
 
 CONNECTIONS = 64
 SIZE = 1024 * 1024
-
-
-def both_ways(sock: socket.socket, seed: str) -> dict:
-    sent = {}
-
-    def sender():
-        try:
-            sent["hash"] = send_stream(sock, PatternStream(seed, SIZE))
-            sock.shutdown(socket.SHUT_WR)
-        except Exception as e:  # noqa: BLE001
-            sent["error"] = repr(e)
-
-    t = threading.Thread(target=sender, daemon=True)
-    t.start()
-    count, received = recv_all(sock, limit=SIZE)
-    t.join()
-    if "error" in sent:
-        raise Failure(f"sending {seed} failed: {sent['error']}")
-    return {"sent": sent["hash"], "received": received, "count": count}
 
 
 def target_handler(conn, _index):
@@ -40,7 +20,7 @@ def target_handler(conn, _index):
         if not more:
             raise Failure("connection closed before its tag")
         tag += more
-    result = both_ways(conn, "down-" + tag.decode())
+    result = both_ways(conn, "down-" + tag.decode(), SIZE)
     result["tag"] = tag.decode()
     return result
 
@@ -57,7 +37,7 @@ def test(w):
         try:
             with connect(laddr) as s:
                 s.sendall(tag.encode())
-                r = both_ways(s, "up-" + tag)
+                r = both_ways(s, "up-" + tag, SIZE)
             with lock:
                 client_results[tag] = r
         except Exception as e:  # noqa: BLE001
