@@ -28,7 +28,7 @@ constexpr uint16_t kDefaultRelayPort = 3478;
 }
 
 struct Options {
-  gchar* relay = nullptr;
+  gchar** relays = nullptr;
   gchar* name = nullptr;
   gchar** serves = nullptr;
   gchar** forwards = nullptr;
@@ -50,8 +50,8 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "Keep the identity key in DIR (default: " + default_state + ")";
   GOptionEntry entries[] = {
-      {"relay", 0, 0, G_OPTION_ARG_STRING, &o.relay,
-       "Relay to meet other peers at, HOST[:PORT] (default port 3478; TLS; tls:// may prefix it; default from $NATFWD_RELAY, no built-in relay)",
+      {"relay", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.relays,
+       "Relay to meet other peers at, HOST[:PORT] (default port 3478; TLS; tls:// may prefix it). Repeatable: a serving peer registers at every relay, a connecting peer tries them in turn (default from $NATFWD_RELAY, comma-separated; no built-in relay)",
        "HOST:PORT"},
       {"relay-key", 0, 0, G_OPTION_ARG_STRING, &o.relay_key,
        "Trust the relay only with this key, as known_relays prints it (default: trust on first use, recorded in STATE_DIR/known_relays)",
@@ -175,29 +175,37 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   if (config.serves.empty() && config.forwards.empty() && !config.pair_secret)
     usage_error("nothing to do: give --name NAME --serve [PORT:]HOST:HOSTPORT, or -L [BIND:]PORT:HOST:HOSTPORT NAME");
 
-  std::string relay = o.relay ? o.relay : "";
-  if (relay.empty()) {
+  std::vector<std::string> relays;
+  for (gchar** r = o.relays; r && *r; ++r) relays.push_back(*r);
+  if (relays.empty()) {
     const char* env = g_getenv("NATFWD_RELAY");
-    relay = env ? env : "";
+    gchar** parts = g_strsplit(env ? env : "", ",", -1);
+    for (gchar** part = parts; *part; ++part)
+      if (*g_strstrip(*part)) relays.push_back(*part);
+    g_strfreev(parts);
   }
-  if (relay.empty())
+  if (relays.empty())
     usage_error("no relay configured: give --relay HOST:PORT or set NATFWD_RELAY (natfwd has no default relay)");
   const std::string tls_scheme = "tls://";
   config.relay_tls = !o.insecure_relay;
-  if (relay.rfind(tls_scheme, 0) == 0) {
-    if (o.insecure_relay) usage_error("--insecure-relay contradicts --relay " + relay);
-    relay = relay.substr(tls_scheme.size());
-  } else if (relay.find("://") != std::string::npos) {
-    usage_error("--relay: '" + relay + "': only tls:// or a plain HOST:PORT is understood");
+  for (std::string relay : relays) {
+    if (relay.rfind(tls_scheme, 0) == 0) {
+      if (o.insecure_relay) usage_error("--insecure-relay contradicts --relay " + relay);
+      relay = relay.substr(tls_scheme.size());
+    } else if (relay.find("://") != std::string::npos) {
+      usage_error("--relay: '" + relay + "': only tls:// or a plain HOST:PORT is understood");
+    }
+    auto relay_address = natfwd::parse_host_port(relay, kDefaultRelayPort);
+    if (auto* e = std::get_if<std::string>(&relay_address)) usage_error("--relay: " + *e);
+    const auto address = std::get<natfwd::HostPort>(relay_address);
+    for (const auto& seen : config.relays)
+      if (seen == address) usage_error("--relay " + address.to_string() + " is given twice");
+    config.relays.push_back(address);
   }
-  auto relay_address = natfwd::parse_host_port(relay, kDefaultRelayPort);
-  if (auto* e = std::get_if<std::string>(&relay_address)) usage_error("--relay: " + *e);
-  config.relay = std::get<natfwd::HostPort>(relay_address);
-  config.relay_text = config.relay.to_string();
 
   std::optional<std::string> proxy;
   if (o.proxy) proxy = o.proxy;
-  else proxy = natfwd::proxy_from_environment(config.relay.host);
+  else proxy = natfwd::proxy_from_environment(config.relays.front().host);
   if (proxy && !proxy->empty()) {
     auto parsed = natfwd::parse_proxy_url(*proxy);
     if (auto* e = std::get_if<std::string>(&parsed))
@@ -206,6 +214,8 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   }
   config.force_relay = o.force_relay;
   if (o.relay_key && o.relay_ca) usage_error("give --relay-key or --relay-ca, not both");
+  if (o.relay_key && config.relays.size() > 1)
+    usage_error("--relay-key pins one relay; with several relays use --relay-ca or the keys recorded in known_relays");
   if ((o.relay_key || o.relay_ca) && o.insecure_relay)
     usage_error("--relay-key/--relay-ca need TLS; drop --insecure-relay");
   if (o.relay_key) {

@@ -52,7 +52,7 @@ PeerApp::~PeerApp() {
     g_object_unref(waiting.tcp);
   }
   tunnels_.clear();
-  relay_.reset();
+  relays_.clear();
   for (auto& listener : listeners_) {
     if (listener->source) {
       g_source_destroy(listener->source);
@@ -72,56 +72,89 @@ bool PeerApp::start() {
     if (!bind_listener(*listener)) return false;
     listeners_.push_back(std::move(listener));
   }
-  RelayClient::Callbacks callbacks;
-  callbacks.on_welcome = [this](const wire::Welcome& welcome, const std::string& relay_ip) {
-    on_welcome(relay_ip, welcome);
-  };
-  callbacks.on_registered = [this](const std::string& name) {
-    if (!announced_) {
-      announced_ = true;
-      // `peer invite` puts the name in the codes it prints.
-      g_file_set_contents((config_.state_dir + "/name").c_str(), (name + "\n").c_str(), -1,
-                          nullptr);
-      log::ready("registered as %s at %s, serving %s", name.c_str(), config_.relay_text.c_str(),
-                 join_targets(config_.serves).c_str());
-    } else {
-      log::info("registered again as %s at %s", name.c_str(), config_.relay_text.c_str());
-    }
-  };
-  callbacks.on_session_message = [this](const wire::Envelope& envelope) {
-    on_session_message(envelope);
-  };
-  callbacks.on_disconnected = [this](const std::string& reason, bool fatal_error) {
-    if (fatal_error) {
-      fatal(reason);
-      return;
-    }
-    log::warn("%s; reconnecting", reason.c_str());
-  };
-  callbacks.on_ice_servers = [this](const wire::IceServersUpdate& update) {
-    use_ice_servers(update.ice_servers());
-  };
-  ConnectOptions link;
-  link.server = config_.relay;
-  link.http_proxy = config_.proxy;
-  link.tls = config_.relay_tls;
-  link.tls_check = [this](X509* leaf, const std::string& spki) -> std::string {
-    if (config_.relay_key) {
-      const std::string presented = spki_fingerprint(spki);
-      if (presented == *config_.relay_key) return "";
-      return "relay " + config_.relay.to_string() + " presented key " + presented +
-             ", not the --relay-key " + *config_.relay_key;
-    }
-    if (config_.relay_ca) return verify_with_ca_file(leaf, *config_.relay_ca, config_.relay.host);
-    return known_relays_.check(config_.relay, spki);
-  };
   if (!config_.relay_tls)
     log::warn("--insecure-relay: the rendezvous with %s is not encrypted (who meets whom, "
               "candidates and TURN credentials are readable on the way; tunnels stay "
-              "end-to-end encrypted)", config_.relay_text.c_str());
-  relay_ = std::make_unique<RelayClient>(link, identity_, config_.name, std::move(callbacks));
-  relay_->start();
+              "end-to-end encrypted)", relays_text().c_str());
+  for (size_t i = 0; i < config_.relays.size(); ++i)
+    relays_.push_back(make_relay_link(i, config_.relays[i]));
+  for (auto& link : relays_) link->client->start();
   return true;
+}
+
+std::unique_ptr<PeerApp::RelayLink> PeerApp::make_relay_link(size_t index,
+                                                             const HostPort& address) {
+  auto link = std::make_unique<RelayLink>();
+  link->index = index;
+  link->address = address;
+  RelayLink* raw = link.get();
+  RelayClient::Callbacks callbacks;
+  callbacks.on_welcome = [this, raw](const wire::Welcome& welcome, const std::string& relay_ip) {
+    on_welcome(*raw, relay_ip, welcome);
+  };
+  callbacks.on_registered = [this, raw](const std::string& name) { on_registered(*raw, name); };
+  callbacks.on_session_message = [this, raw](const wire::Envelope& envelope) {
+    on_session_message(*raw, envelope);
+  };
+  callbacks.on_disconnected = [this, raw](const std::string& reason, bool fatal_error) {
+    on_relay_lost(*raw, reason, fatal_error);
+  };
+  callbacks.on_ice_servers = [this, raw](const wire::IceServersUpdate& update) {
+    use_ice_servers(*raw, update.ice_servers());
+  };
+  ConnectOptions options;
+  options.server = address;
+  options.http_proxy = config_.proxy;
+  options.tls = config_.relay_tls;
+  options.tls_check = [this, address](X509* leaf, const std::string& spki) -> std::string {
+    if (config_.relay_key) {
+      const std::string presented = spki_fingerprint(spki);
+      if (presented == *config_.relay_key) return "";
+      return "relay " + address.to_string() + " presented key " + presented +
+             ", not the --relay-key " + *config_.relay_key;
+    }
+    if (config_.relay_ca) return verify_with_ca_file(leaf, *config_.relay_ca, address.host);
+    return known_relays_.check(address, spki);
+  };
+  link->client = std::make_unique<RelayClient>(options, identity_, config_.name,
+                                               std::move(callbacks));
+  return link;
+}
+
+void PeerApp::on_registered(RelayLink& link, const std::string& name) {
+  const bool again = link.registered;
+  link.registered = true;
+  if (!announced_) {
+    announced_ = true;
+    // `peer invite` puts the name in the codes it prints.
+    g_file_set_contents((config_.state_dir + "/name").c_str(), (name + "\n").c_str(), -1,
+                        nullptr);
+    log::ready("registered as %s at %s, serving %s", name.c_str(),
+               link.address.to_string().c_str(), join_targets(config_.serves).c_str());
+  } else if (again) {
+    log::info("registered again as %s at %s", name.c_str(), link.address.to_string().c_str());
+  } else {
+    log::info("registered as %s at %s too", name.c_str(), link.address.to_string().c_str());
+  }
+}
+
+void PeerApp::on_relay_lost(RelayLink& link, const std::string& reason, bool fatal_error) {
+  if (fatal_error) {
+    fatal(reason);
+    return;
+  }
+  log::warn("%s; reconnecting", reason.c_str());
+  // Tunnels still being set up through this relay cannot finish: their answer and
+  // candidates would come through it. Fail them now, so that their connections try
+  // another relay instead of waiting for the setup timeout. Established tunnels do
+  // not need the relay.
+  std::vector<Tunnel*> stuck;
+  for (auto& [id, tunnel] : tunnels_)
+    if (auto it = tunnel_relay_.find(id);
+        it != tunnel_relay_.end() && it->second == &link && !tunnel->established())
+      stuck.push_back(tunnel.get());
+  for (Tunnel* tunnel : stuck)
+    tunnel->close("the link to relay " + link.address.to_string() + " was lost during setup");
 }
 
 bool PeerApp::bind_listener(Listener& listener) {
@@ -186,37 +219,44 @@ void PeerApp::accept_from(GSocket* socket) {
     if (outgoing_) {
       outgoing_->forward(connection, listener->spec.target);
       g_object_unref(connection);
-    } else if (waiting_.size() < kMaxWaitingConnections) {
-      // The relay link is (re)connecting: hold the connection until it is up.
-      waiting_.push_back({connection, listener->spec.target, g_get_monotonic_time()});
-      if (!waiting_timer_) waiting_timer_ = g_timeout_add_seconds(1, on_waiting_timeout, this);
     } else {
-      log::warn("cannot reach %s: the relay %s is not connected", config_.remote_peer->c_str(),
-                config_.relay_text.c_str());
-      reset_connection(connection);
-      g_object_unref(connection);
+      hold_until_relay_ready(connection, listener->spec.target);
     }
   }
 }
 
-void PeerApp::on_welcome(const std::string& relay_ip, const wire::Welcome& welcome) {
-  relay_ip_ = relay_ip;
-  use_ice_servers(welcome.ice_servers());
+void PeerApp::hold_until_relay_ready(GSocketConnection* connection, const HostPort& target) {
+  if (waiting_.size() >= kMaxWaitingConnections) {
+    log::warn("cannot reach %s: no relay is connected (%s)", config_.remote_peer->c_str(),
+              relays_text().c_str());
+    reset_connection(connection);
+    g_object_unref(connection);
+    return;
+  }
+  // The relay links are (re)connecting: hold the connection until one is up.
+  waiting_.push_back({connection, target, g_get_monotonic_time()});
+  if (!waiting_timer_) waiting_timer_ = g_timeout_add_seconds(1, on_waiting_timeout, this);
+}
+
+void PeerApp::on_welcome(RelayLink& link, const std::string& relay_ip,
+                         const wire::Welcome& welcome) {
+  link.ip = relay_ip;
+  use_ice_servers(link, welcome.ice_servers());
   // Connect ahead of the first TCP connection, so that it finds the tunnel ready.
   if (config_.remote_peer && (!outgoing_ || outgoing_->closed())) start_outgoing_tunnel();
   hand_waiting_to_tunnel();
 }
 
 void PeerApp::use_ice_servers(
-    const google::protobuf::RepeatedPtrField<wire::IceServer>& servers) {
+    RelayLink& link, const google::protobuf::RepeatedPtrField<wire::IceServer>& servers) {
   IceSession::Options options;
   options.force_relay = config_.force_relay;
-  relay_labels_.clear();
+  link.labels.clear();
   for (const auto& server : servers) {
     // An empty host means "the relay you are talking to".
-    HostPort address{server.host().empty() ? config_.relay.host : server.host(),
+    HostPort address{server.host().empty() ? link.address.host : server.host(),
                      static_cast<uint16_t>(server.port())};
-    const std::string ip = server.host().empty() ? relay_ip_ : server.host();
+    const std::string ip = server.host().empty() ? link.ip : server.host();
     const bool ip_known = !ip.empty() && g_hostname_is_ip_address(ip.c_str());
     switch (server.kind()) {
       case wire::IceServer::STUN:
@@ -227,7 +267,7 @@ void PeerApp::use_ice_servers(
         if (!ip_known || !config_.turn_udp) break;  // libnice needs an IP; behind a proxy UDP is moot anyway
         options.turn_servers.push_back(
             {ip, address.port, server.username(), server.password(), false});
-        relay_labels_[HostPort{ip, address.port}.to_string()] = "turn-udp " + address.to_string();
+        link.labels[HostPort{ip, address.port}.to_string()] = "turn-udp " + address.to_string();
         break;
       case wire::IceServer::TURN_TCP:
       case wire::IceServer::TURN_TLS: {
@@ -237,7 +277,7 @@ void PeerApp::use_ice_servers(
         if (!bridge) break;
         options.turn_servers.push_back(
             {"127.0.0.1", bridge->port(), server.username(), server.password(), true});
-        relay_labels_["127.0.0.1:" + std::to_string(bridge->port())] = bridge->label();
+        link.labels["127.0.0.1:" + std::to_string(bridge->port())] = bridge->label();
         break;
       }
       default:
@@ -246,14 +286,15 @@ void PeerApp::use_ice_servers(
   }
   if (!config_.ice_addresses.empty()) {
     options.local_addresses = config_.ice_addresses;
-  } else if (is_loopback_ip(relay_ip_)) {
+  } else if (is_loopback_ip(link.ip)) {
     // A relay on loopback means every peer is on this machine (tests, demos): keep
     // ICE on loopback too instead of every interface.
-    options.local_addresses = {relay_ip_};
+    options.local_addresses = {link.ip};
   }
-  log::debug("ice servers: stun %s:%u, %zu turn", options.stun_server.ip.c_str(),
-             options.stun_server.port, options.turn_servers.size());
-  ice_options_ = std::move(options);
+  log::debug("ice servers of relay %s: stun %s:%u, %zu turn", link.address.to_string().c_str(),
+             options.stun_server.ip.c_str(), options.stun_server.port,
+             options.turn_servers.size());
+  link.ice_options = std::move(options);
 }
 
 TurnBridge* PeerApp::bridge_for(const wire::IceServer& server, const HostPort& address) {
@@ -287,9 +328,27 @@ TurnBridge* PeerApp::bridge_for(const wire::IceServer& server, const HostPort& a
   return bridge.get();
 }
 
-std::string PeerApp::relay_label(const std::string& server) const {
-  auto it = relay_labels_.find(server);
-  return it == relay_labels_.end() ? "turn " + server : it->second;
+bool PeerApp::any_relay_ready() const {
+  for (const auto& link : relays_)
+    if (link->ready()) return true;
+  return false;
+}
+
+std::string PeerApp::relays_text() const {
+  std::string out;
+  for (const auto& relay : config_.relays) {
+    if (!out.empty()) out += ", ";
+    out += relay.to_string();
+  }
+  return out;
+}
+
+PeerApp::RelayLink* PeerApp::pick_relay_for_outgoing() {
+  for (size_t i = 0; i < relays_.size(); ++i) {
+    RelayLink& link = *relays_[(preferred_relay_ + i) % relays_.size()];
+    if (link.ready() && !tried_relays_.contains(link.index)) return &link;
+  }
+  return nullptr;
 }
 
 void PeerApp::hand_waiting_to_tunnel() {
@@ -310,9 +369,8 @@ gboolean PeerApp::on_waiting_timeout(gpointer self) {
       ++it;
       continue;
     }
-    log::warn("cannot reach %s: no link to the relay %s after %d s",
-              app->config_.remote_peer->c_str(), app->config_.relay_text.c_str(),
-              kRelayWaitSeconds);
+    log::warn("cannot reach %s: no link to any relay (%s) after %d s",
+              app->config_.remote_peer->c_str(), app->relays_text().c_str(), kRelayWaitSeconds);
     reset_connection(it->tcp);
     g_object_unref(it->tcp);
     it = waiting.erase(it);
@@ -323,13 +381,19 @@ gboolean PeerApp::on_waiting_timeout(gpointer self) {
 }
 
 void PeerApp::start_outgoing_tunnel() {
-  if (!relay_ || !relay_->ready()) return;
+  RelayLink* link = pick_relay_for_outgoing();
+  if (!link && tried_relays_.size() == relays_.size()) {
+    tried_relays_.clear();  // every relay failed once: start over
+    link = pick_relay_for_outgoing();
+  }
+  if (!link) return;
+  tried_relays_.insert(link->index);
   const uint64_t id = random_session_id();
-  auto tunnel = make_tunnel(Tunnel::Role::kConnecting, id, *config_.remote_peer);
+  auto tunnel = make_tunnel(Tunnel::Role::kConnecting, id, *config_.remote_peer, *link);
   outgoing_ = tunnel.get();
   tunnels_[id] = std::move(tunnel);
   log::info("connecting to %s via relay %s", config_.remote_peer->c_str(),
-            config_.relay_text.c_str());
+            link->address.to_string().c_str());
   outgoing_->start_outgoing(*config_.remote_peer);
   if (config_.pair_secret) {
     outgoing_->request_pairing(*config_.pair_secret, [this](bool ok, const std::string& detail) {
@@ -339,16 +403,21 @@ void PeerApp::start_outgoing_tunnel() {
 }
 
 std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session_id,
-                                             const std::string& label, const PublicKey* caller,
-                                             bool pairing_only) {
+                                             const std::string& label, RelayLink& link,
+                                             const PublicKey* caller, bool pairing_only) {
+  tunnel_relay_[session_id] = &link;
   Tunnel::Hooks hooks;
-  hooks.send_to_relay = [this](const wire::Envelope& envelope) {
-    if (relay_) relay_->send(envelope);
+  RelayLink* relay = &link;
+  hooks.send_to_relay = [relay](const wire::Envelope& envelope) {
+    relay->client->send(envelope);
   };
   hooks.on_closed = [this](Tunnel& tunnel, const std::string& reason) {
     tunnel_closed(tunnel, reason);
   };
-  hooks.relay_label = [this](const std::string& server) { return relay_label(server); };
+  hooks.relay_label = [relay](const std::string& server) {
+    auto it = relay->labels.find(server);
+    return it == relay->labels.end() ? "turn " + server : it->second;
+  };
   if (role == Tunnel::Role::kConnecting) {
     // The serving peer's key must be the one we pinned (NAME@KEYID) or, failing that,
     // the one known_peers recorded the first time. Checked inside the QUIC handshake,
@@ -361,8 +430,19 @@ std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session
       log::error("%s", refusal.c_str());
       return false;
     };
-    hooks.on_established = [this, label](Tunnel& tunnel) {
+    hooks.on_established = [this, label, relay](Tunnel& tunnel) {
       known_peers_.remember(label, tunnel.remote_key());
+      if (&tunnel == outgoing_) {
+        preferred_relay_ = relay->index;
+        tried_relays_.clear();
+      }
+    };
+    // A setup that failed through one relay is tried through each other relay once,
+    // with the connections that were waiting for it.
+    hooks.rescue_pending = [this](std::vector<Tunnel::PendingForward>& pending) {
+      if (tried_relays_.size() >= relays_.size()) return false;
+      rescued_.insert(rescued_.end(), pending.begin(), pending.end());
+      return true;
     };
   }
   TargetPolicy policy = [this](const HostPort& target) { return check_target(target); };
@@ -395,19 +475,23 @@ std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session
       return StreamDecision{wire::StreamOpenResult::OK, "paired"};
     };
   }
-  return std::make_unique<Tunnel>(role, session_id, label, identity_, ice_options_,
+  return std::make_unique<Tunnel>(role, session_id, label, identity_, link.ice_options,
                                   std::move(policy), std::move(hooks));
 }
 
-void PeerApp::on_session_message(const wire::Envelope& envelope) {
+void PeerApp::refuse_session(RelayLink& link, uint64_t session_id, const std::string& detail) {
+  wire::Envelope refuse;
+  refuse.mutable_close_session()->set_session_id(session_id);
+  refuse.mutable_close_session()->set_reason(wire::CloseSession::REFUSED);
+  refuse.mutable_close_session()->set_detail(detail);
+  link.client->send(refuse);
+}
+
+void PeerApp::on_session_message(RelayLink& link, const wire::Envelope& envelope) {
   if (envelope.has_incoming_session()) {
     const auto& incoming = envelope.incoming_session();
     if (config_.serves.empty()) {
-      wire::Envelope refuse;
-      refuse.mutable_close_session()->set_session_id(incoming.session_id());
-      refuse.mutable_close_session()->set_reason(wire::CloseSession::REFUSED);
-      refuse.mutable_close_session()->set_detail("this peer serves nothing");
-      relay_->send(refuse);
+      refuse_session(link, incoming.session_id(), "this peer serves nothing");
       return;
     }
     if (tunnels_.count(incoming.session_id())) return;
@@ -424,17 +508,13 @@ void PeerApp::on_session_message(const wire::Envelope& envelope) {
                 "--allow %s, or pair it with `peer invite`)",
                 key_id(caller).c_str(), key_fingerprint(caller).c_str(),
                 incoming.caller_address().c_str(), key_id(caller).c_str());
-      wire::Envelope refuse;
-      refuse.mutable_close_session()->set_session_id(incoming.session_id());
-      refuse.mutable_close_session()->set_reason(wire::CloseSession::REFUSED);
-      refuse.mutable_close_session()->set_detail("this peer's key is not authorised there");
-      relay_->send(refuse);
+      refuse_session(link, incoming.session_id(), "this peer's key is not authorised there");
       return;
     }
     log::info("%s (%s) wants a tunnel%s", label.c_str(), incoming.caller_address().c_str(),
               pairing_only ? " (not authorised: pairing only)" : "");
-    auto tunnel = make_tunnel(Tunnel::Role::kServing, incoming.session_id(), label, &caller,
-                              pairing_only);
+    auto tunnel = make_tunnel(Tunnel::Role::kServing, incoming.session_id(), label, link,
+                              &caller, pairing_only);
     Tunnel* raw = tunnel.get();
     tunnels_[incoming.session_id()] = std::move(tunnel);
     raw->start_incoming(incoming);
@@ -445,11 +525,13 @@ void PeerApp::on_session_message(const wire::Envelope& envelope) {
   else if (envelope.has_candidate()) id = envelope.candidate().session_id();
   else if (envelope.has_close_session()) id = envelope.close_session().session_id();
   auto it = tunnels_.find(id);
-  if (it != tunnels_.end()) it->second->on_relay_message(envelope);
+  // Only from the relay the session runs through: another relay cannot speak for it.
+  if (it != tunnels_.end() && tunnel_relay_[id] == &link) it->second->on_relay_message(envelope);
 }
 
 void PeerApp::tunnel_closed(Tunnel& tunnel, const std::string& reason) {
-  if (&tunnel == outgoing_) {
+  const bool was_outgoing = &tunnel == outgoing_;
+  if (was_outgoing) {
     log::warn("%s: %s", tunnel.remote_label().c_str(), reason.c_str());
     outgoing_ = nullptr;
   } else {
@@ -460,10 +542,26 @@ void PeerApp::tunnel_closed(Tunnel& tunnel, const std::string& reason) {
   if (it == tunnels_.end()) return;
   Tunnel* doomed = it->second.release();
   tunnels_.erase(it);
+  tunnel_relay_.erase(tunnel.session_id());
   g_idle_add_full(G_PRIORITY_DEFAULT, [](gpointer p) -> gboolean {
     delete static_cast<Tunnel*>(p);
     return G_SOURCE_REMOVE;
   }, doomed, nullptr);
+  if (was_outgoing && !rescued_.empty()) {
+    std::vector<Tunnel::PendingForward> rescued;
+    rescued.swap(rescued_);
+    start_outgoing_tunnel();
+    log::info("trying %s through another relay with %zu waiting connection(s)",
+              config_.remote_peer->c_str(), rescued.size());
+    for (auto& pending : rescued) {
+      if (outgoing_) {
+        outgoing_->forward(pending.tcp, pending.target);
+        g_object_unref(pending.tcp);
+      } else {
+        hold_until_relay_ready(pending.tcp, pending.target);  // no other relay is up yet
+      }
+    }
+  }
 }
 
 StreamDecision PeerApp::check_target(const HostPort& target) const {

@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,9 @@
 namespace natfwd {
 
 struct PeerConfig {
-  HostPort relay;
-  std::string relay_text;                   // as the user wrote it, for the ready line
+  // --relay (repeatable): relays in the order a connecting peer tries them; a serving
+  // peer registers at every one.
+  std::vector<HostPort> relays;
   std::optional<std::string> name;          // --name: register and serve under it
   std::vector<ServeSpec> serves;            // --serve
   std::vector<LocalForwardSpec> forwards;   // -L
@@ -58,17 +60,40 @@ class PeerApp {
     GSource* source = nullptr;
   };
 
+  // One relay: the link to it and what it told us. Each tunnel is set up through
+  // one relay, with that relay's STUN/TURN servers.
+  struct RelayLink {
+    size_t index = 0;  // position in --relay order
+    HostPort address;
+    std::unique_ptr<RelayClient> client;
+    std::string ip;  // the relay's IP for STUN/TURN over UDP; empty when unknown
+    IceSession::Options ice_options;
+    // TURN server "ip:port" as libnice sees it -> what the path line says.
+    std::map<std::string, std::string> labels;
+    bool registered = false;
+    bool ready() const { return client && client->ready(); }
+  };
+
   bool bind_listener(Listener& listener);
   static gboolean on_accept(GSocket* socket, GIOCondition, gpointer self);
   void accept_from(GSocket* socket);
-  void on_welcome(const std::string& relay_ip, const wire::Welcome& welcome);
-  void use_ice_servers(const google::protobuf::RepeatedPtrField<wire::IceServer>& servers);
+  // Takes the reference: the connection waits (bounded, kRelayWaitSeconds) for a relay.
+  void hold_until_relay_ready(GSocketConnection* connection, const HostPort& target);
+  std::unique_ptr<RelayLink> make_relay_link(size_t index, const HostPort& address);
+  void on_registered(RelayLink& link, const std::string& name);
+  void on_relay_lost(RelayLink& link, const std::string& reason, bool fatal_error);
+  void on_welcome(RelayLink& link, const std::string& relay_ip, const wire::Welcome& welcome);
+  void use_ice_servers(RelayLink& link,
+                       const google::protobuf::RepeatedPtrField<wire::IceServer>& servers);
   TurnBridge* bridge_for(const wire::IceServer& server, const HostPort& address);
-  std::string relay_label(const std::string& server) const;
-  void on_session_message(const wire::Envelope& envelope);
+  void on_session_message(RelayLink& link, const wire::Envelope& envelope);
+  void refuse_session(RelayLink& link, uint64_t session_id, const std::string& detail);
+  RelayLink* pick_relay_for_outgoing();
+  bool any_relay_ready() const;
+  std::string relays_text() const;
   void start_outgoing_tunnel();
   std::unique_ptr<Tunnel> make_tunnel(Tunnel::Role role, uint64_t session_id,
-                                      const std::string& label,
+                                      const std::string& label, RelayLink& link,
                                       const PublicKey* caller = nullptr, bool pairing_only = false);
   void tunnel_closed(Tunnel& tunnel, const std::string& reason);
   StreamDecision check_target(const HostPort& target) const;
@@ -78,16 +103,21 @@ class PeerApp {
   PeerConfig config_;
   Identity identity_;
   GMainLoop* loop_;
-  std::unique_ptr<RelayClient> relay_;
-  IceSession::Options ice_options_;
-  std::string relay_ip_;
+  std::vector<std::unique_ptr<RelayLink>> relays_;
+  // Where the next outgoing tunnel starts looking for a ready relay: the one that
+  // worked last, or the one after a relay that failed.
+  size_t preferred_relay_ = 0;
+  // Relays tried since the last outgoing tunnel came up: a failed setup is retried
+  // through a relay not tried yet; once every relay failed, a new round begins.
+  std::set<size_t> tried_relays_;
+  // -L connections of a failed setup, carried over to the next relay's attempt.
+  std::vector<Tunnel::PendingForward> rescued_;
+  std::map<uint64_t, RelayLink*> tunnel_relay_;  // session id -> relay it was set up through
   KnownRelays known_relays_;
   KnownPeers known_peers_;
   Authorization authorization_;
   // Loopback bridges for TURN over TCP/TLS, by "kind host:port"; kept across sessions.
   std::map<std::string, std::unique_ptr<TurnBridge>> bridges_;
-  // TURN server "ip:port" as libnice sees it -> what the path line says.
-  std::map<std::string, std::string> relay_labels_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::map<uint64_t, std::unique_ptr<Tunnel>> tunnels_;  // by session id
   Tunnel* outgoing_ = nullptr;  // the tunnel that -L connections use

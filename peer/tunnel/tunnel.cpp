@@ -447,6 +447,10 @@ void Tunnel::fail(const std::string& reason) {
   std::vector<StreamBridge*> open;
   for (auto& [id, bridge] : bridges_) open.push_back(bridge.get());
   for (StreamBridge* bridge : open) bridge->abort(reason);
+  if (!established_ && !pending_.empty() && hooks_.rescue_pending &&
+      hooks_.rescue_pending(pending_)) {
+    pending_.clear();
+  }
   for (auto& pending : pending_) {
     // Reset, so the client does not take the close for a complete (empty) reply.
     reset_connection(pending.tcp);

@@ -25,6 +25,11 @@ namespace natfwd {
 class Tunnel : public quic::Connection::Observer {
  public:
   enum class Role { kConnecting, kServing };
+  // A local TCP connection waiting for the tunnel (we hold one reference).
+  struct PendingForward {
+    GSocketConnection* tcp;
+    HostPort target;
+  };
   struct Hooks {
     std::function<void(const wire::Envelope&)> send_to_relay;
     std::function<void(Tunnel&)> on_established;  // QUIC handshake done, key verified
@@ -37,6 +42,10 @@ class Tunnel : public quic::Connection::Observer {
     std::function<std::string(const std::string& server)> relay_label;
     // Serving side: a pairing request arrived on a stream (see trust/authorization.h).
     PairHandler pair;
+    // Connecting side, setup failed: may take the waiting connections (and their
+    // references) to try them another way, e.g. through another relay; returns
+    // false to let them be reset.
+    std::function<bool(std::vector<PendingForward>&)> rescue_pending;
   };
 
   Tunnel(Role role, uint64_t session_id, std::string remote_label, const Identity& identity,
@@ -119,10 +128,6 @@ class Tunnel : public quic::Connection::Observer {
   guint reap_idle_ = 0;
   gint64 started_us_ = 0;
 
-  struct PendingForward {
-    GSocketConnection* tcp;
-    HostPort target;
-  };
   std::vector<PendingForward> pending_;
   std::map<int64_t, std::unique_ptr<StreamBridge>> bridges_;
   std::vector<std::unique_ptr<StreamBridge>> finished_bridges_;  // destroyed from idle

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Several relays (`--relay A --relay B`): one relay down changes nothing visible.
+
+1. The serving peer registers at both relays.
+2. A connecting peer given an extra relay where the serving peer is NOT registered
+   first (`--relay C --relay A`): its first attempt fails there and its waiting
+   connection is carried over to the next relay, where it works.
+3. Relay A is killed (SIGKILL): the open tunnel keeps working (it does not need the
+   relay), and a new `peer -L --relay A --relay B` connects through B.
+4. The serving peer is still up and serving.
+"""
+import signal
+import socket
+
+from harness import echo, Failure, connect, recv_all, run
+
+
+def roundtrip(laddr: str, payload: bytes, what: str, fwd) -> None:
+    with connect(laddr) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        count, _ = recv_all(s)
+    if count != len(payload):
+        raise Failure(f"{what}: echoed {count} of {len(payload)} bytes\n{fwd.describe()}")
+
+
+def test(w):
+    target = w.target(echo)
+    relay_a, addr_a = w.natfwd.relay()
+    _, addr_b = w.natfwd.relay()
+    _, addr_c = w.natfwd.relay()
+    serving = w.natfwd.serve(addr_a, "home", [target.addr], extra=["--relay", addr_b])
+    serving.wait_stderr(r"registered as home at " + addr_b.replace(".", r"\.") + " too", 30,
+                        what="registration at the second relay")
+    print(f"serving peer registered at {addr_a} and {addr_b}")
+
+    # C knows nobody called home: the attempt there fails, the next relay takes over.
+    fwd1, (laddr1,) = w.natfwd.forward(addr_c, "home", [f"0:{target.addr}"],
+                                       extra=["--relay", addr_a])
+    roundtrip(laddr1, b"first" * 1000, "through the second relay after the first failed", fwd1)
+    fwd1.wait_stderr(r"connecting to home via relay " + addr_a.replace(".", r"\."), 30,
+                     what="the attempt through the second relay")
+    print(f"no 'home' at {addr_c}: the connection went through {addr_a} instead")
+
+    relay_a.stop(signal.SIGKILL)
+    print(f"relay {addr_a} killed")
+    roundtrip(laddr1, b"still" * 1000, "the open tunnel after its relay died", fwd1)
+    print("the tunnel set up through the dead relay still carries new connections")
+
+    fwd2, (laddr2,) = w.natfwd.forward(addr_a, "home", [f"0:{target.addr}"],
+                                       extra=["--relay", addr_b])
+    roundtrip(laddr2, b"other" * 1000, "a new -L peer with its first relay down", fwd2)
+    fwd2.wait_stderr(r"connecting to home via relay " + addr_b.replace(".", r"\."), 30,
+                     what="the attempt through relay B")
+    print(f"a new -L peer with {addr_a} down connected through {addr_b}")
+    for p in (serving, fwd1, fwd2):
+        p.check_running("at the end")
+
+
+if __name__ == "__main__":
+    run(test)
