@@ -34,6 +34,9 @@ std::string join_targets(const std::vector<ServeSpec>& serves) {
 // -L connections held while the relay link is down, and for how long.
 constexpr size_t kMaxWaitingConnections = 256;
 constexpr int kRelayWaitSeconds = 30;
+// Connections the kernel queues on a -L port before we accept them (capped by
+// net.core.somaxconn).
+constexpr gint kListenBacklog = 1024;
 
 }  // namespace
 
@@ -171,6 +174,9 @@ bool PeerApp::bind_listener(Listener& listener) {
                                  G_SOCKET_PROTOCOL_TCP, &error);
   GSocketAddress* socket_address = g_inet_socket_address_new(address, spec.listen.port);
   g_object_unref(address);
+  // GLib's default backlog is 10: a burst of connections (a browser, a parallel
+  // rsync) overflowed it, and the kernel's SYN cookies then reset some of them.
+  if (socket) g_socket_set_listen_backlog(socket, kListenBacklog);
   bool ok = socket && g_socket_bind(socket, socket_address, TRUE, &error) &&
             g_socket_listen(socket, &error);
   g_object_unref(socket_address);
