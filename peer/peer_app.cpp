@@ -38,6 +38,23 @@ constexpr int kRelayWaitSeconds = 30;
 // net.core.somaxconn).
 constexpr gint kListenBacklog = 1024;
 
+// A tunnel hears from the other side about once a second even when idle (QUIC
+// keepalive PINGs and their ACKs, quic_connection.h). After this long without a
+// datagram the path is taken for dead and new connections go to a fresh tunnel; the
+// old one keeps its open connections in case the path comes back (QUIC's idle timeout
+// ends them otherwise). Three missed keepalives: a lossy path is not mistaken for a
+// dead one.
+constexpr gint64 kSilentReplaceUs = 3 * G_USEC_PER_SEC;
+// Right after a local network change the old path is most likely gone: act sooner.
+constexpr gint64 kSilentReplaceAfterChangeUs = 1200 * G_USEC_PER_SEC / 1000;
+constexpr gint64 kNetworkChangeWindowUs = 10 * G_USEC_PER_SEC;
+constexpr guint kHealthCheckMs = 250;
+// A new connection is not given to a tunnel silent for longer than this (one and a
+// half keepalive intervals): a fresh tunnel costs less than a connection that hangs.
+constexpr gint64 kSilentOnAcceptUs = 1500 * G_USEC_PER_SEC / 1000;
+// Netlink reports a move as a burst of address and route events: act once it settles.
+constexpr guint kNetworkSettleMs = 200;
+
 }  // namespace
 
 PeerApp::PeerApp(PeerConfig config, Identity identity, GMainLoop* loop)
@@ -50,6 +67,9 @@ PeerApp::PeerApp(PeerConfig config, Identity identity, GMainLoop* loop)
 
 PeerApp::~PeerApp() {
   if (waiting_timer_) g_source_remove(waiting_timer_);
+  if (health_timer_) g_source_remove(health_timer_);
+  if (network_settle_timer_) g_source_remove(network_settle_timer_);
+  if (network_handler_) g_signal_handler_disconnect(network_monitor_, network_handler_);
   for (auto& waiting : waiting_) {
     reset_connection(waiting.tcp);
     g_object_unref(waiting.tcp);
@@ -82,7 +102,55 @@ bool PeerApp::start() {
   for (size_t i = 0; i < config_.relays.size(); ++i)
     relays_.push_back(make_relay_link(i, config_.relays[i]));
   for (auto& link : relays_) link->client->start();
+  if (config_.remote_peer) health_timer_ = g_timeout_add(kHealthCheckMs, on_health_check, this);
+  // Not owned: GLib's process-wide monitor (netlink on Linux).
+  network_monitor_ = g_network_monitor_get_default();
+  network_handler_ = g_signal_connect(network_monitor_, "network-changed",
+                                      G_CALLBACK(on_network_changed), this);
   return true;
+}
+
+void PeerApp::on_network_changed(GNetworkMonitor*, gboolean, gpointer self) {
+  auto* app = static_cast<PeerApp*>(self);
+  if (app->network_settle_timer_) g_source_remove(app->network_settle_timer_);
+  app->network_settle_timer_ = g_timeout_add(kNetworkSettleMs, on_network_settled, self);
+}
+
+gboolean PeerApp::on_network_settled(gpointer self) {
+  auto* app = static_cast<PeerApp*>(self);
+  app->network_settle_timer_ = 0;
+  app->network_changed_us_ = g_get_monotonic_time();
+  log::info("the local network changed: checking the relay link%s and the tunnels",
+            app->relays_.size() > 1 ? "s" : "");
+  for (auto& link : app->relays_) link->client->check_link();
+  return G_SOURCE_REMOVE;
+}
+
+gboolean PeerApp::on_health_check(gpointer self) {
+  auto* app = static_cast<PeerApp*>(self);
+  Tunnel* tunnel = app->outgoing_;
+  if (!tunnel || !tunnel->established() || tunnel->closed()) return G_SOURCE_CONTINUE;
+  const gint64 now = g_get_monotonic_time();
+  const bool after_change = app->network_changed_us_ != 0 &&
+                            now - app->network_changed_us_ < kNetworkChangeWindowUs;
+  const gint64 limit = after_change ? kSilentReplaceAfterChangeUs : kSilentReplaceUs;
+  const gint64 silent = tunnel->silent_for_us();
+  if (silent > limit) {
+    app->replace_outgoing("nothing heard from " + tunnel->remote_label() + " for " +
+                          std::to_string(silent / 1000) + " ms" +
+                          (after_change ? " after a network change" : ""));
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+void PeerApp::replace_outgoing(const std::string& why) {
+  Tunnel* old = outgoing_;
+  outgoing_ = nullptr;
+  log::warn("%s: %s; setting up a fresh tunnel for new connections (%zu open "
+            "connection(s) stay on the old one until it recovers or times out)",
+            old->remote_label().c_str(), why.c_str(), old->open_streams());
+  old->retire("replaced by a fresh tunnel: " + why);
+  start_outgoing_tunnel();
 }
 
 std::unique_ptr<PeerApp::RelayLink> PeerApp::make_relay_link(size_t index,
@@ -221,6 +289,13 @@ void PeerApp::accept_from(GSocket* socket) {
     }
     GSocketConnection* connection = g_socket_connection_factory_create_connection(client);
     g_object_unref(client);
+    if (outgoing_ && outgoing_->established() && !outgoing_->closed() &&
+        outgoing_->silent_for_us() > kSilentOnAcceptUs) {
+      // Do not hand a new connection to a tunnel that has probably lost its path.
+      replace_outgoing("nothing heard from " + outgoing_->remote_label() + " for " +
+                       std::to_string(outgoing_->silent_for_us() / 1000) +
+                       " ms when a new connection came");
+    }
     if (!outgoing_ || outgoing_->closed()) start_outgoing_tunnel();
     if (outgoing_) {
       outgoing_->forward(connection, listener->spec.target);

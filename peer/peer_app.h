@@ -96,6 +96,12 @@ class PeerApp {
                                       const std::string& label, RelayLink& link,
                                       const PublicKey* caller = nullptr, bool pairing_only = false);
   void tunnel_closed(Tunnel& tunnel, const std::string& reason);
+  // Path health (connecting side): a tunnel that has gone silent is replaced by a
+  // fresh one for new connections; see kSilentReplace* in peer_app.cpp.
+  static gboolean on_health_check(gpointer self);
+  void replace_outgoing(const std::string& why);
+  static void on_network_changed(GNetworkMonitor*, gboolean available, gpointer self);
+  static gboolean on_network_settled(gpointer self);
   StreamDecision check_target(const HostPort& target) const;
   void pairing_finished(bool ok, const std::string& detail);
   void fatal(const std::string& message);
@@ -131,6 +137,11 @@ class PeerApp {
   guint waiting_timer_ = 0;
   static gboolean on_waiting_timeout(gpointer self);
   void hand_waiting_to_tunnel();
+  guint health_timer_ = 0;
+  GNetworkMonitor* network_monitor_ = nullptr;
+  gulong network_handler_ = 0;
+  guint network_settle_timer_ = 0;
+  gint64 network_changed_us_ = 0;  // when the last network change settled; 0: never
   bool announced_ = false;
   int exit_code_ = 0;
 };

@@ -71,9 +71,14 @@ struct Config {
   // Sent but unacknowledged bytes are kept as well (ngtcp2 retransmits from them) but
   // not counted here; the congestion and flow-control windows bound them.
   size_t stream_send_buffer = 1 << 20;
-  Timestamp idle_timeout = to_ns(std::chrono::seconds(60));
-  // PING when nothing was sent for this long, so NAT mappings stay (added member).
-  Timestamp keepalive_interval = to_ns(std::chrono::seconds(15));
+  // Nothing heard for this long: the tunnel is dead and its connections fail. Long
+  // enough to ride out a Wi-Fi handover, short enough that nobody waits for a hang.
+  Timestamp idle_timeout = to_ns(std::chrono::seconds(30));
+  // PING when nothing was sent or received for this long (added member). Linux NAT
+  // mappings expire after 30 s idle; one PING a second also means a healthy tunnel
+  // always hears from the other side within about a second, which is how the peer
+  // notices a dead path within a few seconds (PeerApp's tunnel health check).
+  Timestamp keepalive_interval = to_ns(std::chrono::seconds(1));
   // Give up a handshake that has not completed after this long (added member).
   Timestamp handshake_timeout = to_ns(std::chrono::seconds(10));
   // BBR2 (ngtcp2's "BBRv2"): measured under 2 % loss in test_quic.cpp, see the report.

@@ -9,6 +9,9 @@ namespace {
 constexpr guint kInitialBackoffMs = 500;
 constexpr guint kMaxBackoffMs = 30000;
 constexpr guint kConnectTimeoutSeconds = 10;
+// After a network change the relay has this long to answer a Ping. A live relay
+// answers within one RTT; a link over an address that is gone never does.
+constexpr guint kProbeTimeoutMs = 1500;
 
 }  // namespace
 
@@ -24,8 +27,41 @@ RelayClient::~RelayClient() {
   attempt_.reset();
   if (ping_timer_) g_source_remove(ping_timer_);
   if (reconnect_timer_) g_source_remove(reconnect_timer_);
+  if (probe_timer_) g_source_remove(probe_timer_);
   if (link_) link_->close();
   link_.reset();
+}
+
+void RelayClient::check_link() {
+  if (stopped_) return;
+  if (reconnect_timer_ || (attempt_ && !link_)) {
+    // Waiting for a backoff, or a connection attempt that may be stuck on the old
+    // route: try again now, on the new network.
+    if (reconnect_timer_) g_source_remove(reconnect_timer_);
+    reconnect_timer_ = 0;
+    backoff_ms_ = 0;
+    attempt_.reset();
+    start();
+    return;
+  }
+  if (link_ && !welcomed_) {
+    backoff_ms_ = 0;
+    disconnected("relay link lost: the network changed before the relay answered", false);
+    return;
+  }
+  if (!link_ || probe_timer_) return;
+  wire::Envelope ping;
+  ping.mutable_ping()->set_nonce(static_cast<uint64_t>(g_get_monotonic_time()));
+  send(ping);
+  probe_timer_ = g_timeout_add(kProbeTimeoutMs, on_probe_timeout, this);
+}
+
+gboolean RelayClient::on_probe_timeout(gpointer self) {
+  auto* client = static_cast<RelayClient*>(self);
+  client->probe_timer_ = 0;
+  client->backoff_ms_ = 0;  // the relay is probably fine; our network moved
+  client->disconnected("relay link lost: no answer after a network change", false);
+  return G_SOURCE_REMOVE;
 }
 
 void RelayClient::start() {
@@ -106,6 +142,10 @@ void RelayClient::handle(const wire::Envelope& envelope) {
       break;
     case wire::Envelope::kPong:
       last_pong_us_ = g_get_monotonic_time();
+      if (probe_timer_) {
+        g_source_remove(probe_timer_);
+        probe_timer_ = 0;
+      }
       break;
     case wire::Envelope::kPing: {
       wire::Envelope pong;
@@ -154,6 +194,10 @@ gboolean RelayClient::on_ping_timer(gpointer self) {
 
 void RelayClient::disconnected(const std::string& reason, bool fatal) {
   welcomed_ = false;
+  if (probe_timer_) {
+    g_source_remove(probe_timer_);
+    probe_timer_ = 0;
+  }
   if (ping_timer_) {
     g_source_remove(ping_timer_);
     ping_timer_ = 0;

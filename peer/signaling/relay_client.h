@@ -42,12 +42,17 @@ class RelayClient {
 
   void start();
   bool ready() const { return welcomed_; }
+  // The local network changed: the link may be dead without the kernel knowing yet.
+  // Pings the relay and reconnects at once when no Pong comes within a moment; a
+  // reconnect that was waiting for its backoff starts now.
+  void check_link();
   void send(const wire::Envelope& envelope);
   const HostPort& relay() const { return link_options_.server; }
 
  private:
   static gboolean on_ping_timer(gpointer self);
   static gboolean on_reconnect_timer(gpointer self);
+  static gboolean on_probe_timeout(gpointer self);
   void connected(std::unique_ptr<ByteStream> stream, const std::string& error);
   void handle(const wire::Envelope& envelope);
   void disconnected(const std::string& reason, bool fatal);
@@ -64,6 +69,7 @@ class RelayClient {
   bool stopped_ = false;
   guint ping_timer_ = 0;
   guint reconnect_timer_ = 0;
+  guint probe_timer_ = 0;
   guint backoff_ms_ = 0;
   gint64 last_pong_us_ = 0;
   guint keepalive_seconds_ = 15;

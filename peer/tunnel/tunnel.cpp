@@ -40,6 +40,7 @@ Tunnel::Tunnel(Role role, uint64_t session_id, std::string remote_label,
       target_policy_(std::move(target_policy)),
       hooks_(std::move(hooks)) {
   started_us_ = g_get_monotonic_time();
+  last_receive_us_ = started_us_;
   setup_timer_ = g_timeout_add_seconds(kSetupTimeoutSeconds, on_setup_timeout, this);
 }
 
@@ -64,6 +65,7 @@ void Tunnel::create_ice(bool controlling) {
   callbacks.on_local_candidate = [this](const std::string& sdp) { send_candidate(sdp, false); };
   callbacks.on_gathering_done = [this] { send_candidate("", true); };
   callbacks.on_datagram = [this](std::span<const std::byte> datagram) {
+    last_receive_us_ = g_get_monotonic_time();
     if (quic_) quic_->receive(datagram);
   };
   callbacks.on_selected_pair = [this](const SelectedPath& path) {
@@ -269,6 +271,14 @@ void Tunnel::bridge_done(int64_t stream_id) {
   finished_bridges_.push_back(std::move(it->second));
   bridges_.erase(it);
   if (!reap_idle_) reap_idle_ = g_idle_add(on_reap_bridges, this);
+  if (retired_ && bridges_.empty() && pending_.empty()) close(retire_reason_);
+}
+
+void Tunnel::retire(const std::string& why) {
+  if (closed_ || retired_) return;
+  retired_ = true;
+  retire_reason_ = why;
+  if (bridges_.empty() && pending_.empty()) close(why);
 }
 
 gboolean Tunnel::on_reap_bridges(gpointer self) {

@@ -69,6 +69,14 @@ class Tunnel : public quic::Connection::Observer {
   void request_pairing(const std::string& secret, PairDone done);
   // Sends CONNECTION_CLOSE and resets every forwarded connection.
   void close(const std::string& reason);
+  // Connecting side: a fresh tunnel takes new connections. This one carries its open
+  // streams on (the path may recover) and closes itself when the last one ends.
+  void retire(const std::string& why);
+
+  // Microseconds since the last datagram from the other side (or since the start).
+  gint64 silent_for_us() const { return g_get_monotonic_time() - last_receive_us_; }
+  size_t open_streams() const { return bridges_.size(); }
+  bool retired() const { return retired_; }
 
   uint64_t session_id() const { return session_id_; }
   bool established() const { return established_; }
@@ -121,6 +129,9 @@ class Tunnel : public quic::Connection::Observer {
   bool held_local_done_ = false;
   bool established_ = false;
   bool closed_ = false;
+  bool retired_ = false;
+  std::string retire_reason_;
+  gint64 last_receive_us_ = 0;
   bool have_path_ = false;
   SelectedPath path_;
   std::string last_path_line_;

@@ -205,6 +205,8 @@ class Lab:
         self._closed = False
         self.coturn: Optional[Proc] = None
         self.sshd_dirs: dict[str, ThrowawaySshd] = {}
+        self._moves = 0
+        self._host_eth: dict[str, str] = {}  # namespace -> its LAN device after a move
 
     # -- names -----------------------------------------------------------------------
 
@@ -246,6 +248,30 @@ class Lab:
             # One emulated packet per wire packet (as scripts/bench does).
             for ns, dev in ((ns_a, dev_a), (ns_b, dev_b)):
                 sh(["ip", "-n", ns, "link", "set", dev, "gso_max_segs", "1"], check=False)
+
+    def move_host(self, role: str, from_site: Site, to_site: Site) -> str:
+        """Moves the host `role` (its namespace and the processes in it) from one site's
+        LAN to another's, as a laptop that leaves one Wi-Fi for another: its LAN link
+        and address go, a new link into the other site's LAN comes up with a new
+        address. Returns the new address."""
+        if to_site.nat == "none":
+            raise ValueError("move_host: the target site must be behind a NAT")
+        ns = from_site.ns.pop(role)
+        from_site.ip.pop(role)
+        old_eth = self._host_eth.get(ns, self.dev("e0"))
+        sh(["ip", "-n", ns, "link", "del", old_eth])  # the box's end of the pair goes too
+        self._moves += 1
+        port, eth = self.dev(f"m{self._moves}"), self.dev(f"e{self._moves}")
+        self.veth(to_site.box_ns, port, ns, eth)
+        br = self.dev("lan")
+        self.ip_batch(to_site.box_ns, [f"link set {port} master {br}", f"link set {port} up"])
+        address = to_site.gateway.rsplit(".", 1)[0] + f".{100 + self._moves}"
+        self.ip_batch(ns, [f"addr add {address}/24 dev {eth}", f"link set {eth} up",
+                           f"route add default via {to_site.gateway}"])
+        self._host_eth[ns] = eth
+        to_site.ns[role] = ns
+        to_site.ip[role] = address
+        return address
 
     def nft(self, netns: str, ruleset: str) -> None:
         sh(["nft", "-f", "-"], netns=netns, input=ruleset)

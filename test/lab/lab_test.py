@@ -7,6 +7,8 @@
     lab_test.py same-lan                  both peers behind the same NAT, on one LAN
     lab_test.py relay-restart             the relay is restarted mid-transfer; the
                                           direct tunnel and the open ssh keep going
+    lab_test.py roam                      the laptop moves to another NAT and back;
+                                          new connections work again within seconds
     lab_test.py demo                      (test/lab/demo_nat.py) see there
 
 Environment: LAB_DELAY=20ms LAB_LOSS=0.5% (internet round-trip delay and loss per
@@ -730,11 +732,94 @@ def test_relay_restart(lab: Lab, workdir: str, args) -> bool:
     return True
 
 
+def fresh_ssh_works(t: Tunnels, netns: str, sshd, port: int, attempt_timeout: float) -> bool:
+    """One new ssh connection through the -L port running `echo fresh`."""
+    argv = ["ip", "netns", "exec", netns] + \
+        ssh_argv(sshd.user_key, sshd.user, "127.0.0.1", port, "echo fresh")
+    try:
+        r = subprocess.run(argv, capture_output=True, timeout=attempt_timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return r.returncode == 0 and r.stdout.strip() == b"fresh"
+
+
+def wait_recovery(t: Tunnels, netns: str, sshd, port: int, since: float,
+                  limit: float = 60.0) -> float:
+    """Seconds from `since` until a new ssh through the tunnel works. Each try gets a
+    few seconds: one that lands on a dead path is given up and retried, as a person
+    would."""
+    while True:
+        if fresh_ssh_works(t, netns, sshd, port, attempt_timeout=2.0):
+            return time.monotonic() - since
+        if time.monotonic() - since > scaled(limit):
+            raise Failure(f"no new ssh connection through the tunnel worked within "
+                          f"{scaled(limit):.0f} s")
+
+
+def test_roam(lab: Lab, workdir: str, args) -> bool:
+    """The laptop leaves its network for another (a symmetric NAT: relayed), then comes
+    back (eim: direct). After each move new connections must work again quickly; the
+    ssh that was open on the old path ends visibly (it cannot survive: its address is
+    gone), and no process hangs or dies."""
+    del args
+    lab.build([SiteSpec("a-eim", "eim", ("home", "buffalo")),
+               SiteSpec("b-eim", "eim", ("laptop",)),
+               SiteSpec("c-sym", "symmetric", ())])
+    hs, bs, cs = lab.sites["a-eim"], lab.sites["b-eim"], lab.sites["c-sym"]
+    sshd = lab.start_sshd(hs)
+    t = Tunnels(lab, workdir)
+    t.start_relay()
+    buffalo = f"{hs.ip['buffalo']}:{L.SSHD_PORT}"
+    serving = t.start_serving(hs, buffalo)
+    fwd, port = t.start_forward(bs, buffalo)
+    path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT)
+    print(f"at b-eim: path home: {path}")
+    netns = bs.ns["laptop"]
+    master, control = t.open_master(netns, sshd, port)
+    t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
+
+    rows = []
+    for to_site, expect in ((cs, "relayed"), (bs, "direct")):
+        from_site = bs if to_site is cs else cs
+        t0 = time.monotonic()
+        address = lab.move_host("laptop", from_site, to_site)
+        print(f"laptop moved from {from_site.name} to {to_site.name} ({address})")
+        recovery = wait_recovery(t, netns, sshd, port, t0)
+        path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT, start=line + 1)
+        if not path.startswith(expect):
+            raise Failure(f"after the move to {to_site.name} the path should be {expect}, "
+                          f"got {path!r}")
+        print(f"at {to_site.name}: new ssh works {recovery:.1f} s after the move; "
+              f"path home: {path}")
+        rows.append((f"{from_site.name} -> {to_site.name}", recovery, path))
+        if master is not None:
+            # The ssh opened before the first move ran over an address that no longer
+            # exists: it must end, visibly, not hang. ssh's own keepalive
+            # (ServerAliveInterval=5) or the tunnel's idle timeout (30 s) ends it.
+            t1 = time.monotonic()
+            try:
+                code = master.wait_exit(timeout=scaled(60))
+            except Failure:
+                raise Failure("the ssh opened on the old network still hangs 60 s after "
+                              "the move") from None
+            print(f"the ssh opened before the move ended (exit {code}) "
+                  f"{time.monotonic() - t0:.0f} s after the move")
+            master = None
+            fwd.wait_stderr(r"nothing heard from home", 40, what="the -L peer's reason")
+    for p in (serving, fwd):
+        p.check_running("after the moves")
+    print("\nroaming: move, time until a new ssh works, path afterwards")
+    for move, recovery, path in rows:
+        print(f"  {move:<16} {recovery:5.1f} s   {path}")
+    return True
+
+
 TESTS = {
     "discovery": test_discovery,
     "matrix": test_matrix,
     "same-lan": test_same_lan,
     "relay-restart": test_relay_restart,
+    "roam": test_roam,
 }
 
 
