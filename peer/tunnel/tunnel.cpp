@@ -467,14 +467,13 @@ void Tunnel::fail(const std::string& reason) {
     g_object_unref(pending.tcp);
   }
   pending_.clear();
-  // Also once established: the relay keeps a session until one side closes it, and
-  // counts it against both peers' session limit, so a serving peer that never said
-  // so would be refused new sessions after 64 tunnels.
-  wire::Envelope envelope;
-  envelope.mutable_close_session()->set_session_id(session_id_);
-  envelope.mutable_close_session()->set_reason(wire::CloseSession::NORMAL);
-  envelope.mutable_close_session()->set_detail(reason);
-  hooks_.send_to_relay(envelope);
+  if (!established_) {
+    wire::Envelope envelope;
+    envelope.mutable_close_session()->set_session_id(session_id_);
+    envelope.mutable_close_session()->set_reason(wire::CloseSession::NORMAL);
+    envelope.mutable_close_session()->set_detail(reason);
+    hooks_.send_to_relay(envelope);
+  }
   if (pair_done_) {
     auto done = std::move(pair_done_);
     pair_done_ = nullptr;
