@@ -158,8 +158,9 @@ ngtcp2_transport_params Connection::transport_params() const {
   p.initial_max_streams_bidi = config_.max_streams;
   p.initial_max_streams_uni = 0;
   p.max_idle_timeout = config_.idle_timeout;
-  // The path label never changes (libnice moves the datagrams), so no migration.
-  p.disable_active_migration = 1;
+  // The path labels are fake (libnice moves the datagrams); the client "migrates" only
+  // when ICE moved the tunnel to a new path (move_to_new_path).
+  p.disable_active_migration = 0;
   return p;
 }
 
@@ -261,6 +262,34 @@ Timestamp Connection::expiry() const {
   if (state_ == State::kClosing) return 0;  // the CONNECTION_CLOSE copies are due now
   if (!conn_) return kNever;
   return ngtcp2_conn_get_expiry(conn_.get());
+}
+
+void Connection::move_to_new_path(Timestamp now) {
+  if (closed() || !conn_ || callback_depth_ > 0 || !handshake_reported_) return;
+  now_ = now;
+  ++path_generation_;
+  // A new address, not only a new port: a port-only change looks like NAT rebinding,
+  // after which the congestion state may be kept (RFC 9000 section 9.4).
+  const uint32_t fake_ip = (127u << 24) | (1u << 16) | (path_generation_ & 0xffffu);
+  if (config_.is_server) {
+    remote_addr_.sin_addr.s_addr = htonl(fake_ip);
+    return;  // takes effect with the next datagram from the client
+  }
+  local_addr_.sin_addr.s_addr = htonl(fake_ip);
+  ++callback_depth_;
+  int rv = ngtcp2_conn_initiate_immediate_migration(conn_.get(), &path_, now);
+  --callback_depth_;
+  if (rv != 0) {
+    // No spare connection id yet, say: keep going on the old label; the probe timer
+    // recovers, only later.
+    log::debug("quic: migration to the new path not possible: %s", ngtcp2_strerror(rv));
+    --path_generation_;
+    local_addr_.sin_addr.s_addr = htonl(path_generation_ == 0
+                                            ? INADDR_LOOPBACK
+                                            : (127u << 24) | (1u << 16) | path_generation_);
+    return;
+  }
+  after_callbacks(now);
 }
 
 void Connection::handle_expiry(Timestamp now) {
@@ -618,6 +647,7 @@ Connection::Stats Connection::stats() const {
     ngtcp2_conn_get_conn_stat(conn_.get(), &cs);
     stats.smoothed_rtt = cs.smoothed_rtt;
     stats.min_rtt = cs.min_rtt == UINT64_MAX ? cs.smoothed_rtt : cs.min_rtt;
+    stats.rtt_sampled = cs.min_rtt != UINT64_MAX;
   }
   stats.bytes_sent = bytes_sent_;
   stats.bytes_received = bytes_received_;

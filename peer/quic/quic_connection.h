@@ -85,6 +85,13 @@ struct Config {
   ngtcp2_cc_algo cc = NGTCP2_CC_ALGO_BBR2;
 };
 
+// How long to wait when the connection's deadline is already past and a pass at it
+// changed nothing: ngtcp2 keeps its pacing time in the past while the congestion
+// window is full (e.g. right after a migration, with the old path's packets still
+// counted in flight), which would otherwise spin the main loop until an ACK or the
+// loss timer moves things on.
+inline constexpr Timestamp kStaleTimerWaitNs = 1'000'000;
+
 class Connection {
  public:
   class Observer {
@@ -126,6 +133,15 @@ class Connection {
   Timestamp expiry() const;  // next deadline (kNever if none)
   void handle_expiry(Timestamp now);
 
+  // The datagrams now take another path (ICE found a new one, e.g. after a network
+  // change, while the old one may have been dead for seconds). Each side calls this
+  // when it switches: QUIC starts afresh on the path as after a migration (RFC 9000
+  // section 9.4): a new congestion controller and RTT estimate, and no probe timeout
+  // left backed off by the outage, so the data waiting goes out at once. The client
+  // migrates to a new (fake) local address with a fresh connection id; the server
+  // sees the client's packets come from a new (fake) address and validates it.
+  void move_to_new_path(Timestamp now);
+
   // nullopt when the remote's stream limit is reached (or not yet handshaken / closing).
   std::optional<int64_t> open_stream();
   // Copies; returns bytes accepted (0 when full, unknown, or after shutdown/reset).
@@ -145,6 +161,9 @@ class Connection {
     // Smallest RTT sample. Right after the handshake the first sample still holds the
     // time the controlled ICE side queued the Initial, so this is the honest figure.
     Timestamp min_rtt;
+    // False until an RTT sample was taken (and again after move_to_new_path): the
+    // figures above are then only the initial guess.
+    bool rtt_sampled;
     uint64_t bytes_sent, bytes_received;  // UDP payload bytes, all packets
     size_t open_streams;
   };
@@ -231,6 +250,7 @@ class Connection {
   // The path is a fixed label: libnice routes the datagrams, and ngtcp2 must see the
   // same path on every packet or it would treat it as a migration (RFC 9000 section 9).
   sockaddr_in local_addr_{};
+  uint32_t path_generation_ = 0;  // move_to_new_path() calls so far
   sockaddr_in remote_addr_{};
   ngtcp2_path path_{};
 

@@ -89,6 +89,11 @@ gboolean Driver::on_timer(gpointer data) {
   return G_SOURCE_CONTINUE;  // re-armed (or disarmed) by write_pass
 }
 
+void Driver::move_to_new_path() {
+  connection_.move_to_new_path(now());
+  flush();
+}
+
 void Driver::write_pass() {
   auto alive = alive_;
   if (!blocked_) {
@@ -110,6 +115,15 @@ void Driver::arm_timer() {
   }
   Timestamp t = now();
   if (blocked_) expiry = std::max(expiry, t + kBlockedTimerFloor);
+  if (expiry <= t) {
+    // Past already: fire at once, unless it is the same past deadline as last time,
+    // i.e. a pass at it changed nothing (see kStaleTimerWaitNs).
+    const bool stale = expiry == last_past_expiry_;
+    last_past_expiry_ = expiry;
+    if (stale) expiry = t + kStaleTimerWaitNs;
+  } else {
+    last_past_expiry_ = kNever;
+  }
   // Ready time 0 = dispatch in the next main-loop iteration.
   gint64 ready_us = expiry <= t + kFireAtOnce ? 0 : static_cast<gint64>(expiry / 1000);
   // Setting a ready time wakes the context up (an eventfd write): skip when unchanged.

@@ -39,6 +39,8 @@ class Driver {
   void resume_write();
   // Call after stream_write/open_stream/stream_consumed/close etc.: schedules a write pass.
   void flush();
+  // The datagrams now take a new path: see Connection::move_to_new_path.
+  void move_to_new_path();
   // Connection::close() plus an immediate write pass, so the CONNECTION_CLOSE copies are
   // on the wire (if the path is writable) before this returns and the Driver may be
   // destroyed right after. Inside an observer callback it cannot write at once: the
@@ -65,6 +67,7 @@ class Driver {
   Connection connection_;
   SendDatagram send_;
   bool blocked_ = false;  // `send` said "would block"; wait for resume_write()
+  Timestamp last_past_expiry_ = kNever;  // a deadline already past when last armed
   // Cleared by the destructor: lets a pass notice that on_connection_closed destroyed us.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   SourcePtr timer_;       // ready time = connection expiry
