@@ -136,7 +136,7 @@ gboolean PeerApp::on_health_check(gpointer self) {
   const gint64 limit = after_change ? kSilentReplaceAfterChangeUs : kSilentReplaceUs;
   const gint64 silent = tunnel->silent_for_us();
   if (silent > limit) {
-    app->replace_outgoing("nothing heard from " + tunnel->remote_label() + " for " +
+    app->restart_outgoing_path("nothing heard from " + tunnel->remote_label() + " for " +
                           std::to_string(silent / 1000) + " ms" +
                           (after_change ? " after a network change" : ""));
   }
@@ -151,6 +151,62 @@ void PeerApp::replace_outgoing(const std::string& why) {
             old->remote_label().c_str(), why.c_str(), old->open_streams());
   old->retire("replaced by a fresh tunnel: " + why);
   start_outgoing_tunnel();
+}
+
+void PeerApp::restart_outgoing_path(const std::string& why) {
+  Tunnel* tunnel = outgoing_;
+  if (tunnel->restarting()) return;
+  // Through the relay that worked last, else any that is up. None up (a link being
+  // checked after a network change): the next health check tries again.
+  RelayLink* link = nullptr;
+  for (size_t i = 0; i < relays_.size() && !link; ++i) {
+    RelayLink& candidate = *relays_[(preferred_relay_ + i) % relays_.size()];
+    if (candidate.ready()) link = &candidate;
+  }
+  if (!link) return;
+  const uint64_t id = random_session_id();
+  sessions_[id] = {tunnel, link};
+  log::warn("%s: %s; looking for a new path through relay %s (%zu open connection(s) "
+            "wait for it)", tunnel->remote_label().c_str(), why.c_str(),
+            link->address.to_string().c_str(), tunnel->open_streams());
+  tunnel->restart_path(id, link->ice_options);
+}
+
+void PeerApp::send_for_session(const wire::Envelope& envelope) {
+  uint64_t id = 0;
+  switch (envelope.msg_case()) {
+    case wire::Envelope::kOpenSession: id = envelope.open_session().session_id(); break;
+    case wire::Envelope::kAcceptSession: id = envelope.accept_session().session_id(); break;
+    case wire::Envelope::kCandidate: id = envelope.candidate().session_id(); break;
+    case wire::Envelope::kCloseSession: id = envelope.close_session().session_id(); break;
+    default: break;
+  }
+  auto it = sessions_.find(id);
+  if (it != sessions_.end()) it->second.relay->client->send(envelope);
+}
+
+void PeerApp::accept_path_restart(RelayLink& link, const wire::IncomingSession& incoming) {
+  // Only for the peer that proved its key on this very tunnel: anyone else (or a
+  // relay announcing a borrowed key) gets a refusal and touches nothing. Even a
+  // relay that lies gets no further: QUIC packets on the new path must still
+  // decrypt with this connection's keys.
+  auto it = sessions_.find(incoming.resumes_session());
+  Tunnel* tunnel = it == sessions_.end() ? nullptr : it->second.tunnel;
+  PublicKey caller{};
+  const bool key_ok = public_key_from_bytes(
+      std::span(reinterpret_cast<const uint8_t*>(incoming.caller_key().data()),
+                incoming.caller_key().size()),
+      caller);
+  if (!tunnel || tunnel->closed() || !tunnel->established() || !key_ok ||
+      caller != tunnel->remote_key()) {
+    log::info("path restart for an unknown tunnel from %s: refused",
+              incoming.caller_address().c_str());
+    refuse_session(link, incoming.session_id(), "no such tunnel to restart");
+    return;
+  }
+  if (const uint64_t previous = tunnel->restart_session_id()) sessions_.erase(previous);
+  sessions_[incoming.session_id()] = {tunnel, &link};
+  tunnel->accept_restart(incoming, link.ice_options);
 }
 
 std::unique_ptr<PeerApp::RelayLink> PeerApp::make_relay_link(size_t index,
@@ -220,12 +276,15 @@ void PeerApp::on_relay_lost(RelayLink& link, const std::string& reason, bool fat
   // another relay instead of waiting for the setup timeout. Established tunnels do
   // not need the relay.
   std::vector<Tunnel*> stuck;
-  for (auto& [id, tunnel] : tunnels_)
-    if (auto it = tunnel_relay_.find(id);
-        it != tunnel_relay_.end() && it->second == &link && !tunnel->established())
-      stuck.push_back(tunnel.get());
-  for (Tunnel* tunnel : stuck)
-    tunnel->close("the link to relay " + link.address.to_string() + " was lost during setup");
+  std::vector<Tunnel*> restarting;
+  for (auto& [id, route] : sessions_) {
+    if (route.relay != &link) continue;
+    if (!route.tunnel->established()) stuck.push_back(route.tunnel);
+    else if (route.tunnel->restart_session_id() == id) restarting.push_back(route.tunnel);
+  }
+  const std::string why = "the link to relay " + link.address.to_string() + " was lost";
+  for (Tunnel* tunnel : restarting) tunnel->cancel_restart(why);
+  for (Tunnel* tunnel : stuck) tunnel->close(why + " during setup");
 }
 
 bool PeerApp::bind_listener(Listener& listener) {
@@ -291,8 +350,9 @@ void PeerApp::accept_from(GSocket* socket) {
     g_object_unref(client);
     if (outgoing_ && outgoing_->established() && !outgoing_->closed() &&
         outgoing_->silent_for_us() > kSilentOnAcceptUs) {
-      // Do not hand a new connection to a tunnel that has probably lost its path.
-      replace_outgoing("nothing heard from " + outgoing_->remote_label() + " for " +
+      // A new connection on a tunnel that has probably lost its path: find a new
+      // path now rather than at the next health check.
+      restart_outgoing_path("nothing heard from " + outgoing_->remote_label() + " for " +
                        std::to_string(outgoing_->silent_for_us() / 1000) +
                        " ms when a new connection came");
     }
@@ -486,11 +546,21 @@ void PeerApp::start_outgoing_tunnel() {
 std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session_id,
                                              const std::string& label, RelayLink& link,
                                              const PublicKey* caller, bool pairing_only) {
-  tunnel_relay_[session_id] = &link;
   Tunnel::Hooks hooks;
   RelayLink* relay = &link;
-  hooks.send_to_relay = [relay](const wire::Envelope& envelope) {
-    relay->client->send(envelope);
+  hooks.send_to_relay = [this](const wire::Envelope& envelope) { send_for_session(envelope); };
+  hooks.on_session_moved = [this](Tunnel& tunnel, uint64_t old_session) {
+    sessions_.erase(old_session);
+    auto it = sessions_.find(tunnel.session_id());
+    if (it != sessions_.end() && &tunnel == outgoing_) preferred_relay_ = it->second.relay->index;
+  };
+  hooks.on_restart_failed = [this](Tunnel& tunnel, const std::string& reason) {
+    std::erase_if(sessions_, [&](const auto& entry) {
+      return entry.second.tunnel == &tunnel && entry.first != tunnel.session_id();
+    });
+    // The connecting side falls back to a fresh tunnel; the serving side waits for
+    // the other side's next move.
+    if (&tunnel == outgoing_) replace_outgoing("path restart failed: " + reason);
   };
   hooks.on_closed = [this](Tunnel& tunnel, const std::string& reason) {
     tunnel_closed(tunnel, reason);
@@ -556,8 +626,10 @@ std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session
       return StreamDecision{wire::StreamOpenResult::OK, "paired"};
     };
   }
-  return std::make_unique<Tunnel>(role, session_id, label, identity_, link.ice_options,
-                                  std::move(policy), std::move(hooks));
+  auto tunnel = std::make_unique<Tunnel>(role, session_id, label, identity_, link.ice_options,
+                                         std::move(policy), std::move(hooks));
+  sessions_[session_id] = {tunnel.get(), &link};
+  return tunnel;
 }
 
 void PeerApp::refuse_session(RelayLink& link, uint64_t session_id, const std::string& detail) {
@@ -575,7 +647,11 @@ void PeerApp::on_session_message(RelayLink& link, const wire::Envelope& envelope
       refuse_session(link, incoming.session_id(), "this peer serves nothing");
       return;
     }
-    if (tunnels_.count(incoming.session_id())) return;
+    if (sessions_.contains(incoming.session_id())) return;
+    if (incoming.resumes_session() != 0) {
+      accept_path_restart(link, incoming);
+      return;
+    }
     PublicKey caller{};
     public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(incoming.caller_key().data()),
                                     incoming.caller_key().size()),
@@ -605,9 +681,10 @@ void PeerApp::on_session_message(RelayLink& link, const wire::Envelope& envelope
   if (envelope.has_accept_session()) id = envelope.accept_session().session_id();
   else if (envelope.has_candidate()) id = envelope.candidate().session_id();
   else if (envelope.has_close_session()) id = envelope.close_session().session_id();
-  auto it = tunnels_.find(id);
+  auto it = sessions_.find(id);
   // Only from the relay the session runs through: another relay cannot speak for it.
-  if (it != tunnels_.end() && tunnel_relay_[id] == &link) it->second->on_relay_message(envelope);
+  if (it != sessions_.end() && it->second.relay == &link)
+    it->second.tunnel->on_relay_message(envelope);
 }
 
 void PeerApp::tunnel_closed(Tunnel& tunnel, const std::string& reason) {
@@ -619,11 +696,11 @@ void PeerApp::tunnel_closed(Tunnel& tunnel, const std::string& reason) {
     log::info("%s: %s", tunnel.remote_label().c_str(), reason.c_str());
   }
   // Destroyed from an idle callback: we are inside one of the tunnel's own calls.
-  auto it = tunnels_.find(tunnel.session_id());
+  std::erase_if(sessions_, [&](const auto& entry) { return entry.second.tunnel == &tunnel; });
+  auto it = tunnels_.find(tunnel.tunnel_id());
   if (it == tunnels_.end()) return;
   Tunnel* doomed = it->second.release();
   tunnels_.erase(it);
-  tunnel_relay_.erase(tunnel.session_id());
   g_idle_add_full(G_PRIORITY_DEFAULT, [](gpointer p) -> gboolean {
     delete static_cast<Tunnel*>(p);
     return G_SOURCE_REMOVE;

@@ -100,6 +100,9 @@ class PeerApp {
   // fresh one for new connections; see kSilentReplace* in peer_app.cpp.
   static gboolean on_health_check(gpointer self);
   void replace_outgoing(const std::string& why);
+  void restart_outgoing_path(const std::string& why);
+  void send_for_session(const wire::Envelope& envelope);
+  void accept_path_restart(RelayLink& link, const wire::IncomingSession& incoming);
   static void on_network_changed(GNetworkMonitor*, gboolean available, gpointer self);
   static gboolean on_network_settled(gpointer self);
   StreamDecision check_target(const HostPort& target) const;
@@ -118,14 +121,20 @@ class PeerApp {
   std::set<size_t> tried_relays_;
   // -L connections of a failed setup, carried over to the next relay's attempt.
   std::vector<Tunnel::PendingForward> rescued_;
-  std::map<uint64_t, RelayLink*> tunnel_relay_;  // session id -> relay it was set up through
+  // Every session a tunnel runs on or is restarting through, and its relay: relay
+  // messages are routed by session id, and only taken from that relay.
+  struct SessionRoute {
+    Tunnel* tunnel;
+    RelayLink* relay;
+  };
+  std::map<uint64_t, SessionRoute> sessions_;
   KnownRelays known_relays_;
   KnownPeers known_peers_;
   Authorization authorization_;
   // Loopback bridges for TURN over TCP/TLS, by "kind host:port"; kept across sessions.
   std::map<std::string, std::unique_ptr<TurnBridge>> bridges_;
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::map<uint64_t, std::unique_ptr<Tunnel>> tunnels_;  // by session id
+  std::map<uint64_t, std::unique_ptr<Tunnel>> tunnels_;  // by Tunnel::tunnel_id()
   Tunnel* outgoing_ = nullptr;  // the tunnel that -L connections use
   // -L connections accepted while the relay link is down, with their target.
   struct WaitingConnection {

@@ -41,7 +41,8 @@ class RelayClient {
   RelayClient& operator=(const RelayClient&) = delete;
 
   void start();
-  bool ready() const { return welcomed_; }
+  // Welcomed, and not in doubt (no unanswered check after a network change).
+  bool ready() const { return welcomed_ && !probe_timer_; }
   // The local network changed: the link may be dead without the kernel knowing yet.
   // Pings the relay and reconnects at once when no Pong comes within a moment; a
   // reconnect that was waiting for its backoff starts now.

@@ -11,21 +11,11 @@ namespace {
 // ICE plus the QUIC handshake must be done within this time, or the attempt fails
 // with the phase it was in.
 constexpr guint kSetupTimeoutSeconds = 30;
+// A path restart must have a working pair within this time, or it is given up (the
+// owner then tries a fresh tunnel).
+constexpr guint kRestartTimeoutSeconds = 15;
 // TCP connections held while the tunnel is being set up.
 constexpr size_t kMaxPendingForwards = 256;
-// Our relay candidates are trickled to the other side only this long after ICE
-// starts. libnice's regular nomination (needed for ICE-TCP, RFC 6544 section 8)
-// nominates as soon as two pairs are valid. The other side's checks towards our relay
-// candidate validate relayed pairs fast, so with 20 ms of delay they beat a direct
-// ICE-TCP pair that needs a TCP handshake first (measured in the NAT lab: none x
-// udpblock went relayed). Our own checks on relayed pairs come last anyway (lowest
-// priority). Measured cost: about +300 ms setup for direct pairs with a single valid
-// pair, +500 ms for relayed ones.
-constexpr guint kRelayCandidateHoldMs = 500;
-
-bool is_relay_candidate(const std::string& sdp) {
-  return sdp.find(" typ relay") != std::string::npos;
-}
 
 }  // namespace
 
@@ -33,7 +23,7 @@ Tunnel::Tunnel(Role role, uint64_t session_id, std::string remote_label,
                const Identity& identity, const IceSession::Options& ice_options,
                TargetPolicy target_policy, Hooks hooks)
     : role_(role),
-      session_id_(session_id),
+      first_session_id_(session_id),
       remote_label_(std::move(remote_label)),
       identity_(identity),
       ice_options_(ice_options),
@@ -46,7 +36,8 @@ Tunnel::Tunnel(Role role, uint64_t session_id, std::string remote_label,
 
 Tunnel::~Tunnel() {
   if (setup_timer_) g_source_remove(setup_timer_);
-  if (relay_hold_timer_) g_source_remove(relay_hold_timer_);
+  if (restart_timer_) g_source_remove(restart_timer_);
+  if (drop_old_idle_) g_source_remove(drop_old_idle_);
   if (reap_idle_) g_source_remove(reap_idle_);
   for (auto& pending : pending_) {
     g_io_stream_close(G_IO_STREAM(pending.tcp), nullptr, nullptr);
@@ -55,53 +46,37 @@ Tunnel::~Tunnel() {
   bridges_.clear();
   finished_bridges_.clear();
   quic_.reset();
-  ice_.reset();
+  next_leg_.reset();
+  leg_.reset();
+  old_legs_.clear();
 }
 
-void Tunnel::create_ice(bool controlling) {
-  IceSession::Options options = ice_options_;
+std::unique_ptr<IceLeg> Tunnel::make_leg(uint64_t session_id,
+                                         const IceSession::Options& ice_options,
+                                         bool controlling) {
+  IceSession::Options options = ice_options;
   options.controlling = controlling;
-  IceSession::Callbacks callbacks;
-  callbacks.on_local_candidate = [this](const std::string& sdp) { send_candidate(sdp, false); };
-  callbacks.on_gathering_done = [this] { send_candidate("", true); };
+  IceLeg::Callbacks callbacks;
+  callbacks.send_to_relay = [this](const wire::Envelope& envelope) {
+    if (!closed_) hooks_.send_to_relay(envelope);
+  };
   callbacks.on_datagram = [this](std::span<const std::byte> datagram) {
+    // From the current leg or a restarting one: QUIC does not care which path a
+    // packet took (its path label never changes, quic_connection.cpp).
     last_receive_us_ = g_get_monotonic_time();
     if (quic_) quic_->receive(datagram);
+    if (path_line_pending_ && quic_) print_path_line();
   };
-  callbacks.on_selected_pair = [this](const SelectedPath& path) {
-    path_ = path;
-    have_path_ = true;
-    log::debug("%s: selected pair %s", remote_label_.c_str(), path.describe().c_str());
-    if (role_ == Role::kConnecting && !quic_) {
-      // Start the QUIC client only now: an Initial written earlier would wait in the
-      // ICE queue, and QUIC would count that wait as its first RTT sample.
-      create_quic();
-      quic_->flush();
-    }
-    if (established_) print_path_line();
+  callbacks.on_selected_pair = [this](IceLeg& leg) { on_leg_selected_pair(&leg); };
+  callbacks.on_writable = [this](IceLeg& leg) {
+    if (quic_ && &leg == leg_.get()) quic_->resume_write();
   };
-  callbacks.on_writable = [this] {
-    if (quic_) quic_->resume_write();
+  callbacks.on_failed = [this](IceLeg& leg, const std::string& reason) {
+    on_leg_failed(&leg, reason);
   };
-  callbacks.on_failed = [this](const std::string& reason) {
-    // Before QUIC is up this is the end of the attempt. Afterwards libnice reports
-    // FAILED when the other side simply went away; QUIC's own close or idle timeout
-    // decides then (NOTES-transport.md).
-    if (!established_) fail(reason);
-  };
-  ice_ = std::make_unique<IceSession>(options, std::move(callbacks));
-  relay_hold_timer_ = g_timeout_add(kRelayCandidateHoldMs, on_relay_hold_over, this);
+  return std::make_unique<IceLeg>(session_id, options, std::move(callbacks));
 }
 
-gboolean Tunnel::on_relay_hold_over(gpointer self) {
-  auto* tunnel = static_cast<Tunnel*>(self);
-  tunnel->relay_hold_timer_ = 0;
-  tunnel->relay_hold_over_ = true;
-  for (const auto& sdp : tunnel->held_local_) tunnel->send_candidate(sdp, false);
-  tunnel->held_local_.clear();
-  if (tunnel->held_local_done_) tunnel->send_candidate("", true);
-  return G_SOURCE_REMOVE;
-}
 
 void Tunnel::create_quic() {
   quic::Config config;
@@ -120,21 +95,20 @@ void Tunnel::create_quic() {
     return true;
   };
   quic_ = std::make_unique<quic::Driver>(config, *this, [this](std::span<const std::byte> d) {
-    return ice_ ? ice_->send(d) : true;
+    return leg_ ? leg_->ice().send(d) : true;
   });
 }
 
 void Tunnel::start_outgoing(const std::string& target_name) {
-  create_ice(true);
+  target_name_ = target_name;
+  leg_ = make_leg(first_session_id_, ice_options_, /*controlling=*/true);
   wire::Envelope envelope;
   auto* open = envelope.mutable_open_session();
-  open->set_session_id(session_id_);
+  open->set_session_id(first_session_id_);
   open->set_target(target_name);
-  const auto [ufrag, pwd] = ice_->local_credentials();
-  open->mutable_ice()->set_ufrag(ufrag);
-  open->mutable_ice()->set_pwd(pwd);
+  *open->mutable_ice() = leg_->local_params();
   hooks_.send_to_relay(envelope);
-  ice_->start_gathering();
+  leg_->start_gathering();
 }
 
 void Tunnel::start_incoming(const wire::IncomingSession& incoming) {
@@ -145,18 +119,21 @@ void Tunnel::start_incoming(const wire::IncomingSession& incoming) {
     fail("the relay announced no valid key for the caller");
     return;
   }
-  create_ice(false);
-  ice_->set_remote_credentials(incoming.ice().ufrag(), incoming.ice().pwd());
-  remote_credentials_set_ = true;
+  leg_ = make_leg(first_session_id_, ice_options_, /*controlling=*/false);
+  leg_->set_remote_params(incoming.ice());
   create_quic();
   wire::Envelope envelope;
   auto* accept = envelope.mutable_accept_session();
-  accept->set_session_id(session_id_);
-  const auto [ufrag, pwd] = ice_->local_credentials();
-  accept->mutable_ice()->set_ufrag(ufrag);
-  accept->mutable_ice()->set_pwd(pwd);
+  accept->set_session_id(first_session_id_);
+  *accept->mutable_ice() = leg_->local_params();
   hooks_.send_to_relay(envelope);
-  ice_->start_gathering();
+  leg_->start_gathering();
+}
+
+IceLeg* Tunnel::leg_for(uint64_t session_id) {
+  if (leg_ && leg_->session_id() == session_id) return leg_.get();
+  if (next_leg_ && next_leg_->session_id() == session_id) return next_leg_.get();
+  return nullptr;
 }
 
 void Tunnel::on_relay_message(const wire::Envelope& envelope) {
@@ -164,38 +141,49 @@ void Tunnel::on_relay_message(const wire::Envelope& envelope) {
   switch (envelope.msg_case()) {
     case wire::Envelope::kAcceptSession: {
       const auto& accept = envelope.accept_session();
-      if (role_ != Role::kConnecting || remote_credentials_set_ || !ice_) return;
+      IceLeg* leg = leg_for(accept.session_id());
+      if (role_ != Role::kConnecting || !leg || leg->has_remote_params()) return;
+      PublicKey callee{};
       if (!public_key_from_bytes(
               std::span(reinterpret_cast<const uint8_t*>(accept.callee_key().data()),
                         accept.callee_key().size()),
-              expected_remote_key_)) {
-        fail("the relay announced no valid key for " + remote_label_);
+              callee)) {
+        if (leg == next_leg_.get()) restart_failed("the relay announced no valid key");
+        else fail("the relay announced no valid key for " + remote_label_);
         return;
       }
-      log::info("%s: peer found (key %s), connecting", remote_label_.c_str(),
-                key_id(expected_remote_key_).c_str());
-      ice_->set_remote_credentials(accept.ice().ufrag(), accept.ice().pwd());
-      remote_credentials_set_ = true;
-      for (const auto& sdp : early_candidates_) ice_->add_remote_candidate(sdp);
-      early_candidates_.clear();
-      // The QUIC client starts once ICE has selected a pair (see on_selected_pair).
+      if (leg == next_leg_.get()) {
+        // The new path must lead to the peer this QUIC connection already proved.
+        if (callee != expected_remote_key_) {
+          restart_failed("the relay announced another key for " + remote_label_);
+          return;
+        }
+        log::info("%s: peer answered the path restart", remote_label_.c_str());
+      } else {
+        expected_remote_key_ = callee;
+        log::info("%s: peer found (key %s), connecting", remote_label_.c_str(),
+                  key_id(expected_remote_key_).c_str());
+      }
+      leg->set_remote_params(accept.ice());
+      // The QUIC client starts once ICE has selected a pair (see on_leg_selected_pair).
       break;
     }
     case wire::Envelope::kCandidate: {
-      const auto& candidate = envelope.candidate();
-      if (!ice_) return;
-      if (candidate.end_of_candidates()) {
-        ice_->remote_gathering_done();
-      } else {
-        apply_remote_candidate(candidate.sdp());
-      }
+      if (IceLeg* leg = leg_for(envelope.candidate().session_id()))
+        leg->on_candidate(envelope.candidate());
       break;
     }
     case wire::Envelope::kCloseSession: {
-      // Once QUIC runs, the tunnel does not depend on the relay any more.
-      if (established_) return;
       const auto& close_session = envelope.close_session();
       std::string reason = close_session.detail();
+      if (next_leg_ && close_session.session_id() == next_leg_->session_id()) {
+        // The other side's new path works; ours is about to (or the timer says no).
+        if (close_session.reason() == wire::CloseSession::ESTABLISHED) return;
+        restart_failed(reason.empty() ? "the relay closed the restart session" : reason);
+        return;
+      }
+      // Once QUIC runs, the tunnel does not depend on the relay any more.
+      if (established_) return;
       if (reason.empty()) {
         reason = close_session.reason() == wire::CloseSession::NO_SUCH_PEER
                      ? "no peer named " + remote_label_ + " is registered at the relay"
@@ -209,32 +197,129 @@ void Tunnel::on_relay_message(const wire::Envelope& envelope) {
   }
 }
 
-void Tunnel::apply_remote_candidate(const std::string& sdp) {
-  if (!remote_credentials_set_) {
-    if (early_candidates_.size() < 64) early_candidates_.push_back(sdp);
-  } else if (!ice_->add_remote_candidate(sdp)) {
-    log::warn_limited("bad candidate", "%s: ignoring a candidate libnice cannot parse",
-                      remote_label_.c_str());
+void Tunnel::on_leg_selected_pair(IceLeg* leg) {
+  log::debug("%s: selected pair %s (session %016" G_GINT64_MODIFIER "x)", remote_label_.c_str(),
+             leg->path().describe().c_str(), leg->session_id());
+  if (leg == next_leg_.get()) {
+    // The restart found a path: QUIC moves over, the old leg goes.
+    const uint64_t old_session = leg_->session_id();
+    old_legs_.push_back(std::move(leg_));
+    leg_ = std::move(next_leg_);
+    if (restart_timer_) {
+      g_source_remove(restart_timer_);
+      restart_timer_ = 0;
+    }
+    if (!drop_old_idle_) drop_old_idle_ = g_idle_add(on_drop_old_leg, this);
+    log::info("%s: path restarted in %.0f ms; %zu open connection(s) carried over",
+              remote_label_.c_str(),
+              static_cast<double>(g_get_monotonic_time() - restart_started_us_) / 1000.0,
+              bridges_.size());
+    if (role_ == Role::kServing) {
+      // As after the first handshake: the relay can forget the session now.
+      wire::Envelope envelope;
+      envelope.mutable_close_session()->set_session_id(leg_->session_id());
+      envelope.mutable_close_session()->set_reason(wire::CloseSession::ESTABLISHED);
+      envelope.mutable_close_session()->set_detail("path restarted");
+      hooks_.send_to_relay(envelope);
+    }
+    if (hooks_.on_session_moved) hooks_.on_session_moved(*this, old_session);
+    if (quic_) quic_->move_to_new_path();
+    print_path_line();
+    return;
   }
+  if (leg != leg_.get()) return;
+  if (role_ == Role::kConnecting && !quic_) {
+    // Start the QUIC client only now: an Initial written earlier would wait in the
+    // ICE queue, and QUIC would count that wait as its first RTT sample.
+    create_quic();
+    quic_->flush();
+  }
+  if (established_) print_path_line();
 }
 
-void Tunnel::send_candidate(const std::string& sdp, bool end_of_candidates) {
-  if (closed_) return;
-  if (!relay_hold_over_) {
-    if (end_of_candidates && !held_local_.empty()) {
-      held_local_done_ = true;
-      return;
-    }
-    if (!end_of_candidates && is_relay_candidate(sdp)) {
-      held_local_.push_back(sdp);
-      return;
-    }
+void Tunnel::on_leg_failed(IceLeg* leg, const std::string& reason) {
+  if (leg == next_leg_.get()) {
+    restart_failed("ICE failed on the new path: " + reason);
+    return;
   }
+  // Before QUIC is up this is the end of the attempt. Afterwards libnice reports
+  // FAILED when the other side simply went away; QUIC's own close or idle timeout
+  // decides then (NOTES-transport.md).
+  if (leg == leg_.get() && !established_) fail(reason);
+}
+
+void Tunnel::restart_path(uint64_t session_id, const IceSession::Options& options) {
+  if (closed_ || !established_ || role_ != Role::kConnecting || next_leg_) return;
+  restart_started_us_ = g_get_monotonic_time();
+  next_leg_ = make_leg(session_id, options, /*controlling=*/true);
   wire::Envelope envelope;
-  auto* candidate = envelope.mutable_candidate();
-  candidate->set_session_id(session_id_);
-  candidate->set_sdp(sdp);
-  candidate->set_end_of_candidates(end_of_candidates);
+  auto* open = envelope.mutable_open_session();
+  open->set_session_id(session_id);
+  open->set_target(target_name_);
+  *open->mutable_ice() = next_leg_->local_params();
+  open->set_resumes_session(leg_->session_id());
+  hooks_.send_to_relay(envelope);
+  next_leg_->start_gathering();
+  restart_timer_ = g_timeout_add_seconds(kRestartTimeoutSeconds, on_restart_timeout, this);
+}
+
+void Tunnel::accept_restart(const wire::IncomingSession& incoming,
+                            const IceSession::Options& options) {
+  if (closed_ || !established_ || role_ != Role::kServing) return;
+  if (next_leg_) {
+    // A newer restart supersedes one still in progress (the other side gave up on it).
+    send_close_session(next_leg_->session_id(), "superseded by a newer path restart");
+    old_legs_.push_back(std::move(next_leg_));
+    if (!drop_old_idle_) drop_old_idle_ = g_idle_add(on_drop_old_leg, this);
+  }
+  restart_started_us_ = g_get_monotonic_time();
+  next_leg_ = make_leg(incoming.session_id(), options, /*controlling=*/false);
+  next_leg_->set_remote_params(incoming.ice());
+  wire::Envelope envelope;
+  auto* accept = envelope.mutable_accept_session();
+  accept->set_session_id(incoming.session_id());
+  *accept->mutable_ice() = next_leg_->local_params();
+  hooks_.send_to_relay(envelope);
+  next_leg_->start_gathering();
+  if (restart_timer_) g_source_remove(restart_timer_);
+  restart_timer_ = g_timeout_add_seconds(kRestartTimeoutSeconds, on_restart_timeout, this);
+  log::info("%s: restarting the path (%s)", remote_label_.c_str(),
+            incoming.caller_address().c_str());
+}
+
+void Tunnel::restart_failed(const std::string& reason) {
+  if (!next_leg_) return;
+  send_close_session(next_leg_->session_id(), reason);
+  old_legs_.push_back(std::move(next_leg_));
+  if (!drop_old_idle_) drop_old_idle_ = g_idle_add(on_drop_old_leg, this);
+  if (restart_timer_) {
+    g_source_remove(restart_timer_);
+    restart_timer_ = 0;
+  }
+  log::warn("%s: path restart failed: %s", remote_label_.c_str(), reason.c_str());
+  if (hooks_.on_restart_failed) hooks_.on_restart_failed(*this, reason);
+}
+
+gboolean Tunnel::on_restart_timeout(gpointer self) {
+  auto* tunnel = static_cast<Tunnel*>(self);
+  tunnel->restart_timer_ = 0;
+  tunnel->restart_failed("no working pair after " + std::to_string(kRestartTimeoutSeconds) +
+                         " s");
+  return G_SOURCE_REMOVE;
+}
+
+gboolean Tunnel::on_drop_old_leg(gpointer self) {
+  auto* tunnel = static_cast<Tunnel*>(self);
+  tunnel->drop_old_idle_ = 0;
+  tunnel->old_legs_.clear();
+  return G_SOURCE_REMOVE;
+}
+
+void Tunnel::send_close_session(uint64_t session_id, const std::string& detail) {
+  wire::Envelope envelope;
+  envelope.mutable_close_session()->set_session_id(session_id);
+  envelope.mutable_close_session()->set_reason(wire::CloseSession::NORMAL);
+  envelope.mutable_close_session()->set_detail(detail);
   hooks_.send_to_relay(envelope);
 }
 
@@ -304,11 +389,7 @@ void Tunnel::on_handshake_complete(const PublicKey&) {
     // The relay can forget the session now. The server completes the handshake after
     // the client (RFC 9001 section 4.1.2), so the forwarded close cannot reach a client
     // that still needs the session.
-    wire::Envelope envelope;
-    envelope.mutable_close_session()->set_session_id(session_id_);
-    envelope.mutable_close_session()->set_reason(wire::CloseSession::NORMAL);
-    envelope.mutable_close_session()->set_detail("tunnel established");
-    hooks_.send_to_relay(envelope);
+    send_close_session(leg_->session_id(), "tunnel established");
   }
   if (hooks_.on_established) hooks_.on_established(*this);
   open_pending_streams();
@@ -316,7 +397,14 @@ void Tunnel::on_handshake_complete(const PublicKey&) {
 }
 
 void Tunnel::print_path_line() {
-  if (!have_path_ || !quic_) return;
+  if (!leg_ || !leg_->has_path() || !quic_) return;
+  if (!quic_->connection().stats().rtt_sampled) {
+    // Right after a path restart: print once the new path has an RTT of its own.
+    path_line_pending_ = true;
+    return;
+  }
+  path_line_pending_ = false;
+  const SelectedPath& path_ = leg_->path();
   const auto rtt_ms = quic_->connection().stats().min_rtt / 1000000;
   std::string line = "path " + remote_label_ + ": ";
   if (path_.relayed) {
@@ -430,8 +518,9 @@ gboolean Tunnel::on_setup_timeout(gpointer self) {
   auto* tunnel = static_cast<Tunnel*>(self);
   tunnel->setup_timer_ = 0;
   std::string phase;
-  if (!tunnel->remote_credentials_set_) phase = "waiting for the peer's answer via the relay";
-  else if (!tunnel->have_path_) phase = "ICE checks (no candidate pair works)";
+  if (!tunnel->leg_ || !tunnel->leg_->has_remote_params())
+    phase = "waiting for the peer's answer via the relay";
+  else if (!tunnel->leg_->has_path()) phase = "ICE checks (no candidate pair works)";
   else phase = "the QUIC handshake";
   tunnel->fail("no tunnel after " + std::to_string(kSetupTimeoutSeconds) + " s: stuck in " +
                phase);
@@ -467,12 +556,13 @@ void Tunnel::fail(const std::string& reason) {
     g_object_unref(pending.tcp);
   }
   pending_.clear();
-  if (!established_) {
-    wire::Envelope envelope;
-    envelope.mutable_close_session()->set_session_id(session_id_);
-    envelope.mutable_close_session()->set_reason(wire::CloseSession::NORMAL);
-    envelope.mutable_close_session()->set_detail(reason);
-    hooks_.send_to_relay(envelope);
+  // Sessions the relay still keeps: setup (the serving side closes it once the
+  // handshake is done) and a path restart in progress.
+  if (!established_) send_close_session(session_id(), reason);
+  if (next_leg_) send_close_session(next_leg_->session_id(), reason);
+  if (restart_timer_) {
+    g_source_remove(restart_timer_);
+    restart_timer_ = 0;
   }
   if (pair_done_) {
     auto done = std::move(pair_done_);

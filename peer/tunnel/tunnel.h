@@ -18,6 +18,7 @@
 #include "ice/ice_session.h"
 #include "quic/quic_driver.h"
 #include "rendezvous.pb.h"
+#include "tunnel/ice_leg.h"
 #include "tunnel/stream_bridge.h"
 
 namespace natfwd {
@@ -31,6 +32,7 @@ class Tunnel : public quic::Connection::Observer {
     HostPort target;
   };
   struct Hooks {
+    // Through the relay that the envelope's session runs through (the owner knows).
     std::function<void(const wire::Envelope&)> send_to_relay;
     std::function<void(Tunnel&)> on_established;  // QUIC handshake done, key verified
     // The tunnel is dead; the owner destroys it later (never inside the call).
@@ -46,6 +48,10 @@ class Tunnel : public quic::Connection::Observer {
     // references) to try them another way, e.g. through another relay; returns
     // false to let them be reset.
     std::function<bool(std::vector<PendingForward>&)> rescue_pending;
+    // A path restart did not work out (the owner may set up a fresh tunnel).
+    std::function<void(Tunnel&, const std::string& reason)> on_restart_failed;
+    // The session a path restart used is now the tunnel's; the old one is over.
+    std::function<void(Tunnel&, uint64_t old_session_id)> on_session_moved;
   };
 
   Tunnel(Role role, uint64_t session_id, std::string remote_label, const Identity& identity,
@@ -58,8 +64,20 @@ class Tunnel : public quic::Connection::Observer {
   void start_outgoing(const std::string& target_name);
   // Serving side: answer an IncomingSession.
   void start_incoming(const wire::IncomingSession& incoming);
-  // AcceptSession, Candidate or CloseSession for this session.
+  // AcceptSession, Candidate or CloseSession for this tunnel's session, or for the
+  // session of a path restart in progress.
   void on_relay_message(const wire::Envelope& envelope);
+  // Connecting side, established: find a new path for this QUIC connection, e.g.
+  // after a network change, through a new session `session_id` (see ice_leg.h). Open
+  // streams carry on once the new path works. `options`: the ICE servers of the relay
+  // the new session goes through.
+  void restart_path(uint64_t session_id, const IceSession::Options& options);
+  // Serving side: the other side asks to restart the path (IncomingSession with
+  // resumes_session = this tunnel's session); the caller checked that the key is the
+  // one this tunnel's QUIC handshake proved.
+  void accept_restart(const wire::IncomingSession& incoming, const IceSession::Options& options);
+  bool restarting() const { return next_leg_ != nullptr; }
+  uint64_t restart_session_id() const { return next_leg_ ? next_leg_->session_id() : 0; }
   // Connecting side: carry one accepted TCP connection to `target` on the remote side.
   // Held until the tunnel is up.
   void forward(GSocketConnection* tcp, const HostPort& target);
@@ -78,7 +96,12 @@ class Tunnel : public quic::Connection::Observer {
   size_t open_streams() const { return bridges_.size(); }
   bool retired() const { return retired_; }
 
-  uint64_t session_id() const { return session_id_; }
+  // Stable for the tunnel's life: the session it began with.
+  uint64_t tunnel_id() const { return first_session_id_; }
+  // Gives up a path restart in progress (e.g. its relay link was lost).
+  void cancel_restart(const std::string& reason) { restart_failed(reason); }
+  // The session the tunnel runs on now (changes after a path restart).
+  uint64_t session_id() const { return leg_ ? leg_->session_id() : first_session_id_; }
   bool established() const { return established_; }
   bool closed() const { return closed_; }
   const std::string& remote_label() const { return remote_label_; }
@@ -96,45 +119,47 @@ class Tunnel : public quic::Connection::Observer {
   void on_connection_closed(const std::string& reason) override;
   void on_streams_available() override;
 
-  void create_ice(bool controlling);
+  std::unique_ptr<IceLeg> make_leg(uint64_t session_id, const IceSession::Options& options,
+                                   bool controlling);
+  IceLeg* leg_for(uint64_t session_id);
+  void on_leg_selected_pair(IceLeg* leg);
+  void on_leg_failed(IceLeg* leg, const std::string& reason);
+  void restart_failed(const std::string& reason);
+  static gboolean on_restart_timeout(gpointer self);
+  static gboolean on_drop_old_leg(gpointer self);
   void create_quic();
-  void send_candidate(const std::string& sdp, bool end_of_candidates);
   void open_pending_streams();
   void fail(const std::string& reason);
+  void send_close_session(uint64_t session_id, const std::string& detail);
   void bridge_done(int64_t stream_id);
   void print_path_line();
   static gboolean on_setup_timeout(gpointer self);
   static gboolean on_reap_bridges(gpointer self);
 
   Role role_;
-  uint64_t session_id_;
+  uint64_t first_session_id_;
   std::string remote_label_;
   const Identity& identity_;
   IceSession::Options ice_options_;
   TargetPolicy target_policy_;
   Hooks hooks_;
 
-  std::unique_ptr<IceSession> ice_;
+  std::unique_ptr<IceLeg> leg_;       // carries QUIC
+  std::unique_ptr<IceLeg> next_leg_;  // a path restart in progress
+  std::vector<std::unique_ptr<IceLeg>> old_legs_;  // replaced; destroyed from idle
+  guint restart_timer_ = 0;
+  gint64 restart_started_us_ = 0;
+  guint drop_old_idle_ = 0;
+  std::string target_name_;  // connecting side: the name asked for, for restarts
   std::unique_ptr<quic::Driver> quic_;
   PublicKey expected_remote_key_{};
-  bool remote_credentials_set_ = false;
-  std::vector<std::string> early_candidates_;  // arrived before the credentials
-  // Our relay candidates wait kRelayCandidateHoldMs before they are trickled; see
-  // tunnel.cpp for why.
-  static gboolean on_relay_hold_over(gpointer self);
-  void apply_remote_candidate(const std::string& sdp);
-  bool relay_hold_over_ = false;
-  guint relay_hold_timer_ = 0;
-  std::vector<std::string> held_local_;
-  bool held_local_done_ = false;
   bool established_ = false;
   bool closed_ = false;
   bool retired_ = false;
   std::string retire_reason_;
   gint64 last_receive_us_ = 0;
-  bool have_path_ = false;
-  SelectedPath path_;
   std::string last_path_line_;
+  bool path_line_pending_ = false;
   guint setup_timer_ = 0;
   guint reap_idle_ = 0;
   gint64 started_us_ = 0;

@@ -335,6 +335,7 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
   in->set_caller_key(connection.public_key);
   *in->mutable_ice() = message.ice();
   in->set_caller_address(connection.remote.to_string());
+  in->set_resumes_session(message.resumes_session());
   sessions_[session_id] = Session{id, callee_id, false};
   connection.sessions.insert(session_id);
   callee.sessions.insert(session_id);
