@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include "forward/tcp_listener.h"
 #include "log.h"
 #include "tcp_reset.h"
 
@@ -119,6 +120,7 @@ bool PeerApp::start() {
     log::warn("--insecure-relay: the rendezvous with %s is not encrypted (who meets whom, "
               "candidates and TURN credentials are readable on the way; tunnels stay "
               "end-to-end encrypted)", config_.relay_text.c_str());
+  if (!start_socks_and_control()) return false;
   relay_ = std::make_unique<RelayClient>(link, identity_, config_.name, std::move(callbacks));
   relay_->start();
   return true;
@@ -126,33 +128,18 @@ bool PeerApp::start() {
 
 bool PeerApp::bind_listener(Listener& listener) {
   const auto& spec = listener.spec;
-  GInetAddress* address = g_inet_address_new_from_string(
-      spec.listen.host == "localhost" ? "127.0.0.1" : spec.listen.host.c_str());
-  if (!address) {
-    log::error("-L %s: bind address must be an IP address", spec.listen.to_string().c_str());
-    exit_code_ = 2;
+  TcpListenResult listening = listen_tcp(spec.listen);
+  if (!listening.socket) {
+    if (listening.bad_address)
+      log::error("-L %s: %s", spec.listen.to_string().c_str(), listening.error.c_str());
+    else
+      log::error("%s", listening.error.c_str());
+    exit_code_ = listening.bad_address ? 2 : 1;
     return false;
   }
-  GError* error = nullptr;
-  GSocket* socket = g_socket_new(g_inet_address_get_family(address), G_SOCKET_TYPE_STREAM,
-                                 G_SOCKET_PROTOCOL_TCP, &error);
-  GSocketAddress* socket_address = g_inet_socket_address_new(address, spec.listen.port);
-  g_object_unref(address);
-  bool ok = socket && g_socket_bind(socket, socket_address, TRUE, &error) &&
-            g_socket_listen(socket, &error);
-  g_object_unref(socket_address);
-  if (!ok) {
-    log::error("cannot listen on %s: %s", spec.listen.to_string().c_str(),
-               error ? error->message : "unknown error");
-    if (error) g_error_free(error);
-    if (socket) g_object_unref(socket);
-    exit_code_ = 1;
-    return false;
-  }
-  g_socket_set_blocking(socket, FALSE);
-  GSocketAddress* local = g_socket_get_local_address(socket, nullptr);
-  std::string bound = socket_address_to_string(local);
-  g_object_unref(local);
+  GSocket* socket = listening.socket;
+  const std::string& bound = listening.bound;
+  listener.bound = bound;
   listener.socket = socket;
   listener.source = g_socket_create_source(socket, G_IO_IN, nullptr);
   g_source_set_callback(listener.source, G_SOURCE_FUNC(on_accept), this, nullptr);
@@ -182,20 +169,26 @@ void PeerApp::accept_from(GSocket* socket) {
     }
     GSocketConnection* connection = g_socket_connection_factory_create_connection(client);
     g_object_unref(client);
-    if (!outgoing_ || outgoing_->closed()) start_outgoing_tunnel();
-    if (outgoing_) {
-      outgoing_->forward(connection, listener->spec.target);
-      g_object_unref(connection);
-    } else if (waiting_.size() < kMaxWaitingConnections) {
-      // The relay link is (re)connecting: hold the connection until it is up.
-      waiting_.push_back({connection, listener->spec.target, g_get_monotonic_time()});
-      if (!waiting_timer_) waiting_timer_ = g_timeout_add_seconds(1, on_waiting_timeout, this);
-    } else {
-      log::warn("cannot reach %s: the relay %s is not connected", config_.remote_peer->c_str(),
-                config_.relay_text.c_str());
-      reset_connection(connection);
-      g_object_unref(connection);
-    }
+    forward_connection(connection, listener->spec.target);
+    g_object_unref(connection);
+  }
+}
+
+void PeerApp::forward_connection(GSocketConnection* connection, const HostPort& target,
+                                 OpenResultHandler on_result) {
+  if (!outgoing_ || outgoing_->closed()) start_outgoing_tunnel();
+  if (outgoing_) {
+    outgoing_->forward(connection, target, std::move(on_result));
+  } else if (waiting_.size() < kMaxWaitingConnections) {
+    // The relay link is (re)connecting: hold the connection until it is up.
+    g_object_ref(connection);
+    waiting_.push_back({connection, target, g_get_monotonic_time(), std::move(on_result)});
+    if (!waiting_timer_) waiting_timer_ = g_timeout_add_seconds(1, on_waiting_timeout, this);
+  } else {
+    const std::string why = "the relay " + config_.relay_text + " is not connected";
+    log::warn("cannot reach %s: %s", config_.remote_peer->c_str(), why.c_str());
+    if (on_result) on_result(kOpenFailedLocally, why);
+    else reset_connection(connection);
   }
 }
 
@@ -295,7 +288,7 @@ std::string PeerApp::relay_label(const std::string& server) const {
 void PeerApp::hand_waiting_to_tunnel() {
   if (!outgoing_) return;
   for (auto& waiting : waiting_) {
-    outgoing_->forward(waiting.tcp, waiting.target);
+    outgoing_->forward(waiting.tcp, waiting.target, std::move(waiting.on_result));
     g_object_unref(waiting.tcp);
   }
   waiting_.clear();
@@ -310,10 +303,11 @@ gboolean PeerApp::on_waiting_timeout(gpointer self) {
       ++it;
       continue;
     }
-    log::warn("cannot reach %s: no link to the relay %s after %d s",
-              app->config_.remote_peer->c_str(), app->config_.relay_text.c_str(),
-              kRelayWaitSeconds);
-    reset_connection(it->tcp);
+    const std::string why = "no link to the relay " + app->config_.relay_text + " after " +
+                            std::to_string(kRelayWaitSeconds) + " s";
+    log::warn("cannot reach %s: %s", app->config_.remote_peer->c_str(), why.c_str());
+    if (it->on_result) it->on_result(kOpenFailedLocally, why);
+    else reset_connection(it->tcp);
     g_object_unref(it->tcp);
     it = waiting.erase(it);
   }

@@ -141,6 +141,8 @@ class Connection {
     // time the controlled ICE side queued the Initial, so this is the honest figure.
     Timestamp min_rtt;
     uint64_t bytes_sent, bytes_received;  // UDP payload bytes, all packets
+    // Application bytes: taken by stream_write, delivered to on_stream_data.
+    uint64_t stream_bytes_sent, stream_bytes_received;
     size_t open_streams;
   };
   Stats stats() const;
@@ -249,6 +251,8 @@ class Connection {
 
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;
+  uint64_t stream_bytes_sent_ = 0;
+  uint64_t stream_bytes_received_ = 0;
 };
 
 }  // namespace natfwd::quic

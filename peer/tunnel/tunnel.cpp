@@ -236,14 +236,16 @@ void Tunnel::send_candidate(const std::string& sdp, bool end_of_candidates) {
   hooks_.send_to_relay(envelope);
 }
 
-void Tunnel::forward(GSocketConnection* tcp, const HostPort& target) {
+void Tunnel::forward(GSocketConnection* tcp, const HostPort& target,
+                     OpenResultHandler on_result) {
   if (closed_ || pending_.size() >= kMaxPendingForwards) {
     log::warn("%s: too many connections waiting for the tunnel; refusing one",
               remote_label_.c_str());
-    reset_connection(tcp);
+    if (on_result) on_result(kOpenFailedLocally, "too many connections waiting for the tunnel");
+    else reset_connection(tcp);
     return;
   }
-  pending_.push_back({G_SOCKET_CONNECTION(g_object_ref(tcp)), target});
+  pending_.push_back({G_SOCKET_CONNECTION(g_object_ref(tcp)), target, std::move(on_result)});
   if (established_) open_pending_streams();
 }
 
@@ -256,7 +258,8 @@ void Tunnel::open_pending_streams() {
     std::string prefix = remote_label_ + " stream " + std::to_string(*stream_id);
     bridges_[*stream_id] = StreamBridge::connecting(
         quic_->connection(), *stream_id, pending.tcp, pending.target, prefix,
-        [this](int64_t id) { bridge_done(id); }, [this] { quic_->flush(); });
+        [this](int64_t id) { bridge_done(id); }, [this] { quic_->flush(); },
+        std::move(pending.on_result));
     g_object_unref(pending.tcp);
   }
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(opened));
@@ -282,6 +285,7 @@ gboolean Tunnel::on_reap_bridges(gpointer self) {
 
 void Tunnel::on_handshake_complete(const PublicKey&) {
   established_ = true;
+  established_us_ = g_get_monotonic_time();
   if (setup_timer_) {
     g_source_remove(setup_timer_);
     setup_timer_ = 0;
@@ -414,6 +418,33 @@ void Tunnel::on_connection_closed(const std::string& reason) {
   fail(established_ ? "tunnel closed: " + reason : "QUIC handshake failed: " + reason);
 }
 
+TunnelStatus Tunnel::status() const {
+  TunnelStatus status;
+  status.name = remote_label_;
+  status.role = role_ == Role::kConnecting ? "connecting" : "serving";
+  status.state = closed_ ? "closed" : established_ ? "up" : "connecting";
+  if (established_ || role_ == Role::kServing || remote_credentials_set_)
+    status.key_id = key_id(expected_remote_key_);
+  status.have_path = have_path_;
+  status.path = path_;
+  if (have_path_ && path_.relayed && !path_.local_relay_server.empty())
+    status.turn_server = hooks_.relay_label ? hooks_.relay_label(path_.local_relay_server)
+                                            : "turn " + path_.local_relay_server;
+  if (quic_) {
+    const auto stats = quic_->connection().stats();
+    status.smoothed_rtt_ms = static_cast<double>(stats.smoothed_rtt) / 1e6;
+    status.min_rtt_ms = static_cast<double>(stats.min_rtt) / 1e6;
+    status.stream_bytes_sent = stats.stream_bytes_sent;
+    status.stream_bytes_received = stats.stream_bytes_received;
+    status.udp_bytes_sent = stats.bytes_sent;
+    status.udp_bytes_received = stats.bytes_received;
+    status.open_streams = stats.open_streams;
+  }
+  if (established_)
+    status.uptime_s = static_cast<double>(g_get_monotonic_time() - established_us_) / 1e6;
+  return status;
+}
+
 // ---- teardown ----------------------------------------------------------------------
 
 gboolean Tunnel::on_setup_timeout(gpointer self) {
@@ -448,8 +479,13 @@ void Tunnel::fail(const std::string& reason) {
   for (auto& [id, bridge] : bridges_) open.push_back(bridge.get());
   for (StreamBridge* bridge : open) bridge->abort(reason);
   for (auto& pending : pending_) {
-    // Reset, so the client does not take the close for a complete (empty) reply.
-    reset_connection(pending.tcp);
+    if (pending.on_result) {
+      pending.on_result(kOpenFailedLocally, reason);  // it tells its client why
+      g_io_stream_close(G_IO_STREAM(pending.tcp), nullptr, nullptr);
+    } else {
+      // Reset, so the client does not take the close for a complete (empty) reply.
+      reset_connection(pending.tcp);
+    }
     g_object_unref(pending.tcp);
   }
   pending_.clear();

@@ -14,6 +14,7 @@
 
 #include <gio/gio.h>
 
+#include "control/peer_status.h"
 #include "identity.h"
 #include "ice/ice_session.h"
 #include "quic/quic_driver.h"
@@ -52,8 +53,8 @@ class Tunnel : public quic::Connection::Observer {
   // AcceptSession, Candidate or CloseSession for this session.
   void on_relay_message(const wire::Envelope& envelope);
   // Connecting side: carry one accepted TCP connection to `target` on the remote side.
-  // Held until the tunnel is up.
-  void forward(GSocketConnection* tcp, const HostPort& target);
+  // Held until the tunnel is up. `on_result` (optional) learns the serving peer's answer.
+  void forward(GSocketConnection* tcp, const HostPort& target, OpenResultHandler on_result = {});
   // Connecting side: once the tunnel is up, ask the serving peer to redeem an invite
   // secret; `done` gets its answer (or a failure of the tunnel).
   using PairDone = std::function<void(bool ok, const std::string& detail)>;
@@ -67,6 +68,8 @@ class Tunnel : public quic::Connection::Observer {
   const std::string& remote_label() const { return remote_label_; }
   // The key the other side proved in the QUIC handshake (valid once established).
   const PublicKey& remote_key() const { return expected_remote_key_; }
+  // For `peer status`: path, RTT, bytes and streams of this tunnel right now.
+  TunnelStatus status() const;
 
  private:
   // quic::Connection::Observer
@@ -118,10 +121,12 @@ class Tunnel : public quic::Connection::Observer {
   guint setup_timer_ = 0;
   guint reap_idle_ = 0;
   gint64 started_us_ = 0;
+  gint64 established_us_ = 0;
 
   struct PendingForward {
     GSocketConnection* tcp;
     HostPort target;
+    OpenResultHandler on_result;
   };
   std::vector<PendingForward> pending_;
   std::map<int64_t, std::unique_ptr<StreamBridge>> bridges_;
