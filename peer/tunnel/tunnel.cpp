@@ -70,6 +70,7 @@ void Tunnel::create_ice(bool controlling) {
     path_ = path;
     have_path_ = true;
     log::debug("%s: selected pair %s", remote_label_.c_str(), path.describe().c_str());
+    progress(ConnectPhase::kQuicHandshake);
     if (role_ == Role::kConnecting && !quic_) {
       // Start the QUIC client only now: an Initial written earlier would wait in the
       // ICE queue, and QUIC would count that wait as its first RTT sample.
@@ -85,7 +86,11 @@ void Tunnel::create_ice(bool controlling) {
     // Before QUIC is up this is the end of the attempt. Afterwards libnice reports
     // FAILED when the other side simply went away; QUIC's own close or idle timeout
     // decides then (NOTES-transport.md).
-    if (!established_) fail(reason);
+    if (established_) return;
+    if (progress_ && progress_->phase() >= ConnectPhase::kChecks)
+      fail(ConnectProgress::ice_failed(local_relay_candidates_, remote_relay_candidates_));
+    else
+      fail(reason);
   };
   ice_ = std::make_unique<IceSession>(options, std::move(callbacks));
   relay_hold_timer_ = g_timeout_add(kRelayCandidateHoldMs, on_relay_hold_over, this);
@@ -112,9 +117,13 @@ void Tunnel::create_quic() {
       log::warn("%s: remote certificate key %s is not the announced key %s; refusing",
                 remote_label_.c_str(), key_fingerprint(key).c_str(),
                 key_fingerprint(expected_remote_key_).c_str());
+      key_refused_ = true;
       return false;
     }
-    if (hooks_.authorize_key && !hooks_.authorize_key(key)) return false;
+    if (hooks_.authorize_key && !hooks_.authorize_key(key)) {
+      key_refused_ = true;
+      return false;
+    }
     return true;
   };
   quic_ = std::make_unique<quic::Driver>(config, *this, [this](std::span<const std::byte> d) {
@@ -123,6 +132,8 @@ void Tunnel::create_quic() {
 }
 
 void Tunnel::start_outgoing(const std::string& target_name) {
+  progress_.emplace(target_name);
+  progress(ConnectPhase::kRelay);
   create_ice(true);
   wire::Envelope envelope;
   auto* open = envelope.mutable_open_session();
@@ -170,11 +181,12 @@ void Tunnel::on_relay_message(const wire::Envelope& envelope) {
         fail("the relay announced no valid key for " + remote_label_);
         return;
       }
-      log::info("%s: peer found (key %s), connecting", remote_label_.c_str(),
-                key_id(expected_remote_key_).c_str());
+      progress(ConnectPhase::kPeerFound, "(key " + key_id(expected_remote_key_) + ")");
+      progress(ConnectPhase::kGathering);
       ice_->set_remote_credentials(accept.ice().ufrag(), accept.ice().pwd());
       remote_credentials_set_ = true;
       for (const auto& sdp : early_candidates_) ice_->add_remote_candidate(sdp);
+      if (!early_candidates_.empty()) progress(ConnectPhase::kChecks);
       early_candidates_.clear();
       // The QUIC client starts once ICE has selected a pair (see on_selected_pair).
       break;
@@ -194,10 +206,12 @@ void Tunnel::on_relay_message(const wire::Envelope& envelope) {
       if (established_) return;
       const auto& close_session = envelope.close_session();
       std::string reason = close_session.detail();
-      if (reason.empty()) {
-        reason = close_session.reason() == wire::CloseSession::NO_SUCH_PEER
-                     ? "no peer named " + remote_label_ + " is registered at the relay"
-                     : "the relay closed the session";
+      if (close_session.reason() == wire::CloseSession::NO_SUCH_PEER) {
+        reason = ConnectProgress::no_such_peer(remote_label_);
+      } else if (close_session.reason() == wire::CloseSession::REFUSED && role_ == Role::kConnecting) {
+        reason = ConnectProgress::refused(remote_label_, reason);
+      } else if (reason.empty()) {
+        reason = "the relay closed the session";
       }
       fail(reason);
       break;
@@ -208,16 +222,20 @@ void Tunnel::on_relay_message(const wire::Envelope& envelope) {
 }
 
 void Tunnel::apply_remote_candidate(const std::string& sdp) {
+  if (is_relay_candidate(sdp)) remote_relay_candidates_ = true;
   if (!remote_credentials_set_) {
     if (early_candidates_.size() < 64) early_candidates_.push_back(sdp);
   } else if (!ice_->add_remote_candidate(sdp)) {
     log::warn_limited("bad candidate", "%s: ignoring a candidate libnice cannot parse",
                       remote_label_.c_str());
+  } else {
+    progress(ConnectPhase::kChecks);
   }
 }
 
 void Tunnel::send_candidate(const std::string& sdp, bool end_of_candidates) {
   if (closed_) return;
+  if (!end_of_candidates && is_relay_candidate(sdp)) local_relay_candidates_ = true;
   if (!relay_hold_over_) {
     if (end_of_candidates && !held_local_.empty()) {
       held_local_done_ = true;
@@ -291,8 +309,17 @@ void Tunnel::on_handshake_complete(const PublicKey&) {
     setup_timer_ = 0;
   }
   const double setup_ms = static_cast<double>(g_get_monotonic_time() - started_us_) / 1000.0;
-  log::info("%s: tunnel up in %.0f ms (key %s)", remote_label_.c_str(), setup_ms,
-            key_id(expected_remote_key_).c_str());
+  if (progress_) {
+    std::string how = path_.relayed ? "relayed " + path_.transport : "direct " + path_.transport;
+    if (path_.relayed && !path_.local_relay_server.empty() && hooks_.relay_label)
+      how += " via " + hooks_.relay_label(path_.local_relay_server);
+    char ms[32];
+    snprintf(ms, sizeof ms, "%.0f", setup_ms);
+    progress(ConnectPhase::kConnected, how + " in " + ms + " ms");
+  } else {
+    log::info("%s: tunnel up in %.0f ms (key %s)", remote_label_.c_str(), setup_ms,
+              key_id(expected_remote_key_).c_str());
+  }
   print_path_line();
   if (role_ == Role::kServing) {
     // The relay can forget the session now. The server completes the handshake after
@@ -415,7 +442,18 @@ void Tunnel::on_streams_available() {
 }
 
 void Tunnel::on_connection_closed(const std::string& reason) {
-  fail(established_ ? "tunnel closed: " + reason : "QUIC handshake failed: " + reason);
+  if (established_) fail("tunnel closed: " + reason);
+  else if (key_refused_) fail(ConnectProgress::key_mismatch(remote_label_));
+  else fail("QUIC handshake failed: " + reason);
+}
+
+void Tunnel::progress(ConnectPhase phase, const std::string& detail) {
+  if (!progress_) return;
+  auto line = progress_->reach(phase, detail);
+  if (!line) return;
+  // The handshake usually takes one round trip: not worth a line of its own.
+  if (phase == ConnectPhase::kQuicHandshake) log::debug("%s", line->c_str());
+  else log::info("%s", line->c_str());
 }
 
 TunnelStatus Tunnel::status() const {
@@ -452,7 +490,9 @@ gboolean Tunnel::on_setup_timeout(gpointer self) {
   tunnel->setup_timer_ = 0;
   std::string phase;
   if (!tunnel->remote_credentials_set_) phase = "waiting for the peer's answer via the relay";
-  else if (!tunnel->have_path_) phase = "ICE checks (no candidate pair works)";
+  else if (!tunnel->have_path_)
+    phase = "ICE checks (" + ConnectProgress::ice_failed(tunnel->local_relay_candidates_,
+                                                         tunnel->remote_relay_candidates_) + ")";
   else phase = "the QUIC handshake";
   tunnel->fail("no tunnel after " + std::to_string(kSetupTimeoutSeconds) + " s: stuck in " +
                phase);
@@ -467,9 +507,13 @@ void Tunnel::close(const std::string& reason) {
   fail(reason);
 }
 
-void Tunnel::fail(const std::string& reason) {
+void Tunnel::fail(const std::string& cause) {
   if (closed_) return;
   closed_ = true;
+  // The connecting side names the phase that failed: this sentence is what the user
+  // sees (in the log, and from nc).
+  const std::string reason =
+      progress_ && !established_ ? progress_->failure(cause) : cause;
   if (setup_timer_) {
     g_source_remove(setup_timer_);
     setup_timer_ = 0;

@@ -19,6 +19,7 @@
 #include "ice/ice_session.h"
 #include "quic/quic_driver.h"
 #include "rendezvous.pb.h"
+#include "tunnel/connect_progress.h"
 #include "tunnel/stream_bridge.h"
 
 namespace natfwd {
@@ -129,6 +130,11 @@ class Tunnel : public quic::Connection::Observer {
     OpenResultHandler on_result;
   };
   std::vector<PendingForward> pending_;
+  // Connecting side: the phases a person sees on stderr (connect_progress.h).
+  void progress(ConnectPhase phase, const std::string& detail = "");
+  std::optional<ConnectProgress> progress_;
+  bool local_relay_candidates_ = false, remote_relay_candidates_ = false;
+  bool key_refused_ = false;
   std::map<int64_t, std::unique_ptr<StreamBridge>> bridges_;
   std::vector<std::unique_ptr<StreamBridge>> finished_bridges_;  // destroyed from idle
   void send_pairing_request();
