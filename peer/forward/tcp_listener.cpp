@@ -3,6 +3,11 @@
 #include "framed_connection.h"
 
 namespace natfwd {
+namespace {
+
+constexpr int kListenBacklog = 512;  // the kernel caps it at net.core.somaxconn
+
+}  // namespace
 
 TcpListenResult listen_tcp(const HostPort& listen) {
   TcpListenResult result;
@@ -18,6 +23,10 @@ TcpListenResult listen_tcp(const HostPort& listen) {
                                  G_SOCKET_PROTOCOL_TCP, &error);
   GSocketAddress* socket_address = g_inet_socket_address_new(address, listen.port);
   g_object_unref(address);
+  // GLib's default backlog is 10: a burst of connections (a browser through -D, 64 at
+  // once in test_concurrent.py) on a busy machine overflowed it, and the kernel then
+  // reset connections the client already thought were open.
+  if (socket) g_socket_set_listen_backlog(socket, kListenBacklog);
   bool ok = socket && g_socket_bind(socket, socket_address, TRUE, &error) &&
             g_socket_listen(socket, &error);
   g_object_unref(socket_address);
