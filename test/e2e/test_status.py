@@ -9,7 +9,8 @@ other), one open stream while a connection is held open and bytes counted after
 2 MB each way, then zero open streams; the text form; `peer status` with no peer
 running (one line, exit 1); a second peer with the same state dir that must not take
 the first one's control socket; a stale socket left by a killed peer being replaced;
-and an unknown peer name giving the one failure sentence.
+a --force-relay tunnel shown as relayed with its TURN server; and an unknown peer
+name giving the one failure sentence.
 """
 import json
 import os
@@ -162,13 +163,25 @@ def test(w):
     if [l["address"] for l in doc["listeners"]] != [laddr3]:
         raise Failure(f"after a stale socket, status shows {doc['listeners']}, want {laddr3}")
 
+    # A relayed tunnel shows it, with the TURN server, on the side that is relayed.
+    third.stop()
+    relayed, _ = w.natfwd.forward(relay_addr, "home", [f"0:127.0.0.1:{target.port}"],
+                                  extra=["--force-relay"])
+    relayed.wait_stderr(r"home: connected relayed \w+ via turn-\w+ \S+ in \d+ ms", 30,
+                        what="the relayed 'connected' line")
+    t = only_tunnel(status_json(w, client_dir), "client (relayed)")
+    if t["path"]["kind"] != "relayed" or t["path"]["local_type"] != "relay" or \
+            not t["path"].get("turn_server", "").startswith("turn-"):
+        raise Failure(f"--force-relay: status path {t['path']}, want relayed with a TURN server")
+    relayed.stop()
+
     # An unknown peer: one sentence naming the phase and the cause.
     lost, _ = w.natfwd.forward(relay_addr, "nosuch", [f"0:127.0.0.1:{target.port}"])
     lost.wait_stderr(r"connecting to nosuch failed while looking for the peer at the relay: "
                      r"peer nosuch is not registered at the relay", 30,
                      what="the failure sentence for an unknown peer")
     print("peer status: both sides, json and text, streams and bytes, no peer, second peer, "
-          "stale socket, progress lines, unknown peer: ok")
+          "stale socket, relayed path, progress lines, unknown peer: ok")
 
 
 if __name__ == "__main__":
