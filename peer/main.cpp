@@ -91,7 +91,7 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
        "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) and carry each connection to HOST:HOSTPORT as seen by the peer NAME (repeatable)",
        "[BIND:]PORT:HOST:HOSTPORT"},
       {"dynamic", 'D', 0, G_OPTION_ARG_STRING_ARRAY, &o.socks,
-       "Listen on BIND:PORT (default BIND 127.0.0.1) as a SOCKS5/SOCKS4a proxy whose CONNECTs go to the targets the peer NAME serves (others are refused) (repeatable)",
+       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) as a SOCKS5/SOCKS4a proxy whose CONNECTs go to the targets the peer NAME serves (others are refused) (repeatable)",
        "[BIND:]PORT"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.state_dir, state_help.c_str(), "DIR"},
       {"ice-address", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.ice_addresses,
@@ -116,7 +116,11 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
       "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
       "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
       "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
-      "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.");
+      "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.\n"
+      "-D reaches only the targets NAME serves; others get SOCKS reply 2 (not allowed).\n"
+      "`peer nc` writes only the connection to stdout and exits 0 when both directions\n"
+      "finished cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).\n"
+      "A running peer answers `peer status` on STATE_DIR/control (owner only).");
   g_option_context_add_main_entries(context, entries, nullptr);
   GError* error = nullptr;
   if (!g_option_context_parse(context, &argc, &argv, &error)) {
@@ -415,6 +419,8 @@ int main(int argc, char** argv) {
     natfwd::PeerApp app(std::move(config), std::move(*identity), loop);
     g_unix_signal_add(SIGINT, on_signal, loop);
     g_unix_signal_add(SIGTERM, on_signal, loop);
+    // ssh sends its ProxyCommand SIGHUP when it is done: close the tunnel properly.
+    if (netcat) g_unix_signal_add(SIGHUP, on_signal, loop);
     if (app.start()) {
       if (netcat) netcat->start(app);
       g_main_loop_run(loop);
