@@ -232,17 +232,23 @@ void StreamBridge::on_target_connected(GObject* client, GAsyncResult* result, gp
     return;
   }
   std::string message = error ? error->message : "";
+  // A name that does not resolve is not a refused connection: the connecting side
+  // (a SOCKS client: "host unreachable") is told which.
+  const bool unresolved = error && error->domain == G_RESOLVER_ERROR;
   if (error) g_error_free(error);
-  context->bridge->target_connected(tcp, message);
+  context->bridge->target_connected(tcp, message, unresolved);
   if (tcp) g_object_unref(tcp);
 }
 
-void StreamBridge::target_connected(GSocketConnection* tcp, const std::string& error) {
+void StreamBridge::target_connected(GSocketConnection* tcp, const std::string& error,
+                                    bool unresolved) {
   if (phase_ == Phase::kDone) return;
   if (!tcp) {
     log::warn("%s: cannot connect %s: %s", log_prefix_.c_str(), target_.to_string().c_str(),
               error.c_str());
-    refuse(wire::StreamOpenResult::CONNECT_FAILED, error);
+    refuse(unresolved ? wire::StreamOpenResult::RESOLVE_FAILED
+                      : wire::StreamOpenResult::CONNECT_FAILED,
+           error);
     return;
   }
   log::debug("%s: connected %s", log_prefix_.c_str(), target_.to_string().c_str());

@@ -90,7 +90,7 @@ class StreamBridge {
   void handle_header_bytes();
   void handle_stream_open(const HostPort& target);
   static void on_target_connected(GObject* client, GAsyncResult* result, gpointer self);
-  void target_connected(GSocketConnection* tcp, const std::string& error);
+  void target_connected(GSocketConnection* tcp, const std::string& error, bool unresolved);
   void send_result(int status, const std::string& detail);
   void refuse(int status, const std::string& detail);
 
