@@ -52,7 +52,11 @@ std::string ConnectProgress::refused(const std::string& peer, const std::string&
          " (on " + peer + ": `peer invite`, then `peer pair CODE` here; or --allow this key id there)";
 }
 
-std::string ConnectProgress::ice_failed(bool local_relay_candidates, bool remote_relay_candidates) {
+std::string ConnectProgress::ice_failed(bool local_relay_candidates, bool remote_relay_candidates,
+                                        bool force_relay) {
+  if (force_relay && !local_relay_candidates)
+    return "ICE checks failed: --force-relay allows only TURN, and this peer got no TURN "
+           "allocation (the relay offers no TURN, or none is reachable from here)";
   if (!local_relay_candidates && !remote_relay_candidates)
     return "ICE checks failed: no direct path (NATs that map per destination, such as "
            "symmetric ones, or UDP blocked) and TURN unavailable on both sides";

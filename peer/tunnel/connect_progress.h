@@ -40,7 +40,8 @@ class ConnectProgress {
   // Likely causes, worded for a person.
   static std::string no_such_peer(const std::string& peer);
   static std::string refused(const std::string& peer, const std::string& detail);
-  static std::string ice_failed(bool local_relay_candidates, bool remote_relay_candidates);
+  static std::string ice_failed(bool local_relay_candidates, bool remote_relay_candidates,
+                                bool force_relay = false);
   static std::string key_mismatch(const std::string& peer);
 
  private:

@@ -88,7 +88,8 @@ void Tunnel::create_ice(bool controlling) {
     // decides then (NOTES-transport.md).
     if (established_) return;
     if (progress_ && progress_->phase() >= ConnectPhase::kChecks)
-      fail(ConnectProgress::ice_failed(local_relay_candidates_, remote_relay_candidates_));
+      fail(ConnectProgress::ice_failed(local_relay_candidates_, remote_relay_candidates_,
+                                       ice_options_.force_relay));
     else
       fail(reason);
   };
@@ -488,14 +489,16 @@ TunnelStatus Tunnel::status() const {
 gboolean Tunnel::on_setup_timeout(gpointer self) {
   auto* tunnel = static_cast<Tunnel*>(self);
   tunnel->setup_timer_ = 0;
-  std::string phase;
-  if (!tunnel->remote_credentials_set_) phase = "waiting for the peer's answer via the relay";
-  else if (!tunnel->have_path_)
-    phase = "ICE checks (" + ConnectProgress::ice_failed(tunnel->local_relay_candidates_,
-                                                         tunnel->remote_relay_candidates_) + ")";
-  else phase = "the QUIC handshake";
-  tunnel->fail("no tunnel after " + std::to_string(kSetupTimeoutSeconds) + " s: stuck in " +
-               phase);
+  const std::string after = " (gave up after " + std::to_string(kSetupTimeoutSeconds) + " s)";
+  if (!tunnel->remote_credentials_set_) {
+    tunnel->fail("no answer from the peer through the relay" + after);
+  } else if (!tunnel->have_path_) {
+    tunnel->fail(ConnectProgress::ice_failed(tunnel->local_relay_candidates_,
+                                             tunnel->remote_relay_candidates_,
+                                             tunnel->ice_options_.force_relay) + after);
+  } else {
+    tunnel->fail("QUIC handshake did not complete" + after);
+  }
   return G_SOURCE_REMOVE;
 }
 

@@ -10,7 +10,8 @@ other), one open stream while a connection is held open and bytes counted after
 running (one line, exit 1); a second peer with the same state dir that must not take
 the first one's control socket; a stale socket left by a killed peer being replaced;
 a --force-relay tunnel shown as relayed with its TURN server; and an unknown peer
-name giving the one failure sentence.
+name and ICE without TURN (--force-relay, relay --no-turn) each giving the one
+failure sentence.
 """
 import json
 import os
@@ -180,8 +181,16 @@ def test(w):
     lost.wait_stderr(r"connecting to nosuch failed while looking for the peer at the relay: "
                      r"peer nosuch is not registered at the relay", 30,
                      what="the failure sentence for an unknown peer")
+    # ICE that cannot work: a relay without TURN and --force-relay on the connecting side.
+    _, bare_relay = w.natfwd.relay(extra=["--no-turn"])
+    w.natfwd.serve(bare_relay, "home", [f"127.0.0.1:{target.port}"])
+    stuck, _ = w.natfwd.forward(bare_relay, "home", [f"0:127.0.0.1:{target.port}"],
+                                extra=["--force-relay"])
+    stuck.wait_stderr(r"connecting to home failed during the connectivity checks: ICE checks "
+                      r"failed: --force-relay allows only TURN, and this peer got no TURN "
+                      r"allocation", 90, what="the failure sentence for ICE without TURN")
     print("peer status: both sides, json and text, streams and bytes, no peer, second peer, "
-          "stale socket, relayed path, progress lines, unknown peer: ok")
+          "stale socket, relayed path, progress lines, unknown peer, ICE without TURN: ok")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ TEST_CASE("ICE failure causes depend on which side had TURN") {
   REQUIRE(ConnectProgress::ice_failed(true, true).find("even through TURN") != std::string::npos);
   REQUIRE(ConnectProgress::ice_failed(true, false).find("only on this side") != std::string::npos);
   REQUIRE(ConnectProgress::ice_failed(false, true).find("only on the other side") != std::string::npos);
+  REQUIRE(ConnectProgress::ice_failed(false, true, true).find("--force-relay allows only TURN") !=
+          std::string::npos);
   REQUIRE(ConnectProgress::refused("home", "this peer's key is not authorised there")
               .rfind("home refused this peer: this peer's key is not authorised there (", 0) == 0);
 }
