@@ -2,6 +2,8 @@
 //
 //   peer --relay HOST:PORT --name home --serve 2222:buffalo:22
 //   peer --relay HOST:PORT -L 2222:buffalo:22 home
+//   peer --relay HOST:PORT nc home buffalo:22      (ssh ProxyCommand)
+//   peer status
 #include <glib-unix.h>
 
 #include <cstdio>
@@ -10,7 +12,9 @@
 #include <vector>
 
 #include "forward/forward_spec.h"
+#include "control/control_server.h"
 #include "log.h"
+#include "nc/netcat_command.h"
 #include "peer_app.h"
 #include "state_dir.h"
 #include "transport/connector.h"
@@ -32,6 +36,7 @@ struct Options {
   gchar* name = nullptr;
   gchar** serves = nullptr;
   gchar** forwards = nullptr;
+  gchar** socks = nullptr;
   gchar* state_dir = nullptr;
   gchar** ice_addresses = nullptr;
   gchar* proxy = nullptr;
@@ -44,6 +49,9 @@ struct Options {
   gboolean verbose = FALSE;
   gboolean version = FALSE;
 };
+
+// What `peer nc NAME HOST:PORT` asks for (empty for the other commands).
+std::optional<natfwd::HostPort> netcat_target;
 
 natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   static Options o;
@@ -82,6 +90,9 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
       {"local", 'L', 0, G_OPTION_ARG_STRING_ARRAY, &o.forwards,
        "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) and carry each connection to HOST:HOSTPORT as seen by the peer NAME (repeatable)",
        "[BIND:]PORT:HOST:HOSTPORT"},
+      {"dynamic", 'D', 0, G_OPTION_ARG_STRING_ARRAY, &o.socks,
+       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) as a SOCKS5/SOCKS4a proxy whose CONNECTs go to the targets the peer NAME serves (others are refused) (repeatable)",
+       "[BIND:]PORT"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.state_dir, state_help.c_str(), "DIR"},
       {"ice-address", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.ice_addresses,
        "Offer only this local address as an ICE host candidate (repeatable; default: every interface, or loopback when the relay is on loopback)",
@@ -93,7 +104,11 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   GOptionContext* context = g_option_context_new("[NAME[@KEYID]] - reach machines behind NAT through a relay");
   g_option_context_set_summary(context,
       "Serve:   peer --relay vps.example:3478 --name home --serve 2222:buffalo:22\n"
-      "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home");
+      "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home\n"
+      "SOCKS:   peer --relay vps.example:3478 -D 1080 home\n"
+      "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
+      "Other commands: peer status [--json], peer id, peer invite, peer pair CODE,\n"
+      "                peer [--relay ...] nc NAME HOST:PORT");
   g_option_context_set_description(context,
       "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
       "use in STATE_DIR/known_peers and must match afterwards (NAME@KEYID pins it\n"
@@ -101,7 +116,11 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
       "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
       "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
       "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
-      "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.");
+      "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.\n"
+      "-D reaches only the targets NAME serves; others get SOCKS reply 2 (not allowed).\n"
+      "`peer nc` writes only the connection to stdout and exits 0 when both directions\n"
+      "finished cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).\n"
+      "A running peer answers `peer status` on STATE_DIR/control (owner only).");
   g_option_context_add_main_entries(context, entries, nullptr);
   GError* error = nullptr;
   if (!g_option_context_parse(context, &argc, &argv, &error)) {
@@ -130,6 +149,17 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
     config.pair_secret = secret;
     positional.clear();
   }
+  if (!positional.empty() && positional[0] == "nc") {
+    // peer [flags] nc NAME HOST:PORT: stdin/stdout to HOST:PORT as NAME sees it.
+    if (positional.size() != 3) usage_error("nc: give the peer and the target: peer nc NAME HOST:PORT");
+    if (o.forwards || o.socks || o.serves || o.name)
+      usage_error("nc: -L/-D/--serve/--name do not go with nc");
+    auto target = natfwd::parse_host_port(positional[2]);
+    if (auto* e = std::get_if<std::string>(&target)) usage_error("nc: " + positional[2] + ": " + *e);
+    netcat_target = std::get<natfwd::HostPort>(target);
+    positional.erase(positional.begin());
+    positional.pop_back();
+  }
   if (positional.size() > 1) usage_error("too many arguments: only one peer NAME after the -L specs");
   if (positional.size() == 1) {
     std::string name = positional[0];
@@ -150,6 +180,11 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
     if (auto* e = std::get_if<std::string>(&spec)) usage_error("-L " + std::string(*f) + ": " + *e);
     config.forwards.push_back(std::get<natfwd::LocalForwardSpec>(spec));
   }
+  for (gchar** d = o.socks; d && *d; ++d) {
+    auto listen = natfwd::parse_socks_listen_spec(*d);
+    if (auto* e = std::get_if<std::string>(&listen)) usage_error("-D " + std::string(*d) + ": " + *e);
+    config.socks.push_back(std::get<natfwd::HostPort>(listen));
+  }
   for (gchar** s = o.serves; s && *s; ++s) {
     auto spec = natfwd::parse_serve_spec(*s);
     if (auto* e = std::get_if<std::string>(&spec)) usage_error("--serve " + std::string(*s) + ": " + *e);
@@ -157,8 +192,11 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   }
   if (!config.forwards.empty() && !config.remote_peer)
     usage_error("-L needs the name of the serving peer after the specs, e.g. peer -L 2222:buffalo:22 home");
-  if (config.remote_peer && config.forwards.empty() && !config.pair_secret)
-    usage_error("a peer name was given but no -L [BIND:]PORT:HOST:HOSTPORT to forward");
+  if (!config.socks.empty() && !config.remote_peer)
+    usage_error("-D needs the name of the serving peer, e.g. peer -D 1080 home");
+  if (config.remote_peer && config.forwards.empty() && config.socks.empty() &&
+      !config.pair_secret && !netcat_target)
+    usage_error("a peer name was given but no -L [BIND:]PORT:HOST:HOSTPORT or -D [BIND:]PORT to forward");
   if (!config.serves.empty() && !o.name)
     usage_error("--serve needs --name NAME, the name connecting peers will use");
   if (o.name) {
@@ -172,7 +210,8 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
       usage_error(std::string("--allow: '") + *a + "' is not a key id (32 characters as `peer id` prints them)");
     config.allow.push_back(*a);
   }
-  if (config.serves.empty() && config.forwards.empty() && !config.pair_secret)
+  if (config.serves.empty() && config.forwards.empty() && config.socks.empty() &&
+      !config.pair_secret && !netcat_target)
     usage_error("nothing to do: give --name NAME --serve [PORT:]HOST:HOSTPORT, or -L [BIND:]PORT:HOST:HOSTPORT NAME");
 
   std::vector<std::string> relays;
@@ -252,7 +291,9 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
     config.ice_addresses.push_back(*a);
   }
   config.state_dir = o.state_dir ? o.state_dir : default_state;
-  natfwd::log::init("peer", o.verbose ? natfwd::log::Level::kDebug : natfwd::log::Level::kInfo);
+  // nc runs under ssh, which shows its stderr: one line on failure, nothing otherwise.
+  const auto quiet_level = netcat_target ? natfwd::log::Level::kError : natfwd::log::Level::kInfo;
+  natfwd::log::init("peer", o.verbose ? natfwd::log::Level::kDebug : quiet_level);
   return config;
 }
 
@@ -330,6 +371,34 @@ int print_invite(int argc, char** argv) {
   return 0;
 }
 
+// `peer status [--state-dir DIR] [--json]`: asks the peer running with DIR.
+int print_status(int argc, char** argv) {
+  gchar* state_dir = nullptr;
+  gboolean json = FALSE;
+  const std::string default_state = natfwd::default_state_dir("peer");
+  const std::string state_help = "The running peer's state dir (default: " + default_state + ")";
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object, for scripts (default: text)", nullptr},
+      {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
+  };
+  parse_subcommand("status", "- show what the running peer is doing: relay link, tunnels, paths, RTT, bytes",
+                   entries, argc, argv);
+  std::string error;
+  auto answer = natfwd::query_control(state_dir ? state_dir : default_state,
+                                      json ? "status json" : "status text", error);
+  if (!answer) {
+    natfwd::log::error("%s", error.c_str());
+    return 1;
+  }
+  if (answer->rfind("error: ", 0) == 0) {
+    natfwd::log::error("the running peer answered: %s", answer->substr(7).c_str());
+    return 1;
+  }
+  fputs(answer->c_str(), stdout);
+  return 0;
+}
+
 gboolean on_signal(gpointer loop) {
   g_main_loop_quit(static_cast<GMainLoop*>(loop));
   return G_SOURCE_REMOVE;
@@ -340,7 +409,9 @@ gboolean on_signal(gpointer loop) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "id") return print_identity(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "invite") return print_invite(argc - 1, argv + 1);
+  if (argc >= 2 && std::string(argv[1]) == "status") return print_status(argc - 1, argv + 1);
   natfwd::PeerConfig config = parse_command_line(argc, argv);
+  std::optional<natfwd::NetcatCommand> netcat;
   std::optional<natfwd::Identity> identity;
   try {
     identity.emplace(natfwd::Identity::load_or_create(config.state_dir));
@@ -350,11 +421,18 @@ int main(int argc, char** argv) {
   }
   GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
   int exit_code = 0;
+  if (netcat_target) {
+    config.remote_peer = config.remote_peer.value_or("");
+    netcat.emplace(*config.remote_peer, *netcat_target, loop);
+  }
   {
     natfwd::PeerApp app(std::move(config), std::move(*identity), loop);
     g_unix_signal_add(SIGINT, on_signal, loop);
     g_unix_signal_add(SIGTERM, on_signal, loop);
+    // ssh sends its ProxyCommand SIGHUP when it is done: close the tunnel properly.
+    if (netcat) g_unix_signal_add(SIGHUP, on_signal, loop);
     if (app.start()) {
+      if (netcat) netcat->start(app);
       g_main_loop_run(loop);
       app.shutdown();
       // Let the CONNECTION_CLOSE datagrams and the relay close go out.
@@ -362,7 +440,9 @@ int main(int argc, char** argv) {
       }
     }
     exit_code = app.exit_code();
+    if (netcat && exit_code == 0) exit_code = netcat->exit_code();
   }
+  netcat.reset();
   g_main_loop_unref(loop);
   return exit_code;
 }

@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include "forward/tcp_listener.h"
 #include "log.h"
 #include "tcp_reset.h"
 
@@ -34,9 +35,6 @@ std::string join_targets(const std::vector<ServeSpec>& serves) {
 // -L connections held while the relay link is down, and for how long.
 constexpr size_t kMaxWaitingConnections = 256;
 constexpr int kRelayWaitSeconds = 30;
-// Connections the kernel queues on a -L port before we accept them (capped by
-// net.core.somaxconn).
-constexpr gint kListenBacklog = 1024;
 
 // A tunnel hears from the other side about once a second even when idle (QUIC
 // keepalive PINGs and their ACKs, quic_connection.h). After this long without a
@@ -99,6 +97,7 @@ bool PeerApp::start() {
     log::warn("--insecure-relay: the rendezvous with %s is not encrypted (who meets whom, "
               "candidates and TURN credentials are readable on the way; tunnels stay "
               "end-to-end encrypted)", relays_text().c_str());
+  if (!start_socks_and_control()) return false;
   for (size_t i = 0; i < config_.relays.size(); ++i)
     relays_.push_back(make_relay_link(i, config_.relays[i]));
   for (auto& link : relays_) link->client->start();
@@ -289,36 +288,18 @@ void PeerApp::on_relay_lost(RelayLink& link, const std::string& reason, bool fat
 
 bool PeerApp::bind_listener(Listener& listener) {
   const auto& spec = listener.spec;
-  GInetAddress* address = g_inet_address_new_from_string(
-      spec.listen.host == "localhost" ? "127.0.0.1" : spec.listen.host.c_str());
-  if (!address) {
-    log::error("-L %s: bind address must be an IP address", spec.listen.to_string().c_str());
-    exit_code_ = 2;
+  TcpListenResult listening = listen_tcp(spec.listen);
+  if (!listening.socket) {
+    if (listening.bad_address)
+      log::error("-L %s: %s", spec.listen.to_string().c_str(), listening.error.c_str());
+    else
+      log::error("%s", listening.error.c_str());
+    exit_code_ = listening.bad_address ? 2 : 1;
     return false;
   }
-  GError* error = nullptr;
-  GSocket* socket = g_socket_new(g_inet_address_get_family(address), G_SOCKET_TYPE_STREAM,
-                                 G_SOCKET_PROTOCOL_TCP, &error);
-  GSocketAddress* socket_address = g_inet_socket_address_new(address, spec.listen.port);
-  g_object_unref(address);
-  // GLib's default backlog is 10: a burst of connections (a browser, a parallel
-  // rsync) overflowed it, and the kernel's SYN cookies then reset some of them.
-  if (socket) g_socket_set_listen_backlog(socket, kListenBacklog);
-  bool ok = socket && g_socket_bind(socket, socket_address, TRUE, &error) &&
-            g_socket_listen(socket, &error);
-  g_object_unref(socket_address);
-  if (!ok) {
-    log::error("cannot listen on %s: %s", spec.listen.to_string().c_str(),
-               error ? error->message : "unknown error");
-    if (error) g_error_free(error);
-    if (socket) g_object_unref(socket);
-    exit_code_ = 1;
-    return false;
-  }
-  g_socket_set_blocking(socket, FALSE);
-  GSocketAddress* local = g_socket_get_local_address(socket, nullptr);
-  std::string bound = socket_address_to_string(local);
-  g_object_unref(local);
+  GSocket* socket = listening.socket;
+  const std::string& bound = listening.bound;
+  listener.bound = bound;
   listener.socket = socket;
   listener.source = g_socket_create_source(socket, G_IO_IN, nullptr);
   g_source_set_callback(listener.source, G_SOURCE_FUNC(on_accept), this, nullptr);
@@ -353,29 +334,37 @@ void PeerApp::accept_from(GSocket* socket) {
       // A new connection on a tunnel that has probably lost its path: find a new
       // path now rather than at the next health check.
       restart_outgoing_path("nothing heard from " + outgoing_->remote_label() + " for " +
-                       std::to_string(outgoing_->silent_for_us() / 1000) +
-                       " ms when a new connection came");
+                            std::to_string(outgoing_->silent_for_us() / 1000) +
+                            " ms when a new connection came");
     }
-    if (!outgoing_ || outgoing_->closed()) start_outgoing_tunnel();
-    if (outgoing_) {
-      outgoing_->forward(connection, listener->spec.target);
-      g_object_unref(connection);
-    } else {
-      hold_until_relay_ready(connection, listener->spec.target);
-    }
+    forward_connection(connection, listener->spec.target);
+    g_object_unref(connection);
   }
 }
 
-void PeerApp::hold_until_relay_ready(GSocketConnection* connection, const HostPort& target) {
+void PeerApp::forward_connection(GSocketConnection* connection, const HostPort& target,
+                                 OpenResultHandler on_result) {
+  if (!outgoing_ || outgoing_->closed()) start_outgoing_tunnel();
+  if (outgoing_) {
+    outgoing_->forward(connection, target, std::move(on_result));
+  } else {
+    g_object_ref(connection);
+    hold_until_relay_ready(connection, target, std::move(on_result));
+  }
+}
+
+void PeerApp::hold_until_relay_ready(GSocketConnection* connection, const HostPort& target,
+                                     OpenResultHandler on_result) {
   if (waiting_.size() >= kMaxWaitingConnections) {
-    log::warn("cannot reach %s: no relay is connected (%s)", config_.remote_peer->c_str(),
-              relays_text().c_str());
-    reset_connection(connection);
+    const std::string why = "no relay is connected (" + relays_text() + ")";
+    log::warn("cannot reach %s: %s", config_.remote_peer->c_str(), why.c_str());
+    if (on_result) on_result(kOpenFailedLocally, why);
+    else reset_connection(connection);
     g_object_unref(connection);
     return;
   }
   // The relay links are (re)connecting: hold the connection until one is up.
-  waiting_.push_back({connection, target, g_get_monotonic_time()});
+  waiting_.push_back({connection, target, g_get_monotonic_time(), std::move(on_result)});
   if (!waiting_timer_) waiting_timer_ = g_timeout_add_seconds(1, on_waiting_timeout, this);
 }
 
@@ -495,7 +484,7 @@ PeerApp::RelayLink* PeerApp::pick_relay_for_outgoing() {
 void PeerApp::hand_waiting_to_tunnel() {
   if (!outgoing_) return;
   for (auto& waiting : waiting_) {
-    outgoing_->forward(waiting.tcp, waiting.target);
+    outgoing_->forward(waiting.tcp, waiting.target, std::move(waiting.on_result));
     g_object_unref(waiting.tcp);
   }
   waiting_.clear();
@@ -510,9 +499,11 @@ gboolean PeerApp::on_waiting_timeout(gpointer self) {
       ++it;
       continue;
     }
-    log::warn("cannot reach %s: no link to any relay (%s) after %d s",
-              app->config_.remote_peer->c_str(), app->relays_text().c_str(), kRelayWaitSeconds);
-    reset_connection(it->tcp);
+    const std::string why = "no link to any relay (" + app->relays_text() + ") after " +
+                            std::to_string(kRelayWaitSeconds) + " s";
+    log::warn("cannot reach %s: %s", app->config_.remote_peer->c_str(), why.c_str());
+    if (it->on_result) it->on_result(kOpenFailedLocally, why);
+    else reset_connection(it->tcp);
     g_object_unref(it->tcp);
     it = waiting.erase(it);
   }
@@ -713,10 +704,11 @@ void PeerApp::tunnel_closed(Tunnel& tunnel, const std::string& reason) {
               config_.remote_peer->c_str(), rescued.size());
     for (auto& pending : rescued) {
       if (outgoing_) {
-        outgoing_->forward(pending.tcp, pending.target);
+        outgoing_->forward(pending.tcp, pending.target, std::move(pending.on_result));
         g_object_unref(pending.tcp);
       } else {
-        hold_until_relay_ready(pending.tcp, pending.target);  // no other relay is up yet
+        // No other relay is up yet.
+        hold_until_relay_ready(pending.tcp, pending.target, std::move(pending.on_result));
       }
     }
   }

@@ -10,11 +10,14 @@
 
 #include <gio/gio.h>
 
+#include "control/control_server.h"
+#include "control/peer_status.h"
 #include "forward/forward_spec.h"
 #include "identity.h"
 #include "signaling/known_relays.h"
 #include "signaling/relay_client.h"
 #include "trust/authorization.h"
+#include "socks/socks_listener.h"
 #include "trust/known_peers.h"
 #include "transport/turn_bridge.h"
 #include "tunnel/tunnel.h"
@@ -28,6 +31,7 @@ struct PeerConfig {
   std::optional<std::string> name;          // --name: register and serve under it
   std::vector<ServeSpec> serves;            // --serve
   std::vector<LocalForwardSpec> forwards;   // -L
+  std::vector<HostPort> socks;              // -D [BIND:]PORT: SOCKS listeners
   std::optional<std::string> remote_peer;   // the NAME after -L specs
   std::optional<std::string> remote_key_id; // NAME@KEYID: pinned explicitly
   std::vector<std::string> allow;           // --allow KEYID (beside authorized_peers)
@@ -52,10 +56,17 @@ class PeerApp {
   // Closes every tunnel (CONNECTION_CLOSE to the other side) before the loop ends.
   void shutdown();
   int exit_code() const { return exit_code_; }
+  // Carries one local connection to `target` at the remote peer (-L, -D, `peer nc`);
+  // held while the relay link or the tunnel is not up yet.
+  void forward_connection(GSocketConnection* tcp, const HostPort& target,
+                          OpenResultHandler on_result = {});
+  // What `peer status` shows (peer_app_status.cpp).
+  PeerStatus status() const;
 
  private:
   struct Listener {
     LocalForwardSpec spec;
+    std::string bound;
     GSocket* socket = nullptr;
     GSource* source = nullptr;
   };
@@ -78,7 +89,8 @@ class PeerApp {
   static gboolean on_accept(GSocket* socket, GIOCondition, gpointer self);
   void accept_from(GSocket* socket);
   // Takes the reference: the connection waits (bounded, kRelayWaitSeconds) for a relay.
-  void hold_until_relay_ready(GSocketConnection* connection, const HostPort& target);
+  void hold_until_relay_ready(GSocketConnection* connection, const HostPort& target,
+                              OpenResultHandler on_result = {});
   std::unique_ptr<RelayLink> make_relay_link(size_t index, const HostPort& address);
   void on_registered(RelayLink& link, const std::string& name);
   void on_relay_lost(RelayLink& link, const std::string& reason, bool fatal_error);
@@ -141,6 +153,7 @@ class PeerApp {
     GSocketConnection* tcp;
     HostPort target;
     gint64 accepted_us;
+    OpenResultHandler on_result;
   };
   std::vector<WaitingConnection> waiting_;
   guint waiting_timer_ = 0;
@@ -153,6 +166,12 @@ class PeerApp {
   gint64 network_changed_us_ = 0;  // when the last network change settled; 0: never
   bool announced_ = false;
   int exit_code_ = 0;
+  // -D listeners and the control socket (peer_app_status.cpp).
+  bool start_socks_and_control();
+  std::string answer_control(const std::string& request) const;
+  std::vector<std::unique_ptr<SocksListener>> socks_listeners_;
+  std::unique_ptr<ControlServer> control_;
+  gint64 started_us_ = g_get_monotonic_time();
 };
 
 }  // namespace natfwd

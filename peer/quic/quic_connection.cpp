@@ -515,6 +515,7 @@ size_t Connection::stream_write(int64_t id, std::span<const std::byte> data) {
   Stream* stream = find(id);
   if (closed() || !stream || stream->write_closed || stream->fin_requested) return 0;
   size_t taken = stream->send.append(data);
+  stream_bytes_sent_ += taken;
   if (taken < data.size()) stream->send_space_owed = true;
   enqueue(id, *stream);
   return taken;
@@ -651,6 +652,8 @@ Connection::Stats Connection::stats() const {
   }
   stats.bytes_sent = bytes_sent_;
   stats.bytes_received = bytes_received_;
+  stats.stream_bytes_sent = stream_bytes_sent_;
+  stats.stream_bytes_received = stream_bytes_received_;
   stats.open_streams = streams_.size();
   return stats;
 }
@@ -675,6 +678,7 @@ int Connection::on_recv_stream_data_cb(ngtcp2_conn*, uint32_t flags, int64_t id,
     Stream* stream = self->find(id);
     if (!stream) return 0;
     stream->unconsumed += len;
+    self->stream_bytes_received_ += len;
     self->observer_.on_stream_data(id, {reinterpret_cast<const std::byte*>(data), len},
                                    (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
     return 0;

@@ -165,6 +165,8 @@ class Connection {
     // figures above are then only the initial guess.
     bool rtt_sampled;
     uint64_t bytes_sent, bytes_received;  // UDP payload bytes, all packets
+    // Application bytes: taken by stream_write, delivered to on_stream_data.
+    uint64_t stream_bytes_sent, stream_bytes_received;
     size_t open_streams;
   };
   Stats stats() const;
@@ -274,6 +276,8 @@ class Connection {
 
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;
+  uint64_t stream_bytes_sent_ = 0;
+  uint64_t stream_bytes_received_ = 0;
 };
 
 }  // namespace natfwd::quic

@@ -71,11 +71,14 @@ void IceLeg::on_candidate(const wire::Candidate& candidate) {
 }
 
 void IceLeg::apply_remote_candidate(const std::string& sdp) {
+  if (is_relay_candidate(sdp)) remote_relay_candidates_ = true;
   if (!remote_params_set_) {
     if (early_candidates_.size() < kMaxEarlyCandidates) early_candidates_.push_back(sdp);
   } else if (!ice_->add_remote_candidate(sdp)) {
     log::warn_limited("bad candidate", "session %016" G_GINT64_MODIFIER
                       "x: ignoring a candidate libnice cannot parse", session_id_);
+  } else if (callbacks_.on_checking) {
+    callbacks_.on_checking(*this);
   }
 }
 
@@ -90,6 +93,7 @@ gboolean IceLeg::on_relay_hold_over(gpointer self) {
 }
 
 void IceLeg::send_candidate(const std::string& sdp, bool end_of_candidates) {
+  if (!end_of_candidates && is_relay_candidate(sdp)) local_relay_candidates_ = true;
   if (!relay_hold_over_) {
     if (end_of_candidates && !held_local_.empty()) {
       held_local_done_ = true;

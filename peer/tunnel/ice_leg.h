@@ -29,6 +29,8 @@ class IceLeg {
     std::function<void(IceLeg&)> on_selected_pair;   // path() tells which
     std::function<void(IceLeg&)> on_writable;
     std::function<void(IceLeg&, const std::string& reason)> on_failed;
+    // A remote candidate went to libnice: connectivity checks are running.
+    std::function<void(IceLeg&)> on_checking;
   };
 
   IceLeg(uint64_t session_id, const IceSession::Options& options, Callbacks callbacks);
@@ -46,6 +48,9 @@ class IceLeg {
   // A Candidate message of this leg's session.
   void on_candidate(const wire::Candidate& candidate);
   bool has_path() const { return have_path_; }
+  // Whether relayed candidates were offered, each way (for failure sentences).
+  bool local_relay_candidates() const { return local_relay_candidates_; }
+  bool remote_relay_candidates() const { return remote_relay_candidates_; }
   const SelectedPath& path() const { return path_; }
 
  private:
@@ -64,6 +69,7 @@ class IceLeg {
   bool held_local_done_ = false;
   bool have_path_ = false;
   SelectedPath path_;
+  bool local_relay_candidates_ = false, remote_relay_candidates_ = false;
 };
 
 }  // namespace natfwd

@@ -52,11 +52,14 @@ std::unique_ptr<StreamBridge> StreamBridge::connecting(quic::Connection& quic, i
                                                        GSocketConnection* tcp,
                                                        const HostPort& target,
                                                        std::string log_prefix, DoneHandler done,
-                                                       std::function<void()> flush) {
+                                                       std::function<void()> flush,
+                                                       OpenResultHandler on_result) {
   std::unique_ptr<StreamBridge> bridge(new StreamBridge(Role::kConnecting, quic, stream_id,
                                                         std::move(log_prefix), std::move(done),
                                                         std::move(flush)));
   bridge->target_ = target;
+  bridge->has_result_handler_ = static_cast<bool>(on_result);
+  bridge->on_result_ = std::move(on_result);
   wire::StreamOpen open;
   open.set_host(target.host);
   open.set_port(target.port);
@@ -178,6 +181,8 @@ void StreamBridge::handle_header_bytes() {
   }
   quic_.stream_consumed(stream_id_, header_length);
   header_.clear();
+  report_open_result(answer.status(), answer.detail());
+  if (phase_ == Phase::kDone) return;  // the handler gave up on the connection
   if (answer.status() != wire::StreamOpenResult::OK) {
     log::warn("%s: %s refused: %s%s%s", log_prefix_.c_str(), target_.to_string().c_str(),
               status_text(answer.status()), answer.detail().empty() ? "" : ": ",
@@ -227,17 +232,23 @@ void StreamBridge::on_target_connected(GObject* client, GAsyncResult* result, gp
     return;
   }
   std::string message = error ? error->message : "";
+  // A name that does not resolve is not a refused connection: the connecting side
+  // (a SOCKS client: "host unreachable") is told which.
+  const bool unresolved = error && error->domain == G_RESOLVER_ERROR;
   if (error) g_error_free(error);
-  context->bridge->target_connected(tcp, message);
+  context->bridge->target_connected(tcp, message, unresolved);
   if (tcp) g_object_unref(tcp);
 }
 
-void StreamBridge::target_connected(GSocketConnection* tcp, const std::string& error) {
+void StreamBridge::target_connected(GSocketConnection* tcp, const std::string& error,
+                                    bool unresolved) {
   if (phase_ == Phase::kDone) return;
   if (!tcp) {
     log::warn("%s: cannot connect %s: %s", log_prefix_.c_str(), target_.to_string().c_str(),
               error.c_str());
-    refuse(wire::StreamOpenResult::CONNECT_FAILED, error);
+    refuse(unresolved ? wire::StreamOpenResult::RESOLVE_FAILED
+                      : wire::StreamOpenResult::CONNECT_FAILED,
+           error);
     return;
   }
   log::debug("%s: connected %s", log_prefix_.c_str(), target_.to_string().c_str());
@@ -298,6 +309,7 @@ void StreamBridge::on_stream_closed() { stream_closed_ = true; }
 
 void StreamBridge::abort(const std::string& reason) {
   if (phase_ == Phase::kDone) return;
+  abort_reason_ = reason;
   log::debug("%s: aborted: %s", log_prefix_.c_str(), reason.c_str());
   finish(true);
 }
@@ -417,9 +429,28 @@ void StreamBridge::maybe_finish() {
   if (phase_ == Phase::kForwarding && fin_sent_ && tcp_write_shut_) finish(false);
 }
 
+void StreamBridge::report_open_result(int status, const std::string& detail) {
+  if (!on_result_ || open_result_reported_) return;
+  open_result_reported_ = true;
+  on_result_(status, detail);
+  if (status != wire::StreamOpenResult::OK) on_result_ = nullptr;
+}
+
 void StreamBridge::finish(bool reset_tcp) {
   if (phase_ == Phase::kDone) return;
+  // A handler has told the client why a stream never got going; a reset could
+  // destroy that answer before the client reads it.
+  const bool told_client = has_result_handler_ && phase_ != Phase::kForwarding;
+  const bool was_forwarding = phase_ == Phase::kForwarding;
   phase_ = Phase::kDone;
+  report_open_result(kOpenFailedLocally,
+                     abort_reason_.empty() ? "the stream ended before the serving peer answered"
+                                           : abort_reason_);
+  if (was_forwarding && reset_tcp && on_result_) {
+    auto handler = std::move(on_result_);
+    on_result_ = nullptr;
+    handler(kStreamBroken, abort_reason_.empty() ? "the stream was reset" : abort_reason_);
+  }
   for (GSource** source : {&read_source_, &write_source_}) {
     if (*source) {
       g_source_destroy(*source);
@@ -427,7 +458,7 @@ void StreamBridge::finish(bool reset_tcp) {
       *source = nullptr;
     }
   }
-  if (socket_ && reset_tcp) {
+  if (socket_ && reset_tcp && !told_client) {
     // SO_LINGER with a zero timeout makes close() send RST: the TCP peer sees the
     // failure instead of a clean EOF that would look like a complete transfer.
     reset_socket(socket_);

@@ -38,6 +38,16 @@ struct StreamDecision {
 using TargetPolicy = std::function<StreamDecision(const HostPort& target)>;
 // A pairing request (StreamOpen.pair_secret) from the other side.
 using PairHandler = std::function<StreamDecision(const std::string& secret)>;
+// Connecting side: the serving peer's answer to a stream open (a StreamOpenResult
+// status, OK = 0), or kOpenFailedLocally when the stream ended before any answer (the
+// tunnel failed, the relay link was down). Called once. With such a handler the local
+// connection is closed, not reset, on failure: the handler has told its client why
+// (a SOCKS reply, `peer nc`'s one line).
+// After an OK, the handler is called once more with kStreamBroken if the stream then
+// ends in a reset rather than a clean close both ways (`peer nc` exits non-zero).
+inline constexpr int kOpenFailedLocally = -1;
+inline constexpr int kStreamBroken = -2;
+using OpenResultHandler = std::function<void(int status, const std::string& detail)>;
 
 class StreamBridge {
  public:
@@ -50,7 +60,8 @@ class StreamBridge {
   static std::unique_ptr<StreamBridge> connecting(quic::Connection& quic, int64_t stream_id,
                                                   GSocketConnection* tcp, const HostPort& target,
                                                   std::string log_prefix, DoneHandler done,
-                                                  std::function<void()> flush);
+                                                  std::function<void()> flush,
+                                                  OpenResultHandler on_result = {});
   // Serving side: the remote opened `stream_id`; the header decides what to connect.
   static std::unique_ptr<StreamBridge> serving(quic::Connection& quic, int64_t stream_id,
                                                TargetPolicy policy, PairHandler pair,
@@ -79,7 +90,7 @@ class StreamBridge {
   void handle_header_bytes();
   void handle_stream_open(const HostPort& target);
   static void on_target_connected(GObject* client, GAsyncResult* result, gpointer self);
-  void target_connected(GSocketConnection* tcp, const std::string& error);
+  void target_connected(GSocketConnection* tcp, const std::string& error, bool unresolved);
   void send_result(int status, const std::string& detail);
   void refuse(int status, const std::string& detail);
 
@@ -91,6 +102,7 @@ class StreamBridge {
   void maybe_finish();
   void finish(bool reset_tcp);
   void write_to_stream(std::span<const std::byte> data);
+  void report_open_result(int status, const std::string& detail);
 
   Role role_;
   Phase phase_ = Phase::kOpening;
@@ -102,6 +114,10 @@ class StreamBridge {
   TargetPolicy policy_;
   PairHandler pair_;
   HostPort target_;
+  OpenResultHandler on_result_;
+  bool has_result_handler_ = false;
+  bool open_result_reported_ = false;
+  std::string abort_reason_;
 
   GSocketConnection* tcp_ = nullptr;
   GSocket* socket_ = nullptr;

@@ -74,6 +74,9 @@ std::unique_ptr<IceLeg> Tunnel::make_leg(uint64_t session_id,
   callbacks.on_failed = [this](IceLeg& leg, const std::string& reason) {
     on_leg_failed(&leg, reason);
   };
+  callbacks.on_checking = [this](IceLeg& leg) {
+    if (&leg == leg_.get()) progress(ConnectPhase::kChecks);
+  };
   return std::make_unique<IceLeg>(session_id, options, std::move(callbacks));
 }
 
@@ -89,9 +92,13 @@ void Tunnel::create_quic() {
       log::warn("%s: remote certificate key %s is not the announced key %s; refusing",
                 remote_label_.c_str(), key_fingerprint(key).c_str(),
                 key_fingerprint(expected_remote_key_).c_str());
+      key_refused_ = true;
       return false;
     }
-    if (hooks_.authorize_key && !hooks_.authorize_key(key)) return false;
+    if (hooks_.authorize_key && !hooks_.authorize_key(key)) {
+      key_refused_ = true;
+      return false;
+    }
     return true;
   };
   quic_ = std::make_unique<quic::Driver>(config, *this, [this](std::span<const std::byte> d) {
@@ -101,6 +108,8 @@ void Tunnel::create_quic() {
 
 void Tunnel::start_outgoing(const std::string& target_name) {
   target_name_ = target_name;
+  progress_.emplace(target_name);
+  progress(ConnectPhase::kRelay);
   leg_ = make_leg(first_session_id_, ice_options_, /*controlling=*/true);
   wire::Envelope envelope;
   auto* open = envelope.mutable_open_session();
@@ -159,12 +168,13 @@ void Tunnel::on_relay_message(const wire::Envelope& envelope) {
           return;
         }
         log::info("%s: peer answered the path restart", remote_label_.c_str());
+        leg->set_remote_params(accept.ice());
       } else {
         expected_remote_key_ = callee;
-        log::info("%s: peer found (key %s), connecting", remote_label_.c_str(),
-                  key_id(expected_remote_key_).c_str());
+        progress(ConnectPhase::kPeerFound, "(key " + key_id(expected_remote_key_) + ")");
+        progress(ConnectPhase::kGathering);
+        leg->set_remote_params(accept.ice());
       }
-      leg->set_remote_params(accept.ice());
       // The QUIC client starts once ICE has selected a pair (see on_leg_selected_pair).
       break;
     }
@@ -184,10 +194,12 @@ void Tunnel::on_relay_message(const wire::Envelope& envelope) {
       }
       // Once QUIC runs, the tunnel does not depend on the relay any more.
       if (established_) return;
-      if (reason.empty()) {
-        reason = close_session.reason() == wire::CloseSession::NO_SUCH_PEER
-                     ? "no peer named " + remote_label_ + " is registered at the relay"
-                     : "the relay closed the session";
+      if (close_session.reason() == wire::CloseSession::NO_SUCH_PEER) {
+        reason = ConnectProgress::no_such_peer(remote_label_);
+      } else if (close_session.reason() == wire::CloseSession::REFUSED && role_ == Role::kConnecting) {
+        reason = ConnectProgress::refused(remote_label_, reason);
+      } else if (reason.empty()) {
+        reason = "the relay closed the session";
       }
       fail(reason);
       break;
@@ -228,6 +240,7 @@ void Tunnel::on_leg_selected_pair(IceLeg* leg) {
     return;
   }
   if (leg != leg_.get()) return;
+  progress(ConnectPhase::kQuicHandshake);
   if (role_ == Role::kConnecting && !quic_) {
     // Start the QUIC client only now: an Initial written earlier would wait in the
     // ICE queue, and QUIC would count that wait as its first RTT sample.
@@ -245,7 +258,12 @@ void Tunnel::on_leg_failed(IceLeg* leg, const std::string& reason) {
   // Before QUIC is up this is the end of the attempt. Afterwards libnice reports
   // FAILED when the other side simply went away; QUIC's own close or idle timeout
   // decides then (NOTES-transport.md).
-  if (leg == leg_.get() && !established_) fail(reason);
+  if (leg != leg_.get() || established_) return;
+  if (progress_ && progress_->phase() >= ConnectPhase::kChecks)
+    fail(ConnectProgress::ice_failed(leg->local_relay_candidates(),
+                                     leg->remote_relay_candidates(), ice_options_.force_relay));
+  else
+    fail(reason);
 }
 
 void Tunnel::restart_path(uint64_t session_id, const IceSession::Options& options) {
@@ -323,14 +341,16 @@ void Tunnel::send_close_session(uint64_t session_id, const std::string& detail) 
   hooks_.send_to_relay(envelope);
 }
 
-void Tunnel::forward(GSocketConnection* tcp, const HostPort& target) {
+void Tunnel::forward(GSocketConnection* tcp, const HostPort& target,
+                     OpenResultHandler on_result) {
   if (closed_ || pending_.size() >= kMaxPendingForwards) {
     log::warn("%s: too many connections waiting for the tunnel; refusing one",
               remote_label_.c_str());
-    reset_connection(tcp);
+    if (on_result) on_result(kOpenFailedLocally, "too many connections waiting for the tunnel");
+    else reset_connection(tcp);
     return;
   }
-  pending_.push_back({G_SOCKET_CONNECTION(g_object_ref(tcp)), target});
+  pending_.push_back({G_SOCKET_CONNECTION(g_object_ref(tcp)), target, std::move(on_result)});
   if (established_) open_pending_streams();
 }
 
@@ -343,7 +363,8 @@ void Tunnel::open_pending_streams() {
     std::string prefix = remote_label_ + " stream " + std::to_string(*stream_id);
     bridges_[*stream_id] = StreamBridge::connecting(
         quic_->connection(), *stream_id, pending.tcp, pending.target, prefix,
-        [this](int64_t id) { bridge_done(id); }, [this] { quic_->flush(); });
+        [this](int64_t id) { bridge_done(id); }, [this] { quic_->flush(); },
+        std::move(pending.on_result));
     g_object_unref(pending.tcp);
   }
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(opened));
@@ -377,13 +398,24 @@ gboolean Tunnel::on_reap_bridges(gpointer self) {
 
 void Tunnel::on_handshake_complete(const PublicKey&) {
   established_ = true;
+  established_us_ = g_get_monotonic_time();
   if (setup_timer_) {
     g_source_remove(setup_timer_);
     setup_timer_ = 0;
   }
   const double setup_ms = static_cast<double>(g_get_monotonic_time() - started_us_) / 1000.0;
-  log::info("%s: tunnel up in %.0f ms (key %s)", remote_label_.c_str(), setup_ms,
-            key_id(expected_remote_key_).c_str());
+  if (progress_ && leg_ && leg_->has_path()) {
+    const SelectedPath& path = leg_->path();
+    std::string how = path.relayed ? "relayed " + path.transport : "direct " + path.transport;
+    if (path.relayed && !path.local_relay_server.empty() && hooks_.relay_label)
+      how += " via " + hooks_.relay_label(path.local_relay_server);
+    char ms[32];
+    snprintf(ms, sizeof ms, "%.0f", setup_ms);
+    progress(ConnectPhase::kConnected, how + " in " + ms + " ms");
+  } else {
+    log::info("%s: tunnel up in %.0f ms (key %s)", remote_label_.c_str(), setup_ms,
+              key_id(expected_remote_key_).c_str());
+  }
   print_path_line();
   if (role_ == Role::kServing) {
     // The relay can forget the session now. The server completes the handshake after
@@ -509,7 +541,46 @@ void Tunnel::on_streams_available() {
 }
 
 void Tunnel::on_connection_closed(const std::string& reason) {
-  fail(established_ ? "tunnel closed: " + reason : "QUIC handshake failed: " + reason);
+  if (established_) fail("tunnel closed: " + reason);
+  else if (key_refused_) fail(ConnectProgress::key_mismatch(remote_label_));
+  else fail("QUIC handshake failed: " + reason);
+}
+
+void Tunnel::progress(ConnectPhase phase, const std::string& detail) {
+  if (!progress_) return;
+  auto line = progress_->reach(phase, detail);
+  if (!line) return;
+  // The handshake usually takes one round trip: not worth a line of its own.
+  if (phase == ConnectPhase::kQuicHandshake) log::debug("%s", line->c_str());
+  else log::info("%s", line->c_str());
+}
+
+TunnelStatus Tunnel::status() const {
+  TunnelStatus status;
+  status.name = remote_label_;
+  status.role = role_ == Role::kConnecting ? "connecting" : "serving";
+  status.state = closed_ ? "closed" : established_ ? (next_leg_ ? "restarting path" : "up")
+                                                  : "connecting";
+  if (established_ || role_ == Role::kServing || (leg_ && leg_->has_remote_params()))
+    status.key_id = key_id(expected_remote_key_);
+  status.have_path = leg_ && leg_->has_path();
+  if (status.have_path) status.path = leg_->path();
+  if (status.have_path && status.path.relayed && !status.path.local_relay_server.empty())
+    status.turn_server = hooks_.relay_label ? hooks_.relay_label(status.path.local_relay_server)
+                                            : "turn " + status.path.local_relay_server;
+  if (quic_) {
+    const auto stats = quic_->connection().stats();
+    status.smoothed_rtt_ms = static_cast<double>(stats.smoothed_rtt) / 1e6;
+    status.min_rtt_ms = static_cast<double>(stats.min_rtt) / 1e6;
+    status.stream_bytes_sent = stats.stream_bytes_sent;
+    status.stream_bytes_received = stats.stream_bytes_received;
+    status.udp_bytes_sent = stats.bytes_sent;
+    status.udp_bytes_received = stats.bytes_received;
+    status.open_streams = stats.open_streams;
+  }
+  if (established_)
+    status.uptime_s = static_cast<double>(g_get_monotonic_time() - established_us_) / 1e6;
+  return status;
 }
 
 // ---- teardown ----------------------------------------------------------------------
@@ -517,13 +588,17 @@ void Tunnel::on_connection_closed(const std::string& reason) {
 gboolean Tunnel::on_setup_timeout(gpointer self) {
   auto* tunnel = static_cast<Tunnel*>(self);
   tunnel->setup_timer_ = 0;
-  std::string phase;
-  if (!tunnel->leg_ || !tunnel->leg_->has_remote_params())
-    phase = "waiting for the peer's answer via the relay";
-  else if (!tunnel->leg_->has_path()) phase = "ICE checks (no candidate pair works)";
-  else phase = "the QUIC handshake";
-  tunnel->fail("no tunnel after " + std::to_string(kSetupTimeoutSeconds) + " s: stuck in " +
-               phase);
+  const std::string after = " (gave up after " + std::to_string(kSetupTimeoutSeconds) + " s)";
+  const IceLeg* leg = tunnel->leg_.get();
+  if (!leg || !leg->has_remote_params()) {
+    tunnel->fail("no answer from the peer through the relay" + after);
+  } else if (!leg->has_path()) {
+    tunnel->fail(ConnectProgress::ice_failed(leg->local_relay_candidates(),
+                                             leg->remote_relay_candidates(),
+                                             tunnel->ice_options_.force_relay) + after);
+  } else {
+    tunnel->fail("QUIC handshake did not complete" + after);
+  }
   return G_SOURCE_REMOVE;
 }
 
@@ -535,9 +610,13 @@ void Tunnel::close(const std::string& reason) {
   fail(reason);
 }
 
-void Tunnel::fail(const std::string& reason) {
+void Tunnel::fail(const std::string& cause) {
   if (closed_) return;
   closed_ = true;
+  // The connecting side names the phase that failed: this sentence is what the user
+  // sees (in the log, and from nc).
+  const std::string reason =
+      progress_ && !established_ ? progress_->failure(cause) : cause;
   if (setup_timer_) {
     g_source_remove(setup_timer_);
     setup_timer_ = 0;
@@ -551,8 +630,13 @@ void Tunnel::fail(const std::string& reason) {
     pending_.clear();
   }
   for (auto& pending : pending_) {
-    // Reset, so the client does not take the close for a complete (empty) reply.
-    reset_connection(pending.tcp);
+    if (pending.on_result) {
+      pending.on_result(kOpenFailedLocally, reason);  // it tells its client why
+      g_io_stream_close(G_IO_STREAM(pending.tcp), nullptr, nullptr);
+    } else {
+      // Reset, so the client does not take the close for a complete (empty) reply.
+      reset_connection(pending.tcp);
+    }
     g_object_unref(pending.tcp);
   }
   pending_.clear();

@@ -8,16 +8,19 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <gio/gio.h>
 
+#include "control/peer_status.h"
 #include "identity.h"
 #include "ice/ice_session.h"
 #include "quic/quic_driver.h"
 #include "rendezvous.pb.h"
+#include "tunnel/connect_progress.h"
 #include "tunnel/ice_leg.h"
 #include "tunnel/stream_bridge.h"
 
@@ -30,6 +33,7 @@ class Tunnel : public quic::Connection::Observer {
   struct PendingForward {
     GSocketConnection* tcp;
     HostPort target;
+    OpenResultHandler on_result;
   };
   struct Hooks {
     // Through the relay that the envelope's session runs through (the owner knows).
@@ -79,8 +83,8 @@ class Tunnel : public quic::Connection::Observer {
   bool restarting() const { return next_leg_ != nullptr; }
   uint64_t restart_session_id() const { return next_leg_ ? next_leg_->session_id() : 0; }
   // Connecting side: carry one accepted TCP connection to `target` on the remote side.
-  // Held until the tunnel is up.
-  void forward(GSocketConnection* tcp, const HostPort& target);
+  // Held until the tunnel is up. `on_result` (optional) learns the serving peer's answer.
+  void forward(GSocketConnection* tcp, const HostPort& target, OpenResultHandler on_result = {});
   // Connecting side: once the tunnel is up, ask the serving peer to redeem an invite
   // secret; `done` gets its answer (or a failure of the tunnel).
   using PairDone = std::function<void(bool ok, const std::string& detail)>;
@@ -107,6 +111,8 @@ class Tunnel : public quic::Connection::Observer {
   const std::string& remote_label() const { return remote_label_; }
   // The key the other side proved in the QUIC handshake (valid once established).
   const PublicKey& remote_key() const { return expected_remote_key_; }
+  // For `peer status`: path, RTT, bytes and streams of this tunnel right now.
+  TunnelStatus status() const;
 
  private:
   // quic::Connection::Observer
@@ -163,8 +169,13 @@ class Tunnel : public quic::Connection::Observer {
   guint setup_timer_ = 0;
   guint reap_idle_ = 0;
   gint64 started_us_ = 0;
+  gint64 established_us_ = 0;
 
   std::vector<PendingForward> pending_;
+  // Connecting side: the phases a person sees on stderr (connect_progress.h).
+  void progress(ConnectPhase phase, const std::string& detail = "");
+  std::optional<ConnectProgress> progress_;
+  bool key_refused_ = false;
   std::map<int64_t, std::unique_ptr<StreamBridge>> bridges_;
   std::vector<std::unique_ptr<StreamBridge>> finished_bridges_;  // destroyed from idle
   void send_pairing_request();

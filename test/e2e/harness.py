@@ -37,7 +37,7 @@ from procs import (Failure, Natfwd, Proc, ProcGroup, find_binaries, scaled,  # n
 __all__ = ["Failure", "Natfwd", "Proc", "World", "TargetServer", "run", "scaled", "echo",
            "both_ways", "assert_refused",
            "split_hostport", "wait_until", "PatternStream", "connect", "recv_all",
-           "send_stream", "SKIP"]
+           "send_stream", "ssh_copy_check", "SKIP"]
 
 SKIP = 77
 IO_TIMEOUT = 120.0  # a socket operation that makes no progress for this long fails
@@ -100,6 +100,33 @@ def assert_refused(laddr: str, failure: str, probe: bytes = b"ping") -> None:
             return
         if data:
             raise Failure(f"{failure}: {data!r}")
+
+
+def ssh_copy_check(ssh: Callable[..., object], tmpdir: str, size: int,
+                   evidence: Callable[[], str] = lambda: "") -> None:
+    """Copies `size` random bytes with `ssh(command, stdin=file)` running
+    `cat > dest && sha256sum dest` and checks the far side's file and checksum."""
+    src = os.path.join(tmpdir, "file.bin")
+    dest = os.path.join(tmpdir, "copied.bin")
+    h = hashlib.sha256()
+    with open(src, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 1 << 20))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    with open(src, "rb") as f:
+        r = ssh(f"cat > '{dest}' && sha256sum '{dest}'", stdin=f)
+    if r.returncode != 0:
+        raise Failure(f"copy over ssh failed: exit {r.returncode}, "
+                      f"{r.stderr.decode(errors='replace')}\n{evidence()}")
+    remote_sum = r.stdout.split()[0].decode() if r.stdout.split() else ""
+    with open(dest, "rb") as f:
+        local_sum = hashlib.sha256(f.read()).hexdigest()
+    if not (remote_sum == local_sum == h.hexdigest()):
+        raise Failure(f"copied file differs: sent {h.hexdigest()}, sha256sum on the far side "
+                      f"{remote_sum!r}, file {local_sum}")
 
 
 def connect(addr: str, timeout: float = IO_TIMEOUT) -> socket.socket:

@@ -59,6 +59,12 @@ def cli_cases(w, relay_addr):
         ("--relay not HOST:PORT", [peer, "--relay", "x:y", *sd(), "-L", "0:h:1", "home"]),
         ("unknown peer flag", [peer, "--relay", relay_addr, *sd(), "--no-such-flag",
                                "-L", "0:h:1", "home"]),
+        ("-D not a port", [peer, "--relay", relay_addr, *sd(), "-D", "x", "home"]),
+        ("-D without a peer name", [peer, "--relay", relay_addr, *sd(), "-D", "0"]),
+        ("nc without a target", [peer, "--relay", relay_addr, *sd(), "nc", "home"]),
+        ("nc target not HOST:PORT", [peer, "--relay", relay_addr, *sd(), "nc", "home", "h"]),
+        ("nc with -L", [peer, "--relay", relay_addr, *sd(), "-L", "0:h:1", "nc", "home", "h:1"]),
+        ("status with a stray argument", [peer, "status", *sd(), "extra"]),
         ("relay --listen bogus", [relay, "--listen", "bogus", *sd()]),
         ("unknown relay flag", [relay, "--listen", "127.0.0.1:0", *sd(), "--no-such-flag"]),
     ]

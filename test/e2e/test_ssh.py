@@ -6,12 +6,11 @@ connection) behind a listening socket it owns on 127.0.0.1:0, and forwards to it
 the tunnel: `ssh ... echo hello`, then a 20 MB random file copied with `cat > dest`,
 compared by SHA-256. Skipped when openssh is not installed.
 """
-import hashlib
 import os
 import subprocess
 import sys
 
-from harness import SKIP, Failure, run, scaled
+from harness import SKIP, Failure, run, scaled, ssh_copy_check
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 from sshd_inetd import ThrowawaySshd, have_ssh_tools  # noqa: E402
@@ -53,28 +52,8 @@ def test(w):
                       f"stderr {r.stderr.decode(errors='replace')}\n{fwd.describe()}\n"
                       f"sshd log:\n{sshd.log_text()}")
 
-    src = os.path.join(w.tmpdir, "file.bin")
-    dest = os.path.join(w.tmpdir, "copied.bin")
-    h = hashlib.sha256()
-    with open(src, "wb") as f:
-        left = FILE_SIZE
-        while left:
-            chunk = os.urandom(min(left, 1 << 20))
-            h.update(chunk)
-            f.write(chunk)
-            left -= len(chunk)
-    with open(src, "rb") as f:
-        r = ssh(sshd, port, f"cat > '{dest}' && sha256sum '{dest}'", stdin=f)
-    if r.returncode != 0:
-        raise Failure(f"copy through the tunnel failed: exit {r.returncode}, "
-                      f"{r.stderr.decode(errors='replace')}\n{fwd.describe()}")
-    remote_sum = r.stdout.split()[0].decode() if r.stdout.split() else ""
-    with open(dest, "rb") as f:
-        local_sum = hashlib.file_digest(f, "sha256").hexdigest() if hasattr(
-            hashlib, "file_digest") else hashlib.sha256(f.read()).hexdigest()
-    if not (remote_sum == local_sum == h.hexdigest()):
-        raise Failure(f"copied file differs: sent {h.hexdigest()}, sha256sum on the far side "
-                      f"{remote_sum!r}, file {local_sum}")
+    ssh_copy_check(lambda command, stdin: ssh(sshd, port, command, stdin=stdin), w.tmpdir,
+                   FILE_SIZE, fwd.describe)
     print(f"ssh through the tunnel: 'echo hello' ok, {FILE_SIZE} bytes copied intact")
 
 

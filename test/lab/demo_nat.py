@@ -13,7 +13,8 @@ carrier-grade NAT. Then it runs, printing each command as it goes:
     laptop  peer --relay 203.0.113.10:3478 -L 2222:192.168.10.3:22 home
     laptop  ssh -p 2222 root@127.0.0.1 ...
 
-shows the path the tunnel took, runs a command on buffalo and copies a file, and tears
+shows the path the tunnel took, runs a command on buffalo, copies a file, shows
+`peer status` on the laptop, and tears
 everything down (also on Ctrl-C). Any two NAT types from test/lab/lab.py TYPES work;
 pairs that need the relay's TURN (symmetric x eim, ...) only once issue 3 has landed.
 Exit 0 when ssh went through, 1 otherwise, 77 when not root.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -110,6 +112,14 @@ def main() -> int:
         cmd("laptop", f"ssh -p {port} root@127.0.0.1 'cat > file' < 20MB-file")
         mbps = t.copy(netns, sshd, port, control)
         say(f"           20 MB copied intact (sha256 checked), {mbps:.1f} MB/s")
+        cmd("laptop", "peer status")
+        r = subprocess.run(["ip", "netns", "exec", netns, t.natfwd.peer_bin, "status",
+                            "--state-dir", t.laptop_state], capture_output=True, text=True,
+                           timeout=30)
+        if r.returncode != 0:
+            raise Failure(f"peer status failed: {r.stderr.strip()}")
+        for line in r.stdout.splitlines():
+            say(f"           {line}")
         say()
         say(f"ssh went from a laptop behind {ls.nat} to buffalo behind {hs.nat}: "
             f"{path.split(',')[0]}.")

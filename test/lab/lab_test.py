@@ -65,7 +65,8 @@ PATH_RE = re.compile(r"^path (\S+(?: \S+)?): (direct|relayed) (.*), rtt (\d+) ms
 DIRECT_RE = re.compile(r"^(udp|tcp) (host|srflx|prflx|relay) (\S+) <-> "
                        r"(host|srflx|prflx|relay) (\S+)$")
 RELAYED_RE = re.compile(r"^via (turn-udp|turn-tcp|turn-tls) (\S+)$")
-TUNNEL_FAIL_RE = re.compile(r"ICE failed|QUIC handshake failed|cannot gather|tunnel closed")
+TUNNEL_FAIL_RE = re.compile(r"ICE failed|QUIC handshake failed|cannot gather|tunnel closed|"
+                            r"connecting to \S+ failed")
 
 
 # -- expectations ------------------------------------------------------------------------

@@ -1,0 +1,70 @@
+// The running peer's control socket, STATE_DIR/control: a Unix stream socket that only
+// the owner can use (mode 0600 inside the 0700 state dir). `peer status` connects,
+// writes one request line and reads one answer until the server closes.
+//
+//   request:  "natfwd-control 1 status json\n"  (or "... status text\n")
+//   answer:   the JSON object (status_json) plus "\n", or the text (status_text);
+//             "error: <why>\n" for a request this version does not understand.
+//
+// A socket file left behind by a dead peer is replaced. One whose peer still answers
+// is left alone: the second peer runs without a control socket and says so.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <glib.h>
+
+namespace natfwd {
+
+inline constexpr const char* kControlProtocol = "natfwd-control";
+inline constexpr int kControlVersion = 1;
+inline constexpr const char* kControlSocketName = "control";
+
+class ControlServer {
+ public:
+  // Answers one request line (without the newline).
+  using Handler = std::function<std::string(const std::string& request)>;
+
+  // Binds STATE_DIR/control. On failure returns nullptr and sets `error` to a sentence.
+  static std::unique_ptr<ControlServer> open(const std::string& state_dir, Handler handler,
+                                             std::string& error);
+  ~ControlServer();
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  struct Client {
+    int fd = -1;
+    guint source = 0;
+    std::string request;
+  };
+  ControlServer(std::string path, int fd, Handler handler);
+  static gboolean on_accept(gint fd, GIOCondition, gpointer self);
+  static gboolean on_client_readable(gint fd, GIOCondition, gpointer self);
+  void answer_and_close(Client& client);
+  void drop(int fd);
+
+  std::string path_;
+  int listen_fd_;
+  guint listen_source_ = 0;
+  Handler handler_;
+  std::vector<std::unique_ptr<Client>> clients_;
+};
+
+// Splits "natfwd-control 1 status json": true and the command words when the
+// protocol name and version match; false and `error` otherwise.
+bool parse_control_request(const std::string& line, std::vector<std::string>& words,
+                           std::string& error);
+
+// `peer status`: asks the peer running with `state_dir`. Returns the answer, or
+// nullopt with `error` set (no peer running, no answer).
+std::optional<std::string> query_control(const std::string& state_dir, const std::string& command,
+                                         std::string& error);
+
+}  // namespace natfwd

@@ -1,0 +1,116 @@
+// `peer status`: the JSON and text renderings of a snapshot, and the control
+// protocol's request line.
+#include <catch2/catch.hpp>
+
+#include "control/control_server.h"
+#include "control/peer_status.h"
+
+using namespace natfwd;
+
+namespace {
+
+PeerStatus sample() {
+  PeerStatus status;
+  status.key_id = "aaaabbbbccccddddeeeeffffgggghhhh";
+  status.relay = "vps.example:3478";
+  status.relay_up = true;
+  status.relays = {{"vps.example:3478", true, false}, {"vps2.example:3478", false, false}};
+  status.remote_peer = "home";
+  status.listeners = {{"127.0.0.1:2222", "forward", "buffalo:22"}, {"127.0.0.1:1080", "socks", ""}};
+  status.uptime_s = 3725.5;
+  TunnelStatus tunnel;
+  tunnel.name = "home";
+  tunnel.key_id = "iiiijjjjkkkkllllmmmmnnnnoooopppp";
+  tunnel.role = "connecting";
+  tunnel.state = "up";
+  tunnel.have_path = true;
+  tunnel.path.relayed = true;
+  tunnel.path.transport = "udp";
+  tunnel.path.local_type = "relay";
+  tunnel.path.local_address = "203.0.113.10:50000";
+  tunnel.path.remote_type = "srflx";
+  tunnel.path.remote_address = "198.51.100.7:4000";
+  tunnel.turn_server = "turn-tls 203.0.113.10:443";
+  tunnel.smoothed_rtt_ms = 12.25;
+  tunnel.min_rtt_ms = 10;
+  tunnel.stream_bytes_sent = 1536;
+  tunnel.stream_bytes_received = 5 * 1024 * 1024;
+  tunnel.udp_bytes_sent = 4000;
+  tunnel.udp_bytes_received = 5400000;
+  tunnel.open_streams = 1;
+  tunnel.uptime_s = 61;
+  status.tunnels = {tunnel};
+  return status;
+}
+
+}  // namespace
+
+TEST_CASE("status JSON carries every field, versioned") {
+  REQUIRE(status_json(sample()) ==
+          R"({"version":1,"key_id":"aaaabbbbccccddddeeeeffffgggghhhh","uptime_s":3725.500,)"
+          R"("relay":{"address":"vps.example:3478","up":true,"registered_name":null},)"
+          R"("relays":[{"address":"vps.example:3478","up":true,"registered":false},)"
+          R"({"address":"vps2.example:3478","up":false,"registered":false}],)"
+          R"("serves":[],"remote_peer":"home",)"
+          R"("listeners":[{"address":"127.0.0.1:2222","kind":"forward","target":"buffalo:22"},)"
+          R"({"address":"127.0.0.1:1080","kind":"socks","target":""}],)"
+          R"("tunnels":[{"name":"home","key_id":"iiiijjjjkkkkllllmmmmnnnnoooopppp","role":"connecting",)"
+          R"("state":"up","path":{"kind":"relayed","transport":"udp","local_type":"relay",)"
+          R"("local_address":"203.0.113.10:50000","remote_type":"srflx","remote_address":"198.51.100.7:4000",)"
+          R"("turn_server":"turn-tls 203.0.113.10:443"},"rtt_ms":12.250,"min_rtt_ms":10.000,)"
+          R"("bytes_sent":1536,"bytes_received":5242880,"datagram_bytes_sent":4000,)"
+          R"("datagram_bytes_received":5400000,"open_streams":1,"uptime_s":61.000}]})");
+}
+
+TEST_CASE("status JSON of a serving peer with a tunnel still connecting") {
+  PeerStatus status;
+  status.key_id = "k";
+  status.relay = "r:1";
+  status.registered_name = "home";
+  status.serves = {"buffalo:22", "[::1]:80"};
+  TunnelStatus tunnel;
+  tunnel.name = "peer 0123";
+  tunnel.role = "serving";
+  tunnel.state = "connecting";
+  status.tunnels = {tunnel};
+  const std::string json = status_json(status);
+  REQUIRE(json.find(R"("up":false,"registered_name":"home")") != std::string::npos);
+  REQUIRE(json.find(R"("serves":["buffalo:22","[::1]:80"],"remote_peer":null,"listeners":[])") !=
+          std::string::npos);
+  REQUIRE(json.find(R"("state":"connecting","path":null)") != std::string::npos);
+}
+
+TEST_CASE("JSON strings are escaped") {
+  REQUIRE(json_quote("plain") == "\"plain\"");
+  REQUIRE(json_quote("a\"b\\c") == R"("a\"b\\c")");
+  REQUIRE(json_quote("line\nnext\ttab\x01") == R"("line\nnext\ttab\u0001")");
+  REQUIRE(json_quote("h\xc3\xa9") == "\"h\xc3\xa9\"");
+}
+
+TEST_CASE("status text reads as a summary") {
+  const std::string text = status_text(sample());
+  REQUIRE(text ==
+          "peer aaaabbbbccccddddeeeeffffgggghhhh, up 1h02m\n"
+          "relay vps.example:3478: connected\n"
+          "relay vps2.example:3478: down (reconnecting)\n"
+          "listening on 127.0.0.1:2222 -> home buffalo:22\n"
+          "listening on 127.0.0.1:1080 -> home socks\n"
+          "tunnel home (connecting, key iiiijjjjkkkkllllmmmmnnnnoooopppp): up for 1m01s\n"
+          "  path relayed udp relay 203.0.113.10:50000 <-> srflx 198.51.100.7:4000 via turn-tls 203.0.113.10:443\n"
+          "  rtt 12.2 ms (min 10.0 ms), sent 1.5 KiB, received 5.0 MiB, 1 open stream\n");
+  PeerStatus idle;
+  idle.key_id = "k";
+  idle.relay = "r:1";
+  REQUIRE(status_text(idle) == "peer k, up 0s\nrelay r:1: down (reconnecting)\nno tunnels\n");
+}
+
+TEST_CASE("control requests name the protocol and its version") {
+  std::vector<std::string> words;
+  std::string error;
+  REQUIRE(parse_control_request("natfwd-control 1 status json", words, error));
+  REQUIRE(words == std::vector<std::string>{"status", "json"});
+  REQUIRE_FALSE(parse_control_request("natfwd-control 2 status json", words, error));
+  REQUIRE(error.find("version 2") != std::string::npos);
+  REQUIRE_FALSE(parse_control_request("GET / HTTP/1.1", words, error));
+  REQUIRE_FALSE(parse_control_request("", words, error));
+}
