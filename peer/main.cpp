@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "config/peer_config_file.h"
 #include "forward/forward_spec.h"
 #include "log.h"
 #include "peer_app.h"
@@ -28,6 +29,7 @@ constexpr uint16_t kDefaultRelayPort = 3478;
 }
 
 struct Options {
+  gchar* config = nullptr;
   gchar* relay = nullptr;
   gchar* name = nullptr;
   gchar** serves = nullptr;
@@ -49,7 +51,9 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   static Options o;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "Keep the identity key in DIR (default: " + default_state + ")";
+  const std::string config_help = "Read flags from FILE (GKeyFile, see peer(1)); command-line flags override it (default: " + natfwd::default_peer_config_path() + " if it exists)";
   GOptionEntry entries[] = {
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &o.config, config_help.c_str(), "FILE"},
       {"relay", 0, 0, G_OPTION_ARG_STRING, &o.relay,
        "Relay to meet other peers at, HOST[:PORT] (default port 3478; TLS; tls:// may prefix it; default from $NATFWD_RELAY, no built-in relay)",
        "HOST:PORT"},
@@ -80,7 +84,7 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
        "Accept connecting peers with this key id (repeatable; beside STATE_DIR/authorized_peers; default: only those)",
        "KEYID"},
       {"local", 'L', 0, G_OPTION_ARG_STRING_ARRAY, &o.forwards,
-       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) and carry each connection to HOST:HOSTPORT as seen by the peer NAME (repeatable)",
+       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) and carry each connection to HOST:HOSTPORT as seen by the peer NAME (repeatable; default: none)",
        "[BIND:]PORT:HOST:HOSTPORT"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.state_dir, state_help.c_str(), "DIR"},
       {"ice-address", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.ice_addresses,
@@ -269,8 +273,11 @@ int print_identity(int argc, char** argv) {
   gchar* state_dir = nullptr;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "Read (or create) the identity key in DIR (default: " + default_state + ")";
+  gchar* config_file = nullptr;
+  const std::string config_help = "Take state-dir from FILE (default: " + natfwd::default_peer_config_path() + " if it exists)";
   GOptionEntry entries[] = {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
   parse_subcommand("id", "- print this peer's key id and fingerprint", entries, argc, argv);
@@ -291,8 +298,11 @@ int print_invite(int argc, char** argv) {
   gint minutes = 60;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "The serving peer's state dir (default: " + default_state + ")";
+  gchar* config_file = nullptr;
+  const std::string config_help = "Take state-dir from FILE (default: " + natfwd::default_peer_config_path() + " if it exists)";
   GOptionEntry entries[] = {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
       {"expires", 0, 0, G_OPTION_ARG_INT, &minutes, "The code works for this many minutes, once (default: 60)", "MINUTES"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
@@ -328,6 +338,13 @@ gboolean on_signal(gpointer loop) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // peer.conf's flags go in front of the command line's (which win).
+  std::vector<std::string> args = natfwd::peer_arguments_with_config(argc, argv);
+  std::vector<char*> arg_pointers;
+  for (std::string& arg : args) arg_pointers.push_back(arg.data());
+  arg_pointers.push_back(nullptr);
+  argc = static_cast<int>(args.size());
+  argv = arg_pointers.data();
   if (argc >= 2 && std::string(argv[1]) == "id") return print_identity(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "invite") return print_invite(argc - 1, argv + 1);
   natfwd::PeerConfig config = parse_command_line(argc, argv);

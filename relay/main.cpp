@@ -21,6 +21,7 @@
 #include <google/protobuf/stubs/common.h>
 
 #include "log.h"
+#include "relay_config_file.h"
 #include "relay_options.h"
 #include "server/name_binding_file.h"
 #include "server/relay_server.h"
@@ -136,7 +137,17 @@ int main(int argc, char** argv) {
   using namespace natfwd;
   relay::RelayOptions options;
   std::string error;
-  if (!relay::parse_relay_options(argc, argv, options, error)) {
+  // relay.conf's flags go in front of the command line's (which win).
+  std::vector<std::string> args;
+  if (!relay::relay_arguments_with_config(argc, argv, args, error)) {
+    fprintf(stderr, "relay: %s\n", error.c_str());
+    return kExitUsage;
+  }
+  std::vector<char*> arg_pointers;
+  for (std::string& arg : args) arg_pointers.push_back(arg.data());
+  arg_pointers.push_back(nullptr);
+  if (!relay::parse_relay_options(static_cast<int>(args.size()), arg_pointers.data(), options,
+                                  error)) {
     fprintf(stderr, "relay: %s\n", error.c_str());
     return kExitUsage;
   }
