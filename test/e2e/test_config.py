@@ -2,7 +2,8 @@
 """Config files: relay.conf and peer.conf with real processes.
 
 1. The shipped dist/relay.conf.example starts a real relay (with --listen and
-   --state-dir on the command line); a written relay.conf's listen address shows in
+   --state-dir on the command line), dist/peer.conf.example a serving peer (with
+   --relay, --name and --state-dir); a written relay.conf's listen address shows in
    the ready line, and --listen on the command line wins over it.
 2. A serving peer entirely from --config FILE ([serve NAME] groups): its ready line
    lists the file's targets; --serve on the command line replaces the file's list.
@@ -111,6 +112,18 @@ target = {t2.addr}
         raise Failure(f"--name home2 --serve {t3.addr} should replace the file's; ready line "
                       f"{m.group(0)!r}")
     other.stop()
+
+    # The shipped example of a serving peer, with the relay, name and state dir changed
+    # (home is bound to another key at this relay by now).
+    example = os.path.join(SOURCE_DIR, "dist", "peer.conf.example")
+    shipped = w.group.start("peer (shipped example)",
+                            [w.peer_bin, "--config", example, "--relay", relay_addr, "--name", "example",
+                             "--state-dir", w.natfwd.state_dir("example")],
+                            env=env_with(no_config))
+    m = shipped.wait_stdout(REGISTERED_RE, what="ready line of the shipped peer.conf.example")
+    if m.group(1) != "example" or "buffalo:22" not in m.group(3):
+        raise Failure(f"dist/peer.conf.example should serve buffalo:22: {m.group(0)!r}")
+    shipped.stop()
 
     xdg = os.path.join(w.tmpdir, "xdg")
     write(os.path.join(xdg, "natfwd", "peer.conf"), f"""\
