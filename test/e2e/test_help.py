@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """--help on every command lists every flag with its default, and every flag of relay
-and peer is documented as a key in the shipped example config.
+and peer is a key of its config file, documented in the shipped example.
 
 Commands: relay, peer, peer id, peer invite, peer pair. Each option line of --help
 (but --help and --version themselves, which are actions) must say "default". Each
 long flag of relay (peer) must appear as a key, set or commented out, in
 dist/relay.conf.example (dist/peer.conf.example; -L as [forward NAME] groups in
-dist/peer-laptop.conf.example).
+dist/peer-laptop.conf.example), and a file setting it must not be refused as an
+unknown key (the file ends in a syntax error, so that nothing ever starts).
 """
 import os
 import re
@@ -59,6 +60,19 @@ def test(w):
         for flag in options_of[label]:
             if flag not in ACTIONS | {"config"} | extra and flag not in keys:
                 problems.append(f"--{flag} of {label} has no key in dist/{example}")
+        group = "[relay]" if label == "relay" else "[peer]"
+        for flag in options_of[label]:
+            if flag in ACTIONS | {"config"} | extra:
+                continue
+            path = os.path.join(w.tmpdir, f"{label}-{flag}.conf")
+            with open(path, "w") as f:
+                f.write(f"{group}\n{flag} = x\n!!! end\n")
+            r = subprocess.run(commands[label] + ["--config", path], capture_output=True,
+                               text=True, timeout=scaled(15), stdin=subprocess.DEVNULL)
+            # A known key: the syntax error of line 3 is what stops it.
+            if r.returncode != 2 or f"{path}:3:" not in r.stderr:
+                problems.append(f"{label}.conf refuses key {flag!r}: exit {r.returncode}, "
+                                f"{r.stderr.strip()!r}")
     laptop = example_keys("peer-laptop.conf.example")
     if not {"peer", "listen", "target"} <= laptop:
         problems.append("dist/peer-laptop.conf.example does not show peer/listen/target")

@@ -80,16 +80,6 @@ TEST_CASE("relay.conf gives options; the command line overrides them") {
   CHECK(options.realm == "example.org");
 }
 
-TEST_CASE("every relay flag has a key in relay.conf") {
-  // The flags --help lists, but for --help and --config themselves.
-  for (const auto& flag : relay_flags()) {
-    if (flag.long_name == "help" || flag.long_name == "config") continue;
-    bool found = false;
-    for (const auto& key : relay_config_schema()[0].keys) found = found || key.name == flag.long_name;
-    CHECK(found);
-  }
-}
-
 TEST_CASE("the shipped relay.conf.example loads") {
   config::FileText example = config::read_config_file(NATFWD_SOURCE_DIR "/dist/relay.conf.example");
   REQUIRE(example.found);
