@@ -75,8 +75,8 @@ std::string load_or_create_secret(const natfwd::relay::RelayOptions& options) {
 int run(const natfwd::relay::RelayOptions& options) {
   using namespace natfwd;
   if (g_mkdir_with_parents(options.state_dir.c_str(), 0700) != 0) {
-    fprintf(stderr, "relay: --state-dir: cannot create '%s': %s\n", options.state_dir.c_str(),
-            g_strerror(errno));
+    natfwd::log::error("--state-dir: cannot create '%s': %s", options.state_dir.c_str(),
+                       g_strerror(errno));
     return kExitFailure;
   }
 
@@ -124,7 +124,8 @@ int run(const natfwd::relay::RelayOptions& options) {
     g_source_remove(sigint);
     g_source_remove(sigterm);
   } catch (const std::exception& e) {
-    fprintf(stderr, "relay: %s\n", e.what());
+    // log::error, so that under journald the line carries the error priority.
+    log::error("%s", e.what());
     status = kExitFailure;
   }
   g_main_loop_unref(loop);

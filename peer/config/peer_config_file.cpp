@@ -214,7 +214,8 @@ std::vector<std::string> peer_arguments_with_config(int argc, char** argv) {
   }
   const config::CommandLineScan command_line = config::scan_command_line(
       std::vector<std::string>(args.begin() + insert_at - 1, args.end()), peer_flags());
-  if (command_line.help) return args;
+  // --help and --version work whatever the file says.
+  if (command_line.help || command_line.flags.count("version")) return args;
   if (!command_line.positionals.empty() && command_line.positionals[0] == "pair")
     use = PeerConfigUse::kRelayLink;
 

@@ -7,7 +7,8 @@
    datadir/doc/natfwd/examples; the installed binaries run.
 2. Each unit's ExecStart names the installed binary (PREFIX/bindir/relay|peer), and
    `systemd-analyze verify` (on a copy whose binary path points into TMP, since
-   nothing is installed on this machine) accepts it without a single remark.
+   nothing is installed on this machine) accepts it without a single remark; the
+   sysusers.d entry makes the user natfwd (systemd-sysusers --dry-run, own root).
 3. The man pages format with `groff -man -ww` without a warning, `man -l` renders
    them, and every long flag `relay --help` / `peer --help` lists is in them.
 """
@@ -97,6 +98,17 @@ def check_units(dest, layout, problems):
                 problems.append(f"{unit}: no {needed}")
 
 
+def check_sysusers(dest, layout, problems):
+    """The user natfwd-peer@.service runs as, made by systemd-sysusers into an empty
+    root of our own, without writing (--dry-run)."""
+    root = tempfile.mkdtemp(prefix="sysusers-root-", dir=dest)
+    os.makedirs(os.path.join(root, "etc"))
+    r = sh(["systemd-sysusers", f"--root={root}", "--dry-run", dest + layout["sysusers"]])
+    if r.returncode != 0 or "Creating user 'natfwd'" not in r.stdout + r.stderr:
+        problems.append(f"systemd-sysusers {layout['sysusers']}: exit {r.returncode}: "
+                        f"{(r.stdout + r.stderr).strip()}")
+
+
 def help_flags(binary):
     r = sh([binary, "--help"])
     return set(re.findall(r"^\s+(?:-\w, )?--([\w-]+)", r.stdout, re.M)) - {"help"}
@@ -135,6 +147,7 @@ def test(w):
         if sh([dest + layout[program], "--help"]).returncode != 0:
             problems.append(f"installed {program} --help fails")
     check_units(dest, layout, problems)
+    check_sysusers(dest, layout, problems)
     check_man_pages(dest, layout, problems)
     if problems:
         raise Failure("\n".join(problems))
