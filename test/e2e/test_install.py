@@ -9,12 +9,18 @@
    `systemd-analyze verify` (on a copy whose binary path points into TMP, since
    nothing is installed on this machine) accepts it without a single remark; the
    sysusers.d entry makes the user natfwd (systemd-sysusers --dry-run, own root).
-3. The man pages format with `groff -man -ww` without a warning, `man -l` renders
+3. Each unit's ExecStart, as systemd would run it (instance "home", /etc and /var/lib
+   paths moved into the temp dir): as the user nobody with no capability and
+   no_new_privs (setpriv, when the test runs as root), with the installed example
+   configs, a relay and a serving peer reach their ready lines.
+4. The man pages format with `groff -man -ww` without a warning, `man -l` renders
    them, and every long flag `relay --help` / `peer --help` lists is in them.
 """
 import json
 import os
+import pwd
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -109,6 +115,69 @@ def check_sysusers(dest, layout, problems):
                         f"{(r.stdout + r.stderr).strip()}")
 
 
+def exec_start(dest, layout, unit, instance):
+    with open(dest + layout[unit]) as f:
+        line = re.search(r"^ExecStart=(.*)$", f.read(), re.M).group(1)
+    return shlex.split(line.replace("%i", instance))
+
+
+def run_as_the_units_would(w, dest, layout):
+    as_root = os.geteuid() == 0
+    nobody = pwd.getpwnam("nobody")
+    # The unprivileged user must reach the installed binaries and the files below.
+    os.chmod(w.tmpdir, 0o755)
+    base = tempfile.mkdtemp(prefix="units-run-", dir=w.tmpdir)
+    os.chmod(base, 0o755)
+
+    def moved(path, directory):
+        target = base + path
+        os.makedirs(target if directory else os.path.dirname(target), mode=0o755,
+                    exist_ok=True)
+        if directory:
+            os.chmod(target, 0o700)
+            if as_root:
+                os.chown(target, nobody.pw_uid, nobody.pw_gid)
+        return target
+
+    def as_service(argv, replacements):
+        argv = [replacements.get(a, a) for a in argv]
+        argv[0] = dest + argv[0]
+        if not as_root:
+            return argv
+        return ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                "--clear-groups", "--no-new-privs", "--inh-caps=-all",
+                "--bounding-set=-all"] + argv
+
+    env = dict(os.environ, HOME="/nonexistent", XDG_CONFIG_HOME="/nonexistent")
+    env.pop("NATFWD_RELAY", None)
+    argv = exec_start(dest, layout, "natfwd-relay.service", "")
+    state = [a for a in argv if a.startswith("/var/lib/")]
+    relay_conf = moved("/etc/natfwd/relay.conf", False)
+    shutil.copy(dest + layout["relay.conf.example"], relay_conf)
+    relay = w.group.start("relay (as its unit runs it)",
+                          as_service(argv, {p: moved(p, True) for p in state}) +
+                          ["--config", relay_conf, "--listen", "127.0.0.1:0"], env=env)
+    relay_addr = relay.wait_stdout(r"^relay listening on (\S+) ",
+                                   what="ready line of the relay unit's ExecStart").group(1)
+
+    argv = exec_start(dest, layout, "natfwd-peer@.service", "home")
+    paths = {a: moved(a, True) for a in argv if a.startswith("/var/lib/")}
+    for conf in (a for a in argv if a.startswith("/etc/")):
+        paths[conf] = moved(conf, False)
+        with open(dest + layout["peer.conf.example"]) as f:
+            text = f.read()
+        with open(paths[conf], "w") as f:
+            f.write(re.sub(r"^relay = .*$", f"relay = {relay_addr}", text, flags=re.M))
+    peer = w.group.start("peer@home (as its unit runs it)", as_service(argv, paths), env=env)
+    m = peer.wait_stdout(r"^registered as (\S+) at (\S+), serving (.*)$",
+                         what="ready line of natfwd-peer@home's ExecStart")
+    if m.group(1) != "home" or "buffalo:22" not in m.group(3):
+        raise Failure(f"natfwd-peer@home with the example config: {m.group(0)!r}")
+    peer.stop()
+    relay.stop()
+    return "as nobody without capabilities" if as_root else "as this user"
+
+
 def help_flags(binary):
     r = sh([binary, "--help"])
     return set(re.findall(r"^\s+(?:-\w, )?--([\w-]+)", r.stdout, re.M)) - {"help"}
@@ -151,7 +220,8 @@ def test(w):
     check_man_pages(dest, layout, problems)
     if problems:
         raise Failure("\n".join(problems))
-    print(f"installed and checked {len(layout)} files")
+    how = run_as_the_units_would(w, dest, layout)
+    print(f"installed and checked {len(layout)} files; ran both units' ExecStart {how}")
 
 
 if __name__ == "__main__":
