@@ -116,10 +116,11 @@ int run(const natfwd::relay::RelayOptions& options) {
     std::string services = "stun/udp, rendezvous/tcp";
     if (!options.no_turn) services += ", turn/udp+tcp";
     if (server.tls_address()) services += ", tls " + server.tls_address()->to_string();
-    log::ready("relay listening on %s (%s)", server.local_address().to_string().c_str(),
-               services.c_str());
+    // Handlers before the ready line: a SIGTERM right after it must still exit 0.
     const guint sigint = g_unix_signal_add(SIGINT, on_stop_signal, loop);
     const guint sigterm = g_unix_signal_add(SIGTERM, on_stop_signal, loop);
+    log::ready("relay listening on %s (%s)", server.local_address().to_string().c_str(),
+               services.c_str());
     g_main_loop_run(loop);
     g_source_remove(sigint);
     g_source_remove(sigterm);

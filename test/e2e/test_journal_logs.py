@@ -31,7 +31,8 @@ def relay_stderr(w, journal_stream_of_stderr):
         if not line.startswith("relay listening on "):
             raise Failure(f"relay ready line: {line!r}")
         p.send_signal(signal.SIGTERM)
-        p.wait(timeout=scaled(10))
+        if p.wait(timeout=scaled(10)) != 0:
+            raise Failure(f"relay exited {p.returncode} on SIGTERM right after its ready line")
     finally:
         if p.poll() is None:
             p.kill()
