@@ -10,7 +10,8 @@
 3. A connecting peer from the default file ($XDG_CONFIG_HOME/natfwd/peer.conf,
    [forward NAME] groups): its ready lines name the file's forwards and bytes go
    through both; -L on the command line replaces the file's forwards.
-4. `peer id` takes state-dir from the default file.
+4. `peer id` takes state-dir from the default file, `peer invite` from --config,
+   `peer pair` relay and state-dir from --config (ignoring its forwards).
 5. Bad files (syntax, unknown group, unknown key, bad value, forwards to two peers,
    missing --config FILE) exit 2 with one stderr line naming the file, line and key.
 """
@@ -103,6 +104,27 @@ target = {t2.addr}
     if m.group(1) != "home" or t1.addr not in m.group(3) or t2.addr not in m.group(3):
         raise Failure(f"serving peer from home.conf: ready line {m.group(0)!r} should be home, "
                       f"serving {t1.addr} and {t2.addr}")
+
+    # `peer invite` takes state-dir from home.conf; `peer pair` takes relay and
+    # state-dir from another file (and ignores its forwards).
+    r = subprocess.run([w.peer_bin, "invite", "--config", home_conf], capture_output=True,
+                       text=True, timeout=scaled(20), env=env_with(no_config))
+    code = r.stdout.strip()
+    if r.returncode != 0 or not code.startswith("home@"):
+        raise Failure(f"peer invite --config home.conf: exit {r.returncode}: {r.stdout!r} "
+                      f"{r.stderr!r}")
+    paired_dir = w.natfwd.state_dir("paired")
+    paired_conf = write(os.path.join(w.tmpdir, "paired.conf"),
+                        f"[peer]\nrelay = {relay_addr}\nstate-dir = {paired_dir}\n"
+                        f"[forward x]\npeer = nas\nlisten = 0\ntarget = {t1.addr}\n")
+    r = subprocess.run([w.peer_bin, "--config", paired_conf, "pair", code], capture_output=True,
+                       text=True, timeout=scaled(30), env=env_with(no_config))
+    if r.returncode != 0 or "paired with home" not in r.stdout:
+        raise Failure(f"peer --config paired.conf pair CODE: exit {r.returncode}: {r.stdout!r} "
+                      f"{r.stderr!r}")
+    with open(os.path.join(home_dir, "authorized_peers")) as f:
+        if w.natfwd.key_id(paired_dir) not in f.read():
+            raise Failure("pairing with state-dir from paired.conf: key not authorised")
 
     other = w.group.start("peer home2 (file + --serve)",
                           [w.peer_bin, "--config", home_conf, "--name", "home2",
