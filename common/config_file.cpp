@@ -225,9 +225,18 @@ CommandLineScan scan_command_line(const std::vector<std::string>& args,
       if (equals != std::string::npos) inline_value = arg.substr(equals + 1);
       flag = by_long(name);
     } else if (arg.size() >= 2 && arg[0] == '-') {
-      flag = by_short(arg[1]);
-      name = flag ? flag->long_name : std::string(1, arg[1]);
-      if (arg.size() > 2 && flag && flag->takes_value) inline_value = arg.substr(2);
+      // Grouped short flags ("-vL 2222:h:22"): each switch, then at most one taking a
+      // value, which is the rest of the word or the next argument.
+      size_t at = 1;
+      for (; at + 1 < arg.size(); ++at) {
+        const FlagSpec* grouped = by_short(arg[at]);
+        if (grouped && grouped->takes_value) break;
+        scan.flags.insert(grouped ? grouped->long_name : std::string(1, arg[at]));
+        if (arg[at] == 'h' || arg[at] == '?') scan.help = true;
+      }
+      flag = by_short(arg[at]);
+      name = flag ? flag->long_name : std::string(1, arg[at]);
+      if (arg.size() > at + 1 && flag && flag->takes_value) inline_value = arg.substr(at + 1);
     } else {
       scan.positionals.push_back(arg);
       continue;

@@ -107,6 +107,11 @@ TEST_CASE("the command line scan finds long, short and positional arguments") {
   CHECK(scan.config_path == "/x.conf");
   CHECK_FALSE(scan.help);
   CHECK(scan_command_line({"peer", "--config", "/y"}, flags).config_path == "/y");
+  scan = scan_command_line({"peer", "-vL", "0:h:1", "home"}, flags);
+  CHECK(scan.flags == std::set<std::string>{"verbose", "local"});
+  CHECK(scan.positionals == std::vector<std::string>{"home"});
+  CHECK(scan_command_line({"peer", "-vL0:h:1"}, flags).positionals.empty());
+  CHECK(scan_command_line({"peer", "-vh"}, flags).help);
   CHECK(scan_command_line({"peer", "-h"}, flags).help);
   CHECK(scan_command_line({"peer", "--help-all"}, flags).help);
   // An unknown flag is recorded and left for the option parser to refuse.
