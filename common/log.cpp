@@ -6,19 +6,33 @@
 #include <map>
 #include <string>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 namespace natfwd::log {
 namespace {
 
 const char* g_program = "natfwd";
 Level g_level = Level::kInfo;
+bool g_journal = false;
+
+void write_line(Level level, std::string_view message) {
+  const std::string line = format_line(g_program, level, message, g_journal) + "\n";
+  // One write per line so that lines from concurrent processes do not interleave.
+  fwrite(line.data(), 1, line.size(), stderr);
+}
 
 void vwrite(Level level, const char* format, va_list args) {
   if (!enabled(level)) return;
-  static const char* const kNames[] = {"error", "warning", "info", "debug"};
   gchar* message = g_strdup_vprintf(format, args);
-  // One fprintf per line so that lines from concurrent processes do not interleave.
-  fprintf(stderr, "%s: %s: %s\n", g_program, kNames[static_cast<int>(level)], message);
+  write_line(level, message);
   g_free(message);
+}
+
+bool stderr_is_journal() {
+  struct stat status {};
+  if (fstat(STDERR_FILENO, &status) != 0) return false;
+  return journal_stream_matches(g_getenv("JOURNAL_STREAM"), status.st_dev, status.st_ino);
 }
 
 GLogWriterOutput glib_writer(GLogLevelFlags flags, const GLogField* fields, gsize n_fields,
@@ -38,17 +52,36 @@ GLogWriterOutput glib_writer(GLogLevelFlags flags, const GLogField* fields, gsiz
     if (g_strcmp0(fields[i].key, "MESSAGE") == 0 && fields[i].length < 0)
       message = static_cast<const char*>(fields[i].value);
   }
-  static const char* const kNames[] = {"error", "warning", "info", "debug"};
-  fprintf(stderr, "%s: %s: [%s] %s\n", g_program, kNames[static_cast<int>(level)], domain,
-          message);
+  write_line(level, std::string("[") + domain + "] " + message);
   return G_LOG_WRITER_HANDLED;
 }
 
 }  // namespace
 
+std::string format_line(std::string_view program, Level level, std::string_view message,
+                        bool journal) {
+  // sd-daemon(3) priorities, as syslog's: LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG.
+  static const char* const kJournalPrefixes[] = {"<3>", "<4>", "<6>", "<7>"};
+  static const char* const kNames[] = {"error", "warning", "info", "debug"};
+  const int index = static_cast<int>(level);
+  if (journal) return kJournalPrefixes[index] + std::string(message);
+  return std::string(program) + ": " + kNames[index] + ": " + std::string(message);
+}
+
+bool journal_stream_matches(const char* journal_stream, dev_t device, ino_t inode) {
+  if (!journal_stream || !*journal_stream) return false;
+  unsigned long long stream_device = 0, stream_inode = 0;
+  char rest = 0;
+  if (sscanf(journal_stream, "%llu:%llu%c", &stream_device, &stream_inode, &rest) != 2)
+    return false;
+  return stream_device == static_cast<unsigned long long>(device) &&
+         stream_inode == static_cast<unsigned long long>(inode);
+}
+
 void init(const char* program, Level level) {
   g_program = program;
   g_level = level;
+  g_journal = stderr_is_journal();
   const char* debug_env = g_getenv("NATFWD_DEBUG");
   if (debug_env && *debug_env && g_strcmp0(debug_env, "0") != 0) g_level = Level::kDebug;
   // Library debug output (libnice logs every packet it cannot parse as STUN, which

@@ -1,10 +1,17 @@
 // Logging to stderr: "<program>: <level>: message". One line per event.
+// When stderr is the systemd journal (JOURNAL_STREAM names stderr's device and inode,
+// see systemd.exec(5)), lines are "<N>message" instead: N is the sd-daemon(3) priority
+// (3 error, 4 warning, 6 info, 7 debug), and the journal adds the time and the unit.
 //
 // Network garbage is the sender's fault: log it with log_warn_limited so that a remote
 // sender cannot flood the log.
 #pragma once
 
 #include <glib.h>
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
 
 namespace natfwd::log {
 
@@ -22,6 +29,12 @@ void info(const char* format, ...) G_GNUC_PRINTF(1, 2);
 void debug(const char* format, ...) G_GNUC_PRINTF(1, 2);
 // At most a few lines per key per minute; the rest are counted and summarised.
 void warn_limited(const char* key, const char* format, ...) G_GNUC_PRINTF(2, 3);
+
+// One log line, without the newline; `journal` picks the journald form. Pure.
+std::string format_line(std::string_view program, Level level, std::string_view message,
+                        bool journal);
+// Whether $JOURNAL_STREAM ("DEV:INODE", decimal) names this device and inode. Pure.
+bool journal_stream_matches(const char* journal_stream, dev_t device, ino_t inode);
 
 // The program's one "ready" line (or any other contract line) on stdout, flushed.
 void ready(const char* format, ...) G_GNUC_PRINTF(1, 2);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "config/peer_config_file.h"
 #include "forward/forward_spec.h"
 #include "control/control_server.h"
 #include "log.h"
@@ -32,6 +33,7 @@ constexpr uint16_t kDefaultRelayPort = 3478;
 }
 
 struct Options {
+  gchar* config = nullptr;
   gchar** relays = nullptr;
   gchar* name = nullptr;
   gchar** serves = nullptr;
@@ -57,7 +59,9 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
   static Options o;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "Keep the identity key in DIR (default: " + default_state + ")";
+  const std::string config_help = "Read flags from FILE (GKeyFile, see peer(1)); command-line flags override it (default: " + natfwd::default_peer_config_path() + " if it exists)";
   GOptionEntry entries[] = {
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &o.config, config_help.c_str(), "FILE"},
       {"relay", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.relays,
        "Relay to meet other peers at, HOST[:PORT] (default port 3478; TLS; tls:// may prefix it). Repeatable: a serving peer registers at every relay, a connecting peer tries them in turn (default from $NATFWD_RELAY, comma-separated; no built-in relay)",
        "HOST:PORT"},
@@ -88,7 +92,7 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
        "Accept connecting peers with this key id (repeatable; beside STATE_DIR/authorized_peers; default: only those)",
        "KEYID"},
       {"local", 'L', 0, G_OPTION_ARG_STRING_ARRAY, &o.forwards,
-       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) and carry each connection to HOST:HOSTPORT as seen by the peer NAME (repeatable)",
+       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) and carry each connection to HOST:HOSTPORT as seen by the peer NAME (repeatable; default: none)",
        "[BIND:]PORT:HOST:HOSTPORT"},
       {"dynamic", 'D', 0, G_OPTION_ARG_STRING_ARRAY, &o.socks,
        "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) as a SOCKS5/SOCKS4a proxy whose CONNECTs go to the targets the peer NAME serves (others are refused) (repeatable)",
@@ -320,8 +324,11 @@ int print_identity(int argc, char** argv) {
   gchar* state_dir = nullptr;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "Read (or create) the identity key in DIR (default: " + default_state + ")";
+  gchar* config_file = nullptr;
+  const std::string config_help = "Take state-dir from FILE (default: " + natfwd::default_peer_config_path() + " if it exists)";
   GOptionEntry entries[] = {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
   parse_subcommand("id", "- print this peer's key id and fingerprint", entries, argc, argv);
@@ -342,8 +349,11 @@ int print_invite(int argc, char** argv) {
   gint minutes = 60;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "The serving peer's state dir (default: " + default_state + ")";
+  gchar* config_file = nullptr;
+  const std::string config_help = "Take state-dir from FILE (default: " + natfwd::default_peer_config_path() + " if it exists)";
   GOptionEntry entries[] = {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
       {"expires", 0, 0, G_OPTION_ARG_INT, &minutes, "The code works for this many minutes, once (default: 60)", "MINUTES"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
@@ -374,11 +384,14 @@ int print_invite(int argc, char** argv) {
 // `peer status [--state-dir DIR] [--json]`: asks the peer running with DIR.
 int print_status(int argc, char** argv) {
   gchar* state_dir = nullptr;
+  gchar* config_file = nullptr;  // read before main() parses: see peer_arguments_with_config
   gboolean json = FALSE;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "The running peer's state dir (default: " + default_state + ")";
+  const std::string config_help = "Take state-dir from FILE (default: " + natfwd::default_peer_config_path() + " if it exists)";
   GOptionEntry entries[] = {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object, for scripts (default: text)", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
@@ -407,6 +420,13 @@ gboolean on_signal(gpointer loop) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // peer.conf's flags go in front of the command line's (which win).
+  std::vector<std::string> args = natfwd::peer_arguments_with_config(argc, argv);
+  std::vector<char*> arg_pointers;
+  for (std::string& arg : args) arg_pointers.push_back(arg.data());
+  arg_pointers.push_back(nullptr);
+  argc = static_cast<int>(args.size());
+  argv = arg_pointers.data();
   if (argc >= 2 && std::string(argv[1]) == "id") return print_identity(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "invite") return print_invite(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "status") return print_status(argc - 1, argv + 1);

@@ -21,6 +21,7 @@
 #include <google/protobuf/stubs/common.h>
 
 #include "log.h"
+#include "relay_config_file.h"
 #include "relay_options.h"
 #include "server/name_binding_file.h"
 #include "server/relay_server.h"
@@ -74,8 +75,8 @@ std::string load_or_create_secret(const natfwd::relay::RelayOptions& options) {
 int run(const natfwd::relay::RelayOptions& options) {
   using namespace natfwd;
   if (g_mkdir_with_parents(options.state_dir.c_str(), 0700) != 0) {
-    fprintf(stderr, "relay: --state-dir: cannot create '%s': %s\n", options.state_dir.c_str(),
-            g_strerror(errno));
+    natfwd::log::error("--state-dir: cannot create '%s': %s", options.state_dir.c_str(),
+                       g_strerror(errno));
     return kExitFailure;
   }
 
@@ -115,15 +116,17 @@ int run(const natfwd::relay::RelayOptions& options) {
     std::string services = "stun/udp, rendezvous/tcp";
     if (!options.no_turn) services += ", turn/udp+tcp";
     if (server.tls_address()) services += ", tls " + server.tls_address()->to_string();
-    log::ready("relay listening on %s (%s)", server.local_address().to_string().c_str(),
-               services.c_str());
+    // Handlers before the ready line: a SIGTERM right after it must still exit 0.
     const guint sigint = g_unix_signal_add(SIGINT, on_stop_signal, loop);
     const guint sigterm = g_unix_signal_add(SIGTERM, on_stop_signal, loop);
+    log::ready("relay listening on %s (%s)", server.local_address().to_string().c_str(),
+               services.c_str());
     g_main_loop_run(loop);
     g_source_remove(sigint);
     g_source_remove(sigterm);
   } catch (const std::exception& e) {
-    fprintf(stderr, "relay: %s\n", e.what());
+    // log::error, so that under journald the line carries the error priority.
+    log::error("%s", e.what());
     status = kExitFailure;
   }
   g_main_loop_unref(loop);
@@ -136,7 +139,17 @@ int main(int argc, char** argv) {
   using namespace natfwd;
   relay::RelayOptions options;
   std::string error;
-  if (!relay::parse_relay_options(argc, argv, options, error)) {
+  // relay.conf's flags go in front of the command line's (which win).
+  std::vector<std::string> args;
+  if (!relay::relay_arguments_with_config(argc, argv, args, error)) {
+    fprintf(stderr, "relay: %s\n", error.c_str());
+    return kExitUsage;
+  }
+  std::vector<char*> arg_pointers;
+  for (std::string& arg : args) arg_pointers.push_back(arg.data());
+  arg_pointers.push_back(nullptr);
+  if (!relay::parse_relay_options(static_cast<int>(args.size()), arg_pointers.data(), options,
+                                  error)) {
     fprintf(stderr, "relay: %s\n", error.c_str());
     return kExitUsage;
   }

@@ -57,6 +57,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* max_allocations_text = nullptr;
   gchar* bandwidth_text = nullptr;
   gchar* relay_ports_text = nullptr;
+  gchar* config_text = nullptr;  // read before parsing (relay_config_file.h); listed for --help
   gchar** turn_server_texts = nullptr;
   gchar** allow_peer_texts = nullptr;
   gboolean verbose = FALSE;
@@ -86,6 +87,10 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       std::to_string(defaults.max_allocations) + "]";
   const std::string realm_help = "TURN realm [default: " + defaults.realm + "]";
   GOptionEntry entries[] = {
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_text,
+       "Read flags from FILE (GKeyFile, see relay(1)); command-line flags override it "
+       "[default: /etc/natfwd/relay.conf if it exists]",
+       "FILE"},
       {"listen", 'l', 0, G_OPTION_ARG_STRING, &listen_text, listen_help.c_str(), "ADDR:PORT"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir_text, state_dir_help.c_str(), "DIR"},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Log debug messages [default: off]",
@@ -152,7 +157,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   } strings{{&listen_text, &state_dir_text, &max_peers_text, &max_registrations_text,
              &max_sessions_text, &tls_listen_text, &cert_text,
              &key_text, &secret_text, &realm_text, &per_user_text, &max_allocations_text,
-             &bandwidth_text, &relay_ports_text},
+             &bandwidth_text, &relay_ports_text, &config_text},
             {&turn_server_texts, &allow_peer_texts}};
 
   GError* raw_error = nullptr;

@@ -1,0 +1,247 @@
+#include "config/peer_config_file.h"
+
+#include <gio/gio.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "forward/forward_spec.h"
+#include "transport/connector.h"
+#include "trust/known_peers.h"
+
+namespace natfwd {
+namespace {
+
+using config::KeySpec;
+using config::ValueKind;
+
+constexpr int kExitUsage = 2;
+constexpr uint16_t kDefaultRelayPort = 3478;
+
+template <typename T>
+std::string problem_of(const Parsed<T>& parsed) {
+  if (auto* message = std::get_if<std::string>(&parsed)) return *message;
+  return {};
+}
+
+std::string check_relay(const std::string& text) {
+  std::string relay = text;
+  if (relay.rfind("tls://", 0) == 0) relay = relay.substr(6);
+  else if (relay.find("://") != std::string::npos)
+    return "'" + text + "': only tls:// or a plain HOST:PORT is understood";
+  return problem_of(parse_host_port(relay, kDefaultRelayPort));
+}
+
+std::string check_relay_key(const std::string& text) {
+  if (text.rfind("SHA256:", 0) == 0 && text.size() == 50) return {};
+  return "'" + text + "' is not SHA256:<43 base64 characters> as known_relays shows it";
+}
+
+std::string check_peer_name(const std::string& text) {
+  if (is_valid_peer_name(text)) return {};
+  return "'" + text + "' is not a valid peer name (lowercase letters, digits, '.', '_', '-')";
+}
+
+std::string check_key_id(const std::string& text) {
+  if (is_valid_key_id(text)) return {};
+  return "'" + text + "' is not a key id (32 characters as `peer id` prints them)";
+}
+
+// NAME or NAME@KEYID, as after -L on the command line.
+std::string check_remote_peer(const std::string& text) {
+  const auto at = text.find('@');
+  if (at != std::string::npos) {
+    if (auto problem = check_key_id(text.substr(at + 1)); !problem.empty()) return problem;
+  }
+  return check_peer_name(text.substr(0, at));
+}
+
+std::string check_ip(const std::string& text) {
+  GInetAddress* address = g_inet_address_new_from_string(text.c_str());
+  if (!address) return "'" + text + "' is not an IP address";
+  g_object_unref(address);
+  return {};
+}
+
+std::string check_turn_transports(const std::string& text) {
+  std::string problem;
+  gchar** names = g_strsplit(text.c_str(), ",", -1);
+  for (gchar** name = names; *name && problem.empty(); ++name) {
+    const std::string transport = g_strstrip(*name);
+    if (transport != "udp" && transport != "tcp" && transport != "tls")
+      problem = "'" + transport + "' is not udp, tcp or tls";
+  }
+  g_strfreev(names);
+  return problem;
+}
+
+std::string check_serve(const std::string& text) { return problem_of(parse_serve_spec(text)); }
+
+std::string check_target(const std::string& text) {
+  // HOST:HOSTPORT alone is a whole serve spec, with the same rules.
+  return problem_of(parse_serve_spec(text));
+}
+
+std::string check_port(const std::string& text) { return problem_of(parse_port(text, false)); }
+
+// [BIND:]PORT of -L.
+std::string check_listen(const std::string& text) {
+  return problem_of(parse_local_forward_spec(text + ":localhost:1"));
+}
+
+std::string check_proxy(const std::string& text) { return problem_of(parse_proxy_url(text)); }
+
+// [BIND:]PORT of -D.
+std::string check_socks_listen(const std::string& text) {
+  return problem_of(parse_socks_listen_spec(text));
+}
+
+const char* const kRelayLinkKeys[] = {"relay",   "relay-key",      "relay-ca",
+                                      "insecure-relay", "proxy", "force-relay",
+                                      "turn-transport", "state-dir", "ice-address", "verbose"};
+
+bool is_relay_link_key(const std::string& key) {
+  for (const char* name : kRelayLinkKeys)
+    if (key == name) return true;
+  return false;
+}
+
+[[noreturn]] void usage_error(const std::string& message) {
+  fprintf(stderr, "peer: %s\n", message.c_str());
+  exit(kExitUsage);
+}
+
+}  // namespace
+
+const config::ConfigSchema& peer_config_schema() {
+  static const config::ConfigSchema schema = {
+      {"peer",
+       false,
+       {
+           {"relay", ValueKind::kList, check_relay},
+           {"relay-key", ValueKind::kText, check_relay_key},
+           {"relay-ca", ValueKind::kText, nullptr},
+           {"insecure-relay", ValueKind::kSwitch, nullptr},
+           {"proxy", ValueKind::kText, check_proxy},
+           {"force-relay", ValueKind::kSwitch, nullptr},
+           {"turn-transport", ValueKind::kText, check_turn_transports},
+           {"name", ValueKind::kText, check_peer_name},
+           {"serve", ValueKind::kList, check_serve},
+           {"dynamic", ValueKind::kList, check_socks_listen},
+           {"allow", ValueKind::kList, check_key_id},
+           {"state-dir", ValueKind::kText, nullptr},
+           {"ice-address", ValueKind::kList, check_ip},
+           {"verbose", ValueKind::kSwitch, nullptr},
+       }},
+      {"serve",
+       true,
+       {
+           {"target", ValueKind::kText, check_target, /*required=*/true},
+           {"port", ValueKind::kText, check_port},
+       }},
+      {"forward",
+       true,
+       {
+           {"peer", ValueKind::kText, check_remote_peer, /*required=*/true},
+           {"listen", ValueKind::kText, check_listen, /*required=*/true},
+           {"target", ValueKind::kText, check_target, /*required=*/true},
+       }},
+  };
+  return schema;
+}
+
+const std::vector<config::FlagSpec>& peer_flags() {
+  static const std::vector<config::FlagSpec> flags = {
+      {"relay", 0, true},          {"relay-key", 0, true},   {"relay-ca", 0, true},
+      {"insecure-relay", 0, false}, {"proxy", 0, true},       {"force-relay", 0, false},
+      {"turn-transport", 0, true}, {"name", 0, true},        {"serve", 0, true},
+      {"allow", 0, true},          {"local", 'L', true},     {"state-dir", 0, true},
+      {"ice-address", 0, true},    {"verbose", 'v', false},  {"version", 0, false},
+      {"config", 0, true},         {"expires", 0, true},     {"help", 'h', false},
+      {"dynamic", 'D', true},      {"json", 0, false},
+  };
+  return flags;
+}
+
+std::variant<std::vector<config::FileArgument>, std::string> peer_file_arguments(
+    const config::ConfigFile& file, const std::string& file_name, PeerConfigUse use) {
+  std::vector<config::FileArgument> arguments;
+  std::string remote_peer;
+  int remote_peer_line = 0;
+  for (const config::Section& section : file.sections) {
+    if (section.group == "peer") {
+      config::append_flag_arguments(section, peer_config_schema()[0], arguments,
+                                    [use](const std::string& key) {
+                                      if (use == PeerConfigUse::kStateDirOnly) return key == "state-dir";
+                                      if (use == PeerConfigUse::kRelayLink) return is_relay_link_key(key);
+                                      return true;
+                                    });
+    } else if (section.group == "serve" && use == PeerConfigUse::kRun) {
+      const config::Value* port = section.find("port");
+      const std::string target = section.find("target")->values[0];
+      arguments.push_back({"serve", port ? port->values[0] + ":" + target : target, true});
+    } else if (section.group == "forward" && use == PeerConfigUse::kRun) {
+      const config::Value* peer = section.find("peer");
+      const std::string spec =
+          section.find("listen")->values[0] + ":" + section.find("target")->values[0];
+      if (auto problem = problem_of(parse_local_forward_spec(spec)); !problem.empty())
+        return file_name + ":" + std::to_string(section.line) + ": [forward " + section.label +
+               "]: " + problem;
+      if (remote_peer.empty()) {
+        remote_peer = peer->values[0];
+        remote_peer_line = peer->line;
+      } else if (peer->values[0] != remote_peer) {
+        return file_name + ":" + std::to_string(peer->line) + ": key 'peer': forwards to '" +
+               peer->values[0] + "' and to '" + remote_peer + "' (line " +
+               std::to_string(remote_peer_line) +
+               "): forwarding to several peers from one process is not supported yet";
+      }
+      arguments.push_back({"local", spec, true});
+    }
+  }
+  if (!remote_peer.empty()) arguments.push_back({"", remote_peer, false});
+  return arguments;
+}
+
+std::string default_peer_config_path() {
+  return std::string(g_get_user_config_dir()) + "/natfwd/peer.conf";
+}
+
+std::vector<std::string> peer_arguments_with_config(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  // `peer id`/`peer invite` take the state dir only; they sit before their options.
+  size_t insert_at = 1;
+  PeerConfigUse use = PeerConfigUse::kRun;
+  if (args.size() > 1 && (args[1] == "id" || args[1] == "invite" || args[1] == "status")) {
+    use = PeerConfigUse::kStateDirOnly;
+    insert_at = 2;
+  } else if (args.size() > 1 && !args[1].empty() && args[1].front() != '-' &&
+             args[1] != "pair" && args[1] != "nc") {
+    return args;  // another subcommand, with its own options
+  }
+  const config::CommandLineScan command_line = config::scan_command_line(
+      std::vector<std::string>(args.begin() + insert_at - 1, args.end()), peer_flags());
+  // --help and --version work whatever the file says.
+  if (command_line.help || command_line.flags.count("version")) return args;
+  // `pair` and `nc` reach a peer through the relay: the file's relay settings, not
+  // its serves and forwards.
+  if (!command_line.positionals.empty() &&
+      (command_line.positionals[0] == "pair" || command_line.positionals[0] == "nc"))
+    use = PeerConfigUse::kRelayLink;
+
+  std::string path;
+  auto loaded =
+      config::load_config_file(command_line, default_peer_config_path(), peer_config_schema(), path);
+  if (auto* message = std::get_if<std::string>(&loaded)) usage_error(*message);
+  auto arguments = peer_file_arguments(std::get<config::ConfigFile>(loaded), path, use);
+  if (auto* message = std::get_if<std::string>(&arguments)) usage_error(*message);
+  // -L or a NAME on the command line: the file's forwards (and their peer) give way.
+  const bool command_line_forwards =
+      command_line.flags.count("local") || !command_line.positionals.empty();
+  const std::vector<std::string> words = config::file_argument_words(
+      std::get<std::vector<config::FileArgument>>(arguments), command_line, command_line_forwards);
+  args.insert(args.begin() + insert_at, words.begin(), words.end());
+  return args;
+}
+
+}  // namespace natfwd

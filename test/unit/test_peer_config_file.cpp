@@ -1,0 +1,131 @@
+// peer.conf: [peer] keys are the long flags; [serve NAME] and [forward NAME] groups
+// become --serve and -L ... NAME.
+#include <catch2/catch.hpp>
+
+#include "config/peer_config_file.h"
+
+using namespace natfwd;
+
+namespace {
+
+std::variant<config::ConfigFile, std::string> parse(std::string_view text) {
+  return config::parse_config_text("peer.conf", text, peer_config_schema());
+}
+
+std::string error_of(std::string_view text, PeerConfigUse use = PeerConfigUse::kRun) {
+  auto result = parse(text);
+  if (auto* e = std::get_if<std::string>(&result)) return *e;
+  auto arguments = peer_file_arguments(std::get<config::ConfigFile>(result), "peer.conf", use);
+  REQUIRE(std::holds_alternative<std::string>(arguments));
+  return std::get<std::string>(arguments);
+}
+
+std::vector<std::string> words_of(std::string_view text, std::vector<std::string> command_line,
+                                  PeerConfigUse use = PeerConfigUse::kRun) {
+  auto result = parse(text);
+  if (auto* e = std::get_if<std::string>(&result)) FAIL(*e);
+  auto arguments = peer_file_arguments(std::get<config::ConfigFile>(result), "peer.conf", use);
+  if (auto* e = std::get_if<std::string>(&arguments)) FAIL(*e);
+  command_line.insert(command_line.begin(), "peer");
+  const auto scan = config::scan_command_line(command_line, peer_flags());
+  return config::file_argument_words(std::get<std::vector<config::FileArgument>>(arguments), scan,
+                                     scan.flags.count("local") || !scan.positionals.empty());
+}
+
+const char* const kHome =
+    "[peer]\n"
+    "relay = vps.example:3478\n"
+    "name = home\n"
+    "force-relay = true\n"
+    "insecure-relay = false\n"
+    "state-dir = /var/lib/natfwd/peer-home\n"
+    "[serve ssh]\n"
+    "target = buffalo:22\n"
+    "port = 2222\n"
+    "[serve web]\n"
+    "target = nas:443\n";
+
+const char* const kLaptop =
+    "[peer]\n"
+    "relay = tls://vps.example\n"
+    "[forward ssh]\n"
+    "peer = home\n"
+    "listen = 2222\n"
+    "target = buffalo:22\n"
+    "[forward web]\n"
+    "peer = home\n"
+    "listen = 127.0.0.1:8443\n"
+    "target = nas:443\n";
+
+}  // namespace
+
+TEST_CASE("a serving peer's file becomes --name and --serve arguments") {
+  CHECK(words_of(kHome, {}) ==
+        std::vector<std::string>{"--relay=vps.example:3478", "--name=home", "--force-relay",
+                                 "--state-dir=/var/lib/natfwd/peer-home", "--serve=2222:buffalo:22",
+                                 "--serve=nas:443"});
+  // --serve and --relay (repeatable) on the command line replace the file's lists;
+  // other keys stay (and lose to the command line's own, which come after them).
+  CHECK(words_of(kHome, {"--serve", "x:1", "--relay", "other:1"}) ==
+        std::vector<std::string>{"--name=home", "--force-relay",
+                                 "--state-dir=/var/lib/natfwd/peer-home"});
+  CHECK(words_of(kHome, {"--serve", "x:1"}) ==
+        std::vector<std::string>{"--relay=vps.example:3478", "--name=home", "--force-relay",
+                                 "--state-dir=/var/lib/natfwd/peer-home"});
+}
+
+TEST_CASE("forwards become -L specs and the peer name; the command line replaces them") {
+  CHECK(words_of(kLaptop, {}) == std::vector<std::string>{"--relay=tls://vps.example",
+                                                           "--local=2222:buffalo:22",
+                                                           "--local=127.0.0.1:8443:nas:443", "home"});
+  CHECK(words_of(kLaptop, {"-L", "0:x:1", "nas"}) == std::vector<std::string>{"--relay=tls://vps.example"});
+  // A NAME alone takes the file's forwards to another peer.
+  CHECK(words_of(kLaptop, {"office"}) == std::vector<std::string>{"--relay=tls://vps.example",
+                                                                   "--local=2222:buffalo:22",
+                                                                   "--local=127.0.0.1:8443:nas:443"});
+}
+
+TEST_CASE("peer id/invite take only the state dir; peer pair only the relay link") {
+  CHECK(words_of(kHome, {}, PeerConfigUse::kStateDirOnly) ==
+        std::vector<std::string>{"--state-dir=/var/lib/natfwd/peer-home"});
+  CHECK(words_of(kHome, {"pair", "CODE"}, PeerConfigUse::kRelayLink) ==
+        std::vector<std::string>{"--relay=vps.example:3478", "--force-relay",
+                                 "--state-dir=/var/lib/natfwd/peer-home"});
+}
+
+TEST_CASE("bad peer.conf values name the line and the key") {
+  CHECK(error_of("[peer]\nname = Home\n") ==
+        "peer.conf:2: key 'name': 'Home' is not a valid peer name (lowercase letters, digits, '.', '_', '-')");
+  CHECK(error_of("[peer]\nrelay = http://x\n") ==
+        "peer.conf:2: key 'relay': 'http://x': only tls:// or a plain HOST:PORT is understood");
+  CHECK(error_of("[peer]\nturn-transport = udp,quic\n") ==
+        "peer.conf:2: key 'turn-transport': 'quic' is not udp, tcp or tls");
+  CHECK(error_of("[peer]\nallow = short\n").rfind("peer.conf:2: key 'allow': 'short' is not a key id", 0) == 0);
+  CHECK(error_of("[peer]\nice-address = 10.0.0.1;eth0\n") == "peer.conf:2: key 'ice-address': 'eth0' is not an IP address");
+  CHECK(error_of("[serve ssh]\ntarget = buffalo\n").rfind("peer.conf:2: key 'target': ", 0) == 0);
+  CHECK(error_of("[serve ssh]\ntarget = buffalo:22\nport = 0\n").rfind("peer.conf:3: key 'port': ", 0) == 0);
+  CHECK(error_of("[forward ssh]\npeer = home\nlisten = 99999\ntarget = b:22\n").rfind("peer.conf:3: key 'listen': ", 0) == 0);
+  CHECK(error_of("[forward ssh]\npeer = home\ntarget = b:22\n") == "peer.conf:1: [forward ssh] needs key 'listen'");
+  CHECK(error_of("[forward ssh]\npeer = home@nokey\nlisten = 1\ntarget = b:22\n").rfind("peer.conf:2: key 'peer': 'nokey' is not a key id", 0) == 0);
+  CHECK(error_of("[peer]\nlocal = 2222:b:22\n").rfind("peer.conf:2: unknown key 'local' in [peer]", 0) == 0);
+}
+
+TEST_CASE("forwards to two peers are refused at the second one's line") {
+  CHECK(error_of("[forward a]\npeer = home\nlisten = 1\ntarget = b:22\n"
+                 "[forward b]\npeer = office\nlisten = 2\ntarget = b:22\n") ==
+        "peer.conf:6: key 'peer': forwards to 'office' and to 'home' (line 2): forwarding to "
+        "several peers from one process is not supported yet");
+}
+
+TEST_CASE("the shipped peer examples load") {
+  for (const char* name : {"/dist/peer.conf.example", "/dist/peer-laptop.conf.example"}) {
+    INFO(name);
+    config::FileText example = config::read_config_file(std::string(NATFWD_SOURCE_DIR) + name);
+    REQUIRE(example.found);
+    auto result = parse(example.text);
+    if (auto* e = std::get_if<std::string>(&result)) FAIL(*e);
+    auto arguments = peer_file_arguments(std::get<config::ConfigFile>(result), name, PeerConfigUse::kRun);
+    if (auto* e = std::get_if<std::string>(&arguments)) FAIL(*e);
+    CHECK_FALSE(std::get<std::vector<config::FileArgument>>(arguments).empty());
+  }
+}
