@@ -284,8 +284,12 @@ class Natfwd:
         return path
 
     def relay(self, listen: str = "127.0.0.1:0", extra: Iterable[str] = (),
-              netns: Optional[str] = None, timeout: float = READY_TIMEOUT) -> tuple[Proc, str]:
-        argv = [self.relay_bin, "--listen", listen, "--state-dir", self.state_dir("relay"),
+              netns: Optional[str] = None, timeout: float = READY_TIMEOUT,
+              state_dir: Optional[str] = None) -> tuple[Proc, str]:
+        """A relay; give `state_dir` (and `listen`) of an earlier one to restart it
+        with the same key, as the same relay."""
+        argv = [self.relay_bin, "--listen", listen,
+                "--state-dir", state_dir or self.state_dir("relay"),
                 *verbose_args(), *extra]
         p = self.group.start("relay", argv, netns=netns or self.netns, echo=self.echo,
                              env=peer_env())
