@@ -11,6 +11,7 @@
 
 #include "forward/forward_spec.h"
 #include "log.h"
+#include "netcheck/netcheck_command.h"
 #include "peer_app.h"
 #include "state_dir.h"
 #include "transport/connector.h"
@@ -100,7 +101,8 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
       "explicitly). A serving peer accepts only the keys in STATE_DIR/authorized_peers\n"
       "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
       "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
-      "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
+      "authorised and to pin the serving peer's key. `peer netcheck` reports what\n"
+      "the Internet sees of this machine (see peer netcheck --help). Ready lines go to stdout,\n"
       "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.");
   g_option_context_add_main_entries(context, entries, nullptr);
   GError* error = nullptr;
@@ -330,6 +332,8 @@ gboolean on_signal(gpointer loop) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "id") return print_identity(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "invite") return print_invite(argc - 1, argv + 1);
+  if (argc >= 2 && std::string(argv[1]) == "netcheck")
+    return natfwd::netcheck::netcheck_command(argc - 1, argv + 1);
   natfwd::PeerConfig config = parse_command_line(argc, argv);
   std::optional<natfwd::Identity> identity;
   try {

@@ -98,6 +98,8 @@ int run(const natfwd::relay::RelayOptions& options) {
   config.turn.min_port = options.relay_port_min;
   config.turn.max_port = options.relay_port_max;
   config.tls_listen = options.tls_listen;
+  config.alternate_ip = options.alternate_address;
+  config.alternate_port = options.alternate_port;
 
   GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
   int status = 0;
@@ -115,6 +117,8 @@ int run(const natfwd::relay::RelayOptions& options) {
     std::string services = "stun/udp, rendezvous/tcp";
     if (!options.no_turn) services += ", turn/udp+tcp";
     if (server.tls_address()) services += ", tls " + server.tls_address()->to_string();
+    if (server.discovery_address())
+      services += ", rfc5780 " + server.discovery_address()->to_string();
     log::ready("relay listening on %s (%s)", server.local_address().to_string().c_str(),
                services.c_str());
     const guint sigint = g_unix_signal_add(SIGINT, on_stop_signal, loop);

@@ -1,0 +1,328 @@
+#include "netcheck/netcheck_runner.h"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include <gio/gio.h>
+
+#include "log.h"
+#include "server/socket_address.h"
+#include "transport/connector.h"
+
+namespace natfwd::netcheck {
+namespace {
+
+using relay::make_socket_address;
+using relay::to_transport_address;
+
+constexpr uint16_t kNatPmpPort = 5351;  // RFC 6886 / RFC 6887 (PCP shares it)
+constexpr const char* kSsdpGroup = "239.255.255.250";
+constexpr uint16_t kSsdpPort = 1900;
+
+struct Unref {
+  void operator()(gpointer p) const { if (p) g_object_unref(p); }
+};
+template <typename T>
+using Ref = std::unique_ptr<T, Unref>;
+
+// The default IPv4 gateway from the kernel's routing table, "" if none.
+std::string default_gateway() {
+  std::ifstream routes("/proc/net/route");
+  std::string line;
+  std::getline(routes, line);  // header
+  while (std::getline(routes, line)) {
+    std::istringstream fields(line);
+    std::string iface, destination, gateway;
+    fields >> iface >> destination >> gateway;
+    if (destination != "00000000" || gateway == "00000000") continue;
+    const unsigned long g = std::stoul(gateway, nullptr, 16);  // little-endian in the file
+    char text[16];
+    snprintf(text, sizeof text, "%lu.%lu.%lu.%lu", g & 0xff, (g >> 8) & 0xff, (g >> 16) & 0xff,
+             (g >> 24) & 0xff);
+    return text;
+  }
+  return "";
+}
+
+Ref<GSocket> udp_socket(GSocketFamily family, const std::string& bind_ip) {
+  Ref<GSocket> socket(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP,
+                                   nullptr));
+  if (!socket) return socket;
+  g_socket_set_blocking(socket.get(), FALSE);
+  Ref<GSocketAddress> local(make_socket_address(bind_ip, 0));
+  if (!local || !g_socket_bind(socket.get(), local.get(), FALSE, nullptr)) return nullptr;
+  return socket;
+}
+
+// Everything one run holds; lives on run_netcheck's stack.
+class Run {
+ public:
+  Run(const NetcheckOptions& options, NetcheckReport& report)
+      : options_(options), report_(report), loop_(g_main_loop_new(nullptr, FALSE)) {}
+  ~Run() {
+    for (GSource* source : sources_) {
+      g_source_destroy(source);
+      g_source_unref(source);
+    }
+    if (probe_timer_) g_source_remove(probe_timer_);
+    g_main_loop_unref(loop_);
+  }
+
+  void run() {
+    start_probe();
+    start_tcp();
+    start_port_mapping_checks();
+    overall_ = g_timeout_add_seconds(options_.timeout_seconds, [](gpointer self) {
+      auto* run = static_cast<Run*>(self);
+      run->overall_ = 0;
+      g_main_loop_quit(run->loop_);
+      return G_SOURCE_REMOVE;
+    }, this);
+    if (pending_ > 0) g_main_loop_run(loop_);
+    if (overall_) g_source_remove(overall_);
+    if (probe_) report_.nat = probe_->result();
+  }
+
+ private:
+  void finished_one() {
+    if (--pending_ == 0) g_main_loop_quit(loop_);
+  }
+
+  void watch(GSocket* socket, GSourceFunc callback) {
+    GSource* source = g_socket_create_source(socket, G_IO_IN, nullptr);
+    g_source_set_callback(source, callback, this, nullptr);
+    g_source_attach(source, nullptr);
+    sources_.push_back(source);
+  }
+
+  // -- RFC 5780 -------------------------------------------------------------------
+
+  void start_probe() {
+    Ref<GSocketAddress> server(make_socket_address(report_.relay_ip, options_.stun_port));
+    if (!server) return;
+    const GSocketFamily family = g_socket_address_get_family(server.get());
+    // The local address the kernel would use towards the relay: connect() a UDP
+    // socket (no packet is sent) and read it back.
+    Ref<GSocket> route(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
+    if (!route || !g_socket_connect(route.get(), server.get(), nullptr, nullptr)) {
+      log::debug("netcheck: no route to %s", report_.relay_ip.c_str());
+      return;
+    }
+    Ref<GSocketAddress> route_local(g_socket_get_local_address(route.get(), nullptr));
+    HostPort local_ip = relay::to_host_port(route_local.get());
+    std::array<stun::TransportAddress, 2> locals;
+    for (int i = 0; i < 2; ++i) {
+      sockets_[i] = udp_socket(family, local_ip.host);
+      if (!sockets_[i]) return;
+      Ref<GSocketAddress> bound(g_socket_get_local_address(sockets_[i].get(), nullptr));
+      locals[i] = to_transport_address(bound.get());
+    }
+    report_.local_address = locals[0].to_string();
+    probe_.emplace(to_transport_address(server.get()), locals, g_random_int() |
+                   (static_cast<uint64_t>(g_random_int()) << 32));
+    ++pending_;
+    watch(sockets_[0].get(), G_SOURCE_FUNC(+[](GSocket*, GIOCondition, gpointer self) {
+      static_cast<Run*>(self)->on_probe_readable(0);
+      return G_SOURCE_CONTINUE;
+    }));
+    watch(sockets_[1].get(), G_SOURCE_FUNC(+[](GSocket*, GIOCondition, gpointer self) {
+      static_cast<Run*>(self)->on_probe_readable(1);
+      return G_SOURCE_CONTINUE;
+    }));
+    probe_->start(std::chrono::steady_clock::now());
+    pump_probe();
+  }
+
+  void on_probe_readable(int index) {
+    std::byte buffer[2048];
+    for (;;) {
+      const gssize n = g_socket_receive(sockets_[index].get(), reinterpret_cast<gchar*>(buffer),
+                                        sizeof buffer, nullptr, nullptr);
+      if (n < 0) break;
+      if (probe_done_) continue;
+      probe_->on_datagram(index, std::span(buffer, static_cast<size_t>(n)),
+                          std::chrono::steady_clock::now());
+    }
+    pump_probe();
+  }
+
+  void pump_probe() {
+    if (probe_done_) return;
+    for (auto& send : probe_->take_sends()) {
+      GSocketAddress* to = nullptr;
+      {
+        std::string ip = send.to.to_string();
+        ip.erase(ip.rfind(':'));
+        if (!ip.empty() && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
+        to = make_socket_address(ip, send.to.port);
+      }
+      Ref<GSocketAddress> owned(to);
+      if (!to) continue;
+      // Send errors (no route, ICMP from an earlier one) read as silence, as they are.
+      g_socket_send_to(sockets_[send.socket].get(), to,
+                       reinterpret_cast<const gchar*>(send.bytes.data()), send.bytes.size(),
+                       nullptr, nullptr);
+    }
+    if (probe_timer_) {
+      g_source_remove(probe_timer_);
+      probe_timer_ = 0;
+    }
+    if (probe_->done()) {
+      probe_done_ = true;
+      finished_one();
+      return;
+    }
+    if (auto deadline = probe_->next_deadline()) {
+      const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+          *deadline - std::chrono::steady_clock::now());
+      probe_timer_ = g_timeout_add(static_cast<guint>(std::max<long>(0, wait.count()) + 1),
+                                   [](gpointer self) {
+        auto* run = static_cast<Run*>(self);
+        run->probe_timer_ = 0;
+        run->probe_->on_timer(std::chrono::steady_clock::now());
+        run->pump_probe();
+        return G_SOURCE_REMOVE;
+      }, this);
+    }
+  }
+
+  // -- TCP to the relay -----------------------------------------------------------
+
+  void start_tcp() {
+    ConnectOptions direct;
+    direct.server = options_.relay;
+    direct.timeout_seconds = options_.timeout_seconds;
+    ++pending_;
+    const auto started = std::chrono::steady_clock::now();
+    tcp_ = std::make_unique<ConnectAttempt>(direct, [this, started](auto stream, const std::string& error) {
+      report_.tcp = stream != nullptr;
+      report_.tcp_error = error;
+      report_.tcp_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - started).count();
+      finished_one();
+    });
+    if (!options_.proxy) return;
+    report_.proxy_configured = true;
+    ConnectOptions proxied = direct;
+    proxied.http_proxy = options_.proxy;
+    ++pending_;
+    proxied_ = std::make_unique<ConnectAttempt>(proxied, [this](auto stream, const std::string& error) {
+      report_.proxy = stream != nullptr;
+      report_.proxy_error = error;
+      finished_one();
+    });
+  }
+
+  // -- UPnP IGD and NAT-PMP ---------------------------------------------------------
+
+  void start_port_mapping_checks() {
+    // A relay on loopback is a test on this machine: its gateway is none of the
+    // test's business (as the peer offers only loopback ICE candidates then).
+    Ref<GInetAddress> relay_ip(g_inet_address_new_from_string(report_.relay_ip.c_str()));
+    if (relay_ip && g_inet_address_get_is_loopback(relay_ip.get())) {
+      report_.gateway_skipped = true;
+      return;
+    }
+    report_.gateway = default_gateway();
+    if (report_.gateway.empty()) return;
+    // NAT-PMP "external address" request (RFC 6886 section 3.2): version 0, opcode 0.
+    // A PCP server (RFC 6887) answers it too, with a version-mismatch error: either
+    // way something there maps ports.
+    natpmp_ = udp_socket(G_SOCKET_FAMILY_IPV4, "0.0.0.0");
+    Ref<GSocketAddress> gateway(make_socket_address(report_.gateway, kNatPmpPort));
+    if (natpmp_ && gateway) {
+      const gchar request[2] = {0, 0};
+      if (g_socket_send_to(natpmp_.get(), gateway.get(), request, 2, nullptr, nullptr) == 2) {
+        ++pending_;
+        watch(natpmp_.get(), G_SOURCE_FUNC(+[](GSocket* s, GIOCondition, gpointer self) {
+          auto* run = static_cast<Run*>(self);
+          gchar reply[64];
+          const gssize n = g_socket_receive(s, reply, sizeof reply, nullptr, nullptr);
+          if (n >= 2 && !run->report_.natpmp) {
+            run->report_.natpmp = true;
+            run->finished_one();
+          }
+          return G_SOURCE_CONTINUE;
+        }));
+      }
+    }
+    // SSDP search for an Internet gateway device (UPnP Device Architecture 1.1, 1.3.2).
+    ssdp_ = udp_socket(G_SOCKET_FAMILY_IPV4, "0.0.0.0");
+    Ref<GSocketAddress> group(make_socket_address(kSsdpGroup, kSsdpPort));
+    const std::string search =
+        "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n"
+        "MX: 1\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n";
+    if (ssdp_ && group &&
+        g_socket_send_to(ssdp_.get(), group.get(), search.data(), search.size(), nullptr,
+                         nullptr) == static_cast<gssize>(search.size())) {
+      ++pending_;
+      watch(ssdp_.get(), G_SOURCE_FUNC(+[](GSocket* s, GIOCondition, gpointer self) {
+        auto* run = static_cast<Run*>(self);
+        gchar reply[1500];
+        const gssize n = g_socket_receive(s, reply, sizeof reply, nullptr, nullptr);
+        if (n > 12 && std::string_view(reply, 12) == "HTTP/1.1 200" && !run->report_.upnp) {
+          run->report_.upnp = true;
+          run->finished_one();
+        }
+        return G_SOURCE_CONTINUE;
+      }));
+    }
+  }
+
+  const NetcheckOptions& options_;
+  NetcheckReport& report_;
+  GMainLoop* loop_;
+  int pending_ = 0;
+  guint overall_ = 0;
+  std::vector<GSource*> sources_;
+  std::array<Ref<GSocket>, 2> sockets_;
+  std::optional<NatBehaviourProbe> probe_;
+  bool probe_done_ = false;
+  guint probe_timer_ = 0;
+  std::unique_ptr<ConnectAttempt> tcp_;
+  std::unique_ptr<ConnectAttempt> proxied_;
+  Ref<GSocket> natpmp_;
+  Ref<GSocket> ssdp_;
+};
+
+std::string resolve(const std::string& host) {
+  GResolver* resolver = g_resolver_get_default();
+  GList* addresses = g_resolver_lookup_by_name(resolver, host.c_str(), nullptr, nullptr);
+  g_object_unref(resolver);
+  std::string out;
+  for (GList* a = addresses; a; a = a->next) {
+    gchar* text = g_inet_address_to_string(G_INET_ADDRESS(a->data));
+    const bool v4 = g_inet_address_get_family(G_INET_ADDRESS(a->data)) == G_SOCKET_FAMILY_IPV4;
+    if (out.empty() || v4) out = text;  // IPv4 first: the NATs worth diagnosing are there
+    g_free(text);
+    if (v4) break;
+  }
+  g_resolver_free_addresses(addresses);
+  return out;
+}
+
+}  // namespace
+
+SideFacts NetcheckReport::facts() const {
+  SideFacts f;
+  f.udp = nat.udp;
+  f.mapping = nat.mapping;
+  f.filtering = nat.filtering;
+  f.tcp = tcp;
+  f.proxy = proxy;
+  f.port_mapping = upnp || natpmp;
+  return f;
+}
+
+NetcheckReport run_netcheck(const NetcheckOptions& options) {
+  NetcheckReport report;
+  report.relay_ip = resolve(options.relay.host);
+  Run run(options, report);
+  run.run();
+  return report;
+}
+
+}  // namespace natfwd::netcheck

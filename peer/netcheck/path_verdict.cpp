@@ -1,0 +1,136 @@
+#include "netcheck/path_verdict.h"
+
+namespace natfwd::netcheck {
+namespace {
+
+bool mapping_independent(Mapping m) {
+  return m == Mapping::kNoNat || m == Mapping::kEndpointIndependent;
+}
+
+// Packets from `other` to `x`'s reflexive address reach x (see the header).
+bool reachable_by(const SideFacts& x, const SideFacts& other) {
+  if (!mapping_independent(x.mapping)) return false;
+  if (x.filtering == Filtering::kEndpointIndependent ||
+      x.filtering == Filtering::kAddressDependent)
+    return true;
+  return mapping_independent(other.mapping);
+}
+
+// Takes inbound TCP: a public address and no filter (RFC 5780 sees EIF and no NAT).
+bool open_to_tcp(const SideFacts& s) {
+  return s.tcp && s.mapping == Mapping::kNoNat && s.filtering == Filtering::kEndpointIndependent;
+}
+
+bool proxy_only(const SideFacts& s) { return !s.udp && !s.tcp && s.proxy; }
+
+std::string side_text(const SideFacts& s) {
+  if (proxy_only(s)) return "reaches the relay only through the proxy";
+  if (!s.udp) return "has no UDP to the Internet";
+  if (s.mapping == Mapping::kNoNat)
+    return std::string("has a public address (filtering ") +
+           std::string(to_string(s.filtering)) + ")";
+  return std::string("is behind a NAT with ") + std::string(to_string(s.mapping)) +
+         " mapping and " + std::string(to_string(s.filtering)) + " filtering";
+}
+
+}  // namespace
+
+std::string_view to_string(PathKind path) {
+  switch (path) {
+    case PathKind::kDirectUdp: return "direct udp";
+    case PathKind::kDirectTcp: return "direct tcp";
+    case PathKind::kTurnUdp: return "relayed turn-udp";
+    case PathKind::kTurnTcp: return "relayed turn-tcp";
+    case PathKind::kTurnTls: return "relayed turn-tls";
+    case PathKind::kNone: break;
+  }
+  return "none";
+}
+
+PathVerdict predict_path(const SideFacts& local, const SideFacts& remote,
+                         const std::string& remote_name) {
+  PathVerdict v;
+  const std::string facts = "this side " + side_text(local) + "; " + remote_name + " " +
+                            side_text(remote);
+  const SideFacts* sides[2] = {&local, &remote};
+  const std::string names[2] = {"this side", remote_name};
+
+  const bool local_out = local.udp || local.tcp || local.proxy;
+  const bool remote_out = remote.udp || remote.tcp || remote.proxy;
+  if (!local_out || !remote_out) {
+    v.path = PathKind::kNone;
+    v.why = (!local_out ? std::string("this side") : remote_name) +
+            " cannot reach the relay at all";
+    v.make_direct.push_back("let " + (!local_out ? std::string("this side") : remote_name) +
+                            " reach the relay (UDP, TCP, or TLS on 443 through a proxy)");
+    return v;
+  }
+
+  if (local.udp && remote.udp && (reachable_by(local, remote) || reachable_by(remote, local))) {
+    v.path = PathKind::kDirectUdp;
+    v.why = facts + ": hole punching works";
+    return v;
+  }
+  if (!local.udp || !remote.udp) {
+    for (int i = 0; i < 2; ++i) {
+      const SideFacts& closed = *sides[i];
+      const SideFacts& open = *sides[1 - i];
+      if (!closed.udp && (closed.tcp) && open_to_tcp(open)) {
+        v.path = PathKind::kDirectTcp;
+        v.why = facts + ": " + names[i] + " connects over TCP to " + names[1 - i] +
+                "'s public address";
+        return v;
+      }
+    }
+  }
+
+  if (proxy_only(local) || proxy_only(remote)) v.path = PathKind::kTurnTls;
+  else if (!local.udp || !remote.udp) v.path = PathKind::kTurnTcp;
+  else v.path = PathKind::kTurnUdp;
+  v.why = facts + ": no direct path, so TURN at the relay carries the traffic";
+
+  for (int i = 0; i < 2; ++i) {
+    const SideFacts& s = *sides[i];
+    if (proxy_only(s))
+      v.make_direct.push_back("let " + names[i] + " send UDP (or direct TCP) out instead "
+                              "of only through the proxy");
+    else if (!s.udp)
+      v.make_direct.push_back("allow outbound UDP on " + names[i] + "'s network");
+  }
+  for (int i = 0; i < 2; ++i) {
+    const SideFacts& s = *sides[i];
+    if (!s.udp) continue;
+    if (!mapping_independent(s.mapping))
+      v.make_direct.push_back(
+          names[i] + "'s NAT maps each destination to a new port (" +
+          std::string(to_string(s.mapping)) + "): a router with endpoint-independent "
+          "mapping (RFC 4787 REQ-1)" +
+          (s.port_mapping ? std::string(", or a port forwarded with the UPnP/NAT-PMP it offers,")
+                          : std::string(" or a forwarded UDP port")) +
+          " would make it direct");
+    else if (s.filtering == Filtering::kAddressAndPortDependent)
+      v.make_direct.push_back(names[i] + "'s NAT filters by address and port: "
+                              "endpoint-independent or address-dependent filtering there "
+                              "would make it direct");
+  }
+  return v;
+}
+
+std::string describe_reachability(const SideFacts& side) {
+  SideFacts open_peer;
+  open_peer.udp = open_peer.tcp = true;
+  open_peer.mapping = Mapping::kEndpointIndependent;
+  open_peer.filtering = Filtering::kAddressAndPortDependent;
+  const PathVerdict with_eim = predict_path(side, open_peer, "x");
+  open_peer.mapping = Mapping::kAddressAndPortDependent;
+  const PathVerdict with_symmetric = predict_path(side, open_peer, "x");
+  const bool direct_eim = with_eim.path == PathKind::kDirectUdp || with_eim.path == PathKind::kDirectTcp;
+  const bool direct_sym = with_symmetric.path == PathKind::kDirectUdp ||
+                          with_symmetric.path == PathKind::kDirectTcp;
+  if (direct_sym) return "direct with peers behind any NAT, even symmetric ones";
+  if (direct_eim) return "direct with peers behind endpoint-independent NATs; relayed with symmetric ones";
+  return std::string("relayed (") + std::string(to_string(with_eim.path)) +
+         ") unless the other peer has a public address";
+}
+
+}  // namespace natfwd::netcheck
