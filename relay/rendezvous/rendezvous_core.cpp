@@ -230,6 +230,7 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
   // First, before any costly check: a flood of registrations from one address.
   if (!take_token(registration_buckets_, connection.remote.host,
                   config_.max_registrations_per_minute, now)) {
+    count(&RelayStats::rate_limited_registrations);
     fail(id, wire::Error::RATE_LIMITED,
          "more than " + std::to_string(config_.max_registrations_per_minute) +
              " registrations per minute from " + connection.remote.host + "; retry later");
@@ -279,6 +280,7 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
   if (!connection.name.empty() && connection.name != name) names_.erase(connection.name);
   connection.name = name;
   names_[name] = id;
+  count(&RelayStats::registrations_total);
   log::info("registered '%s' for %s (key %s)", name.c_str(),
             connection.remote.to_string().c_str(), short_key_id(connection.public_key).c_str());
 
@@ -296,6 +298,7 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
   }
   if (!take_token(session_buckets_, connection.remote.host, config_.max_sessions_per_minute,
                   now)) {
+    count(&RelayStats::rate_limited_sessions);
     log::warn_limited("rendezvous-rate", "%s: more than %zu session requests per minute from "
                       "its address, refusing", describe(id).c_str(),
                       config_.max_sessions_per_minute);
@@ -336,6 +339,7 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
   *in->mutable_ice() = message.ice();
   in->set_caller_address(connection.remote.to_string());
   sessions_[session_id] = Session{id, callee_id, false};
+  count(&RelayStats::sessions_total);
   connection.sessions.insert(session_id);
   callee.sessions.insert(session_id);
   log::info("session %016" PRIx64 " opened: %s -> %s", session_id, describe(id).c_str(),
@@ -431,6 +435,7 @@ void RendezvousCore::send_close_session(ConnectionId id, SessionId session,
 }
 
 void RendezvousCore::fail(ConnectionId id, wire::Error::Code code, const std::string& detail) {
+  if (config_.stats) config_.stats->error("rendezvous_" + wire::Error::Code_Name(code));
   log::warn_limited("rendezvous-protocol", "%s: %s: %s", describe(id).c_str(),
                     wire::Error::Code_Name(code).c_str(), detail.c_str());
   wire::Envelope envelope;

@@ -23,6 +23,7 @@
 
 #include "address.h"
 #include "rendezvous.pb.h"
+#include "metrics/relay_stats.h"
 #include "rendezvous/name_binding.h"
 
 namespace natfwd::relay {
@@ -52,6 +53,8 @@ struct TurnAnnouncement {
 };
 
 struct RendezvousConfig {
+  // Counters for --metrics; null: not counted.
+  RelayStats* stats = nullptr;
   // Port peers use for STUN and TURN over UDP and TCP; announced in Welcome.
   uint16_t stun_port = 3478;
   TurnAnnouncement turn;
@@ -118,6 +121,7 @@ class RendezvousCore {
   // For tests and logs.
   size_t connection_count() const { return connections_.size(); }
   size_t session_count() const { return sessions_.size(); }
+  size_t registered_count() const { return names_.size(); }
   std::optional<ConnectionId> holder_of(std::string_view name) const;
   const RendezvousConfig& config() const { return config_; }
 
@@ -178,6 +182,9 @@ class RendezvousCore {
                          TimePoint now);
   // Drops buckets that have refilled completely (no trace left of past requests).
   void sweep_buckets(TimePoint now);
+  void count(uint64_t RelayStats::*counter) {
+    if (config_.stats) ++(config_.stats->*counter);
+  }
 
   RendezvousConfig config_;
   std::unique_ptr<NameBindingPolicy> names_policy_;

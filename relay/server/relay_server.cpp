@@ -74,6 +74,8 @@ std::string add_host_addresses(turn::PeerPolicy& policy) {
 }
 
 RelayServer::RelayServer(RelayServerConfig config) {
+  config.rendezvous.stats = config.stats;
+  config.turn.turn.stats = config.stats;
   bind_sockets(config.listen);
   config.rendezvous.stun_port = local_address_.port;
   if (config.tls_listen) {
@@ -113,9 +115,24 @@ RelayServer::RelayServer(RelayServerConfig config) {
     discovery = sockets;
   }
   stun_ = std::make_unique<StunUdpService>(udp_.get(), config.software, turn_.get(), discovery);
+  stun_->set_stats(config.stats);
   rendezvous_ = std::make_unique<RendezvousService>(tcp_.get(), config.rendezvous, turn_.get(),
                                                     tls_.get(), std::move(config.names));
   if (tls_) tls_->set_targets(rendezvous_.get(), turn_.get());
+}
+
+RelayGauges RelayServer::gauges() const {
+  RelayGauges g;
+  const RendezvousCore& rendezvous = rendezvous_->core();
+  g.registered_peers = rendezvous.registered_count();
+  g.rendezvous_connections = rendezvous.connection_count();
+  g.open_sessions = rendezvous.session_count();
+  if (turn_) {
+    g.turn_allocations = turn_->core().allocation_count();
+    g.turn_permissions = turn_->core().permission_count();
+    g.turn_channels = turn_->core().channel_count();
+  }
+  return g;
 }
 
 RelayServer::~RelayServer() {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "address.h"
+#include "metrics/relay_stats.h"
 #include "rendezvous/rendezvous_core.h"
 #include "server/glib_ptr.h"
 #include "server/tls_service.h"
@@ -29,6 +30,8 @@ struct RelayServerConfig {
   // The certificate for TLS on the main TCP port (first byte 0x16) and on tls_listen.
   // Empty cert_file: no TLS at all (tls_listen must then be unset).
   TlsIdentity tls;
+  // Counters for --metrics (the cores and services count into it); null: none.
+  RelayStats* stats = nullptr;
   // Who may hold a name (NameBindingFile in the relay); null: bindings in memory.
   std::unique_ptr<NameBindingPolicy> names;
   // RFC 5780 behaviour discovery: a second IP of the same family as `listen` (which
@@ -51,6 +54,8 @@ class RelayServer {
   const HostPort& local_address() const { return local_address_; }
   // The bound TLS address, if any.
   const std::optional<HostPort>& tls_address() const { return tls_address_; }
+  // What the cores hold now, for --metrics.
+  RelayGauges gauges() const;
   // RFC 5780: the OTHER-ADDRESS of the main port (alternate IP and port), if on.
   const std::optional<HostPort>& discovery_address() const { return discovery_address_; }
 

@@ -92,6 +92,8 @@ void StunUdpService::handle_datagram(std::span<const std::byte> datagram, GSocke
       return;
     }
     const auto verdict = turn_->on_udp_message(datagram, sender);
+    if (verdict.verdict == turn::TurnServer::Verdict::kMalformed && stats_)
+      stats_->error("turn_malformed");
     if (verdict.verdict == turn::TurnServer::Verdict::kMalformed)
       log::warn_limited("stun-garbage", "turn/udp: dropped %zu bytes from %s: %.*s",
                         datagram.size(), sender.to_string().c_str(),
@@ -101,6 +103,7 @@ void StunUdpService::handle_datagram(std::span<const std::byte> datagram, GSocke
   auto result = responder_.handle(datagram, sender, on);
   switch (result.outcome) {
     case stun::BindingResponder::Outcome::kDrop:
+      if (stats_) stats_->error("stun_malformed");
       log::warn_limited("stun-garbage", "stun/udp: dropped %zu bytes from %s: %.*s",
                         datagram.size(), sender.to_string().c_str(),
                         static_cast<int>(result.reason.size()), result.reason.data());
@@ -110,6 +113,7 @@ void StunUdpService::handle_datagram(std::span<const std::byte> datagram, GSocke
                  static_cast<int>(result.reason.size()), result.reason.data());
       return;
     case stun::BindingResponder::Outcome::kRespond:
+      if (stats_) ++stats_->stun_binding_requests;
       break;
   }
   GError* raw_error = nullptr;

@@ -18,6 +18,7 @@
 #include <gio/gio.h>
 
 #include "server/glib_ptr.h"
+#include "metrics/relay_stats.h"
 #include "stun/binding_responder.h"
 
 namespace natfwd::relay {
@@ -41,6 +42,8 @@ class StunUdpService {
   ~StunUdpService();
   StunUdpService(const StunUdpService&) = delete;
   StunUdpService& operator=(const StunUdpService&) = delete;
+  // Counts answered Binding requests and dropped garbage there (--metrics).
+  void set_stats(RelayStats* stats) { stats_ = stats; }
 
  private:
   // One socket read by this service, and which of the four it is.
@@ -64,6 +67,7 @@ class StunUdpService {
   std::vector<std::unique_ptr<Listener>> listeners_;  // [0] is the main socket
   stun::BindingResponder responder_;
   TurnService* turn_;
+  RelayStats* stats_ = nullptr;
   // One datagram; UDP payloads are at most 64 KiB.
   std::array<std::byte, 65536> buffer_{};
 };
