@@ -77,6 +77,7 @@ bool PeerApp::start() {
     on_welcome(relay_ip, welcome);
   };
   callbacks.on_registered = [this](const std::string& name) {
+    if (netcheck_) netcheck_->on_registered();
     if (!announced_) {
       announced_ = true;
       // `peer invite` puts the name in the codes it prints.
@@ -120,6 +121,17 @@ bool PeerApp::start() {
               "candidates and TURN credentials are readable on the way; tunnels stay "
               "end-to-end encrypted)", config_.relay_text.c_str());
   relay_ = std::make_unique<RelayClient>(link, identity_, config_.name, std::move(callbacks));
+  if (!config_.serves.empty())
+    netcheck_ = std::make_unique<netcheck::NetcheckResponder>(
+        [this](const wire::Envelope& envelope) { relay_->send(envelope); },
+        [this](const std::string& caller_key) {
+          PublicKey caller{};
+          return public_key_from_bytes(
+                     std::span(reinterpret_cast<const uint8_t*>(caller_key.data()),
+                               caller_key.size()),
+                     caller) &&
+                 authorization_.is_authorized(caller);
+        });
   relay_->start();
   return true;
 }
@@ -201,6 +213,9 @@ void PeerApp::accept_from(GSocket* socket) {
 
 void PeerApp::on_welcome(const std::string& relay_ip, const wire::Welcome& welcome) {
   relay_ip_ = relay_ip;
+  if (netcheck_) netcheck_->on_welcome(netcheck::options_from_welcome(welcome, config_.relay,
+                                                                      relay_ip, config_.proxy),
+                                       config_.proxy.has_value());
   use_ice_servers(welcome.ice_servers());
   // Connect ahead of the first TCP connection, so that it finds the tunnel ready.
   if (config_.remote_peer && (!outgoing_ || outgoing_->closed())) start_outgoing_tunnel();
@@ -400,6 +415,11 @@ std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session
 }
 
 void PeerApp::on_session_message(const wire::Envelope& envelope) {
+  if (envelope.has_netcheck_query()) {
+    if (netcheck_) netcheck_->on_query(envelope.netcheck_query());
+    return;
+  }
+  if (envelope.has_netcheck_reply()) return;  // we ask no one
   if (envelope.has_incoming_session()) {
     const auto& incoming = envelope.incoming_session();
     if (config_.serves.empty()) {

@@ -11,6 +11,7 @@
 
 #include "forward/forward_spec.h"
 #include "identity.h"
+#include "netcheck/netcheck_responder.h"
 #include "signaling/known_relays.h"
 #include "signaling/relay_client.h"
 #include "trust/authorization.h"
@@ -79,6 +80,8 @@ class PeerApp {
   Identity identity_;
   GMainLoop* loop_;
   std::unique_ptr<RelayClient> relay_;
+  // Serving peers only: their own netcheck, for `peer netcheck NAME` callers.
+  std::unique_ptr<netcheck::NetcheckResponder> netcheck_;
   IceSession::Options ice_options_;
   std::string relay_ip_;
   KnownRelays known_relays_;

@@ -7,8 +7,9 @@ namespace {
 
 std::string yes_no(bool b) { return b ? "yes" : "no"; }
 
-// JSON string literal (RFC 8259 section 7).
-std::string quote(const std::string& s) {
+}  // namespace
+
+std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     if (c == '"' || c == '\\') {
@@ -24,6 +25,10 @@ std::string quote(const std::string& s) {
   }
   return out + "\"";
 }
+
+namespace {
+
+std::string quote(const std::string& s) { return json_string(s); }
 
 std::string json_side(const SideFacts& f) {
   return "{\"udp\": " + std::string(f.udp ? "true" : "false") +

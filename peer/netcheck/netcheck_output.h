@@ -22,6 +22,9 @@ std::string format_text(const NetcheckOptions& options, const NetcheckReport& re
 std::string format_json(const NetcheckOptions& options, const NetcheckReport& report,
                         const std::optional<RemoteSide>& remote);
 
+// A JSON string literal (RFC 8259 section 7).
+std::string json_string(const std::string& text);
+
 // Exit status of `peer netcheck`: 0 the relay was reached (UDP, TCP or the proxy), 1
 // it was not reached at all; 2 is for usage errors, before anything runs.
 int exit_status(const NetcheckReport& report);

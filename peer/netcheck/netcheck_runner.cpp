@@ -57,38 +57,58 @@ Ref<GSocket> udp_socket(GSocketFamily family, const std::string& bind_ip) {
   return socket;
 }
 
-// Everything one run holds; lives on run_netcheck's stack.
-class Run {
+std::string resolve(const std::string& host);
+
+}  // namespace
+
+class NetcheckRun::Impl {
  public:
-  Run(const NetcheckOptions& options, NetcheckReport& report)
-      : options_(options), report_(report), loop_(g_main_loop_new(nullptr, FALSE)) {}
-  ~Run() {
+  Impl(NetcheckOptions options, NetcheckRun::Done done)
+      : options_(std::move(options)), done_(std::move(done)) {}
+  ~Impl() {
     for (GSource* source : sources_) {
       g_source_destroy(source);
       g_source_unref(source);
     }
     if (probe_timer_) g_source_remove(probe_timer_);
-    g_main_loop_unref(loop_);
+    if (overall_) g_source_remove(overall_);
+    if (finish_idle_) g_source_remove(finish_idle_);
   }
 
-  void run() {
+  void start() {
+    report_.relay_ip = resolve(options_.relay.host);
     start_probe();
     start_tcp();
     start_port_mapping_checks();
     overall_ = g_timeout_add_seconds(options_.timeout_seconds, [](gpointer self) {
-      auto* run = static_cast<Run*>(self);
+      auto* run = static_cast<Impl*>(self);
       run->overall_ = 0;
-      g_main_loop_quit(run->loop_);
+      run->finish();
       return G_SOURCE_REMOVE;
     }, this);
-    if (pending_ > 0) g_main_loop_run(loop_);
-    if (overall_) g_source_remove(overall_);
-    if (probe_) report_.nat = probe_->result();
+    if (pending_ == 0) schedule_finish();
   }
 
  private:
   void finished_one() {
-    if (--pending_ == 0) g_main_loop_quit(loop_);
+    if (--pending_ == 0) schedule_finish();
+  }
+  // `done` may destroy this run: call it from an idle callback, never from inside
+  // one of our own handlers.
+  void schedule_finish() {
+    if (finish_idle_ || finished_) return;
+    finish_idle_ = g_idle_add([](gpointer self) {
+      auto* run = static_cast<Impl*>(self);
+      run->finish_idle_ = 0;
+      run->finish();
+      return G_SOURCE_REMOVE;
+    }, this);
+  }
+  void finish() {
+    if (finished_) return;
+    finished_ = true;
+    if (probe_) report_.nat = probe_->result();
+    done_(report_);  // may delete this
   }
 
   void watch(GSocket* socket, GSourceFunc callback) {
@@ -125,11 +145,11 @@ class Run {
                    (static_cast<uint64_t>(g_random_int()) << 32));
     ++pending_;
     watch(sockets_[0].get(), G_SOURCE_FUNC(+[](GSocket*, GIOCondition, gpointer self) {
-      static_cast<Run*>(self)->on_probe_readable(0);
+      static_cast<Impl*>(self)->on_probe_readable(0);
       return G_SOURCE_CONTINUE;
     }));
     watch(sockets_[1].get(), G_SOURCE_FUNC(+[](GSocket*, GIOCondition, gpointer self) {
-      static_cast<Run*>(self)->on_probe_readable(1);
+      static_cast<Impl*>(self)->on_probe_readable(1);
       return G_SOURCE_CONTINUE;
     }));
     probe_->start(std::chrono::steady_clock::now());
@@ -180,7 +200,7 @@ class Run {
           *deadline - std::chrono::steady_clock::now());
       probe_timer_ = g_timeout_add(static_cast<guint>(std::max<long>(0, wait.count()) + 1),
                                    [](gpointer self) {
-        auto* run = static_cast<Run*>(self);
+        auto* run = static_cast<Impl*>(self);
         run->probe_timer_ = 0;
         run->probe_->on_timer(std::chrono::steady_clock::now());
         run->pump_probe();
@@ -192,6 +212,7 @@ class Run {
   // -- TCP to the relay -----------------------------------------------------------
 
   void start_tcp() {
+    if (!options_.check_tcp) return;
     ConnectOptions direct;
     direct.server = options_.relay;
     direct.timeout_seconds = options_.timeout_seconds;
@@ -238,7 +259,7 @@ class Run {
       if (g_socket_send_to(natpmp_.get(), gateway.get(), request, 2, nullptr, nullptr) == 2) {
         ++pending_;
         watch(natpmp_.get(), G_SOURCE_FUNC(+[](GSocket* s, GIOCondition, gpointer self) {
-          auto* run = static_cast<Run*>(self);
+          auto* run = static_cast<Impl*>(self);
           gchar reply[64];
           const gssize n = g_socket_receive(s, reply, sizeof reply, nullptr, nullptr);
           if (n >= 2 && !run->report_.natpmp) {
@@ -260,7 +281,7 @@ class Run {
                          nullptr) == static_cast<gssize>(search.size())) {
       ++pending_;
       watch(ssdp_.get(), G_SOURCE_FUNC(+[](GSocket* s, GIOCondition, gpointer self) {
-        auto* run = static_cast<Run*>(self);
+        auto* run = static_cast<Impl*>(self);
         gchar reply[1500];
         const gssize n = g_socket_receive(s, reply, sizeof reply, nullptr, nullptr);
         if (n > 12 && std::string_view(reply, 12) == "HTTP/1.1 200" && !run->report_.upnp) {
@@ -272,11 +293,13 @@ class Run {
     }
   }
 
-  const NetcheckOptions& options_;
-  NetcheckReport& report_;
-  GMainLoop* loop_;
+  NetcheckOptions options_;
+  NetcheckRun::Done done_;
+  NetcheckReport report_;
   int pending_ = 0;
   guint overall_ = 0;
+  guint finish_idle_ = 0;
+  bool finished_ = false;
   std::vector<GSource*> sources_;
   std::array<Ref<GSocket>, 2> sockets_;
   std::optional<NatBehaviourProbe> probe_;
@@ -287,6 +310,8 @@ class Run {
   Ref<GSocket> natpmp_;
   Ref<GSocket> ssdp_;
 };
+
+namespace {
 
 std::string resolve(const std::string& host) {
   GResolver* resolver = g_resolver_get_default();
@@ -317,12 +342,73 @@ SideFacts NetcheckReport::facts() const {
   return f;
 }
 
+NetcheckRun::NetcheckRun(NetcheckOptions options, Done done)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(done))) {
+  impl_->start();
+}
+
+NetcheckRun::~NetcheckRun() = default;
+
 NetcheckReport run_netcheck(const NetcheckOptions& options) {
+  GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
   NetcheckReport report;
-  report.relay_ip = resolve(options.relay.host);
-  Run run(options, report);
-  run.run();
+  {
+    NetcheckRun run(options, [&](const NetcheckReport& r) {
+      report = r;
+      g_main_loop_quit(loop);
+    });
+    g_main_loop_run(loop);
+  }
+  g_main_loop_unref(loop);
   return report;
+}
+
+NetcheckOptions options_from_welcome(const wire::Welcome& welcome, const HostPort& relay,
+                                     const std::string& relay_ip,
+                                     const std::optional<HostPort>& proxy) {
+  NetcheckOptions options;
+  options.relay = relay;
+  if (!relay_ip.empty()) options.relay.host = relay_ip;
+  options.stun_port = relay.port == 443 ? 3478 : relay.port;
+  for (const auto& server : welcome.ice_servers())
+    if (server.kind() == wire::IceServer::STUN && server.host().empty() && server.port())
+      options.stun_port = static_cast<uint16_t>(server.port());
+  options.proxy = proxy;
+  return options;
+}
+
+// The wire enums are the in-memory ones, value for value.
+static_assert(static_cast<int>(Mapping::kAddressAndPortDependent) ==
+              wire::NatFacts::MAPPING_ADDRESS_AND_PORT_DEPENDENT);
+static_assert(static_cast<int>(Mapping::kNoNat) == wire::NatFacts::NO_NAT);
+static_assert(static_cast<int>(Filtering::kAddressAndPortDependent) ==
+              wire::NatFacts::FILTERING_ADDRESS_AND_PORT_DEPENDENT);
+
+wire::NatFacts to_wire(const SideFacts& f) {
+  wire::NatFacts w;
+  w.set_udp(f.udp);
+  w.set_mapping(static_cast<wire::NatFacts::Mapping>(f.mapping));
+  w.set_filtering(static_cast<wire::NatFacts::Filtering>(f.filtering));
+  w.set_tcp(f.tcp);
+  w.set_proxy(f.proxy);
+  w.set_port_mapping(f.port_mapping);
+  return w;
+}
+
+SideFacts from_wire(const wire::NatFacts& w) {
+  SideFacts f;
+  f.udp = w.udp();
+  // Values this build does not know (a newer peer) read as unknown.
+  f.mapping = w.mapping() <= wire::NatFacts::MAPPING_ADDRESS_AND_PORT_DEPENDENT
+                  ? static_cast<Mapping>(w.mapping())
+                  : Mapping::kUnknown;
+  f.filtering = w.filtering() <= wire::NatFacts::FILTERING_ADDRESS_AND_PORT_DEPENDENT
+                    ? static_cast<Filtering>(w.filtering())
+                    : Filtering::kUnknown;
+  f.tcp = w.tcp();
+  f.proxy = w.proxy();
+  f.port_mapping = w.port_mapping();
+  return f;
 }
 
 }  // namespace natfwd::netcheck

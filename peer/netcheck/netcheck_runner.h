@@ -4,12 +4,15 @@
 // SSDP M-SEARCH, NAT-PMP/PCP on the default gateway's UDP port 5351).
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "address.h"
 #include "netcheck/nat_behaviour_probe.h"
 #include "netcheck/path_verdict.h"
+#include "rendezvous.pb.h"
 
 namespace natfwd::netcheck {
 
@@ -18,6 +21,7 @@ struct NetcheckOptions {
   uint16_t stun_port = 3478;            // STUN/UDP on the relay's host
   std::optional<HostPort> proxy;        // HTTP CONNECT proxy, if configured
   unsigned timeout_seconds = 8;         // for everything together
+  bool check_tcp = true;                // false: the caller knows already
 };
 
 struct NetcheckReport {
@@ -38,8 +42,32 @@ struct NetcheckReport {
   SideFacts facts() const;
 };
 
-// Runs every check on the thread-default main context (a loop of its own) and
-// returns when all are done or the timeout has passed.
+// Every check, run on the thread-default main context; `done` is called once, when
+// all have answered or the timeout has passed. Destroying it cancels the run.
+class NetcheckRun {
+ public:
+  using Done = std::function<void(const NetcheckReport&)>;
+  NetcheckRun(NetcheckOptions options, Done done);
+  ~NetcheckRun();
+  NetcheckRun(const NetcheckRun&) = delete;
+  NetcheckRun& operator=(const NetcheckRun&) = delete;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The same, blocking: a main loop of its own until done.
 NetcheckReport run_netcheck(const NetcheckOptions& options);
+
+// Where to look from, as the relay's Welcome tells it: the STUN entry's port, the
+// relay's IP when known.
+NetcheckOptions options_from_welcome(const wire::Welcome& welcome, const HostPort& relay,
+                                     const std::string& relay_ip,
+                                     const std::optional<HostPort>& proxy);
+
+// The facts on the wire (NetcheckReply) and back.
+wire::NatFacts to_wire(const SideFacts& facts);
+SideFacts from_wire(const wire::NatFacts& facts);
 
 }  // namespace natfwd::netcheck

@@ -21,6 +21,11 @@ bool open_to_tcp(const SideFacts& s) {
   return s.tcp && s.mapping == Mapping::kNoNat && s.filtering == Filtering::kEndpointIndependent;
 }
 
+// Any sender's packets to its reflexive address get in (no NAT or a full cone).
+bool open_to_anyone(const SideFacts& s) {
+  return mapping_independent(s.mapping) && s.filtering == Filtering::kEndpointIndependent;
+}
+
 bool proxy_only(const SideFacts& s) { return !s.udp && !s.tcp && s.proxy; }
 
 std::string side_text(const SideFacts& s) {
@@ -47,8 +52,20 @@ std::string_view to_string(PathKind path) {
   return "none";
 }
 
+namespace {
+PathVerdict predict(const SideFacts& local, const SideFacts& remote,
+                    const std::string& remote_name, bool advise);
+}  // namespace
+
 PathVerdict predict_path(const SideFacts& local, const SideFacts& remote,
                          const std::string& remote_name) {
+  return predict(local, remote, remote_name, true);
+}
+
+namespace {
+
+PathVerdict predict(const SideFacts& local, const SideFacts& remote,
+                    const std::string& remote_name, bool advise) {
   PathVerdict v;
   const std::string facts = "this side " + side_text(local) + "; " + remote_name + " " +
                             side_text(remote);
@@ -68,7 +85,11 @@ PathVerdict predict_path(const SideFacts& local, const SideFacts& remote,
 
   if (local.udp && remote.udp && (reachable_by(local, remote) || reachable_by(remote, local))) {
     v.path = PathKind::kDirectUdp;
-    v.why = facts + ": hole punching works";
+    const int open_side = open_to_anyone(local) ? 0 : open_to_anyone(remote) ? 1 : -1;
+    v.why = facts + ": " +
+            (open_side >= 0 ? names[open_side] + " takes UDP from anyone at its reflexive address"
+                            : std::string("ICE checks from both sides open the way (hole "
+                                          "punching)"));
     return v;
   }
   if (!local.udp || !remote.udp) {
@@ -88,33 +109,75 @@ PathVerdict predict_path(const SideFacts& local, const SideFacts& remote,
   else if (!local.udp || !remote.udp) v.path = PathKind::kTurnTcp;
   else v.path = PathKind::kTurnUdp;
   v.why = facts + ": no direct path, so TURN at the relay carries the traffic";
+  if (!advise) return v;
 
+  // What would make it direct: each single change to one side that the rules above
+  // turn into a direct path, so that no advice is given that would not be enough.
+  struct Change {
+    const char* text;
+    SideFacts (*apply)(SideFacts);
+    bool (*applies)(const SideFacts&);
+  };
+  static const Change changes[] = {
+      {"allow outbound UDP on its network",
+       [](SideFacts s) {
+         s.udp = true;
+         s.mapping = Mapping::kEndpointIndependent;
+         s.filtering = Filtering::kAddressAndPortDependent;
+         return s;
+       },
+       [](const SideFacts& s) { return !s.udp; }},
+      {"a NAT with endpoint-independent mapping there (RFC 4787 REQ-1)",
+       [](SideFacts s) {
+         s.mapping = Mapping::kEndpointIndependent;
+         return s;
+       },
+       [](const SideFacts& s) { return s.udp && !mapping_independent(s.mapping); }},
+      {"endpoint-independent or address-dependent filtering there (RFC 4787 REQ-8)",
+       [](SideFacts s) {
+         s.filtering = Filtering::kAddressDependent;
+         return s;
+       },
+       [](const SideFacts& s) {
+         return s.udp && mapping_independent(s.mapping) &&
+                s.filtering == Filtering::kAddressAndPortDependent;
+       }},
+      {"a UDP port forwarded to it", [](SideFacts s) {
+         s.udp = true;
+         s.mapping = Mapping::kEndpointIndependent;
+         s.filtering = Filtering::kEndpointIndependent;
+         return s;
+       },
+       [](const SideFacts& s) { return s.udp; }},
+      {"a public address that accepts TCP (then ICE-TCP goes direct)", [](SideFacts s) {
+         s.tcp = true;
+         s.mapping = Mapping::kNoNat;
+         s.filtering = Filtering::kEndpointIndependent;
+         return s;
+       },
+       [](const SideFacts& s) { return !s.udp; }},
+  };
   for (int i = 0; i < 2; ++i) {
-    const SideFacts& s = *sides[i];
-    if (proxy_only(s))
-      v.make_direct.push_back("let " + names[i] + " send UDP (or direct TCP) out instead "
-                              "of only through the proxy");
-    else if (!s.udp)
-      v.make_direct.push_back("allow outbound UDP on " + names[i] + "'s network");
+    for (const Change& change : changes) {
+      if (!change.applies(*sides[i])) continue;
+      const SideFacts changed = change.apply(*sides[i]);
+      const PathVerdict then = i == 0 ? predict(changed, remote, remote_name, false)
+                                      : predict(local, changed, remote_name, false);
+      if (then.path != PathKind::kDirectUdp && then.path != PathKind::kDirectTcp) continue;
+      std::string hint = names[i] + ": " + change.text;
+      if (std::string_view(change.text).rfind("a UDP port forwarded", 0) == 0 &&
+          sides[i]->port_mapping)
+        hint += " (its gateway offers UPnP/NAT-PMP)";
+      v.make_direct.push_back(hint);
+    }
   }
-  for (int i = 0; i < 2; ++i) {
-    const SideFacts& s = *sides[i];
-    if (!s.udp) continue;
-    if (!mapping_independent(s.mapping))
-      v.make_direct.push_back(
-          names[i] + "'s NAT maps each destination to a new port (" +
-          std::string(to_string(s.mapping)) + "): a router with endpoint-independent "
-          "mapping (RFC 4787 REQ-1)" +
-          (s.port_mapping ? std::string(", or a port forwarded with the UPnP/NAT-PMP it offers,")
-                          : std::string(" or a forwarded UDP port")) +
-          " would make it direct");
-    else if (s.filtering == Filtering::kAddressAndPortDependent)
-      v.make_direct.push_back(names[i] + "'s NAT filters by address and port: "
-                              "endpoint-independent or address-dependent filtering there "
-                              "would make it direct");
-  }
+  if (v.make_direct.empty())
+    v.make_direct.push_back("no single change on one side would; both sides' NATs stand in "
+                            "the way");
   return v;
 }
+
+}  // namespace
 
 std::string describe_reachability(const SideFacts& side) {
   SideFacts open_peer;
@@ -129,8 +192,9 @@ std::string describe_reachability(const SideFacts& side) {
                           with_symmetric.path == PathKind::kDirectTcp;
   if (direct_sym) return "direct with peers behind any NAT, even symmetric ones";
   if (direct_eim) return "direct with peers behind endpoint-independent NATs; relayed with symmetric ones";
-  return std::string("relayed (") + std::string(to_string(with_eim.path)) +
-         ") unless the other peer has a public address";
+  std::string path(to_string(with_eim.path));
+  if (path.rfind("relayed ", 0) == 0) path = path.substr(8);
+  return "relayed over " + path + " unless the other peer has a public address";
 }
 
 }  // namespace natfwd::netcheck

@@ -151,6 +151,11 @@ class RendezvousCore {
   void handle_accept_session(ConnectionId id, const wire::AcceptSession& message);
   void handle_candidate(ConnectionId id, const wire::Candidate& message);
   void handle_close_session(ConnectionId id, const wire::CloseSession& message);
+  void handle_netcheck_query(ConnectionId id, Connection& connection,
+                             const wire::NetcheckQuery& message, TimePoint now);
+  void handle_netcheck_reply(ConnectionId id, const wire::NetcheckReply& message);
+  void send_netcheck_status(ConnectionId id, uint64_t query_id,
+                            wire::NetcheckReply::Status status);
 
   void send(ConnectionId id, wire::Envelope envelope);
   void send_close_session(ConnectionId id, SessionId session, wire::CloseSession::Reason reason,
@@ -195,6 +200,16 @@ class RendezvousCore {
   std::set<std::pair<TimePoint, ConnectionId>> deadlines_;
   std::set<std::pair<TimePoint, ConnectionId>> refreshes_;
   std::vector<Action> actions_;
+  // `peer netcheck NAME` queries forwarded and not yet answered, by the relay's own id
+  // (callers choose theirs freely; this keeps them apart).
+  struct PendingNetcheck {
+    ConnectionId caller;
+    uint64_t caller_query_id;
+    ConnectionId target;
+  };
+  static constexpr size_t kMaxNetchecksPerCaller = 4;
+  std::unordered_map<uint64_t, PendingNetcheck> netchecks_;
+  uint64_t next_netcheck_id_ = 1;
   Buckets registration_buckets_;
   Buckets session_buckets_;
   TimePoint next_sweep_{};

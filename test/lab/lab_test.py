@@ -830,6 +830,64 @@ def test_netcheck(lab: Lab, workdir: str, args) -> bool:
                   f"client {b.mapping}")
             ok = False
     ok = ok and all(d.ok for d in ours)
+    return test_netcheck_pairs(lab, t, workdir) and ok
+
+
+# Two-sided verdicts: `peer netcheck home-X` from the laptop of site Y, against the
+# lab's own rule for the pair (expected_path, which the matrix test checks with real
+# tunnels).
+NETCHECK_PAIRS = [("eim", "eim"), ("eim", "symmetric"), ("symmetric", "symmetric"),
+                  ("eim", "udpblock"), ("none", "udpblock"), ("fullcone", "symmetric"),
+                  ("eim", "proxyonly")]
+
+
+def test_netcheck_pairs(lab: Lab, t: "Tunnels", workdir: str) -> bool:
+    del workdir
+    import json
+    caller_state = t.natfwd.state_dir("netcheck-caller")
+    caller_id = t.natfwd.key_id(caller_state)
+    homes = {}
+    for home_type in sorted({h for h, _ in NETCHECK_PAIRS}, key=ORDER.get):
+        site = lab.sites[site_name("b", home_type)]
+        name = f"home-{home_type}"
+        argv = [t.natfwd.peer_bin, *t.peer_relay_args(site), "--name", name,
+                "--serve", "2222:127.0.0.1:22", "--state-dir", t.natfwd.state_dir(name),
+                "--allow", caller_id]
+        p = lab.start(f"peer --serve ({name})", argv, site.ns["laptop"], echo=t.natfwd.echo,
+                      env=clean_env())
+        p.wait_stdout(rf"^registered as {name} at ", READY_TIMEOUT, what="serving peer ready")
+        p.wait_stderr(r"netcheck: udp ", scaled(20), what=f"{name}'s own netcheck")
+        homes[home_type] = p
+    ok = True
+    print("\nTwo-sided verdicts (peer netcheck NAME from the other site's host):")
+    for home_type, laptop_type in NETCHECK_PAIRS:
+        laptop = lab.sites[site_name("b", laptop_type)]
+        name = f"home-{home_type}"
+        base = netcheck_argv(t, laptop, False) + ["--state-dir", caller_state]
+        text = subprocess.run(base + [name], capture_output=True, text=True,
+                              timeout=scaled(40), env=clean_env())
+        print(f"\n$ peer netcheck {name}   # on the {laptop_type} site (exit {text.returncode})")
+        print(text.stdout.rstrip())
+        r = subprocess.run(base + ["--json", name], capture_output=True, text=True,
+                           timeout=scaled(40), env=clean_env())
+        want = expected_path(home_type, laptop_type) if ORDER[home_type] <= ORDER[laptop_type] \
+            else expected_path(laptop_type, home_type)
+        allowed = {f"{want.kind} {tr}" for tr in want.transports}
+        try:
+            peer = json.loads(r.stdout)["peer"]
+            got = peer["path"]
+        except (ValueError, KeyError):
+            got, peer = f"no verdict (exit {r.returncode}): {r.stdout} {r.stderr[-300:]}", {}
+        good = r.returncode == 0 and text.returncode == 0 and got in allowed
+        direct = want.kind == "direct"
+        if peer and bool(peer["make_direct"]) == direct:
+            good = False
+            got += " (advice on making it direct does not fit)"
+        print(f"  => {home_type} x {laptop_type}: {got}; lab rule: {want.text()} "
+              f"{'ok' if good else 'FAIL'}")
+        ok = ok and good
+    for p in homes.values():
+        p.check_running("after the netcheck queries")
     return ok
 
 
