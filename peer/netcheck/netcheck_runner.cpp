@@ -172,17 +172,9 @@ class NetcheckRun::Impl {
   void pump_probe() {
     if (probe_done_) return;
     for (auto& send : probe_->take_sends()) {
-      GSocketAddress* to = nullptr;
-      {
-        std::string ip = send.to.to_string();
-        ip.erase(ip.rfind(':'));
-        if (!ip.empty() && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
-        to = make_socket_address(ip, send.to.port);
-      }
-      Ref<GSocketAddress> owned(to);
-      if (!to) continue;
+      Ref<GSocketAddress> to(make_socket_address(send.to));
       // Send errors (no route, ICMP from an earlier one) read as silence, as they are.
-      g_socket_send_to(sockets_[send.socket].get(), to,
+      g_socket_send_to(sockets_[send.socket].get(), to.get(),
                        reinterpret_cast<const gchar*>(send.bytes.data()), send.bytes.size(),
                        nullptr, nullptr);
     }
