@@ -117,6 +117,8 @@ PathVerdict predict(const SideFacts& local, const SideFacts& remote,
     const char* text;
     SideFacts (*apply)(SideFacts);
     bool (*applies)(const SideFacts&);
+    // Offered only when a side has no UDP (else a forwarded UDP port says it better).
+    bool for_tcp_only = false;
   };
   static const Change changes[] = {
       {"allow outbound UDP on its network",
@@ -149,17 +151,20 @@ PathVerdict predict(const SideFacts& local, const SideFacts& remote,
          return s;
        },
        [](const SideFacts& s) { return s.udp; }},
-      {"a public address that accepts TCP (then ICE-TCP goes direct)", [](SideFacts s) {
+      {"a public address that takes inbound TCP (ICE-TCP then goes direct)",
+       [](SideFacts s) {
          s.tcp = true;
          s.mapping = Mapping::kNoNat;
          s.filtering = Filtering::kEndpointIndependent;
          return s;
        },
-       [](const SideFacts& s) { return !s.udp; }},
+       [](const SideFacts& s) { return !open_to_tcp(s); }, true},
   };
+  const bool both_udp = local.udp && remote.udp;
   for (int i = 0; i < 2; ++i) {
     for (const Change& change : changes) {
       if (!change.applies(*sides[i])) continue;
+      if (both_udp && change.for_tcp_only) continue;
       const SideFacts changed = change.apply(*sides[i]);
       const PathVerdict then = i == 0 ? predict(changed, remote, remote_name, false)
                                       : predict(local, changed, remote_name, false);

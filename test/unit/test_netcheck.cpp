@@ -293,6 +293,8 @@ TEST_CASE("the advice lists only single changes that would make the pair direct"
   const PathVerdict blocked = predict_path(side("udpblock"), side("eim"), "home");
   CHECK(blocked.make_direct.front() == "this side: allow outbound UDP on its network");
   for (const auto& hint : blocked.make_direct) CHECK(hint.find("REQ-8") == std::string::npos);
+  CHECK(blocked.make_direct.back() ==
+        "home: a public address that takes inbound TCP (ICE-TCP then goes direct)");
   // Every hint really makes it direct: checked by applying it in predict_path itself.
 }
 
