@@ -66,8 +66,8 @@ std::string format_text(const NetcheckOptions& options, const NetcheckReport& r,
     line("via proxy " + options.proxy->to_string() + ": " +
          (r.proxy ? std::string("ok")
                   : "failed" + (r.proxy_error.empty() ? "" : ": " + r.proxy_error)));
-  if (r.gateway_skipped)
-    line("port mapping: not probed (the relay is on loopback)");
+  if (!r.gateway_skipped.empty())
+    line("port mapping: not probed (" + r.gateway_skipped + ")");
   else if (r.gateway.empty())
     line("port mapping: no default gateway");
   else

@@ -57,7 +57,9 @@ Ref<GSocket> udp_socket(GSocketFamily family, const std::string& bind_ip) {
   return socket;
 }
 
-std::string resolve(const std::string& host);
+// The address to probe among a name's addresses: IPv4 first, the NATs worth
+// diagnosing are there.
+std::string pick_address(GList* addresses);
 
 }  // namespace
 
@@ -66,6 +68,8 @@ class NetcheckRun::Impl {
   Impl(NetcheckOptions options, NetcheckRun::Done done)
       : options_(std::move(options)), done_(std::move(done)) {}
   ~Impl() {
+    g_cancellable_cancel(resolving_);
+    g_object_unref(resolving_);
     for (GSource* source : sources_) {
       g_source_destroy(source);
       g_source_unref(source);
@@ -76,10 +80,14 @@ class NetcheckRun::Impl {
   }
 
   void start() {
-    report_.relay_ip = resolve(options_.relay.host);
-    start_probe();
     start_tcp();
-    start_port_mapping_checks();
+    // The UDP checks need the relay's IP: asked for without blocking the main loop (a
+    // serving peer behind a proxy may have no working DNS at all).
+    ++pending_;
+    GResolver* resolver = g_resolver_get_default();
+    g_resolver_lookup_by_name_async(resolver, options_.relay.host.c_str(), resolving_,
+                                    on_resolved, this);
+    g_object_unref(resolver);
     overall_ = g_timeout_add_seconds(options_.timeout_seconds, [](gpointer self) {
       auto* run = static_cast<Impl*>(self);
       run->overall_ = 0;
@@ -90,6 +98,27 @@ class NetcheckRun::Impl {
   }
 
  private:
+  static void on_resolved(GObject* resolver, GAsyncResult* result, gpointer self) {
+    GError* error = nullptr;
+    GList* addresses = g_resolver_lookup_by_name_finish(G_RESOLVER(resolver), result, &error);
+    if (error) {
+      const bool cancelled = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+      log::debug("netcheck: resolving the relay: %s", error->message);
+      g_error_free(error);
+      if (cancelled) return;  // the run is gone
+    }
+    auto* run = static_cast<Impl*>(self);
+    run->report_.relay_ip = pick_address(addresses);
+    g_resolver_free_addresses(addresses);
+    if (!run->report_.relay_ip.empty()) {
+      run->start_probe();
+      run->start_port_mapping_checks();
+    } else {
+      run->report_.gateway_skipped = "the relay's name does not resolve";
+    }
+    run->finished_one();
+  }
+
   void finished_one() {
     if (--pending_ == 0) schedule_finish();
   }
@@ -236,7 +265,7 @@ class NetcheckRun::Impl {
     // test's business (as the peer offers only loopback ICE candidates then).
     Ref<GInetAddress> relay_ip(g_inet_address_new_from_string(report_.relay_ip.c_str()));
     if (relay_ip && g_inet_address_get_is_loopback(relay_ip.get())) {
-      report_.gateway_skipped = true;
+      report_.gateway_skipped = "the relay is on loopback";
       return;
     }
     report_.gateway = default_gateway();
@@ -287,6 +316,7 @@ class NetcheckRun::Impl {
 
   NetcheckOptions options_;
   NetcheckRun::Done done_;
+  GCancellable* resolving_ = g_cancellable_new();
   NetcheckReport report_;
   int pending_ = 0;
   guint overall_ = 0;
@@ -305,19 +335,15 @@ class NetcheckRun::Impl {
 
 namespace {
 
-std::string resolve(const std::string& host) {
-  GResolver* resolver = g_resolver_get_default();
-  GList* addresses = g_resolver_lookup_by_name(resolver, host.c_str(), nullptr, nullptr);
-  g_object_unref(resolver);
+std::string pick_address(GList* addresses) {
   std::string out;
   for (GList* a = addresses; a; a = a->next) {
     gchar* text = g_inet_address_to_string(G_INET_ADDRESS(a->data));
     const bool v4 = g_inet_address_get_family(G_INET_ADDRESS(a->data)) == G_SOCKET_FAMILY_IPV4;
-    if (out.empty() || v4) out = text;  // IPv4 first: the NATs worth diagnosing are there
+    if (out.empty() || v4) out = text;
     g_free(text);
     if (v4) break;
   }
-  g_resolver_free_addresses(addresses);
   return out;
 }
 

@@ -35,7 +35,7 @@ struct NetcheckReport {
   bool proxy = false;                   // the relay through the proxy
   std::string proxy_error;
   std::string gateway;                  // default IPv4 gateway, "" if none
-  bool gateway_skipped = false;         // relay on loopback: the LAN was not probed
+  std::string gateway_skipped;          // why the LAN was not probed, "" if it was
   bool upnp = false;                    // an SSDP answer from an InternetGatewayDevice
   bool natpmp = false;                  // the gateway answered on UDP 5351
 

@@ -185,6 +185,7 @@ PathVerdict predict(const SideFacts& local, const SideFacts& remote,
 }  // namespace
 
 std::string describe_reachability(const SideFacts& side) {
+  if (!side.udp && !side.tcp && !side.proxy) return "none: the relay cannot be reached";
   SideFacts open_peer;
   open_peer.udp = open_peer.tcp = true;
   open_peer.mapping = Mapping::kEndpointIndependent;
