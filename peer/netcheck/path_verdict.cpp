@@ -186,21 +186,36 @@ PathVerdict predict(const SideFacts& local, const SideFacts& remote,
 
 std::string describe_reachability(const SideFacts& side) {
   if (!side.udp && !side.tcp && !side.proxy) return "none: the relay cannot be reached";
-  SideFacts open_peer;
-  open_peer.udp = open_peer.tcp = true;
-  open_peer.mapping = Mapping::kEndpointIndependent;
-  open_peer.filtering = Filtering::kAddressAndPortDependent;
-  const PathVerdict with_eim = predict_path(side, open_peer, "x");
-  open_peer.mapping = Mapping::kAddressAndPortDependent;
-  const PathVerdict with_symmetric = predict_path(side, open_peer, "x");
-  const bool direct_eim = with_eim.path == PathKind::kDirectUdp || with_eim.path == PathKind::kDirectTcp;
-  const bool direct_sym = with_symmetric.path == PathKind::kDirectUdp ||
-                          with_symmetric.path == PathKind::kDirectTcp;
-  if (direct_sym) return "direct with peers behind any NAT, even symmetric ones";
-  if (direct_eim) return "direct with peers behind endpoint-independent NATs; relayed with symmetric ones";
-  std::string path(to_string(with_eim.path));
-  if (path.rfind("relayed ", 0) == 0) path = path.substr(8);
-  return "relayed over " + path + " unless the other peer has a public address";
+  // Try this side against typical peers; the answer is the weakest one it meets
+  // directly.
+  auto peer = [](Mapping mapping, Filtering filtering) {
+    SideFacts p;
+    p.udp = p.tcp = true;
+    p.mapping = mapping;
+    p.filtering = filtering;
+    return p;
+  };
+  auto direct_with = [&](const SideFacts& other) {
+    const PathKind path = predict(side, other, "x", false).path;
+    return path == PathKind::kDirectUdp || path == PathKind::kDirectTcp;
+  };
+  if (direct_with(peer(Mapping::kAddressAndPortDependent, Filtering::kAddressAndPortDependent)))
+    return "direct with peers behind any NAT, even symmetric ones";
+  if (direct_with(peer(Mapping::kEndpointIndependent, Filtering::kAddressAndPortDependent)))
+    return "direct with peers behind endpoint-independent NATs; relayed with symmetric ones";
+  const PathKind relayed =
+      predict(side, peer(Mapping::kEndpointIndependent, Filtering::kAddressAndPortDependent),
+              "x", false)
+          .path;
+  std::string over(to_string(relayed));
+  if (over.rfind("relayed ", 0) == 0) over = over.substr(8);
+  if (direct_with(peer(Mapping::kEndpointIndependent, Filtering::kEndpointIndependent)))
+    return "direct only with peers that take UDP from anyone (a public address or a "
+           "full-cone NAT); relayed over " + over + " with the rest";
+  if (direct_with(peer(Mapping::kNoNat, Filtering::kEndpointIndependent)))
+    return "direct only with peers on a public address that takes TCP; relayed over " + over +
+           " with the rest";
+  return "relayed over " + over + " with every peer";
 }
 
 }  // namespace natfwd::netcheck

@@ -342,3 +342,20 @@ TEST_CASE("facts survive the wire, and unknown enum values read as unknown") {
   CHECK(from_wire(future).mapping == Mapping::kUnknown);
   CHECK(from_wire(future).filtering == Filtering::kUnknown);
 }
+
+TEST_CASE("one side alone: which peers it meets directly") {
+  CHECK(describe_reachability(side("none")) ==
+        "direct with peers behind any NAT, even symmetric ones");
+  CHECK(describe_reachability(side("fullcone")) ==
+        "direct with peers behind any NAT, even symmetric ones");
+  CHECK(describe_reachability(side("eim")) ==
+        "direct with peers behind endpoint-independent NATs; relayed with symmetric ones");
+  CHECK(describe_reachability(side("symmetric")) ==
+        "direct only with peers that take UDP from anyone (a public address or a full-cone "
+        "NAT); relayed over turn-udp with the rest");
+  CHECK(describe_reachability(side("udpblock")) ==
+        "direct only with peers on a public address that takes TCP; relayed over turn-tcp "
+        "with the rest");
+  CHECK(describe_reachability(side("proxyonly")) == "relayed over turn-tls with every peer");
+  CHECK(describe_reachability(side("offline")) == "none: the relay cannot be reached");
+}
