@@ -16,6 +16,7 @@
 #include "control/control_server.h"
 #include "log.h"
 #include "nc/netcat_command.h"
+#include "netcheck/netcheck_command.h"
 #include "peer_app.h"
 #include "state_dir.h"
 #include "transport/connector.h"
@@ -124,7 +125,8 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
       "-D reaches only the targets NAME serves; others get SOCKS reply 2 (not allowed).\n"
       "`peer nc` writes only the connection to stdout and exits 0 when both directions\n"
       "finished cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).\n"
-      "A running peer answers `peer status` on STATE_DIR/control (owner only).");
+      "A running peer answers `peer status` on STATE_DIR/control (owner only).\n"
+      "`peer netcheck` reports what the Internet sees of this machine (see peer netcheck --help).");
   g_option_context_add_main_entries(context, entries, nullptr);
   GError* error = nullptr;
   if (!g_option_context_parse(context, &argc, &argv, &error)) {
@@ -430,6 +432,8 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "id") return print_identity(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "invite") return print_invite(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "status") return print_status(argc - 1, argv + 1);
+  if (argc >= 2 && std::string(argv[1]) == "netcheck")
+    return natfwd::netcheck::netcheck_command(argc - 1, argv + 1);
   natfwd::PeerConfig config = parse_command_line(argc, argv);
   std::optional<natfwd::NetcatCommand> netcat;
   std::optional<natfwd::Identity> identity;

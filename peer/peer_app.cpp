@@ -98,6 +98,21 @@ bool PeerApp::start() {
               "candidates and TURN credentials are readable on the way; tunnels stay "
               "end-to-end encrypted)", relays_text().c_str());
   if (!start_socks_and_control()) return false;
+  if (!config_.serves.empty()) {
+    // Answers go back through the relay the query came from (netcheck_reply_link_).
+    netcheck_ = std::make_unique<netcheck::NetcheckResponder>(
+        [this](const wire::Envelope& envelope) {
+          if (netcheck_reply_link_) netcheck_reply_link_->client->send(envelope);
+        },
+        [this](const std::string& caller_key) {
+          PublicKey caller{};
+          return public_key_from_bytes(
+                     std::span(reinterpret_cast<const uint8_t*>(caller_key.data()),
+                               caller_key.size()),
+                     caller) &&
+                 authorization_.is_authorized(caller);
+        });
+  }
   for (size_t i = 0; i < config_.relays.size(); ++i)
     relays_.push_back(make_relay_link(i, config_.relays[i]));
   for (auto& link : relays_) link->client->start();
@@ -248,6 +263,7 @@ std::unique_ptr<PeerApp::RelayLink> PeerApp::make_relay_link(size_t index,
 }
 
 void PeerApp::on_registered(RelayLink& link, const std::string& name) {
+  if (netcheck_) netcheck_->on_registered();
   const bool again = link.registered;
   link.registered = true;
   if (!announced_) {
@@ -371,6 +387,11 @@ void PeerApp::hold_until_relay_ready(GSocketConnection* connection, const HostPo
 void PeerApp::on_welcome(RelayLink& link, const std::string& relay_ip,
                          const wire::Welcome& welcome) {
   link.ip = relay_ip;
+  // The serving peer's own netcheck measures against the relay that welcomed it last.
+  if (netcheck_)
+    netcheck_->on_welcome(
+        netcheck::options_from_welcome(welcome, link.address, relay_ip, config_.proxy),
+        config_.proxy.has_value());
   use_ice_servers(link, welcome.ice_servers());
   // Connect ahead of the first TCP connection, so that it finds the tunnel ready.
   if (config_.remote_peer && (!outgoing_ || outgoing_->closed())) start_outgoing_tunnel();
@@ -632,6 +653,15 @@ void PeerApp::refuse_session(RelayLink& link, uint64_t session_id, const std::st
 }
 
 void PeerApp::on_session_message(RelayLink& link, const wire::Envelope& envelope) {
+  if (envelope.has_netcheck_query()) {
+    if (netcheck_) {
+      netcheck_reply_link_ = &link;
+      netcheck_->on_query(envelope.netcheck_query());
+      netcheck_reply_link_ = nullptr;
+    }
+    return;
+  }
+  if (envelope.has_netcheck_reply()) return;  // we ask no one
   if (envelope.has_incoming_session()) {
     const auto& incoming = envelope.incoming_session();
     if (config_.serves.empty()) {

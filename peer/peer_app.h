@@ -14,6 +14,7 @@
 #include "control/peer_status.h"
 #include "forward/forward_spec.h"
 #include "identity.h"
+#include "netcheck/netcheck_responder.h"
 #include "signaling/known_relays.h"
 #include "signaling/relay_client.h"
 #include "trust/authorization.h"
@@ -140,6 +141,10 @@ class PeerApp {
     RelayLink* relay;
   };
   std::map<uint64_t, SessionRoute> sessions_;
+  // Serving peers only: their own netcheck, for `peer netcheck NAME` callers; its
+  // answer goes to the relay the query came through.
+  std::unique_ptr<netcheck::NetcheckResponder> netcheck_;
+  RelayLink* netcheck_reply_link_ = nullptr;
   KnownRelays known_relays_;
   KnownPeers known_peers_;
   Authorization authorization_;

@@ -150,13 +150,26 @@ bool verify_signature(const PublicKey& key, std::string_view message,
   return ok;
 }
 
-std::string registration_message(std::string_view challenge, std::string_view name) {
-  std::string message = "natfwd register v1";
+namespace {
+// CONTEXT NUL CHALLENGE NUL TEXT: one context per use, so that no signature made for
+// one use passes for another.
+std::string challenge_message(std::string_view context, std::string_view challenge,
+                              std::string_view text) {
+  std::string message(context);
   message.push_back('\0');
   message.append(challenge);
   message.push_back('\0');
-  message.append(name);
+  message.append(text);
   return message;
+}
+}  // namespace
+
+std::string registration_message(std::string_view challenge, std::string_view name) {
+  return challenge_message("natfwd register v1", challenge, name);
+}
+
+std::string netcheck_query_message(std::string_view challenge, std::string_view target) {
+  return challenge_message("natfwd netcheck query v1", challenge, target);
 }
 
 std::string key_id(const PublicKey& key) {

@@ -23,6 +23,8 @@
 #include "log.h"
 #include "relay_config_file.h"
 #include "relay_options.h"
+#include "metrics/relay_stats.h"
+#include "server/metrics_service.h"
 #include "server/name_binding_file.h"
 #include "server/relay_server.h"
 #include "turn/credentials.h"
@@ -99,6 +101,12 @@ int run(const natfwd::relay::RelayOptions& options) {
   config.turn.min_port = options.relay_port_min;
   config.turn.max_port = options.relay_port_max;
   config.tls_listen = options.tls_listen;
+  config.alternate_ip = options.alternate_address;
+  config.alternate_port = options.alternate_port;
+
+  relay::RelayStats stats;
+  if (options.metrics_listen) config.stats = &stats;
+  const gint64 started = g_get_monotonic_time();
 
   GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
   int status = 0;
@@ -116,6 +124,18 @@ int run(const natfwd::relay::RelayOptions& options) {
     std::string services = "stun/udp, rendezvous/tcp";
     if (!options.no_turn) services += ", turn/udp+tcp";
     if (server.tls_address()) services += ", tls " + server.tls_address()->to_string();
+    if (server.discovery_address())
+      services += ", rfc5780 " + server.discovery_address()->to_string();
+    std::unique_ptr<relay::MetricsService> metrics;
+    if (options.metrics_listen) {
+      metrics = std::make_unique<relay::MetricsService>(*options.metrics_listen, [&] {
+        relay::RelayGauges gauges = server.gauges();
+        gauges.uptime_seconds = static_cast<double>(g_get_monotonic_time() - started) / 1e6;
+        gauges.version = NATFWD_VERSION;
+        return relay::render_prometheus(stats, gauges);
+      });
+      services += ", metrics http://" + metrics->local_address().to_string() + "/metrics";
+    }
     // Handlers before the ready line: a SIGTERM right after it must still exit 0.
     const guint sigint = g_unix_signal_add(SIGINT, on_stop_signal, loop);
     const guint sigterm = g_unix_signal_add(SIGTERM, on_stop_signal, loop);

@@ -54,6 +54,9 @@ const config::ConfigSchema& relay_config_schema() {
            text("max-allocations"),
            text("bandwidth-cap"),
            text("relay-ports"),
+           text("alternate-address"),
+           text("alternate-port"),
+           text("metrics"),
        }},
   };
   return schema;

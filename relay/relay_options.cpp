@@ -58,6 +58,9 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* bandwidth_text = nullptr;
   gchar* relay_ports_text = nullptr;
   gchar* config_text = nullptr;  // read before parsing (relay_config_file.h); listed for --help
+  gchar* alternate_address_text = nullptr;
+  gchar* alternate_port_text = nullptr;
+  gchar* metrics_text = nullptr;
   gchar** turn_server_texts = nullptr;
   gchar** allow_peer_texts = nullptr;
   gboolean verbose = FALSE;
@@ -136,6 +139,17 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "BYTES_PER_SEC"},
       {"relay-ports", 0, 0, G_OPTION_ARG_STRING, &relay_ports_text,
        "Port range for relayed UDP sockets [default: any port the kernel picks]", "MIN-MAX"},
+      {"alternate-address", 0, 0, G_OPTION_ARG_STRING, &alternate_address_text,
+       "A second IP address of this host: STUN then does RFC 5780 NAT behaviour discovery "
+       "(OTHER-ADDRESS, CHANGE-REQUEST) on both addresses and both ports; needs --listen "
+       "on a real address of the same family [default: off]",
+       "IP"},
+      {"alternate-port", 0, 0, G_OPTION_ARG_STRING, &alternate_port_text,
+       "The second STUN port for discovery [default: the --listen port + 1]", "PORT"},
+      {"metrics", 0, 0, G_OPTION_ARG_STRING, &metrics_text,
+       "Serve Prometheus metrics (text format) at http://ADDR:PORT/metrics; port 0 picks "
+       "one [default: off]",
+       "ADDR:PORT"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr}};
 
   std::unique_ptr<GOptionContext, OptionContextFree> context(
@@ -144,7 +158,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   g_option_context_set_description(
       context.get(),
       "On ready, prints one line on stdout: relay listening on ADDR:PORT (stun/udp, "
-      "rendezvous/tcp, turn/udp+tcp[, tls ADDR:PORT])\nSIGINT or SIGTERM stop it. Logs go to "
+      "rendezvous/tcp, turn/udp+tcp[, tls ADDR:PORT][, rfc5780 ALT_IP:ALT_PORT]"
+      "[, metrics http://ADDR:PORT/metrics])\nSIGINT or SIGTERM stop it. Logs go to "
       "stderr.\n");
 
   struct Strings {
@@ -157,7 +172,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   } strings{{&listen_text, &state_dir_text, &max_peers_text, &max_registrations_text,
              &max_sessions_text, &tls_listen_text, &cert_text,
              &key_text, &secret_text, &realm_text, &per_user_text, &max_allocations_text,
-             &bandwidth_text, &relay_ports_text, &config_text},
+             &bandwidth_text, &relay_ports_text, &config_text, &alternate_address_text,
+             &alternate_port_text, &metrics_text},
             {&turn_server_texts, &allow_peer_texts}};
 
   GError* raw_error = nullptr;
@@ -312,6 +328,52 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.relay_port_min = static_cast<uint16_t>(min);
     options.relay_port_max = static_cast<uint16_t>(max);
+  }
+  if (alternate_port_text) {
+    uint64_t value = 0;
+    if (!alternate_address_text) {
+      error = "--alternate-port needs --alternate-address";
+      return false;
+    }
+    if (!parse_number(alternate_port_text, 1, 65535, value)) {
+      error = "--alternate-port: '" + std::string(alternate_port_text) +
+              "' is not a port from 1 to 65535";
+      return false;
+    }
+    options.alternate_port = static_cast<uint16_t>(value);
+  }
+  if (alternate_address_text) {
+    GInetAddress* alternate = g_inet_address_new_from_string(alternate_address_text);
+    GInetAddress* primary = g_inet_address_new_from_string(options.listen.host.c_str());
+    std::string problem;
+    if (!alternate)
+      problem = "'" + std::string(alternate_address_text) + "' is not an IP address";
+    else if (g_inet_address_get_is_any(primary))
+      problem = "needs --listen on a real address (responses say which address they come "
+                "from), not " + options.listen.host;
+    else if (g_inet_address_get_family(alternate) != g_inet_address_get_family(primary))
+      problem = "not the same address family as --listen " + options.listen.host;
+    else if (g_inet_address_equal(alternate, primary))
+      problem = "the same address as --listen";
+    if (alternate) g_object_unref(alternate);
+    g_object_unref(primary);
+    if (!problem.empty()) {
+      error = "--alternate-address: " + problem;
+      return false;
+    }
+    options.alternate_address = alternate_address_text;
+  }
+  if (metrics_text) {
+    auto parsed = parse_host_port(metrics_text, 9478, /*allow_zero_port=*/true);
+    if (auto* message = std::get_if<std::string>(&parsed)) {
+      error = "--metrics: " + *message;
+      return false;
+    }
+    options.metrics_listen = std::get<HostPort>(parsed);
+    if (!is_ip_literal(options.metrics_listen->host)) {
+      error = "--metrics: '" + options.metrics_listen->host + "' is not an IP address";
+      return false;
+    }
   }
   return true;
 }

@@ -55,6 +55,13 @@ struct RelayOptions {
   // --relay-ports MIN-MAX: ports of relayed sockets; 0-0 = ephemeral from the kernel.
   uint16_t relay_port_min = 0;
   uint16_t relay_port_max = 0;
+  // --alternate-address: a second IP of this host for RFC 5780 NAT behaviour
+  // discovery (OTHER-ADDRESS, CHANGE-REQUEST); needs --listen on a real address.
+  std::string alternate_address;
+  // --alternate-port: the second port for discovery; 0 = listen port + 1.
+  uint16_t alternate_port = 0;
+  // --metrics: serve Prometheus text on http://ADDR:PORT/metrics; none by default.
+  std::optional<HostPort> metrics_listen;
 };
 
 // Parses argv. --help prints usage and exits 0. On a usage error returns the one-line

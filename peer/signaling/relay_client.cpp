@@ -169,6 +169,8 @@ void RelayClient::handle(const wire::Envelope& envelope) {
     case wire::Envelope::kAcceptSession:
     case wire::Envelope::kCandidate:
     case wire::Envelope::kCloseSession:
+    case wire::Envelope::kNetcheckQuery:
+    case wire::Envelope::kNetcheckReply:
       if (callbacks_.on_session_message) callbacks_.on_session_message(envelope);
       break;
     default:

@@ -60,6 +60,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   static const stun::BindingResponder responder("fuzz");
   (void)responder.handle(input, stun::TransportAddress::ipv4({192, 0, 2, 1}, 1));
+  // RFC 5780 mode: CHANGE-REQUEST decides which socket answers.
+  static const stun::BindingResponder discovery = [] {
+    stun::DiscoveryAddresses addresses;
+    addresses.by_ip_port = {{{stun::TransportAddress::ipv4({203, 0, 113, 10}, 3478),
+                              stun::TransportAddress::ipv4({203, 0, 113, 10}, 3479)},
+                             {stun::TransportAddress::ipv4({203, 0, 113, 11}, 3478),
+                              stun::TransportAddress::ipv4({203, 0, 113, 11}, 3479)}}};
+    return stun::BindingResponder("fuzz", addresses);
+  }();
+  const auto answer = discovery.handle(input, stun::TransportAddress::ipv4({192, 0, 2, 1}, 1),
+                                       {1, 1});
+  if (answer.send_from.ip < 0 || answer.send_from.ip > 1 || answer.send_from.port < 0 ||
+      answer.send_from.port > 1)
+    __builtin_trap();
 
   // The TURN core: one server across runs (state builds up as on a real relay),
   // fed the input as a client message and as peer data.

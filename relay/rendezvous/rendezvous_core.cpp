@@ -115,6 +115,12 @@ void RendezvousCore::on_envelope(ConnectionId id, const wire::Envelope& envelope
     case wire::Envelope::kCloseSession:
       handle_close_session(id, envelope.close_session());
       break;
+    case wire::Envelope::kNetcheckQuery:
+      handle_netcheck_query(id, connection, envelope.netcheck_query(), now);
+      break;
+    case wire::Envelope::kNetcheckReply:
+      handle_netcheck_reply(id, envelope.netcheck_reply());
+      break;
     case wire::Envelope::kPing: {
       wire::Envelope reply;
       reply.mutable_pong()->set_nonce(envelope.ping().nonce());
@@ -230,6 +236,7 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
   // First, before any costly check: a flood of registrations from one address.
   if (!take_token(registration_buckets_, connection.remote.host,
                   config_.max_registrations_per_minute, now)) {
+    count(&RelayStats::rate_limited_registrations);
     fail(id, wire::Error::RATE_LIMITED,
          "more than " + std::to_string(config_.max_registrations_per_minute) +
              " registrations per minute from " + connection.remote.host + "; retry later");
@@ -279,6 +286,7 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
   if (!connection.name.empty() && connection.name != name) names_.erase(connection.name);
   connection.name = name;
   names_[name] = id;
+  count(&RelayStats::registrations_total);
   log::info("registered '%s' for %s (key %s)", name.c_str(),
             connection.remote.to_string().c_str(), short_key_id(connection.public_key).c_str());
 
@@ -296,6 +304,7 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
   }
   if (!take_token(session_buckets_, connection.remote.host, config_.max_sessions_per_minute,
                   now)) {
+    count(&RelayStats::rate_limited_sessions);
     log::warn_limited("rendezvous-rate", "%s: more than %zu session requests per minute from "
                       "its address, refusing", describe(id).c_str(),
                       config_.max_sessions_per_minute);
@@ -337,6 +346,7 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
   in->set_caller_address(connection.remote.to_string());
   in->set_resumes_session(message.resumes_session());
   sessions_[session_id] = Session{id, callee_id, false};
+  count(&RelayStats::sessions_total);
   connection.sessions.insert(session_id);
   callee.sessions.insert(session_id);
   log::info("session %016" PRIx64 " opened: %s -> %s", session_id, describe(id).c_str(),
@@ -432,6 +442,7 @@ void RendezvousCore::send_close_session(ConnectionId id, SessionId session,
 }
 
 void RendezvousCore::fail(ConnectionId id, wire::Error::Code code, const std::string& detail) {
+  if (config_.stats) config_.stats->error("rendezvous_" + wire::Error::Code_Name(code));
   log::warn_limited("rendezvous-protocol", "%s: %s: %s", describe(id).c_str(),
                     wire::Error::Code_Name(code).c_str(), detail.c_str());
   wire::Envelope envelope;
@@ -452,9 +463,75 @@ void RendezvousCore::on_connection_closed(ConnectionId id, std::string_view reas
   forget(id, reason);
 }
 
+void RendezvousCore::handle_netcheck_query(ConnectionId id, Connection& connection,
+                                           const wire::NetcheckQuery& message, TimePoint now) {
+  // A query costs the target a message: the same budget as opening a session.
+  if (!take_token(session_buckets_, connection.remote.host, config_.max_sessions_per_minute,
+                  now)) {
+    count(&RelayStats::rate_limited_sessions);
+    send_netcheck_status(id, message.query_id(), wire::NetcheckReply::LIMIT);
+    return;
+  }
+  // The target decides by the caller's key, so the key must be the caller's own.
+  const PublicKey key = to_public_key(connection.public_key);
+  if (!verify_signature(key, netcheck_query_message(connection.challenge, message.target()),
+                        message.signature())) {
+    fail(id, wire::Error::BAD_SIGNATURE,
+         "the netcheck query signature does not verify with key " + key_id(key));
+    return;
+  }
+  auto target = names_.find(message.target());
+  if (target == names_.end()) {
+    send_netcheck_status(id, message.query_id(), wire::NetcheckReply::NO_SUCH_PEER);
+    return;
+  }
+  size_t in_flight = 0;
+  for (const auto& [rid, pending] : netchecks_) in_flight += pending.caller == id;
+  if (in_flight >= kMaxNetchecksPerCaller) {
+    send_netcheck_status(id, message.query_id(), wire::NetcheckReply::LIMIT);
+    return;
+  }
+  const uint64_t relay_id = next_netcheck_id_++;
+  netchecks_[relay_id] = PendingNetcheck{id, message.query_id(), target->second};
+  wire::Envelope forward;
+  auto* query = forward.mutable_netcheck_query();
+  query->set_query_id(relay_id);
+  query->set_target(message.target());
+  query->set_caller_key(connection.public_key);
+  log::debug("netcheck query from %s to %s", describe(id).c_str(),
+             describe(target->second).c_str());
+  send(target->second, std::move(forward));
+}
+
+void RendezvousCore::handle_netcheck_reply(ConnectionId id, const wire::NetcheckReply& message) {
+  auto it = netchecks_.find(message.query_id());
+  if (it == netchecks_.end() || it->second.target != id) return;  // late, or not theirs
+  wire::Envelope reply;
+  *reply.mutable_netcheck_reply() = message;
+  reply.mutable_netcheck_reply()->set_query_id(it->second.caller_query_id);
+  const ConnectionId caller = it->second.caller;
+  netchecks_.erase(it);
+  send(caller, std::move(reply));
+}
+
+void RendezvousCore::send_netcheck_status(ConnectionId id, uint64_t query_id,
+                                          wire::NetcheckReply::Status status) {
+  wire::Envelope reply;
+  reply.mutable_netcheck_reply()->set_query_id(query_id);
+  reply.mutable_netcheck_reply()->set_status(status);
+  send(id, std::move(reply));
+}
+
 void RendezvousCore::forget(ConnectionId id, std::string_view reason) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return;
+  for (auto q = netchecks_.begin(); q != netchecks_.end();) {
+    if (q->second.target == id && q->second.caller != id)
+      send_netcheck_status(q->second.caller, q->second.caller_query_id,
+                           wire::NetcheckReply::NO_SUCH_PEER);
+    if (q->second.target == id || q->second.caller == id) q = netchecks_.erase(q);
+    else ++q;
+  }
   log::debug("connection %s closed: %.*s", describe(id).c_str(), static_cast<int>(reason.size()),
              reason.data());
   // Copy: end_session edits the set.

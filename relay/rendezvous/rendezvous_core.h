@@ -23,6 +23,7 @@
 
 #include "address.h"
 #include "rendezvous.pb.h"
+#include "metrics/relay_stats.h"
 #include "rendezvous/name_binding.h"
 
 namespace natfwd::relay {
@@ -52,6 +53,8 @@ struct TurnAnnouncement {
 };
 
 struct RendezvousConfig {
+  // Counters for --metrics; null: not counted.
+  RelayStats* stats = nullptr;
   // Port peers use for STUN and TURN over UDP and TCP; announced in Welcome.
   uint16_t stun_port = 3478;
   TurnAnnouncement turn;
@@ -118,6 +121,7 @@ class RendezvousCore {
   // For tests and logs.
   size_t connection_count() const { return connections_.size(); }
   size_t session_count() const { return sessions_.size(); }
+  size_t registered_count() const { return names_.size(); }
   std::optional<ConnectionId> holder_of(std::string_view name) const;
   const RendezvousConfig& config() const { return config_; }
 
@@ -147,6 +151,11 @@ class RendezvousCore {
   void handle_accept_session(ConnectionId id, const wire::AcceptSession& message);
   void handle_candidate(ConnectionId id, const wire::Candidate& message);
   void handle_close_session(ConnectionId id, const wire::CloseSession& message);
+  void handle_netcheck_query(ConnectionId id, Connection& connection,
+                             const wire::NetcheckQuery& message, TimePoint now);
+  void handle_netcheck_reply(ConnectionId id, const wire::NetcheckReply& message);
+  void send_netcheck_status(ConnectionId id, uint64_t query_id,
+                            wire::NetcheckReply::Status status);
 
   void send(ConnectionId id, wire::Envelope envelope);
   void send_close_session(ConnectionId id, SessionId session, wire::CloseSession::Reason reason,
@@ -178,6 +187,9 @@ class RendezvousCore {
                          TimePoint now);
   // Drops buckets that have refilled completely (no trace left of past requests).
   void sweep_buckets(TimePoint now);
+  void count(uint64_t RelayStats::*counter) {
+    if (config_.stats) ++(config_.stats->*counter);
+  }
 
   RendezvousConfig config_;
   std::unique_ptr<NameBindingPolicy> names_policy_;
@@ -188,6 +200,16 @@ class RendezvousCore {
   std::set<std::pair<TimePoint, ConnectionId>> deadlines_;
   std::set<std::pair<TimePoint, ConnectionId>> refreshes_;
   std::vector<Action> actions_;
+  // `peer netcheck NAME` queries forwarded and not yet answered, by the relay's own id
+  // (callers choose theirs freely; this keeps them apart).
+  struct PendingNetcheck {
+    ConnectionId caller;
+    uint64_t caller_query_id;
+    ConnectionId target;
+  };
+  static constexpr size_t kMaxNetchecksPerCaller = 4;
+  std::unordered_map<uint64_t, PendingNetcheck> netchecks_;
+  uint64_t next_netcheck_id_ = 1;
   Buckets registration_buckets_;
   Buckets session_buckets_;
   TimePoint next_sweep_{};

@@ -74,6 +74,8 @@ std::string add_host_addresses(turn::PeerPolicy& policy) {
 }
 
 RelayServer::RelayServer(RelayServerConfig config) {
+  config.rendezvous.stats = config.stats;
+  config.turn.turn.stats = config.stats;
   bind_sockets(config.listen);
   config.rendezvous.stun_port = local_address_.port;
   if (config.tls_listen) {
@@ -95,10 +97,42 @@ RelayServer::RelayServer(RelayServerConfig config) {
   // TlsService when there is a certificate; its own listener only with tls_listen.
   if (!config.tls.cert_file.empty())
     tls_ = std::make_unique<TlsService>(tls_socket_.get(), config.tls);
-  stun_ = std::make_unique<StunUdpService>(udp_.get(), config.software, turn_.get());
+  std::optional<DiscoverySockets> discovery;
+  if (!config.alternate_ip.empty()) {
+    bind_discovery(config.alternate_ip, config.alternate_port);
+    DiscoverySockets sockets;
+    sockets.by_ip_port = {{{udp_.get(), udp_primary_ip_alt_port_.get()},
+                           {udp_alt_ip_primary_port_.get(), udp_alt_ip_alt_port_.get()}}};
+    const HostPort hosts[2][2] = {
+        {local_address_, {local_address_.host, discovery_address_->port}},
+        {{discovery_address_->host, local_address_.port}, *discovery_address_}};
+    for (int ip = 0; ip < 2; ++ip)
+      for (int port = 0; port < 2; ++port) {
+        GObjectPtr<GSocketAddress> a(make_socket_address(hosts[ip][port].host,
+                                                         hosts[ip][port].port));
+        sockets.addresses.by_ip_port[ip][port] = to_transport_address(a.get());
+      }
+    discovery = sockets;
+  }
+  stun_ = std::make_unique<StunUdpService>(udp_.get(), config.software, turn_.get(), discovery);
+  stun_->set_stats(config.stats);
   rendezvous_ = std::make_unique<RendezvousService>(tcp_.get(), config.rendezvous, turn_.get(),
                                                     tls_.get(), std::move(config.names));
   if (tls_) tls_->set_targets(rendezvous_.get(), turn_.get());
+}
+
+RelayGauges RelayServer::gauges() const {
+  RelayGauges g;
+  const RendezvousCore& rendezvous = rendezvous_->core();
+  g.registered_peers = rendezvous.registered_count();
+  g.rendezvous_connections = rendezvous.connection_count();
+  g.open_sessions = rendezvous.session_count();
+  if (turn_) {
+    g.turn_allocations = turn_->core().allocation_count();
+    g.turn_permissions = turn_->core().permission_count();
+    g.turn_channels = turn_->core().channel_count();
+  }
+  return g;
 }
 
 RelayServer::~RelayServer() {
@@ -107,6 +141,9 @@ RelayServer::~RelayServer() {
   tls_.reset();
   turn_.reset();
   if (udp_) g_socket_close(udp_.get(), nullptr);
+  for (auto* socket : {&udp_primary_ip_alt_port_, &udp_alt_ip_primary_port_,
+                       &udp_alt_ip_alt_port_})
+    if (*socket) g_socket_close(socket->get(), nullptr);
   if (tcp_) g_socket_close(tcp_.get(), nullptr);
   if (tls_socket_) g_socket_close(tls_socket_.get(), nullptr);
 }
@@ -131,7 +168,35 @@ void RelayServer::bind_tls(const HostPort& listen) {
   tls_socket_ = std::move(socket);
 }
 
+void RelayServer::bind_discovery(const std::string& alternate_ip, uint16_t alternate_port) {
+  GObjectPtr<GSocketAddress> probe(make_socket_address(alternate_ip, 0));
+  if (!probe) throw std::runtime_error("'" + alternate_ip + "' is not an IP address");
+  const GSocketFamily family = g_socket_address_get_family(probe.get());
+  auto bind_udp = [&](const std::string& host, uint16_t port) {
+    auto socket = new_socket(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP);
+    GObjectPtr<GSocketAddress> address(make_socket_address(host, port));
+    bool in_use = false;
+    std::string error;
+    if (!bind_socket(socket.get(), address.get(), false, in_use, error))
+      throw std::runtime_error("cannot bind udp " + HostPort{host, port}.to_string() +
+                               " (--alternate-address/--alternate-port): " + error);
+    return socket;
+  };
+  // The alternate port: as given, else the listen port + 1, else (port 0, as tests
+  // run) whatever the kernel picks on the primary IP.
+  uint16_t port = alternate_port;
+  if (port == 0 && local_address_.port != 0 && local_address_.port < 65535 &&
+      !listen_port_was_zero_)
+    port = static_cast<uint16_t>(local_address_.port + 1);
+  udp_primary_ip_alt_port_ = bind_udp(local_address_.host, port);
+  port = bound_port(udp_primary_ip_alt_port_.get());
+  udp_alt_ip_primary_port_ = bind_udp(alternate_ip, local_address_.port);
+  udp_alt_ip_alt_port_ = bind_udp(alternate_ip, port);
+  discovery_address_ = HostPort{alternate_ip, port};
+}
+
 void RelayServer::bind_sockets(const HostPort& listen) {
+  listen_port_was_zero_ = listen.port == 0;
   GObjectPtr<GSocketAddress> probe(make_socket_address(listen.host, 0));
   if (!probe) throw std::runtime_error("'" + listen.host + "' is not an IP address");
   const GSocketFamily family = g_socket_address_get_family(probe.get());

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "address.h"
+#include "metrics/relay_stats.h"
 #include "rendezvous/rendezvous_core.h"
 #include "server/glib_ptr.h"
 #include "server/tls_service.h"
@@ -29,8 +30,15 @@ struct RelayServerConfig {
   // The certificate for TLS on the main TCP port (first byte 0x16) and on tls_listen.
   // Empty cert_file: no TLS at all (tls_listen must then be unset).
   TlsIdentity tls;
+  // Counters for --metrics (the cores and services count into it); null: none.
+  RelayStats* stats = nullptr;
   // Who may hold a name (NameBindingFile in the relay); null: bindings in memory.
   std::unique_ptr<NameBindingPolicy> names;
+  // RFC 5780 behaviour discovery: a second IP of the same family as `listen` (which
+  // must then be a real address, not a wildcard), and the alternate port (0: the
+  // listen port + 1, or any free one when the listen port is 0). Empty: off.
+  std::string alternate_ip;
+  uint16_t alternate_port = 0;
 };
 
 class RelayServer {
@@ -46,6 +54,10 @@ class RelayServer {
   const HostPort& local_address() const { return local_address_; }
   // The bound TLS address, if any.
   const std::optional<HostPort>& tls_address() const { return tls_address_; }
+  // What the cores hold now, for --metrics.
+  RelayGauges gauges() const;
+  // RFC 5780: the OTHER-ADDRESS of the main port (alternate IP and port), if on.
+  const std::optional<HostPort>& discovery_address() const { return discovery_address_; }
 
  private:
   // With port 0 the kernel picks a free TCP port, which may be taken on UDP; try
@@ -54,12 +66,20 @@ class RelayServer {
 
   void bind_sockets(const HostPort& listen);
   void bind_tls(const HostPort& listen);
+  void bind_discovery(const std::string& alternate_ip, uint16_t alternate_port);
 
   GObjectPtr<GSocket> tcp_;
   GObjectPtr<GSocket> udp_;
   GObjectPtr<GSocket> tls_socket_;
   HostPort local_address_;
   std::optional<HostPort> tls_address_;
+  // RFC 5780 sockets: primary IP / alternate port, alternate IP / primary and
+  // alternate port.
+  GObjectPtr<GSocket> udp_primary_ip_alt_port_;
+  GObjectPtr<GSocket> udp_alt_ip_primary_port_;
+  GObjectPtr<GSocket> udp_alt_ip_alt_port_;
+  std::optional<HostPort> discovery_address_;
+  bool listen_port_was_zero_ = false;
   // Declared in dependency order: destroyed rendezvous first, TURN last.
   std::unique_ptr<TurnService> turn_;
   std::unique_ptr<TlsService> tls_;

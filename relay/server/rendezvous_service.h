@@ -39,6 +39,7 @@ class RendezvousService {
   RendezvousService& operator=(const RendezvousService&) = delete;
 
   size_t client_count() const { return clients_.size(); }
+  const RendezvousCore& core() const { return core_; }
 
   // A rendezvous connection that arrived another way (TLS): `already_read` are the
   // plaintext bytes the sniffer consumed.

@@ -42,4 +42,14 @@ GSocketAddress* make_socket_address(const std::string& ip, uint16_t port) {
   return address;
 }
 
+GSocketAddress* make_socket_address(const stun::TransportAddress& address) {
+  GInetAddress* inet = g_inet_address_new_from_bytes(
+      address.ip.data(), address.family == stun::TransportAddress::Family::kIPv4
+                             ? G_SOCKET_FAMILY_IPV4
+                             : G_SOCKET_FAMILY_IPV6);
+  GSocketAddress* socket_address = g_inet_socket_address_new(inet, address.port);
+  g_object_unref(inet);
+  return socket_address;
+}
+
 }  // namespace natfwd::relay

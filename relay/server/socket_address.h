@@ -14,5 +14,7 @@ stun::TransportAddress to_transport_address(GSocketAddress* address);
 HostPort to_host_port(GSocketAddress* address);
 // A GInetSocketAddress for an IP literal and port; nullptr when `ip` is not one.
 GSocketAddress* make_socket_address(const std::string& ip, uint16_t port);
+// The same from a STUN transport address (new reference).
+GSocketAddress* make_socket_address(const stun::TransportAddress& address);
 
 }  // namespace natfwd::relay

@@ -9,33 +9,56 @@
 
 namespace natfwd::relay {
 
-StunUdpService::StunUdpService(GSocket* socket, std::string software, TurnService* turn)
-    : socket_(G_SOCKET(g_object_ref(socket))), responder_(std::move(software)), turn_(turn) {
-  g_socket_set_blocking(socket_.get(), FALSE);
-  read_source_.reset(g_socket_create_source(socket_.get(), G_IO_IN, nullptr));
-  g_source_set_callback(read_source_.get(), G_SOURCE_FUNC(on_readable_trampoline), this,
-                        nullptr);
-  g_source_attach(read_source_.get(), nullptr);
+StunUdpService::StunUdpService(GSocket* socket, std::string software, TurnService* turn,
+                               const std::optional<DiscoverySockets>& discovery)
+    : responder_(std::move(software),
+                 discovery ? std::optional(discovery->addresses) : std::nullopt),
+      turn_(turn) {
+  add_listener(socket, {0, 0});
+  if (discovery)
+    for (int ip = 0; ip < 2; ++ip)
+      for (int port = 0; port < 2; ++port)
+        if (ip || port) add_listener(discovery->by_ip_port[ip][port], {ip, port});
 }
 
 StunUdpService::~StunUdpService() {
-  read_source_.reset();  // before the socket goes
+  for (auto& listener : listeners_) listener->read_source.reset();  // before the sockets go
 }
 
-gboolean StunUdpService::on_readable_trampoline(GSocket*, GIOCondition, gpointer self) {
+void StunUdpService::add_listener(GSocket* socket, stun::ServerEndpoint endpoint) {
+  auto listener = std::make_unique<Listener>();
+  listener->service = this;
+  listener->endpoint = endpoint;
+  listener->socket.reset(G_SOCKET(g_object_ref(socket)));
+  g_socket_set_blocking(socket, FALSE);
+  listener->read_source.reset(g_socket_create_source(socket, G_IO_IN, nullptr));
+  g_source_set_callback(listener->read_source.get(), G_SOURCE_FUNC(on_readable_trampoline),
+                        listener.get(), nullptr);
+  g_source_attach(listener->read_source.get(), nullptr);
+  listeners_.push_back(std::move(listener));
+}
+
+GSocket* StunUdpService::socket_at(stun::ServerEndpoint endpoint) const {
+  for (const auto& listener : listeners_)
+    if (listener->endpoint == endpoint) return listener->socket.get();
+  return listeners_.front()->socket.get();
+}
+
+gboolean StunUdpService::on_readable_trampoline(GSocket*, GIOCondition, gpointer data) {
+  auto* listener = static_cast<Listener*>(data);
   try {
-    static_cast<StunUdpService*>(self)->on_readable();
+    listener->service->on_readable(*listener);
   } catch (const std::exception& e) {
     log::error("stun/udp: %s", e.what());
   }
   return G_SOURCE_CONTINUE;
 }
 
-void StunUdpService::on_readable() {
+void StunUdpService::on_readable(Listener& listener) {
   for (int i = 0; i < kMaxDatagramsPerWakeup; ++i) {
     GSocketAddress* from = nullptr;
     GError* raw_error = nullptr;
-    const gssize n = g_socket_receive_from(socket_.get(), &from,
+    const gssize n = g_socket_receive_from(listener.socket.get(), &from,
                                            reinterpret_cast<gchar*>(buffer_.data()),
                                            buffer_.size(), nullptr, &raw_error);
     GObjectPtr<GSocketAddress> from_owned(from);
@@ -46,11 +69,12 @@ void StunUdpService::on_readable() {
         log::debug("stun/udp: receive: %s", error->message);
       return;
     }
-    handle_datagram(std::span(buffer_).first(static_cast<size_t>(n)), from);
+    handle_datagram(std::span(buffer_).first(static_cast<size_t>(n)), from, listener.endpoint);
   }
 }
 
-void StunUdpService::handle_datagram(std::span<const std::byte> datagram, GSocketAddress* from) {
+void StunUdpService::handle_datagram(std::span<const std::byte> datagram, GSocketAddress* from,
+                                     stun::ServerEndpoint on) {
   const auto sender = to_transport_address(from);
   // RFC 7983 demultiplexing: 01 is ChannelData; STUN methods other than Binding
   // (Allocate, Send, ...) belong to TURN. Without TURN (--no-turn) they get no service.
@@ -61,21 +85,25 @@ void StunUdpService::handle_datagram(std::span<const std::byte> datagram, GSocke
                                             std::to_integer<uint16_t>(datagram[1]))) !=
           stun::method::kBinding;
   if (channel_data || turn_method) {
-    if (!turn_) {
+    // TURN lives on the main socket only; the discovery sockets answer Binding.
+    if (!turn_ || on != stun::ServerEndpoint{}) {
       log::debug("stun/udp: TURN is off; ignored %zu bytes from %s", datagram.size(),
                  sender.to_string().c_str());
       return;
     }
     const auto verdict = turn_->on_udp_message(datagram, sender);
+    if (verdict.verdict == turn::TurnServer::Verdict::kMalformed && stats_)
+      stats_->error("turn_malformed");
     if (verdict.verdict == turn::TurnServer::Verdict::kMalformed)
       log::warn_limited("stun-garbage", "turn/udp: dropped %zu bytes from %s: %.*s",
                         datagram.size(), sender.to_string().c_str(),
                         static_cast<int>(verdict.reason.size()), verdict.reason.data());
     return;
   }
-  auto result = responder_.handle(datagram, sender);
+  auto result = responder_.handle(datagram, sender, on);
   switch (result.outcome) {
     case stun::BindingResponder::Outcome::kDrop:
+      if (stats_) stats_->error("stun_malformed");
       log::warn_limited("stun-garbage", "stun/udp: dropped %zu bytes from %s: %.*s",
                         datagram.size(), sender.to_string().c_str(),
                         static_cast<int>(result.reason.size()), result.reason.data());
@@ -85,10 +113,11 @@ void StunUdpService::handle_datagram(std::span<const std::byte> datagram, GSocke
                  static_cast<int>(result.reason.size()), result.reason.data());
       return;
     case stun::BindingResponder::Outcome::kRespond:
+      if (stats_) ++stats_->stun_binding_requests;
       break;
   }
   GError* raw_error = nullptr;
-  const gssize sent = g_socket_send_to(socket_.get(), from,
+  const gssize sent = g_socket_send_to(socket_at(result.send_from), from,
                                        reinterpret_cast<const gchar*>(result.response.data()),
                                        result.response.size(), nullptr, &raw_error);
   if (sent < 0) {

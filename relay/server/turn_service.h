@@ -60,6 +60,7 @@ class TurnService : public turn::TurnIo {
                     const turn::TransportAddress& remote, std::span<const std::byte> already_read);
 
   size_t allocation_count() const { return core_.allocation_count(); }
+  const turn::TurnServer& core() const { return core_; }
 
   // turn::TurnIo
   std::optional<turn::TransportAddress> open_relay(

@@ -42,9 +42,15 @@ std::vector<std::byte> BindingResponder::error_response(const Message& request, 
   return builder.take();
 }
 
+// CHANGE-REQUEST flags (RFC 5780 section 7.2): bit 0x4 "change IP", 0x2 "change port".
+constexpr uint8_t kChangeIp = 0x04;
+constexpr uint8_t kChangePort = 0x02;
+
 BindingResponder::Result BindingResponder::handle(std::span<const std::byte> datagram,
-                                                  const TransportAddress& from) const {
+                                                  const TransportAddress& from,
+                                                  ServerEndpoint received_on) const {
   Result result;
+  result.send_from = received_on;
   // libnice (0.1.21, Debian 12) still gathers server-reflexive candidates with RFC 3489
   // requests, which have no magic cookie: accept them (RFC 8489 section 11).
   auto parsed = parse(datagram, Compatibility::kAcceptRfc3489);
@@ -64,7 +70,7 @@ BindingResponder::Result BindingResponder::handle(std::span<const std::byte> dat
 
   std::vector<uint16_t> unknown;
   for (const auto& attribute : request.attributes)
-    if (!understands(attribute.type) &&
+    if (!understood(attribute.type) &&
         std::find(unknown.begin(), unknown.end(), attribute.type) == unknown.end())
       unknown.push_back(attribute.type);
 
@@ -77,6 +83,18 @@ BindingResponder::Result BindingResponder::handle(std::span<const std::byte> dat
   if (request.method() != method::kBinding) {
     result.response = error_response(request, error_code::kBadRequest, "Unsupported method", {});
     return result;
+  }
+
+  if (const Attribute* change = request.find(attr::kChangeRequest)) {
+    // Only reached with discovery_ (else it was unknown above). A value that is not
+    // the 4 bytes of section 7.2 is the client's mistake.
+    if (change->value.size() != 4) {
+      result.response = error_response(request, error_code::kBadRequest, "Bad CHANGE-REQUEST", {});
+      return result;
+    }
+    const auto flags = std::to_integer<uint8_t>(change->value[3]);
+    if (flags & kChangeIp) result.send_from.ip = 1 - received_on.ip;
+    if (flags & kChangePort) result.send_from.port = 1 - received_on.port;
   }
 
   if (request.classic) {
@@ -94,6 +112,16 @@ BindingResponder::Result BindingResponder::handle(std::span<const std::byte> dat
   MessageBuilder builder(method::kBinding, MessageClass::kSuccessResponse,
                          request.transaction_id);
   builder.add_xor_mapped_address(from);
+  if (discovery_) {
+    // Section 7.3: OTHER-ADDRESS differs in both IP and port from where the request
+    // came in; RESPONSE-ORIGIN is where this answer leaves from, so the client can
+    // tell that a change was honoured.
+    const auto& at = discovery_->by_ip_port;
+    builder.add_attribute(attr::kResponseOrigin,
+                          encode_address(at[result.send_from.ip][result.send_from.port]));
+    builder.add_attribute(attr::kOtherAddress,
+                          encode_address(at[1 - received_on.ip][1 - received_on.port]));
+  }
   builder.add_software(software_);
   builder.add_fingerprint();
   result.response = builder.take();

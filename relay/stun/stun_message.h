@@ -65,6 +65,7 @@ enum class MessageClass : uint8_t {
 // the server does not understand gets a 420 (RFC 8489 section 6.3.1).
 namespace attr {
 inline constexpr uint16_t kMappedAddress = 0x0001;
+inline constexpr uint16_t kChangeRequest = 0x0003;     // RFC 5780 section 7.2
 inline constexpr uint16_t kUsername = 0x0006;
 inline constexpr uint16_t kMessageIntegrity = 0x0008;
 inline constexpr uint16_t kErrorCode = 0x0009;
@@ -84,6 +85,8 @@ inline constexpr uint16_t kAlternateServer = 0x8023;
 inline constexpr uint16_t kFingerprint = 0x8028;
 inline constexpr uint16_t kIceControlled = 0x8029;     // RFC 8445
 inline constexpr uint16_t kIceControlling = 0x802A;    // RFC 8445
+inline constexpr uint16_t kResponseOrigin = 0x802B;    // RFC 5780 section 7.3
+inline constexpr uint16_t kOtherAddress = 0x802C;      // RFC 5780 section 7.4
 
 constexpr bool is_comprehension_required(uint16_t type) { return type < 0x8000; }
 }  // namespace attr

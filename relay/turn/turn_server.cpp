@@ -347,6 +347,7 @@ void TurnServer::handleAllocate(const ClientKey& client, const Message& request,
     return;
   }
   Allocation& allocation = allocations_[id];
+  if (config_.stats) ++config_.stats->turn_allocations_total;
   allocation.id = id;
   allocation.client = client;
   allocation.relayed = *relayed;
@@ -494,6 +495,7 @@ void TurnServer::handleSendIndication(const ClientKey& client, const Message& in
   if (!has_permission(*allocation, *peer, now) || !may_relay(*peer, false)) return;
   if (!take_tokens(*allocation, data->value.size(), now)) return;
   io_.send_to_peer(allocation->id, *peer, data->value);
+  count_relayed(true, data->value.size());
 }
 
 void TurnServer::handleChannelData(const ClientKey& client, uint16_t number,
@@ -506,6 +508,7 @@ void TurnServer::handleChannelData(const ClientKey& client, uint16_t number,
   if (!has_permission(*allocation, peer, now) || !may_relay(peer, false)) return;
   if (!take_tokens(*allocation, data.size(), now)) return;
   io_.send_to_peer(allocation->id, peer, data);
+  count_relayed(true, data.size());
 }
 
 void TurnServer::on_peer_data(AllocationId id, const TransportAddress& peer,
@@ -516,6 +519,7 @@ void TurnServer::on_peer_data(AllocationId id, const TransportAddress& peer,
   // Section 11.3: only from peers with a permission; never from denied ranges.
   if (!has_permission(allocation, peer, now) || !may_relay(peer, false)) return;
   if (!take_tokens(allocation, bytes.size(), now)) return;
+  count_relayed(false, bytes.size());
   for (const auto& [number, channel] : allocation.channels) {
     if (channel.peer == peer && now < channel.expires) {
       const bool pad = allocation.client.transport != Transport::kUdp;
@@ -534,6 +538,25 @@ void TurnServer::on_peer_data(AllocationId id, const TransportAddress& peer,
   builder.add_attribute(attr::kXorPeerAddress, stun::encode_xor_address(peer, transaction));
   builder.add_attribute(attr::kData, bytes);
   io_.send_to_client(allocation.client, builder.bytes());
+}
+
+void TurnServer::count_relayed(bool to_peer, size_t bytes) {
+  if (!config_.stats) return;
+  auto& s = *config_.stats;
+  (to_peer ? s.relayed_bytes_to_peer : s.relayed_bytes_to_client) += bytes;
+  ++(to_peer ? s.relayed_packets_to_peer : s.relayed_packets_to_client);
+}
+
+size_t TurnServer::permission_count() const {
+  size_t n = 0;
+  for (const auto& [id, allocation] : allocations_) n += allocation.permissions.size();
+  return n;
+}
+
+size_t TurnServer::channel_count() const {
+  size_t n = 0;
+  for (const auto& [id, allocation] : allocations_) n += allocation.channels.size();
+  return n;
 }
 
 bool TurnServer::take_tokens(Allocation& allocation, size_t bytes, TimePoint now) {
@@ -641,6 +664,7 @@ void TurnServer::send_success(const ClientKey& client, const Message& request, c
 void TurnServer::send_error(const ClientKey& client, const Message& request, int code,
                             std::string_view reason, const Auth* auth,
                             std::span<const uint16_t> unknown) {
+  if (config_.stats) config_.stats->error("turn_" + std::to_string(code));
   MessageBuilder builder(request.method(), MessageClass::kErrorResponse, request.transaction_id);
   builder.add_error_code(code, reason);
   if (!unknown.empty()) builder.add_unknown_attributes(unknown);

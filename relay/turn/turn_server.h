@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "metrics/relay_stats.h"
 #include "stun/stun_message.h"
 #include "turn/credentials.h"
 #include "turn/peer_policy.h"
@@ -72,6 +73,8 @@ class TurnIo {
 };
 
 struct TurnConfig {
+  // Counters for --metrics; null: not counted.
+  relay::RelayStats* stats = nullptr;
   std::string realm = "natfwd";
   std::string software = "natfwd-relay";
   // TURN REST API shared secret (the bytes of the secret file's text).
@@ -122,6 +125,8 @@ class TurnServer {
 
   // Introspection for tests and logs.
   size_t allocation_count() const { return allocations_.size(); }
+  size_t permission_count() const;
+  size_t channel_count() const;
   std::optional<TransportAddress> relayed_address(const ClientKey& client) const;
   const TurnConfig& config() const { return config_; }
 
@@ -196,6 +201,7 @@ class TurnServer {
   // is per IP (RFC 8656 section 9); the exact address is checked when data flows.
   bool may_relay(const TransportAddress& peer, bool any_port) const;
   uint64_t unix_now() const;
+  void count_relayed(bool to_peer, size_t bytes);
 
   TurnConfig config_;
   TurnIo& io_;

@@ -67,6 +67,15 @@ def cli_cases(w, relay_addr):
         ("status with a stray argument", [peer, "status", *sd(), "extra"]),
         ("relay --listen bogus", [relay, "--listen", "bogus", *sd()]),
         ("unknown relay flag", [relay, "--listen", "127.0.0.1:0", *sd(), "--no-such-flag"]),
+        ("relay --alternate-address on a wildcard listen",
+         [relay, "--listen", "0.0.0.0:0", *sd(), "--alternate-address", "127.0.0.2"]),
+        ("relay --alternate-address not an IP",
+         [relay, "--listen", "127.0.0.1:0", *sd(), "--alternate-address", "nope"]),
+        ("relay --alternate-address of another family",
+         [relay, "--listen", "127.0.0.1:0", *sd(), "--alternate-address", "::1"]),
+        ("relay --alternate-port without an address",
+         [relay, "--listen", "127.0.0.1:0", *sd(), "--alternate-port", "5000"]),
+        ("relay --metrics bogus", [relay, "--listen", "127.0.0.1:0", *sd(), "--metrics", "x:y"]),
     ]
     for label, argv in cases:
         line = expect_usage_error(w, label, argv)

@@ -9,6 +9,9 @@
                                           direct tunnel and the open ssh keep going
     lab_test.py roam                      the laptop moves to another NAT and back;
                                           new connections work again within seconds
+    lab_test.py netcheck                  `peer netcheck` from every NAT type against a
+                                          relay with --alternate-address; coturn's
+                                          natdiscovery against our relay and coturn agree
     lab_test.py demo                      (test/lab/demo_nat.py) see there
 
 Environment: LAB_DELAY=20ms LAB_LOSS=0.5% (internet round-trip delay and loss per
@@ -39,7 +42,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -152,9 +155,9 @@ class Discovery:
     output: str = ""
 
 
-def discovery_argv(host_ip: str) -> list[str]:
+def discovery_argv(host_ip: str, port: int = L.COTURN_PORT) -> list[str]:
     return ["timeout", str(int(scaled(8))), "turnutils_natdiscovery", "-m", "-f",
-            "-p", str(L.COTURN_PORT), "-L", host_ip, L.RELAY_IP]
+            "-p", str(port), "-L", host_ip, L.RELAY_IP]
 
 
 def judge_discovery(d: Discovery, host_ip: str) -> None:
@@ -193,14 +196,15 @@ def judge_discovery(d: Discovery, host_ip: str) -> None:
     d.why = "; ".join(problems) if problems else rule
 
 
-def run_discovery(lab: Lab, sites: list[L.Site]) -> list[Discovery]:
-    """turnutils_natdiscovery from the first host of every site, all at once."""
-    if lab.coturn is None:
+def run_discovery(lab: Lab, sites: list[L.Site], port: int = L.COTURN_PORT) -> list[Discovery]:
+    """turnutils_natdiscovery from the first host of every site, all at once, against
+    coturn (default) or whatever serves `port` on the relay address."""
+    if lab.coturn is None and port == L.COTURN_PORT:
         lab.start_coturn()
     running = []
     for site in sites:
         role = next(iter(site.spec.hosts))
-        argv = ["ip", "netns", "exec", site.ns[role]] + discovery_argv(site.ip[role])
+        argv = ["ip", "netns", "exec", site.ns[role]] + discovery_argv(site.ip[role], port)
         running.append((site, role, subprocess.Popen(argv, stdout=subprocess.PIPE,
                                                      stderr=subprocess.STDOUT, text=True)))
     results = []
@@ -213,7 +217,7 @@ def run_discovery(lab: Lab, sites: list[L.Site]) -> list[Discovery]:
         for _ in range(2 if lab.loss else 0):
             if d.ok:
                 break
-            argv = ["ip", "netns", "exec", site.ns[role]] + discovery_argv(site.ip[role])
+            argv = ["ip", "netns", "exec", site.ns[role]] + discovery_argv(site.ip[role], port)
             out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, timeout=scaled(30)).stdout
             d = Discovery(site.name, site.nat, output=out)
@@ -222,8 +226,9 @@ def run_discovery(lab: Lab, sites: list[L.Site]) -> list[Discovery]:
     return results
 
 
-def print_discovery(results: list[Discovery]) -> None:
-    print("\nRFC 5780 behaviour discovery (coturn turnutils_natdiscovery -m -f):")
+def print_discovery(results: list[Discovery], server: str = "coturn") -> None:
+    print(f"\nRFC 5780 behaviour discovery (coturn turnutils_natdiscovery -m -f against "
+          f"{server}):")
     print(f"  {'site':<14} {'type':<10} {'mapping':<8} {'filtering':<9} {'local':<22} "
           f"{'mapped':<22} result")
     for d in results:
@@ -310,10 +315,11 @@ class Tunnels:
             extra += ["-v"]
         return extra
 
-    def start_relay(self, state_dir: Optional[str] = None) -> tuple[Proc, str]:
+    def start_relay(self, state_dir: Optional[str] = None,
+                    extra: Sequence[str] = ()) -> tuple[Proc, str]:
         argv = [self.natfwd.relay_bin, "--listen", f"{L.RELAY_IP}:{L.RELAY_PORT}",
                 "--state-dir", state_dir or self.natfwd.state_dir("relay"),
-                *self.relay_argv_extra()]
+                *self.relay_argv_extra(), *extra]
         p = self.lab.start("relay", argv, self.lab.relay_ns, echo=self.natfwd.echo,
                            env=clean_env())
         m = p.wait_stdout(r"listening on (\S+) ", READY_TIMEOUT, what="relay ready line")
@@ -811,8 +817,164 @@ def test_roam(lab: Lab, workdir: str, args) -> bool:
     return True
 
 
+# -- peer netcheck -----------------------------------------------------------------------
+
+# type -> (udp, mapping, filtering, tcp, proxy) as `peer netcheck --json` names them.
+NETCHECK_EXPECT = {
+    "none": (True, "no NAT", "endpoint-independent", True, None),
+    "fullcone": (True, "endpoint-independent", "endpoint-independent", True, None),
+    "eim": (True, "endpoint-independent", "address-and-port-dependent", True, None),
+    "cgnat": (True, "endpoint-independent", "address-and-port-dependent", True, None),
+    "symmetric": (True, "address-and-port-dependent", "address-and-port-dependent", True, None),
+    "udpblock": (False, "unknown", "unknown", True, None),
+    "proxyonly": (False, "unknown", "unknown", False, True),
+}
+# What coturn's natdiscovery prints, in peer netcheck's words.
+NETCHECK_OF_DISCOVERY = {"EIM": "endpoint-independent", "ADM": "address-dependent",
+                         "APDM": "address-and-port-dependent", "EIF": "endpoint-independent",
+                         "ADF": "address-dependent", "APDF": "address-and-port-dependent"}
+
+
+def netcheck_argv(t: "Tunnels", site: L.Site, json_out: bool) -> list[str]:
+    args = t.peer_relay_args(site)
+    return (["ip", "netns", "exec", site.ns["laptop"], t.natfwd.peer_bin, "netcheck",
+             "--timeout", str(int(scaled(8)))] + args + (["--json"] if json_out else []))
+
+
+def test_netcheck(lab: Lab, workdir: str, args) -> bool:
+    del args
+    import json
+    lab.build([SiteSpec(site_name("b", t), t, ("laptop",)) for t in L.TYPES])
+    sites = list(lab.sites.values())
+    t = Tunnels(lab, workdir)
+    relay, addr = t.start_relay(extra=["--alternate-address", L.RELAY_IP2])
+    ready = " ".join(relay.stdout_lines)
+    if "rfc5780 " + L.RELAY_IP2 not in ready:
+        raise Failure(f"the relay's ready line does not name its alternate address: {ready!r}")
+    ok = True
+    # People's output first (it goes into the notes), all sites at once.
+    running = [(s, subprocess.Popen(netcheck_argv(t, s, False), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, env=clean_env()))
+               for s in sites]
+    for site, p in running:
+        out, _ = p.communicate(timeout=scaled(40))
+        print(f"\n$ peer netcheck   # on the {site.nat} site (exit {p.returncode})")
+        print(out.rstrip())
+        want_exit = 0
+        if p.returncode != want_exit:
+            print(f"FAIL: exit {p.returncode}, want {want_exit}")
+            ok = False
+    # Scripts' output, checked.
+    running = [(s, subprocess.Popen(netcheck_argv(t, s, True), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=clean_env()))
+               for s in sites]
+    print(f"\npeer netcheck --json against our relay ({addr}, alternate {L.RELAY_IP2}):")
+    measured = {}
+    for site, p in running:
+        out, err = p.communicate(timeout=scaled(40))
+        try:
+            j = json.loads(out)
+        except ValueError:
+            print(f"  {site.nat:<10} FAIL: not JSON: {out!r} {err[-500:]}")
+            ok = False
+            continue
+        measured[site.nat] = j
+        got = (j["udp"], j["mapping"], j["filtering"], j["tcp"], j["proxy"])
+        want = NETCHECK_EXPECT[site.nat]
+        problems = [f"{k} {g!r}, want {w!r}" for k, g, w in
+                    zip(("udp", "mapping", "filtering", "tcp", "proxy"), got, want) if g != w]
+        if j["udp"] and site.nat != "none" and j["mapped_address"].split(":")[0] != site.public_ip \
+                and site.public_ip:
+            problems.append(f"mapped {j['mapped_address']}, want the NAT's {site.public_ip}")
+        if j["upnp"] or j["natpmp"]:
+            problems.append("a port-mapping gateway answered, but the lab has none")
+        print(f"  {site.nat:<10} udp {str(j['udp']):<5} mapping {j['mapping']:<27} "
+              f"filtering {j['filtering']:<27} tcp {str(j['tcp']):<5} "
+              f"mapped {j['mapped_address'] or '-':<21} "
+              f"{'ok' if not problems else 'FAIL: ' + '; '.join(problems)}")
+        ok = ok and not problems
+    # Interop: coturn's client against our relay sees what it sees against coturn.
+    ours = run_discovery(lab, sites, L.RELAY_PORT)
+    print_discovery(ours, "natfwd relay --alternate-address")
+    theirs = run_discovery(lab, sites)
+    print_discovery(theirs, "coturn")
+    for a, b in zip(ours, theirs):
+        if (a.mapping, a.filtering) != (b.mapping, b.filtering):
+            print(f"FAIL: {a.nat}: our relay gives {a.mapping}/{a.filtering}, coturn "
+                  f"{b.mapping}/{b.filtering}")
+            ok = False
+        mine = measured.get(a.nat)
+        if mine and b.mapping != "-" and (
+                NETCHECK_OF_DISCOVERY.get(b.mapping) != mine["mapping"] and
+                not (b.mapping == "EIM" and mine["mapping"] == "no NAT")):
+            print(f"FAIL: {a.nat}: peer netcheck says mapping {mine['mapping']}, coturn's "
+                  f"client {b.mapping}")
+            ok = False
+    ok = ok and all(d.ok for d in ours)
+    return test_netcheck_pairs(lab, t, workdir) and ok
+
+
+# Two-sided verdicts: `peer netcheck home-X` from the laptop of site Y, against the
+# lab's own rule for the pair (expected_path, which the matrix test checks with real
+# tunnels).
+NETCHECK_PAIRS = [("eim", "eim"), ("eim", "symmetric"), ("symmetric", "symmetric"),
+                  ("eim", "udpblock"), ("none", "udpblock"), ("fullcone", "symmetric"),
+                  ("eim", "proxyonly")]
+
+
+def test_netcheck_pairs(lab: Lab, t: "Tunnels", workdir: str) -> bool:
+    del workdir
+    import json
+    caller_state = t.natfwd.state_dir("netcheck-caller")
+    caller_id = t.natfwd.key_id(caller_state)
+    homes = {}
+    for home_type in sorted({h for h, _ in NETCHECK_PAIRS}, key=ORDER.get):
+        site = lab.sites[site_name("b", home_type)]
+        name = f"home-{home_type}"
+        argv = [t.natfwd.peer_bin, *t.peer_relay_args(site), "--name", name,
+                "--serve", "2222:127.0.0.1:22", "--state-dir", t.natfwd.state_dir(name),
+                "--allow", caller_id]
+        p = lab.start(f"peer --serve ({name})", argv, site.ns["laptop"], echo=t.natfwd.echo,
+                      env=clean_env())
+        p.wait_stdout(rf"^registered as {name} at ", READY_TIMEOUT, what="serving peer ready")
+        p.wait_stderr(r"netcheck: udp ", scaled(20), what=f"{name}'s own netcheck")
+        homes[home_type] = p
+    ok = True
+    print("\nTwo-sided verdicts (peer netcheck NAME from the other site's host):")
+    for home_type, laptop_type in NETCHECK_PAIRS:
+        laptop = lab.sites[site_name("b", laptop_type)]
+        name = f"home-{home_type}"
+        base = netcheck_argv(t, laptop, False) + ["--state-dir", caller_state]
+        text = subprocess.run(base + [name], capture_output=True, text=True,
+                              timeout=scaled(40), env=clean_env())
+        print(f"\n$ peer netcheck {name}   # on the {laptop_type} site (exit {text.returncode})")
+        print(text.stdout.rstrip())
+        r = subprocess.run(base + ["--json", name], capture_output=True, text=True,
+                           timeout=scaled(40), env=clean_env())
+        want = expected_path(home_type, laptop_type) if ORDER[home_type] <= ORDER[laptop_type] \
+            else expected_path(laptop_type, home_type)
+        allowed = {f"{want.kind} {tr}" for tr in want.transports}
+        try:
+            peer = json.loads(r.stdout)["peer"]
+            got = peer["path"]
+        except (ValueError, KeyError):
+            got, peer = f"no verdict (exit {r.returncode}): {r.stdout} {r.stderr[-300:]}", {}
+        good = r.returncode == 0 and text.returncode == 0 and got in allowed
+        direct = want.kind == "direct"
+        if peer and bool(peer["make_direct"]) == direct:
+            good = False
+            got += " (advice on making it direct does not fit)"
+        print(f"  => {home_type} x {laptop_type}: {got}; lab rule: {want.text()} "
+              f"{'ok' if good else 'FAIL'}")
+        ok = ok and good
+    for p in homes.values():
+        p.check_running("after the netcheck queries")
+    return ok
+
+
 TESTS = {
     "discovery": test_discovery,
+    "netcheck": test_netcheck,
     "matrix": test_matrix,
     "same-lan": test_same_lan,
     "relay-restart": test_relay_restart,

@@ -1,0 +1,432 @@
+#include "netcheck/netcheck_runner.h"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include <gio/gio.h>
+
+#include "log.h"
+#include "server/socket_address.h"
+#include "transport/connector.h"
+
+namespace natfwd::netcheck {
+namespace {
+
+using relay::make_socket_address;
+using relay::to_transport_address;
+
+constexpr uint16_t kNatPmpPort = 5351;  // RFC 6886 / RFC 6887 (PCP shares it)
+constexpr const char* kSsdpGroup = "239.255.255.250";
+constexpr uint16_t kSsdpPort = 1900;
+
+struct Unref {
+  void operator()(gpointer p) const { if (p) g_object_unref(p); }
+};
+template <typename T>
+using Ref = std::unique_ptr<T, Unref>;
+
+// The default IPv4 gateway from the kernel's routing table, "" if none.
+std::string default_gateway() {
+  std::ifstream routes("/proc/net/route");
+  std::string line;
+  std::getline(routes, line);  // header
+  while (std::getline(routes, line)) {
+    std::istringstream fields(line);
+    std::string iface, destination, gateway;
+    fields >> iface >> destination >> gateway;
+    if (destination != "00000000" || gateway == "00000000") continue;
+    const unsigned long g = std::stoul(gateway, nullptr, 16);  // little-endian in the file
+    char text[16];
+    snprintf(text, sizeof text, "%lu.%lu.%lu.%lu", g & 0xff, (g >> 8) & 0xff, (g >> 16) & 0xff,
+             (g >> 24) & 0xff);
+    return text;
+  }
+  return "";
+}
+
+Ref<GSocket> udp_socket(GSocketFamily family, const std::string& bind_ip) {
+  Ref<GSocket> socket(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP,
+                                   nullptr));
+  if (!socket) return socket;
+  g_socket_set_blocking(socket.get(), FALSE);
+  Ref<GSocketAddress> local(make_socket_address(bind_ip, 0));
+  if (!local || !g_socket_bind(socket.get(), local.get(), FALSE, nullptr)) return nullptr;
+  return socket;
+}
+
+// The address to probe among a name's addresses: IPv4 first, the NATs worth
+// diagnosing are there.
+std::string pick_address(GList* addresses);
+
+}  // namespace
+
+class NetcheckRun::Impl {
+ public:
+  Impl(NetcheckOptions options, NetcheckRun::Done done)
+      : options_(std::move(options)), done_(std::move(done)) {}
+  ~Impl() {
+    g_cancellable_cancel(resolving_);
+    g_object_unref(resolving_);
+    for (GSource* source : sources_) {
+      g_source_destroy(source);
+      g_source_unref(source);
+    }
+    if (probe_timer_) g_source_remove(probe_timer_);
+    if (overall_) g_source_remove(overall_);
+    if (finish_idle_) g_source_remove(finish_idle_);
+  }
+
+  void start() {
+    start_tcp();
+    // The UDP checks need the relay's IP: asked for without blocking the main loop (a
+    // serving peer behind a proxy may have no working DNS at all).
+    ++pending_;
+    GResolver* resolver = g_resolver_get_default();
+    g_resolver_lookup_by_name_async(resolver, options_.relay.host.c_str(), resolving_,
+                                    on_resolved, this);
+    g_object_unref(resolver);
+    overall_ = g_timeout_add_seconds(options_.timeout_seconds, [](gpointer self) {
+      auto* run = static_cast<Impl*>(self);
+      run->overall_ = 0;
+      run->finish();
+      return G_SOURCE_REMOVE;
+    }, this);
+    if (pending_ == 0) schedule_finish();
+  }
+
+ private:
+  static void on_resolved(GObject* resolver, GAsyncResult* result, gpointer self) {
+    GError* error = nullptr;
+    GList* addresses = g_resolver_lookup_by_name_finish(G_RESOLVER(resolver), result, &error);
+    if (error) {
+      const bool cancelled = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+      log::debug("netcheck: resolving the relay: %s", error->message);
+      g_error_free(error);
+      if (cancelled) return;  // the run is gone
+    }
+    auto* run = static_cast<Impl*>(self);
+    run->report_.relay_ip = pick_address(addresses);
+    g_resolver_free_addresses(addresses);
+    if (!run->report_.relay_ip.empty()) {
+      run->start_probe();
+      run->start_port_mapping_checks();
+    } else {
+      run->report_.gateway_skipped = "the relay's name does not resolve";
+    }
+    run->finished_one();
+  }
+
+  void finished_one() {
+    if (--pending_ == 0) schedule_finish();
+  }
+  // `done` may destroy this run: call it from an idle callback, never from inside
+  // one of our own handlers.
+  void schedule_finish() {
+    if (finish_idle_ || finished_) return;
+    finish_idle_ = g_idle_add([](gpointer self) {
+      auto* run = static_cast<Impl*>(self);
+      run->finish_idle_ = 0;
+      run->finish();
+      return G_SOURCE_REMOVE;
+    }, this);
+  }
+  void finish() {
+    if (finished_) return;
+    finished_ = true;
+    if (probe_) report_.nat = probe_->result();
+    done_(report_);  // may delete this
+  }
+
+  void watch(GSocket* socket, GSourceFunc callback) {
+    GSource* source = g_socket_create_source(socket, G_IO_IN, nullptr);
+    g_source_set_callback(source, callback, this, nullptr);
+    g_source_attach(source, nullptr);
+    sources_.push_back(source);
+  }
+
+  // -- RFC 5780 -------------------------------------------------------------------
+
+  void start_probe() {
+    Ref<GSocketAddress> server(make_socket_address(report_.relay_ip, options_.stun_port));
+    if (!server) return;
+    const GSocketFamily family = g_socket_address_get_family(server.get());
+    // The local address the kernel would use towards the relay: connect() a UDP
+    // socket (no packet is sent) and read it back.
+    Ref<GSocket> route(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
+    if (!route || !g_socket_connect(route.get(), server.get(), nullptr, nullptr)) {
+      log::debug("netcheck: no route to %s", report_.relay_ip.c_str());
+      return;
+    }
+    Ref<GSocketAddress> route_local(g_socket_get_local_address(route.get(), nullptr));
+    HostPort local_ip = relay::to_host_port(route_local.get());
+    std::array<stun::TransportAddress, 2> locals;
+    for (int i = 0; i < 2; ++i) {
+      sockets_[i] = udp_socket(family, local_ip.host);
+      if (!sockets_[i]) return;
+      Ref<GSocketAddress> bound(g_socket_get_local_address(sockets_[i].get(), nullptr));
+      locals[i] = to_transport_address(bound.get());
+    }
+    report_.local_address = locals[0].to_string();
+    probe_.emplace(to_transport_address(server.get()), locals, g_random_int() |
+                   (static_cast<uint64_t>(g_random_int()) << 32));
+    ++pending_;
+    watch(sockets_[0].get(), G_SOURCE_FUNC(+[](GSocket*, GIOCondition, gpointer self) {
+      static_cast<Impl*>(self)->on_probe_readable(0);
+      return G_SOURCE_CONTINUE;
+    }));
+    watch(sockets_[1].get(), G_SOURCE_FUNC(+[](GSocket*, GIOCondition, gpointer self) {
+      static_cast<Impl*>(self)->on_probe_readable(1);
+      return G_SOURCE_CONTINUE;
+    }));
+    probe_->start(std::chrono::steady_clock::now());
+    pump_probe();
+  }
+
+  void on_probe_readable(int index) {
+    std::byte buffer[2048];
+    for (;;) {
+      const gssize n = g_socket_receive(sockets_[index].get(), reinterpret_cast<gchar*>(buffer),
+                                        sizeof buffer, nullptr, nullptr);
+      if (n < 0) break;
+      if (probe_done_) continue;
+      probe_->on_datagram(index, std::span(buffer, static_cast<size_t>(n)),
+                          std::chrono::steady_clock::now());
+    }
+    pump_probe();
+  }
+
+  void pump_probe() {
+    if (probe_done_) return;
+    for (auto& send : probe_->take_sends()) {
+      Ref<GSocketAddress> to(make_socket_address(send.to));
+      // Send errors (no route, ICMP from an earlier one) read as silence, as they are.
+      g_socket_send_to(sockets_[send.socket].get(), to.get(),
+                       reinterpret_cast<const gchar*>(send.bytes.data()), send.bytes.size(),
+                       nullptr, nullptr);
+    }
+    if (probe_timer_) {
+      g_source_remove(probe_timer_);
+      probe_timer_ = 0;
+    }
+    if (probe_->done()) {
+      probe_done_ = true;
+      finished_one();
+      return;
+    }
+    if (auto deadline = probe_->next_deadline()) {
+      const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+          *deadline - std::chrono::steady_clock::now());
+      probe_timer_ = g_timeout_add(static_cast<guint>(std::max<long>(0, wait.count()) + 1),
+                                   [](gpointer self) {
+        auto* run = static_cast<Impl*>(self);
+        run->probe_timer_ = 0;
+        run->probe_->on_timer(std::chrono::steady_clock::now());
+        run->pump_probe();
+        return G_SOURCE_REMOVE;
+      }, this);
+    }
+  }
+
+  // -- TCP to the relay -----------------------------------------------------------
+
+  void start_tcp() {
+    if (!options_.check_tcp) return;
+    ConnectOptions direct;
+    direct.server = options_.relay;
+    direct.timeout_seconds = options_.timeout_seconds;
+    ++pending_;
+    const auto started = std::chrono::steady_clock::now();
+    tcp_ = std::make_unique<ConnectAttempt>(direct, [this, started](auto stream, const std::string& error) {
+      report_.tcp = stream != nullptr;
+      report_.tcp_error = error;
+      report_.tcp_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - started).count();
+      finished_one();
+    });
+    if (!options_.proxy) return;
+    report_.proxy_configured = true;
+    ConnectOptions proxied = direct;
+    proxied.http_proxy = options_.proxy;
+    ++pending_;
+    proxied_ = std::make_unique<ConnectAttempt>(proxied, [this](auto stream, const std::string& error) {
+      report_.proxy = stream != nullptr;
+      report_.proxy_error = error;
+      finished_one();
+    });
+  }
+
+  // -- UPnP IGD and NAT-PMP ---------------------------------------------------------
+
+  void start_port_mapping_checks() {
+    // A relay on loopback is a test on this machine: its gateway is none of the
+    // test's business (as the peer offers only loopback ICE candidates then).
+    Ref<GInetAddress> relay_ip(g_inet_address_new_from_string(report_.relay_ip.c_str()));
+    if (relay_ip && g_inet_address_get_is_loopback(relay_ip.get())) {
+      report_.gateway_skipped = "the relay is on loopback";
+      return;
+    }
+    report_.gateway = default_gateway();
+    if (report_.gateway.empty()) return;
+    // NAT-PMP "external address" request (RFC 6886 section 3.2): version 0, opcode 0.
+    // A PCP server (RFC 6887) answers it too, with a version-mismatch error: either
+    // way something there maps ports.
+    natpmp_ = udp_socket(G_SOCKET_FAMILY_IPV4, "0.0.0.0");
+    Ref<GSocketAddress> gateway(make_socket_address(report_.gateway, kNatPmpPort));
+    if (natpmp_ && gateway) {
+      const gchar request[2] = {0, 0};
+      if (g_socket_send_to(natpmp_.get(), gateway.get(), request, 2, nullptr, nullptr) == 2) {
+        ++pending_;
+        watch(natpmp_.get(), G_SOURCE_FUNC(+[](GSocket* s, GIOCondition, gpointer self) {
+          auto* run = static_cast<Impl*>(self);
+          gchar reply[64];
+          const gssize n = g_socket_receive(s, reply, sizeof reply, nullptr, nullptr);
+          if (n >= 2 && !run->report_.natpmp) {
+            run->report_.natpmp = true;
+            run->finished_one();
+          }
+          return G_SOURCE_CONTINUE;
+        }));
+      }
+    }
+    // SSDP search for an Internet gateway device (UPnP Device Architecture 1.1, 1.3.2).
+    ssdp_ = udp_socket(G_SOCKET_FAMILY_IPV4, "0.0.0.0");
+    Ref<GSocketAddress> group(make_socket_address(kSsdpGroup, kSsdpPort));
+    const std::string search =
+        "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n"
+        "MX: 1\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n";
+    if (ssdp_ && group &&
+        g_socket_send_to(ssdp_.get(), group.get(), search.data(), search.size(), nullptr,
+                         nullptr) == static_cast<gssize>(search.size())) {
+      ++pending_;
+      watch(ssdp_.get(), G_SOURCE_FUNC(+[](GSocket* s, GIOCondition, gpointer self) {
+        auto* run = static_cast<Impl*>(self);
+        gchar reply[1500];
+        const gssize n = g_socket_receive(s, reply, sizeof reply, nullptr, nullptr);
+        if (n > 12 && std::string_view(reply, 12) == "HTTP/1.1 200" && !run->report_.upnp) {
+          run->report_.upnp = true;
+          run->finished_one();
+        }
+        return G_SOURCE_CONTINUE;
+      }));
+    }
+  }
+
+  NetcheckOptions options_;
+  NetcheckRun::Done done_;
+  GCancellable* resolving_ = g_cancellable_new();
+  NetcheckReport report_;
+  int pending_ = 0;
+  guint overall_ = 0;
+  guint finish_idle_ = 0;
+  bool finished_ = false;
+  std::vector<GSource*> sources_;
+  std::array<Ref<GSocket>, 2> sockets_;
+  std::optional<NatBehaviourProbe> probe_;
+  bool probe_done_ = false;
+  guint probe_timer_ = 0;
+  std::unique_ptr<ConnectAttempt> tcp_;
+  std::unique_ptr<ConnectAttempt> proxied_;
+  Ref<GSocket> natpmp_;
+  Ref<GSocket> ssdp_;
+};
+
+namespace {
+
+std::string pick_address(GList* addresses) {
+  std::string out;
+  for (GList* a = addresses; a; a = a->next) {
+    gchar* text = g_inet_address_to_string(G_INET_ADDRESS(a->data));
+    const bool v4 = g_inet_address_get_family(G_INET_ADDRESS(a->data)) == G_SOCKET_FAMILY_IPV4;
+    if (out.empty() || v4) out = text;
+    g_free(text);
+    if (v4) break;
+  }
+  return out;
+}
+
+}  // namespace
+
+SideFacts NetcheckReport::facts() const {
+  SideFacts f;
+  f.udp = nat.udp;
+  f.mapping = nat.mapping;
+  f.filtering = nat.filtering;
+  f.tcp = tcp;
+  f.proxy = proxy;
+  f.port_mapping = upnp || natpmp;
+  return f;
+}
+
+NetcheckRun::NetcheckRun(NetcheckOptions options, Done done)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(done))) {
+  impl_->start();
+}
+
+NetcheckRun::~NetcheckRun() = default;
+
+NetcheckReport run_netcheck(const NetcheckOptions& options) {
+  GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
+  NetcheckReport report;
+  {
+    NetcheckRun run(options, [&](const NetcheckReport& r) {
+      report = r;
+      g_main_loop_quit(loop);
+    });
+    g_main_loop_run(loop);
+  }
+  g_main_loop_unref(loop);
+  return report;
+}
+
+NetcheckOptions options_from_welcome(const wire::Welcome& welcome, const HostPort& relay,
+                                     const std::string& relay_ip,
+                                     const std::optional<HostPort>& proxy) {
+  NetcheckOptions options;
+  options.relay = relay;
+  if (!relay_ip.empty()) options.relay.host = relay_ip;
+  options.stun_port = relay.port == 443 ? 3478 : relay.port;
+  for (const auto& server : welcome.ice_servers())
+    if (server.kind() == wire::IceServer::STUN && server.host().empty() && server.port())
+      options.stun_port = static_cast<uint16_t>(server.port());
+  options.proxy = proxy;
+  return options;
+}
+
+// The wire enums are the in-memory ones, value for value.
+static_assert(static_cast<int>(Mapping::kAddressAndPortDependent) ==
+              wire::NatFacts::MAPPING_ADDRESS_AND_PORT_DEPENDENT);
+static_assert(static_cast<int>(Mapping::kNoNat) == wire::NatFacts::NO_NAT);
+static_assert(static_cast<int>(Filtering::kAddressAndPortDependent) ==
+              wire::NatFacts::FILTERING_ADDRESS_AND_PORT_DEPENDENT);
+
+wire::NatFacts to_wire(const SideFacts& f) {
+  wire::NatFacts w;
+  w.set_udp(f.udp);
+  w.set_mapping(static_cast<wire::NatFacts::Mapping>(f.mapping));
+  w.set_filtering(static_cast<wire::NatFacts::Filtering>(f.filtering));
+  w.set_tcp(f.tcp);
+  w.set_proxy(f.proxy);
+  w.set_port_mapping(f.port_mapping);
+  return w;
+}
+
+SideFacts from_wire(const wire::NatFacts& w) {
+  SideFacts f;
+  f.udp = w.udp();
+  // Values this build does not know (a newer peer) read as unknown.
+  f.mapping = w.mapping() <= wire::NatFacts::MAPPING_ADDRESS_AND_PORT_DEPENDENT
+                  ? static_cast<Mapping>(w.mapping())
+                  : Mapping::kUnknown;
+  f.filtering = w.filtering() <= wire::NatFacts::FILTERING_ADDRESS_AND_PORT_DEPENDENT
+                    ? static_cast<Filtering>(w.filtering())
+                    : Filtering::kUnknown;
+  f.tcp = w.tcp();
+  f.proxy = w.proxy();
+  f.port_mapping = w.port_mapping();
+  return f;
+}
+
+}  // namespace natfwd::netcheck

@@ -1,0 +1,124 @@
+#include "metrics/relay_stats.h"
+
+#include <cstdio>
+
+namespace natfwd::relay {
+namespace {
+
+// Label values escape backslash, double quote and newline (exposition format 0.0.4).
+std::string label_value(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+class Writer {
+ public:
+  void family(const char* name, const char* type, const char* help) {
+    out_ += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  }
+  void sample(const char* name, uint64_t value, const std::string& labels = "") {
+    out_ += std::string(name) + (labels.empty() ? "" : "{" + labels + "}") + " " +
+            std::to_string(value) + "\n";
+  }
+  void sample(const char* name, double value) {
+    char text[64];
+    snprintf(text, sizeof text, "%.3f", value);
+    out_ += std::string(name) + " " + text + "\n";
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+}  // namespace
+
+std::string render_prometheus(const RelayStats& s, const RelayGauges& g) {
+  Writer w;
+  w.family("natfwd_relay_build_info", "gauge", "Always 1; the version is a label.");
+  w.sample("natfwd_relay_build_info", 1, "version=\"" + label_value(g.version) + "\"");
+  w.family("natfwd_relay_uptime_seconds", "gauge", "Seconds since the relay started.");
+  w.sample("natfwd_relay_uptime_seconds", g.uptime_seconds);
+  w.family("natfwd_relay_registered_peers", "gauge", "Peers holding a name now.");
+  w.sample("natfwd_relay_registered_peers", g.registered_peers);
+  w.family("natfwd_relay_rendezvous_connections", "gauge",
+           "Open rendezvous connections (TCP or TLS).");
+  w.sample("natfwd_relay_rendezvous_connections", g.rendezvous_connections);
+  w.family("natfwd_relay_open_sessions", "gauge", "Sessions being brokered now.");
+  w.sample("natfwd_relay_open_sessions", g.open_sessions);
+  w.family("natfwd_relay_registrations_total", "counter", "Names registered.");
+  w.sample("natfwd_relay_registrations_total", s.registrations_total);
+  w.family("natfwd_relay_sessions_total", "counter", "Sessions routed to a registered peer.");
+  w.sample("natfwd_relay_sessions_total", s.sessions_total);
+  w.family("natfwd_relay_rate_limited_total", "counter", "Requests refused by a rate limit.");
+  w.sample("natfwd_relay_rate_limited_total", s.rate_limited_registrations,
+           "kind=\"registration\"");
+  w.sample("natfwd_relay_rate_limited_total", s.rate_limited_sessions, "kind=\"session\"");
+  w.family("natfwd_relay_stun_binding_requests_total", "counter",
+           "STUN Binding requests answered over UDP.");
+  w.sample("natfwd_relay_stun_binding_requests_total", s.stun_binding_requests);
+  w.family("natfwd_relay_turn_allocations", "gauge", "TURN allocations now.");
+  w.sample("natfwd_relay_turn_allocations", g.turn_allocations);
+  w.family("natfwd_relay_turn_allocations_total", "counter", "TURN allocations made.");
+  w.sample("natfwd_relay_turn_allocations_total", s.turn_allocations_total);
+  w.family("natfwd_relay_turn_permissions", "gauge", "TURN permissions installed now.");
+  w.sample("natfwd_relay_turn_permissions", g.turn_permissions);
+  w.family("natfwd_relay_turn_channels", "gauge", "TURN channels bound now.");
+  w.sample("natfwd_relay_turn_channels", g.turn_channels);
+  w.family("natfwd_relay_relayed_bytes_total", "counter",
+           "Payload bytes relayed by TURN, by direction.");
+  w.sample("natfwd_relay_relayed_bytes_total", s.relayed_bytes_to_peer, "direction=\"to_peer\"");
+  w.sample("natfwd_relay_relayed_bytes_total", s.relayed_bytes_to_client,
+           "direction=\"to_client\"");
+  w.family("natfwd_relay_relayed_packets_total", "counter",
+           "Packets relayed by TURN, by direction.");
+  w.sample("natfwd_relay_relayed_packets_total", s.relayed_packets_to_peer,
+           "direction=\"to_peer\"");
+  w.sample("natfwd_relay_relayed_packets_total", s.relayed_packets_to_client,
+           "direction=\"to_client\"");
+  w.family("natfwd_relay_errors_total", "counter",
+           "Errors answered or dropped, by kind (protocol errors, TURN error codes, "
+           "malformed datagrams).");
+  for (const auto& [kind, count] : s.errors)
+    w.sample("natfwd_relay_errors_total", count, "kind=\"" + label_value(kind) + "\"");
+  return w.take();
+}
+
+MetricsRequest classify_metrics_request(std::string_view received) {
+  // The method is upper-case letters (RFC 9110 section 9: tokens, and every method
+  // registered is so): anything else at the start is not HTTP, closed at once.
+  for (char c : received.substr(0, received.find(' ')))
+    if (c < 'A' || c > 'Z') return MetricsRequest::kMalformed;
+  const size_t end = received.find("\r\n\r\n");
+  if (end == std::string_view::npos)
+    return received.size() > kMaxRequestHead ? MetricsRequest::kMalformed
+                                             : MetricsRequest::kNeedMore;
+  if (end > kMaxRequestHead) return MetricsRequest::kMalformed;
+  // request-line = method SP request-target SP HTTP-version (RFC 9112 section 3)
+  const std::string_view line = received.substr(0, received.find("\r\n"));
+  const size_t sp1 = line.find(' ');
+  const size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos)
+    return MetricsRequest::kMalformed;
+  const std::string_view method = line.substr(0, sp1);
+  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string_view version = line.substr(sp2 + 1);
+  if (method.empty() || target.empty() || target[0] != '/' ||
+      (version != "HTTP/1.1" && version != "HTTP/1.0"))
+    return MetricsRequest::kMalformed;
+  for (char c : method)
+    if (c < 'A' || c > 'Z') return MetricsRequest::kMalformed;
+  const std::string_view path = target.substr(0, target.find('?'));
+  return method == "GET" && path == "/metrics" ? MetricsRequest::kMetrics
+                                               : MetricsRequest::kNotFound;
+}
+
+}  // namespace natfwd::relay

@@ -1,0 +1,51 @@
+// The relay's counters, kept by the I/O-free cores (they hold a pointer to one
+// RelayStats, null in unit tests that do not care) and rendered as Prometheus text
+// exposition format (version 0.0.4) for `relay --metrics`. Gauges are read from the
+// cores at scrape time instead of being mirrored here.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+namespace natfwd::relay {
+
+struct RelayStats {
+  uint64_t registrations_total = 0;          // names registered (first time or again)
+  uint64_t sessions_total = 0;               // OpenSession routed to a registered peer
+  uint64_t rate_limited_registrations = 0;   // --max-registrations-per-minute
+  uint64_t rate_limited_sessions = 0;        // --max-sessions-per-minute
+  uint64_t stun_binding_requests = 0;        // answered Binding requests (udp)
+  uint64_t turn_allocations_total = 0;
+  uint64_t relayed_bytes_to_peer = 0;        // client -> relay -> peer (payload)
+  uint64_t relayed_packets_to_peer = 0;
+  uint64_t relayed_bytes_to_client = 0;      // peer -> relay -> client (payload)
+  uint64_t relayed_packets_to_client = 0;
+  std::map<std::string, uint64_t> errors;    // kind -> count
+
+  void error(std::string_view kind) { ++errors[std::string(kind)]; }
+};
+
+// What the cores hold right now.
+struct RelayGauges {
+  uint64_t registered_peers = 0;
+  uint64_t rendezvous_connections = 0;
+  uint64_t open_sessions = 0;
+  uint64_t turn_allocations = 0;
+  uint64_t turn_permissions = 0;
+  uint64_t turn_channels = 0;
+  double uptime_seconds = 0;
+  std::string version;
+};
+
+std::string render_prometheus(const RelayStats& stats, const RelayGauges& gauges);
+
+// The metrics endpoint's HTTP/1.1 (RFC 9112) request head, as far as it has arrived:
+// GET /metrics is served, any other well-formed request gets 404, anything else (or
+// a head over kMaxRequestHead bytes) closes the connection.
+enum class MetricsRequest { kNeedMore, kMetrics, kNotFound, kMalformed };
+inline constexpr size_t kMaxRequestHead = 8192;
+MetricsRequest classify_metrics_request(std::string_view received);
+
+}  // namespace natfwd::relay
