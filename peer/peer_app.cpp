@@ -97,6 +97,10 @@ bool PeerApp::start() {
       return;
     }
     log::warn("%s; reconnecting", reason.c_str());
+    // relay_link_lost() may close a tunnel, which edits tunnels_: walk a copy.
+    std::vector<Tunnel*> open;
+    for (auto& [id, tunnel] : tunnels_) open.push_back(tunnel.get());
+    for (Tunnel* tunnel : open) tunnel->relay_link_lost();
   };
   callbacks.on_ice_servers = [this](const wire::IceServersUpdate& update) {
     use_ice_servers(update.ice_servers());

@@ -157,6 +157,11 @@ void Tunnel::start_incoming(const wire::IncomingSession& incoming) {
   ice_->start_gathering();
 }
 
+void Tunnel::relay_link_lost() {
+  if (!closed_ && !remote_credentials_set_)
+    fail("the relay link was lost while waiting for the peer's answer");
+}
+
 void Tunnel::on_relay_message(const wire::Envelope& envelope) {
   if (closed_) return;
   switch (envelope.msg_case()) {

@@ -51,6 +51,10 @@ class Tunnel : public quic::Connection::Observer {
   void start_incoming(const wire::IncomingSession& incoming);
   // AcceptSession, Candidate or CloseSession for this session.
   void on_relay_message(const wire::Envelope& envelope);
+  // The relay link dropped: a session still waiting for the other side's answer can
+  // never get it (a new link does not know the session), so it fails now instead of
+  // at the setup timeout. Sessions past the answer carry on (ICE needs no relay).
+  void relay_link_lost();
   // Connecting side: carry one accepted TCP connection to `target` on the remote side.
   // Held until the tunnel is up.
   void forward(GSocketConnection* tcp, const HostPort& target);
