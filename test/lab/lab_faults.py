@@ -10,7 +10,8 @@ timeout, and the processes that were not killed keep serving a fresh connection.
     lab_faults.py target-abort    the target closes (FIN) or resets (RST) mid-stream,
                                   through a direct and a relayed tunnel
 
-Every figure (setup time, MB/s, detection and recovery times) is printed. Transfers
+Every figure (setup time, MB/s, detection and recovery times) is printed.
+LAB_FAULT_DELAY_MS (200) and LAB_FAULT_LOSS (0.05) change the loss-delay test's link. Transfers
 use test/tools/stream_check.py: a target in the home LAN that sends N bytes of a
 reference stream then closes or resets, and a client on the laptop that checks every
 byte and reports how the stream ended (eof, reset, timeout, corrupt).
@@ -32,7 +33,7 @@ sys.path.insert(0, HERE)
 
 import lab as L  # noqa: E402
 import lab_test  # noqa: E402
-from lab import Failure, Lab, SiteSpec, log, scaled, sh  # noqa: E402
+from lab import Failure, Lab, SiteSpec, scaled, sh  # noqa: E402
 from lab_test import Tunnels, clean_env  # noqa: E402
 from procs import Proc, wait_until  # noqa: E402
 
