@@ -241,13 +241,21 @@ def test_loss_delay(lab: Lab, workdir: str, args) -> bool:
     rig.start_relay(60)
     rig.start_serving(buffalo, timeout=60)
     rows = []
+    settled_relayed = []
     for label, extra in (("direct", ()), ("relayed", ("--force-relay",))):
-        rig.start_forward(buffalo, extra, timeout=60)
-        row = ssh_copy(rig, sshd, label)
-        want = "direct" if label == "direct" else "relayed"
-        if not row["path"].startswith(want):
-            raise Failure(f"{label}: path {row['path']!r}")
-        rows.append(row)
+        # With 5 % loss the direct checks can lose the race: ICE nominates the first
+        # valid pair, and a relayed pair over TURN-TCP (retransmitted by TCP) may get
+        # there first. Counted and printed; up to three tries for a direct path.
+        for _ in range(3 if label == "direct" else 1):
+            rig.start_forward(buffalo, extra, timeout=60)
+            path, _, _ = rig.t.wait_path(rig.forward, "home", 90)
+            if path.startswith(label):
+                break
+            settled_relayed.append(path)
+            rig.forward.stop()
+        else:
+            raise Failure(f"{label}: no {label} path in 3 tries: {settled_relayed}")
+        rows.append(ssh_copy(rig, sshd, label))
         rig.forward.stop()
     rig.check_alive(rig.relay, rig.serving)
     print(f"\n{lab.delay_ms:g} ms RTT, {lab.loss * 100:g} % loss per internet crossing "
@@ -257,6 +265,8 @@ def test_loss_delay(lab: Lab, workdir: str, args) -> bool:
     for r in rows:
         print(f"| {r['label']} | {r['path']} | {r['setup_s']:.2f} | {r['ssh_s']:.2f} | "
               f"{r['mbps']:.2f} | intact |")
+    print(f"tries of the direct tunnel that ICE settled on a relayed pair: "
+          f"{len(settled_relayed)}" + (f" ({'; '.join(settled_relayed)})" if settled_relayed else ""))
     return True
 
 
