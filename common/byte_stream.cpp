@@ -85,6 +85,7 @@ class TlsStream : public ByteStream {
 
   Io read(std::span<std::byte> buffer, size_t& n, std::string& error) override {
     if (Io status = handshake(error); status != Io::kOk) return status;
+    ERR_clear_error();
     int got = SSL_read(ssl_, buffer.data(), static_cast<int>(std::min<size_t>(buffer.size(), 1 << 30)));
     if (got > 0) {
       n = static_cast<size_t>(got);
@@ -94,6 +95,7 @@ class TlsStream : public ByteStream {
   }
   Io write(std::span<const std::byte> data, size_t& n, std::string& error) override {
     if (Io status = handshake(error); status != Io::kOk) return status;
+    ERR_clear_error();
     int sent = SSL_write(ssl_, data.data(), static_cast<int>(std::min<size_t>(data.size(), 1 << 30)));
     if (sent > 0) {
       n = static_cast<size_t>(sent);
@@ -104,7 +106,12 @@ class TlsStream : public ByteStream {
   GIOCondition wait_condition() const override { return wait_; }
   bool has_buffered_input() const override { return SSL_pending(ssl_) > 0; }
   void shutdown_write() override {
-    if (handshake_done_) SSL_shutdown(ssl_);
+    if (handshake_done_) {
+      SSL_shutdown(ssl_);
+      // A failed close_notify changes nothing here, but must not leave its error in
+      // the thread's queue (see classify).
+      ERR_clear_error();
+    }
     g_socket_shutdown(socket_, FALSE, TRUE, nullptr);
   }
   GSocket* socket() const override { return socket_; }
@@ -112,6 +119,7 @@ class TlsStream : public ByteStream {
  private:
   Io handshake(std::string& error) {
     if (handshake_done_) return Io::kOk;
+    ERR_clear_error();
     int result = SSL_do_handshake(ssl_);
     if (result != 1) return classify(result, error);
     handshake_done_ = true;
@@ -127,6 +135,11 @@ class TlsStream : public ByteStream {
     }
     return Io::kOk;
   }
+  // SSL_get_error() reads the thread's error queue, shared by every connection of
+  // the process: each SSL call above starts with an empty queue, or an error left by
+  // another connection (e.g. one closed during its handshake: "shutdown while in
+  // init") turns a mere WANT_READ here into a fatal error and closes an innocent
+  // connection. Seen in the lab soak: the relay dropped the serving peer's link.
   Io classify(int result, std::string& error) {
     switch (SSL_get_error(ssl_, result)) {
       case SSL_ERROR_WANT_READ:

@@ -27,6 +27,8 @@ namespace {
 
 constexpr int kExitUsage = 2;
 constexpr uint16_t kDefaultRelayPort = 3478;
+// How long an exiting peer keeps its main loop running for its goodbyes (see main).
+constexpr guint kShutdownDrainMs = 300;
 
 [[noreturn]] void usage_error(const std::string& message) {
   fprintf(stderr, "peer: %s\n", message.c_str());
@@ -459,9 +461,17 @@ int main(int argc, char** argv) {
       if (netcat) netcat->start(app);
       g_main_loop_run(loop);
       app.shutdown();
-      // Let the CONNECTION_CLOSE datagrams and the relay close go out.
-      for (int i = 0; i < 50 && g_main_context_iteration(nullptr, FALSE); ++i) {
-      }
+      // Let the CONNECTION_CLOSE datagrams, the relay close and libnice's TURN
+      // deallocations (a Refresh with lifetime 0, RFC 8656 section 7, sent from its
+      // own sources after the agent is closed) go out. Stopping at the first idle
+      // iteration left every allocation of an exiting peer on the relay until its
+      // lifetime ran out (600 s): one socket each there.
+      bool drained = false;
+      g_timeout_add(kShutdownDrainMs, [](gpointer done) -> gboolean {
+        *static_cast<bool*>(done) = true;
+        return G_SOURCE_REMOVE;
+      }, &drained);
+      while (!drained) g_main_context_iteration(nullptr, TRUE);
     }
     exit_code = app.exit_code();
     if (netcat && exit_code == 0) exit_code = netcat->exit_code();

@@ -286,20 +286,20 @@ void PeerApp::on_relay_lost(RelayLink& link, const std::string& reason, bool fat
     return;
   }
   log::warn("%s; reconnecting", reason.c_str());
-  // Tunnels still being set up through this relay cannot finish: their answer and
-  // candidates would come through it. Fail them now, so that their connections try
-  // another relay instead of waiting for the setup timeout. Established tunnels do
-  // not need the relay.
+  // Tunnels still waiting for the other side's answer through this relay can never
+  // get it (a new link does not know the session): fail them now, so that their
+  // connections try another relay instead of waiting for the setup timeout. Setups
+  // past the answer carry on (ICE needs no relay), as do established tunnels.
   std::vector<Tunnel*> stuck;
   std::vector<Tunnel*> restarting;
   for (auto& [id, route] : sessions_) {
     if (route.relay != &link) continue;
-    if (!route.tunnel->established()) stuck.push_back(route.tunnel);
+    if (route.tunnel->awaiting_answer()) stuck.push_back(route.tunnel);
     else if (route.tunnel->restart_session_id() == id) restarting.push_back(route.tunnel);
   }
   const std::string why = "the link to relay " + link.address.to_string() + " was lost";
   for (Tunnel* tunnel : restarting) tunnel->cancel_restart(why);
-  for (Tunnel* tunnel : stuck) tunnel->close(why + " during setup");
+  for (Tunnel* tunnel : stuck) tunnel->close(why + " while waiting for the peer's answer");
 }
 
 bool PeerApp::bind_listener(Listener& listener) {

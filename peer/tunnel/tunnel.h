@@ -82,6 +82,11 @@ class Tunnel : public quic::Connection::Observer {
   void accept_restart(const wire::IncomingSession& incoming, const IceSession::Options& options);
   bool restarting() const { return next_leg_ != nullptr; }
   uint64_t restart_session_id() const { return next_leg_ ? next_leg_->session_id() : 0; }
+  // Connecting side, before the other side answered through the relay: the setup
+  // depends on the relay link (a new link does not know the session).
+  bool awaiting_answer() const {
+    return !closed_ && !established_ && (!leg_ || !leg_->has_remote_params());
+  }
   // Connecting side: carry one accepted TCP connection to `target` on the remote side.
   // Held until the tunnel is up. `on_result` (optional) learns the serving peer's answer.
   void forward(GSocketConnection* tcp, const HostPort& target, OpenResultHandler on_result = {});

@@ -982,9 +982,11 @@ TESTS = {
 }
 
 
-def main() -> int:
+def main(tests: Optional[dict] = None) -> int:
+    """Runs one test of `tests` (default: this file's TESTS) in a fresh lab."""
+    tests = tests or TESTS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("test", choices=sorted(TESTS))
+    ap.add_argument("test", choices=sorted(tests))
     ap.add_argument("--pairs", default=os.environ.get("LAB_PAIRS", ""),
                     help="matrix subset, e.g. eim:eim,none:udpblock (default: all 28)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
@@ -1008,7 +1010,7 @@ def main() -> int:
     t0 = time.monotonic()
     ok = False
     try:
-        ok = TESTS[args.test](lab, workdir, args)
+        ok = tests[args.test](lab, workdir, args)
     except Failure as e:
         print(f"FAIL: {e}", file=sys.stderr)
         for p in lab.group.procs:
