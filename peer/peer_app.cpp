@@ -47,6 +47,10 @@ constexpr gint64 kSilentReplaceUs = 3 * G_USEC_PER_SEC;
 constexpr gint64 kSilentReplaceAfterChangeUs = 1200 * G_USEC_PER_SEC / 1000;
 constexpr gint64 kNetworkChangeWindowUs = 10 * G_USEC_PER_SEC;
 constexpr guint kHealthCheckMs = 250;
+// After a relay restart every peer reconnects: for this long after our own link is
+// back, "no such peer" may only mean the serving peer has not yet; retried this often.
+constexpr gint64 kReregisterGraceSeconds = 15;
+constexpr guint kReregisterRetryMs = 1000;
 // A new connection is not given to a tunnel silent for longer than this (one and a
 // half keepalive intervals): a fresh tunnel costs less than a connection that hangs.
 constexpr gint64 kSilentOnAcceptUs = 1500 * G_USEC_PER_SEC / 1000;
@@ -66,6 +70,7 @@ PeerApp::PeerApp(PeerConfig config, Identity identity, GMainLoop* loop)
 PeerApp::~PeerApp() {
   if (waiting_timer_) g_source_remove(waiting_timer_);
   if (health_timer_) g_source_remove(health_timer_);
+  if (retry_timer_) g_source_remove(retry_timer_);
   if (network_settle_timer_) g_source_remove(network_settle_timer_);
   if (network_handler_) g_signal_handler_disconnect(network_monitor_, network_handler_);
   for (auto& waiting : waiting_) {
@@ -384,9 +389,19 @@ void PeerApp::hold_until_relay_ready(GSocketConnection* connection, const HostPo
   if (!waiting_timer_) waiting_timer_ = g_timeout_add_seconds(1, on_waiting_timeout, this);
 }
 
+gboolean PeerApp::on_retry_outgoing(gpointer self) {
+  auto* app = static_cast<PeerApp*>(self);
+  app->retry_timer_ = 0;
+  if (!app->outgoing_ || app->outgoing_->closed()) app->start_outgoing_tunnel();
+  app->hand_waiting_to_tunnel();
+  return G_SOURCE_REMOVE;
+}
+
 void PeerApp::on_welcome(RelayLink& link, const std::string& relay_ip,
                          const wire::Welcome& welcome) {
   link.ip = relay_ip;
+  ++link.welcomes;
+  link.welcomed_us = g_get_monotonic_time();
   // The serving peer's own netcheck measures against the relay that welcomed it last.
   if (netcheck_)
     netcheck_->on_welcome(
@@ -602,7 +617,23 @@ std::unique_ptr<Tunnel> PeerApp::make_tunnel(Tunnel::Role role, uint64_t session
     };
     // A setup that failed through one relay is tried through each other relay once,
     // with the connections that were waiting for it.
-    hooks.rescue_pending = [this](std::vector<Tunnel::PendingForward>& pending) {
+    hooks.rescue_pending = [this, relay](Tunnel& tunnel,
+                                         std::vector<Tunnel::PendingForward>& pending) {
+      // Just after this relay came back (a restart), the serving peer may not have
+      // registered again yet: its connections wait and the attempt is repeated,
+      // for a while, instead of failing at once.
+      const gint64 since_welcome = g_get_monotonic_time() - relay->welcomed_us;
+      if (tunnel.peer_not_registered() && relay->welcomes > 1 &&
+          since_welcome < kReregisterGraceSeconds * G_USEC_PER_SEC) {
+        log::info("%s is not registered at %s yet, which just came back; trying again",
+                  tunnel.remote_label().c_str(), relay->address.to_string().c_str());
+        for (auto& waiting : pending)
+          hold_until_relay_ready(waiting.tcp, waiting.target, std::move(waiting.on_result));
+        if (!retry_timer_) retry_timer_ = g_timeout_add(kReregisterRetryMs, on_retry_outgoing, this);
+        return true;
+      }
+      // A setup that failed through one relay is tried through each other relay once,
+      // with the connections that were waiting for it.
       if (tried_relays_.size() >= relays_.size()) return false;
       rescued_.insert(rescued_.end(), pending.begin(), pending.end());
       return true;

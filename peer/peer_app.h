@@ -83,6 +83,8 @@ class PeerApp {
     // TURN server "ip:port" as libnice sees it -> what the path line says.
     std::map<std::string, std::string> labels;
     bool registered = false;
+    int welcomes = 0;         // Welcome messages so far: more than one after a reconnect
+    gint64 welcomed_us = 0;   // when the last one came
     bool ready() const { return client && client->ready(); }
   };
 
@@ -165,6 +167,8 @@ class PeerApp {
   static gboolean on_waiting_timeout(gpointer self);
   void hand_waiting_to_tunnel();
   guint health_timer_ = 0;
+  guint retry_timer_ = 0;  // a setup to try again (see kReregisterGraceSeconds)
+  static gboolean on_retry_outgoing(gpointer self);
   GNetworkMonitor* network_monitor_ = nullptr;
   gulong network_handler_ = 0;
   guint network_settle_timer_ = 0;

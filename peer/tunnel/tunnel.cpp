@@ -195,6 +195,7 @@ void Tunnel::on_relay_message(const wire::Envelope& envelope) {
       // Once QUIC runs, the tunnel does not depend on the relay any more.
       if (established_) return;
       if (close_session.reason() == wire::CloseSession::NO_SUCH_PEER) {
+        peer_not_registered_ = true;
         reason = ConnectProgress::no_such_peer(remote_label_);
       } else if (close_session.reason() == wire::CloseSession::REFUSED && role_ == Role::kConnecting) {
         reason = ConnectProgress::refused(remote_label_, reason);
@@ -626,7 +627,7 @@ void Tunnel::fail(const std::string& cause) {
   for (auto& [id, bridge] : bridges_) open.push_back(bridge.get());
   for (StreamBridge* bridge : open) bridge->abort(reason);
   if (!established_ && !pending_.empty() && hooks_.rescue_pending &&
-      hooks_.rescue_pending(pending_)) {
+      hooks_.rescue_pending(*this, pending_)) {
     pending_.clear();
   }
   for (auto& pending : pending_) {

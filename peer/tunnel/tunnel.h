@@ -51,7 +51,7 @@ class Tunnel : public quic::Connection::Observer {
     // Connecting side, setup failed: may take the waiting connections (and their
     // references) to try them another way, e.g. through another relay; returns
     // false to let them be reset.
-    std::function<bool(std::vector<PendingForward>&)> rescue_pending;
+    std::function<bool(Tunnel&, std::vector<PendingForward>&)> rescue_pending;
     // A path restart did not work out (the owner may set up a fresh tunnel).
     std::function<void(Tunnel&, const std::string& reason)> on_restart_failed;
     // The session a path restart used is now the tunnel's; the old one is over.
@@ -84,6 +84,8 @@ class Tunnel : public quic::Connection::Observer {
   uint64_t restart_session_id() const { return next_leg_ ? next_leg_->session_id() : 0; }
   // Connecting side, before the other side answered through the relay: the setup
   // depends on the relay link (a new link does not know the session).
+  // The relay said no peer of that name is registered (CloseSession NO_SUCH_PEER).
+  bool peer_not_registered() const { return peer_not_registered_; }
   bool awaiting_answer() const {
     return !closed_ && !established_ && (!leg_ || !leg_->has_remote_params());
   }
@@ -181,6 +183,7 @@ class Tunnel : public quic::Connection::Observer {
   void progress(ConnectPhase phase, const std::string& detail = "");
   std::optional<ConnectProgress> progress_;
   bool key_refused_ = false;
+  bool peer_not_registered_ = false;
   std::map<int64_t, std::unique_ptr<StreamBridge>> bridges_;
   std::vector<std::unique_ptr<StreamBridge>> finished_bridges_;  // destroyed from idle
   void send_pairing_request();
