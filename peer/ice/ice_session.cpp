@@ -1,6 +1,11 @@
 #include "ice/ice_session.h"
 
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "log.h"
 
@@ -13,6 +18,15 @@ constexpr guint kComponent = 1;
 constexpr size_t kMaxPendingDatagrams = 256;
 // NOTES-transport.md: libnice leaves UDP buffers at ~208 KiB; QUIC needs a few MiB.
 constexpr int kSocketBufferBytes = 8 << 20;
+// One GSO send: at most 64 segments (UDP_MAX_SEGMENTS) and one IP datagram's worth
+// of payload.
+constexpr size_t kMaxSegments = 64;
+constexpr size_t kMaxGsoBytes = 65000;
+// Datagrams queued before flush_sends() sends them anyway.
+constexpr size_t kMaxQueuedDatagrams = 256;
+#ifndef UDP_SEGMENT
+constexpr int UDP_SEGMENT = 103;  // linux/udp.h, kernel 4.18
+#endif
 
 const char* candidate_type_name(NiceCandidateType type) {
   switch (type) {
@@ -90,6 +104,7 @@ IceSession::IceSession(const Options& options, Callbacks callbacks)
 }
 
 IceSession::~IceSession() {
+  drop_direct_socket();
   for (gulong handler : signal_handlers_) g_signal_handler_disconnect(agent_, handler);
   nice_agent_attach_recv(agent_, stream_id_, kComponent, g_main_context_default(), nullptr,
                          nullptr);
@@ -142,7 +157,120 @@ bool IceSession::send(std::span<const std::byte> datagram) {
     pending_.emplace_back(datagram.begin(), datagram.end());
     return true;
   }
-  return send_now(datagram);
+  if (!direct_socket_) return send_now(datagram);
+  if (writable_source_) return false;  // the socket is full: on_writable says when not
+  queued_.insert(queued_.end(), datagram.begin(), datagram.end());
+  queued_sizes_.push_back(static_cast<uint16_t>(datagram.size()));
+  if (queued_sizes_.size() >= kMaxQueuedDatagrams) flush_sends();
+  return true;
+}
+
+void IceSession::flush_sends() {
+  if (!direct_socket_ || writable_source_) return;
+  const int fd = g_socket_get_fd(direct_socket_);
+  while (queued_next_ < queued_sizes_.size()) {
+    // A run of equal sizes (the last one may be shorter) goes out in one call.
+    const size_t first = queued_next_;
+    const size_t segment = queued_sizes_[first];
+    size_t count = 1, bytes = segment;
+    while (gso_works_ && first + count < queued_sizes_.size() && count < kMaxSegments) {
+      const size_t next = queued_sizes_[first + count];
+      if (next > segment || bytes + next > kMaxGsoBytes) break;
+      ++count;
+      bytes += next;
+      if (next < segment) break;
+    }
+    iovec iov{queued_.data() + queued_next_offset_, bytes};
+    msghdr message{};
+    message.msg_name = &direct_remote_;
+    message.msg_namelen = direct_remote_length_;
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(uint16_t))] = {};
+    if (count > 1) {
+      message.msg_control = control;
+      message.msg_controllen = sizeof control;
+      cmsghdr* header = CMSG_FIRSTHDR(&message);
+      header->cmsg_level = SOL_UDP;
+      header->cmsg_type = UDP_SEGMENT;
+      header->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      const uint16_t size = static_cast<uint16_t>(segment);
+      std::memcpy(CMSG_DATA(header), &size, sizeof size);
+    }
+    if (sendmsg(fd, &message, MSG_DONTWAIT) < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+        // Full: the rest waits for the socket, and QUIC for on_writable.
+        writable_source_ = g_socket_create_source(direct_socket_, G_IO_OUT, nullptr);
+        g_source_set_callback(writable_source_, G_SOURCE_FUNC(on_direct_writable), this,
+                              nullptr);
+        g_source_attach(writable_source_, nullptr);
+        return;
+      }
+      if (count > 1 && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT)) {
+        // No UDP GSO here (or not on this device): one datagram per call from now on.
+        log::debug("ice: UDP_SEGMENT refused (%s); sending datagrams one by one",
+                   g_strerror(errno));
+        gso_works_ = false;
+        continue;
+      }
+      // A route gone, say: drop this run, as libnice would; QUIC retransmits.
+      log::debug("ice send failed: %s", g_strerror(errno));
+    }
+    queued_next_ += count;
+    queued_next_offset_ += bytes;
+  }
+  queued_.clear();
+  queued_sizes_.clear();
+  queued_next_ = 0;
+  queued_next_offset_ = 0;
+}
+
+gboolean IceSession::on_direct_writable(GSocket*, GIOCondition, gpointer self) {
+  auto* session = static_cast<IceSession*>(self);
+  g_source_unref(session->writable_source_);
+  session->writable_source_ = nullptr;
+  session->flush_sends();
+  if (!session->writable_source_ && session->callbacks_.on_writable)
+    session->callbacks_.on_writable();
+  return G_SOURCE_REMOVE;
+}
+
+void IceSession::use_direct_socket(NiceCandidate* local, NiceCandidate* remote) {
+  drop_direct_socket();
+  // Our own relayed candidate needs TURN framing, which libnice adds; a TCP pair
+  // needs RFC 4571 framing. A remote relayed candidate is plain UDP to its TURN server.
+  if (local->type == NICE_CANDIDATE_TYPE_RELAYED ||
+      local->transport != NICE_CANDIDATE_TRANSPORT_UDP)
+    return;
+  GSocket* socket = nice_agent_get_selected_socket(agent_, stream_id_, kComponent);
+  if (!socket) return;
+  sockaddr_storage remote_address{};
+  nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&remote_address));
+  const socklen_t length = remote_address.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
+                           : remote_address.ss_family == AF_INET ? sizeof(sockaddr_in)
+                                                                 : 0;
+  if (length == 0) {
+    g_object_unref(socket);
+    return;
+  }
+  direct_socket_ = socket;
+  direct_remote_ = remote_address;
+  direct_remote_length_ = length;
+}
+
+void IceSession::drop_direct_socket() {
+  flush_sends();  // what is queued still goes to the old pair
+  if (writable_source_) {
+    g_source_destroy(writable_source_);
+    g_source_unref(writable_source_);
+    writable_source_ = nullptr;
+  }
+  queued_.clear();
+  queued_sizes_.clear();
+  queued_next_ = 0;
+  queued_next_offset_ = 0;
+  if (direct_socket_) g_object_unref(direct_socket_);
+  direct_socket_ = nullptr;
 }
 
 bool IceSession::send_now(std::span<const std::byte> datagram) {
@@ -243,6 +371,8 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   const bool first = !selected_;
   selected_ = true;
   tune_socket_buffers();
+  use_direct_socket(live_local && live_remote ? live_local : local,
+                    live_local && live_remote ? live_remote : remote);
   if (callbacks_.on_selected_pair) callbacks_.on_selected_pair(path);
   if (first) {
     // The controlled side may have queued QUIC datagrams before it had a pair.

@@ -23,10 +23,12 @@ GSourceFuncs kReadyTimeFuncs = {nullptr, nullptr, dispatch_ready_time, nullptr, 
 
 Timestamp Driver::now() { return static_cast<Timestamp>(g_get_monotonic_time()) * 1000; }
 
-Driver::Driver(const Config& config, Connection::Observer& observer, SendDatagram send)
+Driver::Driver(const Config& config, Connection::Observer& observer, SendDatagram send,
+               std::function<void()> end_of_pass)
     : context_(g_main_context_ref_thread_default()),
       connection_(config, observer, now()),
-      send_(std::move(send)) {
+      send_(std::move(send)),
+      end_of_pass_(std::move(end_of_pass)) {
   timer_.reset(g_source_new(&kReadyTimeFuncs, sizeof(GSource)));
   g_source_set_callback(timer_.get(), &Driver::on_timer, this, nullptr);
   g_source_set_name(timer_.get(), "quic timer");
@@ -103,6 +105,7 @@ void Driver::write_pass() {
       return false;
     });
     if (!*alive) return;  // on_connection_closed destroyed us
+    if (end_of_pass_) end_of_pass_();
   }
   arm_timer();
 }

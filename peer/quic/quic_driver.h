@@ -27,7 +27,10 @@ class Driver {
  public:
   using SendDatagram = std::function<bool(std::span<const std::byte>)>;  // false = would block
 
-  Driver(const Config& config, Connection::Observer& observer, SendDatagram send);
+  // `end_of_pass`, if given, runs after each write pass: `send` may only queue the
+  // datagrams of a pass, to send them together (IceSession::flush_sends).
+  Driver(const Config& config, Connection::Observer& observer, SendDatagram send,
+         std::function<void()> end_of_pass = {});
   ~Driver();
   Driver(const Driver&) = delete;
   Driver& operator=(const Driver&) = delete;
@@ -66,6 +69,7 @@ class Driver {
   GMainContext* context_;  // owned reference
   Connection connection_;
   SendDatagram send_;
+  std::function<void()> end_of_pass_;
   bool blocked_ = false;  // `send` said "would block"; wait for resume_write()
   Timestamp last_past_expiry_ = kNever;  // a deadline already past when last armed
   // Cleared by the destructor: lets a pass notice that on_connection_closed destroyed us.

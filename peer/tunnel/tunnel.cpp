@@ -101,9 +101,12 @@ void Tunnel::create_quic() {
     }
     return true;
   };
-  quic_ = std::make_unique<quic::Driver>(config, *this, [this](std::span<const std::byte> d) {
-    return leg_ ? leg_->ice().send(d) : true;
-  });
+  quic_ = std::make_unique<quic::Driver>(
+      config, *this,
+      [this](std::span<const std::byte> d) { return leg_ ? leg_->ice().send(d) : true; },
+      [this] {
+        if (leg_) leg_->ice().flush_sends();
+      });
 }
 
 void Tunnel::start_outgoing(const std::string& target_name) {
