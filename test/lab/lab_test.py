@@ -7,6 +7,8 @@
     lab_test.py same-lan                  both peers behind the same NAT, on one LAN
     lab_test.py relay-restart             the relay is restarted mid-transfer; the
                                           direct tunnel and the open ssh keep going
+    lab_test.py several-relays            two relays; the one a relayed tunnel runs through
+                                          dies; the tunnel moves to the other
     lab_test.py roam                      the laptop moves to another NAT and back;
                                           new connections work again within seconds
     lab_test.py netcheck                  `peer netcheck` from every NAT type against a
@@ -337,14 +339,15 @@ class Tunnels:
 
     # peers -------------------------------------------------------------------------
 
-    def start_serving(self, site: L.Site, target: str, role: str = "home") -> Proc:
+    def start_serving(self, site: L.Site, target: str, role: str = "home",
+                      extra: Sequence[str] = ()) -> Proc:
         # Each pair gets a fresh laptop identity (its known_peers would otherwise pin the
         # previous pair's home key), which the serving peer authorises, as if paired.
         self.laptop_state = self.natfwd.state_dir("laptop")
         laptop_id = self.natfwd.key_id(self.laptop_state)
         argv = [self.natfwd.peer_bin, *self.peer_relay_args(site), "--name", "home",
                 "--serve", f"2222:{target}", "--state-dir", self.natfwd.state_dir("home"),
-                "--allow", laptop_id]
+                "--allow", laptop_id, *extra]
         argv += ["-v"] if VERBOSE else []
         p = self.lab.start(f"peer --serve ({site.name})", argv, site.ns[role],
                            echo=self.natfwd.echo, env=clean_env())
@@ -352,9 +355,9 @@ class Tunnels:
         return p
 
     def start_forward(self, site: L.Site, target: str, role: str = "laptop",
-                      port: int = 0) -> tuple[Proc, int]:
+                      port: int = 0, extra: Sequence[str] = ()) -> tuple[Proc, int]:
         argv = [self.natfwd.peer_bin, *self.peer_relay_args(site), "-L", f"{port}:{target}",
-                "--state-dir", self.laptop_state]
+                "--state-dir", self.laptop_state, *extra]
         argv += ["-v"] if VERBOSE else []
         argv += ["home"]
         p = self.lab.start(f"peer -L ({site.name})", argv, site.ns[role], echo=self.natfwd.echo,
@@ -972,6 +975,66 @@ def test_netcheck_pairs(lab: Lab, t: "Tunnels", workdir: str) -> bool:
     return ok
 
 
+def test_several_relays(lab: Lab, workdir: str, args) -> bool:
+    """Two relays (A and B, on the relay host's two addresses), peers given both. The
+    tunnel is relayed (eim x symmetric) through A's TURN. A is killed: the open ssh
+    carries on over a path restarted through B, new connections work, and a new -L
+    peer given A first connects through B."""
+    del args
+    lab.build([SiteSpec("a-eim", "eim", ("home", "buffalo")),
+               SiteSpec("b-sym", "symmetric", ("laptop", "laptop2"))])
+    hs, ls = lab.sites["a-eim"], lab.sites["b-sym"]
+    sshd = lab.start_sshd(hs)
+    t = Tunnels(lab, workdir)
+    relay_a, addr_a = t.start_relay()
+    argv_b = [t.natfwd.relay_bin, "--listen", f"{L.RELAY_IP2}:{L.RELAY_PORT}",
+              "--state-dir", t.natfwd.state_dir("relay-b"),
+              "--tls-listen", f"{L.RELAY_IP2}:{L.RELAY_TLS_PORT}"]
+    relay_b = lab.start("relay B", argv_b, lab.relay_ns, echo=t.natfwd.echo, env=clean_env())
+    addr_b = relay_b.wait_stdout(r"listening on (\S+) ", READY_TIMEOUT,
+                                 what="relay B ready line").group(1)
+    both = ["--relay", addr_b]
+    buffalo = f"{hs.ip['buffalo']}:{L.SSHD_PORT}"
+    serving = t.start_serving(hs, buffalo, extra=both)
+    wait_until(lambda: sum(f"registered as home at {addr_b}" in l or
+                           f"registered as home at {addr_a}" in l
+                           for l in serving.stdout_lines + serving.stderr_lines) >= 2,
+               scaled(20), "the serving peer registered at both relays")
+    print(f"serving peer registered at {addr_a} and {addr_b}")
+    fwd, port = t.start_forward(ls, buffalo, extra=both)
+    path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT)
+    print(f"path home: {path}")
+    if not path.startswith("relayed"):
+        raise Failure(f"eim x symmetric should be relayed, got {path!r}")
+    netns = ls.ns["laptop"]
+    master, control = t.open_master(netns, sshd, port)
+    t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
+
+    relay_a.stop(signal.SIGKILL)
+    t0 = time.monotonic()
+    print(f"relay A ({addr_a}) killed: its TURN allocations are gone")
+    recovery = wait_recovery(t, netns, sshd, port, t0)
+    path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT, start=line + 1)
+    if L.RELAY_IP2 not in path:
+        raise Failure(f"after relay A died the path should go through B, got {path!r}")
+    if not master.running():
+        raise Failure("the ssh opened through relay A ended\n" + master.describe())
+    t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
+    print(f"new ssh works {recovery:.1f} s after relay A died; the ssh opened before "
+          f"still works; path home: {path}")
+
+    # A new -L peer (the same, authorised identity) given the dead relay A first.
+    t1 = time.monotonic()
+    fwd2, port2 = t.start_forward(ls, buffalo, role="laptop2", extra=both)
+    netns2 = ls.ns["laptop2"]
+    recovery2 = wait_recovery(t, netns2, sshd, port2, t1)
+    print(f"a new -L peer given the dead relay A first: ssh works {recovery2:.1f} s after "
+          f"its start")
+    for p in (relay_b, serving, fwd, fwd2):
+        p.check_running("at the end")
+    return True
+
+
 TESTS = {
     "discovery": test_discovery,
     "netcheck": test_netcheck,
@@ -979,6 +1042,7 @@ TESTS = {
     "same-lan": test_same_lan,
     "relay-restart": test_relay_restart,
     "roam": test_roam,
+    "several-relays": test_several_relays,
 }
 
 
