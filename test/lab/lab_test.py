@@ -355,8 +355,12 @@ class Tunnels:
         return p
 
     def start_forward(self, site: L.Site, target: str, role: str = "laptop",
-                      port: int = 0, extra: Sequence[str] = ()) -> tuple[Proc, int]:
-        argv = [self.natfwd.peer_bin, *self.peer_relay_args(site), "-L", f"{port}:{target}",
+                      port: int = 0, extra: Sequence[str] = (),
+                      relays: Optional[Sequence[str]] = None) -> tuple[Proc, int]:
+        """`relays`: --relay addresses in this order instead of the lab relay."""
+        relay_args = [a for r in relays for a in ("--relay", r)] if relays else \
+            self.peer_relay_args(site)
+        argv = [self.natfwd.peer_bin, *relay_args, "-L", f"{port}:{target}",
                 "--state-dir", self.laptop_state, *extra]
         argv += ["-v"] if VERBOSE else []
         argv += ["home"]
@@ -977,9 +981,10 @@ def test_netcheck_pairs(lab: Lab, t: "Tunnels", workdir: str) -> bool:
 
 def test_several_relays(lab: Lab, workdir: str, args) -> bool:
     """Two relays (A and B, on the relay host's two addresses), peers given both. The
-    tunnel is relayed (eim x symmetric) through A's TURN. A is killed: the open ssh
-    carries on over a path restarted through B, new connections work, and a new -L
-    peer given A first connects through B."""
+    tunnel is relayed (eim x symmetric) through the TURN server of one of them; that
+    relay is killed: the open ssh carries on over a path restarted through the other,
+    new connections work, and a new -L peer given the dead relay first connects
+    through the live one."""
     del args
     lab.build([SiteSpec("a-eim", "eim", ("home", "buffalo")),
                SiteSpec("b-sym", "symmetric", ("laptop", "laptop2"))])
@@ -993,45 +998,50 @@ def test_several_relays(lab: Lab, workdir: str, args) -> bool:
     relay_b = lab.start("relay B", argv_b, lab.relay_ns, echo=t.natfwd.echo, env=clean_env())
     addr_b = relay_b.wait_stdout(r"listening on (\S+) ", READY_TIMEOUT,
                                  what="relay B ready line").group(1)
-    both = ["--relay", addr_b]
+    both = [addr_a, addr_b]
     buffalo = f"{hs.ip['buffalo']}:{L.SSHD_PORT}"
-    serving = t.start_serving(hs, buffalo, extra=both)
+    serving = t.start_serving(hs, buffalo, extra=["--relay", addr_b])
     wait_until(lambda: sum(f"registered as home at {addr_b}" in l or
                            f"registered as home at {addr_a}" in l
                            for l in serving.stdout_lines + serving.stderr_lines) >= 2,
                scaled(20), "the serving peer registered at both relays")
     print(f"serving peer registered at {addr_a} and {addr_b}")
-    fwd, port = t.start_forward(ls, buffalo, extra=both)
+    fwd, port = t.start_forward(ls, buffalo, relays=both)
     path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT)
     print(f"path home: {path}")
     if not path.startswith("relayed"):
         raise Failure(f"eim x symmetric should be relayed, got {path!r}")
+    # The tunnel was set up through whichever relay welcomed the -L peer first.
+    through_b = L.RELAY_IP2 in path
+    dead, dead_proc, live_ip = (addr_b, relay_b, L.RELAY_IP) if through_b else \
+        (addr_a, relay_a, L.RELAY_IP2)
+    live = addr_a if through_b else addr_b
     netns = ls.ns["laptop"]
     master, control = t.open_master(netns, sshd, port)
     t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
 
-    relay_a.stop(signal.SIGKILL)
+    dead_proc.stop(signal.SIGKILL)
     t0 = time.monotonic()
-    print(f"relay A ({addr_a}) killed: its TURN allocations are gone")
+    print(f"relay {dead}, whose TURN carries the tunnel, killed: its allocations are gone")
     recovery = wait_recovery(t, netns, sshd, port, t0)
     path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT, start=line + 1)
-    if L.RELAY_IP2 not in path:
-        raise Failure(f"after relay A died the path should go through B, got {path!r}")
+    if live_ip not in path:
+        raise Failure(f"after relay {dead} died the path should go through {live}, got {path!r}")
     if not master.running():
-        raise Failure("the ssh opened through relay A ended\n" + master.describe())
+        raise Failure(f"the ssh opened through relay {dead} ended\n" + master.describe())
     t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
-    print(f"new ssh works {recovery:.1f} s after relay A died; the ssh opened before "
+    print(f"new ssh works {recovery:.1f} s after relay {dead} died; the ssh opened before "
           f"still works; path home: {path}")
 
-    # A new -L peer (the same, authorised identity) given the dead relay A first.
+    # A new -L peer (the same, authorised identity) given the dead relay first.
     t1 = time.monotonic()
-    fwd2, port2 = t.start_forward(ls, buffalo, role="laptop2", extra=both)
-    netns2 = ls.ns["laptop2"]
-    recovery2 = wait_recovery(t, netns2, sshd, port2, t1)
-    print(f"a new -L peer given the dead relay A first: ssh works {recovery2:.1f} s after "
-          f"its start")
-    for p in (relay_b, serving, fwd, fwd2):
+    fwd2, port2 = t.start_forward(ls, buffalo, role="laptop2", relays=[dead, live])
+    recovery2 = wait_recovery(t, ls.ns["laptop2"], sshd, port2, t1)
+    print(f"a new -L peer given the dead relay {dead} first: ssh works {recovery2:.1f} s "
+          f"after its start")
+    for p in (serving, fwd, fwd2):
         p.check_running("at the end")
+    (relay_a if through_b else relay_b).check_running("at the end")
     return True
 
 
