@@ -323,13 +323,20 @@ void parse_subcommand(const char* name, const char* summary, GOptionEntry* entri
   natfwd::log::init("peer", natfwd::log::Level::kInfo);
 }
 
+// --help of --config for the subcommands that take only state-dir from the file
+// (peer_arguments_with_config reads it before any parser runs).
+std::string state_dir_config_help() {
+  return "Take state-dir from FILE (default: " + natfwd::default_peer_config_path() +
+         " if it exists)";
+}
+
 // `peer id [--state-dir DIR]`: this peer's key id (line 1, for scripts) and fingerprint.
 int print_identity(int argc, char** argv) {
   gchar* state_dir = nullptr;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "Read (or create) the identity key in DIR (default: " + default_state + ")";
   gchar* config_file = nullptr;
-  const std::string config_help = "Take state-dir from FILE (default: " + natfwd::default_peer_config_path() + " if it exists)";
+  const std::string config_help = state_dir_config_help();
   GOptionEntry entries[] = {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
@@ -354,7 +361,7 @@ int print_invite(int argc, char** argv) {
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "The serving peer's state dir (default: " + default_state + ")";
   gchar* config_file = nullptr;
-  const std::string config_help = "Take state-dir from FILE (default: " + natfwd::default_peer_config_path() + " if it exists)";
+  const std::string config_help = state_dir_config_help();
   GOptionEntry entries[] = {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
@@ -392,7 +399,7 @@ int print_status(int argc, char** argv) {
   gboolean json = FALSE;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "The running peer's state dir (default: " + default_state + ")";
-  const std::string config_help = "Take state-dir from FILE (default: " + natfwd::default_peer_config_path() + " if it exists)";
+  const std::string config_help = state_dir_config_help();
   GOptionEntry entries[] = {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
