@@ -9,7 +9,8 @@
 //                remote reader stops our TCP reads (backpressure to the TCP sender).
 //   QUIC -> TCP: bytes are handed back to QUIC as consumed only once the TCP socket
 //                took them, so a slow local reader stops the remote sender through
-//                QUIC flow control. Neither side buffers more than one window.
+//                QUIC flow control. Neither side buffers more than one window. The
+//                bytes of one batch of datagrams go to TCP in one write.
 //   EOF -> FIN, FIN -> shutdown(SHUT_WR): half-close works both ways.
 //   TCP reset -> RESET_STREAM; RESET_STREAM -> TCP reset (SO_LINGER 0).
 #pragma once
@@ -96,6 +97,7 @@ class StreamBridge {
 
   static gboolean on_tcp_readable(GSocket*, GIOCondition, gpointer self);
   static gboolean on_tcp_writable(GSocket*, GIOCondition, gpointer self);
+  static gboolean on_pump_idle(gpointer self);
   void pump_tcp_to_quic();
   void pump_quic_to_tcp();
   void update_tcp_read_interest();
@@ -123,6 +125,7 @@ class StreamBridge {
   GSocket* socket_ = nullptr;
   GSource* read_source_ = nullptr;
   GSource* write_source_ = nullptr;
+  GSource* pump_idle_ = nullptr;        // QUIC -> TCP write deferred to the batch's end
   GCancellable* connect_cancellable_ = nullptr;
 
   std::vector<std::byte> header_;       // stream bytes until the header frame is whole

@@ -70,6 +70,11 @@ class Bench:
         self.args = args
         self.bytes = int(float(os.environ.get("BENCH_BYTES", 1e9)))
         self.max_seconds = float(os.environ.get("BENCH_MAX_SECONDS", 20))
+        # Optional subsets, for iterating on one cell, e.g. BENCH_COLUMNS=20ms
+        # BENCH_ROWS=natfwd,ssh (columns: loopback, veth, 20ms, 20ms+loss; rows: tcp, ssh,
+        # natfwd, turn-udp, turn-tcp).
+        self.only_columns = set(filter(None, os.environ.get("BENCH_COLUMNS", "").split(",")))
+        self.only_rows = set(filter(None, os.environ.get("BENCH_ROWS", "").split(",")))
         self.group = ProcGroup()
         self.tmp = tempfile.mkdtemp(prefix="natfwd-bench-")
         self.netns: list[str] = []
@@ -343,6 +348,9 @@ class Bench:
                             lambda t=t: self.measure_natfwd_relayed(env, col, target_addr,
                                                                     services["relayed"], t))
                            for t in RELAYED)):
+            # BENCH_ROWS names: tcp, ssh, natfwd, turn-udp, turn-tcp
+            if self.only_rows and name.replace("natfwd relayed ", "turn-") not in self.only_rows:
+                continue
             try:
                 fn()
             except Exception as e:  # noqa: BLE001 - one failed cell must not end the bench
@@ -404,18 +412,24 @@ class Bench:
         cols = []
         lo = Env("loopback")
         log(f"transfer size {self.bytes / 1e6:.0f} MB, at most {self.max_seconds:.0f} s each")
-        cols.append("loopback")
-        self.column(lo, "loopback", 0, 0, self.services(lo, "lo"))
+        if self.wants("loopback"):
+            cols.append("loopback")
+            self.column(lo, "loopback", 0, 0, self.services(lo, "lo"))
         if os.geteuid() != 0:
             self.notes.append("not root: no network namespaces, loopback only")
         else:
             env = self.make_namespaces()
             svc = self.services(env, "ns")
             for col, delay, loss in (("veth", 0, 0), ("20ms", 10, 0), ("20ms+loss", 10, 0.005)):
+                if not self.wants(col):
+                    continue
                 cols.append(col)
                 self.column(env, col, delay, loss, svc)
             self.emulate(env, 0, 0)
         self.print_table(cols)
+
+    def wants(self, col: str) -> bool:
+        return not self.only_columns or col in self.only_columns
 
     # -- output --------------------------------------------------------------------
 
