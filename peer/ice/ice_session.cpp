@@ -2,12 +2,15 @@
 
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <dirent.h>
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "log.h"
+#include "socket_buffers.h"
 
 namespace natfwd {
 namespace {
@@ -18,6 +21,50 @@ constexpr guint kComponent = 1;
 constexpr size_t kMaxPendingDatagrams = 256;
 // NOTES-transport.md: libnice leaves UDP buffers at ~208 KiB; QUIC needs a few MiB.
 constexpr int kSocketBufferBytes = 8 << 20;
+
+bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
+  if (a.ss_family != b.ss_family) return false;
+  if (a.ss_family == AF_INET) {
+    const auto& x = reinterpret_cast<const sockaddr_in&>(a);
+    const auto& y = reinterpret_cast<const sockaddr_in&>(b);
+    return x.sin_port == y.sin_port && x.sin_addr.s_addr == y.sin_addr.s_addr;
+  }
+  if (a.ss_family == AF_INET6) {
+    const auto& x = reinterpret_cast<const sockaddr_in6&>(a);
+    const auto& y = reinterpret_cast<const sockaddr_in6&>(b);
+    return x.sin6_port == y.sin6_port &&
+           std::memcmp(&x.sin6_addr, &y.sin6_addr, sizeof x.sin6_addr) == 0;
+  }
+  return false;
+}
+
+// The fd of this process's UDP socket bound to exactly `address`, or -1. libnice binds
+// each host candidate's socket to its own address and port, so the match is unique.
+int find_udp_socket_bound_to(const sockaddr_storage& address) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* entry = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    int type = 0;
+    socklen_t type_length = sizeof type;
+    if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_TYPE, &type, &type_length) != 0 ||
+        type != SOCK_DGRAM)
+      continue;
+    sockaddr_storage bound{};
+    socklen_t bound_length = sizeof bound;
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&bound),
+                    &bound_length) == 0 &&
+        same_address(bound, address)) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
 // One GSO send: at most 64 segments (UDP_MAX_SEGMENTS) and one IP datagram's worth
 // of payload.
 constexpr size_t kMaxSegments = 64;
@@ -370,7 +417,7 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   path.remote_address = candidate_address(remote);
   const bool first = !selected_;
   selected_ = true;
-  tune_socket_buffers();
+  tune_socket_buffers(local);
   use_direct_socket(live_local && live_remote ? live_local : local,
                     live_local && live_remote ? live_remote : remote);
   if (callbacks_.on_selected_pair) callbacks_.on_selected_pair(path);
@@ -383,19 +430,22 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   }
 }
 
-void IceSession::tune_socket_buffers() {
+void IceSession::tune_socket_buffers(const NiceCandidate* local) {
   // NULL for TCP pairs (NOTES-transport.md); then the kernel's TCP autotuning applies.
-  GSocket* socket = nice_agent_get_selected_socket(agent_, stream_id_, kComponent);
-  if (!socket) return;
-  int fd = g_socket_get_fd(socket);
-  for (int option : {SO_RCVBUF, SO_SNDBUF}) {
-    int force = option == SO_RCVBUF ? SO_RCVBUFFORCE : SO_SNDBUFFORCE;
-    // Beyond net.core.[rw]mem_max only the *FORCE variants (CAP_NET_ADMIN) work; try
-    // them first and fall back quietly.
-    if (setsockopt(fd, SOL_SOCKET, force, &kSocketBufferBytes, sizeof kSocketBufferBytes) != 0)
-      setsockopt(fd, SOL_SOCKET, option, &kSocketBufferBytes, sizeof kSocketBufferBytes);
+  // NULL for relayed pairs too: then the TURN traffic runs over the relayed candidate's
+  // base, a host UDP socket of this agent that libnice does not hand out.
+  if (GSocket* socket = nice_agent_get_selected_socket(agent_, stream_id_, kComponent)) {
+    raise_socket_buffers(g_socket_get_fd(socket), kSocketBufferBytes);
+    g_object_unref(socket);
+    return;
   }
-  g_object_unref(socket);
+  if (local->type != NICE_CANDIDATE_TYPE_RELAYED ||
+      local->transport != NICE_CANDIDATE_TRANSPORT_UDP)
+    return;
+  sockaddr_storage base{};
+  nice_address_copy_to_sockaddr(&local->base_addr, reinterpret_cast<sockaddr*>(&base));
+  if (int fd = find_udp_socket_bound_to(base); fd >= 0)
+    raise_socket_buffers(fd, kSocketBufferBytes);
 }
 
 }  // namespace natfwd

@@ -105,7 +105,7 @@ class IceSession {
   void use_direct_socket(NiceCandidate* local, NiceCandidate* remote);
   void drop_direct_socket();
   static gboolean on_direct_writable(GSocket*, GIOCondition, gpointer self);
-  void tune_socket_buffers();
+  void tune_socket_buffers(const NiceCandidate* local);
   bool send_now(std::span<const std::byte> datagram);
 
   Options options_;

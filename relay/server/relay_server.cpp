@@ -6,9 +6,11 @@
 
 #include <stdexcept>
 
+#include "log.h"
 #include "server/rendezvous_service.h"
 #include "server/socket_address.h"
 #include "server/stun_udp_service.h"
+#include "socket_buffers.h"
 
 namespace natfwd::relay {
 namespace {
@@ -16,6 +18,7 @@ namespace {
 // Listen queue for the rendezvous port; bursts of reconnecting peers after a relay
 // restart should not see refused connections.
 constexpr int kListenBacklog = 1024;
+constexpr int kUdpBufferBytes = 8 << 20;
 
 GObjectPtr<GSocket> new_socket(GSocketFamily family, GSocketType type, GSocketProtocol protocol) {
   GError* raw_error = nullptr;
@@ -228,6 +231,13 @@ void RelayServer::bind_sockets(const HostPort& listen) {
       GErrorPtr listen_error(raw_error);
       throw std::runtime_error("cannot listen on tcp " + where + ": " + listen_error->message);
     }
+    // The listen port carries STUN and the TURN traffic of every client (tunnels
+    // relayed at 100+ MB/s): give it a large receive queue (see socket_buffers.h).
+    const int granted = raise_socket_buffers(g_socket_get_fd(udp.get()), kUdpBufferBytes);
+    if (granted >= 0 && granted < kUdpBufferBytes)
+      log::info("udp receive buffer is %d KiB, not %d (net.core.rmem_max; needs "
+                "CAP_NET_ADMIN to exceed): relayed tunnels may lose bursts",
+                granted / 1024, kUdpBufferBytes / 1024);
     tcp_ = std::move(tcp);
     udp_ = std::move(udp);
     local_address_ = HostPort{listen.host, port};

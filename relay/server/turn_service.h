@@ -114,6 +114,8 @@ class TurnService : public turn::TurnIo {
 
   // Datagrams read from one relayed socket per wakeup.
   static constexpr int kMaxDatagramsPerWakeup = 64;
+  // Each relayed socket's kernel buffers (socket_buffers.h).
+  static constexpr int kRelaySocketBufferBytes = 4 << 20;
   // A TURN-over-TCP client that does not read: relayed data beyond this is dropped
   // (UDP semantics); it is not a reason to close.
   static constexpr size_t kMaxStreamOutputBytes = 1 << 20;
