@@ -47,6 +47,10 @@ constexpr gint64 kSilentReplaceUs = 3 * G_USEC_PER_SEC;
 constexpr gint64 kSilentReplaceAfterChangeUs = 1200 * G_USEC_PER_SEC / 1000;
 constexpr gint64 kNetworkChangeWindowUs = 10 * G_USEC_PER_SEC;
 constexpr guint kHealthCheckMs = 250;
+// A tunnel replaced after a failed path restart keeps trying to restart its path, this
+// long after each failure, while it has open connections: the other side may have
+// moved too, and is back at the relay a moment later (lab roam-home).
+constexpr gint64 kRestartRetryUs = 1 * G_USEC_PER_SEC;
 // After a relay restart every peer reconnects: for this long after our own link is
 // back, "no such peer" may only mean the serving peer has not yet; retried this often.
 constexpr gint64 kReregisterGraceSeconds = 15;
@@ -147,17 +151,30 @@ gboolean PeerApp::on_network_settled(gpointer self) {
 
 gboolean PeerApp::on_health_check(gpointer self) {
   auto* app = static_cast<PeerApp*>(self);
-  Tunnel* tunnel = app->outgoing_;
-  if (!tunnel || !tunnel->established() || tunnel->closed()) return G_SOURCE_CONTINUE;
   const gint64 now = g_get_monotonic_time();
   const bool after_change = app->network_changed_us_ != 0 &&
                             now - app->network_changed_us_ < kNetworkChangeWindowUs;
   const gint64 limit = after_change ? kSilentReplaceAfterChangeUs : kSilentReplaceUs;
-  const gint64 silent = tunnel->silent_for_us();
-  if (silent > limit) {
-    app->restart_outgoing_path("nothing heard from " + tunnel->remote_label() + " for " +
-                          std::to_string(silent / 1000) + " ms" +
-                          (after_change ? " after a network change" : ""));
+  // The current tunnel, and replaced ones that still carry connections.
+  std::vector<Tunnel*> silent;
+  for (auto& [id, tunnel] : app->tunnels_) {
+    if (tunnel->role() != Tunnel::Role::kConnecting || !tunnel->established() ||
+        tunnel->closed() || tunnel->restarting())
+      continue;
+    if (tunnel.get() != app->outgoing_ && !(tunnel->retired() && tunnel->open_streams() > 0))
+      continue;
+    if (tunnel->silent_for_us() <= limit) continue;
+    if (tunnel->restart_failed_us() != 0 && now - tunnel->restart_failed_us() < kRestartRetryUs)
+      continue;
+    silent.push_back(tunnel.get());
+  }
+  // Restarting may replace the current tunnel (tunnels_ changes): act after the scan.
+  for (Tunnel* tunnel : silent) {
+    if (tunnel->closed()) continue;
+    const gint64 quiet = tunnel->silent_for_us();
+    app->restart_path(*tunnel, "nothing heard from " + tunnel->remote_label() + " for " +
+                                   std::to_string(quiet / 1000) + " ms" +
+                                   (after_change ? " after a network change" : ""));
   }
   return G_SOURCE_CONTINUE;
 }
@@ -172,8 +189,8 @@ void PeerApp::replace_outgoing(const std::string& why) {
   start_outgoing_tunnel();
 }
 
-void PeerApp::restart_outgoing_path(const std::string& why) {
-  Tunnel* tunnel = outgoing_;
+void PeerApp::restart_path(Tunnel& tunnel_ref, const std::string& why) {
+  Tunnel* tunnel = &tunnel_ref;
   if (tunnel->restarting()) return;
   // Through the relay that worked last, else any that is up. None up (a link being
   // checked after a network change): the next health check tries again.
@@ -185,8 +202,9 @@ void PeerApp::restart_outgoing_path(const std::string& why) {
   if (!link) return;
   const uint64_t id = random_session_id();
   sessions_[id] = {tunnel, link};
-  log::warn("%s: %s; looking for a new path through relay %s (%zu open connection(s) "
+  log::warn("%s: %s; looking for a new path%s through relay %s (%zu open connection(s) "
             "wait for it)", tunnel->remote_label().c_str(), why.c_str(),
+            tunnel->retired() ? " for a replaced tunnel" : "",
             link->address.to_string().c_str(), tunnel->open_streams());
   tunnel->restart_path(id, link->ice_options);
 }
@@ -354,9 +372,9 @@ void PeerApp::accept_from(GSocket* socket) {
         outgoing_->silent_for_us() > kSilentOnAcceptUs) {
       // A new connection on a tunnel that has probably lost its path: find a new
       // path now rather than at the next health check.
-      restart_outgoing_path("nothing heard from " + outgoing_->remote_label() + " for " +
-                            std::to_string(outgoing_->silent_for_us() / 1000) +
-                            " ms when a new connection came");
+      restart_path(*outgoing_, "nothing heard from " + outgoing_->remote_label() + " for " +
+                                   std::to_string(outgoing_->silent_for_us() / 1000) +
+                                   " ms when a new connection came");
     }
     forward_connection(connection, listener->spec.target);
     g_object_unref(connection);

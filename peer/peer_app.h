@@ -111,11 +111,12 @@ class PeerApp {
                                       const std::string& label, RelayLink& link,
                                       const PublicKey* caller = nullptr, bool pairing_only = false);
   void tunnel_closed(Tunnel& tunnel, const std::string& reason);
-  // Path health (connecting side): a tunnel that has gone silent is replaced by a
-  // fresh one for new connections; see kSilentReplace* in peer_app.cpp.
+  // Path health (connecting side): a tunnel that has gone silent restarts its path;
+  // if that fails, a fresh tunnel takes new connections while the old one keeps
+  // trying for its open ones; see kSilentReplace* in peer_app.cpp.
   static gboolean on_health_check(gpointer self);
   void replace_outgoing(const std::string& why);
-  void restart_outgoing_path(const std::string& why);
+  void restart_path(Tunnel& tunnel, const std::string& why);
   void send_for_session(const wire::Envelope& envelope);
   void accept_path_restart(RelayLink& link, const wire::IncomingSession& incoming);
   static void on_network_changed(GNetworkMonitor*, gboolean available, gpointer self);

@@ -319,6 +319,7 @@ void Tunnel::restart_failed(const std::string& reason) {
     restart_timer_ = 0;
   }
   log::warn("%s: path restart failed: %s", remote_label_.c_str(), reason.c_str());
+  restart_failed_us_ = g_get_monotonic_time();
   if (hooks_.on_restart_failed) hooks_.on_restart_failed(*this, reason);
 }
 

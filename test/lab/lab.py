@@ -508,17 +508,21 @@ visible_hostname lab-proxy
                               f"{scaled(timeout):.0f} s{extra}")
             time.sleep(0.05)
 
-    def start_sshd(self, site: Site, role: str = "buffalo") -> ThrowawaySshd:
-        """A real sshd on port 22 in the host's namespace, throwaway host and user keys."""
+    def start_sshd(self, site: Site, role: str = "buffalo",
+                   listen_ip: Optional[str] = None) -> ThrowawaySshd:
+        """A real sshd on port 22 in the host's namespace, throwaway host and user keys;
+        on the host's LAN address unless `listen_ip` (127.0.0.1: one that moves with
+        the host)."""
         if not find_sshd():
             raise Failure("sshd not installed (openssh-server)")
         d = os.path.join(self.workdir, f"sshd-{site.name}-{role}")
         os.makedirs(d, mode=0o700, exist_ok=True)
-        sshd = ThrowawaySshd(d, site.ip[role])
+        ip = listen_ip or site.ip[role]
+        sshd = ThrowawaySshd(d, ip)
         sshd.prepare()
         p = self.start(f"sshd ({site.name} {role})",
                        [sshd.sshd, "-D", "-e", "-f", sshd.config,
-                        "-o", f"ListenAddress={site.ip[role]}:{SSHD_PORT}"],
+                        "-o", f"ListenAddress={ip}:{SSHD_PORT}"],
                        site.ns[role])
         p.wait_stderr(r"Server listening on", 10, what="sshd ready")
         self.sshd_dirs[f"{site.name}-{role}"] = sshd

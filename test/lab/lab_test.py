@@ -824,6 +824,73 @@ def test_roam(lab: Lab, workdir: str, args) -> bool:
     return True
 
 
+def test_roam_home(lab: Lab, workdir: str, args) -> bool:
+    """The serving side moves: the home box leaves its network for one behind a
+    symmetric NAT (relayed), then comes back (direct), with sshd on its own loopback.
+    Its relay link must be re-established and its name registered again, and the -L
+    peer, hearing nothing, must restart the path through the relay to the home peer's
+    new candidates: the ssh opened before the first move keeps working, new
+    connections work again within seconds."""
+    del args
+    lab.build([SiteSpec("a-eim", "eim", ("home",)),
+               SiteSpec("b-eim", "eim", ("laptop",)),
+               SiteSpec("c-sym", "symmetric", ())])
+    hs, bs, cs = lab.sites["a-eim"], lab.sites["b-eim"], lab.sites["c-sym"]
+    sshd = lab.start_sshd(hs, role="home", listen_ip="127.0.0.1")
+    t = Tunnels(lab, workdir)
+    t.start_relay()
+    target = f"127.0.0.1:{L.SSHD_PORT}"
+    serving = t.start_serving(hs, target)
+    fwd, port = t.start_forward(bs, target)
+    path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT)
+    print(f"home at a-eim: path home: {path}")
+    netns = bs.ns["laptop"]
+    master, control = t.open_master(netns, sshd, port)
+    t.check_command(netns, sshd, port, control, "127.0.0.1", "127.0.0.1")
+
+    rows = []
+    for moves, (to_site, expect) in enumerate(((cs, "relayed"), (hs, "direct")), 1):
+        from_site = hs if to_site is cs else cs
+        t0 = time.monotonic()
+        address = lab.move_host("home", from_site, to_site)
+        print(f"home moved from {from_site.name} to {to_site.name} ({address})")
+        recovery = wait_recovery(t, netns, sshd, port, t0)
+        # Path lines come from the current tunnel and from a replaced one that still
+        # carries the old ssh: wait until one of them reports the expected kind.
+        seen = []
+        while True:
+            try:
+                path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT, start=line + 1)
+            except Failure as e:
+                raise Failure(f"after home's move to {to_site.name} no {expect} path: "
+                              f"saw {seen}; {e}") from None
+            seen.append(path)
+            if path.startswith(expect):
+                break
+        # Its old address gone, the serving peer's relay link had to be made again.
+        again = [l for l in serving.stderr_lines if "registered again as home" in l]
+        if len(again) < moves:
+            raise Failure(f"the serving peer logged {len(again)} re-registrations after "
+                          f"{moves} move(s)\n" + serving.describe())
+        if not master.running():
+            raise Failure("the ssh opened before the move ended\n" + master.describe())
+        t.check_command(netns, sshd, port, control, "127.0.0.1", "127.0.0.1")
+        restarted = [l for l in fwd.stderr_lines if "path restarted in" in l]
+        print(f"home at {to_site.name}: new ssh works {recovery:.1f} s after the move; the "
+              f"ssh from before the first move still works; path home: {path}")
+        rows.append((f"{from_site.name} -> {to_site.name}", recovery,
+                     restarted[-1].split("path restarted in ")[1].split(";")[0]
+                     if restarted else "-", path))
+    rate = t.copy(netns, sshd, port, control)
+    print(f"20 MB through the ssh opened before both moves: intact, {rate:.1f} MB/s")
+    for p in (serving, fwd):
+        p.check_running("after the moves")
+    print("\nserving side roaming: move, time until a new ssh works, ICE path restart, path")
+    for move, recovery, restart, path in rows:
+        print(f"  {move:<16} {recovery:5.1f} s   restart {restart:<8} {path}")
+    return True
+
+
 # -- peer netcheck -----------------------------------------------------------------------
 
 # type -> (udp, mapping, filtering, tcp, proxy) as `peer netcheck --json` names them.
@@ -1052,6 +1119,7 @@ TESTS = {
     "same-lan": test_same_lan,
     "relay-restart": test_relay_restart,
     "roam": test_roam,
+    "roam-home": test_roam_home,
     "several-relays": test_several_relays,
 }
 
