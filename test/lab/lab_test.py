@@ -807,21 +807,30 @@ def test_roam(lab: Lab, workdir: str, args) -> bool:
         if not master.running():
             raise Failure("the ssh opened before the move ended\n" + master.describe())
         t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
-        restarted = [l for l in fwd.stderr_lines if "path restarted in" in l]
         print(f"at {to_site.name}: new ssh works {recovery:.1f} s after the move; the ssh "
               f"from before the first move still works; path home: {path}")
-        rows.append((f"{from_site.name} -> {to_site.name}", recovery,
-                     restarted[-1].split("path restarted in ")[1].split(";")[0]
-                     if restarted else "-", path))
-    # Copy through the ssh that has lived through both moves: still intact.
+        rows.append((f"{from_site.name} -> {to_site.name}", recovery, last_restart(fwd), path))
+    finish_roam(t, netns, sshd, port, control, (serving, fwd), rows, "roaming")
+    return True
+
+
+def last_restart(fwd: Proc) -> str:
+    """How long the -L peer's last path restart took, from its log ("-" if none)."""
+    restarted = [l for l in fwd.stderr_lines if "path restarted in" in l]
+    return restarted[-1].split("path restarted in ")[1].split(";")[0] if restarted else "-"
+
+
+def finish_roam(t: Tunnels, netns: str, sshd, port: int, control: str, procs, rows,
+                title: str) -> None:
+    """Copies 20 MB through the ssh that has lived through the moves (intact, or a
+    Failure), checks the peers still run, and prints the moves' table."""
     rate = t.copy(netns, sshd, port, control)
     print(f"20 MB through the ssh opened before both moves: intact, {rate:.1f} MB/s")
-    for p in (serving, fwd):
+    for p in procs:
         p.check_running("after the moves")
-    print("\nroaming: move, time until a new ssh works, ICE path restart, path afterwards")
+    print(f"\n{title}: move, time until a new ssh works, ICE path restart, path afterwards")
     for move, recovery, restart, path in rows:
         print(f"  {move:<16} {recovery:5.1f} s   restart {restart:<8} {path}")
-    return True
 
 
 def test_roam_home(lab: Lab, workdir: str, args) -> bool:
@@ -875,19 +884,10 @@ def test_roam_home(lab: Lab, workdir: str, args) -> bool:
         if not master.running():
             raise Failure("the ssh opened before the move ended\n" + master.describe())
         t.check_command(netns, sshd, port, control, "127.0.0.1", "127.0.0.1")
-        restarted = [l for l in fwd.stderr_lines if "path restarted in" in l]
         print(f"home at {to_site.name}: new ssh works {recovery:.1f} s after the move; the "
               f"ssh from before the first move still works; path home: {path}")
-        rows.append((f"{from_site.name} -> {to_site.name}", recovery,
-                     restarted[-1].split("path restarted in ")[1].split(";")[0]
-                     if restarted else "-", path))
-    rate = t.copy(netns, sshd, port, control)
-    print(f"20 MB through the ssh opened before both moves: intact, {rate:.1f} MB/s")
-    for p in (serving, fwd):
-        p.check_running("after the moves")
-    print("\nserving side roaming: move, time until a new ssh works, ICE path restart, path")
-    for move, recovery, restart, path in rows:
-        print(f"  {move:<16} {recovery:5.1f} s   restart {restart:<8} {path}")
+        rows.append((f"{from_site.name} -> {to_site.name}", recovery, last_restart(fwd), path))
+    finish_roam(t, netns, sshd, port, control, (serving, fwd), rows, "serving side roaming")
     return True
 
 
