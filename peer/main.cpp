@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/peer_config_file.h"
+#include "config/relay_list.h"
 #include "forward/forward_spec.h"
 #include "control/control_server.h"
 #include "log.h"
@@ -26,7 +27,6 @@
 namespace {
 
 constexpr int kExitUsage = 2;
-constexpr uint16_t kDefaultRelayPort = 3478;
 // How long an exiting peer keeps its main loop running for its goodbyes (see main).
 constexpr guint kShutdownDrainMs = 300;
 
@@ -222,33 +222,12 @@ natfwd::PeerConfig parse_command_line(int argc, char** argv) {
       !config.pair_secret && !netcat_target)
     usage_error("nothing to do: give --name NAME --serve [PORT:]HOST:HOSTPORT, or -L [BIND:]PORT:HOST:HOSTPORT NAME");
 
-  std::vector<std::string> relays;
-  for (gchar** r = o.relays; r && *r; ++r) relays.push_back(*r);
-  if (relays.empty()) {
-    const char* env = g_getenv("NATFWD_RELAY");
-    gchar** parts = g_strsplit(env ? env : "", ",", -1);
-    for (gchar** part = parts; *part; ++part)
-      if (*g_strstrip(*part)) relays.push_back(*part);
-    g_strfreev(parts);
-  }
-  if (relays.empty())
-    usage_error("no relay configured: give --relay HOST:PORT or set NATFWD_RELAY (natfwd has no default relay)");
-  const std::string tls_scheme = "tls://";
+  std::vector<std::string> relay_flags;
+  for (gchar** r = o.relays; r && *r; ++r) relay_flags.push_back(*r);
+  auto relays = natfwd::parse_relay_list(relay_flags, o.insecure_relay);
+  if (auto* e = std::get_if<std::string>(&relays)) usage_error(*e);
+  config.relays = std::get<std::vector<natfwd::HostPort>>(relays);
   config.relay_tls = !o.insecure_relay;
-  for (std::string relay : relays) {
-    if (relay.rfind(tls_scheme, 0) == 0) {
-      if (o.insecure_relay) usage_error("--insecure-relay contradicts --relay " + relay);
-      relay = relay.substr(tls_scheme.size());
-    } else if (relay.find("://") != std::string::npos) {
-      usage_error("--relay: '" + relay + "': only tls:// or a plain HOST:PORT is understood");
-    }
-    auto relay_address = natfwd::parse_host_port(relay, kDefaultRelayPort);
-    if (auto* e = std::get_if<std::string>(&relay_address)) usage_error("--relay: " + *e);
-    const auto address = std::get<natfwd::HostPort>(relay_address);
-    for (const auto& seen : config.relays)
-      if (seen == address) usage_error("--relay " + address.to_string() + " is given twice");
-    config.relays.push_back(address);
-  }
 
   std::optional<std::string> proxy;
   if (o.proxy) proxy = o.proxy;

@@ -100,6 +100,16 @@ const char* const kRelayLinkKeys[] = {"relay",   "relay-key",      "relay-ca",
                                       "insecure-relay", "proxy", "force-relay",
                                       "turn-transport", "state-dir", "ice-address", "verbose"};
 
+// What `peer netcheck` understands of the relay link (it makes no tunnel).
+const char* const kNetcheckKeys[] = {"relay", "relay-key", "insecure-relay", "proxy",
+                                     "state-dir"};
+
+bool is_netcheck_key(const std::string& key) {
+  for (const char* name : kNetcheckKeys)
+    if (key == name) return true;
+  return false;
+}
+
 bool is_relay_link_key(const std::string& key) {
   for (const char* name : kRelayLinkKeys)
     if (key == name) return true;
@@ -174,6 +184,7 @@ std::variant<std::vector<config::FileArgument>, std::string> peer_file_arguments
                                     [use](const std::string& key) {
                                       if (use == PeerConfigUse::kStateDirOnly) return key == "state-dir";
                                       if (use == PeerConfigUse::kRelayLink) return is_relay_link_key(key);
+                                      if (use == PeerConfigUse::kNetcheck) return is_netcheck_key(key);
                                       return true;
                                     });
     } else if (section.group == "serve" && use == PeerConfigUse::kRun) {
@@ -214,6 +225,9 @@ std::vector<std::string> peer_arguments_with_config(int argc, char** argv) {
   PeerConfigUse use = PeerConfigUse::kRun;
   if (args.size() > 1 && (args[1] == "id" || args[1] == "invite" || args[1] == "status")) {
     use = PeerConfigUse::kStateDirOnly;
+    insert_at = 2;
+  } else if (args.size() > 1 && args[1] == "netcheck") {
+    use = PeerConfigUse::kNetcheck;
     insert_at = 2;
   } else if (args.size() > 1 && !args[1].empty() && args[1].front() != '-' &&
              args[1] != "pair" && args[1] != "nc") {

@@ -25,6 +25,7 @@ enum class PeerConfigUse {
   kRun,           // peer --serve / -L: everything
   kRelayLink,     // peer pair: how to reach the relay, no serving or forwarding
   kStateDirOnly,  // peer id, peer invite
+  kNetcheck,      // peer netcheck: relay, relay-key, insecure-relay, proxy, state-dir
 };
 
 const config::ConfigSchema& peer_config_schema();

@@ -6,6 +6,7 @@
 
 #include <glib.h>
 
+#include "config/relay_list.h"
 #include "forward/forward_spec.h"
 #include "identity.h"
 #include "log.h"
@@ -22,7 +23,6 @@ namespace {
 
 constexpr int kExitUsage = 2;
 constexpr int kExitNoPeerFacts = 3;
-constexpr uint16_t kDefaultRelayPort = 3478;
 constexpr uint64_t kQueryId = 1;
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -102,7 +102,8 @@ std::string explain(const wire::NetcheckReply& reply, const std::string& name) {
 }  // namespace
 
 int netcheck_command(int argc, char** argv) {
-  gchar* relay_text = nullptr;
+  gchar** relay_texts = nullptr;
+  gchar* config_path = nullptr;  // read before parsing (peer_arguments_with_config)
   gchar* proxy_text = nullptr;
   gint stun_port = 0;
   gint timeout = 8;
@@ -115,9 +116,14 @@ int netcheck_command(int argc, char** argv) {
   const std::string state_help =
       "With NAME: this peer's identity and known_relays (default: " + default_state + ")";
   GOptionEntry entries[] = {
-      {"relay", 0, 0, G_OPTION_ARG_STRING, &relay_text,
-       "The relay to look from, HOST[:PORT]; tls:// may prefix it (default: $NATFWD_RELAY)",
+      {"relay", 0, 0, G_OPTION_ARG_STRING_ARRAY, &relay_texts,
+       "The relay to look from, HOST[:PORT]; tls:// may prefix it; of several, the first "
+       "(default: peer.conf's relay, else $NATFWD_RELAY)",
        "HOST:PORT"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_path,
+       "Take relay, relay-key, insecure-relay, proxy and state-dir from this peer.conf "
+       "(default: ~/.config/natfwd/peer.conf if it exists)",
+       "FILE"},
       {"proxy", 0, 0, G_OPTION_ARG_STRING, &proxy_text,
        "Also try the relay through this HTTP CONNECT proxy (default: $https_proxy, else none)",
        "http://HOST:PORT"},
@@ -174,24 +180,18 @@ int netcheck_command(int argc, char** argv) {
   }
   log::init("peer", verbose ? log::Level::kDebug : log::Level::kInfo);
 
-  std::string relay = relay_text ? relay_text : "";
-  if (relay.empty()) {
-    const char* env = g_getenv("NATFWD_RELAY");
-    relay = env ? env : "";
-  }
-  if (relay.empty()) usage_error("no relay configured: give --relay HOST:PORT or set NATFWD_RELAY");
-  if (relay.rfind("tls://", 0) == 0) {
-    if (insecure_relay) usage_error("--insecure-relay contradicts --relay " + relay);
-    relay = relay.substr(6);
-  }
+  std::vector<std::string> relay_flags;
+  for (gchar** r = relay_texts; r && *r; ++r) relay_flags.push_back(*r);
+  g_strfreev(relay_texts);
+  g_free(config_path);
+  auto relays = parse_relay_list(relay_flags, insecure_relay);
+  if (auto* e = std::get_if<std::string>(&relays)) usage_error(*e);
   if (relay_key && (std::string_view(relay_key).rfind("SHA256:", 0) != 0 ||
                     std::string_view(relay_key).size() != 50))
     usage_error(std::string("--relay-key: '") + relay_key +
                 "' is not SHA256:<43 base64 characters> as known_relays shows it");
-  auto parsed = parse_host_port(relay, kDefaultRelayPort);
-  if (auto* e = std::get_if<std::string>(&parsed)) usage_error("--relay: " + *e);
   NetcheckOptions options;
-  options.relay = std::get<HostPort>(parsed);
+  options.relay = std::get<std::vector<HostPort>>(relays).front();
   if (stun_port < 0 || stun_port > 65535) usage_error("--stun-port: not a port");
   options.stun_port = stun_port ? static_cast<uint16_t>(stun_port)
                                 : options.relay.port == 443 ? kDefaultRelayPort
@@ -207,7 +207,6 @@ int netcheck_command(int argc, char** argv) {
       usage_error(std::string(proxy_text ? "--proxy" : "https_proxy") + ": " + *e);
     options.proxy = std::get<HostPort>(parsed_proxy);
   }
-  g_free(relay_text);
   g_free(proxy_text);
 
   if (!peer_name) {

@@ -7,21 +7,49 @@ measures itself when it registers, and answers `peer netcheck NAME` (through the
 relay, signed by the caller's key) only for keys it authorises: the authorised caller
 gets the path verdict (direct udp here), a stranger gets "does not authorise" and
 exit 3, an unregistered name exit 3 too. Without --alternate-address the relay gives
-the mapped address but no behaviour. Bad usage exits 2 with one line.
+the mapped address but no behaviour. The relay may come from peer.conf (--config; its
+other keys ignored) or a comma list in NATFWD_RELAY, as for `peer`: the first is used,
+and --relay on the command line wins over the file. Bad usage exits 2 with one line.
 """
 import json
+import os
 import subprocess
+import tempfile
 
 from harness import Failure, run
 from procs import peer_env, scaled
 
 
-def netcheck(w, args, state_dir=None) -> subprocess.CompletedProcess:
+def netcheck(w, args, state_dir=None, env=None) -> subprocess.CompletedProcess:
     argv = [w.peer_bin, "netcheck", "--timeout", "5", *args]
     if state_dir:
         argv += ["--state-dir", state_dir]
     return subprocess.run(argv, capture_output=True, text=True, timeout=scaled(60),
-                          env=peer_env())
+                          env=peer_env(env))
+
+
+def check_relay_sources(w, relay_addr: str) -> None:
+    """peer.conf and NATFWD_RELAY lists name the relay; the first one is used."""
+    dead = "127.0.0.1:9"
+    with tempfile.TemporaryDirectory() as d:
+        conf = os.path.join(d, "peer.conf")
+        with open(conf, "w") as f:
+            # force-relay and name mean nothing to netcheck: taken as read, not refused.
+            f.write(f"[peer]\nrelay = {relay_addr};{dead}\nforce-relay = true\nname = home\n")
+        for label, args, env, want in (
+                ("peer.conf", ["--config", conf], None, relay_addr),
+                ("NATFWD_RELAY list", [], {"NATFWD_RELAY": f"{relay_addr},{dead}"}, relay_addr),
+                ("--relay over peer.conf", ["--config", conf, "--relay", dead, "--timeout", "1"],
+                 None, dead)):
+            r = netcheck(w, [*args, "--json"], env=env)
+            try:
+                j = json.loads(r.stdout)
+            except ValueError:
+                raise Failure(f"{label}: not JSON: exit {r.returncode} {r.stdout!r} "
+                              f"{r.stderr!r}") from None
+            if j.get("relay") != want:
+                raise Failure(f"{label}: looked from {j.get('relay')}, want {want}")
+            expect(r, 0 if want == relay_addr else 1, label)
 
 
 def expect(r: subprocess.CompletedProcess, code: int, what: str) -> None:
@@ -34,6 +62,7 @@ def test(w):
     if "rfc5780 127.0.0.2:" not in " ".join(relay.stdout_lines):
         raise Failure(f"ready line: {relay.stdout_lines}")
 
+    check_relay_sources(w, relay_addr)
     r = netcheck(w, ["--relay", relay_addr, "--json"])
     expect(r, 0, "one-sided --json")
     j = json.loads(r.stdout)
