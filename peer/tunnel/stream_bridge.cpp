@@ -144,7 +144,10 @@ void StreamBridge::on_stream_data(std::span<const std::byte> data, bool fin) {
   } else if (!write_source_ && !pump_idle_) {
     // An idle source runs after the sources ready now, i.e. after libnice has read
     // every datagram waiting on the socket. If the socket is full, write_source_ pumps.
+    // Default priority, as libnice's: at GLib's idle priority a busy tunnel (its socket
+    // always readable) would hold a quiet stream's bytes back until the batch limit.
     pump_idle_ = g_idle_source_new();
+    g_source_set_priority(pump_idle_, G_PRIORITY_DEFAULT);
     g_source_set_callback(pump_idle_, G_SOURCE_FUNC(on_pump_idle), this, nullptr);
     g_source_attach(pump_idle_, nullptr);
   }
