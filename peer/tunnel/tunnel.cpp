@@ -202,6 +202,17 @@ void Tunnel::on_relay_message(const wire::Envelope& envelope) {
         reason = ConnectProgress::no_such_peer(remote_label_);
       } else if (close_session.reason() == wire::CloseSession::REFUSED && role_ == Role::kConnecting) {
         reason = ConnectProgress::refused(remote_label_, reason);
+      } else if (close_session.reason() == wire::CloseSession::NORMAL &&
+                 role_ == Role::kConnecting && progress_ &&
+                 progress_->phase() >= ConnectPhase::kChecks && leg_ &&
+                 leg_->has_remote_params() && !leg_->has_path()) {
+        // The other side's checks gave up first (its setup timer ran out). Its reason
+        // speaks from its side and knows nothing of ours (--force-relay, our TURN
+        // allocations): the user gets this side's diagnosis.
+        reason = ConnectProgress::ice_failed(leg_->local_relay_candidates(),
+                                             leg_->remote_relay_candidates(),
+                                             ice_options_.force_relay) +
+                 " (" + remote_label_ + " gave up first)";
       } else if (reason.empty()) {
         reason = "the relay closed the session";
       }
