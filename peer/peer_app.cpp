@@ -2,6 +2,8 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
+
 #include "forward/tcp_listener.h"
 #include "log.h"
 #include "tcp_reset.h"
@@ -47,10 +49,12 @@ constexpr gint64 kSilentReplaceUs = 3 * G_USEC_PER_SEC;
 constexpr gint64 kSilentReplaceAfterChangeUs = 1200 * G_USEC_PER_SEC / 1000;
 constexpr gint64 kNetworkChangeWindowUs = 10 * G_USEC_PER_SEC;
 constexpr guint kHealthCheckMs = 250;
-// A tunnel replaced after a failed path restart keeps trying to restart its path, this
-// long after each failure, while it has open connections: the other side may have
-// moved too, and is back at the relay a moment later (lab roam-home).
+// A tunnel replaced after a failed path restart keeps trying to restart its path while
+// it has open connections: the other side may have moved too, and is back at the relay
+// a moment later (lab roam-home). The first retry comes after 1 s, each further one
+// after twice as long, up to 8 s (QUIC's idle timeout ends the tunnel after 30 s).
 constexpr gint64 kRestartRetryUs = 1 * G_USEC_PER_SEC;
+constexpr int kRestartRetryMaxDoublings = 3;
 // After a relay restart every peer reconnects: for this long after our own link is
 // back, "no such peer" may only mean the serving peer has not yet; retried this often.
 constexpr gint64 kReregisterGraceSeconds = 15;
@@ -164,7 +168,9 @@ gboolean PeerApp::on_health_check(gpointer self) {
     if (tunnel.get() != app->outgoing_ && !(tunnel->retired() && tunnel->open_streams() > 0))
       continue;
     if (tunnel->silent_for_us() <= limit) continue;
-    if (tunnel->restart_failed_us() != 0 && now - tunnel->restart_failed_us() < kRestartRetryUs)
+    const int doublings = std::min(tunnel->restart_failures() - 1, kRestartRetryMaxDoublings);
+    if (tunnel->restart_failed_us() != 0 &&
+        now - tunnel->restart_failed_us() < (kRestartRetryUs << std::max(doublings, 0)))
       continue;
     silent.push_back(tunnel.get());
   }

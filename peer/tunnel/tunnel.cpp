@@ -237,6 +237,7 @@ void Tunnel::on_leg_selected_pair(IceLeg* leg) {
       restart_timer_ = 0;
     }
     if (!drop_old_idle_) drop_old_idle_ = g_idle_add(on_drop_old_leg, this);
+    restart_failures_ = 0;
     log::info("%s: path restarted in %.0f ms; %zu open connection(s) carried over",
               remote_label_.c_str(),
               static_cast<double>(g_get_monotonic_time() - restart_started_us_) / 1000.0,
@@ -331,6 +332,7 @@ void Tunnel::restart_failed(const std::string& reason) {
   }
   log::warn("%s: path restart failed: %s", remote_label_.c_str(), reason.c_str());
   restart_failed_us_ = g_get_monotonic_time();
+  ++restart_failures_;
   if (hooks_.on_restart_failed) hooks_.on_restart_failed(*this, reason);
 }
 

@@ -82,8 +82,9 @@ class Tunnel : public quic::Connection::Observer {
   void accept_restart(const wire::IncomingSession& incoming, const IceSession::Options& options);
   bool restarting() const { return next_leg_ != nullptr; }
   Role role() const { return role_; }
-  // When the last path restart failed (0: none has).
+  // When the last path restart failed (0: none has), and how many failed in a row.
   gint64 restart_failed_us() const { return restart_failed_us_; }
+  int restart_failures() const { return restart_failures_; }
   uint64_t restart_session_id() const { return next_leg_ ? next_leg_->session_id() : 0; }
   // Connecting side, before the other side answered through the relay: the setup
   // depends on the relay link (a new link does not know the session).
@@ -173,6 +174,7 @@ class Tunnel : public quic::Connection::Observer {
   bool closed_ = false;
   bool retired_ = false;
   gint64 restart_failed_us_ = 0;
+  int restart_failures_ = 0;
   std::string retire_reason_;
   gint64 last_receive_us_ = 0;
   std::string last_path_line_;
