@@ -1,5 +1,7 @@
 #include "socket_buffers.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <initializer_list>
@@ -16,6 +18,15 @@ int raise_socket_buffers(int fd, int bytes) {
   socklen_t length = sizeof granted;
   if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &granted, &length) != 0) return -1;
   return granted / 2;
+}
+
+}  // namespace natfwd
+
+namespace natfwd {
+
+bool prefer_bbr(int fd) {
+  static const char kBbr[] = "bbr";
+  return setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, kBbr, sizeof kBbr - 1) == 0;
 }
 
 }  // namespace natfwd

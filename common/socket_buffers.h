@@ -1,4 +1,5 @@
-// Kernel socket buffer sizes for the UDP sockets that carry tunnel data.
+// Kernel settings for the sockets that carry tunnel data: UDP buffer sizes, and the
+// congestion control of TURN-over-TCP connections.
 //
 // The system default (~208 KiB) overflows at 100+ MB/s bursts: the receive queue drops
 // datagrams, which QUIC's congestion control reads as congestion (NOTES-transport.md:
@@ -11,5 +12,15 @@ namespace natfwd {
 // Asks for `bytes` of receive and send buffer on `fd`; returns the receive buffer the
 // kernel granted, in the same unit as `bytes` (getsockopt reports double), or -1.
 int raise_socket_buffers(int fd, int bytes);
+
+}  // namespace natfwd
+
+namespace natfwd {
+
+// TURN over TCP carries a whole tunnel in one TCP connection; with loss, CUBIC (the
+// usual default) collapses it to ~1 MB/s (scripts/bench). Asks for BBR on `fd`;
+// returns false, changing nothing, where the kernel lacks it or does not allow it to
+// this process (net.ipv4.tcp_allowed_congestion_control, else CAP_NET_ADMIN).
+bool prefer_bbr(int fd);
 
 }  // namespace natfwd

@@ -38,9 +38,10 @@ bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
   return false;
 }
 
-// The fd of this process's UDP socket bound to exactly `address`, or -1. libnice binds
-// each host candidate's socket to its own address and port, so the match is unique.
-int find_udp_socket_bound_to(const sockaddr_storage& address) {
+// The fd of this process's socket of `type` bound to exactly `address`, or -1. libnice
+// binds each host candidate's socket (and each TURN-over-TCP connection) to its own
+// address and port, so the match is unique.
+int find_socket_bound_to(int wanted_type, const sockaddr_storage& address) {
   DIR* dir = opendir("/proc/self/fd");
   if (!dir) return -1;
   int found = -1;
@@ -51,7 +52,7 @@ int find_udp_socket_bound_to(const sockaddr_storage& address) {
     int type = 0;
     socklen_t type_length = sizeof type;
     if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_TYPE, &type, &type_length) != 0 ||
-        type != SOCK_DGRAM)
+        type != wanted_type)
       continue;
     sockaddr_storage bound{};
     socklen_t bound_length = sizeof bound;
@@ -439,13 +440,16 @@ void IceSession::tune_socket_buffers(const NiceCandidate* local) {
     g_object_unref(socket);
     return;
   }
-  if (local->type != NICE_CANDIDATE_TYPE_RELAYED ||
-      local->transport != NICE_CANDIDATE_TRANSPORT_UDP)
-    return;
+  if (local->type != NICE_CANDIDATE_TYPE_RELAYED) return;
   sockaddr_storage base{};
   nice_address_copy_to_sockaddr(&local->base_addr, reinterpret_cast<sockaddr*>(&base));
-  if (int fd = find_udp_socket_bound_to(base); fd >= 0)
+  if (int fd = find_socket_bound_to(SOCK_DGRAM, base); fd >= 0) {
     raise_socket_buffers(fd, kSocketBufferBytes);
+  } else if (int tcp = find_socket_bound_to(SOCK_STREAM, base); tcp >= 0) {
+    // TURN over TCP (libnice's own connection, or to our TLS/proxy bridge on loopback,
+    // whose upstream is set up in TurnBridge): the whole tunnel in one TCP flow.
+    prefer_bbr(tcp);
+  }
 }
 
 }  // namespace natfwd

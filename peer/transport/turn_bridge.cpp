@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "log.h"
+#include "socket_buffers.h"
 
 namespace natfwd {
 namespace {
@@ -53,6 +54,8 @@ class TurnBridge::Link {
       return;
     }
     upstream_ = std::move(stream);
+    // The tunnel's datagrams ride this one TCP connection (socket_buffers.h).
+    if (GSocket* socket = upstream_->socket()) prefer_bbr(g_socket_get_fd(socket));
     pump();
   }
 

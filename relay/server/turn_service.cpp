@@ -240,6 +240,8 @@ void TurnService::adopt_stream(std::unique_ptr<ByteStream> stream, turn::Transpo
     stream->shutdown_write();
     return;
   }
+  // This connection may carry a whole relayed tunnel (socket_buffers.h).
+  if (GSocket* socket = stream->socket()) prefer_bbr(g_socket_get_fd(socket));
   auto client = std::make_unique<StreamClient>();
   client->service = this;
   client->id = next_stream_id_++;

@@ -1,5 +1,8 @@
 // raise_socket_buffers: a tunnel's UDP socket gets the buffers it asks for with
-// CAP_NET_ADMIN, and the kernel's maximum (not an error) without it.
+// CAP_NET_ADMIN, and the kernel's maximum (not an error) without it. prefer_bbr: BBR
+// where the kernel allows it, else the socket is left as it was.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -57,4 +60,26 @@ TEST_CASE("socket buffers: a UDP socket gets the asked size, or the system maxim
 
 TEST_CASE("socket buffers: a bad descriptor reports -1") {
   CHECK(natfwd::raise_socket_buffers(-1, 1 << 20) == -1);
+}
+
+TEST_CASE("socket buffers: prefer_bbr switches a TCP socket to BBR, or leaves it alone") {
+  auto congestion_control = [](int fd) {
+    char name[16] = {};
+    socklen_t length = sizeof name;
+    getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &length);
+    return std::string(name);
+  };
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  const std::string before = congestion_control(fd);
+  REQUIRE_FALSE(before.empty());
+  if (natfwd::prefer_bbr(fd)) {
+    CHECK(congestion_control(fd) == "bbr");
+  } else {
+    CHECK(congestion_control(fd) == before);
+  }
+  close(fd);
+  const int udp = socket(AF_INET, SOCK_DGRAM, 0);
+  CHECK_FALSE(natfwd::prefer_bbr(udp));  // not a TCP socket: an error, nothing changed
+  close(udp);
 }
