@@ -1,6 +1,9 @@
 #include "server/socket_address.h"
 
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <cstring>
 
 namespace natfwd::relay {
 
@@ -50,6 +53,48 @@ GSocketAddress* make_socket_address(const stun::TransportAddress& address) {
   GSocketAddress* socket_address = g_inet_socket_address_new(inet, address.port);
   g_object_unref(inet);
   return socket_address;
+}
+
+stun::TransportAddress to_transport_address(const sockaddr_storage& address) {
+  if (address.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(address);
+    const auto* b = reinterpret_cast<const uint8_t*>(&in.sin_addr);
+    return stun::TransportAddress::ipv4({b[0], b[1], b[2], b[3]}, ntohs(in.sin_port));
+  }
+  if (address.ss_family != AF_INET6) return {};
+  const auto& in6 = reinterpret_cast<const sockaddr_in6&>(address);
+  std::array<uint8_t, 16> v6{};
+  std::memcpy(v6.data(), &in6.sin6_addr, 16);
+  const uint16_t port = ntohs(in6.sin6_port);
+  static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::equal(v6.begin(), v6.begin() + 12, kMappedPrefix))
+    return stun::TransportAddress::ipv4({v6[12], v6[13], v6[14], v6[15]}, port);
+  return stun::TransportAddress::ipv6(v6, port);
+}
+
+socklen_t to_sockaddr(const stun::TransportAddress& address, int socket_family,
+                      sockaddr_storage& out) {
+  out = {};
+  const bool v4 = address.family == stun::TransportAddress::Family::kIPv4;
+  if (socket_family == AF_INET) {
+    if (!v4) return 0;
+    auto& in = reinterpret_cast<sockaddr_in&>(out);
+    in.sin_family = AF_INET;
+    in.sin_port = htons(address.port);
+    std::memcpy(&in.sin_addr, address.ip.data(), 4);
+    return sizeof in;
+  }
+  auto& in6 = reinterpret_cast<sockaddr_in6&>(out);
+  in6.sin6_family = AF_INET6;
+  in6.sin6_port = htons(address.port);
+  auto* bytes = reinterpret_cast<uint8_t*>(&in6.sin6_addr);
+  if (v4) {
+    bytes[10] = bytes[11] = 0xff;
+    std::memcpy(bytes + 12, address.ip.data(), 4);
+  } else {
+    std::memcpy(bytes, address.ip.data(), 16);
+  }
+  return sizeof in6;
 }
 
 }  // namespace natfwd::relay

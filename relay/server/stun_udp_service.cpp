@@ -1,5 +1,9 @@
 #include "server/stun_udp_service.h"
 
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
 #include <exception>
 
 #include "log.h"
@@ -55,25 +59,25 @@ gboolean StunUdpService::on_readable_trampoline(GSocket*, GIOCondition, gpointer
 }
 
 void StunUdpService::on_readable(Listener& listener) {
+  const int fd = g_socket_get_fd(listener.socket.get());
   for (int i = 0; i < kMaxDatagramsPerWakeup; ++i) {
-    GSocketAddress* from = nullptr;
-    GError* raw_error = nullptr;
-    const gssize n = g_socket_receive_from(listener.socket.get(), &from,
-                                           reinterpret_cast<gchar*>(buffer_.data()),
-                                           buffer_.size(), nullptr, &raw_error);
-    GObjectPtr<GSocketAddress> from_owned(from);
+    sockaddr_storage from{};
+    socklen_t from_length = sizeof from;
+    const ssize_t n = recvfrom(fd, buffer_.data(), buffer_.size(), MSG_DONTWAIT,
+                               reinterpret_cast<sockaddr*>(&from), &from_length);
     if (n < 0) {
-      GErrorPtr error(raw_error);
       // ICMP errors from earlier sends surface here (ECONNREFUSED); not ours to fix.
-      if (!g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
-        log::debug("stun/udp: receive: %s", error->message);
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        log::debug("stun/udp: receive: %s", std::strerror(errno));
       return;
     }
-    handle_datagram(std::span(buffer_).first(static_cast<size_t>(n)), from, listener.endpoint);
+    handle_datagram(std::span(buffer_).first(static_cast<size_t>(n)), from, from_length,
+                    listener.endpoint);
   }
 }
 
-void StunUdpService::handle_datagram(std::span<const std::byte> datagram, GSocketAddress* from,
+void StunUdpService::handle_datagram(std::span<const std::byte> datagram,
+                                     const sockaddr_storage& from, socklen_t from_length,
                                      stun::ServerEndpoint on) {
   const auto sender = to_transport_address(from);
   // RFC 7983 demultiplexing: 01 is ChannelData; STUN methods other than Binding
@@ -116,14 +120,15 @@ void StunUdpService::handle_datagram(std::span<const std::byte> datagram, GSocke
       if (stats_) ++stats_->stun_binding_requests;
       break;
   }
-  GError* raw_error = nullptr;
-  const gssize sent = g_socket_send_to(socket_at(result.send_from), from,
-                                       reinterpret_cast<const gchar*>(result.response.data()),
-                                       result.response.size(), nullptr, &raw_error);
+  // The answering socket (RFC 5780: maybe another address or port) has the same family
+  // as the one the request came in on.
+  const ssize_t sent =
+      sendto(g_socket_get_fd(socket_at(result.send_from)), result.response.data(),
+             result.response.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(&from),
+             from_length);
   if (sent < 0) {
-    GErrorPtr error(raw_error);
     log::warn_limited("stun-send", "stun/udp: send to %s: %s", sender.to_string().c_str(),
-                      error->message);
+                      std::strerror(errno));
     return;
   }
   log::debug("stun/udp: binding response to %s", sender.to_string().c_str());

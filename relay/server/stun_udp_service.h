@@ -8,6 +8,8 @@
 // Binding only, and a CHANGE-REQUEST is answered from the socket it names.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <array>
 #include <cstddef>
 #include <memory>
@@ -56,8 +58,8 @@ class StunUdpService {
 
   static gboolean on_readable_trampoline(GSocket*, GIOCondition, gpointer listener);
   void on_readable(Listener& listener);
-  void handle_datagram(std::span<const std::byte> datagram, GSocketAddress* from,
-                       stun::ServerEndpoint on);
+  void handle_datagram(std::span<const std::byte> datagram, const sockaddr_storage& from,
+                       socklen_t from_length, stun::ServerEndpoint on);
   void add_listener(GSocket* socket, stun::ServerEndpoint endpoint);
   GSocket* socket_at(stun::ServerEndpoint endpoint) const;
 

@@ -1,6 +1,10 @@
 #include "server/turn_service.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <exception>
 
 #include "log.h"
@@ -166,18 +170,16 @@ gboolean TurnService::on_relay_readable_trampoline(GSocket*, GIOCondition, gpoin
 
 void TurnService::on_relay_readable(RelaySocket& relay) {
   const turn::AllocationId id = relay.id;
-  GSocket* socket = relay.socket.get();
+  const int fd = g_socket_get_fd(relay.socket.get());
   for (int i = 0; i < kMaxDatagramsPerWakeup; ++i) {
-    GSocketAddress* from = nullptr;
-    GError* raw_error = nullptr;
-    const gssize n = g_socket_receive_from(socket, &from, reinterpret_cast<gchar*>(buffer_.data()),
-                                           buffer_.size(), nullptr, &raw_error);
-    GObjectPtr<GSocketAddress> from_owned(from);
+    sockaddr_storage from{};
+    socklen_t from_length = sizeof from;
+    const ssize_t n = recvfrom(fd, buffer_.data(), buffer_.size(), MSG_DONTWAIT,
+                               reinterpret_cast<sockaddr*>(&from), &from_length);
     if (n < 0) {
-      GErrorPtr error(raw_error);
-      if (!g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
         log::debug("turn: relayed socket %llu: %s", static_cast<unsigned long long>(id),
-                   error->message);
+                   std::strerror(errno));
       return;
     }
     core_.on_peer_data(id, to_transport_address(from),
@@ -191,30 +193,26 @@ void TurnService::send_to_peer(turn::AllocationId id, const TransportAddress& pe
                                std::span<const std::byte> bytes) {
   auto it = relays_.find(id);
   if (it == relays_.end()) return;
-  GObjectPtr<GSocketAddress> address(make_socket_address(ip_of(peer), peer.port));
-  if (!address) return;
-  GError* raw_error = nullptr;
-  if (g_socket_send_to(it->second->socket.get(), address.get(),
-                       reinterpret_cast<const gchar*>(bytes.data()), bytes.size(), nullptr,
-                       &raw_error) < 0) {
-    GErrorPtr error(raw_error);
-    log::debug("turn: send to peer %s: %s", peer.to_string().c_str(), error->message);
-  }
+  send_datagram(it->second->socket.get(), peer, bytes, "peer");
+}
+
+void TurnService::send_datagram(GSocket* socket, const TransportAddress& to,
+                                std::span<const std::byte> bytes, const char* what) {
+  sockaddr_storage address{};
+  const socklen_t length =
+      to_sockaddr(to, g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV6 ? AF_INET6 : AF_INET,
+                  address);
+  if (length == 0) return;
+  if (sendto(g_socket_get_fd(socket), bytes.data(), bytes.size(), MSG_DONTWAIT,
+             reinterpret_cast<const sockaddr*>(&address), length) < 0)
+    log::debug("turn: send to %s %s: %s", what, to.to_string().c_str(), std::strerror(errno));
 }
 
 // ---- sending to clients --------------------------------------------------------------
 
 void TurnService::send_to_client(const turn::ClientKey& client, std::span<const std::byte> bytes) {
   if (client.transport == turn::Transport::kUdp) {
-    GObjectPtr<GSocketAddress> address(make_socket_address(ip_of(client.address),
-                                                           client.address.port));
-    if (!address) return;
-    GError* raw_error = nullptr;
-    if (g_socket_send_to(udp_.get(), address.get(), reinterpret_cast<const gchar*>(bytes.data()),
-                         bytes.size(), nullptr, &raw_error) < 0) {
-      GErrorPtr error(raw_error);
-      log::debug("turn: send to %s: %s", client.to_string().c_str(), error->message);
-    }
+    send_datagram(udp_.get(), client.address, bytes, "client");
     return;
   }
   auto it = streams_.find(client.connection);

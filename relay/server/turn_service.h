@@ -106,6 +106,9 @@ class TurnService : public turn::TurnIo {
   void watch(StreamClient& client, GSourcePtr& source, GIOCondition& current,
              GIOCondition condition, bool write);
   void close_stream(StreamClient& client, const std::string& reason);
+  // One datagram from `socket` (non-blocking; a full queue drops it, as UDP may).
+  void send_datagram(GSocket* socket, const turn::TransportAddress& to,
+                     std::span<const std::byte> bytes, const char* what);
   GObjectPtr<GSocket> bind_relay_socket(turn::TransportAddress::Family family,
                                         const std::string& ip, bool even_port);
   std::string relay_ip_for(const turn::ClientKey& client, turn::TransportAddress::Family family);
