@@ -195,9 +195,8 @@ void PeerApp::replace_outgoing(const std::string& why) {
   start_outgoing_tunnel();
 }
 
-void PeerApp::restart_path(Tunnel& tunnel_ref, const std::string& why) {
-  Tunnel* tunnel = &tunnel_ref;
-  if (tunnel->restarting()) return;
+void PeerApp::restart_path(Tunnel& tunnel, const std::string& why) {
+  if (tunnel.restarting()) return;
   // Through the relay that worked last, else any that is up. None up (a link being
   // checked after a network change): the next health check tries again.
   RelayLink* link = nullptr;
@@ -207,12 +206,12 @@ void PeerApp::restart_path(Tunnel& tunnel_ref, const std::string& why) {
   }
   if (!link) return;
   const uint64_t id = random_session_id();
-  sessions_[id] = {tunnel, link};
+  sessions_[id] = {&tunnel, link};
   log::warn("%s: %s; looking for a new path%s through relay %s (%zu open connection(s) "
-            "wait for it)", tunnel->remote_label().c_str(), why.c_str(),
-            tunnel->retired() ? " for a replaced tunnel" : "",
-            link->address.to_string().c_str(), tunnel->open_streams());
-  tunnel->restart_path(id, link->ice_options);
+            "wait for it)", tunnel.remote_label().c_str(), why.c_str(),
+            tunnel.retired() ? " for a replaced tunnel" : "",
+            link->address.to_string().c_str(), tunnel.open_streams());
+  tunnel.restart_path(id, link->ice_options);
 }
 
 void PeerApp::send_for_session(const wire::Envelope& envelope) {

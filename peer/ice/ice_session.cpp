@@ -1,8 +1,8 @@
 #include "ice/ice_session.h"
 
+#include <dirent.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
-#include <dirent.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -66,6 +66,7 @@ int find_socket_bound_to(int wanted_type, const sockaddr_storage& address) {
   closedir(dir);
   return found;
 }
+
 // One GSO send: at most 64 segments (UDP_MAX_SEGMENTS) and one IP datagram's worth
 // of payload.
 constexpr size_t kMaxSegments = 64;
