@@ -780,61 +780,7 @@ def test_roam(lab: Lab, workdir: str, args) -> bool:
     QUIC connection: the ssh opened before the first move keeps working, and new
     connections work again within seconds; no process hangs or dies."""
     del args
-    lab.build([SiteSpec("a-eim", "eim", ("home", "buffalo")),
-               SiteSpec("b-eim", "eim", ("laptop",)),
-               SiteSpec("c-sym", "symmetric", ())])
-    hs, bs, cs = lab.sites["a-eim"], lab.sites["b-eim"], lab.sites["c-sym"]
-    sshd = lab.start_sshd(hs)
-    t = Tunnels(lab, workdir)
-    t.start_relay()
-    buffalo = f"{hs.ip['buffalo']}:{L.SSHD_PORT}"
-    serving = t.start_serving(hs, buffalo)
-    fwd, port = t.start_forward(bs, buffalo)
-    path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT)
-    print(f"at b-eim: path home: {path}")
-    netns = bs.ns["laptop"]
-    master, control = t.open_master(netns, sshd, port)
-    t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
-
-    rows = []
-    for to_site, expect in ((cs, "relayed"), (bs, "direct")):
-        from_site = bs if to_site is cs else cs
-        t0 = time.monotonic()
-        address = lab.move_host("laptop", from_site, to_site)
-        print(f"laptop moved from {from_site.name} to {to_site.name} ({address})")
-        recovery = wait_recovery(t, netns, sshd, port, t0)
-        path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT, start=line + 1)
-        if not path.startswith(expect):
-            raise Failure(f"after the move to {to_site.name} the path should be {expect}, "
-                          f"got {path!r}")
-        # The ssh opened before the first move rides the same QUIC connection.
-        if not master.running():
-            raise Failure("the ssh opened before the move ended\n" + master.describe())
-        t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
-        print(f"at {to_site.name}: new ssh works {recovery:.1f} s after the move; the ssh "
-              f"from before the first move still works; path home: {path}")
-        rows.append((f"{from_site.name} -> {to_site.name}", recovery, last_restart(fwd), path))
-    finish_roam(t, netns, sshd, port, control, (serving, fwd), rows, "roaming")
-    return True
-
-
-def last_restart(fwd: Proc) -> str:
-    """How long the -L peer's last path restart took, from its log ("-" if none)."""
-    restarted = [l for l in fwd.stderr_lines if "path restarted in" in l]
-    return restarted[-1].split("path restarted in ")[1].split(";")[0] if restarted else "-"
-
-
-def finish_roam(t: Tunnels, netns: str, sshd, port: int, control: str, procs, rows,
-                title: str) -> None:
-    """Copies 20 MB through the ssh that has lived through the moves (intact, or a
-    Failure), checks the peers still run, and prints the moves' table."""
-    rate = t.copy(netns, sshd, port, control)
-    print(f"20 MB through the ssh opened before both moves: intact, {rate:.1f} MB/s")
-    for p in procs:
-        p.check_running("after the moves")
-    print(f"\n{title}: move, time until a new ssh works, ICE path restart, path afterwards")
-    for move, recovery, restart, path in rows:
-        print(f"  {move:<16} {recovery:5.1f} s   restart {restart:<8} {path}")
+    return roam(lab, workdir, mover="laptop")
 
 
 def test_roam_home(lab: Lab, workdir: str, args) -> bool:
@@ -845,54 +791,90 @@ def test_roam_home(lab: Lab, workdir: str, args) -> bool:
     new candidates: the ssh opened before the first move keeps working, new
     connections work again within seconds."""
     del args
-    lab.build([SiteSpec("a-eim", "eim", ("home",)),
+    return roam(lab, workdir, mover="home")
+
+
+def roam(lab: Lab, workdir: str, mover: str) -> bool:
+    """One tunnel from b-eim's laptop to a-eim's home; then `mover` goes to c-sym
+    (symmetric: relayed) and back (direct). The laptop's sshd target is buffalo on the
+    home LAN; the home box's is its own loopback, which moves with it."""
+    moving_home = mover == "home"
+    lab.build([SiteSpec("a-eim", "eim", ("home",) if moving_home else ("home", "buffalo")),
                SiteSpec("b-eim", "eim", ("laptop",)),
                SiteSpec("c-sym", "symmetric", ())])
     hs, bs, cs = lab.sites["a-eim"], lab.sites["b-eim"], lab.sites["c-sym"]
-    sshd = lab.start_sshd(hs, role="home", listen_ip="127.0.0.1")
+    if moving_home:
+        sshd = lab.start_sshd(hs, role="home", listen_ip="127.0.0.1")
+        target, client_ip, server_ip = f"127.0.0.1:{L.SSHD_PORT}", "127.0.0.1", "127.0.0.1"
+    else:
+        sshd = lab.start_sshd(hs)
+        target = f"{hs.ip['buffalo']}:{L.SSHD_PORT}"
+        client_ip, server_ip = hs.ip["home"], hs.ip["buffalo"]
     t = Tunnels(lab, workdir)
     t.start_relay()
-    target = f"127.0.0.1:{L.SSHD_PORT}"
     serving = t.start_serving(hs, target)
     fwd, port = t.start_forward(bs, target)
     path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT)
-    print(f"home at a-eim: path home: {path}")
+    print(f"at the start: path home: {path}")
     netns = bs.ns["laptop"]
     master, control = t.open_master(netns, sshd, port)
-    t.check_command(netns, sshd, port, control, "127.0.0.1", "127.0.0.1")
+    t.check_command(netns, sshd, port, control, client_ip, server_ip)
 
+    start_site = hs if moving_home else bs
     rows = []
-    for moves, (to_site, expect) in enumerate(((cs, "relayed"), (hs, "direct")), 1):
-        from_site = hs if to_site is cs else cs
+    for moves, (to_site, expect) in enumerate(((cs, "relayed"), (start_site, "direct")), 1):
+        from_site = start_site if to_site is cs else cs
         t0 = time.monotonic()
-        address = lab.move_host("home", from_site, to_site)
-        print(f"home moved from {from_site.name} to {to_site.name} ({address})")
+        address = lab.move_host(mover, from_site, to_site)
+        print(f"{mover} moved from {from_site.name} to {to_site.name} ({address})")
         recovery = wait_recovery(t, netns, sshd, port, t0)
-        # Path lines come from the current tunnel and from a replaced one that still
-        # carries the old ssh: wait until one of them reports the expected kind.
-        seen = []
-        while True:
-            try:
-                path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT, start=line + 1)
-            except Failure as e:
-                raise Failure(f"after home's move to {to_site.name} no {expect} path: "
-                              f"saw {seen}; {e}") from None
-            seen.append(path)
-            if path.startswith(expect):
-                break
-        # Its old address gone, the serving peer's relay link had to be made again.
-        again = [l for l in serving.stderr_lines if "registered again as home" in l]
-        if len(again) < moves:
-            raise Failure(f"the serving peer logged {len(again)} re-registrations after "
-                          f"{moves} move(s)\n" + serving.describe())
+        if moving_home:
+            # Path lines come from the current tunnel and from a replaced one that still
+            # carries the old ssh: wait until one of them reports the expected kind.
+            seen = []
+            while True:
+                try:
+                    path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT, start=line + 1)
+                except Failure as e:
+                    raise Failure(f"after home's move to {to_site.name} no {expect} path: "
+                                  f"saw {seen}; {e}") from None
+                seen.append(path)
+                if path.startswith(expect):
+                    break
+            # Its old address gone, the serving peer's relay link had to be made again.
+            again = [l for l in serving.stderr_lines if "registered again as home" in l]
+            if len(again) < moves:
+                raise Failure(f"the serving peer logged {len(again)} re-registrations after "
+                              f"{moves} move(s)\n" + serving.describe())
+        else:
+            # One tunnel: its next path line is the one after the move.
+            path, _, line = t.wait_path(fwd, "home", PATH_TIMEOUT, start=line + 1)
+            if not path.startswith(expect):
+                raise Failure(f"after the move to {to_site.name} the path should be "
+                              f"{expect}, got {path!r}")
+        # The ssh opened before the first move rides the same QUIC connection.
         if not master.running():
             raise Failure("the ssh opened before the move ended\n" + master.describe())
-        t.check_command(netns, sshd, port, control, "127.0.0.1", "127.0.0.1")
-        print(f"home at {to_site.name}: new ssh works {recovery:.1f} s after the move; the "
+        t.check_command(netns, sshd, port, control, client_ip, server_ip)
+        print(f"{mover} at {to_site.name}: new ssh works {recovery:.1f} s after the move; the "
               f"ssh from before the first move still works; path home: {path}")
         rows.append((f"{from_site.name} -> {to_site.name}", recovery, last_restart(fwd), path))
-    finish_roam(t, netns, sshd, port, control, (serving, fwd), rows, "serving side roaming")
+    # Copy through the ssh that has lived through both moves: still intact.
+    rate = t.copy(netns, sshd, port, control)
+    print(f"20 MB through the ssh opened before both moves: intact, {rate:.1f} MB/s")
+    for p in (serving, fwd):
+        p.check_running("after the moves")
+    print(f"\n{'serving side roaming' if moving_home else 'roaming'}: move, time until a "
+          f"new ssh works, ICE path restart, path afterwards")
+    for move, recovery, restart, path in rows:
+        print(f"  {move:<16} {recovery:5.1f} s   restart {restart:<8} {path}")
     return True
+
+
+def last_restart(fwd: Proc) -> str:
+    """How long the -L peer's last path restart took, from its log ("-" if none)."""
+    restarted = [l for l in fwd.stderr_lines if "path restarted in" in l]
+    return restarted[-1].split("path restarted in ")[1].split(";")[0] if restarted else "-"
 
 
 # -- peer netcheck -----------------------------------------------------------------------
