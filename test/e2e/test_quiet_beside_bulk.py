@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 
-from harness import Failure, connect, run
+from harness import Failure, connect, run, wait_until
 
 ROUND_TRIPS = 50
 WARMUP_BYTES = 50 * 1024 * 1024  # the bulk stream runs at full speed before the echoes
@@ -57,12 +57,13 @@ def test(w):
 
     bulk_thread = threading.Thread(target=bulk, daemon=True)
     bulk_thread.start()
-    deadline = time.monotonic() + 60
-    while sent[0] < WARMUP_BYTES:
-        if errors or time.monotonic() > deadline:
-            raise Failure(f"the bulk connection did not get going: {sent[0]} bytes sent, "
-                          f"{errors}\n{fwd.describe()}")
-        time.sleep(0.05)
+    try:
+        wait_until(lambda: sent[0] >= WARMUP_BYTES or bool(errors), 60,
+                   "the bulk connection to get going")
+    except Failure as e:
+        raise Failure(f"{e}: {sent[0]} bytes sent\n{fwd.describe()}") from None
+    if errors:
+        raise Failure(f"{errors}\n{fwd.describe()}")
 
     times = []
     bulk_before = sent[0]
