@@ -193,7 +193,11 @@ std::string key_id(const PublicKey& key) {
 std::string key_fingerprint(const PublicKey& key) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(key.data(), key.size(), digest);
-  gchar* b64 = g_base64_encode(digest, sizeof digest);
+  return spki_fingerprint(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
+}
+
+std::string spki_fingerprint(const std::string& sha256) {
+  gchar* b64 = g_base64_encode(reinterpret_cast<const guchar*>(sha256.data()), sha256.size());
   std::string out = std::string("SHA256:") + b64;
   g_free(b64);
   while (!out.empty() && out.back() == '=') out.pop_back();

@@ -52,6 +52,10 @@ class Identity {
 std::string key_id(const PublicKey& key);
 // "SHA256:" + base64 of SHA-256(public key), as OpenSSH prints fingerprints.
 std::string key_fingerprint(const PublicKey& key);
+// "SHA256:" + unpadded base64 of a SHA-256 digest (32 raw bytes), as OpenSSH prints
+// fingerprints; for a relay's TLS key, the digest of its SubjectPublicKeyInfo, which
+// is what --relay-key and known_relays pin.
+std::string spki_fingerprint(const std::string& sha256);
 // Copies a 32-byte span into a PublicKey; false when the size is wrong.
 bool public_key_from_bytes(std::span<const uint8_t> bytes, PublicKey& out);
 // True when `signature` is `key`'s Ed25519 signature over `message`.

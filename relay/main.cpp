@@ -20,6 +20,7 @@
 
 #include <google/protobuf/stubs/common.h>
 
+#include "identity.h"
 #include "log.h"
 #include "relay_config_file.h"
 #include "relay_options.h"
@@ -72,6 +73,25 @@ std::string load_or_create_secret(const natfwd::relay::RelayOptions& options) {
   if (n != static_cast<ssize_t>(line.size())) throw std::runtime_error("cannot write " + path);
   natfwd::log::info("made a TURN secret in %s", path.c_str());
   return secret;
+}
+
+// `relay id`: the fingerprint peers pin (--relay-key), from the certificate the relay
+// would serve; a self-signed one is made first when there is none yet, as at start.
+int print_id(const natfwd::relay::RelayOptions& options) {
+  if (options.cert_file.empty() && g_mkdir_with_parents(options.state_dir.c_str(), 0700) != 0) {
+    natfwd::log::error("--state-dir: cannot create '%s': %s", options.state_dir.c_str(),
+                       g_strerror(errno));
+    return kExitFailure;
+  }
+  try {
+    const auto identity = natfwd::relay::load_or_create_tls_identity(
+        options.cert_file, options.key_file, options.state_dir);
+    printf("%s\n", natfwd::spki_fingerprint(identity.spki_sha256).c_str());
+  } catch (const std::exception& e) {
+    natfwd::log::error("%s", e.what());
+    return kExitFailure;
+  }
+  return 0;
 }
 
 int run(const natfwd::relay::RelayOptions& options) {
@@ -161,7 +181,12 @@ int main(int argc, char** argv) {
   std::string error;
   // relay.conf's flags go in front of the command line's (which win).
   std::vector<std::string> args;
-  if (!relay::relay_arguments_with_config(argc, argv, args, error)) {
+  // `relay id [OPTIONS]`: the same options as the relay, then print and exit.
+  const bool print_id_only = argc >= 2 && std::string(argv[1]) == "id";
+  std::vector<char*> command_line(argv, argv + argc);
+  if (print_id_only) command_line.erase(command_line.begin() + 1);
+  if (!relay::relay_arguments_with_config(static_cast<int>(command_line.size()),
+                                          command_line.data(), args, error)) {
     fprintf(stderr, "relay: %s\n", error.c_str());
     return kExitUsage;
   }
@@ -173,8 +198,12 @@ int main(int argc, char** argv) {
     fprintf(stderr, "relay: %s\n", error.c_str());
     return kExitUsage;
   }
+  if (options.version) {
+    printf("natfwd relay %s\n", NATFWD_VERSION);
+    return 0;
+  }
   log::init("relay", options.verbose ? log::Level::kDebug : log::Level::kInfo);
-  const int status = run(options);
+  const int status = print_id_only ? print_id(options) : run(options);
   google::protobuf::ShutdownProtobufLibrary();
   return status;
 }

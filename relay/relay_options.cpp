@@ -64,6 +64,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar** turn_server_texts = nullptr;
   gchar** allow_peer_texts = nullptr;
   gboolean verbose = FALSE;
+  gboolean version = FALSE;
   gboolean no_turn = FALSE;
 
   const std::string listen_help =
@@ -150,6 +151,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "Serve Prometheus metrics (text format) at http://ADDR:PORT/metrics; port 0 picks "
        "one [default: off]",
        "ADDR:PORT"},
+      {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr}};
 
   std::unique_ptr<GOptionContext, OptionContextFree> context(
@@ -160,7 +162,9 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       "On ready, prints one line on stdout: relay listening on ADDR:PORT (stun/udp, "
       "rendezvous/tcp, turn/udp+tcp[, tls ADDR:PORT][, rfc5780 ALT_IP:ALT_PORT]"
       "[, metrics http://ADDR:PORT/metrics])\nSIGINT or SIGTERM stop it. Logs go to "
-      "stderr.\n");
+      "stderr.\n\n`relay id [OPTIONS]` prints the relay's TLS key fingerprint (SHA256:...), "
+      "the value peers pin with --relay-key, and exits; it reads the same --state-dir, "
+      "--cert and --config as the relay.\n");
 
   struct Strings {
     std::vector<gchar**> values;
@@ -188,6 +192,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   }
 
   options.verbose = verbose;
+  options.version = version;
   options.no_turn = no_turn;
   if (listen_text) {
     auto parsed = parse_host_port(listen_text, defaults.listen.port, /*allow_zero_port=*/true);

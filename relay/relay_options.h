@@ -22,6 +22,8 @@ struct RelayOptions {
   std::string state_dir;
   // -v/--verbose: debug logging.
   bool verbose = false;
+  // --version: print "natfwd relay VERSION" and exit.
+  bool version = false;
   // --max-peers-per-address: concurrent TCP connections from one source IP.
   size_t max_peers_per_address = 64;
   // --max-registrations-per-minute: Register messages per source IP per minute.

@@ -9,15 +9,6 @@
 
 namespace natfwd {
 
-std::string spki_fingerprint(const std::string& spki_sha256) {
-  gchar* b64 = g_base64_encode(reinterpret_cast<const guchar*>(spki_sha256.data()),
-                               spki_sha256.size());
-  std::string text = std::string("SHA256:") + b64;
-  g_free(b64);
-  while (!text.empty() && text.back() == '=') text.pop_back();
-  return text;
-}
-
 std::string KnownRelays::check(const HostPort& relay, const std::string& spki_sha256) {
   const std::string name = relay.to_string();
   const std::string presented = spki_fingerprint(spki_sha256);

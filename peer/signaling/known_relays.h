@@ -6,6 +6,7 @@
 #include <string>
 
 #include "address.h"
+#include "identity.h"
 
 namespace natfwd {
 
@@ -20,8 +21,5 @@ class KnownRelays {
  private:
   std::string path_;
 };
-
-// "SHA256:" + unpadded base64, as ssh prints key fingerprints.
-std::string spki_fingerprint(const std::string& spki_sha256);
 
 }  // namespace natfwd

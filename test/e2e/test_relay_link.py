@@ -3,7 +3,8 @@
 
 1. By default a peer talks TLS to the relay and records its key in known_relays;
    --relay-key with another key is refused; with the recorded one it works;
-   --insecure-relay works over plain TCP and says so.
+   --insecure-relay works over plain TCP and says so. `relay id` on the relay's
+   state dir prints exactly the key the peer recorded, the value --relay-key takes.
 2. A capture (tcpdump on loopback) of the relay link, TURN and the tunnel during a
    transfer of random data carrying a marker, relayed through TURN so that the relay
    carries the bytes too, holds neither the marker nor the TURN password. Only the
@@ -35,13 +36,19 @@ def roundtrip(laddr: str, payload: bytes) -> None:
 
 
 def tls_checks(w, target) -> None:
-    _, relay = w.natfwd.relay()
+    relay_dir = w.natfwd.state_dir("relay-pinned")
+    _, relay = w.natfwd.relay(state_dir=relay_dir)
     w.natfwd.serve(relay, "home", [target.addr])
     home = w.natfwd._serve_dirs["home"]
     known = open(os.path.join(home, "known_relays")).read().split()
     if len(known) != 2 or not known[1].startswith("SHA256:"):
         raise Failure(f"known_relays not written as expected: {known}")
     pin = known[1]
+    r = subprocess.run([w.natfwd.relay_bin, "id", "--state-dir", relay_dir],
+                       capture_output=True, text=True, timeout=scaled(30))
+    if r.returncode != 0 or r.stdout.strip() != pin:
+        raise Failure(f"relay id printed {r.stdout.strip()!r} (exit {r.returncode}), "
+                      f"the peer recorded {pin!r}: {r.stderr.strip()}")
     wrong = "SHA256:" + "A" * 43
     fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
                                      extra=["--relay-key", wrong])
@@ -57,7 +64,7 @@ def tls_checks(w, target) -> None:
                     what="insecure relay warning")
     roundtrip(laddr, b"plain relay link")
     fwd.stop()
-    print(f"relay link: TLS by default (pinned {pin}), wrong --relay-key refused, "
+    print(f"relay link: TLS by default (pinned {pin}, as `relay id` says), wrong --relay-key refused, "
           "--insecure-relay warns", flush=True)
 
 
