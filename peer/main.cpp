@@ -446,6 +446,7 @@ int main(int argc, char** argv) {
     if (app.start()) {
       if (netcat) netcat->start(app);
       g_main_loop_run(loop);
+      if (netcat) netcat->stopped_by_signal();
       app.shutdown();
       // Let the CONNECTION_CLOSE datagrams, the relay close and libnice's TURN
       // deallocations (a Refresh with lifetime 0, RFC 8656 section 7, sent from its

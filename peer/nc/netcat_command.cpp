@@ -99,6 +99,12 @@ gboolean NetcatCommand::on_drain_check(gpointer self) {
   return G_SOURCE_CONTINUE;
 }
 
+void NetcatCommand::stopped_by_signal() {
+  if (quitting_) return;
+  quitting_ = true;
+  exit_code_ = 0;
+}
+
 void NetcatCommand::quit(int code) {
   if (quitting_) return;
   quitting_ = true;

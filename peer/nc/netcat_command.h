@@ -27,6 +27,9 @@ class NetcatCommand {
   // Hands the connection to the app (whose start() succeeded).
   void start(PeerApp& app);
   int exit_code() const { return exit_code_; }
+  // The main loop ended for another reason than us (SIGHUP from ssh at the end of its
+  // session, SIGINT, SIGTERM): what the shutdown does to the stream is no failure.
+  void stopped_by_signal();
 
  private:
   void open_result(int status, const std::string& detail);

@@ -4,13 +4,15 @@ one-line failures of `peer nc`.
 
 The serving peer serves the test's throwaway sshd (sshd -i behind a socket on
 127.0.0.1:0). Through ProxyCommand: `echo hello`, then a 20 MB random file copied
-with `cat > dest`, compared by SHA-256. Then `peer nc` directly: an exchange with an
+with `cat > dest`, compared by SHA-256; nothing on ssh's stderr from the proxy, and
+`peer nc` given SIGHUP (as ssh does at the end) exits 0 in silence. Then `peer nc` directly: an exchange with an
 echo target where stdin's EOF half-closes and the exit status is 0 with nothing on
 stderr; an unserved target, an unknown peer name and an unauthorised client each
 exit 1 with one line on stderr and nothing on stdout.
 """
 import os
 import shlex
+import signal
 import subprocess
 import sys
 
@@ -66,8 +68,31 @@ def test(w):
     if r.returncode != 0 or r.stdout.strip() != b"hello":
         raise Failure(f"ssh with ProxyCommand: exit {r.returncode}, stdout {r.stdout!r}, "
                       f"stderr {r.stderr.decode(errors='replace')}\nsshd log:\n{sshd.log_text()}")
+    # ssh sends its ProxyCommand SIGHUP when the session is over; the proxy's stderr is
+    # ssh's, so any line it prints then lands after every successful ssh.
+    if b"peer:" in r.stderr:
+        raise Failure(f"peer nc printed after a successful ssh: "
+                      f"{r.stderr.decode(errors='replace')!r}")
 
     ssh_copy_check(ssh, w.tmpdir, FILE_SIZE, sshd.log_text)
+
+    # SIGHUP (what ssh sends) while the stream is open: exit 0 and nothing on stderr.
+    argv = nc_argv(w, relay_addr, client_dir, "home", f"127.0.0.1:{target.port}")
+    nc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    try:
+        nc.stdin.write(b"ping\n")
+        nc.stdin.flush()
+        got = nc.stdout.read(5)  # the echo: the stream is open end to end
+        nc.send_signal(signal.SIGHUP)
+        _, err = nc.communicate(timeout=scaled(30))
+    finally:
+        if nc.poll() is None:
+            nc.kill()
+            nc.wait()
+    if got != b"ping\n" or nc.returncode != 0 or err:
+        raise Failure(f"peer nc on SIGHUP: echo {got!r}, exit {nc.returncode}, "
+                      f"stderr {err.decode(errors='replace')!r}; want exit 0 and silence")
 
     # nc alone: stdin's EOF half-closes, the echo's reply comes back whole, exit 0, quiet.
     payload = os.urandom(300 * 1024)
