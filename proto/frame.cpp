@@ -11,7 +11,7 @@ DecodeResult decode_frame(std::span<const std::byte> input, size_t max_payload) 
   // Check each header byte as soon as it is there, so garbage is refused early.
   if (input.size() >= 1 && input[0] != kFrameMagic0) return invalid("bad frame magic");
   if (input.size() >= 2 && input[1] != kFrameMagic1) return invalid("bad frame magic");
-  if (input.size() >= 3 && std::to_integer<uint8_t>(input[2]) != kProtocolVersion)
+  if (input.size() >= 3 && std::to_integer<uint8_t>(input[2]) != kFrameVersion)
     return invalid("unsupported frame version");
   if (input.size() >= 4 && input[3] != std::byte{0}) return invalid("reserved bits set");
   if (input.size() < kFrameHeaderSize) return {DecodeStatus::kNeedMore, {}, 0, {}};
@@ -30,7 +30,7 @@ void encode_frame(std::span<const std::byte> payload, std::vector<std::byte>& ou
   out.reserve(out.size() + kFrameHeaderSize + payload.size());
   out.push_back(kFrameMagic0);
   out.push_back(kFrameMagic1);
-  out.push_back(std::byte{kProtocolVersion});
+  out.push_back(std::byte{kFrameVersion});
   out.push_back(std::byte{0});
   for (int shift = 24; shift >= 0; shift -= 8)
     out.push_back(static_cast<std::byte>((length >> shift) & 0xff));

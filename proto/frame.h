@@ -22,7 +22,13 @@ namespace natfwd::wire {
 
 inline constexpr std::byte kFrameMagic0{0xC5};
 inline constexpr std::byte kFrameMagic1{'F'};
-inline constexpr uint8_t kProtocolVersion = 1;
+// The frame format's version (byte 2 of every frame). It stays 1 while the frame
+// layout does, so that peers and relays of different rendezvous versions still read
+// each other's Error VERSION instead of dropping the connection at the first byte.
+inline constexpr uint8_t kFrameVersion = 1;
+// The rendezvous protocol's version (Hello.protocol_version). 2: every connection
+// proves its key (Challenge/Prove) before anything else.
+inline constexpr uint32_t kProtocolVersion = 2;
 inline constexpr size_t kFrameHeaderSize = 8;
 // Largest payload either side accepts; an Envelope is a few hundred bytes in practice.
 inline constexpr size_t kMaxFramePayload = 64 * 1024;

@@ -168,6 +168,10 @@ std::string registration_message(std::string_view challenge, std::string_view na
   return challenge_message("natfwd register v1", challenge, name);
 }
 
+std::string connection_proof_message(std::string_view challenge) {
+  return challenge_message("natfwd connection proof v2", challenge, "");
+}
+
 std::string netcheck_query_message(std::string_view challenge, std::string_view target) {
   return challenge_message("natfwd netcheck query v1", challenge, target);
 }

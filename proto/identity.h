@@ -63,6 +63,10 @@ bool verify_signature(const PublicKey& key, std::string_view message, std::strin
 // What a peer signs to register a name: a fixed context string, the relay's
 // challenge and the name, so a signature is good for one relay connection and name.
 std::string registration_message(std::string_view challenge, std::string_view name);
+// What every peer signs to open a relay connection (Prove): the relay's fresh
+// challenge under its own context string, so it can pass for neither a Register nor
+// a netcheck query.
+std::string connection_proof_message(std::string_view challenge);
 // What a `peer netcheck NAME` caller signs: the same binding to one relay connection,
 // with its own context string, so that it can never pass for a Register.
 std::string netcheck_query_message(std::string_view challenge, std::string_view target);

@@ -1,6 +1,7 @@
 #include "signaling/relay_client.h"
 
 #include "frame.h"
+#include "identity.h"
 #include "log.h"
 
 namespace natfwd {
@@ -117,6 +118,14 @@ void RelayClient::send(const wire::Envelope& envelope) {
 
 void RelayClient::handle(const wire::Envelope& envelope) {
   switch (envelope.msg_case()) {
+    case wire::Envelope::kChallenge: {
+      // Prove that we hold the key Hello claimed; the relay does nothing for us before.
+      wire::Envelope prove;
+      prove.mutable_prove()->set_signature(
+          identity_.sign(connection_proof_message(envelope.challenge().challenge())));
+      link_->send(prove);
+      break;
+    }
     case wire::Envelope::kWelcome: {
       welcomed_ = true;
       backoff_ms_ = 0;
@@ -159,6 +168,15 @@ void RelayClient::handle(const wire::Envelope& envelope) {
                          error.code() == wire::Error::NAME_INVALID ||
                          error.code() == wire::Error::BAD_SIGNATURE ||
                          error.code() == wire::Error::VERSION;
+      if (error.code() == wire::Error::VERSION) {
+        // A relay from before protocol 2 says only "relay speaks protocol version 1, peer
+        // sent 2"; its peers cannot be newer than it, so it is the one to upgrade.
+        const bool says_which = error.detail().find("upgrade") != std::string::npos;
+        disconnected("relay " + relay().to_string() + " and this peer speak different natfwd "
+                         "protocols: " + error.detail() + (says_which ? "" : "; upgrade the relay"),
+                     true);
+        break;
+      }
       disconnected("relay refused us: " + error.detail(), fatal);
       break;
     }

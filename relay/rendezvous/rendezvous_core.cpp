@@ -93,7 +93,16 @@ void RendezvousCore::on_envelope(ConnectionId id, const wire::Envelope& envelope
       fail(id, wire::Error::NOT_HELLO, "the first message must be Hello");
       return;
     }
-    handle_hello(id, connection, envelope.hello(), now);  // may forget the connection
+    handle_hello(id, connection, envelope.hello());  // may forget the connection
+    return;
+  }
+  if (!connection.proven) {
+    if (envelope.msg_case() != wire::Envelope::kProve) {
+      fail(id, wire::Error::NOT_PROVEN,
+           "prove the Hello key (Prove after Challenge) before anything else");
+      return;
+    }
+    handle_prove(id, connection, envelope.prove(), now);  // may forget the connection
     return;
   }
 
@@ -138,6 +147,10 @@ void RendezvousCore::on_envelope(ConnectionId id, const wire::Envelope& envelope
     case wire::Envelope::kHello:
       fail(id, wire::Error::BAD_MESSAGE, "Hello sent twice");
       break;
+    case wire::Envelope::kProve:
+      fail(id, wire::Error::BAD_MESSAGE, "Prove sent twice");
+      break;
+    case wire::Envelope::kChallenge:
     case wire::Envelope::kWelcome:
     case wire::Envelope::kRegistered:
     case wire::Envelope::kIncomingSession:
@@ -152,11 +165,13 @@ void RendezvousCore::on_envelope(ConnectionId id, const wire::Envelope& envelope
 }
 
 void RendezvousCore::handle_hello(ConnectionId id, Connection& connection,
-                                  const wire::Hello& hello, TimePoint now) {
+                                  const wire::Hello& hello) {
   if (hello.protocol_version() != wire::kProtocolVersion) {
+    const bool peer_older = hello.protocol_version() < wire::kProtocolVersion;
     fail(id, wire::Error::VERSION,
-         "relay speaks protocol version " + std::to_string(wire::kProtocolVersion) +
-             ", peer sent " + std::to_string(hello.protocol_version()));
+         "this relay speaks rendezvous protocol " + std::to_string(wire::kProtocolVersion) +
+             " and the peer " + std::to_string(hello.protocol_version()) + ": upgrade the " +
+             (peer_older ? "peer" : "relay"));
     return;
   }
   if (hello.public_key().size() != kPublicKeySize) {
@@ -166,6 +181,24 @@ void RendezvousCore::handle_hello(ConnectionId id, Connection& connection,
   connection.hello_done = true;
   connection.public_key = hello.public_key();
   connection.challenge = config_.make_challenge ? config_.make_challenge() : random_challenge();
+  // The Hello deadline runs on until the Prove: a claim of a key buys no time.
+  log::debug("hello from %s key %s software '%.80s'", connection.remote.to_string().c_str(),
+             short_key_id(connection.public_key).c_str(), hello.software().c_str());
+  wire::Envelope reply;
+  reply.mutable_challenge()->set_challenge(connection.challenge);
+  send(id, std::move(reply));
+}
+
+void RendezvousCore::handle_prove(ConnectionId id, Connection& connection,
+                                  const wire::Prove& prove, TimePoint now) {
+  const PublicKey key = to_public_key(connection.public_key);
+  if (!verify_signature(key, connection_proof_message(connection.challenge),
+                        prove.signature())) {
+    fail(id, wire::Error::BAD_SIGNATURE,
+         "the connection proof does not verify with key " + key_id(key));
+    return;
+  }
+  connection.proven = true;
   set_deadline(id, connection, now + config_.idle_timeout);
 
   wire::Envelope reply;
@@ -175,8 +208,6 @@ void RendezvousCore::handle_hello(ConnectionId id, Connection& connection,
   welcome->set_challenge(connection.challenge);
   add_ice_servers(connection, *welcome->mutable_ice_servers());
   schedule_refresh(id, connection, now);
-  log::debug("hello from %s key %s software '%.80s'", connection.remote.to_string().c_str(),
-             short_key_id(connection.public_key).c_str(), hello.software().c_str());
   send(id, std::move(reply));
 }
 
@@ -327,16 +358,21 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
                        "cannot open a session with yourself");
     return;
   }
-  Connection& callee = connections_.at(callee_id);
-  if (connection.sessions.size() >= config_.max_sessions_per_connection ||
-      callee.sessions.size() >= config_.max_sessions_per_connection) {
-    log::warn_limited("rendezvous-session-limit", "session limit reached between %s and %s",
-                      describe(id).c_str(), describe(callee_id).c_str());
+  if (connection.sessions.size() >= config_.max_sessions_per_connection) {
+    log::warn_limited("rendezvous-session-limit", "%s has %zu open sessions, refusing more",
+                      describe(id).c_str(), connection.sessions.size());
     send_close_session(id, session_id, wire::CloseSession::LIMIT,
-                       "too many open sessions (at most " +
+                       "too many open sessions on this connection (at most " +
                            std::to_string(config_.max_sessions_per_connection) + ")");
     return;
   }
+  if (auto exceeded = callee_budget_exceeded(connection, callee_id)) {
+    log::warn_limited("rendezvous-session-limit", "session from %s to %s refused: %s",
+                      describe(id).c_str(), describe(callee_id).c_str(), exceeded->c_str());
+    send_close_session(id, session_id, wire::CloseSession::LIMIT, *exceeded);
+    return;
+  }
+  Connection& callee = connections_.at(callee_id);
 
   wire::Envelope incoming;
   auto* in = incoming.mutable_incoming_session();
@@ -345,7 +381,11 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
   *in->mutable_ice() = message.ice();
   in->set_caller_address(connection.remote.to_string());
   in->set_resumes_session(message.resumes_session());
-  sessions_[session_id] = Session{id, callee_id, false};
+  sessions_[session_id] = Session{id, callee_id, false, connection.public_key,
+                                  connection.remote.host};
+  ++sessions_per_pair_[{callee_id, connection.public_key}];
+  ++sessions_per_caller_address_[{callee_id, connection.remote.host}];
+  ++sessions_per_callee_[callee_id];
   count(&RelayStats::sessions_total);
   connection.sessions.insert(session_id);
   callee.sessions.insert(session_id);
@@ -379,6 +419,12 @@ void RendezvousCore::handle_accept_session(ConnectionId id, const wire::AcceptSe
 void RendezvousCore::handle_candidate(ConnectionId id, const wire::Candidate& message) {
   auto other = other_member(message.session_id(), id);
   if (!other) {
+    if (recently_ended_.contains(message.session_id())) {
+      log::debug("%s: late Candidate for ended session %016" PRIx64 ", dropped",
+                 describe(id).c_str(), message.session_id());
+      return;
+    }
+    if (config_.stats) config_.stats->error("rendezvous_misrouted_candidate");
     log::warn_limited("rendezvous-misrouted", "%s: Candidate for a session it is not in (%016"
                       PRIx64 "), dropped", describe(id).c_str(), message.session_id());
     return;
@@ -406,9 +452,7 @@ void RendezvousCore::handle_close_session(ConnectionId id, const wire::CloseSess
   wire::Envelope forward;
   *forward.mutable_close_session() = message;
   send(*other, std::move(forward));
-  connections_.at(id).sessions.erase(session_id);
-  connections_.at(*other).sessions.erase(session_id);
-  sessions_.erase(session_id);
+  drop_session(session_id);
 }
 
 std::optional<ConnectionId> RendezvousCore::other_member(SessionId session_id,
@@ -563,11 +607,52 @@ void RendezvousCore::end_session(SessionId session_id, ConnectionId gone, std::s
             describe(gone).c_str(), static_cast<int>(why.size()), why.data());
   send_close_session(other, session_id, wire::CloseSession::PEER_GONE,
                      "the other peer's relay connection closed");
-  if (auto other_connection = connections_.find(other); other_connection != connections_.end())
-    other_connection->second.sessions.erase(session_id);
-  if (auto gone_connection = connections_.find(gone); gone_connection != connections_.end())
-    gone_connection->second.sessions.erase(session_id);
+  drop_session(session_id);
+}
+
+void RendezvousCore::drop_session(SessionId session_id) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  const Session session = it->second;
   sessions_.erase(it);
+  auto release = [](auto& budget, const auto& key) {
+    auto entry = budget.find(key);
+    if (entry != budget.end() && --entry->second == 0) budget.erase(entry);
+  };
+  if (auto caller = connections_.find(session.caller); caller != connections_.end())
+    caller->second.sessions.erase(session_id);
+  release(sessions_per_pair_, CalleeBudgetKey{session.callee, session.caller_key});
+  release(sessions_per_caller_address_, CalleeBudgetKey{session.callee, session.caller_host});
+  if (auto callee = connections_.find(session.callee); callee != connections_.end())
+    callee->second.sessions.erase(session_id);
+  release(sessions_per_callee_, session.callee);
+  if (recently_ended_.insert(session_id).second) {
+    recently_ended_order_.push_back(session_id);
+    if (recently_ended_order_.size() > kRecentlyEndedSessions) {
+      recently_ended_.erase(recently_ended_order_.front());
+      recently_ended_order_.pop_front();
+    }
+  }
+}
+
+std::optional<std::string> RendezvousCore::callee_budget_exceeded(const Connection& caller,
+                                                                  ConnectionId callee_id) const {
+  auto used = [](const auto& budget, const auto& key) -> size_t {
+    auto entry = budget.find(key);
+    return entry == budget.end() ? 0 : entry->second;
+  };
+  if (used(sessions_per_pair_, CalleeBudgetKey{callee_id, caller.public_key}) >=
+      config_.max_sessions_per_pair)
+    return "too many open sessions between this key and the peer (at most " +
+           std::to_string(config_.max_sessions_per_pair) + ")";
+  if (used(sessions_per_caller_address_, CalleeBudgetKey{callee_id, caller.remote.host}) >=
+      config_.max_sessions_per_caller_address)
+    return "too many open sessions from " + caller.remote.host + " to the peer (at most " +
+           std::to_string(config_.max_sessions_per_caller_address) + ")";
+  if (used(sessions_per_callee_, callee_id) >= config_.max_sessions_per_callee)
+    return "the peer has too many open sessions (at most " +
+           std::to_string(config_.max_sessions_per_callee) + ")";
+  return std::nullopt;
 }
 
 bool RendezvousCore::take_token(Buckets& buckets, const std::string& ip, size_t per_minute,

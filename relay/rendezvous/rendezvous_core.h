@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -62,8 +63,14 @@ struct RendezvousConfig {
   size_t max_connections_per_address = 64;
   // Concurrent connections in total.
   size_t max_connections = 20000;
-  // Sessions one connection may be a member of at once.
+  // Sessions one connection may have opened and not yet closed.
   size_t max_sessions_per_connection = 64;
+  // Budgets of a serving peer (the callee), so that a stranger spends only its own:
+  // sessions with one caller key, with callers from one address, and in all. A
+  // laptop's tunnels, path restarts and `peer nc` processes share its key's budget.
+  size_t max_sessions_per_pair = 64;
+  size_t max_sessions_per_caller_address = 64;
+  size_t max_sessions_per_callee = 1024;
   // A new connection must say Hello within this time.
   std::chrono::seconds hello_timeout{10};
   // Announced in Welcome: peers send a Ping at least this often.
@@ -129,8 +136,11 @@ class RendezvousCore {
   struct Connection {
     HostPort remote;
     bool hello_done = false;
+    // The Prove verified: the connection holds the private key of public_key. Only
+    // then does it get a Welcome and may it ask for anything.
+    bool proven = false;
     std::string public_key;  // raw bytes from Hello
-    std::string challenge;   // sent in Welcome; Register signs it
+    std::string challenge;   // sent in Challenge; Prove and Register sign it
     std::string name;        // registered name, empty if none
     std::set<SessionId> sessions;
     TimePoint deadline;      // hello or idle deadline, mirrored in deadlines_
@@ -140,9 +150,14 @@ class RendezvousCore {
     ConnectionId caller;
     ConnectionId callee;
     bool accepted = false;
+    std::string caller_key;   // the caller's proven key and address: its callee budgets
+    std::string caller_host;
   };
+  // What a callee's budgets count (max_sessions_per_pair and _per_caller_address).
+  using CalleeBudgetKey = std::pair<ConnectionId, std::string>;  // callee, key or address
 
-  void handle_hello(ConnectionId id, Connection& connection, const wire::Hello& hello,
+  void handle_hello(ConnectionId id, Connection& connection, const wire::Hello& hello);
+  void handle_prove(ConnectionId id, Connection& connection, const wire::Prove& prove,
                     TimePoint now);
   void handle_register(ConnectionId id, Connection& connection, const wire::Register& message,
                        TimePoint now);
@@ -166,6 +181,12 @@ class RendezvousCore {
   void close(ConnectionId id, const std::string& reason);
   void forget(ConnectionId id, std::string_view reason);
   void end_session(SessionId session_id, ConnectionId gone, std::string_view why);
+  // Forgets a session: its members' lists, the callee's budgets, and remembers it
+  // for a while as ended (late Candidates for it are normal, not misrouted).
+  void drop_session(SessionId session_id);
+  // The callee's budget that a new session from `caller` would exceed, if any.
+  std::optional<std::string> callee_budget_exceeded(const Connection& caller,
+                                                    ConnectionId callee_id) const;
   void set_deadline(ConnectionId id, Connection& connection, TimePoint deadline);
   // STUN and TURN entries with credentials for this connection's key.
   void add_ice_servers(const Connection& connection,
@@ -197,6 +218,14 @@ class RendezvousCore {
   std::unordered_map<std::string, size_t> connections_per_address_;
   std::unordered_map<std::string, ConnectionId> names_;
   std::unordered_map<SessionId, Session> sessions_;
+  std::map<CalleeBudgetKey, size_t> sessions_per_pair_;            // callee, caller key
+  std::map<CalleeBudgetKey, size_t> sessions_per_caller_address_;  // callee, caller IP
+  std::unordered_map<ConnectionId, size_t> sessions_per_callee_;
+  // Recently ended sessions, oldest first, bounded: the other side's last trickled
+  // candidates cross the close on the wire.
+  static constexpr size_t kRecentlyEndedSessions = 4096;
+  std::deque<SessionId> recently_ended_order_;
+  std::set<SessionId> recently_ended_;
   std::set<std::pair<TimePoint, ConnectionId>> deadlines_;
   std::set<std::pair<TimePoint, ConnectionId>> refreshes_;
   std::vector<Action> actions_;

@@ -129,6 +129,17 @@ def ssh_copy_check(ssh: Callable[..., object], tmpdir: str, size: int,
                       f"{remote_sum!r}, file {local_sum}")
 
 
+def echo_roundtrip(laddr: str, payload: bytes) -> None:
+    """Sends `payload` to an echo target through `laddr`, half-closes, and checks that
+    as many bytes come back."""
+    with connect(laddr, timeout=scaled(30)) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        count, _ = recv_all(s)
+    if count != len(payload):
+        raise Failure(f"echo returned {count} of {len(payload)} bytes")
+
+
 def connect(addr: str, timeout: float = IO_TIMEOUT) -> socket.socket:
     host, port = split_hostport(addr)
     s = socket.create_connection((host, port), timeout=scaled(timeout))

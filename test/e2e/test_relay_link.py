@@ -19,20 +19,10 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
-from harness import echo, SKIP, Failure, connect, recv_all, run, scaled
-
-
-def roundtrip(laddr: str, payload: bytes) -> None:
-    with connect(laddr, timeout=scaled(30)) as s:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        count, _ = recv_all(s)
-    if count != len(payload):
-        raise Failure(f"echo returned {count} of {len(payload)} bytes")
+from harness import echo, echo_roundtrip, SKIP, Failure, run, scaled
 
 
 def tls_checks(w, target) -> None:
@@ -56,13 +46,13 @@ def tls_checks(w, target) -> None:
     fwd.stop()
     fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
                                      extra=["--relay-key", pin])
-    roundtrip(laddr, b"pinned relay key")
+    echo_roundtrip(laddr, b"pinned relay key")
     fwd.stop()
     fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
                                      extra=["--insecure-relay"])
     fwd.wait_stderr(r"--insecure-relay: the rendezvous with .* is not encrypted", 10,
                     what="insecure relay warning")
-    roundtrip(laddr, b"plain relay link")
+    echo_roundtrip(laddr, b"plain relay link")
     fwd.stop()
     print(f"relay link: TLS by default (pinned {pin}, as `relay id` says), wrong --relay-key refused, "
           "--insecure-relay warns", flush=True)
@@ -90,7 +80,7 @@ def capture_check(w, target) -> None:
     fwd.wait_stdout(r"^path home: relayed via turn-", 30, what="relayed path")
     marker = b"NATFWD-MARKER-" + secrets.token_hex(8).encode()
     payload = b"".join(os.urandom(4000) + marker for _ in range(500))  # ~2 MB
-    roundtrip(laddr, payload)
+    echo_roundtrip(laddr, payload)
     # A pairing while capturing: the invite secret must not be on the wire either.
     peer = w.natfwd.peer_bin
     code = subprocess.run([peer, "invite", "--state-dir", w.natfwd._serve_dirs["home"]],

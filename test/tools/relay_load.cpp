@@ -243,7 +243,12 @@ class Load {
   void handle(size_t i, const Envelope& e) {
     Peer& p = peers_[i];
     if (e.has_error()) fail(p.name + ": relay error: " + e.error().detail());
-    if (e.has_welcome()) {
+    if (e.has_challenge()) {
+      Envelope prove;
+      prove.mutable_prove()->set_signature(
+          p.identity.sign(natfwd::connection_proof_message(e.challenge().challenge())));
+      send(i, prove);
+    } else if (e.has_welcome()) {
       keepalive_ = e.welcome().keepalive_seconds();
       Envelope reg;
       reg.mutable_register_()->set_name(p.name);

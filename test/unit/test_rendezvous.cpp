@@ -31,15 +31,14 @@ TEST_CASE("peer names follow [a-z0-9][a-z0-9._-]{0,62}") {
   CHECK_FALSE(is_valid_peer_name("hóme"));
 }
 
-TEST_CASE("Hello gets a Welcome with the observed address and the STUN server") {
+TEST_CASE("a proven Hello gets a Welcome with the observed address and the STUN server") {
   RendezvousConfig config;
   config.stun_port = 40123;
   Harness h(config);
   const ConnectionId id = h.connect("198.51.100.7");
-  wire::Envelope hello;
-  hello.mutable_hello()->set_protocol_version(wire::kProtocolVersion);
-  hello.mutable_hello()->set_public_key(key_of('a'));
-  h.deliver(id, hello);
+  const std::string challenge = h.hello_only(id, key_of('a'));
+  CHECK_FALSE(h.has_message(id));  // nothing more until the Prove
+  h.deliver(id, Harness::make_prove(key_of('a'), challenge));
   auto reply = h.pop(id);
   REQUIRE(reply.has_welcome());
   CHECK(reply.welcome().observed_address() == "198.51.100.7:40000");
@@ -54,11 +53,61 @@ TEST_CASE("Hello gets a Welcome with the observed address and the STUN server") 
 TEST_CASE("an IPv6 observed address is bracketed") {
   Harness h;
   const ConnectionId id = h.connect("2001:db8::1");
-  wire::Envelope hello;
-  hello.mutable_hello()->set_protocol_version(wire::kProtocolVersion);
-  hello.mutable_hello()->set_public_key(key_of('a'));
-  h.deliver(id, hello);
+  const std::string challenge = h.hello_only(id, key_of('a'));
+  h.deliver(id, Harness::make_prove(key_of('a'), challenge));
   CHECK(h.pop(id).welcome().observed_address() == "[2001:db8::1]:40000");
+}
+
+TEST_CASE("a claimed key is worth nothing until proven") {
+  // The victim's public key is no secret; the squatter has only that.
+  Harness h;
+  const ConnectionId home = h.registered("home", key_of('h'));
+  const ConnectionId squatter = h.connect("203.0.113.66");
+  const std::string challenge = h.hello_only(squatter, key_of('l'));
+  SECTION("OpenSession before the Prove: NOT_PROVEN, closed, home hears nothing") {
+    h.deliver(squatter, Harness::make_open(7, "home"));
+    CHECK(error_code(h.pop(squatter)) == wire::Error::NOT_PROVEN);
+    CHECK(h.closed(squatter));
+    CHECK_FALSE(h.has_message(home));
+    CHECK(h.core().session_count() == 0);
+  }
+  SECTION("Register and netcheck queries before the Prove: NOT_PROVEN") {
+    wire::Envelope query;
+    query.mutable_netcheck_query()->set_query_id(1);
+    query.mutable_netcheck_query()->set_target("home");
+    h.deliver(squatter, query);
+    CHECK(error_code(h.pop(squatter)) == wire::Error::NOT_PROVEN);
+    CHECK(h.closed(squatter));
+    CHECK_FALSE(h.has_message(home));
+  }
+  SECTION("a Prove signed by another key: BAD_SIGNATURE, no Welcome, no TURN credentials") {
+    h.deliver(squatter, Harness::make_prove(key_of('s'), challenge));
+    CHECK(error_code(h.pop(squatter)) == wire::Error::BAD_SIGNATURE);
+    CHECK_FALSE(h.has_message(squatter));
+    CHECK(h.closed(squatter));
+  }
+  SECTION("a Prove over another connection's challenge: BAD_SIGNATURE") {
+    // What a relay-in-the-middle could replay: the real laptop's proof for its own
+    // connection does not open this one.
+    const ConnectionId laptop = h.connect("198.51.100.20");
+    const std::string laptop_challenge = h.hello_only(laptop, key_of('l'));
+    REQUIRE(laptop_challenge != challenge);
+    h.deliver(squatter, Harness::make_prove(key_of('l'), laptop_challenge));
+    CHECK(error_code(h.pop(squatter)) == wire::Error::BAD_SIGNATURE);
+    CHECK(h.closed(squatter));
+  }
+  SECTION("a Register signature does not pass for a connection proof") {
+    wire::Envelope prove;
+    prove.mutable_prove()->set_signature(
+        identity_of('l').sign(registration_message(challenge, "")));
+    h.deliver(squatter, prove);
+    CHECK(error_code(h.pop(squatter)) == wire::Error::BAD_SIGNATURE);
+  }
+  SECTION("no Prove within the Hello timeout: closed") {
+    h.advance(seconds(11));
+    CHECK(h.closed(squatter));
+    CHECK_FALSE(h.closed(home));
+  }
 }
 
 TEST_CASE("a first message other than Hello gets NOT_HELLO and a close") {
@@ -72,13 +121,26 @@ TEST_CASE("a first message other than Hello gets NOT_HELLO and a close") {
 
 TEST_CASE("Hello with a wrong version or key size is refused") {
   Harness h;
-  SECTION("version") {
+  SECTION("a newer peer: VERSION, and the relay says to upgrade the relay") {
     const ConnectionId id = h.connect();
     wire::Envelope hello;
     hello.mutable_hello()->set_protocol_version(wire::kProtocolVersion + 1);
     hello.mutable_hello()->set_public_key(key_of('a'));
     h.deliver(id, hello);
-    CHECK(error_code(h.pop(id)) == wire::Error::VERSION);
+    const auto error = h.pop(id);
+    CHECK(error_code(error) == wire::Error::VERSION);
+    CHECK_THAT(error.error().detail(), Catch::EndsWith("upgrade the relay"));
+    CHECK(h.closed(id));
+  }
+  SECTION("an older peer (protocol 1, before connection proofs): upgrade the peer") {
+    const ConnectionId id = h.connect();
+    wire::Envelope hello;
+    hello.mutable_hello()->set_protocol_version(1);
+    hello.mutable_hello()->set_public_key(key_of('a'));
+    h.deliver(id, hello);
+    const auto error = h.pop(id);
+    CHECK(error_code(error) == wire::Error::VERSION);
+    CHECK_THAT(error.error().detail(), Catch::EndsWith("upgrade the peer"));
     CHECK(h.closed(id));
   }
   SECTION("key size") {
@@ -87,6 +149,12 @@ TEST_CASE("Hello with a wrong version or key size is refused") {
     hello.mutable_hello()->set_protocol_version(wire::kProtocolVersion);
     hello.mutable_hello()->set_public_key(std::string(31, 'a'));
     h.deliver(id, hello);
+    CHECK(error_code(h.pop(id)) == wire::Error::BAD_MESSAGE);
+    CHECK(h.closed(id));
+  }
+  SECTION("Prove twice") {
+    const ConnectionId id = h.hello(key_of('a'));
+    h.deliver(id, Harness::make_prove(key_of('a'), h.challenge(id)));
     CHECK(error_code(h.pop(id)) == wire::Error::BAD_MESSAGE);
     CHECK(h.closed(id));
   }

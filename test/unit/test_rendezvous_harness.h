@@ -67,17 +67,36 @@ class Harness {
     return id;
   }
 
-  // Connects and says Hello with `key`; checks and discards the Welcome.
-  ConnectionId hello(const std::string& key, const std::string& ip = "192.0.2.1") {
-    const ConnectionId id = connect(ip);
+  // Connects and says Hello with `key`; returns the Challenge's bytes.
+  std::string hello_only(ConnectionId id, const std::string& key) {
     wire::Envelope envelope;
     envelope.mutable_hello()->set_protocol_version(wire::kProtocolVersion);
     envelope.mutable_hello()->set_public_key(key);
     deliver(id, envelope);
+    const auto challenge = pop(id);
+    REQUIRE(challenge.has_challenge());
+    REQUIRE(challenge.challenge().challenge().size() == 32);
+    return challenge.challenge().challenge();
+  }
+
+  // Prove as the peer does: the Hello key's signature over the connection's challenge.
+  static wire::Envelope make_prove(const std::string& key, const std::string& challenge) {
+    const Identity* identity = identity_with_key(key);
+    REQUIRE(identity);
+    wire::Envelope envelope;
+    envelope.mutable_prove()->set_signature(identity->sign(connection_proof_message(challenge)));
+    return envelope;
+  }
+
+  // Connects, says Hello with `key` and proves it; checks and discards the Welcome.
+  ConnectionId hello(const std::string& key, const std::string& ip = "192.0.2.1") {
+    const ConnectionId id = connect(ip);
+    const std::string challenge = hello_only(id, key);
+    deliver(id, make_prove(key, challenge));
     const auto welcome = pop(id);
     REQUIRE(welcome.has_welcome());
-    REQUIRE(welcome.welcome().challenge().size() == 32);
-    challenges_[id] = welcome.welcome().challenge();
+    REQUIRE(welcome.welcome().challenge() == challenge);
+    challenges_[id] = challenge;
     keys_[id] = key;
     return id;
   }

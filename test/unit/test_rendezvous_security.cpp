@@ -319,3 +319,88 @@ TEST_CASE("the default rate limits are 30 registrations and 120 sessions per min
   CHECK(config.max_registrations_per_minute == 30);
   CHECK(config.max_sessions_per_minute == 120);
 }
+
+TEST_CASE("a stranger holding sessions to a peer spends only its own budget") {
+  // Issue 13: 64 sessions held open to home by one key used to lock everyone else out.
+  RendezvousConfig config;
+  config.max_sessions_per_connection = 8;
+  config.max_sessions_per_pair = 4;
+  config.max_sessions_per_caller_address = 6;
+  config.max_sessions_per_callee = 10;
+  Harness h(config);
+  const ConnectionId home = h.registered("home", key_of('h'), "198.51.100.2");
+  SessionId next = 100;
+  auto open = [&](ConnectionId caller) {
+    const SessionId id = next++;
+    h.deliver(caller, Harness::make_open(id, "home"));
+    if (h.has_message(home)) {
+      const auto incoming = h.pop(home);
+      REQUIRE(incoming.has_incoming_session());
+      return std::string("routed");
+    }
+    const auto refusal = h.pop(caller);
+    REQUIRE(refusal.has_close_session());
+    CHECK(refusal.close_session().reason() == wire::CloseSession::LIMIT);
+    return refusal.close_session().detail();
+  };
+
+  SECTION("one key, several connections: the pair budget") {
+    const ConnectionId s1 = h.hello(key_of('s'), "203.0.113.66");
+    const ConnectionId s2 = h.hello(key_of('s'), "203.0.113.67");
+    for (int i = 0; i < 2; ++i) CHECK(open(s1) == "routed");
+    for (int i = 0; i < 2; ++i) CHECK(open(s2) == "routed");
+    CHECK_THAT(open(s2), Catch::Contains("between this key and the peer"));
+    const ConnectionId laptop = h.hello(key_of('l'), "192.0.2.50");
+    CHECK(open(laptop) == "routed");
+    // Closing gives the budget back.
+    wire::Envelope close;
+    close.mutable_close_session()->set_session_id(100);
+    h.deliver(s1, close);
+    (void)h.pop(home);
+    CHECK(open(s1) == "routed");
+  }
+  SECTION("many keys from one address: the address budget") {
+    for (char key = 'a'; key <= 'f'; ++key)
+      CHECK(open(h.hello(key_of(key), "203.0.113.66")) == "routed");
+    CHECK_THAT(open(h.hello(key_of('g'), "203.0.113.66")),
+               Catch::Contains("from 203.0.113.66 to the peer"));
+    CHECK(open(h.hello(key_of('l'), "192.0.2.50")) == "routed");
+  }
+  SECTION("many keys from many addresses: the peer's total, released when they leave") {
+    std::vector<ConnectionId> strangers;
+    for (int i = 0; i < 10; ++i) {
+      strangers.push_back(
+          h.hello(key_of(static_cast<char>('a' + i)), "203.0.113." + std::to_string(10 + i)));
+      CHECK(open(strangers.back()) == "routed");
+    }
+    const ConnectionId laptop = h.hello(key_of('l'), "192.0.2.50");
+    CHECK_THAT(open(laptop), Catch::Contains("the peer has too many open sessions"));
+    h.transport_closed(strangers.front());
+    while (h.has_message(home)) (void)h.pop(home);  // PEER_GONE for the ended session
+    CHECK(open(laptop) == "routed");
+  }
+}
+
+TEST_CASE("a late Candidate for a session that just ended is not counted as misrouted") {
+  RelayStats stats;
+  RendezvousConfig config;
+  config.stats = &stats;
+  Harness h(config);
+  const ConnectionId home = h.registered("home", key_of('h'));
+  const ConnectionId laptop = h.hello(key_of('l'), "192.0.2.50");
+  h.deliver(laptop, Harness::make_open(5, "home"));
+  (void)h.pop(home);
+  wire::Envelope close;
+  close.mutable_close_session()->set_session_id(5);
+  close.mutable_close_session()->set_reason(wire::CloseSession::ESTABLISHED);
+  h.deliver(laptop, close);
+  (void)h.pop(home);
+  h.deliver(home, Harness::make_candidate(5, "candidate:1 1 udp 1 192.0.2.9 4000 typ host"));
+  CHECK_FALSE(h.has_message(laptop));
+  CHECK_FALSE(h.closed(home));
+  CHECK(h.core().session_count() == 0);
+  CHECK(stats.errors["rendezvous_misrouted_candidate"] == 0);
+  // One for a session that never was: misrouted, counted.
+  h.deliver(home, Harness::make_candidate(77, "candidate:1 1 udp 1 192.0.2.9 4000 typ host"));
+  CHECK(stats.errors["rendezvous_misrouted_candidate"] == 1);
+}

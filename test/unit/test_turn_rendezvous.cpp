@@ -43,6 +43,15 @@ struct Fixture {
     core->on_envelope(1, envelope, now);
     auto actions = core->take_actions();
     REQUIRE(actions.size() == 1);
+    // TURN credentials only after the key is proven: the Challenge carries none.
+    const auto challenge = std::get<SendAction>(actions[0]).envelope;
+    REQUIRE(challenge.has_challenge());
+    wire::Envelope prove;
+    prove.mutable_prove()->set_signature(
+        identity.sign(connection_proof_message(challenge.challenge().challenge())));
+    core->on_envelope(1, prove, now);
+    actions = core->take_actions();
+    REQUIRE(actions.size() == 1);
     return std::get<SendAction>(actions[0]).envelope;
   }
 };
