@@ -26,7 +26,7 @@
 #include "relay_options.h"
 #include "metrics/relay_stats.h"
 #include "server/metrics_service.h"
-#include "server/name_binding_file.h"
+#include "server/name_store.h"
 #include "server/relay_server.h"
 #include "turn/credentials.h"
 
@@ -73,6 +73,53 @@ std::string load_or_create_secret(const natfwd::relay::RelayOptions& options) {
   if (n != static_cast<ssize_t>(line.size())) throw std::runtime_error("cannot write " + path);
   natfwd::log::info("made a TURN secret in %s", path.c_str());
   return secret;
+}
+
+std::unique_ptr<natfwd::relay::NameStore> open_name_store(
+    const natfwd::relay::RelayOptions& options) {
+  natfwd::relay::NameStore::Options store;
+  store.expiry = std::chrono::hours(24 * options.name_expiry_days);
+  return std::make_unique<natfwd::relay::NameStore>(options.state_dir + "/names.db",
+                                                   options.state_dir + "/names", store);
+}
+
+// `relay names [list]` and `relay names release NAME`: the bindings in the state dir,
+// read and changed beside a running relay (NameStore reads the database on every
+// lookup, so a released name is free at once).
+int names_command(const natfwd::relay::RelayOptions& options,
+                  const std::vector<std::string>& words) {
+  using namespace natfwd;
+  if (g_mkdir_with_parents(options.state_dir.c_str(), 0700) != 0) {
+    log::error("--state-dir: cannot create '%s': %s", options.state_dir.c_str(),
+               g_strerror(errno));
+    return kExitFailure;
+  }
+  try {
+    auto store = open_name_store(options);
+    if (words.size() == 2 && words[0] == "release") {
+      if (!store->release(words[1])) {
+        log::error("no name '%s' is bound at this relay", words[1].c_str());
+        return kExitFailure;
+      }
+      printf("released '%s': the next key to register it gets it\n", words[1].c_str());
+      return 0;
+    }
+    for (const auto& binding : store->list()) {
+      PublicKey key{};
+      public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(binding.public_key.data()),
+                                      binding.public_key.size()),
+                            key);
+      char last_seen[32] = "?";
+      const time_t seen = static_cast<time_t>(binding.last_seen_unix);
+      strftime(last_seen, sizeof last_seen, "%Y-%m-%d", gmtime(&seen));
+      printf("%s %s last-used %s%s\n", binding.name.c_str(), key_id(key).c_str(), last_seen,
+             binding.expired ? " (expired: free for any key)" : "");
+    }
+  } catch (const std::exception& e) {
+    log::error("%s", e.what());
+    return kExitFailure;
+  }
+  return 0;
 }
 
 // `relay id`: the fingerprint peers pin (--relay-key), from the certificate the relay
@@ -131,8 +178,12 @@ int run(const natfwd::relay::RelayOptions& options) {
   GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
   int status = 0;
   try {
-    // Names first: a malformed names file stops the start before anything is made.
-    config.names = std::make_unique<relay::NameBindingFile>(options.state_dir + "/names");
+    // Names first: a malformed old names file stops the start before anything is made.
+    auto names = open_name_store(options);
+    const size_t bound = names->size();
+    log::info("%zu name binding%s in %s/names.db", bound, bound == 1 ? "" : "s",
+              options.state_dir.c_str());
+    config.names = std::move(names);
     if (config.turn_enabled || !options.turn_servers.empty()) {
       turn.secret = load_or_create_secret(options);
       config.rendezvous.turn.secret = turn.secret;
@@ -181,10 +232,27 @@ int main(int argc, char** argv) {
   std::string error;
   // relay.conf's flags go in front of the command line's (which win).
   std::vector<std::string> args;
-  // `relay id [OPTIONS]`: the same options as the relay, then print and exit.
-  const bool print_id_only = argc >= 2 && std::string(argv[1]) == "id";
+  // Subcommands take the relay's own options: `relay id [OPTIONS]`, `relay names
+  // [list | release NAME] [OPTIONS]`.
+  const std::string subcommand = argc >= 2 ? argv[1] : "";
+  const bool print_id_only = subcommand == "id";
+  const bool names = subcommand == "names";
   std::vector<char*> command_line(argv, argv + argc);
+  std::vector<std::string> names_words;
   if (print_id_only) command_line.erase(command_line.begin() + 1);
+  if (names) {
+    command_line.erase(command_line.begin() + 1);
+    if (command_line.size() > 1 && std::string(command_line[1]) == "list") {
+      command_line.erase(command_line.begin() + 1);
+    } else if (command_line.size() > 1 && std::string(command_line[1]) == "release") {
+      if (command_line.size() < 3 || command_line[2][0] == '-') {
+        fprintf(stderr, "relay: names release: which name? (relay names release NAME)\n");
+        return kExitUsage;
+      }
+      names_words = {"release", command_line[2]};
+      command_line.erase(command_line.begin() + 1, command_line.begin() + 3);
+    }
+  }
   if (!relay::relay_arguments_with_config(static_cast<int>(command_line.size()),
                                           command_line.data(), args, error)) {
     fprintf(stderr, "relay: %s\n", error.c_str());
@@ -203,7 +271,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   log::init("relay", options.verbose ? log::Level::kDebug : log::Level::kInfo);
-  const int status = print_id_only ? print_id(options) : run(options);
+  const int status = print_id_only ? print_id(options)
+                     : names      ? names_command(options, names_words)
+                                  : run(options);
   google::protobuf::ShutdownProtobufLibrary();
   return status;
 }

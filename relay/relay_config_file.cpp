@@ -41,6 +41,7 @@ const config::ConfigSchema& relay_config_schema() {
            text("max-peers-per-address"),
            text("max-registrations-per-minute"),
            text("max-sessions-per-minute"),
+           text("name-expiry"),
            text("tls-listen"),
            // --cert and --key go together: checked together by the option parser.
            {"cert", ValueKind::kText, nullptr},
@@ -73,6 +74,7 @@ const std::vector<config::FlagSpec>& relay_flags() {
     }
     all.push_back({"config", 0, true});
     all.push_back({"help", 'h', false});
+    all.push_back({"version", 0, false});
     return all;
   }();
   return flags;

@@ -55,6 +55,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* realm_text = nullptr;
   gchar* per_user_text = nullptr;
   gchar* max_allocations_text = nullptr;
+  gchar* name_expiry_text = nullptr;
   gchar* bandwidth_text = nullptr;
   gchar* relay_ports_text = nullptr;
   gchar* config_text = nullptr;  // read before parsing (relay_config_file.h); listed for --help
@@ -89,6 +90,10 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   const std::string max_allocations_help =
       "Most TURN allocations in total (508 beyond) [default: " +
       std::to_string(defaults.max_allocations) + "]";
+  const std::string name_expiry_help =
+      "A name bound to a key is free again for any key after DAYS without a connection "
+      "holding it; 0 keeps names forever [default: " +
+      std::to_string(defaults.name_expiry_days) + "]";
   const std::string realm_help = "TURN realm [default: " + defaults.realm + "]";
   GOptionEntry entries[] = {
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_text,
@@ -132,6 +137,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "CIDR"},
       {"max-allocations-per-user", 0, 0, G_OPTION_ARG_STRING, &per_user_text,
        per_user_help.c_str(), "N"},
+      {"name-expiry", 0, 0, G_OPTION_ARG_STRING, &name_expiry_text, name_expiry_help.c_str(),
+       "DAYS"},
       {"max-allocations", 0, 0, G_OPTION_ARG_STRING, &max_allocations_text,
        max_allocations_help.c_str(), "N"},
       {"bandwidth-cap", 0, 0, G_OPTION_ARG_STRING, &bandwidth_text,
@@ -175,7 +182,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
   } strings{{&listen_text, &state_dir_text, &max_peers_text, &max_registrations_text,
              &max_sessions_text, &tls_listen_text, &cert_text,
-             &key_text, &secret_text, &realm_text, &per_user_text, &max_allocations_text,
+             &key_text, &secret_text, &realm_text, &per_user_text, &max_allocations_text, &name_expiry_text,
              &bandwidth_text, &relay_ports_text, &config_text, &alternate_address_text,
              &alternate_port_text, &metrics_text},
             {&turn_server_texts, &allow_peer_texts}};
@@ -302,6 +309,15 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       return false;
     }
     options.max_allocations_per_user = value;
+  }
+  if (name_expiry_text) {
+    uint64_t value = 0;
+    if (!parse_number(name_expiry_text, 0, 36500, value)) {
+      error = "--name-expiry: '" + std::string(name_expiry_text) +
+              "' is not a number of days from 0 to 36500";
+      return false;
+    }
+    options.name_expiry_days = value;
   }
   if (max_allocations_text) {
     uint64_t value = 0;

@@ -18,7 +18,7 @@ struct RelayOptions {
   // 0 picks one.
   HostPort listen{"0.0.0.0", 3478};
   // --state-dir: default_state_dir("relay"), created 0700. Holds the name bindings
-  // (names), and the TURN secret and self-signed TLS certificate when generated.
+  // (names.db), and the TURN secret and self-signed TLS certificate when generated.
   std::string state_dir;
   // -v/--verbose: debug logging.
   bool verbose = false;
@@ -30,6 +30,8 @@ struct RelayOptions {
   size_t max_registrations_per_minute = 30;
   // --max-sessions-per-minute: OpenSession messages per source IP per minute.
   size_t max_sessions_per_minute = 120;
+  // --name-expiry: days after which a name nobody used is free again; 0: never.
+  uint64_t name_expiry_days = 365;
 
   // --tls-listen: TLS (rendezvous or TURN inside) on this address too; none by
   // default (TLS is always served on the main TCP port).

@@ -3,9 +3,10 @@
 // fresh challenge, checked by RendezvousCore); later registrations of the name with
 // another key are refused, whether or not the holder is online.
 //
-// The core asks the policy and tells it about new bindings; it does no I/O itself.
-// MemoryNameBinding keeps bindings for the core's lifetime (tests); the relay uses
-// NameBindingFile (server/name_binding_file.h), which persists them in the state dir.
+// The core asks the policy and tells it about new bindings and uses; it does no I/O
+// itself. MemoryNameBinding keeps bindings for the core's lifetime (tests); the relay
+// uses NameStore (server/name_store.h), which keeps them in the state dir and lets
+// names unused for a long time expire.
 #pragma once
 
 #include <map>
@@ -20,9 +21,13 @@ class NameBindingPolicy {
   virtual ~NameBindingPolicy() = default;
   // The raw 32-byte public key `name` is bound to; nullopt when the name is free.
   virtual std::optional<std::string> bound_key(std::string_view name) const = 0;
-  // Binds the free `name` to `public_key`. False when the binding could not be
-  // recorded (then the registration is refused; the policy logs why).
-  virtual bool bind(std::string_view name, std::string_view public_key) = 0;
+  // Binds the free `name` to `public_key`, registered from `from_address`. False when
+  // the binding could not be recorded (then the registration is refused; the policy
+  // logs why).
+  virtual bool bind(std::string_view name, std::string_view public_key,
+                    std::string_view from_address) = 0;
+  // The name's holder registered it again or let it go: it is in use, not abandoned.
+  virtual void used(std::string_view /*name*/) {}
 };
 
 // Bindings held in memory only.
@@ -33,7 +38,7 @@ class MemoryNameBinding : public NameBindingPolicy {
     if (it == bindings_.end()) return std::nullopt;
     return it->second;
   }
-  bool bind(std::string_view name, std::string_view public_key) override {
+  bool bind(std::string_view name, std::string_view public_key, std::string_view) override {
     bindings_.insert_or_assign(std::string(name), std::string(public_key));
     return true;
   }

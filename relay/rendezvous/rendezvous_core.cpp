@@ -291,7 +291,8 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
   if (auto bound = names_policy_->bound_key(name); bound && *bound != connection.public_key) {
     fail(id, wire::Error::NAME_TAKEN,
          "the name '" + name + "' is bound to another key (" + key_id(to_public_key(*bound)) +
-             ")");
+             "); to give it to this key, the relay's operator runs `relay names release " +
+             name + "`, or it is free after the relay's --name-expiry without use");
     return;
   }
   if (auto holder = names_.find(name); holder != names_.end() && holder->second != id) {
@@ -308,11 +309,13 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
     fail(old_id, wire::Error::NAME_TAKEN, "replaced by a newer connection with the same key");
   }
   if (!names_policy_->bound_key(name)) {
-    if (!names_policy_->bind(name, connection.public_key)) {
+    if (!names_policy_->bind(name, connection.public_key, connection.remote.host)) {
       fail(id, wire::Error::UNKNOWN, "the relay could not record the name; try again later");
       return;
     }
     log::info("bound '%s' to key %s", name.c_str(), key_id(key).c_str());
+  } else {
+    names_policy_->used(name);
   }
   if (!connection.name.empty() && connection.name != name) names_.erase(connection.name);
   connection.name = name;
@@ -587,6 +590,7 @@ void RendezvousCore::forget(ConnectionId id, std::string_view reason) {
     auto holder = names_.find(connection.name);
     if (holder != names_.end() && holder->second == id) {
       names_.erase(holder);
+      names_policy_->used(connection.name);  // unused from now on: the expiry counts from here
       log::info("unregistered '%s' (%s)", connection.name.c_str(),
                 connection.remote.to_string().c_str());
     }
