@@ -1,5 +1,7 @@
 #include "config_file.h"
 
+#include "path_safety.h"
+
 #include <glib.h>
 
 #include <cerrno>
@@ -315,6 +317,10 @@ std::variant<ConfigFile, std::string> load_config_file(const CommandLineScan& co
     if (command_line.config_path) return "--config: " + path_used + ": no such file";
     return ConfigFile{};
   }
+  // A file that says whom to let in must not be one anybody else can change.
+  if (std::string unsafe = unsafe_path_reason(path_used, PathKind::kConfigFile, "config file");
+      !unsafe.empty())
+    return unsafe;
   return parse_config_text(path_used, file.text, schema);
 }
 

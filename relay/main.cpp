@@ -22,6 +22,7 @@
 
 #include "identity.h"
 #include "log.h"
+#include "path_safety.h"
 #include "relay_config_file.h"
 #include "relay_options.h"
 #include "metrics/relay_stats.h"
@@ -47,6 +48,10 @@ gboolean on_stop_signal(gpointer loop) {
 
 // Reads a secret file: its text without surrounding white space.
 std::string read_secret(const std::string& path) {
+  if (std::string unsafe = natfwd::unsafe_path_reason(path, natfwd::PathKind::kSecretFile,
+                                                      "TURN secret");
+      !unsafe.empty())
+    throw std::runtime_error(unsafe);
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read " + path + ": " + g_strerror(errno));
   std::stringstream text;
@@ -75,6 +80,20 @@ std::string load_or_create_secret(const natfwd::relay::RelayOptions& options) {
   return secret;
 }
 
+// Makes the state dir (0700) and refuses one that someone else could change: it holds
+// the name bindings, the TURN secret and the TLS key.
+bool open_state_dir(const natfwd::relay::RelayOptions& options) {
+  if (g_mkdir_with_parents(options.state_dir.c_str(), 0700) != 0) {
+    natfwd::log::error("--state-dir: cannot create '%s': %s", options.state_dir.c_str(),
+                       g_strerror(errno));
+    return false;
+  }
+  const std::string unsafe =
+      natfwd::unsafe_path_reason(options.state_dir, natfwd::PathKind::kStateDir, "state dir");
+  if (!unsafe.empty()) natfwd::log::error("%s", unsafe.c_str());
+  return unsafe.empty();
+}
+
 std::unique_ptr<natfwd::relay::NameStore> open_name_store(
     const natfwd::relay::RelayOptions& options) {
   natfwd::relay::NameStore::Options store;
@@ -89,11 +108,7 @@ std::unique_ptr<natfwd::relay::NameStore> open_name_store(
 int names_command(const natfwd::relay::RelayOptions& options,
                   const std::vector<std::string>& words) {
   using namespace natfwd;
-  if (g_mkdir_with_parents(options.state_dir.c_str(), 0700) != 0) {
-    log::error("--state-dir: cannot create '%s': %s", options.state_dir.c_str(),
-               g_strerror(errno));
-    return kExitFailure;
-  }
+  if (!open_state_dir(options)) return kExitFailure;
   try {
     auto store = open_name_store(options);
     if (words.size() == 2 && words[0] == "release") {
@@ -125,11 +140,7 @@ int names_command(const natfwd::relay::RelayOptions& options,
 // `relay id`: the fingerprint peers pin (--relay-key), from the certificate the relay
 // would serve; a self-signed one is made first when there is none yet, as at start.
 int print_id(const natfwd::relay::RelayOptions& options) {
-  if (options.cert_file.empty() && g_mkdir_with_parents(options.state_dir.c_str(), 0700) != 0) {
-    natfwd::log::error("--state-dir: cannot create '%s': %s", options.state_dir.c_str(),
-                       g_strerror(errno));
-    return kExitFailure;
-  }
+  if (options.cert_file.empty() && !open_state_dir(options)) return kExitFailure;
   try {
     const auto identity = natfwd::relay::load_or_create_tls_identity(
         options.cert_file, options.key_file, options.state_dir);
@@ -143,11 +154,7 @@ int print_id(const natfwd::relay::RelayOptions& options) {
 
 int run(const natfwd::relay::RelayOptions& options) {
   using namespace natfwd;
-  if (g_mkdir_with_parents(options.state_dir.c_str(), 0700) != 0) {
-    natfwd::log::error("--state-dir: cannot create '%s': %s", options.state_dir.c_str(),
-                       g_strerror(errno));
-    return kExitFailure;
-  }
+  if (!open_state_dir(options)) return kExitFailure;
 
   relay::RelayServerConfig config;
   config.listen = options.listen;
@@ -180,14 +187,14 @@ int run(const natfwd::relay::RelayOptions& options) {
   try {
     // Names first: a malformed old names file stops the start before anything is made.
     auto names = open_name_store(options);
-    const size_t bound = names->size();
-    log::info("%zu name binding%s in %s/names.db", bound, bound == 1 ? "" : "s",
-              options.state_dir.c_str());
-    config.names = std::move(names);
     if (config.turn_enabled || !options.turn_servers.empty()) {
       turn.secret = load_or_create_secret(options);
       config.rendezvous.turn.secret = turn.secret;
     }
+    const size_t bound = names->size();
+    log::info("%zu name binding%s in %s/names.db", bound, bound == 1 ? "" : "s",
+              options.state_dir.c_str());
+    config.names = std::move(names);
     // The main TCP port takes TLS too, so the certificate is needed in any case.
     config.tls = relay::load_or_create_tls_identity(options.cert_file, options.key_file,
                                                     options.state_dir);

@@ -129,6 +129,13 @@ def ssh_copy_check(ssh: Callable[..., object], tmpdir: str, size: int,
                       f"{remote_sum!r}, file {local_sum}")
 
 
+def write_private(path: str, text: str) -> None:
+    """Writes a secret as a careful admin would: mode 0600 from the start (the relay
+    refuses a TURN secret that others can read)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(text)
+
+
 def echo_roundtrip(laddr: str, payload: bytes) -> None:
     """Sends `payload` to an echo target through `laddr`, half-closes, and checks that
     as many bytes come back."""

@@ -12,7 +12,8 @@ import shutil
 import socket
 import sys
 
-from harness import SKIP, Failure, PatternStream, connect, recv_all, run, scaled, send_stream
+from harness import (SKIP, Failure, PatternStream, connect, recv_all, run, scaled, send_stream,
+                     write_private)
 from turn_interop import SECRET
 
 SIZE = int(os.environ.get("E2E_RELAYED_BYTES", 100 * 1024 * 1024))
@@ -53,8 +54,7 @@ def test(w):
         sys.exit(SKIP)
     coturn_port = start_coturn(w)
     secret_file = os.path.join(w.tmpdir, "turn-secret")
-    with open(secret_file, "w") as f:
-        f.write(SECRET + "\n")
+    write_private(secret_file, SECRET + "\n")
     _, relay_addr = w.natfwd.relay(extra=["--no-turn", "--turn-server",
                                           f"127.0.0.1:{coturn_port}",
                                           "--auth-secret-file", secret_file])

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 
-from harness import echo, echo_roundtrip, SKIP, Failure, run, scaled
+from harness import echo, echo_roundtrip, SKIP, Failure, run, scaled, write_private
 
 
 def tls_checks(w, target) -> None:
@@ -64,8 +64,7 @@ def capture_check(w, target) -> None:
         sys.exit(SKIP)
     secret_file = os.path.join(w.tmpdir, "turn-secret")
     turn_secret = "capture-" + secrets.token_hex(12)
-    with open(secret_file, "w") as f:
-        f.write(turn_secret + "\n")
+    write_private(secret_file, turn_secret + "\n")
     pcap = os.path.join(w.tmpdir, "capture.pcap")
     # Capture everything on loopback from before the relay starts, so that every
     # registration, Welcome (with TURN credentials), session setup and handshake is in.

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 
-from harness import SKIP, Failure, World, scaled
+from harness import SKIP, Failure, World, scaled, write_private
 
 SECRET = "natfwd-interop-secret"
 
@@ -38,8 +38,7 @@ def rest_credentials(secret: str, user: str, lifetime: int = 3600) -> tuple[str,
 def start_relay(w: World, extra: list[str] = ()) -> tuple[object, str, int]:
     """Our relay on loopback, port 0, relaying to loopback; returns (proc, host, port)."""
     secret_file = os.path.join(w.tmpdir, "turn-secret")
-    with open(secret_file, "w") as f:
-        f.write(SECRET + "\n")
+    write_private(secret_file, SECRET + "\n")
     relay, addr = w.natfwd.relay(extra=["--allow-peer", "127.0.0.0/8",
                                         "--auth-secret-file", secret_file, *extra])
     host, _, port = addr.rpartition(":")
