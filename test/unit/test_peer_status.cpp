@@ -51,9 +51,9 @@ TEST_CASE("status JSON carries every field, versioned") {
           R"("relay":{"address":"vps.example:3478","up":true,"registered_name":null},)"
           R"("relays":[{"address":"vps.example:3478","up":true,"registered":false},)"
           R"({"address":"vps2.example:3478","up":false,"registered":false}],)"
-          R"("serves":[],"remote_peer":"home",)"
-          R"("listeners":[{"address":"127.0.0.1:2222","kind":"forward","target":"buffalo:22"},)"
-          R"({"address":"127.0.0.1:1080","kind":"socks","target":""}],)"
+          R"("serves":[],"remote_peer":"home","remote_peers":[],)"
+          R"("listeners":[{"address":"127.0.0.1:2222","kind":"forward","target":"buffalo:22","peer":""},)"
+          R"({"address":"127.0.0.1:1080","kind":"socks","target":"","peer":""}],)"
           R"("tunnels":[{"name":"home","key_id":"iiiijjjjkkkkllllmmmmnnnnoooopppp","role":"connecting",)"
           R"("state":"up","path":{"kind":"relayed","transport":"udp","local_type":"relay",)"
           R"("local_address":"203.0.113.10:50000","remote_type":"srflx","remote_address":"198.51.100.7:4000",)"
@@ -75,7 +75,7 @@ TEST_CASE("status JSON of a serving peer with a tunnel still connecting") {
   status.tunnels = {tunnel};
   const std::string json = status_json(status);
   REQUIRE(json.find(R"("up":false,"registered_name":"home")") != std::string::npos);
-  REQUIRE(json.find(R"("serves":["buffalo:22","[::1]:80"],"remote_peer":null,"listeners":[])") !=
+  REQUIRE(json.find(R"("serves":["buffalo:22","[::1]:80"],"remote_peer":null,"remote_peers":[],"listeners":[])") !=
           std::string::npos);
   REQUIRE(json.find(R"("state":"connecting","path":null)") != std::string::npos);
 }
