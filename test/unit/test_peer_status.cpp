@@ -104,6 +104,26 @@ TEST_CASE("status text reads as a summary") {
   REQUIRE(status_text(idle) == "peer k, up 0s\nrelay r:1: down (reconnecting)\nno tunnels\n");
 }
 
+TEST_CASE("several serving peers: each listener names its own, one line lists them") {
+  PeerStatus status = sample();
+  status.remote_peers = {"home", "office"};
+  status.listeners[0].peer = "home";
+  status.listeners.push_back({"127.0.0.1:5433", "forward", "db:5432", "office"});
+  TunnelStatus office = status.tunnels[0];
+  office.name = "office";
+  status.tunnels.push_back(office);
+  const std::string text = status_text(status);
+  CHECK(text.find("relay vps2.example:3478: down (reconnecting)\nforwarding to home, office\n"
+                  "listening on 127.0.0.1:2222 -> home buffalo:22\n"
+                  "listening on 127.0.0.1:1080 -> home socks\n"
+                  "listening on 127.0.0.1:5433 -> office db:5432\n") != std::string::npos);
+  CHECK(text.find("tunnel office (connecting") != std::string::npos);
+  const std::string json = status_json(status);
+  CHECK(json.find(R"("remote_peer":"home","remote_peers":["home","office"],)") != std::string::npos);
+  CHECK(json.find(R"({"address":"127.0.0.1:5433","kind":"forward","target":"db:5432","peer":"office"})") !=
+        std::string::npos);
+}
+
 TEST_CASE("control requests name the protocol and its version") {
   std::vector<std::string> words;
   std::string error;
