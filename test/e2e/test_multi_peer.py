@@ -15,11 +15,11 @@ import subprocess
 import sys
 import threading
 
-from harness import SKIP, Failure, run, scaled, ssh_copy_check
+from harness import Failure, run_with_ssh, scaled, ssh_copy_check
 from procs import FORWARD_RE, verbose_args, peer_env
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from sshd_inetd import ThrowawaySshd, have_ssh_tools  # noqa: E402
+from sshd_inetd import ThrowawaySshd  # noqa: E402
 
 FILE_SIZE = 5 * 1024 * 1024
 NAMES = ("home", "office")
@@ -129,10 +129,7 @@ def test(w):
 
 
 def main():
-    if not have_ssh_tools():
-        print("SKIP: sshd/ssh/ssh-keygen not installed (openssh-server, openssh-client)")
-        sys.exit(SKIP)
-    run(test)
+    run_with_ssh(test)
 
 
 if __name__ == "__main__":
