@@ -58,6 +58,20 @@ std::vector<std::string> list_of(gchar** list) {
   return out;
 }
 
+// Each value of a repeatable flag through `parse`; the first bad one is a usage error
+// naming the flag and the value.
+template <typename Parse>
+auto parse_each(gchar** list, const std::string& flag, Parse parse) {
+  using Value = std::remove_cvref_t<decltype(std::get<0>(parse(std::string_view())))>;
+  std::vector<Value> values;
+  for (const std::string& text : list_of(list)) {
+    auto parsed = parse(text);
+    if (auto* e = std::get_if<std::string>(&parsed)) usage_error(flag + " " + text + ": " + *e);
+    values.push_back(std::get<Value>(parsed));
+  }
+  return values;
+}
+
 // NAME[@KEYID] as given after the -L specs.
 RemotePeerOptions parse_remote(const std::string& word) {
   RemotePeerOptions remote;
@@ -244,18 +258,9 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
     positional.pop_back();
   }
 
-  std::vector<LocalForwardSpec> forwards;
-  for (const std::string& text : list_of(o.forwards)) {
-    auto spec = parse_local_forward_spec(text);
-    if (auto* e = std::get_if<std::string>(&spec)) usage_error("-L " + text + ": " + *e);
-    forwards.push_back(std::get<LocalForwardSpec>(spec));
-  }
-  std::vector<HostPort> socks;
-  for (const std::string& text : list_of(o.socks)) {
-    auto listen = parse_socks_listen_spec(text);
-    if (auto* e = std::get_if<std::string>(&listen)) usage_error("-D " + text + ": " + *e);
-    socks.push_back(std::get<HostPort>(listen));
-  }
+  const std::vector<LocalForwardSpec> forwards =
+      parse_each(o.forwards, "-L", parse_local_forward_spec);
+  const std::vector<HostPort> socks = parse_each(o.socks, "-D", parse_socks_listen_spec);
   if (positional.empty()) {
     if (!forwards.empty())
       usage_error("-L needs the name of the serving peer after the specs, e.g. peer -L 2222:buffalo:22 home");
@@ -263,11 +268,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   } else {
     assign_forwards(args, positional, forwards, socks, options);
   }
-  for (const std::string& text : list_of(o.serves)) {
-    auto spec = parse_serve_spec(text);
-    if (auto* e = std::get_if<std::string>(&spec)) usage_error("--serve " + text + ": " + *e);
-    options.serves.push_back(std::get<ServeSpec>(spec));
-  }
+  options.serves = parse_each(o.serves, "--serve", parse_serve_spec);
   if (!options.remotes.empty() && forwards.empty() && socks.empty() && !options.pair_secret &&
       !options.netcat_target)
     usage_error("a peer name was given but no -L [BIND:]PORT:HOST:HOSTPORT or -D [BIND:]PORT to forward");
