@@ -7,7 +7,10 @@ sshd (its own host and user keys); one laptop process started as
 its peer; ssh through each forward runs a command and copies a 5 MB file intact (both
 copies at the same time); each forward reaches its own sshd (the other sshd's user key
 is refused there); a path line per peer; `peer status` (JSON and text) shows both peers
-and a tunnel up to each; known_peers pins both names. Skipped when openssh is missing.
+and a tunnel up to each; known_peers pins both names. Then the same laptop from a
+peer.conf with `[forward ssh] peer = home` and `[forward office-ssh] peer = office`:
+one ready line per group, naming its peer, and ssh through both. Skipped when openssh
+is missing.
 """
 import json
 import os
@@ -124,8 +127,31 @@ def test(w):
     for name in NAMES:
         if not any(line.split()[:1] == [name] for line in known.splitlines()):
             raise Failure(f"known_peers does not pin {name}:\n{known}")
+    laptop.stop()
+
+    # The same from peer.conf: one [forward] group per peer.
+    conf = os.path.join(w.tmpdir, "laptop.conf")
+    with open(conf, "w") as f:
+        f.write(f"[peer]\nrelay = {relay_addr}\nstate-dir = {client_dir}\n")
+        for name in NAMES:
+            f.write(f"[forward {name}-ssh]\npeer = {name}\nlisten = 0\n"
+                    f"target = 127.0.0.1:{sshds[name].port}\n")
+    from_file = w.group.start("peer --config (home, office)",
+                              [w.peer_bin, "--config", conf, *verbose_args()], env=peer_env())
+    index = 0
+    for name in NAMES:
+        m, index = from_file.wait_stdout_at(FORWARD_RE, scaled(30), start=index,
+                                            what="-L ready line from peer.conf")
+        if m.group(2) != name:
+            raise Failure(f"peer.conf ready line {m.group(0)!r}: expected -> {name}")
+        r = ssh(sshds[name], int(m.group(1).rpartition(":")[2]), "echo", f"conf-{name}")
+        if r.returncode != 0 or r.stdout.strip() != f"conf-{name}".encode():
+            raise Failure(f"ssh to {name} through the forward from peer.conf: exit "
+                          f"{r.returncode}, {r.stderr.decode(errors='replace')}\n"
+                          f"{from_file.describe()}")
+        index += 1
     print(f"one laptop process, two serving peers: ssh to each, {FILE_SIZE} bytes copied "
-          f"to both at once, status and known_peers list both")
+          f"to both at once, status and known_peers list both; the same from peer.conf")
 
 
 def main():
