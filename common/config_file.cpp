@@ -219,6 +219,7 @@ CommandLineScan scan_command_line(const std::vector<std::string>& args,
     const FlagSpec* flag = nullptr;
     if (arg == "--") {
       scan.positionals.insert(scan.positionals.end(), args.begin() + i + 1, args.end());
+      for (size_t rest = i + 1; rest < args.size(); ++rest) scan.in_order.push_back({"", args[rest]});
       break;
     }
     if (arg.rfind("--", 0) == 0) {
@@ -241,6 +242,7 @@ CommandLineScan scan_command_line(const std::vector<std::string>& args,
       if (arg.size() > at + 1 && flag && flag->takes_value) inline_value = arg.substr(at + 1);
     } else {
       scan.positionals.push_back(arg);
+      scan.in_order.push_back({"", arg});
       continue;
     }
     if (name == "help" || name == "h" || name == "?" || name.rfind("help-", 0) == 0)
@@ -251,6 +253,7 @@ CommandLineScan scan_command_line(const std::vector<std::string>& args,
     if (inline_value) value = *inline_value;
     else if (i + 1 < args.size()) value = args[++i];
     if (name == "config") scan.config_path = value;
+    scan.in_order.push_back({name, value});
   }
   return scan;
 }

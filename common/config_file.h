@@ -20,6 +20,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -86,6 +87,10 @@ struct FlagSpec {
 struct CommandLineScan {
   std::set<std::string> flags;           // long names given
   std::vector<std::string> positionals;  // in order
+  // Every flag taking a value and every positional word, in command-line order:
+  // {long name, value}, or {"", word} for a positional (where an option sits
+  // relative to a word, e.g. which peer NAME follows which -L).
+  std::vector<std::pair<std::string, std::string>> in_order;
   std::optional<std::string> config_path;
   bool help = false;
 };

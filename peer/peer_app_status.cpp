@@ -1,5 +1,5 @@
 // PeerApp's everyday-use surface: the -D SOCKS listeners, the control socket and the
-// snapshot `peer status` shows. Kept apart from peer_app.cpp's relay and tunnel logic.
+// snapshot `peer status` shows.
 #include "forward/tcp_listener.h"
 #include "log.h"
 #include "peer_app.h"
@@ -7,24 +7,27 @@
 namespace natfwd {
 
 bool PeerApp::start_socks_and_control() {
-  for (const auto& listen : config_.socks) {
-    TcpListenResult listening = listen_tcp(listen);
-    if (!listening.socket) {
-      log::error("-D %s: %s", listen.to_string().c_str(), listening.error.c_str());
-      exit_code_ = listening.bad_address ? 2 : 1;
-      return false;
+  for (auto& remote : remotes_) {
+    for (const HostPort& listen : remote->options().socks) {
+      TcpListenResult listening = listen_tcp(listen);
+      if (!listening.socket) {
+        log::error("-D %s: %s", listen.to_string().c_str(), listening.error.c_str());
+        exit_code_ = listening.bad_address ? 2 : 1;
+        return false;
+      }
+      RemotePeer* to = remote.get();
+      auto forward = [to](GSocketConnection* tcp, const HostPort& target, OpenResultHandler done) {
+        to->forward_connection(tcp, target, std::move(done));
+      };
+      socks_listeners_.emplace_back(
+          std::make_unique<SocksListener>(listening.socket, listening.bound, std::move(forward)),
+          remote->name());
+      log::ready("listening on %s -> %s socks", listening.bound.c_str(), remote->name().c_str());
     }
-    auto forward = [this](GSocketConnection* tcp, const HostPort& target, OpenResultHandler done) {
-      forward_connection(tcp, target, std::move(done));
-    };
-    socks_listeners_.push_back(
-        std::make_unique<SocksListener>(listening.socket, listening.bound, std::move(forward)));
-    log::ready("listening on %s -> %s socks", listening.bound.c_str(),
-               config_.remote_peer->c_str());
   }
   std::string error;
   control_ = ControlServer::open(
-      config_.state_dir, [this](const std::string& request) { return answer_control(request); },
+      options_.state_dir, [this](const std::string& request) { return answer_control(request); },
       error);
   // Not fatal: forwarding works without it, only `peer status` does not.
   if (!control_) log::warn("no control socket: %s", error.c_str());
@@ -44,18 +47,22 @@ std::string PeerApp::answer_control(const std::string& request) const {
 PeerStatus PeerApp::status() const {
   PeerStatus status;
   status.key_id = key_id(identity_.public_key());
-  status.relay = config_.relays.front().to_string();
-  for (const auto& link : relays_) {
+  status.relay = options_.relays.front().to_string();
+  for (const auto& link : relays_.all()) {
     status.relays.push_back({link->address.to_string(), link->ready(), link->registered});
     status.relay_up = status.relay_up || link->ready();
   }
-  if (announced_ && config_.name) status.registered_name = config_.name;
-  for (const auto& serve : config_.serves) status.serves.push_back(serve.target.to_string());
-  status.remote_peer = config_.remote_peer;
+  if (serving_.announced() && options_.name) status.registered_name = options_.name;
+  for (const auto& serve : options_.serves) status.serves.push_back(serve.target.to_string());
+  if (const RemotePeerOptions* first = options_.first_remote()) status.remote_peer = first->name;
+  for (const auto& remote : remotes_) status.remote_peers.push_back(remote->name());
   for (const auto& listener : listeners_)
-    status.listeners.push_back({listener->bound, "forward", listener->spec.target.to_string()});
-  for (const auto& socks : socks_listeners_) status.listeners.push_back({socks->bound(), "socks", ""});
-  for (const auto& [id, tunnel] : tunnels_) status.tunnels.push_back(tunnel->status());
+    status.listeners.push_back({listener->bound(), "forward", listener->spec().target.to_string(),
+                                listener->peer()});
+  for (const auto& [socks, peer] : socks_listeners_)
+    status.listeners.push_back({socks->bound(), "socks", "", peer});
+  for (const auto& remote : remotes_) remote->append_status(status.tunnels);
+  incoming_.append_status(status.tunnels);
   status.uptime_s = static_cast<double>(g_get_monotonic_time() - started_us_) / 1e6;
   return status;
 }

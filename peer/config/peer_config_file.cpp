@@ -2,6 +2,7 @@
 
 #include <gio/gio.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -176,8 +177,14 @@ const std::vector<config::FlagSpec>& peer_flags() {
 std::variant<std::vector<config::FileArgument>, std::string> peer_file_arguments(
     const config::ConfigFile& file, const std::string& file_name, PeerConfigUse use) {
   std::vector<config::FileArgument> arguments;
-  std::string remote_peer;
-  int remote_peer_line = 0;
+  // [forward] groups by their peer, in the order each peer first appears: each peer's
+  // -L specs, then its NAME (the command line's spelling for several peers).
+  struct RemoteForwards {
+    std::string peer;  // NAME or NAME@KEYID
+    int line = 0;
+    std::vector<std::string> specs;
+  };
+  std::vector<RemoteForwards> remotes;
   for (const config::Section& section : file.sections) {
     if (section.group == "peer") {
       config::append_flag_arguments(section, peer_config_schema()[0], arguments,
@@ -198,19 +205,29 @@ std::variant<std::vector<config::FileArgument>, std::string> peer_file_arguments
       if (auto problem = problem_of(parse_local_forward_spec(spec)); !problem.empty())
         return file_name + ":" + std::to_string(section.line) + ": [forward " + section.label +
                "]: " + problem;
-      if (remote_peer.empty()) {
-        remote_peer = peer->values[0];
-        remote_peer_line = peer->line;
-      } else if (peer->values[0] != remote_peer) {
-        return file_name + ":" + std::to_string(peer->line) + ": key 'peer': forwards to '" +
-               peer->values[0] + "' and to '" + remote_peer + "' (line " +
-               std::to_string(remote_peer_line) +
-               "): forwarding to several peers from one process is not supported yet";
+      const std::string& wanted = peer->values[0];
+      const std::string name = wanted.substr(0, wanted.find('@'));
+      auto same_peer = std::find_if(remotes.begin(), remotes.end(), [&](const RemoteForwards& r) {
+        return r.peer.substr(0, r.peer.find('@')) == name;
+      });
+      if (same_peer == remotes.end()) {
+        remotes.push_back({wanted, peer->line, {}});
+        same_peer = remotes.end() - 1;
+      } else if (same_peer->peer != wanted && wanted.find('@') != std::string::npos &&
+                 same_peer->peer.find('@') != std::string::npos) {
+        return file_name + ":" + std::to_string(peer->line) + ": key 'peer': '" + wanted +
+               "' pins another key than '" + same_peer->peer + "' (line " +
+               std::to_string(same_peer->line) + ")";
+      } else if (wanted.find('@') != std::string::npos) {
+        same_peer->peer = wanted;  // NAME@KEYID in one group pins the peer for all
       }
-      arguments.push_back({"local", spec, true});
+      same_peer->specs.push_back(spec);
     }
   }
-  if (!remote_peer.empty()) arguments.push_back({"", remote_peer, false});
+  for (const RemoteForwards& remote : remotes) {
+    for (const std::string& spec : remote.specs) arguments.push_back({"local", spec, true});
+    arguments.push_back({"", remote.peer, false});
+  }
   return arguments;
 }
 

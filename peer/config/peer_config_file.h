@@ -4,6 +4,9 @@
 //   [serve LABEL]      target = HOST:HOSTPORT, port = PORT       -> --serve [PORT:]HOST:HOSTPORT
 //   [forward LABEL]    peer = NAME[@KEYID], listen = [BIND:]PORT, target = HOST:HOSTPORT
 //                                                                -> -L [BIND:]PORT:HOST:HOSTPORT NAME
+//   (forwards to several peers: -L SPEC... NAME1 -L SPEC... NAME2, one group per peer
+//   in the order the peers first appear, after the [peer] flags; so a `dynamic` key
+//   goes to the first forward's peer)
 //
 // The file is read from --config FILE, else $XDG_CONFIG_HOME/natfwd/peer.conf (a
 // missing default file is no error). Its arguments go before the command line's, so a
@@ -31,8 +34,8 @@ enum class PeerConfigUse {
 const config::ConfigSchema& peer_config_schema();
 const std::vector<config::FlagSpec>& peer_flags();
 
-// The arguments a parsed file stands for. Forwards to more than one peer are an error
-// (one outgoing tunnel per process today), naming the line.
+// The arguments a parsed file stands for. Two groups pinning one peer to different
+// keys are an error, naming the line.
 std::variant<std::vector<config::FileArgument>, std::string> peer_file_arguments(
     const config::ConfigFile& file, const std::string& file_name, PeerConfigUse use);
 

@@ -136,11 +136,13 @@ std::string status_json(const PeerStatus& status) {
            }))
       .raw("serves", json_array(status.serves, json_quote))
       .raw("remote_peer", status.remote_peer ? json_quote(*status.remote_peer) : "null")
+      .raw("remote_peers", json_array(status.remote_peers, json_quote))
       .raw("listeners", json_array(status.listeners, [](const ListenerStatus& listener) {
              return JsonObject()
                  .str("address", listener.address)
                  .str("kind", listener.kind)
                  .str("target", listener.target)
+                 .str("peer", listener.peer)
                  .done();
            }))
       .raw("tunnels", json_array(status.tunnels, tunnel_json));
@@ -162,8 +164,15 @@ std::string status_text(const PeerStatus& status) {
     for (size_t i = 0; i < status.serves.size(); ++i) out += (i ? ", " : " ") + status.serves[i];
     out += "\n";
   }
+  if (status.remote_peers.size() > 1) {
+    out += "forwarding to";
+    for (size_t i = 0; i < status.remote_peers.size(); ++i)
+      out += (i ? ", " : " ") + status.remote_peers[i];
+    out += "\n";
+  }
   for (const auto& listener : status.listeners) {
-    out += "listening on " + listener.address + " -> " + status.remote_peer.value_or("?") + " " +
+    const std::string peer = listener.peer.empty() ? status.remote_peer.value_or("?") : listener.peer;
+    out += "listening on " + listener.address + " -> " + peer + " " +
            (listener.kind == "socks" ? "socks" : listener.target) + "\n";
   }
   if (status.tunnels.empty()) out += "no tunnels\n";

@@ -35,6 +35,7 @@ struct ListenerStatus {
   std::string address;  // "127.0.0.1:2222"
   std::string kind;     // "forward" (-L) or "socks" (-D)
   std::string target;   // "buffalo:22" for -L; empty for -D
+  std::string peer;     // the serving peer its connections go to
 };
 
 // One relay link (--relay may be given several times).
@@ -51,7 +52,8 @@ struct PeerStatus {
   std::vector<RelayLinkStatus> relays;  // every relay, in --relay order
   std::optional<std::string> registered_name;  // set once the relay accepted --name
   std::vector<std::string> serves;             // --serve targets
-  std::optional<std::string> remote_peer;      // the NAME of -L/-D/nc
+  std::optional<std::string> remote_peer;      // the (first) NAME of -L/-D/nc
+  std::vector<std::string> remote_peers;       // every serving peer forwarded to
   std::vector<ListenerStatus> listeners;
   std::vector<TunnelStatus> tunnels;
   double uptime_s = 0;

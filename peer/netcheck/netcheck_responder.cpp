@@ -25,7 +25,9 @@ void NetcheckResponder::on_registered() {
   });
 }
 
-void NetcheckResponder::on_query(const wire::NetcheckQuery& query) {
+void NetcheckResponder::on_query(const wire::NetcheckQuery& query) { send_(answer(query)); }
+
+wire::Envelope NetcheckResponder::answer(const wire::NetcheckQuery& query) const {
   wire::Envelope envelope;
   auto* reply = envelope.mutable_netcheck_reply();
   reply->set_query_id(query.query_id());
@@ -37,7 +39,7 @@ void NetcheckResponder::on_query(const wire::NetcheckQuery& query) {
     reply->set_status(wire::NetcheckReply::OK);
     *reply->mutable_facts() = to_wire(*facts_);
   }
-  send_(envelope);
+  return envelope;
 }
 
 }  // namespace natfwd::netcheck

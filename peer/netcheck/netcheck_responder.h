@@ -30,6 +30,8 @@ class NetcheckResponder {
   // Registered (again): measure afresh; answers use the previous facts meanwhile.
   void on_registered();
   void on_query(const wire::NetcheckQuery& query);
+  // The reply to `query`, for a caller that sends it back the way the query came.
+  wire::Envelope answer(const wire::NetcheckQuery& query) const;
 
   const std::optional<SideFacts>& facts() const { return facts_; }
 

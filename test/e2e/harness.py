@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from procs import (Failure, Natfwd, Proc, ProcGroup, find_binaries, scaled,  # noqa: E402
                    split_hostport, wait_until)
 
-__all__ = ["Failure", "Natfwd", "Proc", "World", "TargetServer", "run", "scaled", "echo",
+__all__ = ["Failure", "Natfwd", "Proc", "World", "TargetServer", "run", "run_with_ssh",
+           "scaled", "echo",
            "both_ways", "assert_refused",
            "split_hostport", "wait_until", "PatternStream", "connect", "recv_all",
            "send_stream", "ssh_copy_check", "SKIP"]
@@ -318,3 +319,13 @@ def run(test: Callable[[World], None]) -> None:
         else:
             shutil.rmtree(tmpdir, ignore_errors=True)
     sys.exit(code)
+
+
+def run_with_ssh(test: Callable[[World], None]) -> None:
+    """run(test) for a test that needs a real sshd and ssh; skipped (exit 77) when
+    openssh is not installed."""
+    from sshd_inetd import have_ssh_tools
+    if not have_ssh_tools():
+        print("SKIP: sshd/ssh/ssh-keygen not installed (openssh-server, openssh-client)")
+        sys.exit(SKIP)
+    run(test)

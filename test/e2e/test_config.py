@@ -12,7 +12,7 @@
    through both; -L on the command line replaces the file's forwards.
 4. `peer id` takes state-dir from the default file, `peer invite` from --config,
    `peer pair` relay and state-dir from --config (ignoring its forwards).
-5. Bad files (syntax, unknown group, unknown key, bad value, forwards to two peers,
+5. Bad files (syntax, unknown group, unknown key, bad value, one peer pinned to two keys,
    missing --config FILE) exit 2 with one stderr line naming the file, line and key.
 """
 import os
@@ -215,9 +215,10 @@ def bad_files(w, relay_addr):
         ("peer", "serve without a name", "[serve]\ntarget = h:22\n", [":1:", "[serve]"]),
         ("peer", "forward without target", "[forward a]\npeer = home\nlisten = 0\n",
          [":1:", "'target'"]),
-        ("peer", "forwards to two peers", f"[peer]\nrelay = {relay_addr}\n[forward a]\n"
-         "peer = home\nlisten = 0\ntarget = h:22\n[forward b]\npeer = office\nlisten = 0\n"
-         "target = h:22\n", [":8:", "'peer'", "not supported yet"]),
+        ("peer", "one peer pinned to two keys", f"[peer]\nrelay = {relay_addr}\n[forward a]\n"
+         "peer = home@abcdefghijklmnopqrstuvwxyz234567\nlisten = 0\ntarget = h:22\n"
+         "[forward b]\npeer = home@bbcdefghijklmnopqrstuvwxyz234567\nlisten = 0\n"
+         "target = h:22\n", [":8:", "'peer'", "pins another key"]),
     ]
     for program, label, text, must in cases:
         path = write(os.path.join(w.tmpdir, f"bad-{label.replace(' ', '-')}.conf"), text)

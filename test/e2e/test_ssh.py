@@ -10,10 +10,10 @@ import os
 import subprocess
 import sys
 
-from harness import SKIP, Failure, run, scaled, ssh_copy_check
+from harness import Failure, run_with_ssh, scaled, ssh_copy_check
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from sshd_inetd import ThrowawaySshd, have_ssh_tools  # noqa: E402
+from sshd_inetd import ThrowawaySshd  # noqa: E402
 
 FILE_SIZE = 20 * 1024 * 1024
 
@@ -58,10 +58,7 @@ def test(w):
 
 
 def main():
-    if not have_ssh_tools():
-        print("SKIP: sshd/ssh/ssh-keygen not installed (openssh-server, openssh-client)")
-        sys.exit(SKIP)
-    run(test)
+    run_with_ssh(test)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@
                                           direct tunnel and the open ssh keep going
     lab_test.py several-relays            two relays; the one a relayed tunnel runs through
                                           dies; the tunnel moves to the other
+    lab_test.py multi-peer                one laptop process forwards to two serving
+                                          peers behind different NATs, ssh through both
     lab_test.py roam                      the laptop moves to another NAT and back;
                                           new connections work again within seconds
     lab_test.py netcheck                  `peer netcheck` from every NAT type against a
@@ -1098,6 +1100,65 @@ def test_several_relays(lab: Lab, workdir: str, args) -> bool:
     return True
 
 
+def test_multi_peer(lab: Lab, workdir: str, args) -> bool:
+    """One laptop process (behind an EIM NAT) forwards to two serving peers at once:
+    `home` behind another EIM NAT (direct udp path) and `office` behind a symmetric NAT
+    (relayed over TURN UDP), started as `peer -L 0:buffalo:22 home -L 0:db:22 office`.
+    Both ssh connections stay open side by side; each runs a command that shows it
+    reached its own sshd and copies the 20 MB file intact."""
+    del args
+    lab.build([SiteSpec("a-eim", "eim", ("home", "buffalo")),
+               SiteSpec("b-sym", "symmetric", ("office", "db")),
+               SiteSpec("c-eim", "eim", ("laptop",))])
+    hs, os_, ls = lab.sites["a-eim"], lab.sites["b-sym"], lab.sites["c-eim"]
+    servers = {"home": (hs, "buffalo"), "office": (os_, "db")}
+    sshds = {name: lab.start_sshd(site, role) for name, (site, role) in servers.items()}
+    t = Tunnels(lab, workdir)
+    t.start_relay()
+    laptop_state = t.natfwd.state_dir("laptop")
+    laptop_id = t.natfwd.key_id(laptop_state)
+    targets = {name: f"{site.ip[role]}:{L.SSHD_PORT}" for name, (site, role) in servers.items()}
+    for name, (site, _) in servers.items():
+        argv = [t.natfwd.peer_bin, *t.peer_relay_args(site), "--name", name,
+                "--serve", targets[name], "--state-dir", t.natfwd.state_dir(name),
+                "--allow", laptop_id] + (["-v"] if VERBOSE else [])
+        p = lab.start(f"peer --serve ({name}, {site.name})", argv, site.ns[name],
+                      echo=t.natfwd.echo, env=clean_env())
+        p.wait_stdout(rf"^registered as {name} at ", READY_TIMEOUT, what=f"{name} ready")
+    argv = [t.natfwd.peer_bin, *t.peer_relay_args(ls), "--state-dir", laptop_state]
+    argv += ["-v"] if VERBOSE else []
+    for name in servers:
+        argv += ["-L", f"0:{targets[name]}", name]
+    fwd = lab.start(f"peer -L home -L office ({ls.name})", argv, ls.ns["laptop"],
+                    echo=t.natfwd.echo, env=clean_env())
+    ports = {}
+    for name in servers:
+        m = fwd.wait_stdout(rf"^listening on (\S+) -> {name} {re.escape(targets[name])}$",
+                            READY_TIMEOUT, what=f"-L ready line for {name}")
+        ports[name] = int(m.group(1).rpartition(":")[2])
+    expect = {"home": "direct udp", "office": "relayed"}
+    for name in servers:
+        path, _, _ = t.wait_path(fwd, name, PATH_TIMEOUT)
+        print(f"path {name}: {path}")
+        if not path.startswith(expect[name]):
+            raise Failure(f"{name}: expected a path '{expect[name]} ...', got {path!r}")
+    netns = ls.ns["laptop"]
+    masters = {}
+    for name, (site, role) in servers.items():
+        masters[name] = t.open_master(netns, sshds[name], ports[name])
+    for name, (site, role) in servers.items():
+        master, control = masters[name]
+        t.check_command(netns, sshds[name], ports[name], control, site.ip[name], site.ip[role])
+        rate = t.copy(netns, sshds[name], ports[name], control)
+        print(f"ssh to {name} ({site.nat}): command and {FILE_BYTES} bytes intact, "
+              f"{rate:.1f} MB/s")
+    for name, (master, _) in masters.items():
+        if not master.running():
+            raise Failure(f"the ssh to {name} ended\n" + master.describe())
+    fwd.check_running("at the end")
+    return True
+
+
 TESTS = {
     "discovery": test_discovery,
     "netcheck": test_netcheck,
@@ -1107,6 +1168,7 @@ TESTS = {
     "roam": test_roam,
     "roam-home": test_roam_home,
     "several-relays": test_several_relays,
+    "multi-peer": test_multi_peer,
 }
 
 

@@ -110,11 +110,29 @@ TEST_CASE("bad peer.conf values name the line and the key") {
   CHECK(error_of("[peer]\nlocal = 2222:b:22\n").rfind("peer.conf:2: unknown key 'local' in [peer]", 0) == 0);
 }
 
-TEST_CASE("forwards to two peers are refused at the second one's line") {
-  CHECK(error_of("[forward a]\npeer = home\nlisten = 1\ntarget = b:22\n"
-                 "[forward b]\npeer = office\nlisten = 2\ntarget = b:22\n") ==
-        "peer.conf:6: key 'peer': forwards to 'office' and to 'home' (line 2): forwarding to "
-        "several peers from one process is not supported yet");
+TEST_CASE("forwards to several peers become one -L group per peer, in first-seen order") {
+  const char* const two = "[peer]\ndynamic = 1080\n"
+                          "[forward a]\npeer = home\nlisten = 1\ntarget = a:22\n"
+                          "[forward b]\npeer = office\nlisten = 2\ntarget = b:22\n"
+                          "[forward c]\npeer = home@abcdefghijklmnopqrstuvwxyz234567\n"
+                          "listen = 3\ntarget = c:22\n";
+  // The [peer] keys come first, so -D goes to the first peer.
+  CHECK(words_of(two, {}) == std::vector<std::string>{
+                                 "--dynamic=1080", "--local=1:a:22", "--local=3:c:22",
+                                 "home@abcdefghijklmnopqrstuvwxyz234567", "--local=2:b:22",
+                                 "office"});
+  // -L on the command line replaces all of them; a NAME alone takes every forward.
+  CHECK(words_of(two, {"-L", "0:x:1", "nas"}) == std::vector<std::string>{"--dynamic=1080"});
+  CHECK(words_of(two, {"work"}) == std::vector<std::string>{"--dynamic=1080", "--local=1:a:22",
+                                                             "--local=3:c:22", "--local=2:b:22"});
+}
+
+TEST_CASE("one peer pinned to two keys is refused at the second one's line") {
+  CHECK(error_of("[forward a]\npeer = home@abcdefghijklmnopqrstuvwxyz234567\nlisten = 1\n"
+                 "target = b:22\n[forward b]\npeer = home@bbcdefghijklmnopqrstuvwxyz234567\n"
+                 "listen = 2\ntarget = b:22\n") ==
+        "peer.conf:6: key 'peer': 'home@bbcdefghijklmnopqrstuvwxyz234567' pins another key "
+        "than 'home@abcdefghijklmnopqrstuvwxyz234567' (line 2)");
 }
 
 TEST_CASE("the shipped peer examples load") {

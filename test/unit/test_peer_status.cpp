@@ -51,9 +51,9 @@ TEST_CASE("status JSON carries every field, versioned") {
           R"("relay":{"address":"vps.example:3478","up":true,"registered_name":null},)"
           R"("relays":[{"address":"vps.example:3478","up":true,"registered":false},)"
           R"({"address":"vps2.example:3478","up":false,"registered":false}],)"
-          R"("serves":[],"remote_peer":"home",)"
-          R"("listeners":[{"address":"127.0.0.1:2222","kind":"forward","target":"buffalo:22"},)"
-          R"({"address":"127.0.0.1:1080","kind":"socks","target":""}],)"
+          R"("serves":[],"remote_peer":"home","remote_peers":[],)"
+          R"("listeners":[{"address":"127.0.0.1:2222","kind":"forward","target":"buffalo:22","peer":""},)"
+          R"({"address":"127.0.0.1:1080","kind":"socks","target":"","peer":""}],)"
           R"("tunnels":[{"name":"home","key_id":"iiiijjjjkkkkllllmmmmnnnnoooopppp","role":"connecting",)"
           R"("state":"up","path":{"kind":"relayed","transport":"udp","local_type":"relay",)"
           R"("local_address":"203.0.113.10:50000","remote_type":"srflx","remote_address":"198.51.100.7:4000",)"
@@ -75,7 +75,7 @@ TEST_CASE("status JSON of a serving peer with a tunnel still connecting") {
   status.tunnels = {tunnel};
   const std::string json = status_json(status);
   REQUIRE(json.find(R"("up":false,"registered_name":"home")") != std::string::npos);
-  REQUIRE(json.find(R"("serves":["buffalo:22","[::1]:80"],"remote_peer":null,"listeners":[])") !=
+  REQUIRE(json.find(R"("serves":["buffalo:22","[::1]:80"],"remote_peer":null,"remote_peers":[],"listeners":[])") !=
           std::string::npos);
   REQUIRE(json.find(R"("state":"connecting","path":null)") != std::string::npos);
 }
@@ -102,6 +102,26 @@ TEST_CASE("status text reads as a summary") {
   idle.key_id = "k";
   idle.relay = "r:1";
   REQUIRE(status_text(idle) == "peer k, up 0s\nrelay r:1: down (reconnecting)\nno tunnels\n");
+}
+
+TEST_CASE("several serving peers: each listener names its own, one line lists them") {
+  PeerStatus status = sample();
+  status.remote_peers = {"home", "office"};
+  status.listeners[0].peer = "home";
+  status.listeners.push_back({"127.0.0.1:5433", "forward", "db:5432", "office"});
+  TunnelStatus office = status.tunnels[0];
+  office.name = "office";
+  status.tunnels.push_back(office);
+  const std::string text = status_text(status);
+  CHECK(text.find("relay vps2.example:3478: down (reconnecting)\nforwarding to home, office\n"
+                  "listening on 127.0.0.1:2222 -> home buffalo:22\n"
+                  "listening on 127.0.0.1:1080 -> home socks\n"
+                  "listening on 127.0.0.1:5433 -> office db:5432\n") != std::string::npos);
+  CHECK(text.find("tunnel office (connecting") != std::string::npos);
+  const std::string json = status_json(status);
+  CHECK(json.find(R"("remote_peer":"home","remote_peers":["home","office"],)") != std::string::npos);
+  CHECK(json.find(R"({"address":"127.0.0.1:5433","kind":"forward","target":"db:5432","peer":"office"})") !=
+        std::string::npos);
 }
 
 TEST_CASE("control requests name the protocol and its version") {

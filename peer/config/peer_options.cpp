@@ -1,0 +1,360 @@
+#include "config/peer_options.h"
+
+#include <gio/gio.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+
+#include "config/peer_config_file.h"
+#include "config/relay_list.h"
+#include "state_dir.h"
+#include "transport/connector.h"
+#include "trust/authorization.h"
+#include "trust/known_peers.h"
+
+namespace natfwd {
+namespace {
+
+// Thrown by the checks below and turned into PeerCommandLine::kUsageError at the
+// top: a bad command line is the user's, reported in one line, never a crash.
+struct UsageError {
+  std::string message;
+};
+
+[[noreturn]] void usage_error(const std::string& message) { throw UsageError{message}; }
+
+// What GOption fills in; freed with the parse.
+struct Flags {
+  gchar* config = nullptr;
+  gchar** relays = nullptr;
+  gchar* name = nullptr;
+  gchar** serves = nullptr;
+  gchar** forwards = nullptr;
+  gchar** socks = nullptr;
+  gchar* state_dir = nullptr;
+  gchar** ice_addresses = nullptr;
+  gchar* proxy = nullptr;
+  gboolean force_relay = FALSE;
+  gchar* turn_transports = nullptr;
+  gboolean insecure_relay = FALSE;
+  gchar* relay_key = nullptr;
+  gchar* relay_ca = nullptr;
+  gchar** allow = nullptr;
+  gboolean verbose = FALSE;
+  gboolean version = FALSE;
+
+  ~Flags() {
+    for (gchar* text : {config, name, state_dir, proxy, turn_transports, relay_key, relay_ca})
+      g_free(text);
+    for (gchar** list : {relays, serves, forwards, socks, ice_addresses, allow}) g_strfreev(list);
+  }
+};
+
+std::vector<std::string> list_of(gchar** list) {
+  std::vector<std::string> out;
+  for (gchar** item = list; item && *item; ++item) out.push_back(*item);
+  return out;
+}
+
+// Each value of a repeatable flag through `parse`; the first bad one is a usage error
+// naming the flag and the value.
+template <typename Parse>
+auto parse_each(gchar** list, const std::string& flag, Parse parse) {
+  using Value = std::remove_cvref_t<decltype(std::get<0>(parse(std::string_view())))>;
+  std::vector<Value> values;
+  for (const std::string& text : list_of(list)) {
+    auto parsed = parse(text);
+    if (auto* e = std::get_if<std::string>(&parsed)) usage_error(flag + " " + text + ": " + *e);
+    values.push_back(std::get<Value>(parsed));
+  }
+  return values;
+}
+
+// NAME[@KEYID] as given after the -L specs.
+RemotePeerOptions parse_remote(const std::string& word) {
+  RemotePeerOptions remote;
+  std::string name = word;
+  if (const auto at = name.find('@'); at != std::string::npos) {
+    const std::string id = name.substr(at + 1);
+    name.resize(at);
+    if (!is_valid_key_id(id))
+      usage_error("'" + id + "' is not a key id (32 characters as `peer id` prints them)");
+    remote.key_id = id;
+  }
+  if (!is_valid_peer_name(name))
+    usage_error("'" + name + "' is not a valid peer name (lowercase letters, digits, '.', '_', '-')");
+  remote.name = name;
+  return remote;
+}
+
+// Which NAME each -L and -D belongs to. One NAME: all of them, wherever it stands.
+// Several: each NAME takes the -L/-D between it and the NAME before it.
+void assign_forwards(const std::vector<std::string>& args, const std::vector<std::string>& names,
+                     const std::vector<LocalForwardSpec>& forwards,
+                     const std::vector<HostPort>& socks, PeerOptions& options) {
+  std::map<std::string, size_t> index_of;
+  for (const std::string& word : names) {
+    RemotePeerOptions remote = parse_remote(word);
+    auto [it, added] = index_of.emplace(remote.name, options.remotes.size());
+    if (added) {
+      options.remotes.push_back(std::move(remote));
+    } else if (remote.key_id && options.remotes[it->second].key_id != remote.key_id) {
+      usage_error("'" + remote.name + "' is given twice with different key ids");
+    }
+  }
+  if (options.remotes.size() == 1 && names.size() == 1) {
+    options.remotes[0].forwards = forwards;
+    options.remotes[0].socks = socks;
+    return;
+  }
+  // Several NAMEs: the command line's order decides.
+  const config::CommandLineScan scan = config::scan_command_line(args, peer_flags());
+  size_t next_forward = 0, next_socks = 0;
+  std::vector<std::pair<bool, size_t>> held;  // (-L, index) or (-D, index) awaiting a NAME
+  std::string first_held;                     // "-L SPEC" for the message
+  for (const auto& [flag, value] : scan.in_order) {
+    if (flag == "local" && next_forward < forwards.size()) {
+      if (held.empty()) first_held = "-L " + value;
+      held.push_back({true, next_forward++});
+    } else if (flag == "dynamic" && next_socks < socks.size()) {
+      if (held.empty()) first_held = "-D " + value;
+      held.push_back({false, next_socks++});
+    } else if (flag.empty()) {
+      if (held.empty())
+        usage_error("'" + value + "' has no -L or -D before it: with several peers, each NAME "
+                    "follows its own options (peer -L 2222:buffalo:22 home -L 5433:db:5432 office)");
+      RemotePeerOptions& remote = options.remotes[index_of.at(parse_remote(value).name)];
+      for (const auto& [is_forward, index] : held) {
+        if (is_forward) remote.forwards.push_back(forwards[index]);
+        else remote.socks.push_back(socks[index]);
+      }
+      held.clear();
+    }
+  }
+  if (!held.empty())
+    usage_error(first_held + " has no peer NAME after it: with several peers, each NAME "
+                "follows its own -L/-D options");
+}
+
+PeerOptions parse(const std::vector<std::string>& args, bool& version) {
+  Flags o;
+  const std::string default_state = default_state_dir("peer");
+  const std::string state_help = "Keep the identity key in DIR (default: " + default_state + ")";
+  const std::string config_help = "Read flags from FILE (GKeyFile, see peer(1)); command-line flags override it (default: " + default_peer_config_path() + " if it exists)";
+  GOptionEntry entries[] = {
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &o.config, config_help.c_str(), "FILE"},
+      {"relay", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.relays,
+       "Relay to meet other peers at, HOST[:PORT] (default port 3478; TLS; tls:// may prefix it). Repeatable: a serving peer registers at every relay, a connecting peer tries them in turn (default from $NATFWD_RELAY, comma-separated; no built-in relay)",
+       "HOST:PORT"},
+      {"relay-key", 0, 0, G_OPTION_ARG_STRING, &o.relay_key,
+       "Trust the relay only with this key, as known_relays prints it (default: trust on first use, recorded in STATE_DIR/known_relays)",
+       "SHA256:..."},
+      {"relay-ca", 0, 0, G_OPTION_ARG_FILENAME, &o.relay_ca,
+       "Trust the relay when its certificate chains to this CA (PEM) for its host name (default: trust on first use)",
+       "FILE"},
+      {"insecure-relay", 0, 0, G_OPTION_ARG_NONE, &o.insecure_relay,
+       "Talk to the relay over plain TCP (it then sees the rendezvous in clear; peer-to-peer traffic stays encrypted) (default: off)",
+       nullptr},
+      {"proxy", 0, 0, G_OPTION_ARG_STRING, &o.proxy,
+       "Reach the relay and TURN over TCP/TLS through this HTTP CONNECT proxy (default: $https_proxy/$HTTPS_PROXY, else none)",
+       "http://HOST:PORT"},
+      {"force-relay", 0, 0, G_OPTION_ARG_NONE, &o.force_relay,
+       "Use relayed (TURN) candidates only, never a direct path (default: off)", nullptr},
+      {"turn-transport", 0, 0, G_OPTION_ARG_STRING, &o.turn_transports,
+       "Reach TURN servers only over these, comma-separated: udp,tcp,tls (default: all three)",
+       "LIST"},
+      {"name", 0, 0, G_OPTION_ARG_STRING, &o.name,
+       "Register at the relay under NAME, so that others can reach --serve targets (default: none)",
+       "NAME"},
+      {"serve", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.serves,
+       "Let connecting peers reach HOST:HOSTPORT (repeatable; exact allowlist; default: none)",
+       "[PORT:]HOST:HOSTPORT"},
+      {"allow", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.allow,
+       "Accept connecting peers with this key id (repeatable; beside STATE_DIR/authorized_peers; default: only those)",
+       "KEYID"},
+      {"local", 'L', 0, G_OPTION_ARG_STRING_ARRAY, &o.forwards,
+       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) and carry each connection to HOST:HOSTPORT as seen by the peer NAME (repeatable; default: none)",
+       "[BIND:]PORT:HOST:HOSTPORT"},
+      {"dynamic", 'D', 0, G_OPTION_ARG_STRING_ARRAY, &o.socks,
+       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) as a SOCKS5/SOCKS4a proxy whose CONNECTs go to the targets the peer NAME serves (others are refused) (repeatable)",
+       "[BIND:]PORT"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.state_dir, state_help.c_str(), "DIR"},
+      {"ice-address", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.ice_addresses,
+       "Offer only this local address as an ICE host candidate (repeatable; default: every interface, or loopback when the relay is on loopback)",
+       "ADDR"},
+      {"verbose", 'v', 0, G_OPTION_ARG_NONE, &o.verbose, "Log debug messages (default: off; also NATFWD_DEBUG=1)", nullptr},
+      {"version", 0, 0, G_OPTION_ARG_NONE, &o.version, "Print the version and exit", nullptr},
+      {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
+  };
+  GOptionContext* context = g_option_context_new("[NAME[@KEYID]] - reach machines behind NAT through a relay");
+  g_option_context_set_summary(context,
+      "Serve:   peer --relay vps.example:3478 --name home --serve 2222:buffalo:22\n"
+      "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home\n"
+      "Several: peer --relay vps.example:3478 -L 2222:buffalo:22 home -L 5433:db:5432 office\n"
+      "SOCKS:   peer --relay vps.example:3478 -D 1080 home\n"
+      "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
+      "Other commands: peer status [--json], peer id, peer invite, peer pair CODE,\n"
+      "                peer [--relay ...] nc NAME HOST:PORT");
+  g_option_context_set_description(context,
+      "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
+      "use in STATE_DIR/known_peers and must match afterwards (NAME@KEYID pins it\n"
+      "explicitly). With one NAME every -L/-D goes to it; with several, each NAME takes\n"
+      "the -L/-D options before it and gets its own tunnel.\n"
+      "A serving peer accepts only the keys in STATE_DIR/authorized_peers\n"
+      "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
+      "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
+      "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
+      "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.\n"
+      "-D reaches only the targets NAME serves; others get SOCKS reply 2 (not allowed).\n"
+      "`peer nc` writes only the connection to stdout and exits 0 when both directions\n"
+      "finished cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).\n"
+      "A running peer answers `peer status` on STATE_DIR/control (owner only).\n"
+      "`peer netcheck` reports what the Internet sees of this machine (see peer netcheck --help).");
+  g_option_context_add_main_entries(context, entries, nullptr);
+  std::vector<std::string> words = args;
+  std::vector<char*> argv_words;
+  for (std::string& word : words) argv_words.push_back(word.data());
+  int argc = static_cast<int>(argv_words.size());
+  char** argv = argv_words.data();
+  GError* error = nullptr;
+  const bool parsed = g_option_context_parse(context, &argc, &argv, &error);
+  g_option_context_free(context);
+  if (!parsed) {
+    std::string message = error->message;
+    g_error_free(error);
+    usage_error(message + " (see peer --help)");
+  }
+  PeerOptions options;
+  if (o.version) {
+    version = true;
+    return options;
+  }
+  options.verbose = o.verbose;
+
+  std::vector<std::string> positional(argv + 1, argv + argc);
+  if (!positional.empty() && positional[0] == "--") positional.erase(positional.begin());
+  std::optional<RemotePeerOptions> pairing;
+  if (!positional.empty() && positional[0] == "pair" && o.forwards == nullptr) {
+    // peer pair NAME@KEYID.SECRET: redeem an invite of the serving peer, then exit.
+    if (positional.size() != 2) usage_error("pair: give the code `peer invite` printed: peer pair NAME@KEYID.SECRET");
+    std::string name, id, secret, problem;
+    if (!parse_invite_code(positional[1], name, id, secret, problem)) usage_error("pair: " + problem);
+    if (o.serves || o.name) usage_error("pair: --serve/--name do not go with pair");
+    options.remotes.push_back({name, id, {}, {}});
+    options.pair_secret = secret;
+    positional.clear();
+  }
+  if (!positional.empty() && positional[0] == "nc") {
+    // peer [flags] nc NAME HOST:PORT: stdin/stdout to HOST:PORT as NAME sees it.
+    if (positional.size() != 3) usage_error("nc: give the peer and the target: peer nc NAME HOST:PORT");
+    if (o.forwards || o.socks || o.serves || o.name)
+      usage_error("nc: -L/-D/--serve/--name do not go with nc");
+    auto target = parse_host_port(positional[2]);
+    if (auto* e = std::get_if<std::string>(&target)) usage_error("nc: " + positional[2] + ": " + *e);
+    options.netcat_target = std::get<HostPort>(target);
+    positional.erase(positional.begin());
+    positional.pop_back();
+  }
+
+  const std::vector<LocalForwardSpec> forwards =
+      parse_each(o.forwards, "-L", parse_local_forward_spec);
+  const std::vector<HostPort> socks = parse_each(o.socks, "-D", parse_socks_listen_spec);
+  if (positional.empty()) {
+    if (!forwards.empty())
+      usage_error("-L needs the name of the serving peer after the specs, e.g. peer -L 2222:buffalo:22 home");
+    if (!socks.empty()) usage_error("-D needs the name of the serving peer, e.g. peer -D 1080 home");
+  } else {
+    assign_forwards(args, positional, forwards, socks, options);
+  }
+  options.serves = parse_each(o.serves, "--serve", parse_serve_spec);
+  if (!options.remotes.empty() && forwards.empty() && socks.empty() && !options.pair_secret &&
+      !options.netcat_target)
+    usage_error("a peer name was given but no -L [BIND:]PORT:HOST:HOSTPORT or -D [BIND:]PORT to forward");
+  if (!options.serves.empty() && !o.name)
+    usage_error("--serve needs --name NAME, the name connecting peers will use");
+  if (o.name) {
+    if (!is_valid_peer_name(o.name))
+      usage_error(std::string("--name: '") + o.name + "' is not a valid peer name (lowercase letters, digits, '.', '_', '-')");
+    if (options.serves.empty()) usage_error("--name given but nothing to --serve");
+    options.name = o.name;
+  }
+  for (const std::string& id : list_of(o.allow)) {
+    if (!is_valid_key_id(id))
+      usage_error("--allow: '" + id + "' is not a key id (32 characters as `peer id` prints them)");
+    options.allow.push_back(id);
+  }
+  if (options.serves.empty() && forwards.empty() && socks.empty() && !options.pair_secret &&
+      !options.netcat_target)
+    usage_error("nothing to do: give --name NAME --serve [PORT:]HOST:HOSTPORT, or -L [BIND:]PORT:HOST:HOSTPORT NAME");
+
+  auto relays = parse_relay_list(list_of(o.relays), o.insecure_relay);
+  if (auto* e = std::get_if<std::string>(&relays)) usage_error(*e);
+  options.relays = std::get<std::vector<HostPort>>(relays);
+  options.relay_tls = !o.insecure_relay;
+
+  std::optional<std::string> proxy;
+  if (o.proxy) proxy = o.proxy;
+  else proxy = proxy_from_environment(options.relays.front().host);
+  if (proxy && !proxy->empty()) {
+    auto parsed_proxy = parse_proxy_url(*proxy);
+    if (auto* e = std::get_if<std::string>(&parsed_proxy))
+      usage_error(std::string(o.proxy ? "--proxy" : "https_proxy") + ": " + *e);
+    options.proxy = std::get<HostPort>(parsed_proxy);
+  }
+  options.force_relay = o.force_relay;
+  if (o.relay_key && o.relay_ca) usage_error("give --relay-key or --relay-ca, not both");
+  if (o.relay_key && options.relays.size() > 1)
+    usage_error("--relay-key pins one relay; with several relays use --relay-ca or the keys recorded in known_relays");
+  if ((o.relay_key || o.relay_ca) && o.insecure_relay)
+    usage_error("--relay-key/--relay-ca need TLS; drop --insecure-relay");
+  if (o.relay_key) {
+    std::string key = o.relay_key;
+    if (key.rfind("SHA256:", 0) != 0 || key.size() != 50)
+      usage_error("--relay-key: '" + key + "' is not SHA256:<43 base64 characters> as known_relays shows it");
+    options.relay_key = key;
+  }
+  if (o.relay_ca) {
+    if (!g_file_test(o.relay_ca, G_FILE_TEST_IS_REGULAR))
+      usage_error(std::string("--relay-ca: cannot read ") + o.relay_ca);
+    options.relay_ca = o.relay_ca;
+  }
+  if (o.turn_transports) {
+    options.turn_udp = options.turn_tcp = options.turn_tls = false;
+    gchar** names = g_strsplit(o.turn_transports, ",", -1);
+    std::unique_ptr<gchar*, decltype(&g_strfreev)> owned(names, g_strfreev);
+    for (gchar** name = names; *name; ++name) {
+      const std::string transport = g_strstrip(*name);
+      if (transport == "udp") options.turn_udp = true;
+      else if (transport == "tcp") options.turn_tcp = true;
+      else if (transport == "tls") options.turn_tls = true;
+      else usage_error("--turn-transport: '" + transport + "' is not udp, tcp or tls");
+    }
+  }
+  for (const std::string& text : list_of(o.ice_addresses)) {
+    GInetAddress* address = g_inet_address_new_from_string(text.c_str());
+    if (!address) usage_error("--ice-address: '" + text + "' is not an IP address");
+    g_object_unref(address);
+    options.ice_addresses.push_back(text);
+  }
+  options.state_dir = o.state_dir ? o.state_dir : default_state;
+  return options;
+}
+
+}  // namespace
+
+PeerCommandLine parse_peer_command_line(const std::vector<std::string>& args) {
+  PeerCommandLine result;
+  try {
+    bool version = false;
+    result.options = parse(args, version);
+    if (version) result.outcome = PeerCommandLine::Outcome::kVersion;
+  } catch (const UsageError& error) {
+    result.outcome = PeerCommandLine::Outcome::kUsageError;
+    result.error = error.message;
+  }
+  return result;
+}
+
+}  // namespace natfwd

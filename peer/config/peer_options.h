@@ -1,0 +1,67 @@
+// The peer's options as a typed struct, and the parser of its command line (the
+// config file's flags already inserted, see peer_config_file.h).
+//
+//   peer [FLAGS] -L SPEC... [-D SPEC...] NAME[@KEYID]          one serving peer
+//   peer [FLAGS] -L SPEC... NAME1 -L SPEC... NAME2 ...         several: each NAME takes
+//                                                              the -L/-D before it
+//   peer [FLAGS] nc NAME HOST:PORT, peer [FLAGS] pair CODE
+//
+// With one NAME every -L and -D goes to it wherever it stands, as ssh reads one
+// destination; with several, each NAME ends the -L/-D options before it.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "address.h"
+#include "forward/forward_spec.h"
+
+namespace natfwd {
+
+// One serving peer this process connects to.
+struct RemotePeerOptions {
+  std::string name;
+  std::optional<std::string> key_id;       // NAME@KEYID: pinned explicitly
+  std::vector<LocalForwardSpec> forwards;  // -L before the NAME
+  std::vector<HostPort> socks;             // -D before the NAME: SOCKS listeners
+};
+
+struct PeerOptions {
+  // --relay (repeatable): relays in the order a connecting peer tries them; a serving
+  // peer registers at every one. Default: $NATFWD_RELAY (no built-in relay).
+  std::vector<HostPort> relays;
+  std::optional<std::string> name;          // --name: register and serve under it
+  std::vector<ServeSpec> serves;            // --serve; default none
+  // The serving peers of -L/-D, `peer nc` and `peer pair`, in command-line order.
+  std::vector<RemotePeerOptions> remotes;
+  std::vector<std::string> allow;           // --allow KEYID (beside authorized_peers)
+  std::optional<std::string> pair_secret;   // `peer pair CODE`: redeem and exit
+  std::optional<HostPort> netcat_target;    // `peer nc NAME HOST:PORT`
+  std::string state_dir;                    // --state-dir; default default_state_dir("peer")
+  std::vector<std::string> ice_addresses;   // --ice-address: restrict host candidates
+  bool relay_tls = true;                    // TLS to the relay unless --insecure-relay
+  std::optional<std::string> relay_key;     // --relay-key SHA256:...: pinned explicitly
+  std::optional<std::string> relay_ca;      // --relay-ca FILE: verify against this CA
+  std::optional<HostPort> proxy;            // --proxy or https_proxy: HTTP CONNECT proxy
+  bool force_relay = false;                 // --force-relay: relayed candidates only
+  bool turn_udp = true, turn_tcp = true, turn_tls = true;  // --turn-transport; all
+  bool verbose = false;                     // -v
+
+  // The remote peer of `nc`, `pair` and of scripts written for one (nullptr: none).
+  const RemotePeerOptions* first_remote() const {
+    return remotes.empty() ? nullptr : &remotes.front();
+  }
+};
+
+struct PeerCommandLine {
+  enum class Outcome { kRun, kVersion, kUsageError };
+  Outcome outcome = Outcome::kRun;
+  PeerOptions options;
+  std::string error;  // kUsageError: one line, without the "peer: " prefix
+};
+
+// args[0] is the program. --help prints and exits 0 (GOption's own behaviour).
+PeerCommandLine parse_peer_command_line(const std::vector<std::string>& args);
+
+}  // namespace natfwd

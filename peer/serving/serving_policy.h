@@ -1,0 +1,48 @@
+// What a serving peer lets callers do: which keys may have a tunnel (authorized_peers,
+// --allow, a pending invite for pairing), which targets a stream may open (the exact
+// --serve allowlist), and its own netcheck facts for authorised `peer netcheck NAME`
+// callers, answered through the relay the query came through.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "config/peer_options.h"
+#include "identity.h"
+#include "netcheck/netcheck_responder.h"
+#include "relays/relay_links.h"
+#include "trust/authorization.h"
+#include "tunnel/tunnel.h"
+
+namespace natfwd {
+
+class ServingPolicy {
+ public:
+  enum class Admission { kRefused, kPairingOnly, kAuthorized };
+
+  explicit ServingPolicy(const PeerOptions& options);
+
+  bool serves() const { return !options_.serves.empty(); }
+  // An exact allowlist: the same host spelling and port as a --serve entry.
+  StreamDecision check_target(const HostPort& target) const;
+  Admission admit(const PublicKey& caller) const;
+  // Hooks of a serving tunnel to `caller`: its key is checked again inside the QUIC
+  // handshake, and a pairing-only caller may redeem an invite and nothing else.
+  void add_hooks(Tunnel::Hooks& hooks, TargetPolicy& policy, const PublicKey& caller,
+                 const std::string& label, bool pairing_only);
+
+  // The relay link events a serving peer acts on: the registration line and its own
+  // netcheck (measured against the relay that welcomed it last).
+  void on_welcome(const RelayLink& link, const wire::Welcome& welcome);
+  void on_registered(RelayLink& link, const std::string& name);
+  bool announced() const { return announced_; }
+  void answer_netcheck(RelayLink& link, const wire::NetcheckQuery& query);
+
+ private:
+  const PeerOptions& options_;
+  Authorization authorization_;
+  std::unique_ptr<netcheck::NetcheckResponder> netcheck_;  // serving peers only
+  bool announced_ = false;
+};
+
+}  // namespace natfwd
