@@ -16,7 +16,8 @@ PeerStatus sample() {
   status.relay_up = true;
   status.relays = {{"vps.example:3478", true, false}, {"vps2.example:3478", false, false}};
   status.remote_peer = "home";
-  status.listeners = {{"127.0.0.1:2222", "forward", "buffalo:22"}, {"127.0.0.1:1080", "socks", ""}};
+  status.listeners = {{"127.0.0.1:2222", "forward", "buffalo:22", "home"},
+                      {"127.0.0.1:1080", "socks", "", "home"}};
   status.uptime_s = 3725.5;
   TunnelStatus tunnel;
   tunnel.name = "home";
