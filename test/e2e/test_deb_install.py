@@ -4,9 +4,9 @@
 1. `scripts/package` builds natfwd-relay and natfwd-peer (lintian clean, or it fails);
    $NATFWD_DEBS names a folder with both .debs to test those instead.
 2. `dpkg -i` installs both: the binaries, man pages, units, sysusers.d entry and
-   examples each in its package; the installed units run /usr/bin/relay|peer; the
-   system user natfwd exists (the postinst applied sysusers.d/natfwd.conf); the relay's
-   unit is not enabled (no symlink to it under /etc/systemd/system, which is what
+   examples each in its package, the man pages naming the examples' folder; the
+   installed units run /usr/bin/relay|peer; the system user natfwd exists (the
+   postinst applied sysusers.d/natfwd.conf); the relay's unit is not enabled (no symlink to it under /etc/systemd/system, which is what
    `systemctl enable` makes, so this holds without a running systemd) and, where systemd
    runs, not started.
 3. The installed programs work: a relay on 127.0.0.1:0 with a temp state dir reaches its
@@ -19,6 +19,7 @@
 
 Root only (dpkg -i); as anyone else the test is skipped (exit 77).
 """
+import gzip
 import os
 import pwd
 import re
@@ -101,6 +102,13 @@ def check_installed(problems):
         m = re.search(r"^ExecStart=(\S+)", text, re.M)
         if not m or m.group(1) != binary:
             problems.append(f"{unit}: ExecStart should run {binary}: {m and m.group(0)}")
+    # Each man page names its package's example, where the package put it.
+    for page, example in (("relay.1.gz", "/usr/share/doc/natfwd-relay/examples/relay.conf.example"),
+                          ("peer.1.gz", "/usr/share/doc/natfwd-peer/examples/peer.conf.example")):
+        with gzip.open(os.path.join("/usr/share/man/man1", page), "rt") as f:
+            text = f.read().replace("\\-", "-")
+        if example not in text:
+            problems.append(f"{page} should name {example}")
     try:
         home = pwd.getpwnam("natfwd").pw_dir
         if home != "/var/lib/natfwd":
