@@ -6,9 +6,9 @@
 2. `dpkg -i` installs both: the binaries, man pages, units, sysusers.d entry and
    examples each in its package, the man pages naming the examples' folder; the
    installed units run /usr/bin/relay|peer; the system user natfwd exists (the
-   postinst applied sysusers.d/natfwd.conf); the relay's unit is not enabled (no symlink to it under /etc/systemd/system, which is what
-   `systemctl enable` makes, so this holds without a running systemd) and, where systemd
-   runs, not started.
+   postinst applied sysusers.d/natfwd.conf); the relay's unit is not enabled (no
+   symlink to it under /etc/systemd/system, which is what `systemctl enable` makes, so
+   this holds without a running systemd) and, where systemd runs, not started.
 3. The installed programs work: a relay on 127.0.0.1:0 with a temp state dir reaches its
    ready line, `peer --help` and `peer id` work, and bytes go through a tunnel between
    two installed peers.
@@ -34,16 +34,18 @@ from procs import ProcGroup
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD_ROOT = os.environ.get("BUILD_ROOT") or os.path.join(ROOT, "build")
 PACKAGES = ("natfwd-relay", "natfwd-peer")
+RELAY_EXAMPLE = "/usr/share/doc/natfwd-relay/examples/relay.conf.example"
+PEER_EXAMPLE = "/usr/share/doc/natfwd-peer/examples/peer.conf.example"
 # What each package must hold (man pages compressed by dh_compress).
 CONTENTS = {
     "natfwd-relay": ["/usr/bin/relay", "/lib/systemd/system/natfwd-relay.service",
                      "/usr/share/man/man1/relay.1.gz",
                      "/usr/share/doc/natfwd-relay/copyright",
-                     "/usr/share/doc/natfwd-relay/examples/relay.conf.example"],
+                     RELAY_EXAMPLE],
     "natfwd-peer": ["/usr/bin/peer", "/lib/systemd/system/natfwd-peer@.service",
                     "/usr/lib/sysusers.d/natfwd.conf", "/usr/share/man/man1/peer.1.gz",
                     "/usr/share/doc/natfwd-peer/copyright",
-                    "/usr/share/doc/natfwd-peer/examples/peer.conf.example",
+                    PEER_EXAMPLE,
                     "/usr/share/doc/natfwd-peer/examples/peer-laptop.conf.example"],
 }
 DPKG_ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -103,8 +105,7 @@ def check_installed(problems):
         if not m or m.group(1) != binary:
             problems.append(f"{unit}: ExecStart should run {binary}: {m and m.group(0)}")
     # Each man page names its package's example, where the package put it.
-    for page, example in (("relay.1.gz", "/usr/share/doc/natfwd-relay/examples/relay.conf.example"),
-                          ("peer.1.gz", "/usr/share/doc/natfwd-peer/examples/peer.conf.example")):
+    for page, example in (("relay.1.gz", RELAY_EXAMPLE), ("peer.1.gz", PEER_EXAMPLE)):
         with gzip.open(os.path.join("/usr/share/man/man1", page), "rt") as f:
             text = f.read().replace("\\-", "-")
         if example not in text:
