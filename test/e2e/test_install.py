@@ -194,7 +194,7 @@ def check_man_pages(dest, layout, problems):
             problems.append(f"man -l {page}: exit {r.returncode}, {len(r.stdout)} bytes")
         with open(path) as f:
             source = f.read().replace("\\-", "-")
-        if "@" + "VERSION@" in source or "@DATADIR@" in source or "@UNITDIR@" in source:
+        if re.search("@[A-Z]+" + "@", source):
             problems.append(f"{page}: placeholders left")
         for flag in help_flags(dest + layout[program]):
             if f"--{flag}" not in source:

@@ -17,7 +17,7 @@ if ! command -v clang++ >/dev/null 2>&1; then
   exit 77
 fi
 if [ ! -d "$build" ]; then
-  CXX=clang++ CC=clang meson setup "$build" "$root" -Dfuzz=true -Dtests=false \
+  CXX=clang++ CC=clang meson setup "$build" "$root" -Dfuzz=true -Dtests=disabled \
     -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized \
     -Dcpp_args=-fsanitize=fuzzer-no-link >/dev/null
 fi
