@@ -76,7 +76,7 @@ int print_identity(int argc, char** argv) {
   };
   parse_subcommand("id", "- print this peer's key id and fingerprint", entries, argc, argv);
   try {
-    auto identity = natfwd::Identity::load_or_create(state_dir ? state_dir : default_state);
+    auto identity = natfwd::load_identity(state_dir ? state_dir : default_state);
     printf("%s\n%s\n", natfwd::key_id(identity.public_key()).c_str(),
            natfwd::key_fingerprint(identity.public_key()).c_str());
   } catch (const std::exception& e) {
@@ -104,6 +104,14 @@ int print_invite(int argc, char** argv) {
                    entries, argc, argv);
   if (minutes < 1 || minutes > 7 * 24 * 60) usage_error("invite: --expires must be 1 to 10080 minutes");
   const std::string dir = state_dir ? state_dir : default_state;
+  // Before reading anything from it: another user could have planted the name file
+  // or a symlink where the invite is written.
+  try {
+    natfwd::open_state_dir(dir);
+  } catch (const std::exception& e) {
+    natfwd::log::error("%s", e.what());
+    return 1;
+  }
   gchar* name = nullptr;
   if (!g_file_get_contents((dir + "/name").c_str(), &name, nullptr, nullptr)) {
     natfwd::log::error("no serving peer has registered from %s yet: start `peer --name NAME --serve ...` with this state dir first", dir.c_str());
@@ -112,7 +120,7 @@ int print_invite(int argc, char** argv) {
   std::string peer_name = g_strstrip(name);
   g_free(name);
   try {
-    auto identity = natfwd::Identity::load_or_create(dir);
+    auto identity = natfwd::load_identity(dir);
     const std::string secret = natfwd::Authorization::create_invite(dir, minutes * 60L);
     // The code goes to stdout alone (scripts); how to use it to stderr.
     printf("%s@%s.%s\n", peer_name.c_str(), natfwd::key_id(identity.public_key()).c_str(), secret.c_str());
@@ -191,7 +199,7 @@ int main(int argc, char** argv) {
   std::optional<natfwd::NetcatCommand> netcat;
   std::optional<natfwd::Identity> identity;
   try {
-    identity.emplace(natfwd::Identity::load_or_create(config.state_dir));
+    identity.emplace(natfwd::load_identity(config.state_dir));
   } catch (const std::exception& e) {
     natfwd::log::error("%s", e.what());
     return 1;

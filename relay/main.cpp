@@ -23,6 +23,7 @@
 #include "identity.h"
 #include "log.h"
 #include "path_safety.h"
+#include "state_dir.h"
 #include "relay_config_file.h"
 #include "relay_options.h"
 #include "metrics/relay_stats.h"
@@ -80,18 +81,15 @@ std::string load_or_create_secret(const natfwd::relay::RelayOptions& options) {
   return secret;
 }
 
-// Makes the state dir (0700) and refuses one that someone else could change: it holds
-// the name bindings, the TURN secret and the TLS key.
+// The state dir holds the name bindings, the TURN secret and the TLS key.
 bool open_state_dir(const natfwd::relay::RelayOptions& options) {
-  if (g_mkdir_with_parents(options.state_dir.c_str(), 0700) != 0) {
-    natfwd::log::error("--state-dir: cannot create '%s': %s", options.state_dir.c_str(),
-                       g_strerror(errno));
+  try {
+    natfwd::open_state_dir(options.state_dir);
+  } catch (const std::exception& e) {
+    natfwd::log::error("%s", e.what());
     return false;
   }
-  const std::string unsafe =
-      natfwd::unsafe_path_reason(options.state_dir, natfwd::PathKind::kStateDir, "state dir");
-  if (!unsafe.empty()) natfwd::log::error("%s", unsafe.c_str());
-  return unsafe.empty();
+  return true;
 }
 
 std::unique_ptr<natfwd::relay::NameStore> open_name_store(

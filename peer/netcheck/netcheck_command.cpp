@@ -222,7 +222,7 @@ int netcheck_command(int argc, char** argv) {
   const std::string dir = state_dir ? state_dir : default_state;
   std::optional<Identity> identity;
   try {
-    identity.emplace(Identity::load_or_create(dir));
+    identity.emplace(load_identity(dir));
   } catch (const std::exception& e) {
     log::error("%s", e.what());
     return 1;

@@ -7,6 +7,9 @@ OpenSSH's StrictModes does, each with one line that names the path and the fix.
 3. peer --config FILE with FILE mode 0666 (it may say allow = KEYID): exit 2.
 4. relay --auth-secret-file FILE with FILE mode 0644: exit 1, "chmod o-rwx FILE".
 5. A state dir inside a world-writable directory without the sticky bit: exit 1.
+6. The peer's state dir mode 0777 (another user could plant identity.key or
+   authorized_peers, or a symlink for `peer invite` to follow): `peer id`,
+   `peer invite` and `peer --serve` each exit 1 with the line.
 The same files with safe modes start a relay (ready line).
 """
 import os
@@ -70,6 +73,19 @@ def test(w):
     expect_one_line("state dir under a world-writable directory",
                     [relay, "--listen", "127.0.0.1:0", "--state-dir", inner], 1,
                     f"{parent} is writable by group or others")
+
+    peer_open = os.path.join(base, "open-peer")
+    os.mkdir(peer_open)
+    os.chmod(peer_open, 0o777)
+    for label, argv in [
+            ("peer id", [w.peer_bin, "id", "--state-dir", peer_open]),
+            ("peer invite", [w.peer_bin, "invite", "--state-dir", peer_open]),
+            ("peer --serve", [w.peer_bin, "--relay", "127.0.0.1:9", "--state-dir", peer_open,
+                              "--name", "home", "--serve", "127.0.0.1:22"])]:
+        expect_one_line(f"{label} in a world-writable state dir", argv, 1,
+                        f"chmod go-w {peer_open}")
+    if os.listdir(peer_open):
+        raise Failure(f"the peer wrote into the refused state dir: {os.listdir(peer_open)}")
 
     # Fixed as the lines say: the relay starts.
     os.chmod(open_dir, 0o700)
