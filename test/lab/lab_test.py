@@ -767,10 +767,14 @@ def wait_recovery(t: Tunnels, netns: str, sshd, port: int, since: float,
                   limit: float = 60.0) -> float:
     """Seconds from `since` until a new ssh through the tunnel works. Each try gets a
     few seconds: one that lands on a dead path is given up and retried, as a person
-    would."""
+    would. The first try gets 2 s, each further one half as long again, up to 10 s: on a
+    loaded machine an ssh handshake alone can take longer than 2 s, and a fixed 2 s
+    would then fail every try on a working path."""
+    attempt = scaled(2.0)
     while True:
-        if fresh_ssh_works(t, netns, sshd, port, attempt_timeout=2.0):
+        if fresh_ssh_works(t, netns, sshd, port, attempt_timeout=attempt):
             return time.monotonic() - since
+        attempt = min(attempt * 1.5, scaled(10.0))
         if time.monotonic() - since > scaled(limit):
             raise Failure(f"no new ssh connection through the tunnel worked within "
                           f"{scaled(limit):.0f} s")
