@@ -560,3 +560,40 @@ TEST_CASE("tunnel core: abort resets open streams and answers waiting connection
   REQUIRE(sim.run_until([&] { return sim.served(0).closed; }, kSecond));
   CHECK(sim.served(0).reset);
 }
+
+TEST_CASE("tunnel core: connections opened during an outage go through after the move") {
+  Sim sim;
+  REQUIRE(sim.handshake());
+  auto before = sim.forward(Sim::kServedPort);
+  REQUIRE(sim.run_until([&] { return !before->results.empty(); }, kSecond));
+  sim.path_a.forward.cut = true;
+  sim.path_a.back.cut = true;
+  // One client gives up during the outage (EOF after its first line), one waits.
+  auto gave_up = sim.forward(Sim::kServedPort);
+  gave_up->state->write(text("hello\r\n"), false);
+  sim.run_until([] { return false; }, 2 * kSecond);
+  gave_up->state->write({}, true);
+  auto waits = sim.forward(Sim::kServedPort);
+  waits->state->write(text("hello\r\n"), false);
+  sim.run_until([] { return false; }, kSecond);
+  CHECK(sim.serving.connector.connected.size() == 1);
+  sim.move_to_path_b();
+  const Timestamp moved_at = sim.now;
+  REQUIRE(sim.run_until([&] { return sim.serving.connector.connected.size() == 3; }, kSecond));
+  // The one that gave up: its line and its end reach the target.
+  REQUIRE(sim.run_until([&] { return sim.served(1).end_received; }, kSecond));
+  CHECK(sim.served(1).received == text("hello\r\n"));
+  sim.served(2).write(text("welcome\r\n"), false);
+  auto fresh = sim.forward(Sim::kServedPort);
+  fresh->state->write(text("fresh\r\n"), false);
+  REQUIRE(sim.run_until([&] { return sim.serving.connector.connected.size() == 4; }, kSecond));
+  sim.served(3).write(text("fresh reply\r\n"), false);
+  REQUIRE(sim.run_until([&] {
+    return waits->state->received == text("welcome\r\n") &&
+           fresh->state->received == text("fresh reply\r\n") &&
+           sim.served(3).received == text("fresh\r\n");
+  }, kSecond));
+  CHECK(sim.served(2).received == text("hello\r\n"));
+  INFO("done " << (sim.now - moved_at) / kMs << " ms after the move");
+  CHECK(sim.now - moved_at < 200 * kMs);
+}
