@@ -3,7 +3,7 @@
 #include <arpa/inet.h>
 
 #include "rendezvous.pb.h"
-#include "tunnel/stream_bridge.h"
+#include "tunnel/stream_opening.h"
 
 namespace natfwd {
 namespace {

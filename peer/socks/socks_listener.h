@@ -13,7 +13,7 @@
 
 #include "address.h"
 #include "socks/socks_handshake.h"
-#include "tunnel/stream_bridge.h"
+#include "tunnel/stream_opening.h"
 
 namespace natfwd {
 

@@ -1,5 +1,7 @@
 #include "tunnel/ice_leg.h"
 
+#include <exception>
+
 #include "log.h"
 
 namespace natfwd {
@@ -39,12 +41,12 @@ IceLeg::IceLeg(uint64_t session_id, const IceSession::Options& options, Callback
   ice.on_writable = [this] { callbacks_.on_writable(*this); };
   ice.on_failed = [this](const std::string& reason) { callbacks_.on_failed(*this, reason); };
   ice_ = std::make_unique<IceSession>(options, std::move(ice));
-  relay_hold_timer_ = g_timeout_add(kRelayCandidateHoldMs, on_relay_hold_over, this);
+  relay_hold_timer_.reset(g_timeout_source_new(kRelayCandidateHoldMs));
+  g_source_set_callback(relay_hold_timer_.get(), &IceLeg::on_relay_hold_over, this, nullptr);
+  g_source_attach(relay_hold_timer_.get(), nullptr);
 }
 
-IceLeg::~IceLeg() {
-  if (relay_hold_timer_) g_source_remove(relay_hold_timer_);
-}
+IceLeg::~IceLeg() = default;
 
 wire::IceParams IceLeg::local_params() const {
   const auto [ufrag, pwd] = ice_->local_credentials();
@@ -84,12 +86,20 @@ void IceLeg::apply_remote_candidate(const std::string& sdp) {
 
 gboolean IceLeg::on_relay_hold_over(gpointer self) {
   auto* leg = static_cast<IceLeg*>(self);
-  leg->relay_hold_timer_ = 0;
-  leg->relay_hold_over_ = true;
-  for (const auto& sdp : leg->held_local_) leg->send_candidate(sdp, false);
-  leg->held_local_.clear();
-  if (leg->held_local_done_) leg->send_candidate("", true);
+  try {
+    leg->relay_hold_timer_.reset();  // destroying a source from its own dispatch is allowed
+    leg->release_held_candidates();
+  } catch (const std::exception& e) {
+    log::error("session %016" G_GINT64_MODIFIER "x: %s", leg->session_id_, e.what());
+  }
   return G_SOURCE_REMOVE;
+}
+
+void IceLeg::release_held_candidates() {
+  relay_hold_over_ = true;
+  for (const auto& sdp : held_local_) send_candidate(sdp, false);
+  held_local_.clear();
+  if (held_local_done_) send_candidate("", true);
 }
 
 void IceLeg::send_candidate(const std::string& sdp, bool end_of_candidates) {

@@ -18,6 +18,7 @@
 
 #include "ice/ice_session.h"
 #include "rendezvous.pb.h"
+#include "server/glib_ptr.h"
 
 namespace natfwd {
 
@@ -55,6 +56,7 @@ class IceLeg {
 
  private:
   static gboolean on_relay_hold_over(gpointer self);
+  void release_held_candidates();
   void send_candidate(const std::string& sdp, bool end_of_candidates);
   void apply_remote_candidate(const std::string& sdp);
 
@@ -64,7 +66,7 @@ class IceLeg {
   bool remote_params_set_ = false;
   std::vector<std::string> early_candidates_;  // arrived before the credentials
   bool relay_hold_over_ = false;
-  guint relay_hold_timer_ = 0;
+  relay::GSourcePtr relay_hold_timer_;
   std::vector<std::string> held_local_;
   bool held_local_done_ = false;
   bool have_path_ = false;

@@ -1,7 +1,7 @@
 #include "tunnel/tunnel.h"
 
+#include <exception>
 
-#include "frame.h"
 #include "log.h"
 #include "tcp_reset.h"
 
@@ -17,6 +17,32 @@ constexpr guint kRestartTimeoutSeconds = 15;
 // TCP connections held while the tunnel is being set up.
 constexpr size_t kMaxPendingForwards = 256;
 
+// What a timeout or idle source of a Tunnel calls.
+struct SourceCall {
+  Tunnel* tunnel;
+  void (Tunnel::*member)();
+};
+
+void delete_source_call(gpointer data) { delete static_cast<SourceCall*>(data); }
+
+TunnelCore::Options core_options(Tunnel::Role role, const std::string& remote_label,
+                                 const Identity& identity,
+                                 std::function<bool(const PublicKey&)> verify_remote_key,
+                                 TargetPolicy target_policy, PairHandler pair,
+                                 LocalConnector& connector) {
+  TunnelCore::Options options;
+  options.role = role == Tunnel::Role::kServing ? TunnelCore::Role::kServing
+                                                : TunnelCore::Role::kConnecting;
+  options.quic.identity = &identity;
+  options.quic.verify_remote_key = std::move(verify_remote_key);
+  options.log_label = remote_label;
+  options.target_policy = std::move(target_policy);
+  options.pair = std::move(pair);
+  options.connector = &connector;
+  options.max_waiting = kMaxPendingForwards;
+  return options;
+}
+
 }  // namespace
 
 Tunnel::Tunnel(Role role, uint64_t session_id, std::string remote_label,
@@ -25,30 +51,60 @@ Tunnel::Tunnel(Role role, uint64_t session_id, std::string remote_label,
     : role_(role),
       first_session_id_(session_id),
       remote_label_(std::move(remote_label)),
-      identity_(identity),
       ice_options_(ice_options),
-      target_policy_(std::move(target_policy)),
-      hooks_(std::move(hooks)) {
+      hooks_(std::move(hooks)),
+      core_(core_options(
+                role, remote_label_, identity,
+                [this](const PublicKey& key) { return verify_remote_key(key); },
+                std::move(target_policy), hooks_.pair, connector_),
+            *this),
+      loop_(core_) {
   started_us_ = g_get_monotonic_time();
   last_receive_us_ = started_us_;
-  setup_timer_ = g_timeout_add_seconds(kSetupTimeoutSeconds, on_setup_timeout, this);
+  setup_timer_ = add_timeout(kSetupTimeoutSeconds, &Tunnel::setup_timed_out);
 }
 
 Tunnel::~Tunnel() {
-  if (setup_timer_) g_source_remove(setup_timer_);
-  if (restart_timer_) g_source_remove(restart_timer_);
-  if (drop_old_idle_) g_source_remove(drop_old_idle_);
-  if (reap_idle_) g_source_remove(reap_idle_);
+  setup_timer_.reset();
+  restart_timer_.reset();
+  drop_old_idle_.reset();
   for (auto& pending : pending_) {
     g_io_stream_close(G_IO_STREAM(pending.tcp), nullptr, nullptr);
     g_object_unref(pending.tcp);
   }
-  bridges_.clear();
-  finished_bridges_.clear();
-  quic_.reset();
   next_leg_.reset();
   leg_.reset();
   old_legs_.clear();
+}
+
+relay::GSourcePtr Tunnel::add_timeout(guint seconds, void (Tunnel::*member)()) {
+  relay::GSourcePtr source(g_timeout_source_new_seconds(seconds));
+  g_source_set_callback(source.get(), &Tunnel::on_source, new SourceCall{this, member},
+                        delete_source_call);
+  g_source_attach(source.get(), nullptr);
+  return source;
+}
+
+relay::GSourcePtr Tunnel::add_idle(void (Tunnel::*member)()) {
+  relay::GSourcePtr source(g_idle_source_new());
+  g_source_set_callback(source.get(), &Tunnel::on_source, new SourceCall{this, member},
+                        delete_source_call);
+  g_source_attach(source.get(), nullptr);
+  return source;
+}
+
+gboolean Tunnel::on_source(gpointer data) {
+  // GLib keeps the callback data until the dispatch returns, even when the member
+  // destroys its own source.
+  const auto* call = static_cast<SourceCall*>(data);
+  try {
+    (call->tunnel->*call->member)();
+  } catch (const std::exception& e) {
+    log::error("%s: %s", call->tunnel->remote_label_.c_str(), e.what());
+  } catch (...) {
+    log::error("%s: unknown exception in a timer", call->tunnel->remote_label_.c_str());
+  }
+  return G_SOURCE_REMOVE;
 }
 
 std::unique_ptr<IceLeg> Tunnel::make_leg(uint64_t session_id,
@@ -64,12 +120,13 @@ std::unique_ptr<IceLeg> Tunnel::make_leg(uint64_t session_id,
     // From the current leg or a restarting one: QUIC does not care which path a
     // packet took (its path label never changes, quic_connection.cpp).
     last_receive_us_ = g_get_monotonic_time();
-    if (quic_) quic_->receive(datagram);
-    if (path_line_pending_ && quic_) print_path_line();
+    if (!core_.started()) return;
+    core_.receive(datagram, CoreLoop::now());
+    if (path_line_pending_) print_path_line();
   };
   callbacks.on_selected_pair = [this](IceLeg& leg) { on_leg_selected_pair(&leg); };
   callbacks.on_writable = [this](IceLeg& leg) {
-    if (quic_ && &leg == leg_.get()) quic_->resume_write();
+    if (core_.started() && &leg == leg_.get()) loop_.resume_write();
   };
   callbacks.on_failed = [this](IceLeg& leg, const std::string& reason) {
     on_leg_failed(&leg, reason);
@@ -81,32 +138,36 @@ std::unique_ptr<IceLeg> Tunnel::make_leg(uint64_t session_id,
 }
 
 
-void Tunnel::create_quic() {
-  quic::Config config;
-  config.is_server = role_ == Role::kServing;
-  config.identity = &identity_;
-  config.verify_remote_key = [this](const PublicKey& key) {
-    // The certificate must carry the key the rendezvous exchange announced, and pass
-    // the owner's policy (pinning/authorisation) if it has one.
-    if (key != expected_remote_key_) {
-      log::warn("%s: remote certificate key %s is not the announced key %s; refusing",
-                remote_label_.c_str(), key_fingerprint(key).c_str(),
-                key_fingerprint(expected_remote_key_).c_str());
-      key_refused_ = true;
-      return false;
-    }
-    if (hooks_.authorize_key && !hooks_.authorize_key(key)) {
-      key_refused_ = true;
-      return false;
-    }
-    return true;
-  };
-  quic_ = std::make_unique<quic::Driver>(
-      config, *this,
-      [this](std::span<const std::byte> d) { return leg_ ? leg_->ice().send(d) : true; },
-      [this] {
-        if (leg_) leg_->ice().flush_sends();
-      });
+bool Tunnel::verify_remote_key(const PublicKey& key) {
+  // The certificate must carry the key the rendezvous exchange announced, and pass
+  // the owner's policy (pinning/authorisation) if it has one.
+  if (key != expected_remote_key_) {
+    log::warn("%s: remote certificate key %s is not the announced key %s; refusing",
+              remote_label_.c_str(), key_fingerprint(key).c_str(),
+              key_fingerprint(expected_remote_key_).c_str());
+    key_refused_ = true;
+    return false;
+  }
+  if (hooks_.authorize_key && !hooks_.authorize_key(key)) {
+    key_refused_ = true;
+    return false;
+  }
+  return true;
+}
+
+void Tunnel::start_quic() {
+  core_.start(CoreLoop::now());
+  loop_.write_now();  // the client's Initial
+}
+
+bool Tunnel::send_datagram(std::span<const std::byte> datagram) {
+  if (!leg_ || leg_->ice().send(datagram)) return true;
+  loop_.blocked();
+  return false;
+}
+
+void Tunnel::end_of_pass() {
+  if (leg_) leg_->ice().flush_sends();
 }
 
 void Tunnel::start_outgoing(const std::string& target_name) {
@@ -133,7 +194,7 @@ void Tunnel::start_incoming(const wire::IncomingSession& incoming) {
   }
   leg_ = make_leg(first_session_id_, ice_options_, /*controlling=*/false);
   leg_->set_remote_params(incoming.ice());
-  create_quic();
+  start_quic();
   wire::Envelope envelope;
   auto* accept = envelope.mutable_accept_session();
   accept->set_session_id(first_session_id_);
@@ -232,16 +293,13 @@ void Tunnel::on_leg_selected_pair(IceLeg* leg) {
     const uint64_t old_session = leg_->session_id();
     old_legs_.push_back(std::move(leg_));
     leg_ = std::move(next_leg_);
-    if (restart_timer_) {
-      g_source_remove(restart_timer_);
-      restart_timer_ = 0;
-    }
-    if (!drop_old_idle_) drop_old_idle_ = g_idle_add(on_drop_old_leg, this);
+    restart_timer_.reset();
+    drop_old_legs_later();
     restart_failures_ = 0;
     log::info("%s: path restarted in %.0f ms; %zu open connection(s) carried over",
               remote_label_.c_str(),
               static_cast<double>(g_get_monotonic_time() - restart_started_us_) / 1000.0,
-              bridges_.size());
+              core_.open_streams());
     if (role_ == Role::kServing) {
       // As after the first handshake: the relay can forget the session now.
       wire::Envelope envelope;
@@ -251,17 +309,16 @@ void Tunnel::on_leg_selected_pair(IceLeg* leg) {
       hooks_.send_to_relay(envelope);
     }
     if (hooks_.on_session_moved) hooks_.on_session_moved(*this, old_session);
-    if (quic_) quic_->move_to_new_path();
+    if (core_.started()) core_.move_to_new_path(CoreLoop::now());
     print_path_line();
     return;
   }
   if (leg != leg_.get()) return;
   progress(ConnectPhase::kQuicHandshake);
-  if (role_ == Role::kConnecting && !quic_) {
+  if (role_ == Role::kConnecting && !core_.started()) {
     // Start the QUIC client only now: an Initial written earlier would wait in the
     // ICE queue, and QUIC would count that wait as its first RTT sample.
-    create_quic();
-    quic_->flush();
+    start_quic();
   }
   if (established_) print_path_line();
 }
@@ -294,7 +351,7 @@ void Tunnel::restart_path(uint64_t session_id, const IceSession::Options& option
   open->set_resumes_session(leg_->session_id());
   hooks_.send_to_relay(envelope);
   next_leg_->start_gathering();
-  restart_timer_ = g_timeout_add_seconds(kRestartTimeoutSeconds, on_restart_timeout, this);
+  restart_timer_ = add_timeout(kRestartTimeoutSeconds, &Tunnel::restart_timed_out);
 }
 
 void Tunnel::accept_restart(const wire::IncomingSession& incoming,
@@ -304,7 +361,7 @@ void Tunnel::accept_restart(const wire::IncomingSession& incoming,
     // A newer restart supersedes one still in progress (the other side gave up on it).
     send_close_session(next_leg_->session_id(), "superseded by a newer path restart");
     old_legs_.push_back(std::move(next_leg_));
-    if (!drop_old_idle_) drop_old_idle_ = g_idle_add(on_drop_old_leg, this);
+    drop_old_legs_later();
   }
   restart_started_us_ = g_get_monotonic_time();
   next_leg_ = make_leg(incoming.session_id(), options, /*controlling=*/false);
@@ -315,8 +372,7 @@ void Tunnel::accept_restart(const wire::IncomingSession& incoming,
   *accept->mutable_ice() = next_leg_->local_params();
   hooks_.send_to_relay(envelope);
   next_leg_->start_gathering();
-  if (restart_timer_) g_source_remove(restart_timer_);
-  restart_timer_ = g_timeout_add_seconds(kRestartTimeoutSeconds, on_restart_timeout, this);
+  restart_timer_ = add_timeout(kRestartTimeoutSeconds, &Tunnel::restart_timed_out);
   log::info("%s: restarting the path (%s)", remote_label_.c_str(),
             incoming.caller_address().c_str());
 }
@@ -325,30 +381,26 @@ void Tunnel::restart_failed(const std::string& reason) {
   if (!next_leg_) return;
   send_close_session(next_leg_->session_id(), reason);
   old_legs_.push_back(std::move(next_leg_));
-  if (!drop_old_idle_) drop_old_idle_ = g_idle_add(on_drop_old_leg, this);
-  if (restart_timer_) {
-    g_source_remove(restart_timer_);
-    restart_timer_ = 0;
-  }
+  drop_old_legs_later();
+  restart_timer_.reset();
   log::warn("%s: path restart failed: %s", remote_label_.c_str(), reason.c_str());
   restart_failed_us_ = g_get_monotonic_time();
   ++restart_failures_;
   if (hooks_.on_restart_failed) hooks_.on_restart_failed(*this, reason);
 }
 
-gboolean Tunnel::on_restart_timeout(gpointer self) {
-  auto* tunnel = static_cast<Tunnel*>(self);
-  tunnel->restart_timer_ = 0;
-  tunnel->restart_failed("no working pair after " + std::to_string(kRestartTimeoutSeconds) +
-                         " s");
-  return G_SOURCE_REMOVE;
+void Tunnel::restart_timed_out() {
+  restart_timer_.reset();
+  restart_failed("no working pair after " + std::to_string(kRestartTimeoutSeconds) + " s");
 }
 
-gboolean Tunnel::on_drop_old_leg(gpointer self) {
-  auto* tunnel = static_cast<Tunnel*>(self);
-  tunnel->drop_old_idle_ = 0;
-  tunnel->old_legs_.clear();
-  return G_SOURCE_REMOVE;
+void Tunnel::drop_old_legs_later() {
+  if (!drop_old_idle_) drop_old_idle_ = add_idle(&Tunnel::drop_old_legs);
+}
+
+void Tunnel::drop_old_legs() {
+  drop_old_idle_.reset();
+  old_legs_.clear();
 }
 
 void Tunnel::send_close_session(uint64_t session_id, const std::string& detail) {
@@ -361,7 +413,7 @@ void Tunnel::send_close_session(uint64_t session_id, const std::string& detail) 
 
 void Tunnel::forward(GSocketConnection* tcp, const HostPort& target,
                      OpenResultHandler on_result) {
-  if (closed_ || pending_.size() >= kMaxPendingForwards) {
+  if (closed_ || pending_.size() + core_.waiting() >= kMaxPendingForwards) {
     log::warn("%s: too many connections waiting for the tunnel; refusing one",
               remote_label_.c_str());
     if (on_result) on_result(kOpenFailedLocally, "too many connections waiting for the tunnel");
@@ -369,58 +421,37 @@ void Tunnel::forward(GSocketConnection* tcp, const HostPort& target,
     return;
   }
   pending_.push_back({G_SOCKET_CONNECTION(g_object_ref(tcp)), target, std::move(on_result)});
-  if (established_) open_pending_streams();
+  if (established_) forward_pending();
 }
 
-void Tunnel::open_pending_streams() {
-  size_t opened = 0;
-  for (; opened < pending_.size(); ++opened) {
-    auto stream_id = quic_->connection().open_stream();
-    if (!stream_id) break;  // the remote's stream limit; retried when streams close
-    auto& pending = pending_[opened];
-    std::string prefix = remote_label_ + " stream " + std::to_string(*stream_id);
-    bridges_[*stream_id] = StreamBridge::connecting(
-        quic_->connection(), *stream_id, pending.tcp, pending.target, prefix,
-        [this](int64_t id) { bridge_done(id); }, [this] { quic_->flush(); },
-        std::move(pending.on_result));
-    g_object_unref(pending.tcp);
+void Tunnel::forward_pending() {
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& forward : pending) {
+    core_.forward(std::make_unique<StreamBridge>(forward.tcp), forward.target,
+                  std::move(forward.on_result));
+    g_object_unref(forward.tcp);
   }
-  pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(opened));
 }
 
-void Tunnel::bridge_done(int64_t stream_id) {
-  auto it = bridges_.find(stream_id);
-  if (it == bridges_.end()) return;
-  // Not destroyed here: we are inside one of its own calls.
-  finished_bridges_.push_back(std::move(it->second));
-  bridges_.erase(it);
-  if (!reap_idle_) reap_idle_ = g_idle_add(on_reap_bridges, this);
-  if (retired_ && bridges_.empty() && pending_.empty()) close(retire_reason_);
+void Tunnel::on_stream_finished() {
+  if (retired_ && core_.open_streams() == 0 && core_.waiting() == 0 && pending_.empty())
+    close(retire_reason_);
 }
 
 void Tunnel::retire(const std::string& why) {
   if (closed_ || retired_) return;
   retired_ = true;
   retire_reason_ = why;
-  if (bridges_.empty() && pending_.empty()) close(why);
+  if (core_.open_streams() == 0 && core_.waiting() == 0 && pending_.empty()) close(why);
 }
 
-gboolean Tunnel::on_reap_bridges(gpointer self) {
-  auto* tunnel = static_cast<Tunnel*>(self);
-  tunnel->reap_idle_ = 0;
-  tunnel->finished_bridges_.clear();
-  return G_SOURCE_REMOVE;
-}
+// ---- the core's events ---------------------------------------------------------------
 
-// ---- QUIC observer -----------------------------------------------------------------
-
-void Tunnel::on_handshake_complete(const PublicKey&) {
+void Tunnel::on_established() {
   established_ = true;
   established_us_ = g_get_monotonic_time();
-  if (setup_timer_) {
-    g_source_remove(setup_timer_);
-    setup_timer_ = 0;
-  }
+  setup_timer_.reset();
   const double setup_ms = static_cast<double>(g_get_monotonic_time() - started_us_) / 1000.0;
   if (progress_ && leg_ && leg_->has_path()) {
     const SelectedPath& path = leg_->path();
@@ -442,20 +473,20 @@ void Tunnel::on_handshake_complete(const PublicKey&) {
     send_close_session(leg_->session_id(), "tunnel established");
   }
   if (hooks_.on_established) hooks_.on_established(*this);
-  open_pending_streams();
-  if (pair_done_ && pair_stream_ < 0) send_pairing_request();
+  forward_pending();
 }
 
 void Tunnel::print_path_line() {
-  if (!leg_ || !leg_->has_path() || !quic_) return;
-  if (!quic_->connection().stats().rtt_sampled) {
+  if (!leg_ || !leg_->has_path() || !core_.started()) return;
+  const auto stats = core_.connection()->stats();
+  if (!stats.rtt_sampled) {
     // Right after a path restart: print once the new path has an RTT of its own.
     path_line_pending_ = true;
     return;
   }
   path_line_pending_ = false;
   const SelectedPath& path_ = leg_->path();
-  const auto rtt_ms = quic_->connection().stats().min_rtt / 1000000;
+  const auto rtt_ms = stats.min_rtt / 1000000;
   std::string line = "path " + remote_label_ + ": ";
   if (path_.relayed) {
     if (!path_.local_relay_server.empty()) {
@@ -474,91 +505,11 @@ void Tunnel::print_path_line() {
   log::ready("%s", line.c_str());
 }
 
-void Tunnel::on_remote_stream_opened(int64_t stream_id) {
-  if (role_ != Role::kServing) {
-    // Only the connecting side opens streams; anything else is a protocol error.
-    quic_->connection().stream_reset(stream_id, 2);
-    return;
-  }
-  std::string prefix = remote_label_ + " stream " + std::to_string(stream_id);
-  bridges_[stream_id] = StreamBridge::serving(
-      quic_->connection(), stream_id, target_policy_, hooks_.pair, prefix,
-      [this](int64_t id) { bridge_done(id); }, [this] { quic_->flush(); });
-}
-
 void Tunnel::request_pairing(const std::string& secret, PairDone done) {
-  pair_secret_ = secret;
-  pair_done_ = std::move(done);
-  if (established_) send_pairing_request();
+  core_.request_pairing(secret, std::move(done));
 }
 
-void Tunnel::send_pairing_request() {
-  auto stream_id = quic_->connection().open_stream();
-  if (!stream_id) {
-    auto done = std::move(pair_done_);
-    done(false, "the serving peer accepts no stream");
-    return;
-  }
-  pair_stream_ = *stream_id;
-  wire::StreamOpen open;
-  open.set_pair_secret(pair_secret_);
-  std::vector<std::byte> frame;
-  wire::encode_message(open, frame);
-  quic_->connection().stream_write(pair_stream_, frame);
-  quic_->connection().stream_shutdown_write(pair_stream_);
-  quic_->flush();
-}
-
-void Tunnel::pairing_answer(std::span<const std::byte> data, bool fin) {
-  quic_->connection().stream_consumed(pair_stream_, data.size());
-  pair_answer_.insert(pair_answer_.end(), data.begin(), data.end());
-  auto result = wire::decode_frame(pair_answer_, 4096);
-  if (result.status == wire::DecodeStatus::kNeedMore && !fin) return;
-  auto done = std::move(pair_done_);
-  pair_done_ = nullptr;
-  wire::StreamOpenResult answer;
-  if (result.status != wire::DecodeStatus::kComplete || !wire::parse_message(result.payload, answer)) {
-    if (done) done(false, "no valid answer from the serving peer");
-    return;
-  }
-  if (done) done(answer.status() == wire::StreamOpenResult::OK, answer.detail());
-}
-
-void Tunnel::on_stream_data(int64_t stream_id, std::span<const std::byte> data, bool fin) {
-  if (stream_id == pair_stream_ && pair_stream_ >= 0) {
-    pairing_answer(data, fin);
-    return;
-  }
-  auto it = bridges_.find(stream_id);
-  if (it == bridges_.end()) {
-    // A stream we already finished: give the credit back so the connection-level
-    // window does not shrink.
-    quic_->connection().stream_consumed(stream_id, data.size());
-    return;
-  }
-  it->second->on_stream_data(data, fin);
-}
-
-void Tunnel::on_stream_reset(int64_t stream_id, uint64_t app_error) {
-  auto it = bridges_.find(stream_id);
-  if (it != bridges_.end()) it->second->on_stream_reset(app_error);
-}
-
-void Tunnel::on_stream_send_space(int64_t stream_id) {
-  auto it = bridges_.find(stream_id);
-  if (it != bridges_.end()) it->second->on_stream_send_space();
-}
-
-void Tunnel::on_stream_closed(int64_t stream_id) {
-  auto it = bridges_.find(stream_id);
-  if (it != bridges_.end()) it->second->on_stream_closed();
-}
-
-void Tunnel::on_streams_available() {
-  if (established_ && !pending_.empty()) open_pending_streams();
-}
-
-void Tunnel::on_connection_closed(const std::string& reason) {
+void Tunnel::on_closed(const std::string& reason) {
   if (established_) fail("tunnel closed: " + reason);
   else if (key_refused_) fail(ConnectProgress::key_mismatch(remote_label_));
   else fail("QUIC handshake failed: " + reason);
@@ -586,8 +537,8 @@ TunnelStatus Tunnel::status() const {
   if (status.have_path && status.path.relayed && !status.path.local_relay_server.empty())
     status.turn_server = hooks_.relay_label ? hooks_.relay_label(status.path.local_relay_server)
                                             : "turn " + status.path.local_relay_server;
-  if (quic_) {
-    const auto stats = quic_->connection().stats();
+  if (core_.started()) {
+    const auto stats = core_.connection()->stats();
     status.smoothed_rtt_ms = static_cast<double>(stats.smoothed_rtt) / 1e6;
     status.min_rtt_ms = static_cast<double>(stats.min_rtt) / 1e6;
     status.stream_bytes_sent = stats.stream_bytes_sent;
@@ -603,28 +554,29 @@ TunnelStatus Tunnel::status() const {
 
 // ---- teardown ----------------------------------------------------------------------
 
-gboolean Tunnel::on_setup_timeout(gpointer self) {
-  auto* tunnel = static_cast<Tunnel*>(self);
-  tunnel->setup_timer_ = 0;
+void Tunnel::setup_timed_out() {
+  setup_timer_.reset();
   const std::string after = " (gave up after " + std::to_string(kSetupTimeoutSeconds) + " s)";
-  const IceLeg* leg = tunnel->leg_.get();
+  const IceLeg* leg = leg_.get();
   if (!leg || !leg->has_remote_params()) {
-    tunnel->fail("no answer from the peer through the relay" + after);
+    fail("no answer from the peer through the relay" + after);
   } else if (!leg->has_path()) {
-    tunnel->fail(ConnectProgress::ice_failed(leg->local_relay_candidates(),
-                                             leg->remote_relay_candidates(),
-                                             tunnel->ice_options_.force_relay) + after);
+    fail(ConnectProgress::ice_failed(leg->local_relay_candidates(),
+                                     leg->remote_relay_candidates(), ice_options_.force_relay) +
+         after);
   } else {
-    tunnel->fail("QUIC handshake did not complete" + after);
+    fail("QUIC handshake did not complete" + after);
   }
-  return G_SOURCE_REMOVE;
 }
 
 void Tunnel::close(const std::string& reason) {
   if (closed_) return;
-  // Driver::close sends CONNECTION_CLOSE before it returns, so the other side
-  // learns at once even though the driver is destroyed right after.
-  if (quic_) quic_->close(0, reason);
+  // The CONNECTION_CLOSE goes out before this returns, so the other side learns at
+  // once even though the tunnel is destroyed right after.
+  if (core_.started()) {
+    core_.close(reason);
+    loop_.write_now();
+  }
   fail(reason);
 }
 
@@ -635,14 +587,8 @@ void Tunnel::fail(const std::string& cause) {
   // sees (in the log, and from nc).
   const std::string reason =
       progress_ && !established_ ? progress_->failure(cause) : cause;
-  if (setup_timer_) {
-    g_source_remove(setup_timer_);
-    setup_timer_ = 0;
-  }
-  // abort() reports back through bridge_done, which edits bridges_: walk a copy.
-  std::vector<StreamBridge*> open;
-  for (auto& [id, bridge] : bridges_) open.push_back(bridge.get());
-  for (StreamBridge* bridge : open) bridge->abort(reason);
+  setup_timer_.reset();
+  core_.abort(reason);
   if (!established_ && !pending_.empty() && hooks_.rescue_pending &&
       hooks_.rescue_pending(*this, pending_)) {
     pending_.clear();
@@ -662,15 +608,7 @@ void Tunnel::fail(const std::string& cause) {
   // handshake is done) and a path restart in progress.
   if (!established_) send_close_session(session_id(), reason);
   if (next_leg_) send_close_session(next_leg_->session_id(), reason);
-  if (restart_timer_) {
-    g_source_remove(restart_timer_);
-    restart_timer_ = 0;
-  }
-  if (pair_done_) {
-    auto done = std::move(pair_done_);
-    pair_done_ = nullptr;
-    done(false, reason);
-  }
+  restart_timer_.reset();
   if (hooks_.on_closed) hooks_.on_closed(*this, reason);
 }
 

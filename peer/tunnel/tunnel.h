@@ -1,5 +1,9 @@
-// A tunnel to one remote peer: the ICE session that found the path, the QUIC
-// connection that runs over it, and one StreamBridge per forwarded TCP connection.
+// A tunnel to one remote peer: the ICE legs that find the path, and the TunnelCore
+// (tunnel_core.h: the QUIC connection, its streams and their negotiation) that runs
+// over it, driven from the GLib main loop (CoreLoop) with one StreamBridge per
+// forwarded TCP connection as the streams' local ends. This class is the glue: the
+// relay signalling, the ICE legs and path restarts, the setup and restart timers, and
+// the progress and path lines a person reads.
 //
 // The connecting side (-L) is ICE-controlling and the QUIC client; the serving side is
 // ICE-controlled and the QUIC server. The relay only carries the setup messages
@@ -18,15 +22,17 @@
 #include "control/peer_status.h"
 #include "identity.h"
 #include "ice/ice_session.h"
-#include "quic/quic_driver.h"
 #include "rendezvous.pb.h"
+#include "server/glib_ptr.h"
 #include "tunnel/connect_progress.h"
+#include "tunnel/core_loop.h"
 #include "tunnel/ice_leg.h"
 #include "tunnel/stream_bridge.h"
+#include "tunnel/tunnel_core.h"
 
 namespace natfwd {
 
-class Tunnel : public quic::Connection::Observer {
+class Tunnel : private TunnelCore::Io {
  public:
   enum class Role { kConnecting, kServing };
   // A local TCP connection waiting for the tunnel (we hold one reference).
@@ -108,7 +114,7 @@ class Tunnel : public quic::Connection::Observer {
 
   // Microseconds since the last datagram from the other side (or since the start).
   gint64 silent_for_us() const { return g_get_monotonic_time() - last_receive_us_; }
-  size_t open_streams() const { return bridges_.size(); }
+  size_t open_streams() const { return core_.open_streams(); }
   bool retired() const { return retired_; }
 
   // Stable for the tunnel's life: the session it began with.
@@ -126,15 +132,13 @@ class Tunnel : public quic::Connection::Observer {
   TunnelStatus status() const;
 
  private:
-  // quic::Connection::Observer
-  void on_handshake_complete(const PublicKey& remote_key) override;
-  void on_remote_stream_opened(int64_t stream_id) override;
-  void on_stream_data(int64_t stream_id, std::span<const std::byte> data, bool fin) override;
-  void on_stream_reset(int64_t stream_id, uint64_t app_error) override;
-  void on_stream_send_space(int64_t stream_id) override;
-  void on_stream_closed(int64_t stream_id) override;
-  void on_connection_closed(const std::string& reason) override;
-  void on_streams_available() override;
+  // TunnelCore::Io
+  bool send_datagram(std::span<const std::byte> datagram) override;
+  void end_of_pass() override;
+  void wake() override { loop_.wake(); }
+  void on_established() override;
+  void on_closed(const std::string& reason) override;
+  void on_stream_finished() override;
 
   std::unique_ptr<IceLeg> make_leg(uint64_t session_id, const IceSession::Options& options,
                                    bool controlling);
@@ -142,33 +146,38 @@ class Tunnel : public quic::Connection::Observer {
   void on_leg_selected_pair(IceLeg* leg);
   void on_leg_failed(IceLeg* leg, const std::string& reason);
   void restart_failed(const std::string& reason);
-  static gboolean on_restart_timeout(gpointer self);
-  static gboolean on_drop_old_leg(gpointer self);
-  void create_quic();
-  void open_pending_streams();
+  void restart_timed_out();
+  void drop_old_legs_later();
+  void drop_old_legs();
+  void start_quic();
+  bool verify_remote_key(const PublicKey& key);
+  void forward_pending();
   void fail(const std::string& reason);
   void send_close_session(uint64_t session_id, const std::string& detail);
-  void bridge_done(int64_t stream_id);
   void print_path_line();
-  static gboolean on_setup_timeout(gpointer self);
-  static gboolean on_reap_bridges(gpointer self);
+  void setup_timed_out();
+  // One GLib timeout or idle source calling a member; the member may not throw into
+  // GLib (the trampoline logs what it catches).
+  relay::GSourcePtr add_timeout(guint seconds, void (Tunnel::*member)());
+  relay::GSourcePtr add_idle(void (Tunnel::*member)());
+  static gboolean on_source(gpointer data);
 
   Role role_;
   uint64_t first_session_id_;
   std::string remote_label_;
-  const Identity& identity_;
   IceSession::Options ice_options_;
-  TargetPolicy target_policy_;
   Hooks hooks_;
+  TcpConnector connector_;
+  TunnelCore core_;
+  CoreLoop loop_;
 
   std::unique_ptr<IceLeg> leg_;       // carries QUIC
   std::unique_ptr<IceLeg> next_leg_;  // a path restart in progress
   std::vector<std::unique_ptr<IceLeg>> old_legs_;  // replaced; destroyed from idle
-  guint restart_timer_ = 0;
+  relay::GSourcePtr restart_timer_;
   gint64 restart_started_us_ = 0;
-  guint drop_old_idle_ = 0;
+  relay::GSourcePtr drop_old_idle_;
   std::string target_name_;  // connecting side: the name asked for, for restarts
-  std::unique_ptr<quic::Driver> quic_;
   PublicKey expected_remote_key_{};
   bool established_ = false;
   bool closed_ = false;
@@ -179,25 +188,18 @@ class Tunnel : public quic::Connection::Observer {
   gint64 last_receive_us_ = 0;
   std::string last_path_line_;
   bool path_line_pending_ = false;
-  guint setup_timer_ = 0;
-  guint reap_idle_ = 0;
+  relay::GSourcePtr setup_timer_;
   gint64 started_us_ = 0;
   gint64 established_us_ = 0;
 
+  // Connecting side: TCP connections waiting for the QUIC handshake; then they go to
+  // core_ (which holds them further while the remote's stream limit is reached).
   std::vector<PendingForward> pending_;
   // Connecting side: the phases a person sees on stderr (connect_progress.h).
   void progress(ConnectPhase phase, const std::string& detail = "");
   std::optional<ConnectProgress> progress_;
   bool key_refused_ = false;
   bool peer_not_registered_ = false;
-  std::map<int64_t, std::unique_ptr<StreamBridge>> bridges_;
-  std::vector<std::unique_ptr<StreamBridge>> finished_bridges_;  // destroyed from idle
-  void send_pairing_request();
-  void pairing_answer(std::span<const std::byte> data, bool fin);
-  std::string pair_secret_;
-  PairDone pair_done_;
-  int64_t pair_stream_ = -1;
-  std::vector<std::byte> pair_answer_;
 };
 
 }  // namespace natfwd

@@ -1,14 +1,15 @@
 #!/bin/sh
 # Builds natfwd's libFuzzer targets in their own build dir (clang, ASan + UBSan) and runs
 # each for N seconds (default 20): fuzz_stun (the relay's STUN/TURN parsers and TURN
-# core) and fuzz_frame (rendezvous frames, Envelopes, stream headers). Exit status: 0
-# when no crash was found, 77 when clang or libFuzzer is missing, else the fuzzer's.
+# core), fuzz_frame (rendezvous frames, Envelopes) and fuzz_stream_open (the stream-open
+# header codec). Exit status: 0 when no crash was found, 77 when clang or libFuzzer is
+# missing, else the fuzzer's.
 #
 #   test/fuzz/run_fuzz.sh [SECONDS] [TARGET...]   env: FUZZ_BUILD_DIR (default build-fuzz)
 set -eu
 seconds=${1:-20}
 [ $# -gt 0 ] && shift
-targets=${*:-fuzz_stun fuzz_frame}
+targets=${*:-fuzz_stun fuzz_frame fuzz_stream_open}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 
@@ -25,6 +26,7 @@ for target in $targets; do
   case $target in
     fuzz_stun) path=relay/fuzz_stun ;;
     fuzz_frame) path=proto/fuzz_frame ;;
+    fuzz_stream_open) path=proto/fuzz_stream_open ;;
     *) echo "unknown fuzz target $target"; exit 2 ;;
   esac
   ninja -C "$build" "$path" >/dev/null
@@ -37,6 +39,10 @@ for target in $targets; do
     seed binding '\000\001\000\000\041\022\244\102abcdefghijkl'
     seed allocate '\000\003\000\010\041\022\244\102abcdefghijkl\000\031\000\004\021\000\000\000'
     seed channel '\100\000\000\004data'
+  elif [ "$target" = fuzz_stream_open ]; then
+    # StreamOpen to [::1]:22 and a StreamOpenResult NOT_SERVED "no".
+    seed open '\305F\001\000\000\000\000\007\012\003::1\020\026'
+    seed result '\305F\001\000\000\000\000\006\010\001\022\002no'
   else
     # An empty frame and a Ping Envelope (field 10, nonce 7).
     seed empty '\305F\001\000\000\000\000\000'

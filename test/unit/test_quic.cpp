@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "quic_connection.h"
+#include "random_bytes.h"
 
 using natfwd::Identity;
 using natfwd::PublicKey;
@@ -22,18 +23,10 @@ using namespace natfwd::quic;
 
 namespace {
 
+using natfwd::test::make_data;
+
 constexpr Timestamp kMs = 1'000'000;
 constexpr Timestamp kSecond = 1000 * kMs;
-
-std::vector<std::byte> make_data(size_t size, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<std::byte> out(size);
-  for (size_t i = 0; i < size; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, std::min<size_t>(8, size - i));
-  }
-  return out;
-}
 
 // FNV-1a, 64 bit: enough to tell "intact" from "not".
 struct Hash {

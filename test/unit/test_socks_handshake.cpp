@@ -8,7 +8,7 @@
 #include "forward/forward_spec.h"
 #include "rendezvous.pb.h"
 #include "socks/socks_handshake.h"
-#include "tunnel/stream_bridge.h"
+#include "tunnel/stream_opening.h"
 
 using namespace natfwd;
 using Bytes = std::vector<uint8_t>;
