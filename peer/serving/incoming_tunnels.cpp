@@ -45,9 +45,10 @@ void IncomingTunnels::on_incoming_session(RelayLink& link, const wire::IncomingS
   const std::string label = "peer " + key_id(caller).substr(0, 12);
   const ServingPolicy::Admission admission = policy_.admit(caller);
   if (admission == ServingPolicy::Admission::kRefused) {
-    // Refused before any ICE, QUIC or target: the caller learns only "refused".
-    log::warn("refused peer %s (%s) from %s: its key is not authorised (allow it with "
-              "--allow %s, or pair it with `peer invite`)",
+    // Refused before any ICE, QUIC or target: the caller learns only "refused". Rate
+    // limited: strangers are free to ask as often as the relay lets them.
+    log::warn_limited("refused-peer", "refused peer %s (%s) from %s: its key is not "
+                      "authorised (allow it with --allow %s, or pair it with `peer invite`)",
               key_id(caller).c_str(), key_fingerprint(caller).c_str(),
               incoming.caller_address().c_str(), key_id(caller).c_str());
     refuse(link, incoming.session_id(), "this peer's key is not authorised there");
