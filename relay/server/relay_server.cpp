@@ -59,12 +59,22 @@ std::string add_host_addresses(turn::PeerPolicy& policy) {
       const auto* in = reinterpret_cast<const sockaddr_in*>(entry->ifa_addr);
       const auto* b = reinterpret_cast<const uint8_t*>(&in->sin_addr);
       policy.add_own_address(stun::TransportAddress::ipv4({b[0], b[1], b[2], b[3]}, 0));
+      if (entry->ifa_netmask) {
+        const auto* mask = reinterpret_cast<const sockaddr_in*>(entry->ifa_netmask);
+        policy.add_own_network(turn::network_of(
+            std::span(b, 4), std::span(reinterpret_cast<const uint8_t*>(&mask->sin_addr), 4)));
+      }
     } else if (entry->ifa_addr->sa_family == AF_INET6) {
       const auto* in6 = reinterpret_cast<const sockaddr_in6*>(entry->ifa_addr);
       std::array<uint8_t, 16> ip{};
       std::copy_n(reinterpret_cast<const uint8_t*>(&in6->sin6_addr), 16, ip.begin());
       const auto address = stun::TransportAddress::ipv6(ip, 0);
       policy.add_own_address(address);
+      if (entry->ifa_netmask) {
+        const auto* mask = reinterpret_cast<const sockaddr_in6*>(entry->ifa_netmask);
+        policy.add_own_network(turn::network_of(
+            std::span(ip), std::span(reinterpret_cast<const uint8_t*>(&mask->sin6_addr), 16)));
+      }
       if (ipv6.empty() && !turn::PeerPolicy::is_special(address)) {
         char text[INET6_ADDRSTRLEN] = {};
         inet_ntop(AF_INET6, ip.data(), text, sizeof text);

@@ -62,6 +62,17 @@ std::string Cidr::to_string() const {
   return std::string(text) + "/" + std::to_string(prefix_length);
 }
 
+Cidr network_of(std::span<const uint8_t> ip, std::span<const uint8_t> mask) {
+  Cidr network;
+  network.family = ip.size() == 4 ? Family::kIPv4 : Family::kIPv6;
+  for (size_t i = 0; i < ip.size() && i < network.ip.size() && i < mask.size(); ++i) {
+    network.ip[i] = ip[i] & mask[i];
+    for (int bit = 7; bit >= 0 && (mask[i] >> bit) & 1; --bit) ++network.prefix_length;
+    if (mask[i] != 0xFF) break;
+  }
+  return network;
+}
+
 std::optional<Cidr> parse_cidr(std::string_view text) {
   const size_t slash = text.find('/');
   const std::string ip_text(text.substr(0, slash));
@@ -103,6 +114,8 @@ bool PeerPolicy::is_allowed(const stun::TransportAddress& peer) const {
   for (const Cidr& range : allowed_)
     if (range.contains(peer)) return true;
   if (is_special(peer)) return false;
+  for (const Cidr& network : own_networks_)
+    if (network.contains(peer)) return false;
   stun::TransportAddress ip_only = peer;
   ip_only.port = 0;
   return std::find(own_.begin(), own_.end(), ip_only) == own_.end();

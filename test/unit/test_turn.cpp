@@ -530,6 +530,29 @@ TEST_CASE("peer policy ranges") {
   CHECK(parse_cidr("10.0.0.0/8")->to_string() == "10.0.0.0/8");
 }
 
+TEST_CASE("peer policy: the relay's directly connected networks are refused by default") {
+  // A VPS's neighbours on its provider's LAN are not for strangers to reach through
+  // the relay (issue 13, finding 8); --allow-peer still opens them.
+  const uint8_t ip[4] = {192, 0, 2, 77};
+  const uint8_t mask[4] = {255, 255, 255, 0};
+  const Cidr lan = network_of(ip, mask);
+  CHECK(lan.to_string() == "192.0.2.0/24");
+  const uint8_t ip6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9};
+  uint8_t mask6[16] = {};
+  for (int i = 0; i < 8; ++i) mask6[i] = 0xFF;
+  CHECK(network_of(ip6, mask6).to_string() == "2001:db8:1::/64");
+  const uint8_t odd_mask[4] = {255, 255, 240, 0};
+  CHECK(network_of(ip, odd_mask).to_string() == "192.0.0.0/20");
+
+  PeerPolicy policy;
+  policy.add_own_network(lan);
+  CHECK_FALSE(policy.is_allowed(v4(192, 0, 2, 1, 5000)));
+  CHECK(policy.is_allowed(v4(198, 51, 100, 1, 5000)));
+  policy.allow(*parse_cidr("192.0.2.1/32"));
+  CHECK(policy.is_allowed(v4(192, 0, 2, 1, 5000)));
+  CHECK_FALSE(policy.is_allowed(v4(192, 0, 2, 2, 5000)));
+}
+
 TEST_CASE("bandwidth cap: a token bucket drops the excess") {
   Fixture f([](TurnConfig& c) {
     c.bandwidth_cap = 1000;
