@@ -6,7 +6,7 @@
 
 #include <stdexcept>
 
-#include "framed_connection.h"  // socket_address_to_string
+#include "net/socket_address.h"
 
 namespace natfwd {
 namespace {
@@ -172,7 +172,7 @@ class TlsStream : public ByteStream {
 
 std::string ByteStream::remote_address() const {
   GSocketAddress* remote = g_socket_get_remote_address(socket(), nullptr);
-  std::string text = socket_address_to_string(remote);
+  std::string text = net::to_string(remote);
   if (remote) g_object_unref(remote);
   return text;
 }

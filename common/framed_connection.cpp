@@ -1,19 +1,9 @@
 #include "framed_connection.h"
 
 #include "frame.h"
+#include "net/socket_address.h"
 
 namespace natfwd {
-
-std::string socket_address_to_string(GSocketAddress* address) {
-  if (!address || !G_IS_INET_SOCKET_ADDRESS(address)) return "?";
-  auto* inet = G_INET_SOCKET_ADDRESS(address);
-  gchar* host = g_inet_address_to_string(g_inet_socket_address_get_address(inet));
-  std::string text = host;
-  g_free(host);
-  const auto port = std::to_string(g_inet_socket_address_get_port(inet));
-  if (text.find(':') != std::string::npos) return "[" + text + "]:" + port;
-  return text + ":" + port;
-}
 
 FramedConnection::FramedConnection(GSocket* socket, EnvelopeHandler on_envelope,
                                    ClosedHandler on_closed, size_t max_outbound_bytes)
@@ -60,7 +50,7 @@ FramedConnection::~FramedConnection() {
 std::string FramedConnection::local_address() const {
   if (!stream_) return "?";
   GSocketAddress* local = g_socket_get_local_address(stream_->socket(), nullptr);
-  std::string text = socket_address_to_string(local);
+  std::string text = net::to_string(local);
   if (local) g_object_unref(local);
   return text;
 }

@@ -78,7 +78,4 @@ class FramedConnection {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-// "host:port" of a GSocketAddress (brackets for IPv6); "?" if not an inet address.
-std::string socket_address_to_string(GSocketAddress* address);
-
 }  // namespace natfwd

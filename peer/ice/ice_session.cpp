@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "log.h"
+#include "net/socket_address.h"
 #include "socket_buffers.h"
 
 namespace natfwd {
@@ -87,13 +88,11 @@ const char* candidate_type_name(NiceCandidateType type) {
   return "unknown";
 }
 
-std::string candidate_address(const NiceCandidate* candidate) {
-  gchar text[NICE_ADDRESS_STRING_LEN];
-  nice_address_to_string(&candidate->addr, text);
-  std::string host = text;
-  std::string port = std::to_string(nice_address_get_port(&candidate->addr));
-  if (host.find(':') != std::string::npos) return "[" + host + "]:" + port;
-  return host + ":" + port;
+// "ip:port" ("[ip]:port" for IPv6) through the shared conversions.
+std::string address_text(const NiceAddress& address) {
+  sockaddr_storage storage{};
+  nice_address_copy_to_sockaddr(&address, reinterpret_cast<sockaddr*>(&storage));
+  return net::to_transport_address(storage).to_string();
 }
 
 }  // namespace
@@ -401,7 +400,7 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   path.transport = local->transport == NICE_CANDIDATE_TRANSPORT_UDP ? "udp" : "tcp";
   path.local_type = candidate_type_name(local->type);
   path.remote_type = candidate_type_name(remote->type);
-  path.local_address = candidate_address(local);
+  path.local_address = address_text(local->addr);
   NiceCandidate* live_local = nullptr;
   NiceCandidate* live_remote = nullptr;
   // The signal hands us copies, and libnice 0.1.21's copies drop the TURN server
@@ -416,7 +415,7 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
     nice_address_to_string(&server, text);
     path.local_relay_server = std::string(text) + ":" + std::to_string(nice_address_get_port(&server));
   }
-  path.remote_address = candidate_address(remote);
+  path.remote_address = address_text(remote->addr);
   const bool first = !selected_;
   selected_ = true;
   tune_socket_buffers(local);

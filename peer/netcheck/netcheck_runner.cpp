@@ -8,25 +8,20 @@
 
 #include <gio/gio.h>
 
+#include "glib_ptr.h"
 #include "log.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 #include "transport/connector.h"
 
 namespace natfwd::netcheck {
 namespace {
 
-using relay::make_socket_address;
-using relay::to_transport_address;
+using net::make_socket_address;
+using net::to_transport_address;
 
 constexpr uint16_t kNatPmpPort = 5351;  // RFC 6886 / RFC 6887 (PCP shares it)
 constexpr const char* kSsdpGroup = "239.255.255.250";
 constexpr uint16_t kSsdpPort = 1900;
-
-struct Unref {
-  void operator()(gpointer p) const { if (p) g_object_unref(p); }
-};
-template <typename T>
-using Ref = std::unique_ptr<T, Unref>;
 
 // The default IPv4 gateway from the kernel's routing table, "" if none.
 std::string default_gateway() {
@@ -47,12 +42,12 @@ std::string default_gateway() {
   return "";
 }
 
-Ref<GSocket> udp_socket(GSocketFamily family, const std::string& bind_ip) {
-  Ref<GSocket> socket(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP,
+GObjectPtr<GSocket> udp_socket(GSocketFamily family, const std::string& bind_ip) {
+  GObjectPtr<GSocket> socket(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP,
                                    nullptr));
   if (!socket) return socket;
   g_socket_set_blocking(socket.get(), FALSE);
-  Ref<GSocketAddress> local(make_socket_address(bind_ip, 0));
+  GObjectPtr<GSocketAddress> local(make_socket_address(bind_ip, 0));
   if (!local || !g_socket_bind(socket.get(), local.get(), FALSE, nullptr)) return nullptr;
   return socket;
 }
@@ -150,23 +145,23 @@ class NetcheckRun::Impl {
   // -- RFC 5780 -------------------------------------------------------------------
 
   void start_probe() {
-    Ref<GSocketAddress> server(make_socket_address(report_.relay_ip, options_.stun_port));
+    GObjectPtr<GSocketAddress> server(make_socket_address(report_.relay_ip, options_.stun_port));
     if (!server) return;
     const GSocketFamily family = g_socket_address_get_family(server.get());
     // The local address the kernel would use towards the relay: connect() a UDP
     // socket (no packet is sent) and read it back.
-    Ref<GSocket> route(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
+    GObjectPtr<GSocket> route(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
     if (!route || !g_socket_connect(route.get(), server.get(), nullptr, nullptr)) {
       log::debug("netcheck: no route to %s", report_.relay_ip.c_str());
       return;
     }
-    Ref<GSocketAddress> route_local(g_socket_get_local_address(route.get(), nullptr));
-    HostPort local_ip = relay::to_host_port(route_local.get());
+    GObjectPtr<GSocketAddress> route_local(g_socket_get_local_address(route.get(), nullptr));
+    HostPort local_ip = net::to_host_port(route_local.get());
     std::array<stun::TransportAddress, 2> locals;
     for (int i = 0; i < 2; ++i) {
       sockets_[i] = udp_socket(family, local_ip.host);
       if (!sockets_[i]) return;
-      Ref<GSocketAddress> bound(g_socket_get_local_address(sockets_[i].get(), nullptr));
+      GObjectPtr<GSocketAddress> bound(g_socket_get_local_address(sockets_[i].get(), nullptr));
       locals[i] = to_transport_address(bound.get());
     }
     report_.local_address = locals[0].to_string();
@@ -201,7 +196,7 @@ class NetcheckRun::Impl {
   void pump_probe() {
     if (probe_done_) return;
     for (auto& send : probe_->take_sends()) {
-      Ref<GSocketAddress> to(make_socket_address(send.to));
+      GObjectPtr<GSocketAddress> to(make_socket_address(send.to));
       // Send errors (no route, ICMP from an earlier one) read as silence, as they are.
       g_socket_send_to(sockets_[send.socket].get(), to.get(),
                        reinterpret_cast<const gchar*>(send.bytes.data()), send.bytes.size(),
@@ -263,7 +258,7 @@ class NetcheckRun::Impl {
   void start_port_mapping_checks() {
     // A relay on loopback is a test on this machine: its gateway is none of the
     // test's business (as the peer offers only loopback ICE candidates then).
-    Ref<GInetAddress> relay_ip(g_inet_address_new_from_string(report_.relay_ip.c_str()));
+    GObjectPtr<GInetAddress> relay_ip(g_inet_address_new_from_string(report_.relay_ip.c_str()));
     if (relay_ip && g_inet_address_get_is_loopback(relay_ip.get())) {
       report_.gateway_skipped = "the relay is on loopback";
       return;
@@ -274,7 +269,7 @@ class NetcheckRun::Impl {
     // A PCP server (RFC 6887) answers it too, with a version-mismatch error: either
     // way something there maps ports.
     natpmp_ = udp_socket(G_SOCKET_FAMILY_IPV4, "0.0.0.0");
-    Ref<GSocketAddress> gateway(make_socket_address(report_.gateway, kNatPmpPort));
+    GObjectPtr<GSocketAddress> gateway(make_socket_address(report_.gateway, kNatPmpPort));
     if (natpmp_ && gateway) {
       const gchar request[2] = {0, 0};
       if (g_socket_send_to(natpmp_.get(), gateway.get(), request, 2, nullptr, nullptr) == 2) {
@@ -293,7 +288,7 @@ class NetcheckRun::Impl {
     }
     // SSDP search for an Internet gateway device (UPnP Device Architecture 1.1, 1.3.2).
     ssdp_ = udp_socket(G_SOCKET_FAMILY_IPV4, "0.0.0.0");
-    Ref<GSocketAddress> group(make_socket_address(kSsdpGroup, kSsdpPort));
+    GObjectPtr<GSocketAddress> group(make_socket_address(kSsdpGroup, kSsdpPort));
     const std::string search =
         "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n"
         "MX: 1\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n";
@@ -323,14 +318,14 @@ class NetcheckRun::Impl {
   guint finish_idle_ = 0;
   bool finished_ = false;
   std::vector<GSource*> sources_;
-  std::array<Ref<GSocket>, 2> sockets_;
+  std::array<GObjectPtr<GSocket>, 2> sockets_;
   std::optional<NatBehaviourProbe> probe_;
   bool probe_done_ = false;
   guint probe_timer_ = 0;
   std::unique_ptr<ConnectAttempt> tcp_;
   std::unique_ptr<ConnectAttempt> proxied_;
-  Ref<GSocket> natpmp_;
-  Ref<GSocket> ssdp_;
+  GObjectPtr<GSocket> natpmp_;
+  GObjectPtr<GSocket> ssdp_;
 };
 
 namespace {

@@ -5,7 +5,7 @@
 
 #include "log.h"
 #include "metrics/relay_stats.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 
 namespace natfwd::relay {
 
@@ -24,7 +24,7 @@ struct MetricsService::Client {
 
 MetricsService::MetricsService(const HostPort& listen, std::function<std::string()> render)
     : service_(g_socket_service_new()), render_(std::move(render)) {
-  GObjectPtr<GSocketAddress> address(make_socket_address(listen.host, listen.port));
+  GObjectPtr<GSocketAddress> address(net::make_socket_address(listen.host, listen.port));
   if (!address) throw std::runtime_error("--metrics: '" + listen.host + "' is not an IP address");
   GSocketAddress* effective = nullptr;
   GError* raw_error = nullptr;
@@ -36,7 +36,7 @@ MetricsService::MetricsService(const HostPort& listen, std::function<std::string
                              error->message);
   }
   GObjectPtr<GSocketAddress> bound(effective);
-  local_address_ = to_host_port(bound.get());
+  local_address_ = net::to_host_port(bound.get());
   g_signal_connect(service_.get(), "incoming", G_CALLBACK(on_incoming), this);
   g_socket_service_start(service_.get());
 }

@@ -6,7 +6,7 @@
 #include <exception>
 
 #include "log.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 #include "server/tls_service.h"
 #include "server/turn_service.h"
 #include "tcp_dispatch.h"
@@ -106,7 +106,7 @@ std::optional<ConnectionId> RendezvousService::admit(const HostPort& remote) {
 void RendezvousService::adopt_stream(std::unique_ptr<ByteStream> stream,
                                      std::span<const std::byte> already_read) {
   GObjectPtr<GSocketAddress> remote_address(g_socket_get_remote_address(stream->socket(), nullptr));
-  const auto id = admit(to_host_port(remote_address.get()));
+  const auto id = admit(net::to_host_port(remote_address.get()));
   if (!id) {
     stream->shutdown_write();
     return;
@@ -128,7 +128,7 @@ void RendezvousService::adopt_stream(std::unique_ptr<ByteStream> stream,
 void RendezvousService::accept_one(GSocket* socket) {
   GSocketAddress* raw_remote = g_socket_get_remote_address(socket, nullptr);
   GObjectPtr<GSocketAddress> remote_owned(raw_remote);
-  const HostPort remote = to_host_port(raw_remote);
+  const HostPort remote = net::to_host_port(raw_remote);
   const auto admitted = admit(remote);
   if (!admitted) {
     g_socket_close(socket, nullptr);
@@ -190,7 +190,7 @@ bool RendezvousService::on_sniff(Client& client) {
     if (protocol == TcpProtocol::kStun) {
       GObjectPtr<GSocketAddress> remote(g_socket_get_remote_address(socket.get(), nullptr));
       turn_->adopt_stream(make_plain_stream(socket.get()), turn::Transport::kTcp,
-                          to_transport_address(remote.get()), {});
+                          net::to_transport_address(remote.get()), {});
     } else {
       tls_->adopt(socket.get());
     }

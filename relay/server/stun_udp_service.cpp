@@ -7,7 +7,7 @@
 #include <exception>
 
 #include "log.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 #include "server/turn_service.h"
 #include "turn/framing.h"
 
@@ -79,7 +79,7 @@ void StunUdpService::on_readable(Listener& listener) {
 void StunUdpService::handle_datagram(std::span<const std::byte> datagram,
                                      const sockaddr_storage& from, socklen_t from_length,
                                      stun::ServerEndpoint on) {
-  const auto sender = to_transport_address(from);
+  const auto sender = net::to_transport_address(from);
   // RFC 7983 demultiplexing: 01 is ChannelData; STUN methods other than Binding
   // (Allocate, Send, ...) belong to TURN. Without TURN (--no-turn) they get no service.
   const bool channel_data = turn::looks_like_channel_data(datagram);

@@ -23,7 +23,7 @@
 #include "identity.h"
 #include "log.h"
 #include "server/rendezvous_service.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 #include "server/turn_service.h"
 #include "tcp_dispatch.h"
 
@@ -250,7 +250,7 @@ bool TlsService::advance(Pending& pending) {
     rendezvous_->adopt_stream(std::move(stream), first);
   } else if (protocol == TcpProtocol::kStun && turn_) {
     GObjectPtr<GSocketAddress> address(g_socket_get_remote_address(stream->socket(), nullptr));
-    const auto from = to_transport_address(address.get());
+    const auto from = net::to_transport_address(address.get());
     turn_->adopt_stream(std::move(stream), turn::Transport::kTls, from, first);
   } else {
     log::warn_limited("tls-protocol", "tls: closing %s: first byte 0x%02x (%s) is not served",

@@ -9,7 +9,7 @@
 
 #include "log.h"
 #include "socket_buffers.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 #include "turn/framing.h"
 
 namespace natfwd::relay {
@@ -71,10 +71,10 @@ std::string TurnService::relay_ip_for(const turn::ClientKey& client,
   // sends nothing, it only routes.
   GObjectPtr<GSocket> probe(g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_DATAGRAM,
                                          G_SOCKET_PROTOCOL_UDP, nullptr));
-  GObjectPtr<GSocketAddress> target(make_socket_address(ip_of(client.address), 9));
+  GObjectPtr<GSocketAddress> target(net::make_socket_address(ip_of(client.address), 9));
   if (probe && target && g_socket_connect(probe.get(), target.get(), nullptr, nullptr)) {
     GObjectPtr<GSocketAddress> local(g_socket_get_local_address(probe.get(), nullptr));
-    if (local) return to_host_port(local.get()).host;
+    if (local) return net::to_host_port(local.get()).host;
   }
   return "0.0.0.0";
 }
@@ -87,7 +87,7 @@ GObjectPtr<GSocket> TurnService::bind_relay_socket(TransportAddress::Family fami
     GObjectPtr<GSocket> socket(
         g_socket_new(socket_family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
     if (!socket) return nullptr;
-    GObjectPtr<GSocketAddress> address(make_socket_address(ip, port));
+    GObjectPtr<GSocketAddress> address(net::make_socket_address(ip, port));
     if (!address || !g_socket_bind(socket.get(), address.get(), FALSE, nullptr)) return nullptr;
     return socket;
   };
@@ -132,7 +132,7 @@ std::optional<TransportAddress> TurnService::open_relay(turn::AllocationId id,
   raise_socket_buffers(g_socket_get_fd(socket.get()), kRelaySocketBufferBytes);
   GObjectPtr<GSocketAddress> local(g_socket_get_local_address(socket.get(), nullptr));
   if (!local) return std::nullopt;
-  const TransportAddress relayed = to_transport_address(local.get());
+  const TransportAddress relayed = net::to_transport_address(local.get());
 
   auto relay = std::make_unique<RelaySocket>();
   relay->service = this;
@@ -182,7 +182,7 @@ void TurnService::on_relay_readable(RelaySocket& relay) {
                    std::strerror(errno));
       return;
     }
-    core_.on_peer_data(id, to_transport_address(from),
+    core_.on_peer_data(id, net::to_transport_address(from),
                        std::span(buffer_).first(static_cast<size_t>(n)), now());
     // The core may have closed this relay (it does not today, but stay safe).
     if (!relays_.contains(id)) return;
@@ -200,7 +200,7 @@ void TurnService::send_datagram(GSocket* socket, const TransportAddress& to,
                                 std::span<const std::byte> bytes, const char* what) {
   sockaddr_storage address{};
   const socklen_t length =
-      to_sockaddr(to, g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV6 ? AF_INET6 : AF_INET,
+      net::to_sockaddr(to, g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV6 ? AF_INET6 : AF_INET,
                   address);
   if (length == 0) return;
   if (sendto(g_socket_get_fd(socket), bytes.data(), bytes.size(), MSG_DONTWAIT,
