@@ -23,6 +23,7 @@
 
 #include "address.h"
 #include "rendezvous.pb.h"
+#include "token_bucket.h"
 #include "metrics/relay_stats.h"
 #include "rendezvous/name_binding.h"
 
@@ -177,11 +178,7 @@ class RendezvousCore {
   std::string describe(ConnectionId id) const;  // "'home' (192.0.2.1:4000)" for logs
 
   // A token bucket per source IP: `per_minute` tokens, refilled evenly.
-  struct Bucket {
-    double tokens;
-    TimePoint last;
-  };
-  using Buckets = std::unordered_map<std::string, Bucket>;
+  using Buckets = std::unordered_map<std::string, TokenBucket>;
   // Takes a token from `ip`'s bucket; false when it is empty.
   static bool take_token(Buckets& buckets, const std::string& ip, size_t per_minute,
                          TimePoint now);

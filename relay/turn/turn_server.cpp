@@ -358,7 +358,8 @@ void TurnServer::handleAllocate(const ClientKey& client, const Message& request,
   allocation.key = auth.key;
   allocation.allocate_transaction = request.transaction_id;
   allocation.expires = now + *lifetime;
-  allocation.bucket = TokenBucket{static_cast<double>(config_.bandwidth_cap), now};
+  allocation.bucket =
+      TokenBucket(static_cast<double>(config_.bandwidth_cap), std::chrono::seconds(1), now);
   allocation.scheduled = allocation.expires;
   deadlines_.insert({allocation.scheduled, id});
   by_client_[client] = id;
@@ -561,14 +562,7 @@ size_t TurnServer::channel_count() const {
 
 bool TurnServer::take_tokens(Allocation& allocation, size_t bytes, TimePoint now) {
   if (config_.bandwidth_cap == 0) return true;
-  TokenBucket& bucket = allocation.bucket;
-  const double cap = static_cast<double>(config_.bandwidth_cap);
-  const double elapsed = std::chrono::duration<double>(now - bucket.last).count();
-  bucket.tokens = std::min(cap, bucket.tokens + std::max(elapsed, 0.0) * cap);
-  bucket.last = now;
-  if (bucket.tokens < static_cast<double>(bytes)) return false;
-  bucket.tokens -= static_cast<double>(bytes);
-  return true;
+  return allocation.bucket.take(static_cast<double>(bytes), now);
 }
 
 bool TurnServer::has_permission(const Allocation& allocation, const TransportAddress& peer,

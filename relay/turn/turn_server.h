@@ -27,6 +27,7 @@
 
 #include "metrics/relay_stats.h"
 #include "stun/stun_message.h"
+#include "token_bucket.h"
 #include "turn/credentials.h"
 #include "turn/peer_policy.h"
 #include "turn/turn_constants.h"
@@ -134,10 +135,6 @@ class TurnServer {
   struct Channel {
     TransportAddress peer;
     TimePoint expires;  // the binding; it still blocks rebinding kChannelRebindGuard longer
-  };
-  struct TokenBucket {
-    double tokens = 0;
-    TimePoint last{};
   };
   struct Allocation {
     AllocationId id = 0;
