@@ -1,8 +1,8 @@
 // A TCP connection that carries frames (proto/frame.h) of Envelopes, driven by the
 // GLib main loop. Shared by the relay (one per peer) and the peer (one per relay).
 //
-// Error policy: anything the remote sends that is not a valid frame or Envelope
-// closes this connection (on_closed with a reason) and never throws.
+// Errors (HACKING.md, "Error policy"): anything the remote sends that is not a valid
+// frame or Envelope closes this connection (on_closed with a reason).
 #pragma once
 
 #include <deque>

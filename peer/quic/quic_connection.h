@@ -10,9 +10,9 @@
 // One bidirectional stream per forwarded TCP connection: FIN is half close, RESET_STREAM
 // (+ STOP_SENDING) is reset.
 //
-// Error policy: constructor failures (GnuTLS/ngtcp2 setup) throw std::runtime_error;
-// everything that comes from the network (garbage, handshake failure, remote close,
-// timeouts) ends in Observer::on_connection_closed, never in an exception.
+// Errors (HACKING.md, "Error policy"): GnuTLS/ngtcp2 setup failures in the constructor
+// throw std::runtime_error; everything that comes from the network (garbage, handshake
+// failure, remote close, timeouts) ends in Observer::on_connection_closed.
 //
 // Re-entrancy: Observer callbacks run inside receive()/handle_expiry()/write(). From a
 // callback the observer may call the stream methods and close() (deferred until ngtcp2

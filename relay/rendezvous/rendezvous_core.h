@@ -3,8 +3,8 @@
 // events with the current time and carries out the actions it queues, and arms one
 // timer at next_deadline().
 //
-// Error policy: nothing here throws on peer input. A peer that breaks the protocol
-// gets an Error and its connection closed; misrouted session messages are dropped.
+// Errors (HACKING.md, "Error policy"): a peer that breaks the protocol gets an Error and
+// its connection closed; misrouted session messages are dropped.
 #pragma once
 
 #include <chrono>
