@@ -92,6 +92,17 @@ class SourceId {
   guint id_ = 0;
 };
 
+// Deletes `object` from an idle callback: for an object whose own callback is running
+// (a connection that reported its end), which must not be destroyed under its feet.
+template <typename T>
+void delete_later(std::unique_ptr<T> object) {
+  if (!object) return;
+  g_idle_add_full(G_PRIORITY_DEFAULT, [](gpointer doomed) -> gboolean {
+    delete static_cast<T*>(doomed);
+    return G_SOURCE_REMOVE;
+  }, object.release(), nullptr);
+}
+
 // Runs a C callback's body; an exception is logged as an error under `where` and
 // dropped, and the callback returns `on_exception` (never unwinds through GLib).
 template <typename Result, typename Body>
