@@ -54,6 +54,11 @@ struct GMainLoopUnref {
 };
 using GMainLoopPtr = std::unique_ptr<GMainLoop, GMainLoopUnref>;
 
+struct GMainContextUnref {
+  void operator()(GMainContext* context) const { g_main_context_unref(context); }
+};
+using GMainContextPtr = std::unique_ptr<GMainContext, GMainContextUnref>;
+
 // Cancels outstanding operations before dropping the reference: their callbacks then
 // run with G_IO_ERROR_CANCELLED instead of reaching an owner that is gone.
 struct GCancellableCancel {

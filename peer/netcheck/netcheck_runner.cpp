@@ -62,56 +62,45 @@ class NetcheckRun::Impl {
  public:
   Impl(NetcheckOptions options, NetcheckRun::Done done)
       : options_(std::move(options)), done_(std::move(done)) {}
-  ~Impl() {
-    g_cancellable_cancel(resolving_);
-    g_object_unref(resolving_);
-    for (GSource* source : sources_) {
-      g_source_destroy(source);
-      g_source_unref(source);
-    }
-    if (probe_timer_) g_source_remove(probe_timer_);
-    if (overall_) g_source_remove(overall_);
-    if (finish_idle_) g_source_remove(finish_idle_);
-  }
 
   void start() {
     start_tcp();
     // The UDP checks need the relay's IP: asked for without blocking the main loop (a
     // serving peer behind a proxy may have no working DNS at all).
     ++pending_;
-    GResolver* resolver = g_resolver_get_default();
-    g_resolver_lookup_by_name_async(resolver, options_.relay.host.c_str(), resolving_,
-                                    on_resolved, this);
-    g_object_unref(resolver);
-    overall_ = g_timeout_add_seconds(options_.timeout_seconds, [](gpointer self) {
+    GObjectPtr<GResolver> resolver(g_resolver_get_default());
+    g_resolver_lookup_by_name_async(resolver.get(), options_.relay.host.c_str(),
+                                    resolving_.get(), on_resolved, this);
+    overall_.reset(g_timeout_add_seconds(options_.timeout_seconds, [](gpointer self) {
       auto* run = static_cast<Impl*>(self);
-      run->overall_ = 0;
-      run->finish();
+      run->overall_.release();
+      guard_callback("netcheck: deadline", [run] { run->finish(); });
       return G_SOURCE_REMOVE;
-    }, this);
+    }, this));
     if (pending_ == 0) schedule_finish();
   }
 
  private:
   static void on_resolved(GObject* resolver, GAsyncResult* result, gpointer self) {
-    GError* error = nullptr;
-    GList* addresses = g_resolver_lookup_by_name_finish(G_RESOLVER(resolver), result, &error);
+    GError* raw_error = nullptr;
+    GList* addresses = g_resolver_lookup_by_name_finish(G_RESOLVER(resolver), result, &raw_error);
+    GErrorPtr error(raw_error);
     if (error) {
-      const bool cancelled = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
       log::debug("netcheck: resolving the relay: %s", error->message);
-      g_error_free(error);
-      if (cancelled) return;  // the run is gone
+      if (g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_CANCELLED)) return;  // run gone
     }
     auto* run = static_cast<Impl*>(self);
     run->report_.relay_ip = pick_address(addresses);
     g_resolver_free_addresses(addresses);
-    if (!run->report_.relay_ip.empty()) {
-      run->start_probe();
-      run->start_port_mapping_checks();
-    } else {
-      run->report_.gateway_skipped = "the relay's name does not resolve";
-    }
-    run->finished_one();
+    guard_callback("netcheck: resolved", [run] {
+      if (!run->report_.relay_ip.empty()) {
+        run->start_probe();
+        run->start_port_mapping_checks();
+      } else {
+        run->report_.gateway_skipped = "the relay's name does not resolve";
+      }
+      run->finished_one();
+    });
   }
 
   void finished_one() {
@@ -121,12 +110,12 @@ class NetcheckRun::Impl {
   // one of our own handlers.
   void schedule_finish() {
     if (finish_idle_ || finished_) return;
-    finish_idle_ = g_idle_add([](gpointer self) {
+    finish_idle_.reset(g_idle_add([](gpointer self) {
       auto* run = static_cast<Impl*>(self);
-      run->finish_idle_ = 0;
-      run->finish();
+      run->finish_idle_.release();
+      guard_callback("netcheck: finish", [run] { run->finish(); });
       return G_SOURCE_REMOVE;
-    }, this);
+    }, this));
   }
   void finish() {
     if (finished_) return;
@@ -136,10 +125,10 @@ class NetcheckRun::Impl {
   }
 
   void watch(GSocket* socket, GSourceFunc callback) {
-    GSource* source = g_socket_create_source(socket, G_IO_IN, nullptr);
-    g_source_set_callback(source, callback, this, nullptr);
-    g_source_attach(source, nullptr);
-    sources_.push_back(source);
+    GSourcePtr source(g_socket_create_source(socket, G_IO_IN, nullptr));
+    g_source_set_callback(source.get(), callback, this, nullptr);
+    g_source_attach(source.get(), nullptr);
+    sources_.push_back(std::move(source));
   }
 
   // -- RFC 5780 -------------------------------------------------------------------
@@ -169,11 +158,13 @@ class NetcheckRun::Impl {
                    (static_cast<uint64_t>(g_random_int()) << 32));
     ++pending_;
     watch(sockets_[0].get(), G_SOURCE_FUNC(+[](GSocket*, GIOCondition, gpointer self) {
-      static_cast<Impl*>(self)->on_probe_readable(0);
+      auto* run = static_cast<Impl*>(self);
+      guard_callback("netcheck: probe", [run] { run->on_probe_readable(0); });
       return G_SOURCE_CONTINUE;
     }));
     watch(sockets_[1].get(), G_SOURCE_FUNC(+[](GSocket*, GIOCondition, gpointer self) {
-      static_cast<Impl*>(self)->on_probe_readable(1);
+      auto* run = static_cast<Impl*>(self);
+      guard_callback("netcheck: probe", [run] { run->on_probe_readable(1); });
       return G_SOURCE_CONTINUE;
     }));
     probe_->start(std::chrono::steady_clock::now());
@@ -202,10 +193,7 @@ class NetcheckRun::Impl {
                        reinterpret_cast<const gchar*>(send.bytes.data()), send.bytes.size(),
                        nullptr, nullptr);
     }
-    if (probe_timer_) {
-      g_source_remove(probe_timer_);
-      probe_timer_ = 0;
-    }
+    probe_timer_.reset();
     if (probe_->done()) {
       probe_done_ = true;
       finished_one();
@@ -214,14 +202,16 @@ class NetcheckRun::Impl {
     if (auto deadline = probe_->next_deadline()) {
       const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
           *deadline - std::chrono::steady_clock::now());
-      probe_timer_ = g_timeout_add(static_cast<guint>(std::max<long>(0, wait.count()) + 1),
-                                   [](gpointer self) {
-        auto* run = static_cast<Impl*>(self);
-        run->probe_timer_ = 0;
-        run->probe_->on_timer(std::chrono::steady_clock::now());
-        run->pump_probe();
-        return G_SOURCE_REMOVE;
-      }, this);
+      probe_timer_.reset(g_timeout_add(
+          static_cast<guint>(std::max<long>(0, wait.count()) + 1), [](gpointer self) {
+            auto* run = static_cast<Impl*>(self);
+            run->probe_timer_.release();
+            guard_callback("netcheck: probe timer", [run] {
+              run->probe_->on_timer(std::chrono::steady_clock::now());
+              run->pump_probe();
+            });
+            return G_SOURCE_REMOVE;
+          }, this));
     }
   }
 
@@ -280,7 +270,7 @@ class NetcheckRun::Impl {
           const gssize n = g_socket_receive(s, reply, sizeof reply, nullptr, nullptr);
           if (n >= 2 && !run->report_.natpmp) {
             run->report_.natpmp = true;
-            run->finished_one();
+            guard_callback("netcheck: NAT-PMP", [run] { run->finished_one(); });
           }
           return G_SOURCE_CONTINUE;
         }));
@@ -302,7 +292,7 @@ class NetcheckRun::Impl {
         const gssize n = g_socket_receive(s, reply, sizeof reply, nullptr, nullptr);
         if (n > 12 && std::string_view(reply, 12) == "HTTP/1.1 200" && !run->report_.upnp) {
           run->report_.upnp = true;
-          run->finished_one();
+          guard_callback("netcheck: UPnP", [run] { run->finished_one(); });
         }
         return G_SOURCE_CONTINUE;
       }));
@@ -311,17 +301,17 @@ class NetcheckRun::Impl {
 
   NetcheckOptions options_;
   NetcheckRun::Done done_;
-  GCancellable* resolving_ = g_cancellable_new();
+  GCancellablePtr resolving_{g_cancellable_new()};  // cancelled when the run goes
   NetcheckReport report_;
   int pending_ = 0;
-  guint overall_ = 0;
-  guint finish_idle_ = 0;
+  SourceId overall_;
+  SourceId finish_idle_;
   bool finished_ = false;
-  std::vector<GSource*> sources_;
+  std::vector<GSourcePtr> sources_;
   std::array<GObjectPtr<GSocket>, 2> sockets_;
   std::optional<NatBehaviourProbe> probe_;
   bool probe_done_ = false;
-  guint probe_timer_ = 0;
+  SourceId probe_timer_;
   std::unique_ptr<ConnectAttempt> tcp_;
   std::unique_ptr<ConnectAttempt> proxied_;
   GObjectPtr<GSocket> natpmp_;
