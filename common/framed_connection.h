@@ -14,6 +14,7 @@
 #include <gio/gio.h>
 
 #include "byte_stream.h"
+#include "glib_ptr.h"
 #include "rendezvous.pb.h"
 
 namespace natfwd {
@@ -58,14 +59,13 @@ class FramedConnection {
   void fail(const std::string& reason);
   void flush();
   bool deliver_frames();
-  void watch(GSource*& source, GIOCondition condition, GSourceFunc callback);
-  void unwatch(GSource*& source);
+  void watch(GSourcePtr& source, GIOCondition condition, GSourceFunc callback);
   void release_stream();
 
   std::unique_ptr<ByteStream> stream_;
-  GSource* read_source_ = nullptr;
+  GSourcePtr read_source_;
   GIOCondition read_condition_ = G_IO_IN;
-  GSource* write_source_ = nullptr;
+  GSourcePtr write_source_;
   GIOCondition write_condition_ = G_IO_OUT;
   EnvelopeHandler on_envelope_;
   ClosedHandler on_closed_;
