@@ -50,11 +50,8 @@ void RendezvousService::watch_listener() {
 }
 
 gboolean RendezvousService::on_accept_trampoline(GSocket*, GIOCondition, gpointer self) {
-  try {
-    static_cast<RendezvousService*>(self)->on_accept();
-  } catch (const std::exception& e) {
-    log::error("rendezvous: accept: %s", e.what());
-  }
+  auto* service = static_cast<RendezvousService*>(self);
+  guard_callback("rendezvous: accept", [service] { service->on_accept(); });
   return G_SOURCE_CONTINUE;
 }
 
@@ -151,12 +148,9 @@ void RendezvousService::accept_one(GSocket* socket) {
 
 gboolean RendezvousService::on_sniff_trampoline(GSocket*, GIOCondition, gpointer data) {
   auto* client = static_cast<Client*>(data);
-  try {
+  return guard_callback("rendezvous", G_SOURCE_REMOVE, [client]() -> gboolean {
     return client->service->on_sniff(*client) ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
-  } catch (const std::exception& e) {
-    log::error("rendezvous: %s", e.what());
-    return G_SOURCE_REMOVE;
-  }
+  });
 }
 
 // Peeks at the first byte without consuming it, so that whoever handles the protocol

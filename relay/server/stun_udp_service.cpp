@@ -50,11 +50,7 @@ GSocket* StunUdpService::socket_at(stun::ServerEndpoint endpoint) const {
 
 gboolean StunUdpService::on_readable_trampoline(GSocket*, GIOCondition, gpointer data) {
   auto* listener = static_cast<Listener*>(data);
-  try {
-    listener->service->on_readable(*listener);
-  } catch (const std::exception& e) {
-    log::error("stun/udp: %s", e.what());
-  }
+  guard_callback("stun/udp", [listener] { listener->service->on_readable(*listener); });
   return G_SOURCE_CONTINUE;
 }
 

@@ -150,11 +150,8 @@ void TlsService::set_targets(RendezvousService* rendezvous, TurnService* turn) {
 }
 
 gboolean TlsService::on_accept_trampoline(GSocket*, GIOCondition, gpointer self) {
-  try {
-    static_cast<TlsService*>(self)->on_accept();
-  } catch (const std::exception& e) {
-    log::error("tls: accept: %s", e.what());
-  }
+  auto* service = static_cast<TlsService*>(self);
+  guard_callback("tls: accept", [service] { service->on_accept(); });
   return G_SOURCE_CONTINUE;
 }
 
@@ -205,11 +202,7 @@ void TlsService::watch(Pending& pending, GIOCondition condition) {
 
 gboolean TlsService::on_io_trampoline(GSocket*, GIOCondition, gpointer data) {
   auto* pending = static_cast<Pending*>(data);
-  try {
-    pending->service->advance(*pending);  // may free *pending
-  } catch (const std::exception& e) {
-    log::error("tls: %s", e.what());
-  }
+  guard_callback("tls", [pending] { pending->service->advance(*pending); });  // may free it
   return G_SOURCE_CONTINUE;
 }
 

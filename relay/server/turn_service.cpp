@@ -159,11 +159,7 @@ void TurnService::close_relay(turn::AllocationId id) {
 gboolean TurnService::on_relay_readable_trampoline(GSocket*, GIOCondition, gpointer data) {
   auto* relay = static_cast<RelaySocket*>(data);
   TurnService* service = relay->service;
-  try {
-    service->on_relay_readable(*relay);
-  } catch (const std::exception& e) {
-    log::error("turn: relayed socket: %s", e.what());
-  }
+  guard_callback("turn: relayed socket", [=] { service->on_relay_readable(*relay); });
   service->arm_timer();
   return G_SOURCE_CONTINUE;
 }
@@ -422,11 +418,7 @@ gboolean TurnService::on_reap_trampoline(gpointer self) {
 void TurnService::arm_timer() { timer_.arm(core_.next_deadline()); }
 
 void TurnService::on_timer() {
-  try {
-    core_.on_tick(now());
-  } catch (const std::exception& e) {
-    log::error("turn: timer: %s", e.what());
-  }
+  guard_callback("turn: timer", [this] { core_.on_tick(now()); });
   arm_timer();
 }
 
