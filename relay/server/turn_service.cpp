@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "socket_buffers.h"
+#include "net/datagrams.h"
 #include "net/socket_address.h"
 #include "turn/framing.h"
 
@@ -166,23 +167,14 @@ gboolean TurnService::on_relay_readable_trampoline(GSocket*, GIOCondition, gpoin
 
 void TurnService::on_relay_readable(RelaySocket& relay) {
   const turn::AllocationId id = relay.id;
-  const int fd = g_socket_get_fd(relay.socket.get());
-  for (int i = 0; i < kMaxDatagramsPerWakeup; ++i) {
-    sockaddr_storage from{};
-    socklen_t from_length = sizeof from;
-    const ssize_t n = recvfrom(fd, buffer_.data(), buffer_.size(), MSG_DONTWAIT,
-                               reinterpret_cast<sockaddr*>(&from), &from_length);
-    if (n < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-        log::debug("turn: relayed socket %llu: %s", static_cast<unsigned long long>(id),
-                   std::strerror(errno));
-      return;
-    }
-    core_.on_peer_data(id, net::to_transport_address(from),
-                       std::span(buffer_).first(static_cast<size_t>(n)), now());
-    // The core may have closed this relay (it does not today, but stay safe).
-    if (!relays_.contains(id)) return;
-  }
+  net::receive_datagrams(
+      g_socket_get_fd(relay.socket.get()), buffer_, kMaxDatagramsPerWakeup,
+      "turn: relayed socket",
+      [&](std::span<const std::byte> datagram, const sockaddr_storage& from, socklen_t) {
+        core_.on_peer_data(id, net::to_transport_address(from), datagram, now());
+        // The core may have closed this relay (it does not today, but stay safe).
+        return relays_.contains(id);
+      });
 }
 
 void TurnService::send_to_peer(turn::AllocationId id, const TransportAddress& peer,
