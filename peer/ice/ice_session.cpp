@@ -245,7 +245,8 @@ void IceSession::flush_sends() {
     if (sendmsg(fd, &message, MSG_DONTWAIT) < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
         // Full: the rest waits for the socket, and QUIC for on_writable.
-        writable_source_.reset(g_socket_create_source(direct_socket_.get(), G_IO_OUT, nullptr));
+        writable_source_.reset(
+            g_socket_create_source(direct_socket_.get(), G_IO_OUT, nullptr));
         g_source_set_callback(writable_source_.get(), G_SOURCE_FUNC(on_direct_writable), this,
                               nullptr);
         g_source_attach(writable_source_.get(), nullptr);
@@ -290,7 +291,8 @@ void IceSession::use_direct_socket(NiceCandidate* local, NiceCandidate* remote) 
   if (local->type == NICE_CANDIDATE_TYPE_RELAYED ||
       local->transport != NICE_CANDIDATE_TRANSPORT_UDP)
     return;
-  GObjectPtr<GSocket> socket(nice_agent_get_selected_socket(agent_.get(), stream_id_, kComponent));
+  GObjectPtr<GSocket> socket(
+      nice_agent_get_selected_socket(agent_.get(), stream_id_, kComponent));
   if (!socket) return;
   sockaddr_storage remote_address{};
   nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&remote_address));

@@ -139,7 +139,8 @@ class NetcheckRun::Impl {
     const GSocketFamily family = g_socket_address_get_family(server.get());
     // The local address the kernel would use towards the relay: connect() a UDP
     // socket (no packet is sent) and read it back.
-    GObjectPtr<GSocket> route(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
+    GObjectPtr<GSocket> route(
+        g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
     if (!route || !g_socket_connect(route.get(), server.get(), nullptr, nullptr)) {
       log::debug("netcheck: no route to %s", report_.relay_ip.c_str());
       return;
