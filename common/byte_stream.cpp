@@ -6,7 +6,8 @@
 
 #include <stdexcept>
 
-#include "framed_connection.h"  // socket_address_to_string
+#include "glib_ptr.h"
+#include "net/socket_address.h"
 
 namespace natfwd {
 namespace {
@@ -22,26 +23,25 @@ std::string openssl_error_text() {
 
 class PlainStream : public ByteStream {
  public:
-  explicit PlainStream(GSocket* socket) : socket_(G_SOCKET(g_object_ref(socket))) {
-    g_socket_set_blocking(socket_, FALSE);
+  explicit PlainStream(GSocket* socket) : socket_(ref_object(socket)) {
+    g_socket_set_blocking(socket_.get(), FALSE);
   }
-  ~PlainStream() override { g_object_unref(socket_); }
 
   Io read(std::span<std::byte> buffer, size_t& n, std::string& error) override {
     GError* gerror = nullptr;
-    gssize got = g_socket_receive(socket_, reinterpret_cast<gchar*>(buffer.data()),
+    gssize got = g_socket_receive(socket_.get(), reinterpret_cast<gchar*>(buffer.data()),
                                   buffer.size(), nullptr, &gerror);
     return finish(got, gerror, n, error, G_IO_IN);
   }
   Io write(std::span<const std::byte> data, size_t& n, std::string& error) override {
     GError* gerror = nullptr;
-    gssize sent = g_socket_send(socket_, reinterpret_cast<const gchar*>(data.data()),
+    gssize sent = g_socket_send(socket_.get(), reinterpret_cast<const gchar*>(data.data()),
                                 data.size(), nullptr, &gerror);
     return finish(sent, gerror, n, error, G_IO_OUT);
   }
   GIOCondition wait_condition() const override { return wait_; }
-  void shutdown_write() override { g_socket_shutdown(socket_, FALSE, TRUE, nullptr); }
-  GSocket* socket() const override { return socket_; }
+  void shutdown_write() override { g_socket_shutdown(socket_.get(), FALSE, TRUE, nullptr); }
+  GSocket* socket() const override { return socket_.get(); }
 
  private:
   Io finish(gssize result, GError* gerror, size_t& n, std::string& error, GIOCondition wait) {
@@ -56,7 +56,7 @@ class PlainStream : public ByteStream {
     wait_ = wait;
     return would_block ? Io::kWouldBlock : Io::kError;
   }
-  GSocket* socket_;
+  GObjectPtr<GSocket> socket_;
   GIOCondition wait_ = G_IO_IN;
 };
 
@@ -64,10 +64,10 @@ class TlsStream : public ByteStream {
  public:
   TlsStream(GSocket* socket, SSL_CTX* ctx, bool is_server, const std::string& server_name,
             TlsPeerCheck check)
-      : socket_(G_SOCKET(g_object_ref(socket))), check_(std::move(check)) {
-    g_socket_set_blocking(socket_, FALSE);
+      : socket_(ref_object(socket)), check_(std::move(check)) {
+    g_socket_set_blocking(socket_.get(), FALSE);
     ssl_ = SSL_new(ctx);
-    SSL_set_fd(ssl_, g_socket_get_fd(socket_));
+    SSL_set_fd(ssl_, g_socket_get_fd(socket_.get()));
     if (is_server) {
       SSL_set_accept_state(ssl_);
     } else {
@@ -80,7 +80,6 @@ class TlsStream : public ByteStream {
   }
   ~TlsStream() override {
     SSL_free(ssl_);
-    g_object_unref(socket_);
   }
 
   Io read(std::span<std::byte> buffer, size_t& n, std::string& error) override {
@@ -112,9 +111,9 @@ class TlsStream : public ByteStream {
       // the thread's queue (see classify).
       ERR_clear_error();
     }
-    g_socket_shutdown(socket_, FALSE, TRUE, nullptr);
+    g_socket_shutdown(socket_.get(), FALSE, TRUE, nullptr);
   }
-  GSocket* socket() const override { return socket_; }
+  GSocket* socket() const override { return socket_.get(); }
 
  private:
   Io handshake(std::string& error) {
@@ -160,7 +159,7 @@ class TlsStream : public ByteStream {
         return Io::kError;
     }
   }
-  GSocket* socket_;
+  GObjectPtr<GSocket> socket_;
   SSL* ssl_ = nullptr;
   TlsPeerCheck check_;
   bool handshake_done_ = false;
@@ -171,10 +170,8 @@ class TlsStream : public ByteStream {
 }  // namespace
 
 std::string ByteStream::remote_address() const {
-  GSocketAddress* remote = g_socket_get_remote_address(socket(), nullptr);
-  std::string text = socket_address_to_string(remote);
-  if (remote) g_object_unref(remote);
-  return text;
+  GObjectPtr<GSocketAddress> remote(g_socket_get_remote_address(socket(), nullptr));
+  return net::to_string(remote.get());
 }
 
 std::unique_ptr<ByteStream> make_plain_stream(GSocket* socket) {

@@ -1,19 +1,9 @@
 #include "framed_connection.h"
 
 #include "frame.h"
+#include "net/socket_address.h"
 
 namespace natfwd {
-
-std::string socket_address_to_string(GSocketAddress* address) {
-  if (!address || !G_IS_INET_SOCKET_ADDRESS(address)) return "?";
-  auto* inet = G_INET_SOCKET_ADDRESS(address);
-  gchar* host = g_inet_address_to_string(g_inet_socket_address_get_address(inet));
-  std::string text = host;
-  g_free(host);
-  const auto port = std::to_string(g_inet_socket_address_get_port(inet));
-  if (text.find(':') != std::string::npos) return "[" + text + "]:" + port;
-  return text + ":" + port;
-}
 
 FramedConnection::FramedConnection(GSocket* socket, EnvelopeHandler on_envelope,
                                    ClosedHandler on_closed, size_t max_outbound_bytes)
@@ -43,9 +33,11 @@ FramedConnection::FramedConnection(std::unique_ptr<ByteStream> stream,
         [](gpointer data) -> gboolean {
           auto* pending = static_cast<Pending*>(data);
           auto alive = pending->alive.lock();
-          if (alive && *alive && pending->connection->stream_ &&
-              pending->connection->deliver_frames())
-            pending->connection->on_readable();
+          guard_callback("framed connection", [&] {
+            if (alive && *alive && pending->connection->stream_ &&
+                pending->connection->deliver_frames())
+              pending->connection->on_readable();
+          });
           return G_SOURCE_REMOVE;
         },
         new Pending{alive_, this}, [](gpointer data) { delete static_cast<Pending*>(data); });
@@ -59,44 +51,37 @@ FramedConnection::~FramedConnection() {
 
 std::string FramedConnection::local_address() const {
   if (!stream_) return "?";
-  GSocketAddress* local = g_socket_get_local_address(stream_->socket(), nullptr);
-  std::string text = socket_address_to_string(local);
-  if (local) g_object_unref(local);
-  return text;
+  GObjectPtr<GSocketAddress> local(g_socket_get_local_address(stream_->socket(), nullptr));
+  return net::to_string(local.get());
 }
 
-void FramedConnection::watch(GSource*& source, GIOCondition condition, GSourceFunc callback) {
+void FramedConnection::watch(GSourcePtr& source, GIOCondition condition, GSourceFunc callback) {
   GIOCondition& current = (&source == &read_source_) ? read_condition_ : write_condition_;
   if (source && current == condition) return;
-  unwatch(source);
+  source.reset();
   current = condition;
-  source = g_socket_create_source(stream_->socket(), condition, nullptr);
-  g_source_set_callback(source, callback, this, nullptr);
-  g_source_attach(source, nullptr);
-}
-
-void FramedConnection::unwatch(GSource*& source) {
-  if (!source) return;
-  g_source_destroy(source);
-  g_source_unref(source);
-  source = nullptr;
+  source.reset(g_socket_create_source(stream_->socket(), condition, nullptr));
+  g_source_set_callback(source.get(), callback, this, nullptr);
+  g_source_attach(source.get(), nullptr);
 }
 
 void FramedConnection::release_stream() {
-  unwatch(read_source_);
-  unwatch(write_source_);
+  read_source_.reset();
+  write_source_.reset();
   stream_.reset();  // closes the socket when the last reference goes
 }
 
-// The sources manage themselves through watch/unwatch, so the callbacks always
+// The sources manage themselves through watch() and reset(), so the callbacks always
 // return CONTINUE (destroying a source from its own dispatch is allowed).
 gboolean FramedConnection::on_readable_trampoline(GSocket*, GIOCondition, gpointer self) {
-  static_cast<FramedConnection*>(self)->on_readable();
+  auto* connection = static_cast<FramedConnection*>(self);
+  guard_callback("framed connection: read", [connection] { connection->on_readable(); });
   return G_SOURCE_CONTINUE;
 }
 
 gboolean FramedConnection::on_writable_trampoline(GSocket*, GIOCondition, gpointer self) {
-  static_cast<FramedConnection*>(self)->on_writable();
+  auto* connection = static_cast<FramedConnection*>(self);
+  guard_callback("framed connection: write", [connection] { connection->on_writable(); });
   return G_SOURCE_CONTINUE;
 }
 
@@ -181,7 +166,7 @@ void FramedConnection::flush() {
   }
   output_.clear();
   output_offset_ = 0;
-  unwatch(write_source_);
+  write_source_.reset();
 }
 
 void FramedConnection::on_writable() { flush(); }

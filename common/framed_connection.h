@@ -1,8 +1,8 @@
 // A TCP connection that carries frames (proto/frame.h) of Envelopes, driven by the
 // GLib main loop. Shared by the relay (one per peer) and the peer (one per relay).
 //
-// Error policy: anything the remote sends that is not a valid frame or Envelope
-// closes this connection (on_closed with a reason) and never throws.
+// Errors (HACKING.md, "Error policy"): anything the remote sends that is not a valid
+// frame or Envelope closes this connection (on_closed with a reason).
 #pragma once
 
 #include <deque>
@@ -14,6 +14,7 @@
 #include <gio/gio.h>
 
 #include "byte_stream.h"
+#include "glib_ptr.h"
 #include "rendezvous.pb.h"
 
 namespace natfwd {
@@ -58,14 +59,13 @@ class FramedConnection {
   void fail(const std::string& reason);
   void flush();
   bool deliver_frames();
-  void watch(GSource*& source, GIOCondition condition, GSourceFunc callback);
-  void unwatch(GSource*& source);
+  void watch(GSourcePtr& source, GIOCondition condition, GSourceFunc callback);
   void release_stream();
 
   std::unique_ptr<ByteStream> stream_;
-  GSource* read_source_ = nullptr;
+  GSourcePtr read_source_;
   GIOCondition read_condition_ = G_IO_IN;
-  GSource* write_source_ = nullptr;
+  GSourcePtr write_source_;
   GIOCondition write_condition_ = G_IO_OUT;
   EnvelopeHandler on_envelope_;
   ClosedHandler on_closed_;
@@ -77,8 +77,5 @@ class FramedConnection {
   // Set to false on destruction so that a handler that destroys us mid-loop is noticed.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
-
-// "host:port" of a GSocketAddress (brackets for IPv6); "?" if not an inet address.
-std::string socket_address_to_string(GSocketAddress* address);
 
 }  // namespace natfwd

@@ -20,6 +20,7 @@
 
 #include <google/protobuf/stubs/common.h>
 
+#include "glib_ptr.h"
 #include "identity.h"
 #include "log.h"
 #include "path_safety.h"
@@ -213,13 +214,11 @@ int run(const natfwd::relay::RelayOptions& options) {
       services += ", metrics http://" + metrics->local_address().to_string() + "/metrics";
     }
     // Handlers before the ready line: a SIGTERM right after it must still exit 0.
-    const guint sigint = g_unix_signal_add(SIGINT, on_stop_signal, loop);
-    const guint sigterm = g_unix_signal_add(SIGTERM, on_stop_signal, loop);
+    const SourceId sigint(g_unix_signal_add(SIGINT, on_stop_signal, loop));
+    const SourceId sigterm(g_unix_signal_add(SIGTERM, on_stop_signal, loop));
     log::ready("relay listening on %s (%s)", server.local_address().to_string().c_str(),
                services.c_str());
     g_main_loop_run(loop);
-    g_source_remove(sigint);
-    g_source_remove(sigterm);
   } catch (const std::exception& e) {
     // log::error, so that under journald the line carries the error priority.
     log::error("%s", e.what());

@@ -5,6 +5,7 @@
 
 #include <gio/gio.h>
 
+#include "glib_ptr.h"
 #include "state_dir.h"
 
 namespace natfwd::relay {
@@ -31,10 +32,7 @@ bool parse_number(std::string_view text, uint64_t min, uint64_t max, uint64_t& o
 }
 
 bool is_ip_literal(const std::string& text) {
-  GInetAddress* ip = g_inet_address_new_from_string(text.c_str());
-  if (!ip) return false;
-  g_object_unref(ip);
-  return true;
+  return GObjectPtr<GInetAddress>(g_inet_address_new_from_string(text.c_str())) != nullptr;
 }
 
 }  // namespace
@@ -189,8 +187,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
 
   GError* raw_error = nullptr;
   if (!g_option_context_parse(context.get(), &argc, &argv, &raw_error)) {
-    error = raw_error->message;
-    g_error_free(raw_error);
+    error = GErrorPtr(raw_error)->message;
     return false;
   }
   if (argc > 1) {
@@ -364,20 +361,19 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     options.alternate_port = static_cast<uint16_t>(value);
   }
   if (alternate_address_text) {
-    GInetAddress* alternate = g_inet_address_new_from_string(alternate_address_text);
-    GInetAddress* primary = g_inet_address_new_from_string(options.listen.host.c_str());
+    GObjectPtr<GInetAddress> alternate(g_inet_address_new_from_string(alternate_address_text));
+    GObjectPtr<GInetAddress> primary(g_inet_address_new_from_string(options.listen.host.c_str()));
     std::string problem;
     if (!alternate)
       problem = "'" + std::string(alternate_address_text) + "' is not an IP address";
-    else if (g_inet_address_get_is_any(primary))
+    else if (g_inet_address_get_is_any(primary.get()))
       problem = "needs --listen on a real address (responses say which address they come "
                 "from), not " + options.listen.host;
-    else if (g_inet_address_get_family(alternate) != g_inet_address_get_family(primary))
+    else if (g_inet_address_get_family(alternate.get()) !=
+             g_inet_address_get_family(primary.get()))
       problem = "not the same address family as --listen " + options.listen.host;
-    else if (g_inet_address_equal(alternate, primary))
+    else if (g_inet_address_equal(alternate.get(), primary.get()))
       problem = "the same address as --listen";
-    if (alternate) g_object_unref(alternate);
-    g_object_unref(primary);
     if (!problem.empty()) {
       error = "--alternate-address: " + problem;
       return false;

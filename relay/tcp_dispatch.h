@@ -1,6 +1,6 @@
 // What a new TCP connection speaks, judged by its first byte. The relay serves several
-// protocols on one TCP port (DESIGN.md: "one port"): the rendezvous frames now, STUN
-// and TURN over TCP and TLS in issue 3. Pure function, no I/O.
+// protocols on one TCP port (DESIGN.md: "one port"): the rendezvous frames, STUN and
+// TURN over TCP, and TLS. Pure function, no I/O.
 #pragma once
 
 #include <cstddef>

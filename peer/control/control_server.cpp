@@ -115,38 +115,48 @@ std::unique_ptr<ControlServer> ControlServer::open(const std::string& state_dir,
 
 ControlServer::ControlServer(std::string path, int fd, Handler handler)
     : path_(std::move(path)), listen_fd_(fd), handler_(std::move(handler)) {
-  listen_source_ = g_unix_fd_add(listen_fd_, G_IO_IN, on_accept, this);
+  listen_source_.reset(g_unix_fd_add(listen_fd_, G_IO_IN, on_accept, this));
 }
 
 ControlServer::~ControlServer() {
   for (auto& client : clients_) {
-    g_source_remove(client->source);
+    client->source.reset();
     close(client->fd);
   }
-  if (listen_source_) g_source_remove(listen_source_);
+  listen_source_.reset();
   close(listen_fd_);
   unlink(path_.c_str());
 }
 
 gboolean ControlServer::on_accept(gint fd, GIOCondition, gpointer self) {
   auto* server = static_cast<ControlServer*>(self);
-  for (;;) {
-    int client_fd = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (client_fd < 0) break;
-    if (server->clients_.size() >= kMaxClients) {
-      close(client_fd);
-      continue;
+  return guard_callback("control: accept", G_SOURCE_CONTINUE, [&] {
+    for (;;) {
+      int client_fd = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (client_fd < 0) break;
+      if (server->clients_.size() >= kMaxClients) {
+        close(client_fd);
+        continue;
+      }
+      auto client = std::make_unique<Client>();
+      client->fd = client_fd;
+      client->source.reset(g_unix_fd_add(client_fd, G_IO_IN, on_client_readable, server));
+      server->clients_.push_back(std::move(client));
     }
-    auto client = std::make_unique<Client>();
-    client->fd = client_fd;
-    client->source = g_unix_fd_add(client_fd, G_IO_IN, on_client_readable, server);
-    server->clients_.push_back(std::move(client));
-  }
-  return G_SOURCE_CONTINUE;
+    return G_SOURCE_CONTINUE;
+  });
 }
 
 gboolean ControlServer::on_client_readable(gint fd, GIOCondition, gpointer self) {
   auto* server = static_cast<ControlServer*>(self);
+  const gboolean keep = guard_callback("control", G_SOURCE_REMOVE,
+                                       [&] { return server->client_readable(fd); });
+  if (keep == G_SOURCE_REMOVE) server->drop(fd);  // no-op when already dropped
+  return keep;
+}
+
+gboolean ControlServer::client_readable(int fd) {
+  ControlServer* server = this;
   Client* client = nullptr;
   for (auto& candidate : server->clients_)
     if (candidate->fd == fd) client = candidate.get();
@@ -184,7 +194,7 @@ void ControlServer::answer_and_close(Client& client) {
 void ControlServer::drop(int fd) {
   for (auto it = clients_.begin(); it != clients_.end(); ++it) {
     if ((*it)->fd != fd) continue;
-    g_source_remove((*it)->source);
+    (*it)->source.reset();
     close(fd);
     clients_.erase(it);
     return;

@@ -18,6 +18,8 @@
 
 #include <glib.h>
 
+#include "glib_ptr.h"
+
 namespace natfwd {
 
 inline constexpr const char* kControlProtocol = "natfwd-control";
@@ -41,18 +43,19 @@ class ControlServer {
  private:
   struct Client {
     int fd = -1;
-    guint source = 0;
+    SourceId source;
     std::string request;
   };
   ControlServer(std::string path, int fd, Handler handler);
   static gboolean on_accept(gint fd, GIOCondition, gpointer self);
   static gboolean on_client_readable(gint fd, GIOCondition, gpointer self);
+  gboolean client_readable(int fd);
   void answer_and_close(Client& client);
   void drop(int fd);
 
   std::string path_;
   int listen_fd_;
-  guint listen_source_ = 0;
+  SourceId listen_source_;
   Handler handler_;
   std::vector<std::unique_ptr<Client>> clients_;
 };

@@ -1,6 +1,6 @@
 #include "forward/tcp_listener.h"
 
-#include "framed_connection.h"
+#include "net/socket_address.h"
 
 namespace natfwd {
 namespace {
@@ -39,7 +39,7 @@ TcpListenResult listen_tcp(const HostPort& listen) {
   }
   g_socket_set_blocking(socket, FALSE);
   GSocketAddress* local = g_socket_get_local_address(socket, nullptr);
-  result.bound = socket_address_to_string(local);
+  result.bound = net::to_string(local);
   g_object_unref(local);
   result.socket = socket;
   return result;

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "log.h"
+#include "net/socket_address.h"
 #include "socket_buffers.h"
 
 namespace natfwd {
@@ -87,13 +88,11 @@ const char* candidate_type_name(NiceCandidateType type) {
   return "unknown";
 }
 
-std::string candidate_address(const NiceCandidate* candidate) {
-  gchar text[NICE_ADDRESS_STRING_LEN];
-  nice_address_to_string(&candidate->addr, text);
-  std::string host = text;
-  std::string port = std::to_string(nice_address_get_port(&candidate->addr));
-  if (host.find(':') != std::string::npos) return "[" + host + "]:" + port;
-  return host + ":" + port;
+// "ip:port" ("[ip]:port" for IPv6) through the shared conversions.
+std::string address_text(const NiceAddress& address) {
+  sockaddr_storage storage{};
+  nice_address_copy_to_sockaddr(&address, reinterpret_cast<sockaddr*>(&storage));
+  return net::to_transport_address(storage).to_string();
 }
 
 }  // namespace
@@ -110,93 +109,90 @@ IceSession::IceSession(const Options& options, Callbacks callbacks)
   // Regular nomination: with aggressive nomination libnice ignores remote ICE-TCP
   // candidates that trickle in after checks started ("conncheck has started already
   // in aggressive mode"), which lost the only working pair when UDP is blocked.
-  agent_ = nice_agent_new_full(
+  agent_.reset(nice_agent_new_full(
       g_main_context_default(), NICE_COMPATIBILITY_RFC5245,
       static_cast<NiceAgentOption>(NICE_AGENT_OPTION_ICE_TRICKLE |
-                                   NICE_AGENT_OPTION_REGULAR_NOMINATION));
+                                   NICE_AGENT_OPTION_REGULAR_NOMINATION)));
   // Every default that matters is set explicitly: Debian's libnice has UPnP on.
-  g_object_set(agent_, "controlling-mode", options_.controlling ? TRUE : FALSE, "upnp", FALSE,
+  g_object_set(agent_.get(), "controlling-mode", options_.controlling ? TRUE : FALSE, "upnp", FALSE,
                "ice-udp", options_.udp ? TRUE : FALSE, "ice-tcp", options_.tcp ? TRUE : FALSE,
                nullptr);
   if (!options_.stun_server.ip.empty())
-    g_object_set(agent_, "stun-server", options_.stun_server.ip.c_str(), "stun-server-port",
+    g_object_set(agent_.get(), "stun-server", options_.stun_server.ip.c_str(), "stun-server-port",
                  static_cast<guint>(options_.stun_server.port), nullptr);
   for (const auto& ip : options_.local_addresses) {
     NiceAddress address;
     nice_address_init(&address);
     if (nice_address_set_from_string(&address, ip.c_str()))
-      nice_agent_add_local_address(agent_, &address);
+      nice_agent_add_local_address(agent_.get(), &address);
   }
-  if (options_.force_relay) g_object_set(agent_, "force-relay", TRUE, nullptr);
-  stream_id_ = nice_agent_add_stream(agent_, 1);
-  nice_agent_set_stream_name(agent_, stream_id_, "application");
+  if (options_.force_relay) g_object_set(agent_.get(), "force-relay", TRUE, nullptr);
+  stream_id_ = nice_agent_add_stream(agent_.get(), 1);
+  nice_agent_set_stream_name(agent_.get(), stream_id_, "application");
   for (const auto& turn : options_.turn_servers) {
-    nice_agent_set_relay_info(agent_, stream_id_, kComponent, turn.ip.c_str(), turn.port,
+    nice_agent_set_relay_info(agent_.get(), stream_id_, kComponent, turn.ip.c_str(), turn.port,
                               turn.username.c_str(), turn.password.c_str(),
                               turn.tcp ? NICE_RELAY_TYPE_TURN_TCP : NICE_RELAY_TYPE_TURN_UDP);
   }
   // Attach the receive callback before gathering, or checks never complete.
-  nice_agent_attach_recv(agent_, stream_id_, kComponent, g_main_context_default(),
+  nice_agent_attach_recv(agent_.get(), stream_id_, kComponent, g_main_context_default(),
                          on_recv_trampoline, this);
   signal_handlers_ = {
-      g_signal_connect(agent_, "new-candidate-full", G_CALLBACK(on_new_candidate_trampoline),
+      g_signal_connect(agent_.get(), "new-candidate-full", G_CALLBACK(on_new_candidate_trampoline),
                        this),
-      g_signal_connect(agent_, "candidate-gathering-done",
+      g_signal_connect(agent_.get(), "candidate-gathering-done",
                        G_CALLBACK(on_gathering_done_trampoline), this),
-      g_signal_connect(agent_, "component-state-changed",
+      g_signal_connect(agent_.get(), "component-state-changed",
                        G_CALLBACK(on_state_changed_trampoline), this),
-      g_signal_connect(agent_, "new-selected-pair-full",
+      g_signal_connect(agent_.get(), "new-selected-pair-full",
                        G_CALLBACK(on_selected_pair_trampoline), this),
-      g_signal_connect(agent_, "reliable-transport-writable",
+      g_signal_connect(agent_.get(), "reliable-transport-writable",
                        G_CALLBACK(on_writable_trampoline), this),
   };
 }
 
 IceSession::~IceSession() {
   drop_direct_socket();
-  for (gulong handler : signal_handlers_) g_signal_handler_disconnect(agent_, handler);
-  nice_agent_attach_recv(agent_, stream_id_, kComponent, g_main_context_default(), nullptr,
+  for (gulong handler : signal_handlers_) g_signal_handler_disconnect(agent_.get(), handler);
+  nice_agent_attach_recv(agent_.get(), stream_id_, kComponent, g_main_context_default(), nullptr,
                          nullptr);
-  nice_agent_remove_stream(agent_, stream_id_);
+  nice_agent_remove_stream(agent_.get(), stream_id_);
   // Closing the agent asynchronously lets libnice free TURN allocations and sockets
-  // cleanly; the unref then drops our reference.
-  nice_agent_close_async(agent_, nullptr, nullptr);
-  g_object_unref(agent_);
+  // cleanly; agent_ then drops our reference.
+  nice_agent_close_async(agent_.get(), nullptr, nullptr);
 }
 
 std::pair<std::string, std::string> IceSession::local_credentials() const {
-  gchar* ufrag = nullptr;
-  gchar* pwd = nullptr;
-  nice_agent_get_local_credentials(agent_, stream_id_, &ufrag, &pwd);
-  std::pair<std::string, std::string> out{ufrag ? ufrag : "", pwd ? pwd : ""};
-  g_free(ufrag);
-  g_free(pwd);
-  return out;
+  gchar* raw_ufrag = nullptr;
+  gchar* raw_pwd = nullptr;
+  nice_agent_get_local_credentials(agent_.get(), stream_id_, &raw_ufrag, &raw_pwd);
+  GCharPtr ufrag(raw_ufrag), pwd(raw_pwd);
+  return {ufrag ? ufrag.get() : "", pwd ? pwd.get() : ""};
 }
 
 void IceSession::start_gathering() {
-  if (!nice_agent_gather_candidates(agent_, stream_id_)) {
+  if (!nice_agent_gather_candidates(agent_.get(), stream_id_)) {
     failed_ = true;
     if (callbacks_.on_failed) callbacks_.on_failed("cannot gather ICE candidates");
   }
 }
 
 void IceSession::set_remote_credentials(const std::string& ufrag, const std::string& pwd) {
-  nice_agent_set_remote_credentials(agent_, stream_id_, ufrag.c_str(), pwd.c_str());
+  nice_agent_set_remote_credentials(agent_.get(), stream_id_, ufrag.c_str(), pwd.c_str());
 }
 
 bool IceSession::add_remote_candidate(const std::string& sdp) {
-  NiceCandidate* candidate = nice_agent_parse_remote_candidate_sdp(agent_, stream_id_,
+  NiceCandidate* candidate = nice_agent_parse_remote_candidate_sdp(agent_.get(), stream_id_,
                                                                    sdp.c_str());
   if (!candidate) return false;
   GSList* list = g_slist_append(nullptr, candidate);
-  int added = nice_agent_set_remote_candidates(agent_, stream_id_, kComponent, list);
+  int added = nice_agent_set_remote_candidates(agent_.get(), stream_id_, kComponent, list);
   g_slist_free_full(list, reinterpret_cast<GDestroyNotify>(nice_candidate_free));
   return added >= 0;
 }
 
 void IceSession::remote_gathering_done() {
-  nice_agent_peer_candidate_gathering_done(agent_, stream_id_);
+  nice_agent_peer_candidate_gathering_done(agent_.get(), stream_id_);
 }
 
 bool IceSession::send(std::span<const std::byte> datagram) {
@@ -216,7 +212,7 @@ bool IceSession::send(std::span<const std::byte> datagram) {
 
 void IceSession::flush_sends() {
   if (!direct_socket_ || writable_source_) return;
-  const int fd = g_socket_get_fd(direct_socket_);
+  const int fd = g_socket_get_fd(direct_socket_.get());
   while (queued_next_ < queued_sizes_.size()) {
     // A run of equal sizes (the last one may be shorter) goes out in one call.
     const size_t first = queued_next_;
@@ -249,10 +245,11 @@ void IceSession::flush_sends() {
     if (sendmsg(fd, &message, MSG_DONTWAIT) < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
         // Full: the rest waits for the socket, and QUIC for on_writable.
-        writable_source_ = g_socket_create_source(direct_socket_, G_IO_OUT, nullptr);
-        g_source_set_callback(writable_source_, G_SOURCE_FUNC(on_direct_writable), this,
+        writable_source_.reset(
+            g_socket_create_source(direct_socket_.get(), G_IO_OUT, nullptr));
+        g_source_set_callback(writable_source_.get(), G_SOURCE_FUNC(on_direct_writable), this,
                               nullptr);
-        g_source_attach(writable_source_, nullptr);
+        g_source_attach(writable_source_.get(), nullptr);
         return;
       }
       if (count > 1 && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT)) {
@@ -276,12 +273,15 @@ void IceSession::flush_sends() {
 
 gboolean IceSession::on_direct_writable(GSocket*, GIOCondition, gpointer self) {
   auto* session = static_cast<IceSession*>(self);
-  g_source_unref(session->writable_source_);
-  session->writable_source_ = nullptr;
-  session->flush_sends();
-  if (!session->writable_source_ && session->callbacks_.on_writable)
-    session->callbacks_.on_writable();
-  return G_SOURCE_REMOVE;
+  // Destroying the source from its own callback is safe: GLib holds a reference
+  // while it dispatches.
+  session->writable_source_.reset();
+  return guard_callback("ice: writable", G_SOURCE_REMOVE, [session] {
+    session->flush_sends();
+    if (!session->writable_source_ && session->callbacks_.on_writable)
+      session->callbacks_.on_writable();
+    return G_SOURCE_REMOVE;
+  });
 }
 
 void IceSession::use_direct_socket(NiceCandidate* local, NiceCandidate* remote) {
@@ -291,78 +291,72 @@ void IceSession::use_direct_socket(NiceCandidate* local, NiceCandidate* remote) 
   if (local->type == NICE_CANDIDATE_TYPE_RELAYED ||
       local->transport != NICE_CANDIDATE_TRANSPORT_UDP)
     return;
-  GSocket* socket = nice_agent_get_selected_socket(agent_, stream_id_, kComponent);
+  GObjectPtr<GSocket> socket(
+      nice_agent_get_selected_socket(agent_.get(), stream_id_, kComponent));
   if (!socket) return;
   sockaddr_storage remote_address{};
   nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&remote_address));
   const socklen_t length = remote_address.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
                            : remote_address.ss_family == AF_INET ? sizeof(sockaddr_in)
                                                                  : 0;
-  if (length == 0) {
-    g_object_unref(socket);
-    return;
-  }
-  direct_socket_ = socket;
+  if (length == 0) return;
+  direct_socket_ = std::move(socket);
   direct_remote_ = remote_address;
   direct_remote_length_ = length;
 }
 
 void IceSession::drop_direct_socket() {
   flush_sends();  // what is queued still goes to the old pair
-  if (writable_source_) {
-    g_source_destroy(writable_source_);
-    g_source_unref(writable_source_);
-    writable_source_ = nullptr;
-  }
+  writable_source_.reset();
   queued_.clear();
   queued_sizes_.clear();
   queued_next_ = 0;
   queued_next_offset_ = 0;
-  if (direct_socket_) g_object_unref(direct_socket_);
-  direct_socket_ = nullptr;
+  direct_socket_.reset();
 }
 
 bool IceSession::send_now(std::span<const std::byte> datagram) {
   GOutputVector vector{datagram.data(), datagram.size()};
   NiceOutputMessage message{&vector, 1};
-  GError* error = nullptr;
-  gint sent = nice_agent_send_messages_nonblocking(agent_, stream_id_, kComponent, &message, 1,
-                                                   nullptr, &error);
+  GError* raw_error = nullptr;
+  gint sent = nice_agent_send_messages_nonblocking(agent_.get(), stream_id_, kComponent,
+                                                   &message, 1, nullptr, &raw_error);
+  GErrorPtr error(raw_error);
   if (sent >= 1) return true;
-  if (error && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
-    g_error_free(error);
-    return false;
-  }
+  if (error && g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) return false;
   // Any other error (a route gone, a closed TCP pair): drop it; QUIC retransmits, and
   // ICE reports a failed component if the path is really dead.
-  if (error) {
-    log::debug("ice send failed: %s", error->message);
-    g_error_free(error);
-  }
+  if (error) log::debug("ice send failed: %s", error->message);
   return true;
 }
 
 void IceSession::on_recv_trampoline(NiceAgent*, guint, guint, guint length, gchar* data,
                                     gpointer self) {
   auto* session = static_cast<IceSession*>(self);
-  if (session->callbacks_.on_datagram)
-    session->callbacks_.on_datagram(
-        std::span(reinterpret_cast<const std::byte*>(data), length));
+  guard_callback("ice: receive", [&] {
+    if (session->callbacks_.on_datagram)
+      session->callbacks_.on_datagram(
+          std::span(reinterpret_cast<const std::byte*>(data), length));
+  });
 }
 
 void IceSession::on_new_candidate_trampoline(NiceAgent* agent, NiceCandidate* candidate,
                                              gpointer self) {
   auto* session = static_cast<IceSession*>(self);
   if (candidate->stream_id != session->stream_id_) return;
-  gchar* sdp = nice_agent_generate_local_candidate_sdp(agent, candidate);
-  if (sdp && session->callbacks_.on_local_candidate) session->callbacks_.on_local_candidate(sdp);
-  g_free(sdp);
+  GCharPtr sdp(nice_agent_generate_local_candidate_sdp(agent, candidate));
+  guard_callback("ice: new candidate", [&] {
+    if (sdp && session->callbacks_.on_local_candidate)
+      session->callbacks_.on_local_candidate(sdp.get());
+  });
 }
 
 void IceSession::on_gathering_done_trampoline(NiceAgent*, guint stream, gpointer self) {
   auto* session = static_cast<IceSession*>(self);
-  if (stream == session->stream_id_ && session->callbacks_.on_gathering_done)
-    session->callbacks_.on_gathering_done();
+  guard_callback("ice: gathering done", [&] {
+    if (stream == session->stream_id_ && session->callbacks_.on_gathering_done)
+      session->callbacks_.on_gathering_done();
+  });
 }
 
 void IceSession::on_state_changed_trampoline(NiceAgent*, guint stream, guint, guint state,
@@ -372,8 +366,10 @@ void IceSession::on_state_changed_trampoline(NiceAgent*, guint stream, guint, gu
   log::debug("ice state: %s", nice_component_state_to_string(static_cast<NiceComponentState>(state)));
   if (state == NICE_COMPONENT_STATE_FAILED && !session->failed_) {
     session->failed_ = true;
-    if (session->callbacks_.on_failed)
-      session->callbacks_.on_failed("ICE failed: no candidate pair works");
+    guard_callback("ice: failed", [&] {
+      if (session->callbacks_.on_failed)
+        session->callbacks_.on_failed("ICE failed: no candidate pair works");
+    });
   }
 }
 
@@ -381,17 +377,20 @@ void IceSession::on_selected_pair_trampoline(NiceAgent*, guint stream, guint,
                                              NiceCandidate* local, NiceCandidate* remote,
                                              gpointer self) {
   auto* session = static_cast<IceSession*>(self);
-  if (stream == session->stream_id_) session->handle_selected_pair(local, remote);
+  if (stream != session->stream_id_) return;
+  guard_callback("ice: selected pair", [&] { session->handle_selected_pair(local, remote); });
 }
 
 void IceSession::on_writable_trampoline(NiceAgent*, guint stream, guint, gpointer self) {
   auto* session = static_cast<IceSession*>(self);
   if (stream != session->stream_id_) return;
-  while (!session->pending_.empty()) {
-    if (!session->send_now(session->pending_.front())) return;
-    session->pending_.pop_front();
-  }
-  if (session->callbacks_.on_writable) session->callbacks_.on_writable();
+  guard_callback("ice: writable", [&] {
+    while (!session->pending_.empty()) {
+      if (!session->send_now(session->pending_.front())) return;
+      session->pending_.pop_front();
+    }
+    if (session->callbacks_.on_writable) session->callbacks_.on_writable();
+  });
 }
 
 void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remote) {
@@ -401,13 +400,13 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   path.transport = local->transport == NICE_CANDIDATE_TRANSPORT_UDP ? "udp" : "tcp";
   path.local_type = candidate_type_name(local->type);
   path.remote_type = candidate_type_name(remote->type);
-  path.local_address = candidate_address(local);
+  path.local_address = address_text(local->addr);
   NiceCandidate* live_local = nullptr;
   NiceCandidate* live_remote = nullptr;
   // The signal hands us copies, and libnice 0.1.21's copies drop the TURN server
   // (nice_candidate_relay_address would crash on them): ask for the agent's own.
   if (local->type == NICE_CANDIDATE_TYPE_RELAYED &&
-      nice_agent_get_selected_pair(agent_, stream_id_, kComponent, &live_local, &live_remote) &&
+      nice_agent_get_selected_pair(agent_.get(), stream_id_, kComponent, &live_local, &live_remote) &&
       live_local && live_local->type == NICE_CANDIDATE_TYPE_RELAYED) {
     NiceAddress server;
     nice_address_init(&server);
@@ -416,7 +415,7 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
     nice_address_to_string(&server, text);
     path.local_relay_server = std::string(text) + ":" + std::to_string(nice_address_get_port(&server));
   }
-  path.remote_address = candidate_address(remote);
+  path.remote_address = address_text(remote->addr);
   const bool first = !selected_;
   selected_ = true;
   tune_socket_buffers(local);
@@ -436,9 +435,9 @@ void IceSession::tune_socket_buffers(const NiceCandidate* local) {
   // NULL for TCP pairs (NOTES-transport.md); then the kernel's TCP autotuning applies.
   // NULL for relayed pairs too: then the TURN traffic runs over the relayed candidate's
   // base, a host UDP socket of this agent that libnice does not hand out.
-  if (GSocket* socket = nice_agent_get_selected_socket(agent_, stream_id_, kComponent)) {
-    raise_socket_buffers(g_socket_get_fd(socket), kSocketBufferBytes);
-    g_object_unref(socket);
+  if (GObjectPtr<GSocket> socket{
+          nice_agent_get_selected_socket(agent_.get(), stream_id_, kComponent)}) {
+    raise_socket_buffers(g_socket_get_fd(socket.get()), kSocketBufferBytes);
     return;
   }
   if (local->type != NICE_CANDIDATE_TYPE_RELAYED) return;

@@ -20,6 +20,8 @@
 
 #include <agent.h>
 
+#include "glib_ptr.h"
+
 namespace natfwd {
 
 struct IceServerAddress {
@@ -110,7 +112,7 @@ class IceSession {
 
   Options options_;
   Callbacks callbacks_;
-  NiceAgent* agent_ = nullptr;
+  GObjectPtr<NiceAgent> agent_;
   guint stream_id_ = 0;
   bool selected_ = false;
   bool failed_ = false;
@@ -120,7 +122,7 @@ class IceSession {
   // A UDP pair whose local candidate is not relayed (see use_direct_socket): the
   // selected pair's socket and the remote address, and the datagrams queued for the
   // next flush_sends().
-  GSocket* direct_socket_ = nullptr;  // our reference
+  GObjectPtr<GSocket> direct_socket_;
   sockaddr_storage direct_remote_{};
   socklen_t direct_remote_length_ = 0;
   bool gso_works_ = true;  // cleared if the kernel refuses UDP_SEGMENT
@@ -128,7 +130,7 @@ class IceSession {
   std::vector<uint16_t> queued_sizes_;
   size_t queued_next_ = 0;          // first datagram not sent yet
   size_t queued_next_offset_ = 0;   // its offset in queued_
-  GSource* writable_source_ = nullptr;  // set while the socket is full
+  GSourcePtr writable_source_;  // set while the socket is full
 };
 
 }  // namespace natfwd

@@ -49,17 +49,15 @@ NetcatCommand::NetcatCommand(std::string peer_name, HostPort target, GMainLoop* 
                                           });
 }
 
-NetcatCommand::~NetcatCommand() {
-  if (drain_timer_) g_source_remove(drain_timer_);
-}
+NetcatCommand::~NetcatCommand() = default;
 
 void NetcatCommand::start(PeerApp& app) {
   app_ = &app;
-  GSocketConnection* connection = splice_->take_connection();
-  app.forward_connection(connection, target_, [this](int status, const std::string& detail) {
-    open_result(status, detail);
-  });
-  g_object_unref(connection);
+  GObjectPtr<GSocketConnection> connection = splice_->take_connection();
+  app.forward_connection(connection.get(), target_,
+                         [this](int status, const std::string& detail) {
+                           open_result(status, detail);
+                         });
 }
 
 void NetcatCommand::open_result(int status, const std::string& detail) {
@@ -83,20 +81,24 @@ void NetcatCommand::splice_done(bool ok, const std::string& error) {
   }
   // Both directions are done; the tunnel may still hold our last bytes unacknowledged.
   drain_deadline_us_ = g_get_monotonic_time() + kDrainSeconds * G_USEC_PER_SEC;
-  if (on_drain_check(this) == G_SOURCE_CONTINUE) drain_timer_ = g_timeout_add(20, on_drain_check, this);
+  if (on_drain_check(this) == G_SOURCE_CONTINUE)
+    drain_timer_.reset(g_timeout_add(20, on_drain_check, this));
 }
 
 gboolean NetcatCommand::on_drain_check(gpointer self) {
   auto* command = static_cast<NetcatCommand*>(self);
-  if (command->quitting_) return G_SOURCE_REMOVE;
-  uint64_t open = 0;
-  for (const auto& tunnel : command->app_->status().tunnels) open += tunnel.open_streams;
-  if (open == 0 || g_get_monotonic_time() > command->drain_deadline_us_) {
-    command->drain_timer_ = 0;
-    command->quit(0);
-    return G_SOURCE_REMOVE;
-  }
-  return G_SOURCE_CONTINUE;
+  const gboolean keep = guard_callback("nc: drain", G_SOURCE_REMOVE, [command]() -> gboolean {
+    if (command->quitting_) return G_SOURCE_REMOVE;
+    uint64_t open = 0;
+    for (const auto& tunnel : command->app_->status().tunnels) open += tunnel.open_streams;
+    if (open == 0 || g_get_monotonic_time() > command->drain_deadline_us_) {
+      command->quit(0);
+      return G_SOURCE_REMOVE;
+    }
+    return G_SOURCE_CONTINUE;
+  });
+  if (keep == G_SOURCE_REMOVE) command->drain_timer_.release();
+  return keep;
 }
 
 void NetcatCommand::stopped_by_signal() {

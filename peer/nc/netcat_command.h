@@ -13,6 +13,7 @@
 #include <glib.h>
 
 #include "address.h"
+#include "glib_ptr.h"
 #include "nc/stdio_splice.h"
 
 namespace natfwd {
@@ -44,7 +45,7 @@ class NetcatCommand {
   std::unique_ptr<StdioSplice> splice_;
   int exit_code_ = 0;
   bool quitting_ = false;
-  guint drain_timer_ = 0;
+  SourceId drain_timer_;
   gint64 drain_deadline_us_ = 0;
 };
 

@@ -24,15 +24,11 @@ StdioSplice::StdioSplice(int in_fd, int out_fd, Done done)
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
     throw std::runtime_error(std::string("socketpair: ") + strerror(errno));
   ours_ = pair[0];
-  GError* error = nullptr;
-  GSocket* socket = g_socket_new_from_fd(pair[1], &error);
-  if (!socket) {
-    std::string message = error->message;
-    g_error_free(error);
-    throw std::runtime_error("socket pair: " + message);
-  }
-  theirs_ = g_socket_connection_factory_create_connection(socket);
-  g_object_unref(socket);
+  GError* raw_error = nullptr;
+  GObjectPtr<GSocket> socket(g_socket_new_from_fd(pair[1], &raw_error));
+  GErrorPtr error(raw_error);
+  if (!socket) throw std::runtime_error(std::string("socket pair: ") + error->message);
+  theirs_.reset(g_socket_connection_factory_create_connection(socket.get()));
   // Restored at the end: stdin may be a terminal shared with the shell.
   in_flags_ = fcntl(in_fd_, F_GETFL);
   set_nonblocking(in_fd_);
@@ -42,8 +38,8 @@ StdioSplice::StdioSplice(int in_fd, int out_fd, Done done)
   up_.to = ours_;
   down_.from = ours_;
   down_.to = out_fd_;
-  up_.read_watch = g_unix_fd_add(up_.from, G_IO_IN, on_readable, this);
-  down_.read_watch = g_unix_fd_add(down_.from, G_IO_IN, on_readable, this);
+  up_.read_watch.reset(g_unix_fd_add(up_.from, G_IO_IN, on_readable, this));
+  down_.read_watch.reset(g_unix_fd_add(down_.from, G_IO_IN, on_readable, this));
 }
 
 StdioSplice::~StdioSplice() {
@@ -52,17 +48,13 @@ StdioSplice::~StdioSplice() {
   if (in_flags_ >= 0) fcntl(in_fd_, F_SETFL, in_flags_);
   if (ours_ >= 0) close(ours_);
   if (!down_.done && out_fd_ >= 0) close(out_fd_);
-  if (theirs_) g_object_unref(theirs_);
 }
 
-GSocketConnection* StdioSplice::take_connection() {
-  return G_SOCKET_CONNECTION(g_object_ref(theirs_));
-}
+GObjectPtr<GSocketConnection> StdioSplice::take_connection() { return ref_object(theirs_.get()); }
 
 void StdioSplice::stop_watches(Pipe& pipe) {
-  if (pipe.read_watch) g_source_remove(pipe.read_watch);
-  if (pipe.write_watch) g_source_remove(pipe.write_watch);
-  pipe.read_watch = pipe.write_watch = 0;
+  pipe.read_watch.reset();
+  pipe.write_watch.reset();
 }
 
 StdioSplice::Pipe& StdioSplice::pipe_for(int fd, bool reading) {
@@ -74,16 +66,16 @@ StdioSplice::Pipe& StdioSplice::pipe_for(int fd, bool reading) {
 gboolean StdioSplice::on_readable(gint fd, GIOCondition, gpointer self) {
   auto* splice = static_cast<StdioSplice*>(self);
   Pipe& pipe = splice->pipe_for(fd, true);
-  pipe.read_watch = 0;  // pump() adds it again when it wants more
-  splice->pump(pipe);
+  pipe.read_watch.release();  // pump() adds it again when it wants more
+  guard_callback("nc: read", [&] { splice->pump(pipe); });
   return G_SOURCE_REMOVE;
 }
 
 gboolean StdioSplice::on_writable(gint fd, GIOCondition, gpointer self) {
   auto* splice = static_cast<StdioSplice*>(self);
   Pipe& pipe = splice->pipe_for(fd, false);
-  pipe.write_watch = 0;
-  splice->pump(pipe);
+  pipe.write_watch.release();
+  guard_callback("nc: write", [&] { splice->pump(pipe); });
   return G_SOURCE_REMOVE;
 }
 
@@ -95,7 +87,8 @@ void StdioSplice::pump(Pipe& pipe) {
       ssize_t n = write(pipe.to, pipe.buffer.data() + pipe.offset, pipe.buffer.size() - pipe.offset);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) {
-        if (!pipe.write_watch) pipe.write_watch = g_unix_fd_add(pipe.to, G_IO_OUT, on_writable, this);
+        if (!pipe.write_watch)
+          pipe.write_watch.reset(g_unix_fd_add(pipe.to, G_IO_OUT, on_writable, this));
         return;
       }
       if (n < 0) {
@@ -116,7 +109,8 @@ void StdioSplice::pump(Pipe& pipe) {
     if (n < 0 && errno == EINTR) n = read(pipe.from, pipe.buffer.data(), pipe.buffer.size());
     if (n < 0 && errno == EAGAIN) {
       pipe.buffer.clear();
-      if (!pipe.read_watch) pipe.read_watch = g_unix_fd_add(pipe.from, G_IO_IN, on_readable, this);
+      if (!pipe.read_watch)
+        pipe.read_watch.reset(g_unix_fd_add(pipe.from, G_IO_IN, on_readable, this));
       return;
     }
     if (n < 0) {

@@ -12,6 +12,8 @@
 
 #include <gio/gio.h>
 
+#include "glib_ptr.h"
+
 namespace natfwd {
 
 class StdioSplice {
@@ -24,14 +26,14 @@ class StdioSplice {
   StdioSplice(const StdioSplice&) = delete;
   StdioSplice& operator=(const StdioSplice&) = delete;
 
-  // The tunnel's end (a new reference each call: the caller unrefs it).
-  GSocketConnection* take_connection();
+  // The tunnel's end (a new reference each call).
+  GObjectPtr<GSocketConnection> take_connection();
 
  private:
   // One direction: read `from`, buffer, write `to`.
   struct Pipe {
     int from = -1, to = -1;
-    guint read_watch = 0, write_watch = 0;
+    SourceId read_watch, write_watch;
     std::vector<char> buffer;
     size_t offset = 0;
     bool eof = false, done = false;
@@ -47,7 +49,7 @@ class StdioSplice {
   int in_fd_, out_fd_;
   int in_flags_ = -1;
   int ours_ = -1;               // our end of the socket pair
-  GSocketConnection* theirs_ = nullptr;
+  GObjectPtr<GSocketConnection> theirs_;
   Pipe up_;    // stdin -> tunnel
   Pipe down_;  // tunnel -> stdout
   Done done_;

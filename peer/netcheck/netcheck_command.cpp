@@ -8,6 +8,7 @@
 
 #include "config/relay_list.h"
 #include "forward/forward_spec.h"
+#include "glib_ptr.h"
 #include "identity.h"
 #include "log.h"
 #include "netcheck/netcheck_output.h"
@@ -162,10 +163,9 @@ int netcheck_command(int argc, char** argv) {
   g_option_context_add_main_entries(context, entries, nullptr);
   static char program[] = "peer netcheck";  // what --help's usage line shows
   argv[0] = program;
-  GError* error = nullptr;
-  if (!g_option_context_parse(context, &argc, &argv, &error)) {
-    std::string message = error->message;
-    g_error_free(error);
+  GError* raw_error = nullptr;
+  if (!g_option_context_parse(context, &argc, &argv, &raw_error)) {
+    const std::string message = GErrorPtr(raw_error)->message;
     g_option_context_free(context);
     usage_error(message);
   }
@@ -241,7 +241,8 @@ int netcheck_command(int argc, char** argv) {
     }
     return known_relays.check(options.relay, spki);
   };
-  GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
+  GMainLoopPtr owned_loop(g_main_loop_new(nullptr, FALSE));
+  GMainLoop* loop = owned_loop.get();
   std::optional<NetcheckReport> report;
   auto maybe_quit = [&] { g_main_loop_quit(loop); };
   NetcheckRun local(options, [&](const NetcheckReport& r) {
@@ -249,15 +250,16 @@ int netcheck_command(int argc, char** argv) {
     maybe_quit();
   });
   RemoteQuery remote(link, *identity, *peer_name, maybe_quit);
-  const guint deadline = g_timeout_add_seconds(options.timeout_seconds + 2, +[](gpointer l) -> gboolean {
-    g_main_loop_quit(static_cast<GMainLoop*>(l));
-    return G_SOURCE_CONTINUE;
-  }, loop);
+  const SourceId deadline(g_timeout_add_seconds(
+      options.timeout_seconds + 2,
+      +[](gpointer l) -> gboolean {
+        g_main_loop_quit(static_cast<GMainLoop*>(l));
+        return G_SOURCE_CONTINUE;
+      },
+      loop));
   gint64 until = g_get_monotonic_time() + (options.timeout_seconds + 2) * G_USEC_PER_SEC;
   while (!(report && remote.finished()) && g_get_monotonic_time() < until)
     g_main_loop_run(loop);
-  g_source_remove(deadline);
-  g_main_loop_unref(loop);
   if (!report) report = NetcheckReport{};  // cannot happen: the run has its own timeout
 
   std::optional<RemoteSide> side;

@@ -8,25 +8,20 @@
 
 #include <gio/gio.h>
 
+#include "glib_ptr.h"
 #include "log.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 #include "transport/connector.h"
 
 namespace natfwd::netcheck {
 namespace {
 
-using relay::make_socket_address;
-using relay::to_transport_address;
+using net::make_socket_address;
+using net::to_transport_address;
 
 constexpr uint16_t kNatPmpPort = 5351;  // RFC 6886 / RFC 6887 (PCP shares it)
 constexpr const char* kSsdpGroup = "239.255.255.250";
 constexpr uint16_t kSsdpPort = 1900;
-
-struct Unref {
-  void operator()(gpointer p) const { if (p) g_object_unref(p); }
-};
-template <typename T>
-using Ref = std::unique_ptr<T, Unref>;
 
 // The default IPv4 gateway from the kernel's routing table, "" if none.
 std::string default_gateway() {
@@ -47,12 +42,12 @@ std::string default_gateway() {
   return "";
 }
 
-Ref<GSocket> udp_socket(GSocketFamily family, const std::string& bind_ip) {
-  Ref<GSocket> socket(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP,
+GObjectPtr<GSocket> udp_socket(GSocketFamily family, const std::string& bind_ip) {
+  GObjectPtr<GSocket> socket(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP,
                                    nullptr));
   if (!socket) return socket;
   g_socket_set_blocking(socket.get(), FALSE);
-  Ref<GSocketAddress> local(make_socket_address(bind_ip, 0));
+  GObjectPtr<GSocketAddress> local(make_socket_address(bind_ip, 0));
   if (!local || !g_socket_bind(socket.get(), local.get(), FALSE, nullptr)) return nullptr;
   return socket;
 }
@@ -67,56 +62,45 @@ class NetcheckRun::Impl {
  public:
   Impl(NetcheckOptions options, NetcheckRun::Done done)
       : options_(std::move(options)), done_(std::move(done)) {}
-  ~Impl() {
-    g_cancellable_cancel(resolving_);
-    g_object_unref(resolving_);
-    for (GSource* source : sources_) {
-      g_source_destroy(source);
-      g_source_unref(source);
-    }
-    if (probe_timer_) g_source_remove(probe_timer_);
-    if (overall_) g_source_remove(overall_);
-    if (finish_idle_) g_source_remove(finish_idle_);
-  }
 
   void start() {
     start_tcp();
     // The UDP checks need the relay's IP: asked for without blocking the main loop (a
     // serving peer behind a proxy may have no working DNS at all).
     ++pending_;
-    GResolver* resolver = g_resolver_get_default();
-    g_resolver_lookup_by_name_async(resolver, options_.relay.host.c_str(), resolving_,
-                                    on_resolved, this);
-    g_object_unref(resolver);
-    overall_ = g_timeout_add_seconds(options_.timeout_seconds, [](gpointer self) {
+    GObjectPtr<GResolver> resolver(g_resolver_get_default());
+    g_resolver_lookup_by_name_async(resolver.get(), options_.relay.host.c_str(),
+                                    resolving_.get(), on_resolved, this);
+    overall_.reset(g_timeout_add_seconds(options_.timeout_seconds, [](gpointer self) {
       auto* run = static_cast<Impl*>(self);
-      run->overall_ = 0;
-      run->finish();
+      run->overall_.release();
+      guard_callback("netcheck: deadline", [run] { run->finish(); });
       return G_SOURCE_REMOVE;
-    }, this);
+    }, this));
     if (pending_ == 0) schedule_finish();
   }
 
  private:
   static void on_resolved(GObject* resolver, GAsyncResult* result, gpointer self) {
-    GError* error = nullptr;
-    GList* addresses = g_resolver_lookup_by_name_finish(G_RESOLVER(resolver), result, &error);
+    GError* raw_error = nullptr;
+    GList* addresses = g_resolver_lookup_by_name_finish(G_RESOLVER(resolver), result, &raw_error);
+    GErrorPtr error(raw_error);
     if (error) {
-      const bool cancelled = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
       log::debug("netcheck: resolving the relay: %s", error->message);
-      g_error_free(error);
-      if (cancelled) return;  // the run is gone
+      if (g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_CANCELLED)) return;  // run gone
     }
     auto* run = static_cast<Impl*>(self);
     run->report_.relay_ip = pick_address(addresses);
     g_resolver_free_addresses(addresses);
-    if (!run->report_.relay_ip.empty()) {
-      run->start_probe();
-      run->start_port_mapping_checks();
-    } else {
-      run->report_.gateway_skipped = "the relay's name does not resolve";
-    }
-    run->finished_one();
+    guard_callback("netcheck: resolved", [run] {
+      if (!run->report_.relay_ip.empty()) {
+        run->start_probe();
+        run->start_port_mapping_checks();
+      } else {
+        run->report_.gateway_skipped = "the relay's name does not resolve";
+      }
+      run->finished_one();
+    });
   }
 
   void finished_one() {
@@ -126,12 +110,12 @@ class NetcheckRun::Impl {
   // one of our own handlers.
   void schedule_finish() {
     if (finish_idle_ || finished_) return;
-    finish_idle_ = g_idle_add([](gpointer self) {
+    finish_idle_.reset(g_idle_add([](gpointer self) {
       auto* run = static_cast<Impl*>(self);
-      run->finish_idle_ = 0;
-      run->finish();
+      run->finish_idle_.release();
+      guard_callback("netcheck: finish", [run] { run->finish(); });
       return G_SOURCE_REMOVE;
-    }, this);
+    }, this));
   }
   void finish() {
     if (finished_) return;
@@ -141,32 +125,33 @@ class NetcheckRun::Impl {
   }
 
   void watch(GSocket* socket, GSourceFunc callback) {
-    GSource* source = g_socket_create_source(socket, G_IO_IN, nullptr);
-    g_source_set_callback(source, callback, this, nullptr);
-    g_source_attach(source, nullptr);
-    sources_.push_back(source);
+    GSourcePtr source(g_socket_create_source(socket, G_IO_IN, nullptr));
+    g_source_set_callback(source.get(), callback, this, nullptr);
+    g_source_attach(source.get(), nullptr);
+    sources_.push_back(std::move(source));
   }
 
   // -- RFC 5780 -------------------------------------------------------------------
 
   void start_probe() {
-    Ref<GSocketAddress> server(make_socket_address(report_.relay_ip, options_.stun_port));
+    GObjectPtr<GSocketAddress> server(make_socket_address(report_.relay_ip, options_.stun_port));
     if (!server) return;
     const GSocketFamily family = g_socket_address_get_family(server.get());
     // The local address the kernel would use towards the relay: connect() a UDP
     // socket (no packet is sent) and read it back.
-    Ref<GSocket> route(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
+    GObjectPtr<GSocket> route(
+        g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
     if (!route || !g_socket_connect(route.get(), server.get(), nullptr, nullptr)) {
       log::debug("netcheck: no route to %s", report_.relay_ip.c_str());
       return;
     }
-    Ref<GSocketAddress> route_local(g_socket_get_local_address(route.get(), nullptr));
-    HostPort local_ip = relay::to_host_port(route_local.get());
+    GObjectPtr<GSocketAddress> route_local(g_socket_get_local_address(route.get(), nullptr));
+    HostPort local_ip = net::to_host_port(route_local.get());
     std::array<stun::TransportAddress, 2> locals;
     for (int i = 0; i < 2; ++i) {
       sockets_[i] = udp_socket(family, local_ip.host);
       if (!sockets_[i]) return;
-      Ref<GSocketAddress> bound(g_socket_get_local_address(sockets_[i].get(), nullptr));
+      GObjectPtr<GSocketAddress> bound(g_socket_get_local_address(sockets_[i].get(), nullptr));
       locals[i] = to_transport_address(bound.get());
     }
     report_.local_address = locals[0].to_string();
@@ -174,11 +159,13 @@ class NetcheckRun::Impl {
                    (static_cast<uint64_t>(g_random_int()) << 32));
     ++pending_;
     watch(sockets_[0].get(), G_SOURCE_FUNC(+[](GSocket*, GIOCondition, gpointer self) {
-      static_cast<Impl*>(self)->on_probe_readable(0);
+      auto* run = static_cast<Impl*>(self);
+      guard_callback("netcheck: probe", [run] { run->on_probe_readable(0); });
       return G_SOURCE_CONTINUE;
     }));
     watch(sockets_[1].get(), G_SOURCE_FUNC(+[](GSocket*, GIOCondition, gpointer self) {
-      static_cast<Impl*>(self)->on_probe_readable(1);
+      auto* run = static_cast<Impl*>(self);
+      guard_callback("netcheck: probe", [run] { run->on_probe_readable(1); });
       return G_SOURCE_CONTINUE;
     }));
     probe_->start(std::chrono::steady_clock::now());
@@ -201,16 +188,13 @@ class NetcheckRun::Impl {
   void pump_probe() {
     if (probe_done_) return;
     for (auto& send : probe_->take_sends()) {
-      Ref<GSocketAddress> to(make_socket_address(send.to));
+      GObjectPtr<GSocketAddress> to(make_socket_address(send.to));
       // Send errors (no route, ICMP from an earlier one) read as silence, as they are.
       g_socket_send_to(sockets_[send.socket].get(), to.get(),
                        reinterpret_cast<const gchar*>(send.bytes.data()), send.bytes.size(),
                        nullptr, nullptr);
     }
-    if (probe_timer_) {
-      g_source_remove(probe_timer_);
-      probe_timer_ = 0;
-    }
+    probe_timer_.reset();
     if (probe_->done()) {
       probe_done_ = true;
       finished_one();
@@ -219,14 +203,16 @@ class NetcheckRun::Impl {
     if (auto deadline = probe_->next_deadline()) {
       const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
           *deadline - std::chrono::steady_clock::now());
-      probe_timer_ = g_timeout_add(static_cast<guint>(std::max<long>(0, wait.count()) + 1),
-                                   [](gpointer self) {
-        auto* run = static_cast<Impl*>(self);
-        run->probe_timer_ = 0;
-        run->probe_->on_timer(std::chrono::steady_clock::now());
-        run->pump_probe();
-        return G_SOURCE_REMOVE;
-      }, this);
+      probe_timer_.reset(g_timeout_add(
+          static_cast<guint>(std::max<long>(0, wait.count()) + 1), [](gpointer self) {
+            auto* run = static_cast<Impl*>(self);
+            run->probe_timer_.release();
+            guard_callback("netcheck: probe timer", [run] {
+              run->probe_->on_timer(std::chrono::steady_clock::now());
+              run->pump_probe();
+            });
+            return G_SOURCE_REMOVE;
+          }, this));
     }
   }
 
@@ -263,7 +249,7 @@ class NetcheckRun::Impl {
   void start_port_mapping_checks() {
     // A relay on loopback is a test on this machine: its gateway is none of the
     // test's business (as the peer offers only loopback ICE candidates then).
-    Ref<GInetAddress> relay_ip(g_inet_address_new_from_string(report_.relay_ip.c_str()));
+    GObjectPtr<GInetAddress> relay_ip(g_inet_address_new_from_string(report_.relay_ip.c_str()));
     if (relay_ip && g_inet_address_get_is_loopback(relay_ip.get())) {
       report_.gateway_skipped = "the relay is on loopback";
       return;
@@ -274,7 +260,7 @@ class NetcheckRun::Impl {
     // A PCP server (RFC 6887) answers it too, with a version-mismatch error: either
     // way something there maps ports.
     natpmp_ = udp_socket(G_SOCKET_FAMILY_IPV4, "0.0.0.0");
-    Ref<GSocketAddress> gateway(make_socket_address(report_.gateway, kNatPmpPort));
+    GObjectPtr<GSocketAddress> gateway(make_socket_address(report_.gateway, kNatPmpPort));
     if (natpmp_ && gateway) {
       const gchar request[2] = {0, 0};
       if (g_socket_send_to(natpmp_.get(), gateway.get(), request, 2, nullptr, nullptr) == 2) {
@@ -285,7 +271,7 @@ class NetcheckRun::Impl {
           const gssize n = g_socket_receive(s, reply, sizeof reply, nullptr, nullptr);
           if (n >= 2 && !run->report_.natpmp) {
             run->report_.natpmp = true;
-            run->finished_one();
+            guard_callback("netcheck: NAT-PMP", [run] { run->finished_one(); });
           }
           return G_SOURCE_CONTINUE;
         }));
@@ -293,7 +279,7 @@ class NetcheckRun::Impl {
     }
     // SSDP search for an Internet gateway device (UPnP Device Architecture 1.1, 1.3.2).
     ssdp_ = udp_socket(G_SOCKET_FAMILY_IPV4, "0.0.0.0");
-    Ref<GSocketAddress> group(make_socket_address(kSsdpGroup, kSsdpPort));
+    GObjectPtr<GSocketAddress> group(make_socket_address(kSsdpGroup, kSsdpPort));
     const std::string search =
         "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n"
         "MX: 1\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n";
@@ -307,7 +293,7 @@ class NetcheckRun::Impl {
         const gssize n = g_socket_receive(s, reply, sizeof reply, nullptr, nullptr);
         if (n > 12 && std::string_view(reply, 12) == "HTTP/1.1 200" && !run->report_.upnp) {
           run->report_.upnp = true;
-          run->finished_one();
+          guard_callback("netcheck: UPnP", [run] { run->finished_one(); });
         }
         return G_SOURCE_CONTINUE;
       }));
@@ -316,21 +302,21 @@ class NetcheckRun::Impl {
 
   NetcheckOptions options_;
   NetcheckRun::Done done_;
-  GCancellable* resolving_ = g_cancellable_new();
+  GCancellablePtr resolving_{g_cancellable_new()};  // cancelled when the run goes
   NetcheckReport report_;
   int pending_ = 0;
-  guint overall_ = 0;
-  guint finish_idle_ = 0;
+  SourceId overall_;
+  SourceId finish_idle_;
   bool finished_ = false;
-  std::vector<GSource*> sources_;
-  std::array<Ref<GSocket>, 2> sockets_;
+  std::vector<GSourcePtr> sources_;
+  std::array<GObjectPtr<GSocket>, 2> sockets_;
   std::optional<NatBehaviourProbe> probe_;
   bool probe_done_ = false;
-  guint probe_timer_ = 0;
+  SourceId probe_timer_;
   std::unique_ptr<ConnectAttempt> tcp_;
   std::unique_ptr<ConnectAttempt> proxied_;
-  Ref<GSocket> natpmp_;
-  Ref<GSocket> ssdp_;
+  GObjectPtr<GSocket> natpmp_;
+  GObjectPtr<GSocket> ssdp_;
 };
 
 namespace {

@@ -1,6 +1,6 @@
 // Which path two peers will take, from what each side's netcheck found: a pure
 // function, so that the rules are a table in the unit tests. The rules are the ones the
-// peer's ICE and TURN set-up follow (DESIGN.md, issue 4), stated in RFC 4787 terms:
+// peer's ICE and TURN set-up follow (DESIGN.md), stated in RFC 4787 terms:
 //
 //  * Direct UDP works when, for one side X of the pair, the other side's packets sent
 //    to X's reflexive address get in: X's mapping is endpoint-independent (or no NAT),

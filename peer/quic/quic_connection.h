@@ -10,9 +10,9 @@
 // One bidirectional stream per forwarded TCP connection: FIN is half close, RESET_STREAM
 // (+ STOP_SENDING) is reset.
 //
-// Error policy: constructor failures (GnuTLS/ngtcp2 setup) throw std::runtime_error;
-// everything that comes from the network (garbage, handshake failure, remote close,
-// timeouts) ends in Observer::on_connection_closed, never in an exception.
+// Errors (HACKING.md, "Error policy"): GnuTLS/ngtcp2 setup failures in the constructor
+// throw std::runtime_error; everything that comes from the network (garbage, handshake
+// failure, remote close, timeouts) ends in Observer::on_connection_closed.
 //
 // Re-entrancy: Observer callbacks run inside receive()/handle_expiry()/write(). From a
 // callback the observer may call the stream methods and close() (deferred until ngtcp2
@@ -74,14 +74,14 @@ struct Config {
   // Nothing heard for this long: the tunnel is dead and its connections fail. Long
   // enough to ride out a Wi-Fi handover, short enough that nobody waits for a hang.
   Timestamp idle_timeout = to_ns(std::chrono::seconds(30));
-  // PING when nothing was sent or received for this long (added member). Linux NAT
+  // PING when nothing was sent or received for this long. Linux NAT
   // mappings expire after 30 s idle; one PING a second also means a healthy tunnel
   // always hears from the other side within about a second, which is how the peer
   // notices a dead path within a few seconds (PeerApp's tunnel health check).
   Timestamp keepalive_interval = to_ns(std::chrono::seconds(1));
-  // Give up a handshake that has not completed after this long (added member).
+  // Give up a handshake that has not completed after this long.
   Timestamp handshake_timeout = to_ns(std::chrono::seconds(10));
-  // BBR2 (ngtcp2's "BBRv2"): measured under 2 % loss in test_quic.cpp, see the report.
+  // BBR2 (ngtcp2's "BBRv2"): measured under 2 % loss in test_quic.cpp.
   ngtcp2_cc_algo cc = NGTCP2_CC_ALGO_BBR2;
 };
 
@@ -116,7 +116,7 @@ class Connection {
     // Handshake failure, idle timeout, remote close, fatal error, and also our own
     // close(): reported exactly once; afterwards closed() is true.
     virtual void on_connection_closed(const std::string& reason) = 0;
-    // open_stream() may succeed again (the remote raised our stream limit). Added.
+    // open_stream() may succeed again (the remote raised our stream limit).
     virtual void on_streams_available() {}
   };
 

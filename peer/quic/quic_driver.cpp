@@ -33,7 +33,7 @@ Driver::Driver(const Config& config, Connection::Observer& observer, SendDatagra
   g_source_set_callback(timer_.get(), &Driver::on_timer, this, nullptr);
   g_source_set_name(timer_.get(), "quic timer");
   g_source_set_ready_time(timer_.get(), -1);
-  g_source_attach(timer_.get(), context_);
+  g_source_attach(timer_.get(), context_.get());
   flush();  // the client's Initial
 }
 
@@ -42,7 +42,6 @@ Driver::~Driver() {
   // Destroy the sources first: no callback may run on a half-destroyed Driver.
   timer_.reset();
   write_idle_.reset();
-  g_main_context_unref(context_);
 }
 
 void Driver::receive(std::span<const std::byte> datagram) {
@@ -73,21 +72,23 @@ void Driver::flush() {
   g_source_set_priority(write_idle_.get(), G_PRIORITY_DEFAULT);
   g_source_set_callback(write_idle_.get(), &Driver::on_write, this, nullptr);
   g_source_set_name(write_idle_.get(), "quic write");
-  g_source_attach(write_idle_.get(), context_);
+  g_source_attach(write_idle_.get(), context_.get());
 }
 
 gboolean Driver::on_write(gpointer data) {
   auto* self = static_cast<Driver*>(data);
   self->write_idle_.reset();  // destroying a source from its own dispatch is allowed
-  self->write_pass();
+  guard_callback("quic: write", [self] { self->write_pass(); });
   return G_SOURCE_REMOVE;
 }
 
 gboolean Driver::on_timer(gpointer data) {
   auto* self = static_cast<Driver*>(data);
-  auto alive = self->alive_;
-  self->connection_.handle_expiry(now());
-  if (*alive) self->write_pass();
+  guard_callback("quic: timer", [self] {
+    auto alive = self->alive_;
+    self->connection_.handle_expiry(now());
+    if (*alive) self->write_pass();
+  });
   return G_SOURCE_CONTINUE;  // re-armed (or disarmed) by write_pass
 }
 

@@ -17,6 +17,7 @@
 
 #include <glib.h>
 
+#include "glib_ptr.h"
 #include "quic_connection.h"
 
 namespace natfwd::quic {
@@ -53,20 +54,12 @@ class Driver {
   static Timestamp now();  // CLOCK_MONOTONIC, ns
 
  private:
-  struct SourceDeleter {
-    void operator()(GSource* s) const {
-      g_source_destroy(s);
-      g_source_unref(s);
-    }
-  };
-  using SourcePtr = std::unique_ptr<GSource, SourceDeleter>;
-
   static gboolean on_timer(gpointer self);
   static gboolean on_write(gpointer self);
   void write_pass();
   void arm_timer();
 
-  GMainContext* context_;  // owned reference
+  GMainContextPtr context_;
   Connection connection_;
   SendDatagram send_;
   std::function<void()> end_of_pass_;
@@ -74,8 +67,8 @@ class Driver {
   Timestamp last_past_expiry_ = kNever;  // a deadline already past when last armed
   // Cleared by the destructor: lets a pass notice that on_connection_closed destroyed us.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-  SourcePtr timer_;       // ready time = connection expiry
-  SourcePtr write_idle_;  // set while a write pass is scheduled
+  GSourcePtr timer_;       // ready time = connection expiry
+  GSourcePtr write_idle_;  // set while a write pass is scheduled
 };
 
 }  // namespace natfwd::quic

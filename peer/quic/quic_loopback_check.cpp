@@ -81,10 +81,6 @@ class Side : public Connection::Observer {
         driver_(config, *this, [this](std::span<const std::byte> d) { return send(d); }) {
     read_watch_ = watch(G_IO_IN, &Side::on_readable);
   }
-  ~Side() override {
-    if (read_watch_) g_source_destroy(read_watch_);
-    if (write_watch_) g_source_destroy(write_watch_);
-  }
 
   void start_sending(uint64_t total, int streams) {
     to_send_ = total;
@@ -188,7 +184,7 @@ class Side : public Connection::Observer {
   }
   static gboolean on_writable(gint, GIOCondition, gpointer data) {
     auto* self = static_cast<Side*>(data);
-    self->write_watch_ = nullptr;
+    self->write_watch_.reset();  // destroying a source from its own dispatch is allowed
     self->driver_.resume_write();
     return G_SOURCE_REMOVE;
   }
@@ -198,18 +194,19 @@ class Side : public Connection::Observer {
   GMainLoop* loop_;
   Driver driver_;
   // A watch on our socket in this thread's main context (the Driver uses the same).
-  GSource* watch(GIOCondition condition, GUnixFDSourceFunc callback) {
-    GSource* source = g_unix_fd_source_new(fd_, condition);
+  GSourcePtr watch(GIOCondition condition, GUnixFDSourceFunc callback) {
+    GSourcePtr source(g_unix_fd_source_new(fd_, condition));
     // GLib calls fd sources with (fd, condition, data); g_source_set_callback wants the
     // generic type (the documented pattern, hence the double cast).
-    g_source_set_callback(source, reinterpret_cast<GSourceFunc>(reinterpret_cast<void (*)()>(callback)), this, nullptr);
-    g_source_attach(source, g_main_context_get_thread_default());
-    g_source_unref(source);  // the context keeps it until destroyed
+    g_source_set_callback(source.get(),
+                          reinterpret_cast<GSourceFunc>(reinterpret_cast<void (*)()>(callback)),
+                          this, nullptr);
+    g_source_attach(source.get(), g_main_context_get_thread_default());
     return source;
   }
 
-  GSource* read_watch_ = nullptr;
-  GSource* write_watch_ = nullptr;
+  GSourcePtr read_watch_;
+  GSourcePtr write_watch_;
   uint64_t to_send_ = 0;
   int stream_count_ = 1;
   std::vector<StreamSender> senders_;

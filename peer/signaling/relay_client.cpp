@@ -26,9 +26,9 @@ RelayClient::RelayClient(ConnectOptions link, const Identity& identity,
 RelayClient::~RelayClient() {
   stopped_ = true;
   attempt_.reset();
-  if (ping_timer_) g_source_remove(ping_timer_);
-  if (reconnect_timer_) g_source_remove(reconnect_timer_);
-  if (probe_timer_) g_source_remove(probe_timer_);
+  ping_timer_.reset();
+  reconnect_timer_.reset();
+  probe_timer_.reset();
   if (link_) link_->close();
   link_.reset();
 }
@@ -38,8 +38,7 @@ void RelayClient::check_link() {
   if (reconnect_timer_ || (attempt_ && !link_)) {
     // Waiting for a backoff, or a connection attempt that may be stuck on the old
     // route: try again now, on the new network.
-    if (reconnect_timer_) g_source_remove(reconnect_timer_);
-    reconnect_timer_ = 0;
+    reconnect_timer_.reset();
     backoff_ms_ = 0;
     attempt_.reset();
     start();
@@ -54,14 +53,16 @@ void RelayClient::check_link() {
   wire::Envelope ping;
   ping.mutable_ping()->set_nonce(static_cast<uint64_t>(g_get_monotonic_time()));
   send(ping);
-  probe_timer_ = g_timeout_add(kProbeTimeoutMs, on_probe_timeout, this);
+  probe_timer_.reset(g_timeout_add(kProbeTimeoutMs, on_probe_timeout, this));
 }
 
 gboolean RelayClient::on_probe_timeout(gpointer self) {
   auto* client = static_cast<RelayClient*>(self);
-  client->probe_timer_ = 0;
-  client->backoff_ms_ = 0;  // the relay is probably fine; our network moved
-  client->disconnected("relay link lost: no answer after a network change", false);
+  client->probe_timer_.release();
+  guard_callback("relay link: probe", [client] {
+    client->backoff_ms_ = 0;  // the relay is probably fine; our network moved
+    client->disconnected("relay link lost: no answer after a network change", false);
+  });
   return G_SOURCE_REMOVE;
 }
 
@@ -79,13 +80,7 @@ void RelayClient::start() {
 
 void RelayClient::connected(std::unique_ptr<ByteStream> stream, const std::string& error) {
   // Destroyed from idle: this runs inside the attempt's own callback.
-  if (attempt_) {
-    ConnectAttempt* doomed = attempt_.release();
-    g_idle_add_full(G_PRIORITY_DEFAULT, [](gpointer p) -> gboolean {
-      delete static_cast<ConnectAttempt*>(p);
-      return G_SOURCE_REMOVE;
-    }, doomed, nullptr);
-  }
+  delete_later(std::move(attempt_));
   if (!stream) {
     disconnected("cannot reach relay " + relay().to_string() + ": " + error, false);
     return;
@@ -131,8 +126,7 @@ void RelayClient::handle(const wire::Envelope& envelope) {
       backoff_ms_ = 0;
       keepalive_seconds_ = std::clamp<guint>(envelope.welcome().keepalive_seconds(), 1, 300);
       last_pong_us_ = g_get_monotonic_time();
-      if (ping_timer_) g_source_remove(ping_timer_);
-      ping_timer_ = g_timeout_add_seconds(keepalive_seconds_, on_ping_timer, this);
+      ping_timer_.reset(g_timeout_add_seconds(keepalive_seconds_, on_ping_timer, this));
       log::debug("relay %s sees us as %s", relay().to_string().c_str(),
                  envelope.welcome().observed_address().c_str());
       if (name_) {
@@ -151,10 +145,7 @@ void RelayClient::handle(const wire::Envelope& envelope) {
       break;
     case wire::Envelope::kPong:
       last_pong_us_ = g_get_monotonic_time();
-      if (probe_timer_) {
-        g_source_remove(probe_timer_);
-        probe_timer_ = 0;
-      }
+      probe_timer_.reset();
       break;
     case wire::Envelope::kPing: {
       wire::Envelope pong;
@@ -202,34 +193,28 @@ gboolean RelayClient::on_ping_timer(gpointer self) {
   auto* client = static_cast<RelayClient*>(self);
   const gint64 silent_us = g_get_monotonic_time() - client->last_pong_us_;
   if (silent_us > 3 * static_cast<gint64>(client->keepalive_seconds_) * G_USEC_PER_SEC) {
-    client->ping_timer_ = 0;
-    client->disconnected("relay link lost: no answer to keepalives", false);
+    client->ping_timer_.release();
+    guard_callback("relay link: keepalive", [client] {
+      client->disconnected("relay link lost: no answer to keepalives", false);
+    });
     return G_SOURCE_REMOVE;
   }
-  wire::Envelope ping;
-  ping.mutable_ping()->set_nonce(static_cast<uint64_t>(g_get_monotonic_time()));
-  client->send(ping);
-  return G_SOURCE_CONTINUE;
+  return guard_callback("relay link: keepalive", G_SOURCE_CONTINUE, [client] {
+    wire::Envelope ping;
+    ping.mutable_ping()->set_nonce(static_cast<uint64_t>(g_get_monotonic_time()));
+    client->send(ping);
+    return G_SOURCE_CONTINUE;
+  });
 }
 
 void RelayClient::disconnected(const std::string& reason, bool fatal) {
   welcomed_ = false;
-  if (probe_timer_) {
-    g_source_remove(probe_timer_);
-    probe_timer_ = 0;
-  }
-  if (ping_timer_) {
-    g_source_remove(ping_timer_);
-    ping_timer_ = 0;
-  }
+  probe_timer_.reset();
+  ping_timer_.reset();
   if (link_) {
     link_->close();
     // Destroyed later: we may be inside one of its callbacks.
-    FramedConnection* doomed = link_.release();
-    g_idle_add_full(G_PRIORITY_DEFAULT, [](gpointer p) -> gboolean {
-      delete static_cast<FramedConnection*>(p);
-      return G_SOURCE_REMOVE;
-    }, doomed, nullptr);
+    delete_later(std::move(link_));
   }
   if (callbacks_.on_disconnected) callbacks_.on_disconnected(reason, fatal);
   if (!fatal && !stopped_) schedule_reconnect();
@@ -241,14 +226,13 @@ void RelayClient::schedule_reconnect() {
   // the same relay do not come back in lockstep.
   const guint delay = backoff_ms_ / 2 + g_random_int_range(0, static_cast<gint32>(backoff_ms_ / 2 + 1));
   log::debug("reconnecting to the relay in %u ms", delay);
-  if (reconnect_timer_) g_source_remove(reconnect_timer_);
-  reconnect_timer_ = g_timeout_add(delay, on_reconnect_timer, this);
+  reconnect_timer_.reset(g_timeout_add(delay, on_reconnect_timer, this));
 }
 
 gboolean RelayClient::on_reconnect_timer(gpointer self) {
   auto* client = static_cast<RelayClient*>(self);
-  client->reconnect_timer_ = 0;
-  client->start();
+  client->reconnect_timer_.release();
+  guard_callback("relay link: reconnect", [client] { client->start(); });
   return G_SOURCE_REMOVE;
 }
 

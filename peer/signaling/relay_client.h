@@ -12,6 +12,7 @@
 
 #include "address.h"
 #include "framed_connection.h"
+#include "glib_ptr.h"
 #include "identity.h"
 #include "transport/connector.h"
 
@@ -68,9 +69,9 @@ class RelayClient {
   std::string relay_ip_;
   bool welcomed_ = false;
   bool stopped_ = false;
-  guint ping_timer_ = 0;
-  guint reconnect_timer_ = 0;
-  guint probe_timer_ = 0;
+  SourceId ping_timer_;
+  SourceId reconnect_timer_;
+  SourceId probe_timer_;
   guint backoff_ms_ = 0;
   gint64 last_pong_us_ = 0;
   guint keepalive_seconds_ = 15;

@@ -12,6 +12,7 @@
 #include <gio/gio.h>
 
 #include "address.h"
+#include "glib_ptr.h"
 #include "socks/socks_handshake.h"
 #include "tunnel/stream_opening.h"
 
@@ -34,11 +35,12 @@ class SocksListener {
  private:
   struct Client {
     SocksListener* owner = nullptr;
-    GSocketConnection* tcp = nullptr;
-    GSocket* socket = nullptr;
-    GSource* source = nullptr;
-    guint timeout = 0;
+    GObjectPtr<GSocketConnection> tcp;
+    GSocket* socket = nullptr;  // tcp's own
     SocksHandshake handshake;
+    // Declared last, destroyed first: no callback reaches a half-gone client.
+    GSourcePtr source;
+    SourceId timeout;
   };
   static gboolean on_accept(GSocket*, GIOCondition, gpointer self);
   static gboolean on_client_readable(GSocket*, GIOCondition, gpointer client);
@@ -47,11 +49,11 @@ class SocksListener {
   void hand_over(Client& client);
   void drop(Client& client);
 
-  GSocket* socket_;
-  GSource* source_;
+  GObjectPtr<GSocket> socket_;
   std::string bound_;
   Forward forward_;
   std::vector<std::unique_ptr<Client>> clients_;  // still in the handshake
+  GSourcePtr source_;
 };
 
 }  // namespace natfwd

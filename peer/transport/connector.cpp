@@ -13,65 +13,61 @@ namespace natfwd {
 
 ConnectAttempt::ConnectAttempt(const ConnectOptions& options, Done done)
     : options_(options), done_(std::move(done)), cancellable_(g_cancellable_new()) {
-  GSocketClient* client = g_socket_client_new();
-  g_socket_client_set_timeout(client, options_.timeout_seconds);
+  GObjectPtr<GSocketClient> client(g_socket_client_new());
+  g_socket_client_set_timeout(client.get(), options_.timeout_seconds);
   if (options_.http_proxy) {
     // GIO speaks HTTP CONNECT itself (its built-in "http" GProxy).
     std::string url = "http://" + options_.http_proxy->to_string();
-    GProxyResolver* resolver = g_simple_proxy_resolver_new(url.c_str(), nullptr);
-    g_socket_client_set_proxy_resolver(client, resolver);
-    g_object_unref(resolver);
-    g_socket_client_set_enable_proxy(client, TRUE);
+    GObjectPtr<GProxyResolver> resolver(g_simple_proxy_resolver_new(url.c_str(), nullptr));
+    g_socket_client_set_proxy_resolver(client.get(), resolver.get());
+    g_socket_client_set_enable_proxy(client.get(), TRUE);
   } else {
-    g_socket_client_set_enable_proxy(client, FALSE);
+    g_socket_client_set_enable_proxy(client.get(), FALSE);
   }
-  g_socket_client_connect_to_host_async(client, options_.server.host.c_str(),
-                                        options_.server.port, cancellable_, on_connected, this);
-  g_object_unref(client);
-}
-
-ConnectAttempt::~ConnectAttempt() {
-  g_cancellable_cancel(cancellable_);
-  g_object_unref(cancellable_);
+  g_socket_client_connect_to_host_async(client.get(), options_.server.host.c_str(),
+                                        options_.server.port, cancellable_.get(), on_connected,
+                                        this);
 }
 
 void ConnectAttempt::on_connected(GObject* client, GAsyncResult* result, gpointer data) {
-  GError* error = nullptr;
-  GSocketConnection* connection =
-      g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(client), result, &error);
-  if (error && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
-    g_error_free(error);  // the attempt was destroyed: `data` is gone
-    return;
-  }
+  GError* raw_error = nullptr;
+  GObjectPtr<GSocketConnection> connection(
+      g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(client), result, &raw_error));
+  GErrorPtr error(raw_error);
+  // Cancelled: the attempt was destroyed and `data` is gone.
+  if (error && g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_CANCELLED)) return;
   auto* self = static_cast<ConnectAttempt*>(data);
-  if (!connection) {
-    std::string message = error->message;
-    g_error_free(error);
-    if (self->options_.http_proxy)
-      message = "via proxy " + self->options_.http_proxy->to_string() + ": " + message;
-    self->done_(nullptr, message);
-    return;
-  }
+  guard_callback("connect", [&] {
+    if (!connection) {
+      std::string message = error ? error->message : "connection failed";
+      if (self->options_.http_proxy)
+        message = "via proxy " + self->options_.http_proxy->to_string() + ": " + message;
+      self->done_(nullptr, message);
+      return;
+    }
+    self->connected(connection.get());
+  });
+}
+
+void ConnectAttempt::connected(GSocketConnection* connection) {
   // A GSocketConnection closes its socket when it goes away; take our own copy of
   // the descriptor so that the stream owns its socket outright.
-  GSocket* socket =
-      g_socket_new_from_fd(dup(g_socket_get_fd(g_socket_connection_get_socket(connection))), nullptr);
-  g_object_unref(connection);
+  GObjectPtr<GSocket> socket(g_socket_new_from_fd(
+      dup(g_socket_get_fd(g_socket_connection_get_socket(connection))), nullptr));
   if (!socket) {
-    self->done_(nullptr, "cannot take over the connected socket");
+    done_(nullptr, "cannot take over the connected socket");
     return;
   }
-  g_socket_set_option(socket, IPPROTO_TCP, TCP_NODELAY, 1, nullptr);
+  g_socket_set_option(socket.get(), IPPROTO_TCP, TCP_NODELAY, 1, nullptr);
   std::unique_ptr<ByteStream> stream;
-  if (self->options_.tls) {
+  if (options_.tls) {
     static SslCtxPtr context = make_tls_client_context();
-    stream = make_tls_stream(socket, context.get(), false, self->options_.server.host,
-                             self->options_.tls_check);
+    stream = make_tls_stream(socket.get(), context.get(), false, options_.server.host,
+                             options_.tls_check);
   } else {
-    stream = make_plain_stream(socket);
+    stream = make_plain_stream(socket.get());  // takes its own reference
   }
-  g_object_unref(socket);  // the stream holds its own reference
-  self->done_(std::move(stream), "");
+  done_(std::move(stream), "");
 }
 
 Parsed<HostPort> parse_proxy_url(const std::string& url) {

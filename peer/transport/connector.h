@@ -14,6 +14,7 @@
 
 #include "address.h"
 #include "byte_stream.h"
+#include "glib_ptr.h"
 
 namespace natfwd {
 
@@ -31,15 +32,15 @@ class ConnectAttempt {
  public:
   using Done = std::function<void(std::unique_ptr<ByteStream> stream, const std::string& error)>;
   ConnectAttempt(const ConnectOptions& options, Done done);
-  ~ConnectAttempt();
   ConnectAttempt(const ConnectAttempt&) = delete;
   ConnectAttempt& operator=(const ConnectAttempt&) = delete;
 
  private:
   static void on_connected(GObject* client, GAsyncResult* result, gpointer self);
+  void connected(GSocketConnection* connection);
   ConnectOptions options_;
   Done done_;
-  GCancellable* cancellable_;
+  GCancellablePtr cancellable_;  // cancelled when the attempt goes
 };
 
 // "http://HOST:PORT" (or "HOST:PORT") -> the proxy's address; error text otherwise.

@@ -28,10 +28,6 @@ class TurnBridge::Link {
         });
     update_watches();
   }
-  ~Link() {
-    unwatch(local_source_);
-    unwatch(upstream_source_);
-  }
 
  private:
   // Bytes moving one way: read from `from` into `buffer`, write to `to`.
@@ -60,8 +56,11 @@ class TurnBridge::Link {
   }
 
   static gboolean on_event(GSocket*, GIOCondition, gpointer self) {
-    static_cast<Link*>(self)->pump();
-    return G_SOURCE_CONTINUE;
+    auto* link = static_cast<Link*>(self);
+    return guard_callback("turn bridge", G_SOURCE_CONTINUE, [link] {
+      link->pump();
+      return G_SOURCE_CONTINUE;
+    });
   }
 
   void pump() {
@@ -150,28 +149,21 @@ class TurnBridge::Link {
           upstream);
   }
 
-  void watch(GSource*& source, GIOCondition& current, GSocket* socket, GIOCondition wanted) {
+  void watch(GSourcePtr& source, GIOCondition& current, GSocket* socket, GIOCondition wanted) {
     if (source && current == wanted) return;
-    unwatch(source);
+    source.reset();
     current = wanted;
     if (!socket || wanted == 0) return;
-    source = g_socket_create_source(socket, wanted, nullptr);
-    g_source_set_callback(source, G_SOURCE_FUNC(on_event), this, nullptr);
-    g_source_attach(source, nullptr);
-  }
-
-  static void unwatch(GSource*& source) {
-    if (!source) return;
-    g_source_destroy(source);
-    g_source_unref(source);
-    source = nullptr;
+    source.reset(g_socket_create_source(socket, wanted, nullptr));
+    g_source_set_callback(source.get(), G_SOURCE_FUNC(on_event), this, nullptr);
+    g_source_attach(source.get(), nullptr);
   }
 
   void done() {
     if (finished_) return;
     finished_ = true;
-    unwatch(local_source_);
-    unwatch(upstream_source_);
+    local_source_.reset();
+    upstream_source_.reset();
     bridge_.link_done(this);  // destroys us from idle
   }
 
@@ -180,8 +172,9 @@ class TurnBridge::Link {
   std::unique_ptr<ByteStream> upstream_;
   std::unique_ptr<ConnectAttempt> attempt_;
   Direction to_upstream_, to_local_;
-  GSource* local_source_ = nullptr;
-  GSource* upstream_source_ = nullptr;
+  // After the streams: the watches go first.
+  GSourcePtr local_source_;
+  GSourcePtr upstream_source_;
   GIOCondition local_condition_ = static_cast<GIOCondition>(0);
   GIOCondition upstream_condition_ = static_cast<GIOCondition>(0);
   bool finished_ = false;
@@ -189,57 +182,49 @@ class TurnBridge::Link {
 
 TurnBridge::TurnBridge(ConnectOptions upstream, std::string label)
     : upstream_(std::move(upstream)), label_(std::move(label)) {
-  GError* error = nullptr;
-  listener_ = g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP,
-                           &error);
-  GInetAddress* loopback = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
-  GSocketAddress* address = g_inet_socket_address_new(loopback, 0);
-  g_object_unref(loopback);
-  const bool ok = listener_ && g_socket_bind(listener_, address, FALSE, &error) &&
-                  g_socket_listen(listener_, &error);
-  g_object_unref(address);
+  GError* raw_error = nullptr;
+  listener_.reset(g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM,
+                               G_SOCKET_PROTOCOL_TCP, &raw_error));
+  GObjectPtr<GInetAddress> loopback(g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4));
+  GObjectPtr<GSocketAddress> address(g_inet_socket_address_new(loopback.get(), 0));
+  const bool ok = listener_ && g_socket_bind(listener_.get(), address.get(), FALSE, &raw_error) &&
+                  g_socket_listen(listener_.get(), &raw_error);
+  GErrorPtr error(raw_error);
   if (!ok) {
-    std::string message = error ? error->message : "unknown error";
-    if (error) g_error_free(error);
-    if (listener_) g_object_unref(listener_);
-    throw std::runtime_error("cannot open the " + label_ + " bridge: " + message);
+    throw std::runtime_error("cannot open the " + label_ + " bridge: " +
+                             (error ? error->message : "unknown error"));
   }
-  g_socket_set_blocking(listener_, FALSE);
-  GSocketAddress* local = g_socket_get_local_address(listener_, nullptr);
-  port_ = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(local));
-  g_object_unref(local);
-  accept_source_ = g_socket_create_source(listener_, G_IO_IN, nullptr);
-  g_source_set_callback(accept_source_, G_SOURCE_FUNC(on_accept), this, nullptr);
-  g_source_attach(accept_source_, nullptr);
+  g_socket_set_blocking(listener_.get(), FALSE);
+  GObjectPtr<GSocketAddress> local(g_socket_get_local_address(listener_.get(), nullptr));
+  port_ = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(local.get()));
+  accept_source_.reset(g_socket_create_source(listener_.get(), G_IO_IN, nullptr));
+  g_source_set_callback(accept_source_.get(), G_SOURCE_FUNC(on_accept), this, nullptr);
+  g_source_attach(accept_source_.get(), nullptr);
 }
 
 TurnBridge::~TurnBridge() {
   links_.clear();
-  g_source_destroy(accept_source_);
-  g_source_unref(accept_source_);
-  g_socket_close(listener_, nullptr);
-  g_object_unref(listener_);
+  accept_source_.reset();
+  g_socket_close(listener_.get(), nullptr);
 }
 
 gboolean TurnBridge::on_accept(GSocket* socket, GIOCondition, gpointer self) {
   auto* bridge = static_cast<TurnBridge*>(self);
-  while (GSocket* client = g_socket_accept(socket, nullptr, nullptr)) {
-    g_socket_set_option(client, IPPROTO_TCP, TCP_NODELAY, 1, nullptr);
-    bridge->links_.insert(std::make_unique<Link>(*bridge, client));
-    g_object_unref(client);
-  }
-  return G_SOURCE_CONTINUE;
+  return guard_callback("turn bridge: accept", G_SOURCE_CONTINUE, [&] {
+    while (GObjectPtr<GSocket> client{g_socket_accept(socket, nullptr, nullptr)}) {
+      g_socket_set_option(client.get(), IPPROTO_TCP, TCP_NODELAY, 1, nullptr);
+      bridge->links_.insert(std::make_unique<Link>(*bridge, client.get()));
+    }
+    return G_SOURCE_CONTINUE;
+  });
 }
 
 void TurnBridge::link_done(Link* link) {
   for (auto it = links_.begin(); it != links_.end(); ++it) {
     if (it->get() != link) continue;
-    Link* doomed = const_cast<std::unique_ptr<Link>&>(*it).release();
+    std::unique_ptr<Link> doomed(const_cast<std::unique_ptr<Link>&>(*it).release());
     links_.erase(it);
-    g_idle_add_full(G_PRIORITY_DEFAULT, [](gpointer p) -> gboolean {
-      delete static_cast<Link*>(p);
-      return G_SOURCE_REMOVE;
-    }, doomed, nullptr);
+    delete_later(std::move(doomed));
     return;
   }
 }

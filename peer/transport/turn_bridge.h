@@ -14,6 +14,7 @@
 
 #include <gio/gio.h>
 
+#include "glib_ptr.h"
 #include "transport/connector.h"
 
 namespace natfwd {
@@ -39,8 +40,8 @@ class TurnBridge {
 
   ConnectOptions upstream_;
   std::string label_;
-  GSocket* listener_ = nullptr;
-  GSource* accept_source_ = nullptr;
+  GObjectPtr<GSocket> listener_;
+  GSourcePtr accept_source_;
   uint16_t port_ = 0;
   std::set<std::unique_ptr<Link>> links_;
 };

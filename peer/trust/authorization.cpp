@@ -14,6 +14,7 @@
 #include <openssl/sha.h>
 
 #include "log.h"
+#include "record_file.h"
 #include "trust/known_peers.h"
 
 namespace natfwd {
@@ -45,14 +46,12 @@ struct Invite {
 
 std::vector<Invite> load_invites(const std::string& path) {
   std::vector<Invite> invites;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
+  for_each_record(path, [&](int, std::istringstream& fields) {
     Invite invite;
     if (fields >> invite.hash >> invite.expires && invite.hash.size() == 64)
       invites.push_back(invite);
-  }
+    return true;
+  });
   return invites;
 }
 
@@ -78,13 +77,11 @@ Authorization::Authorization(std::string state_dir, std::vector<std::string> all
 
 std::set<std::string> Authorization::load_ids() const {
   std::set<std::string> ids;
-  std::ifstream in(state_dir_ + "/authorized_peers");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
+  for_each_record(state_dir_ + "/authorized_peers", [&](int, std::istringstream& fields) {
     std::string id;
     if (fields >> id && is_valid_key_id(id)) ids.insert(id);
-  }
+    return true;
+  });
   return ids;
 }
 

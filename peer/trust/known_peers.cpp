@@ -9,28 +9,26 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
+#include "glib_ptr.h"
 #include "log.h"
+#include "record_file.h"
 
 namespace natfwd {
 
 std::optional<KnownPeers::Entry> KnownPeers::find(const std::string& name) const {
-  std::ifstream in(path_);
-  std::string line;
-  int number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    std::istringstream fields(line);
+  std::optional<Entry> found;
+  for_each_record(path_, [&](int number, std::istringstream& fields) {
     std::string entry_name, type, encoded;
-    if (!(fields >> entry_name >> type >> encoded) || entry_name[0] == '#') continue;
-    if (entry_name != name || type != "ed25519") continue;
+    if (!(fields >> entry_name >> type >> encoded) || entry_name[0] == '#') return true;
+    if (entry_name != name || type != "ed25519") return true;
     gsize length = 0;
-    guchar* raw = g_base64_decode(encoded.c_str(), &length);
+    std::unique_ptr<guchar, GFree> raw(g_base64_decode(encoded.c_str(), &length));
     PublicKey key{};
-    const bool ok = public_key_from_bytes(std::span<const uint8_t>(raw, length), key);
-    g_free(raw);
-    if (ok) return Entry{key, number};
-  }
-  return std::nullopt;
+    if (!public_key_from_bytes(std::span<const uint8_t>(raw.get(), length), key)) return true;
+    found = Entry{key, number};
+    return false;
+  });
+  return found;
 }
 
 std::string KnownPeers::check(const std::string& name, const PublicKey& key) const {

@@ -14,7 +14,7 @@
 #include <glib.h>
 
 #include "quic/quic_connection.h"
-#include "server/glib_ptr.h"
+#include "glib_ptr.h"
 
 namespace natfwd {
 
@@ -48,8 +48,8 @@ class CoreLoop {
   GMainContext* context_;  // owned reference
   bool blocked_ = false;
   quic::Timestamp last_past_expiry_ = quic::kNever;  // a deadline already past when last armed
-  relay::GSourcePtr timer_;       // ready time = the core's deadline
-  relay::GSourcePtr write_idle_;  // set while a write pass is scheduled
+  GSourcePtr timer_;       // ready time = the core's deadline
+  GSourcePtr write_idle_;  // set while a write pass is scheduled
 };
 
 }  // namespace natfwd

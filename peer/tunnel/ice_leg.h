@@ -18,7 +18,7 @@
 
 #include "ice/ice_session.h"
 #include "rendezvous.pb.h"
-#include "server/glib_ptr.h"
+#include "glib_ptr.h"
 
 namespace natfwd {
 
@@ -66,7 +66,7 @@ class IceLeg {
   bool remote_params_set_ = false;
   std::vector<std::string> early_candidates_;  // arrived before the credentials
   bool relay_hold_over_ = false;
-  relay::GSourcePtr relay_hold_timer_;
+  GSourcePtr relay_hold_timer_;
   std::vector<std::string> held_local_;
   bool held_local_done_ = false;
   bool have_path_ = false;

@@ -38,9 +38,9 @@ gboolean guarded(const char* what, F&& f) {
   return G_SOURCE_REMOVE;
 }
 
-relay::GSourcePtr socket_source(GSocket* socket, GIOCondition condition, GSourceFunc callback,
+GSourcePtr socket_source(GSocket* socket, GIOCondition condition, GSourceFunc callback,
                                 gpointer self) {
-  relay::GSourcePtr source(g_socket_create_source(socket, condition, nullptr));
+  GSourcePtr source(g_socket_create_source(socket, condition, nullptr));
   g_source_set_callback(source.get(), callback, self, nullptr);
   g_source_attach(source.get(), nullptr);
   return source;
@@ -144,7 +144,7 @@ void StreamBridge::pump_tcp_to_stream() {
     gssize n = g_socket_receive(socket_, reinterpret_cast<gchar*>(buffer), sizeof buffer,
                                 nullptr, &error);
     if (n < 0) {
-      relay::GErrorPtr owned(error);
+      GErrorPtr owned(error);
       if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) break;
       stream_->failed(std::string("read: ") + error->message);  // closes us
       return;
@@ -169,7 +169,7 @@ void StreamBridge::pump_stream_to_tcp() {
                              reinterpret_cast<const gchar*>(to_tcp_.data() + to_tcp_offset_),
                              to_tcp_.size() - to_tcp_offset_, nullptr, &error);
     if (n < 0) {
-      relay::GErrorPtr owned(error);
+      GErrorPtr owned(error);
       if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) break;
       stream_->failed(std::string("write: ") + error->message);  // closes us
       return;
@@ -228,16 +228,16 @@ class TcpAttempt final : public LocalConnector::Attempt {
   std::weak_ptr<bool> wanted() const { return wanted_; }
 
  private:
-  relay::GObjectPtr<GCancellable> cancellable_;
+  GObjectPtr<GCancellable> cancellable_;
   std::shared_ptr<bool> wanted_ = std::make_shared<bool>(true);
 };
 
 void on_target_connected(GObject* client, GAsyncResult* result, gpointer data) {
   std::unique_ptr<ConnectContext> context(static_cast<ConnectContext*>(data));
   GError* error = nullptr;
-  relay::GObjectPtr<GSocketConnection> tcp(
+  GObjectPtr<GSocketConnection> tcp(
       g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(client), result, &error));
-  relay::GErrorPtr owned(error);
+  GErrorPtr owned(error);
   auto wanted = context->wanted.lock();
   if (!wanted || !*wanted) return;
   LocalConnector::Result outcome;
@@ -258,7 +258,7 @@ void on_target_connected(GObject* client, GAsyncResult* result, gpointer data) {
 std::unique_ptr<LocalConnector::Attempt> TcpConnector::connect(const HostPort& target,
                                                                Done done) {
   auto attempt = std::make_unique<TcpAttempt>();
-  relay::GObjectPtr<GSocketClient> client(g_socket_client_new());
+  GObjectPtr<GSocketClient> client(g_socket_client_new());
   g_socket_client_set_timeout(client.get(), kConnectTimeoutSeconds);
   // Targets are on the serving peer's own network: never through a proxy (and never
   // let GIO consult desktop proxy settings).

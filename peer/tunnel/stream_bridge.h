@@ -18,7 +18,7 @@
 
 #include <gio/gio.h>
 
-#include "server/glib_ptr.h"
+#include "glib_ptr.h"
 #include "tunnel/local_endpoint.h"
 #include "tunnel/stream_opening.h"
 
@@ -47,7 +47,7 @@ class StreamBridge final : public LocalEndpoint {
   void pump_stream_to_tcp();
   void update_read_interest();
 
-  relay::GObjectPtr<GSocketConnection> tcp_;
+  GObjectPtr<GSocketConnection> tcp_;
   GSocket* socket_ = nullptr;  // owned by tcp_
   Stream* stream_ = nullptr;
   bool closed_ = false;
@@ -55,9 +55,9 @@ class StreamBridge final : public LocalEndpoint {
   bool read_eof_ = false;        // the TCP peer stopped sending
   bool end_received_ = false;    // receive_end(): shut down once to_tcp_ is written
   bool write_shut_ = false;
-  relay::GSourcePtr read_source_;
-  relay::GSourcePtr write_source_;
-  relay::GSourcePtr pump_idle_;  // stream -> TCP write deferred to the batch's end
+  GSourcePtr read_source_;
+  GSourcePtr write_source_;
+  GSourcePtr pump_idle_;  // stream -> TCP write deferred to the batch's end
   std::vector<std::byte> to_tcp_;  // from the stream, not yet written to TCP
   size_t to_tcp_offset_ = 0;
 };

@@ -77,16 +77,16 @@ Tunnel::~Tunnel() {
   old_legs_.clear();
 }
 
-relay::GSourcePtr Tunnel::add_timeout(guint seconds, void (Tunnel::*member)()) {
-  relay::GSourcePtr source(g_timeout_source_new_seconds(seconds));
+GSourcePtr Tunnel::add_timeout(guint seconds, void (Tunnel::*member)()) {
+  GSourcePtr source(g_timeout_source_new_seconds(seconds));
   g_source_set_callback(source.get(), &Tunnel::on_source, new SourceCall{this, member},
                         delete_source_call);
   g_source_attach(source.get(), nullptr);
   return source;
 }
 
-relay::GSourcePtr Tunnel::add_idle(void (Tunnel::*member)()) {
-  relay::GSourcePtr source(g_idle_source_new());
+GSourcePtr Tunnel::add_idle(void (Tunnel::*member)()) {
+  GSourcePtr source(g_idle_source_new());
   g_source_set_callback(source.get(), &Tunnel::on_source, new SourceCall{this, member},
                         delete_source_call);
   g_source_attach(source.get(), nullptr);

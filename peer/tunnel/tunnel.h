@@ -23,7 +23,7 @@
 #include "identity.h"
 #include "ice/ice_session.h"
 #include "rendezvous.pb.h"
-#include "server/glib_ptr.h"
+#include "glib_ptr.h"
 #include "tunnel/connect_progress.h"
 #include "tunnel/core_loop.h"
 #include "tunnel/ice_leg.h"
@@ -158,8 +158,8 @@ class Tunnel : private TunnelCore::Io {
   void setup_timed_out();
   // One GLib timeout or idle source calling a member; the member may not throw into
   // GLib (the trampoline logs what it catches).
-  relay::GSourcePtr add_timeout(guint seconds, void (Tunnel::*member)());
-  relay::GSourcePtr add_idle(void (Tunnel::*member)());
+  GSourcePtr add_timeout(guint seconds, void (Tunnel::*member)());
+  GSourcePtr add_idle(void (Tunnel::*member)());
   static gboolean on_source(gpointer data);
 
   Role role_;
@@ -174,9 +174,9 @@ class Tunnel : private TunnelCore::Io {
   std::unique_ptr<IceLeg> leg_;       // carries QUIC
   std::unique_ptr<IceLeg> next_leg_;  // a path restart in progress
   std::vector<std::unique_ptr<IceLeg>> old_legs_;  // replaced; destroyed from idle
-  relay::GSourcePtr restart_timer_;
+  GSourcePtr restart_timer_;
   gint64 restart_started_us_ = 0;
-  relay::GSourcePtr drop_old_idle_;
+  GSourcePtr drop_old_idle_;
   std::string target_name_;  // connecting side: the name asked for, for restarts
   PublicKey expected_remote_key_{};
   bool established_ = false;
@@ -188,7 +188,7 @@ class Tunnel : private TunnelCore::Io {
   gint64 last_receive_us_ = 0;
   std::string last_path_line_;
   bool path_line_pending_ = false;
-  relay::GSourcePtr setup_timer_;
+  GSourcePtr setup_timer_;
   gint64 started_us_ = 0;
   gint64 established_us_ = 0;
 

@@ -661,25 +661,16 @@ std::optional<std::string> RendezvousCore::callee_budget_exceeded(const Connecti
 
 bool RendezvousCore::take_token(Buckets& buckets, const std::string& ip, size_t per_minute,
                                 TimePoint now) {
-  const double capacity = static_cast<double>(per_minute);
-  auto [it, fresh] = buckets.try_emplace(ip, Bucket{capacity, now});
-  Bucket& bucket = it->second;
-  if (!fresh && now > bucket.last) {
-    const double elapsed = std::chrono::duration<double>(now - bucket.last).count();
-    bucket.tokens = std::min(capacity, bucket.tokens + elapsed * capacity / kRatePeriod.count());
-  }
-  bucket.last = std::max(bucket.last, now);
-  if (bucket.tokens < 1.0) return false;
-  bucket.tokens -= 1.0;
-  return true;
+  auto it = buckets.try_emplace(ip, static_cast<double>(per_minute), kRatePeriod, now).first;
+  return it->second.take(1.0, now);
 }
 
 void RendezvousCore::sweep_buckets(TimePoint now) {
   if (now < next_sweep_) return;
   next_sweep_ = now + kRatePeriod;
-  // A bucket untouched for a whole period is full again: forgetting it changes nothing.
+  // A bucket that is full again can be forgotten: a new one starts full.
   for (Buckets* buckets : {&registration_buckets_, &session_buckets_})
-    std::erase_if(*buckets, [&](const auto& entry) { return now - entry.second.last >= kRatePeriod; });
+    std::erase_if(*buckets, [&](const auto& entry) { return entry.second.full_at(now); });
 }
 
 void RendezvousCore::on_tick(TimePoint now) {

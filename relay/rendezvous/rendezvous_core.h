@@ -3,8 +3,8 @@
 // events with the current time and carries out the actions it queues, and arms one
 // timer at next_deadline().
 //
-// Error policy: nothing here throws on peer input. A peer that breaks the protocol
-// gets an Error and its connection closed; misrouted session messages are dropped.
+// Errors (HACKING.md, "Error policy"): a peer that breaks the protocol gets an Error and
+// its connection closed; misrouted session messages are dropped.
 #pragma once
 
 #include <chrono>
@@ -24,6 +24,7 @@
 
 #include "address.h"
 #include "rendezvous.pb.h"
+#include "token_bucket.h"
 #include "metrics/relay_stats.h"
 #include "rendezvous/name_binding.h"
 
@@ -198,11 +199,7 @@ class RendezvousCore {
   std::string describe(ConnectionId id) const;  // "'home' (192.0.2.1:4000)" for logs
 
   // A token bucket per source IP: `per_minute` tokens, refilled evenly.
-  struct Bucket {
-    double tokens;
-    TimePoint last;
-  };
-  using Buckets = std::unordered_map<std::string, Bucket>;
+  using Buckets = std::unordered_map<std::string, TokenBucket>;
   // Takes a token from `ip`'s bucket; false when it is empty.
   static bool take_token(Buckets& buckets, const std::string& ip, size_t per_minute,
                          TimePoint now);

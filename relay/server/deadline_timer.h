@@ -6,7 +6,7 @@
 #include <functional>
 #include <optional>
 
-#include "server/glib_ptr.h"
+#include "glib_ptr.h"
 
 namespace natfwd::relay {
 

@@ -5,7 +5,7 @@
 
 #include "log.h"
 #include "metrics/relay_stats.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 
 namespace natfwd::relay {
 
@@ -17,14 +17,13 @@ struct MetricsService::Client {
   GObjectPtr<GSocketConnection> connection;
   std::string received;
   char buffer[1024];
-  guint timeout = 0;
-  GCancellable* cancellable = g_cancellable_new();
-  ~Client() { g_object_unref(cancellable); }
+  SourceId timeout;
+  GObjectPtr<GCancellable> cancellable{g_cancellable_new()};
 };
 
 MetricsService::MetricsService(const HostPort& listen, std::function<std::string()> render)
     : service_(g_socket_service_new()), render_(std::move(render)) {
-  GObjectPtr<GSocketAddress> address(make_socket_address(listen.host, listen.port));
+  GObjectPtr<GSocketAddress> address(net::make_socket_address(listen.host, listen.port));
   if (!address) throw std::runtime_error("--metrics: '" + listen.host + "' is not an IP address");
   GSocketAddress* effective = nullptr;
   GError* raw_error = nullptr;
@@ -36,7 +35,7 @@ MetricsService::MetricsService(const HostPort& listen, std::function<std::string
                              error->message);
   }
   GObjectPtr<GSocketAddress> bound(effective);
-  local_address_ = to_host_port(bound.get());
+  local_address_ = net::to_host_port(bound.get());
   g_signal_connect(service_.get(), "incoming", G_CALLBACK(on_incoming), this);
   g_socket_service_start(service_.get());
 }
@@ -58,12 +57,12 @@ gboolean MetricsService::on_incoming(GSocketService*, GSocketConnection* connect
   client->service = service;
   client->connection.reset(G_SOCKET_CONNECTION(g_object_ref(connection)));
   Client* raw = client.get();
-  raw->timeout = g_timeout_add_seconds(kRequestTimeoutSeconds, [](gpointer data) {
+  raw->timeout.reset(g_timeout_add_seconds(kRequestTimeoutSeconds, [](gpointer data) {
     auto* c = static_cast<Client*>(data);
-    c->timeout = 0;
-    c->service->drop(c, true);
+    c->timeout.release();
+    guard_callback("metrics: timeout", [c] { c->service->drop(c, true); });
     return G_SOURCE_REMOVE;
-  }, raw);
+  }, raw));
   service->clients_.push_back(std::move(client));
   service->read_more(raw);
   return TRUE;
@@ -72,7 +71,7 @@ gboolean MetricsService::on_incoming(GSocketService*, GSocketConnection* connect
 void MetricsService::read_more(Client* client) {
   GInputStream* in = g_io_stream_get_input_stream(G_IO_STREAM(client->connection.get()));
   g_input_stream_read_async(in, client->buffer, sizeof client->buffer, G_PRIORITY_DEFAULT,
-                            client->cancellable, on_read, client);
+                            client->cancellable.get(), on_read, client);
 }
 
 void MetricsService::on_read(GObject* stream, GAsyncResult* result, gpointer data) {
@@ -130,8 +129,7 @@ void MetricsService::finish(Client* client, const std::string& response) {
 }
 
 void MetricsService::drop(Client* client, bool read_pending) {
-  if (client->timeout) g_source_remove(client->timeout);
-  client->timeout = 0;
+  client->timeout.reset();
   auto it = std::find_if(clients_.begin(), clients_.end(),
                          [client](const auto& c) { return c.get() == client; });
   if (it == clients_.end()) return;
@@ -139,7 +137,7 @@ void MetricsService::drop(Client* client, bool read_pending) {
   clients_.erase(it);
   if (read_pending) {
     // Closing the stream must wait for the read; the connection goes with the client.
-    g_cancellable_cancel(client->cancellable);
+    g_cancellable_cancel(client->cancellable.get());
     return;
   }
   g_io_stream_close(G_IO_STREAM(client->connection.get()), nullptr, nullptr);

@@ -10,7 +10,7 @@
 #include <gio/gio.h>
 
 #include "address.h"
-#include "server/glib_ptr.h"
+#include "glib_ptr.h"
 
 namespace natfwd::relay {
 

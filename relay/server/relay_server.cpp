@@ -8,7 +8,7 @@
 
 #include "log.h"
 #include "server/rendezvous_service.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 #include "server/stun_udp_service.h"
 #include "socket_buffers.h"
 
@@ -102,8 +102,8 @@ RelayServer::RelayServer(RelayServerConfig config) {
     config.turn.listen_ip = config.listen.host;
     config.turn.turn.software = config.software;
     // The listen address is ours too, whatever the interfaces say.
-    GObjectPtr<GSocketAddress> own(make_socket_address(local_address_.host, 0));
-    if (own) config.turn.turn.peers.add_own_address(to_transport_address(own.get()));
+    GObjectPtr<GSocketAddress> own(net::make_socket_address(local_address_.host, 0));
+    if (own) config.turn.turn.peers.add_own_address(net::to_transport_address(own.get()));
     turn_ = std::make_unique<TurnService>(udp_.get(), config.turn);
   }
   // TLS on the main TCP port too (the first byte tells it apart), so always a
@@ -121,9 +121,9 @@ RelayServer::RelayServer(RelayServerConfig config) {
         {{discovery_address_->host, local_address_.port}, *discovery_address_}};
     for (int ip = 0; ip < 2; ++ip)
       for (int port = 0; port < 2; ++port) {
-        GObjectPtr<GSocketAddress> a(make_socket_address(hosts[ip][port].host,
+        GObjectPtr<GSocketAddress> a(net::make_socket_address(hosts[ip][port].host,
                                                          hosts[ip][port].port));
-        sockets.addresses.by_ip_port[ip][port] = to_transport_address(a.get());
+        sockets.addresses.by_ip_port[ip][port] = net::to_transport_address(a.get());
       }
     discovery = sockets;
   }
@@ -162,7 +162,7 @@ RelayServer::~RelayServer() {
 }
 
 void RelayServer::bind_tls(const HostPort& listen) {
-  GObjectPtr<GSocketAddress> address(make_socket_address(listen.host, listen.port));
+  GObjectPtr<GSocketAddress> address(net::make_socket_address(listen.host, listen.port));
   if (!address) throw std::runtime_error("'" + listen.host + "' is not an IP address");
   auto socket = new_socket(g_socket_address_get_family(address.get()), G_SOCKET_TYPE_STREAM,
                            G_SOCKET_PROTOCOL_TCP);
@@ -182,12 +182,12 @@ void RelayServer::bind_tls(const HostPort& listen) {
 }
 
 void RelayServer::bind_discovery(const std::string& alternate_ip, uint16_t alternate_port) {
-  GObjectPtr<GSocketAddress> probe(make_socket_address(alternate_ip, 0));
+  GObjectPtr<GSocketAddress> probe(net::make_socket_address(alternate_ip, 0));
   if (!probe) throw std::runtime_error("'" + alternate_ip + "' is not an IP address");
   const GSocketFamily family = g_socket_address_get_family(probe.get());
   auto bind_udp = [&](const std::string& host, uint16_t port) {
     auto socket = new_socket(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP);
-    GObjectPtr<GSocketAddress> address(make_socket_address(host, port));
+    GObjectPtr<GSocketAddress> address(net::make_socket_address(host, port));
     bool in_use = false;
     std::string error;
     if (!bind_socket(socket.get(), address.get(), false, in_use, error))
@@ -210,7 +210,7 @@ void RelayServer::bind_discovery(const std::string& alternate_ip, uint16_t alter
 
 void RelayServer::bind_sockets(const HostPort& listen) {
   listen_port_was_zero_ = listen.port == 0;
-  GObjectPtr<GSocketAddress> probe(make_socket_address(listen.host, 0));
+  GObjectPtr<GSocketAddress> probe(net::make_socket_address(listen.host, 0));
   if (!probe) throw std::runtime_error("'" + listen.host + "' is not an IP address");
   const GSocketFamily family = g_socket_address_get_family(probe.get());
   const std::string where = listen.to_string();
@@ -220,7 +220,7 @@ void RelayServer::bind_sockets(const HostPort& listen) {
     std::string error;
     // TCP first: SO_REUSEADDR so that a restart does not wait for TIME_WAIT.
     auto tcp = new_socket(family, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP);
-    GObjectPtr<GSocketAddress> tcp_address(make_socket_address(listen.host, listen.port));
+    GObjectPtr<GSocketAddress> tcp_address(net::make_socket_address(listen.host, listen.port));
     if (!bind_socket(tcp.get(), tcp_address.get(), true, in_use, error))
       throw std::runtime_error("cannot bind tcp " + where + ": " + error);
     const uint16_t port = bound_port(tcp.get());
@@ -228,7 +228,7 @@ void RelayServer::bind_sockets(const HostPort& listen) {
     // UDP on the same port number, without SO_REUSEPORT (GLib sets it for datagram
     // sockets when allow_reuse is true): a second relay must fail, not share.
     auto udp = new_socket(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP);
-    GObjectPtr<GSocketAddress> udp_address(make_socket_address(listen.host, port));
+    GObjectPtr<GSocketAddress> udp_address(net::make_socket_address(listen.host, port));
     if (!bind_socket(udp.get(), udp_address.get(), false, in_use, error)) {
       if (listen.port == 0 && in_use) continue;  // the kernel's TCP pick is busy on UDP
       throw std::runtime_error("cannot bind udp " + HostPort{listen.host, port}.to_string() +

@@ -11,7 +11,7 @@
 #include "address.h"
 #include "metrics/relay_stats.h"
 #include "rendezvous/rendezvous_core.h"
-#include "server/glib_ptr.h"
+#include "glib_ptr.h"
 #include "server/tls_service.h"
 #include "server/turn_service.h"
 

@@ -6,7 +6,7 @@
 #include <exception>
 
 #include "log.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 #include "server/tls_service.h"
 #include "server/turn_service.h"
 #include "tcp_dispatch.h"
@@ -50,11 +50,8 @@ void RendezvousService::watch_listener() {
 }
 
 gboolean RendezvousService::on_accept_trampoline(GSocket*, GIOCondition, gpointer self) {
-  try {
-    static_cast<RendezvousService*>(self)->on_accept();
-  } catch (const std::exception& e) {
-    log::error("rendezvous: accept: %s", e.what());
-  }
+  auto* service = static_cast<RendezvousService*>(self);
+  guard_callback("rendezvous: accept", [service] { service->on_accept(); });
   return G_SOURCE_CONTINUE;
 }
 
@@ -106,7 +103,7 @@ std::optional<ConnectionId> RendezvousService::admit(const HostPort& remote) {
 void RendezvousService::adopt_stream(std::unique_ptr<ByteStream> stream,
                                      std::span<const std::byte> already_read) {
   GObjectPtr<GSocketAddress> remote_address(g_socket_get_remote_address(stream->socket(), nullptr));
-  const auto id = admit(to_host_port(remote_address.get()));
+  const auto id = admit(net::to_host_port(remote_address.get()));
   if (!id) {
     stream->shutdown_write();
     return;
@@ -128,7 +125,7 @@ void RendezvousService::adopt_stream(std::unique_ptr<ByteStream> stream,
 void RendezvousService::accept_one(GSocket* socket) {
   GSocketAddress* raw_remote = g_socket_get_remote_address(socket, nullptr);
   GObjectPtr<GSocketAddress> remote_owned(raw_remote);
-  const HostPort remote = to_host_port(raw_remote);
+  const HostPort remote = net::to_host_port(raw_remote);
   const auto admitted = admit(remote);
   if (!admitted) {
     g_socket_close(socket, nullptr);
@@ -151,12 +148,9 @@ void RendezvousService::accept_one(GSocket* socket) {
 
 gboolean RendezvousService::on_sniff_trampoline(GSocket*, GIOCondition, gpointer data) {
   auto* client = static_cast<Client*>(data);
-  try {
+  return guard_callback("rendezvous", G_SOURCE_REMOVE, [client]() -> gboolean {
     return client->service->on_sniff(*client) ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
-  } catch (const std::exception& e) {
-    log::error("rendezvous: %s", e.what());
-    return G_SOURCE_REMOVE;
-  }
+  });
 }
 
 // Peeks at the first byte without consuming it, so that whoever handles the protocol
@@ -190,7 +184,7 @@ bool RendezvousService::on_sniff(Client& client) {
     if (protocol == TcpProtocol::kStun) {
       GObjectPtr<GSocketAddress> remote(g_socket_get_remote_address(socket.get(), nullptr));
       turn_->adopt_stream(make_plain_stream(socket.get()), turn::Transport::kTcp,
-                          to_transport_address(remote.get()), {});
+                          net::to_transport_address(remote.get()), {});
     } else {
       tls_->adopt(socket.get());
     }

@@ -20,7 +20,7 @@
 #include "framed_connection.h"
 #include "rendezvous/rendezvous_core.h"
 #include "server/deadline_timer.h"
-#include "server/glib_ptr.h"
+#include "glib_ptr.h"
 
 namespace natfwd::relay {
 

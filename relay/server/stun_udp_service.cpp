@@ -7,7 +7,8 @@
 #include <exception>
 
 #include "log.h"
-#include "server/socket_address.h"
+#include "net/datagrams.h"
+#include "net/socket_address.h"
 #include "server/turn_service.h"
 #include "turn/framing.h"
 
@@ -50,36 +51,24 @@ GSocket* StunUdpService::socket_at(stun::ServerEndpoint endpoint) const {
 
 gboolean StunUdpService::on_readable_trampoline(GSocket*, GIOCondition, gpointer data) {
   auto* listener = static_cast<Listener*>(data);
-  try {
-    listener->service->on_readable(*listener);
-  } catch (const std::exception& e) {
-    log::error("stun/udp: %s", e.what());
-  }
+  guard_callback("stun/udp", [listener] { listener->service->on_readable(*listener); });
   return G_SOURCE_CONTINUE;
 }
 
 void StunUdpService::on_readable(Listener& listener) {
-  const int fd = g_socket_get_fd(listener.socket.get());
-  for (int i = 0; i < kMaxDatagramsPerWakeup; ++i) {
-    sockaddr_storage from{};
-    socklen_t from_length = sizeof from;
-    const ssize_t n = recvfrom(fd, buffer_.data(), buffer_.size(), MSG_DONTWAIT,
-                               reinterpret_cast<sockaddr*>(&from), &from_length);
-    if (n < 0) {
-      // ICMP errors from earlier sends surface here (ECONNREFUSED); not ours to fix.
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-        log::debug("stun/udp: receive: %s", std::strerror(errno));
-      return;
-    }
-    handle_datagram(std::span(buffer_).first(static_cast<size_t>(n)), from, from_length,
-                    listener.endpoint);
-  }
+  net::receive_datagrams(
+      g_socket_get_fd(listener.socket.get()), buffer_, kMaxDatagramsPerWakeup, "stun/udp",
+      [&](std::span<const std::byte> datagram, const sockaddr_storage& from,
+          socklen_t from_length) {
+        handle_datagram(datagram, from, from_length, listener.endpoint);
+        return true;
+      });
 }
 
 void StunUdpService::handle_datagram(std::span<const std::byte> datagram,
                                      const sockaddr_storage& from, socklen_t from_length,
                                      stun::ServerEndpoint on) {
-  const auto sender = to_transport_address(from);
+  const auto sender = net::to_transport_address(from);
   // RFC 7983 demultiplexing: 01 is ChannelData; STUN methods other than Binding
   // (Allocate, Send, ...) belong to TURN. Without TURN (--no-turn) they get no service.
   const bool channel_data = turn::looks_like_channel_data(datagram);

@@ -19,9 +19,9 @@
 
 #include <gio/gio.h>
 
-#include "server/glib_ptr.h"
+#include "glib_ptr.h"
 #include "metrics/relay_stats.h"
-#include "stun/binding_responder.h"
+#include "binding/binding_responder.h"
 
 namespace natfwd::relay {
 

@@ -23,7 +23,7 @@
 #include "identity.h"
 #include "log.h"
 #include "server/rendezvous_service.h"
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 #include "server/turn_service.h"
 #include "tcp_dispatch.h"
 
@@ -150,11 +150,8 @@ void TlsService::set_targets(RendezvousService* rendezvous, TurnService* turn) {
 }
 
 gboolean TlsService::on_accept_trampoline(GSocket*, GIOCondition, gpointer self) {
-  try {
-    static_cast<TlsService*>(self)->on_accept();
-  } catch (const std::exception& e) {
-    log::error("tls: accept: %s", e.what());
-  }
+  auto* service = static_cast<TlsService*>(self);
+  guard_callback("tls: accept", [service] { service->on_accept(); });
   return G_SOURCE_CONTINUE;
 }
 
@@ -205,11 +202,7 @@ void TlsService::watch(Pending& pending, GIOCondition condition) {
 
 gboolean TlsService::on_io_trampoline(GSocket*, GIOCondition, gpointer data) {
   auto* pending = static_cast<Pending*>(data);
-  try {
-    pending->service->advance(*pending);  // may free *pending
-  } catch (const std::exception& e) {
-    log::error("tls: %s", e.what());
-  }
+  guard_callback("tls", [pending] { pending->service->advance(*pending); });  // may free it
   return G_SOURCE_CONTINUE;
 }
 
@@ -250,7 +243,7 @@ bool TlsService::advance(Pending& pending) {
     rendezvous_->adopt_stream(std::move(stream), first);
   } else if (protocol == TcpProtocol::kStun && turn_) {
     GObjectPtr<GSocketAddress> address(g_socket_get_remote_address(stream->socket(), nullptr));
-    const auto from = to_transport_address(address.get());
+    const auto from = net::to_transport_address(address.get());
     turn_->adopt_stream(std::move(stream), turn::Transport::kTls, from, first);
   } else {
     log::warn_limited("tls-protocol", "tls: closing %s: first byte 0x%02x (%s) is not served",

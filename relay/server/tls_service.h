@@ -13,7 +13,7 @@
 #include <gio/gio.h>
 
 #include "byte_stream.h"
-#include "server/glib_ptr.h"
+#include "glib_ptr.h"
 
 namespace natfwd::relay {
 

@@ -9,7 +9,8 @@
 
 #include "log.h"
 #include "socket_buffers.h"
-#include "server/socket_address.h"
+#include "net/datagrams.h"
+#include "net/socket_address.h"
 #include "turn/framing.h"
 
 namespace natfwd::relay {
@@ -71,10 +72,10 @@ std::string TurnService::relay_ip_for(const turn::ClientKey& client,
   // sends nothing, it only routes.
   GObjectPtr<GSocket> probe(g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_DATAGRAM,
                                          G_SOCKET_PROTOCOL_UDP, nullptr));
-  GObjectPtr<GSocketAddress> target(make_socket_address(ip_of(client.address), 9));
+  GObjectPtr<GSocketAddress> target(net::make_socket_address(ip_of(client.address), 9));
   if (probe && target && g_socket_connect(probe.get(), target.get(), nullptr, nullptr)) {
     GObjectPtr<GSocketAddress> local(g_socket_get_local_address(probe.get(), nullptr));
-    if (local) return to_host_port(local.get()).host;
+    if (local) return net::to_host_port(local.get()).host;
   }
   return "0.0.0.0";
 }
@@ -87,7 +88,7 @@ GObjectPtr<GSocket> TurnService::bind_relay_socket(TransportAddress::Family fami
     GObjectPtr<GSocket> socket(
         g_socket_new(socket_family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
     if (!socket) return nullptr;
-    GObjectPtr<GSocketAddress> address(make_socket_address(ip, port));
+    GObjectPtr<GSocketAddress> address(net::make_socket_address(ip, port));
     if (!address || !g_socket_bind(socket.get(), address.get(), FALSE, nullptr)) return nullptr;
     return socket;
   };
@@ -132,7 +133,7 @@ std::optional<TransportAddress> TurnService::open_relay(turn::AllocationId id,
   raise_socket_buffers(g_socket_get_fd(socket.get()), kRelaySocketBufferBytes);
   GObjectPtr<GSocketAddress> local(g_socket_get_local_address(socket.get(), nullptr));
   if (!local) return std::nullopt;
-  const TransportAddress relayed = to_transport_address(local.get());
+  const TransportAddress relayed = net::to_transport_address(local.get());
 
   auto relay = std::make_unique<RelaySocket>();
   relay->service = this;
@@ -159,34 +160,21 @@ void TurnService::close_relay(turn::AllocationId id) {
 gboolean TurnService::on_relay_readable_trampoline(GSocket*, GIOCondition, gpointer data) {
   auto* relay = static_cast<RelaySocket*>(data);
   TurnService* service = relay->service;
-  try {
-    service->on_relay_readable(*relay);
-  } catch (const std::exception& e) {
-    log::error("turn: relayed socket: %s", e.what());
-  }
+  guard_callback("turn: relayed socket", [=] { service->on_relay_readable(*relay); });
   service->arm_timer();
   return G_SOURCE_CONTINUE;
 }
 
 void TurnService::on_relay_readable(RelaySocket& relay) {
   const turn::AllocationId id = relay.id;
-  const int fd = g_socket_get_fd(relay.socket.get());
-  for (int i = 0; i < kMaxDatagramsPerWakeup; ++i) {
-    sockaddr_storage from{};
-    socklen_t from_length = sizeof from;
-    const ssize_t n = recvfrom(fd, buffer_.data(), buffer_.size(), MSG_DONTWAIT,
-                               reinterpret_cast<sockaddr*>(&from), &from_length);
-    if (n < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-        log::debug("turn: relayed socket %llu: %s", static_cast<unsigned long long>(id),
-                   std::strerror(errno));
-      return;
-    }
-    core_.on_peer_data(id, to_transport_address(from),
-                       std::span(buffer_).first(static_cast<size_t>(n)), now());
-    // The core may have closed this relay (it does not today, but stay safe).
-    if (!relays_.contains(id)) return;
-  }
+  net::receive_datagrams(
+      g_socket_get_fd(relay.socket.get()), buffer_, kMaxDatagramsPerWakeup,
+      "turn: relayed socket",
+      [&](std::span<const std::byte> datagram, const sockaddr_storage& from, socklen_t) {
+        core_.on_peer_data(id, net::to_transport_address(from), datagram, now());
+        // The core may have closed this relay (it does not today, but stay safe).
+        return relays_.contains(id);
+      });
 }
 
 void TurnService::send_to_peer(turn::AllocationId id, const TransportAddress& peer,
@@ -200,7 +188,7 @@ void TurnService::send_datagram(GSocket* socket, const TransportAddress& to,
                                 std::span<const std::byte> bytes, const char* what) {
   sockaddr_storage address{};
   const socklen_t length =
-      to_sockaddr(to, g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV6 ? AF_INET6 : AF_INET,
+      net::to_sockaddr(to, g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV6 ? AF_INET6 : AF_INET,
                   address);
   if (length == 0) return;
   if (sendto(g_socket_get_fd(socket), bytes.data(), bytes.size(), MSG_DONTWAIT,
@@ -422,11 +410,7 @@ gboolean TurnService::on_reap_trampoline(gpointer self) {
 void TurnService::arm_timer() { timer_.arm(core_.next_deadline()); }
 
 void TurnService::on_timer() {
-  try {
-    core_.on_tick(now());
-  } catch (const std::exception& e) {
-    log::error("turn: timer: %s", e.what());
-  }
+  guard_callback("turn: timer", [this] { core_.on_tick(now()); });
   arm_timer();
 }
 

@@ -22,8 +22,8 @@
 
 #include "byte_stream.h"
 #include "server/deadline_timer.h"
-#include "server/glib_ptr.h"
-#include "stun/binding_responder.h"
+#include "glib_ptr.h"
+#include "binding/binding_responder.h"
 #include "turn/turn_server.h"
 
 namespace natfwd::relay {

@@ -127,7 +127,7 @@ TurnServer::Result TurnServer::on_client_message(const ClientKey& client,
   if (looks_like_channel_data(bytes)) {
     auto channel_data = parse_channel_data(bytes);
     if (!channel_data) return {Verdict::kMalformed, "truncated ChannelData"};
-    handleChannelData(client, channel_data->channel, channel_data->data, now);
+    handle_channel_data(client, channel_data->channel, channel_data->data, now);
     return {};
   }
   auto parsed = stun::parse(bytes);
@@ -139,7 +139,7 @@ TurnServer::Result TurnServer::on_client_message(const ClientKey& client,
 void TurnServer::handle_request(const ClientKey& client, const Message& request, TimePoint now) {
   const uint16_t method = request.method();
   if (request.message_class() == MessageClass::kIndication) {
-    if (method == method::kSend) handleSendIndication(client, request, now);
+    if (method == method::kSend) handle_send_indication(client, request, now);
     return;  // other indications: nothing to do
   }
   if (request.message_class() != MessageClass::kRequest) return;  // stray responses
@@ -178,7 +178,7 @@ void TurnServer::handle_request(const ClientKey& client, const Message& request,
     return;
   }
   if (method == method::kAllocate) {
-    handleAllocate(client, request, *auth, now);
+    handle_allocate(client, request, *auth, now);
     return;
   }
   Allocation* allocation = find(client);
@@ -188,13 +188,13 @@ void TurnServer::handle_request(const ClientKey& client, const Message& request,
   }
   switch (method) {
     case method::kRefresh:
-      handleRefresh(client, *allocation, request, *auth, now);
+      handle_refresh(client, *allocation, request, *auth, now);
       break;
     case method::kCreatePermission:
-      handleCreatePermission(client, *allocation, request, *auth, now);
+      handle_create_permission(client, *allocation, request, *auth, now);
       break;
     case method::kChannelBind:
-      handleChannelBind(client, *allocation, request, *auth, now);
+      handle_channel_bind(client, *allocation, request, *auth, now);
       break;
     default:
       break;
@@ -258,8 +258,8 @@ std::optional<TurnServer::Auth> TurnServer::authenticate(const ClientKey& client
 
 // ---- requests --------------------------------------------------------------------
 
-void TurnServer::handleAllocate(const ClientKey& client, const Message& request, const Auth& auth,
-                                TimePoint now) {
+void TurnServer::handle_allocate(const ClientKey& client, const Message& request, const Auth& auth,
+                                 TimePoint now) {
   if (Allocation* existing = find(client)) {
     // Section 7.2: a retransmitted Allocate gets the same answer; anything else on
     // a 5-tuple that has an allocation is a mismatch.
@@ -358,7 +358,8 @@ void TurnServer::handleAllocate(const ClientKey& client, const Message& request,
   allocation.key = auth.key;
   allocation.allocate_transaction = request.transaction_id;
   allocation.expires = now + *lifetime;
-  allocation.bucket = TokenBucket{static_cast<double>(config_.bandwidth_cap), now};
+  allocation.bucket =
+      TokenBucket(static_cast<double>(config_.bandwidth_cap), std::chrono::seconds(1), now);
   allocation.scheduled = allocation.expires;
   deadlines_.insert({allocation.scheduled, id});
   by_client_[client] = id;
@@ -374,8 +375,8 @@ void TurnServer::handleAllocate(const ClientKey& client, const Message& request,
   });
 }
 
-void TurnServer::handleRefresh(const ClientKey& client, Allocation& allocation,
-                               const Message& request, const Auth& auth, TimePoint now) {
+void TurnServer::handle_refresh(const ClientKey& client, Allocation& allocation,
+                                const Message& request, const Auth& auth, TimePoint now) {
   if (const Attribute* requested = request.find(attr::kRequestedAddressFamily)) {
     const bool v6 = requested->value.size() == 4 &&
                     std::to_integer<uint8_t>(requested->value[0]) == kFamilyIPv6;
@@ -401,8 +402,8 @@ void TurnServer::handleRefresh(const ClientKey& client, Allocation& allocation,
   reschedule(allocation, now);
 }
 
-void TurnServer::handleCreatePermission(const ClientKey& client, Allocation& allocation,
-                                        const Message& request, const Auth& auth, TimePoint now) {
+void TurnServer::handle_create_permission(const ClientKey& client, Allocation& allocation,
+                                          const Message& request, const Auth& auth, TimePoint now) {
   std::vector<TransportAddress> peers;
   for (const auto& attribute : request.attributes) {
     if (attribute.type != attr::kXorPeerAddress) continue;
@@ -436,8 +437,8 @@ void TurnServer::handleCreatePermission(const ClientKey& client, Allocation& all
   send_success(client, request, auth, [](MessageBuilder&) {});
 }
 
-void TurnServer::handleChannelBind(const ClientKey& client, Allocation& allocation,
-                                   const Message& request, const Auth& auth, TimePoint now) {
+void TurnServer::handle_channel_bind(const ClientKey& client, Allocation& allocation,
+                                     const Message& request, const Auth& auth, TimePoint now) {
   const Attribute* number_attribute = request.find(attr::kChannelNumber);
   const Attribute* peer_attribute = request.find(attr::kXorPeerAddress);
   std::optional<TransportAddress> peer;
@@ -483,8 +484,8 @@ void TurnServer::handleChannelBind(const ClientKey& client, Allocation& allocati
 
 // ---- data ------------------------------------------------------------------------
 
-void TurnServer::handleSendIndication(const ClientKey& client, const Message& indication,
-                                      TimePoint now) {
+void TurnServer::handle_send_indication(const ClientKey& client, const Message& indication,
+                                        TimePoint now) {
   Allocation* allocation = find(client);
   if (!allocation) return;  // section 10.2: silently discarded
   const Attribute* peer_attribute = indication.find(attr::kXorPeerAddress);
@@ -498,8 +499,8 @@ void TurnServer::handleSendIndication(const ClientKey& client, const Message& in
   count_relayed(true, data->value.size());
 }
 
-void TurnServer::handleChannelData(const ClientKey& client, uint16_t number,
-                                   std::span<const std::byte> data, TimePoint now) {
+void TurnServer::handle_channel_data(const ClientKey& client, uint16_t number,
+                                     std::span<const std::byte> data, TimePoint now) {
   Allocation* allocation = find(client);
   if (!allocation) return;
   auto it = allocation->channels.find(number);
@@ -561,14 +562,7 @@ size_t TurnServer::channel_count() const {
 
 bool TurnServer::take_tokens(Allocation& allocation, size_t bytes, TimePoint now) {
   if (config_.bandwidth_cap == 0) return true;
-  TokenBucket& bucket = allocation.bucket;
-  const double cap = static_cast<double>(config_.bandwidth_cap);
-  const double elapsed = std::chrono::duration<double>(now - bucket.last).count();
-  bucket.tokens = std::min(cap, bucket.tokens + std::max(elapsed, 0.0) * cap);
-  bucket.last = now;
-  if (bucket.tokens < static_cast<double>(bytes)) return false;
-  bucket.tokens -= static_cast<double>(bytes);
-  return true;
+  return allocation.bucket.take(static_cast<double>(bytes), now);
 }
 
 bool TurnServer::has_permission(const Allocation& allocation, const TransportAddress& peer,

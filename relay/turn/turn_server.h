@@ -4,10 +4,10 @@
 // it answers through the TurnIo interface (send to a client, send from a relayed
 // socket, open/close a relayed socket). One timer at next_deadline() drives expiry.
 //
-// Error policy: nothing here throws on network input. Malformed client input comes
-// back as Verdict::kMalformed (the caller drops the datagram or closes the TCP
-// connection, with a rate-limited warning); protocol errors become STUN error
-// responses; peer datagrams that are not allowed are dropped.
+// Errors (HACKING.md, "Error policy"): malformed client input comes back as
+// Verdict::kMalformed (the caller drops the datagram or closes the TCP connection, with
+// a rate-limited warning); protocol errors become STUN error responses; peer datagrams
+// that are not allowed are dropped.
 #pragma once
 
 #include <chrono>
@@ -27,6 +27,7 @@
 
 #include "metrics/relay_stats.h"
 #include "stun/stun_message.h"
+#include "token_bucket.h"
 #include "turn/credentials.h"
 #include "turn/peer_policy.h"
 #include "turn/turn_constants.h"
@@ -135,10 +136,6 @@ class TurnServer {
     TransportAddress peer;
     TimePoint expires;  // the binding; it still blocks rebinding kChannelRebindGuard longer
   };
-  struct TokenBucket {
-    double tokens = 0;
-    TimePoint last{};
-  };
   struct Allocation {
     AllocationId id = 0;
     ClientKey client;
@@ -162,18 +159,18 @@ class TurnServer {
   };
 
   void handle_request(const ClientKey& client, const stun::Message& request, TimePoint now);
-  void handleAllocate(const ClientKey& client, const stun::Message& request, const Auth& auth,
-                      TimePoint now);
-  void handleRefresh(const ClientKey& client, Allocation& allocation,
-                     const stun::Message& request, const Auth& auth, TimePoint now);
-  void handleCreatePermission(const ClientKey& client, Allocation& allocation,
-                              const stun::Message& request, const Auth& auth, TimePoint now);
-  void handleChannelBind(const ClientKey& client, Allocation& allocation,
-                         const stun::Message& request, const Auth& auth, TimePoint now);
-  void handleSendIndication(const ClientKey& client, const stun::Message& indication,
-                            TimePoint now);
-  void handleChannelData(const ClientKey& client, uint16_t channel,
-                         std::span<const std::byte> data, TimePoint now);
+  void handle_allocate(const ClientKey& client, const stun::Message& request, const Auth& auth,
+                       TimePoint now);
+  void handle_refresh(const ClientKey& client, Allocation& allocation,
+                      const stun::Message& request, const Auth& auth, TimePoint now);
+  void handle_create_permission(const ClientKey& client, Allocation& allocation,
+                                const stun::Message& request, const Auth& auth, TimePoint now);
+  void handle_channel_bind(const ClientKey& client, Allocation& allocation,
+                           const stun::Message& request, const Auth& auth, TimePoint now);
+  void handle_send_indication(const ClientKey& client, const stun::Message& indication,
+                              TimePoint now);
+  void handle_channel_data(const ClientKey& client, uint16_t channel,
+                           std::span<const std::byte> data, TimePoint now);
 
   // RFC 8489 section 9.2.4; answers 400/401/438/441 itself and returns nullopt then.
   std::optional<Auth> authenticate(const ClientKey& client, const stun::Message& request,

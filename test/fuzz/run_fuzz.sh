@@ -1,15 +1,15 @@
 #!/bin/sh
 # Builds natfwd's libFuzzer targets in their own build dir (clang, ASan + UBSan) and runs
-# each for N seconds (default 20): fuzz_stun (the relay's STUN/TURN parsers and TURN
-# core), fuzz_frame (rendezvous frames, Envelopes) and fuzz_stream_open (the stream-open
-# header codec). Exit status: 0 when no crash was found, 77 when clang or libFuzzer is
-# missing, else the fuzzer's.
+# each for N seconds (default 20): fuzz_stun (the shared STUN codec), fuzz_turn (the
+# relay's Binding responder, TURN framing and TURN core) and fuzz_frame (rendezvous
+# frames, Envelopes) and fuzz_stream_open (the stream-open header codec). Exit
+# status: 0 when no crash was found, 77 when clang or libFuzzer is missing, else the fuzzer's.
 #
 #   test/fuzz/run_fuzz.sh [SECONDS] [TARGET...]   env: FUZZ_BUILD_DIR (default build-fuzz)
 set -eu
 seconds=${1:-20}
 [ $# -gt 0 ] && shift
-targets=${*:-fuzz_stun fuzz_frame fuzz_stream_open}
+targets=${*:-fuzz_stun fuzz_turn fuzz_frame fuzz_stream_open}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 
@@ -24,7 +24,8 @@ if [ ! -d "$build" ]; then
 fi
 for target in $targets; do
   case $target in
-    fuzz_stun) path=relay/fuzz_stun ;;
+    fuzz_stun) path=stun/fuzz_stun ;;
+    fuzz_turn) path=relay/fuzz_turn ;;
     fuzz_frame) path=proto/fuzz_frame ;;
     fuzz_stream_open) path=proto/fuzz_stream_open ;;
     *) echo "unknown fuzz target $target"; exit 2 ;;
@@ -34,7 +35,7 @@ for target in $targets; do
   corpus="$build/fuzz-corpus-$target"
   mkdir -p "$corpus"
   seed() { [ -f "$corpus/$1" ] || printf "$2" > "$corpus/$1"; }
-  if [ "$target" = fuzz_stun ]; then
+  if [ "$target" = fuzz_stun ] || [ "$target" = fuzz_turn ]; then
     # A Binding request, an Allocate, ChannelData (octal escapes, written once).
     seed binding '\000\001\000\000\041\022\244\102abcdefghijkl'
     seed allocate '\000\003\000\010\041\022\244\102abcdefghijkl\000\031\000\004\021\000\000\000'
@@ -51,7 +52,7 @@ for target in $targets; do
 
   log="$build/$target.log"
   status=0
-  # Leak checks off: fuzz_stun keeps one TURN server across runs on purpose.
+  # Leak checks off: fuzz_turn keeps one TURN server across runs on purpose.
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ASAN_OPTIONS=detect_leaks=0 \
     "$build/$path" -max_total_time="$seconds" -max_len=2048 \

@@ -10,7 +10,7 @@
 #include "netcheck/netcheck_runner.h"
 #include "netcheck/netcheck_output.h"
 #include "netcheck/path_verdict.h"
-#include "stun/binding_responder.h"
+#include "binding/binding_responder.h"
 
 using namespace natfwd::netcheck;
 using natfwd::stun::TransportAddress;

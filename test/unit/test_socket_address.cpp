@@ -1,4 +1,4 @@
-// The relay's per-datagram address conversions (sockaddr <-> STUN transport address):
+// Address conversions (sockaddr and GSocketAddress <-> STUN transport address, text):
 // both families, IPv4 on a dual-stack (IPv6) socket, and what cannot be sent.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -7,10 +7,10 @@
 
 #include <cstring>
 
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 
-using natfwd::relay::to_sockaddr;
-using natfwd::relay::to_transport_address;
+using natfwd::net::to_sockaddr;
+using natfwd::net::to_transport_address;
 using natfwd::stun::TransportAddress;
 
 TEST_CASE("socket address: IPv4 round trip on an IPv4 socket") {
@@ -53,4 +53,25 @@ TEST_CASE("socket address: an unknown family reads as an empty address") {
   sockaddr_storage unix_socket{};
   unix_socket.ss_family = AF_UNIX;
   CHECK(to_transport_address(unix_socket) == TransportAddress{});
+}
+
+TEST_CASE("socket address: GLib addresses to text, HostPort and back") {
+  using natfwd::net::make_socket_address;
+  const auto v4 = make_socket_address("203.0.113.10", 3478);
+  REQUIRE(v4);
+  CHECK(natfwd::net::to_string(v4.get()) == "203.0.113.10:3478");
+  CHECK(natfwd::net::to_host_port(v4.get()) == natfwd::HostPort{"203.0.113.10", 3478});
+  const auto v6 = make_socket_address("2001:db8::1", 443);
+  REQUIRE(v6);
+  CHECK(natfwd::net::to_string(v6.get()) == "[2001:db8::1]:443");
+  // What a dual-stack socket reports for an IPv4 sender reads as the IPv4 address.
+  const auto mapped = make_socket_address("::ffff:198.51.100.7", 9);
+  REQUIRE(mapped);
+  CHECK(natfwd::net::to_string(mapped.get()) == "198.51.100.7:9");
+  CHECK(natfwd::net::to_transport_address(mapped.get()) ==
+        TransportAddress::ipv4({198, 51, 100, 7}, 9));
+  const auto back = make_socket_address(natfwd::net::to_transport_address(v6.get()));
+  CHECK(natfwd::net::to_string(back.get()) == "[2001:db8::1]:443");
+  CHECK(natfwd::net::to_string(nullptr) == "?");
+  CHECK_FALSE(make_socket_address("relay.example", 1));
 }

@@ -1,81 +1,14 @@
-// STUN codec and Binding responder: RFC 5769 test vectors, every prefix, named bad
-// vectors, and round trips through the builder.
+// STUN codec: RFC 5769 test vectors, every prefix, named bad vectors, and round trips
+// through the builder.
 #include <catch2/catch.hpp>
 
 #include <string>
 
-#include "stun/binding_responder.h"
 #include "stun/stun_message.h"
+#include "stun_vectors.h"
 
 using namespace natfwd::stun;
-
-namespace {
-
-std::vector<std::byte> from_hex(std::string_view hex) {
-  std::vector<std::byte> out;
-  std::string digits;
-  for (char c : hex)
-    if (c != ' ' && c != '\n') digits.push_back(c);
-  for (size_t i = 0; i + 1 < digits.size(); i += 2)
-    out.push_back(static_cast<std::byte>(std::stoi(digits.substr(i, 2), nullptr, 16)));
-  return out;
-}
-
-std::span<const std::byte> as_bytes(std::string_view text) {
-  return std::as_bytes(std::span(text.data(), text.size()));
-}
-
-// RFC 5769 section 2.1: sample request (software "STUN test client", PRIORITY,
-// ICE-CONTROLLED, USERNAME "evtj:h6vY", MESSAGE-INTEGRITY, FINGERPRINT).
-const auto kSampleRequest = from_hex(
-    "000100582112a442b7e7a701bc34d686fa87dfae"
-    "80220010 5354554e 20746573 7420636c 69656e74"
-    "00240004 6e0001ff"
-    "80290008 932ff9b1 51263b36"
-    "00060009 6576746a 3a683676 59202020"
-    "00080014 9aeaa70c bfd8cb56 781ef2b5 b2d3f249 c1b571a2"
-    "80280004 e57a3bcf");
-
-// Section 2.2: IPv4 response, mapped address 192.0.2.1 port 32853.
-const auto kSampleIpv4Response = from_hex(
-    "0101003c2112a442b7e7a701bc34d686fa87dfae"
-    "8022000b 74657374 20766563 746f7220"
-    "00200008 0001a147 e112a643"
-    "00080014 2b91f599 fd9e90c3 8c7489f9 2af9ba53 f06be7d7"
-    "80280004 c07d4c96");
-
-// Section 2.3: IPv6 response, mapped address 2001:db8:1234:5678:11:2233:4455:6677
-// port 32853.
-const auto kSampleIpv6Response = from_hex(
-    "010100482112a442b7e7a701bc34d686fa87dfae"
-    "8022000b 74657374 20766563 746f7220"
-    "00200014 0002a147 0113a9fa a5d3f179 bc25f4b5 bed2b9d9"
-    "00080014 a382954e 4be67bf1 1784c97c 8292c275 bfe3ed41"
-    "80280004 c8fb0b4c");
-
-constexpr std::string_view kPassword = "VOkJxbRl1RmTxUk/WvJxBt";
-
-TransactionId sample_transaction_id() {
-  TransactionId id{};
-  const auto bytes = from_hex("b7e7a701bc34d686fa87dfae");
-  std::copy(bytes.begin(), bytes.end(), id.begin());
-  return id;
-}
-
-std::vector<std::byte> binding_request(const TransactionId& id) {
-  MessageBuilder builder(method::kBinding, MessageClass::kRequest, id);
-  builder.add_fingerprint();
-  return builder.take();
-}
-
-std::string software_of(const Message& message) {
-  const Attribute* software = message.find(attr::kSoftware);
-  if (!software) return {};
-  return std::string(reinterpret_cast<const char*>(software->value.data()),
-                     software->value.size());
-}
-
-}  // namespace
+using namespace natfwd::stun::test;
 
 TEST_CASE("message type packs method and class bits (RFC 8489 section 5)") {
   CHECK(message_type(method::kBinding, MessageClass::kRequest) == 0x0001);
@@ -284,107 +217,4 @@ TEST_CASE("attributes after MESSAGE-INTEGRITY other than FINGERPRINT are ignored
   CHECK(parsed.message.find(attr::kSoftware) == nullptr);
   CHECK(parsed.message.has_fingerprint);
   CHECK(verify_message_integrity(parsed.message, as_bytes("key")));
-}
-
-TEST_CASE("the Binding responder answers with XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT") {
-  BindingResponder responder("natfwd-relay test");
-  const auto id = sample_transaction_id();
-  for (const auto& from :
-       {TransportAddress::ipv4({127, 0, 0, 1}, 40000),
-        TransportAddress::ipv6({0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 9)}) {
-    auto request = binding_request(id);
-    auto result = responder.handle(request, from);
-    REQUIRE(result.outcome == BindingResponder::Outcome::kRespond);
-    auto parsed = parse(result.response);
-    REQUIRE(parsed.status == ParseStatus::kOk);
-    const Message& response = parsed.message;
-    CHECK(response.method() == method::kBinding);
-    CHECK(response.message_class() == MessageClass::kSuccessResponse);
-    CHECK(response.transaction_id == id);
-    CHECK(response.has_fingerprint);
-    CHECK(software_of(response) == "natfwd-relay test");
-    const Attribute* mapped = response.find(attr::kXorMappedAddress);
-    REQUIRE(mapped);
-    CHECK(decode_xor_address(mapped->value, id) == from);
-  }
-}
-
-TEST_CASE("the Binding responder answers the RFC 5769 request despite its credentials") {
-  BindingResponder responder("x");
-  auto result = responder.handle(kSampleRequest, TransportAddress::ipv4({10, 0, 0, 1}, 1));
-  CHECK(result.outcome == BindingResponder::Outcome::kRespond);
-}
-
-TEST_CASE("unknown comprehension-required attributes get a 420 with UNKNOWN-ATTRIBUTES") {
-  BindingResponder responder("x");
-  MessageBuilder builder(method::kBinding, MessageClass::kRequest, sample_transaction_id());
-  const std::byte value[4] = {};
-  builder.add_attribute(0x0003, value);  // CHANGE-REQUEST (RFC 5780), not supported
-  builder.add_attribute(0x7777, value);
-  builder.add_attribute(0x8888, value);  // comprehension-optional: ignored
-  builder.add_fingerprint();
-  auto result = responder.handle(builder.bytes(), TransportAddress::ipv4({10, 0, 0, 1}, 1));
-  REQUIRE(result.outcome == BindingResponder::Outcome::kRespond);
-  auto parsed = parse(result.response);
-  REQUIRE(parsed.status == ParseStatus::kOk);
-  CHECK(parsed.message.message_class() == MessageClass::kErrorResponse);
-  const Attribute* error = parsed.message.find(attr::kErrorCode);
-  REQUIRE(error);
-  auto code = decode_error_code(error->value);
-  REQUIRE(code);
-  CHECK(code->code == 420);
-  const Attribute* unknown = parsed.message.find(attr::kUnknownAttributes);
-  REQUIRE(unknown);
-  CHECK(decode_unknown_attributes(unknown->value) == std::vector<uint16_t>{0x0003, 0x7777});
-  CHECK(parsed.message.find(attr::kXorMappedAddress) == nullptr);
-}
-
-TEST_CASE("the Binding responder ignores indications and responses, drops garbage") {
-  BindingResponder responder("x");
-  const auto from = TransportAddress::ipv4({10, 0, 0, 1}, 1);
-  MessageBuilder indication(method::kBinding, MessageClass::kIndication, sample_transaction_id());
-  CHECK(responder.handle(indication.bytes(), from).outcome == BindingResponder::Outcome::kIgnore);
-  CHECK(responder.handle(kSampleIpv4Response, from).outcome ==
-        BindingResponder::Outcome::kIgnore);
-  auto garbage = from_hex("deadbeef");
-  CHECK(responder.handle(garbage, from).outcome == BindingResponder::Outcome::kDrop);
-  CHECK(responder.handle({}, from).outcome == BindingResponder::Outcome::kDrop);
-}
-
-TEST_CASE("a request for an unsupported method gets 400") {
-  BindingResponder responder("x");
-  MessageBuilder builder(method::kAllocate, MessageClass::kRequest, sample_transaction_id());
-  auto result = responder.handle(builder.bytes(), TransportAddress::ipv4({10, 0, 0, 1}, 1));
-  REQUIRE(result.outcome == BindingResponder::Outcome::kRespond);
-  auto parsed = parse(result.response);
-  REQUIRE(parsed.status == ParseStatus::kOk);
-  CHECK(parsed.message.method() == method::kAllocate);
-  auto code = decode_error_code(parsed.message.find(attr::kErrorCode)->value);
-  REQUIRE(code);
-  CHECK(code->code == 400);
-}
-
-TEST_CASE("an RFC 3489 Binding request (no magic cookie) gets MAPPED-ADDRESS back") {
-  // What libnice 0.1.21 sends to gather server-reflexive candidates.
-  auto request = from_hex("00010000 a1b2c3d4 0102030405060708090a0b0c");
-  CHECK(parse(request).status == ParseStatus::kInvalid);  // strict by default
-  auto lenient = parse(request, Compatibility::kAcceptRfc3489);
-  REQUIRE(lenient.status == ParseStatus::kOk);
-  CHECK(lenient.message.classic);
-
-  BindingResponder responder("x");
-  const auto from = TransportAddress::ipv4({203, 0, 113, 5}, 61000);
-  auto result = responder.handle(request, from);
-  REQUIRE(result.outcome == BindingResponder::Outcome::kRespond);
-  REQUIRE(result.response.size() >= kHeaderSize);
-  // The 128-bit RFC 3489 transaction id is echoed whole.
-  CHECK(std::equal(result.response.begin() + 4, result.response.begin() + 20,
-                   request.begin() + 4));
-  auto parsed = parse(result.response, Compatibility::kAcceptRfc3489);
-  REQUIRE(parsed.status == ParseStatus::kOk);
-  CHECK(parsed.message.type == 0x0101);
-  CHECK(parsed.message.find(attr::kXorMappedAddress) == nullptr);
-  const Attribute* mapped = parsed.message.find(attr::kMappedAddress);
-  REQUIRE(mapped);
-  CHECK(decode_address(mapped->value) == from);
 }

@@ -4,7 +4,7 @@
 // bytes in test_stun.cpp.)
 #include <catch2/catch.hpp>
 
-#include "stun/binding_responder.h"
+#include "binding/binding_responder.h"
 #include "stun/stun_message.h"
 
 using namespace natfwd::stun;

@@ -1,8 +1,8 @@
 // The STUN Binding responder (RFC 8489 section 6.3): a request in, a response out.
 // No I/O: the UDP service hands it each datagram with the sender's address.
 //
-// Issue 3 puts a TURN server on the same port; it will look at the method first and
-// pass Binding requests here.
+// The TURN server shares the port: the services look at the method first and pass
+// Binding requests here.
 #pragma once
 
 #include <array>

@@ -1,13 +1,14 @@
-// libFuzzer target for the bytes the relay reads from the network on its STUN/TURN
-// port: the STUN codec (datagram and stream framing, attribute decoders, integrity
-// checks), ChannelData, and the TURN server core itself with a recording I/O stub.
-// Built only with -Dfuzz=true and clang (test/fuzz/run_fuzz.sh).
+// libFuzzer target for what the relay's cores do with the bytes that reach its STUN/TURN
+// port: the Binding responder (plain and RFC 5780), TCP and ChannelData framing, and
+// the TURN server core itself with a recording I/O stub. The codec underneath has its
+// own target (stun/fuzz/fuzz_stun.cpp). Built only with -Dfuzz=true and clang
+// (test/fuzz/run_fuzz.sh).
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
 #include "log.h"
-#include "stun/binding_responder.h"
+#include "binding/binding_responder.h"
 #include "stun/stun_message.h"
 #include "turn/framing.h"
 #include "turn/turn_server.h"
@@ -37,24 +38,10 @@ struct NullIo : turn::TurnIo {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const bool quiet = (log::init("fuzz_stun", log::Level::kError), true);
+  static const bool quiet = (log::init("fuzz_turn", log::Level::kError), true);
   (void)quiet;
   const auto input = std::as_bytes(std::span(data, size));
 
-  auto parsed = stun::parse(input, stun::Compatibility::kAcceptRfc3489);
-  if (parsed.status == stun::ParseStatus::kOk) {
-    const auto& message = parsed.message;
-    for (const auto& attribute : message.attributes) {
-      (void)stun::decode_xor_address(attribute.value, message.transaction_id);
-      (void)stun::decode_address(attribute.value);
-      (void)stun::decode_error_code(attribute.value);
-      (void)stun::decode_unknown_attributes(attribute.value);
-    }
-    const std::byte key[16] = {};
-    (void)stun::verify_message_integrity(message, key);
-    (void)stun::verify_message_integrity_sha256(message, key);
-  }
-  (void)stun::stream_message_length(input);
   (void)turn::stream_frame_length(input);
   (void)turn::parse_channel_data(input);
 

@@ -1,11 +1,12 @@
-#include "server/socket_address.h"
+#include "net/socket_address.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include <algorithm>
 #include <cstring>
 
-namespace natfwd::relay {
+namespace natfwd::net {
 
 stun::TransportAddress to_transport_address(GSocketAddress* address) {
   stun::TransportAddress out;
@@ -27,32 +28,29 @@ stun::TransportAddress to_transport_address(GSocketAddress* address) {
 HostPort to_host_port(GSocketAddress* address) {
   if (!address || !G_IS_INET_SOCKET_ADDRESS(address)) return {"?", 0};
   const auto transport = to_transport_address(address);
-  HostPort out;
-  out.port = transport.port;
-  // TransportAddress::to_string gives "ip:port" or "[ip]:port"; keep just the ip.
-  std::string text = transport.to_string();
-  text.erase(text.rfind(':'));
-  if (!text.empty() && text.front() == '[') text = text.substr(1, text.size() - 2);
-  out.host = text;
-  return out;
+  char text[INET6_ADDRSTRLEN] = {};
+  inet_ntop(transport.family == stun::TransportAddress::Family::kIPv4 ? AF_INET : AF_INET6,
+            transport.ip.data(), text, sizeof text);
+  return {text, transport.port};
 }
 
-GSocketAddress* make_socket_address(const std::string& ip, uint16_t port) {
-  GInetAddress* inet = g_inet_address_new_from_string(ip.c_str());
+std::string to_string(GSocketAddress* address) {
+  if (!address || !G_IS_INET_SOCKET_ADDRESS(address)) return "?";
+  return to_host_port(address).to_string();
+}
+
+GObjectPtr<GSocketAddress> make_socket_address(const std::string& ip, uint16_t port) {
+  GObjectPtr<GInetAddress> inet(g_inet_address_new_from_string(ip.c_str()));
   if (!inet) return nullptr;
-  GSocketAddress* address = g_inet_socket_address_new(inet, port);
-  g_object_unref(inet);
-  return address;
+  return GObjectPtr<GSocketAddress>(g_inet_socket_address_new(inet.get(), port));
 }
 
-GSocketAddress* make_socket_address(const stun::TransportAddress& address) {
-  GInetAddress* inet = g_inet_address_new_from_bytes(
+GObjectPtr<GSocketAddress> make_socket_address(const stun::TransportAddress& address) {
+  GObjectPtr<GInetAddress> inet(g_inet_address_new_from_bytes(
       address.ip.data(), address.family == stun::TransportAddress::Family::kIPv4
                              ? G_SOCKET_FAMILY_IPV4
-                             : G_SOCKET_FAMILY_IPV6);
-  GSocketAddress* socket_address = g_inet_socket_address_new(inet, address.port);
-  g_object_unref(inet);
-  return socket_address;
+                             : G_SOCKET_FAMILY_IPV6));
+  return GObjectPtr<GSocketAddress>(g_inet_socket_address_new(inet.get(), address.port));
 }
 
 stun::TransportAddress to_transport_address(const sockaddr_storage& address) {
@@ -97,4 +95,4 @@ socklen_t to_sockaddr(const stun::TransportAddress& address, int socket_family,
   return sizeof in6;
 }
 
-}  // namespace natfwd::relay
+}  // namespace natfwd::net

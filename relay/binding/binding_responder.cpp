@@ -1,4 +1,4 @@
-#include "stun/binding_responder.h"
+#include "binding/binding_responder.h"
 
 #include <algorithm>
 

@@ -1,27 +1,35 @@
-// Conversions from GLib socket addresses to the relay's own address types.
+// Conversions between the address forms of the sockets layer: GLib socket addresses,
+// plain sockaddrs (libnice hands those out too) and stun::TransportAddress, plus the
+// text form for logs. HostPort (proto/address.h) stays the command-line and wire type.
 #pragma once
 
 #include <sys/socket.h>
 
+#include <cstdint>
+#include <string>
+
 #include <gio/gio.h>
 
 #include "address.h"
+#include "glib_ptr.h"
 #include "stun/stun_message.h"
 
-namespace natfwd::relay {
+namespace natfwd::net {
 
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d, what a dual-stack socket reports for
 // IPv4 peers) come out as plain IPv4: that is what the peer's NAT mapped.
 stun::TransportAddress to_transport_address(GSocketAddress* address);
+// {"?", 0} when `address` is not an inet address.
 HostPort to_host_port(GSocketAddress* address);
-// A GInetSocketAddress for an IP literal and port; nullptr when `ip` is not one.
-GSocketAddress* make_socket_address(const std::string& ip, uint16_t port);
-// The same from a STUN transport address (new reference).
-GSocketAddress* make_socket_address(const stun::TransportAddress& address);
+// "ip:port", "[ip]:port" for IPv6, "?" when `address` is not an inet address.
+std::string to_string(GSocketAddress* address);
+// A GInetSocketAddress for an IP literal and port; null when `ip` is not one.
+GObjectPtr<GSocketAddress> make_socket_address(const std::string& ip, uint16_t port);
+GObjectPtr<GSocketAddress> make_socket_address(const stun::TransportAddress& address);
 
 // The per-datagram paths (TURN relaying, STUN) use plain sockaddrs: a GSocketAddress
 // per datagram, and the text round trip some of them took, cost the relay about a
-// sixth of its CPU. Same IPv4-mapped rule as above.
+// sixth of its CPU. Same IPv4-mapped rule as above; other families give {}.
 stun::TransportAddress to_transport_address(const sockaddr_storage& address);
 // For sending on a socket of `socket_family` (AF_INET or AF_INET6): an IPv4 address
 // on an IPv6 socket becomes ::ffff:a.b.c.d. Returns the length to pass to sendto, or
@@ -29,4 +37,4 @@ stun::TransportAddress to_transport_address(const sockaddr_storage& address);
 socklen_t to_sockaddr(const stun::TransportAddress& address, int socket_family,
                       sockaddr_storage& out);
 
-}  // namespace natfwd::relay
+}  // namespace natfwd::net

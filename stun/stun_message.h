@@ -10,13 +10,13 @@
 //   |                     Transaction ID (96 bits)                  |
 //   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //
-// Error policy: parsing never throws; network input yields an outcome with a static
-// reason. Building a message throws std::length_error only on our own bugs (an
-// attribute larger than a STUN message can hold).
+// Errors (HACKING.md, "Error policy"): parse() returns an outcome with a static reason.
+// The builder throws std::length_error for an attribute larger than a STUN message can
+// hold (a bug of ours).
 //
-// Written so that TURN (RFC 8656, issue 3) can reuse it: methods and attribute types
-// are plain numbers, the parser keeps every attribute (with its offset, which
-// MESSAGE-INTEGRITY needs), and stream_message_length() frames STUN over TCP.
+// Shaped for TURN (RFC 8656) as well: methods and attribute types are plain numbers,
+// the parser keeps every attribute (with its offset, which MESSAGE-INTEGRITY needs),
+// and stream_message_length() frames STUN over TCP.
 #pragma once
 
 #include <array>
