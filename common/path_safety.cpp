@@ -58,7 +58,10 @@ std::string unsafe_path_reason(const std::string& path, PathKind kind, const std
     if (leaf && kind == PathKind::kSecretFile && (info.st_mode & 007))
       return what + " " + path + " is accessible by others (mode " + octal_mode(info.st_mode) +
              "); run: chmod o-rwx " + current;
-    if (std::string reason = check_one(current, info, leaf, what, path); !reason.empty())
+    // A device such as /dev/null (--config /dev/null: no file) holds nothing to plant.
+    const bool device = leaf && (S_ISCHR(info.st_mode) || S_ISBLK(info.st_mode));
+    if (std::string reason = device ? "" : check_one(current, info, leaf, what, path);
+        !reason.empty())
       return reason;
     if (current == "/") return "";
     const size_t slash = current.rfind('/');

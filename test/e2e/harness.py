@@ -321,6 +321,18 @@ def run(test: Callable[[World], None]) -> None:
     sys.exit(code)
 
 
+def start_sshd(w: "World", label: str = "sshd"):
+    """A throwaway sshd (test/tools/sshd_inetd.py) in its own 0700 directory under the
+    test's temp dir, stopped at cleanup; returns (sshd, port)."""
+    from sshd_inetd import ThrowawaySshd
+    directory = os.path.join(w.tmpdir, label)
+    os.mkdir(directory, 0o700)
+    sshd = ThrowawaySshd(directory)
+    port = sshd.start()
+    w.on_cleanup(sshd.stop)
+    return sshd, port
+
+
 def run_with_ssh(test: Callable[[World], None]) -> None:
     """run(test) for a test that needs a real sshd and ssh; skipped (exit 77) when
     openssh is not installed."""

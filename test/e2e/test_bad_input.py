@@ -14,7 +14,7 @@ import socket
 import struct
 import subprocess
 
-from harness import Failure, connect, recv_all, run, scaled, split_hostport
+from harness import Failure, connect, echo, recv_all, run, scaled, split_hostport
 
 STUN_COOKIE = 0x2112A442
 
@@ -156,14 +156,6 @@ def garbage(relay_addr):
         u.sendto(b"", (host, port))
         u.sendto(struct.pack(">HHI", 0x0001, 0, STUN_COOKIE), (host, port))
         u.sendto(struct.pack(">HHI", 0x0001, 400, STUN_COOKIE) + os.urandom(12), (host, port))
-
-
-def echo(conn, _index):
-    while True:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        conn.sendall(chunk)
 
 
 def check_echo(laddr, label, size=300000):

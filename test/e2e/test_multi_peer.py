@@ -15,14 +15,11 @@ is missing.
 import json
 import os
 import subprocess
-import sys
 import threading
 
-from harness import Failure, run_with_ssh, scaled, ssh_copy_check
+from harness import Failure, run_with_ssh, scaled, ssh_copy_check, start_sshd
 from procs import FORWARD_RE, verbose_args, peer_env
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from sshd_inetd import ThrowawaySshd  # noqa: E402
 
 FILE_SIZE = 5 * 1024 * 1024
 NAMES = ("home", "office")
@@ -40,11 +37,7 @@ def ssh(sshd, port, *command, stdin=None, timeout=120):
 def test(w):
     sshds = {}
     for name in NAMES:
-        directory = os.path.join(w.tmpdir, f"sshd-{name}")
-        os.mkdir(directory, 0o700)
-        sshds[name] = ThrowawaySshd(directory)
-        sshds[name].start()
-        w.on_cleanup(sshds[name].stop)
+        sshds[name], _ = start_sshd(w, f"sshd-{name}")
 
     _, relay_addr = w.natfwd.relay()
     for name in NAMES:

@@ -14,12 +14,9 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 
-from harness import Failure, echo, run_with_ssh, scaled, ssh_copy_check
+from harness import Failure, echo, run_with_ssh, scaled, start_sshd, ssh_copy_check
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from sshd_inetd import ThrowawaySshd  # noqa: E402
 
 FILE_SIZE = 20 * 1024 * 1024
 
@@ -45,11 +42,7 @@ def expect_one_line_failure(r, what, pattern):
 
 
 def test(w):
-    sshd_dir = os.path.join(w.tmpdir, "sshd")
-    os.mkdir(sshd_dir, 0o700)
-    sshd = ThrowawaySshd(sshd_dir)
-    sshd_port = sshd.start()
-    w.on_cleanup(sshd.stop)
+    sshd, sshd_port = start_sshd(w)
     target = w.target(echo)
 
     _, relay_addr = w.natfwd.relay()

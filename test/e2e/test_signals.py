@@ -2,15 +2,7 @@
 """SIGTERM and SIGINT make relay and peer exit 0, also with a connection open."""
 import signal
 
-from harness import Failure, connect, run
-
-
-def echo(conn, _index):
-    while True:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        conn.sendall(chunk)
+from harness import Failure, connect, echo, run
 
 
 def test(w):

@@ -6,14 +6,10 @@ connection) behind a listening socket it owns on 127.0.0.1:0, and forwards to it
 the tunnel: `ssh ... echo hello`, then a 20 MB random file copied with `cat > dest`,
 compared by SHA-256. Skipped when openssh is not installed.
 """
-import os
 import subprocess
-import sys
 
-from harness import Failure, run_with_ssh, scaled, ssh_copy_check
+from harness import Failure, run_with_ssh, scaled, start_sshd, ssh_copy_check
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from sshd_inetd import ThrowawaySshd  # noqa: E402
 
 FILE_SIZE = 20 * 1024 * 1024
 
@@ -29,11 +25,7 @@ def ssh(sshd, port, *command, stdin=None, timeout=120):
 
 
 def test(w):
-    sshd_dir = os.path.join(w.tmpdir, "sshd")
-    os.mkdir(sshd_dir, 0o700)
-    sshd = ThrowawaySshd(sshd_dir)
-    sshd_port = sshd.start()
-    w.on_cleanup(sshd.stop)
+    sshd, sshd_port = start_sshd(w)
     target = f"127.0.0.1:{sshd_port}"
 
     # Sanity: the throwaway sshd works directly, so a failure below is the tunnel's.

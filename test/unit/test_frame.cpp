@@ -1,16 +1,14 @@
 #include <catch2/catch.hpp>
 
+#include "byte_literals.h"
+
 #include "frame.h"
 #include "rendezvous.pb.h"
 
 using namespace natfwd::wire;
 
 namespace {
-std::vector<std::byte> bytes(std::initializer_list<int> values) {
-  std::vector<std::byte> out;
-  for (int v : values) out.push_back(static_cast<std::byte>(v));
-  return out;
-}
+using natfwd::test::bytes;
 
 std::vector<std::byte> sample_frame() {
   Envelope envelope;

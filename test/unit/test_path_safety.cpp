@@ -84,6 +84,10 @@ TEST_CASE("a config file writable by others is refused; read-only for others is 
             bad);
 }
 
+TEST_CASE("--config /dev/null (no file at all) is fine though the device is 0666") {
+  CHECK(unsafe_path_reason("/dev/null", PathKind::kConfigFile, "config file") == "");
+}
+
 TEST_CASE("a secret file readable by others is refused; by its group is fine") {
   TempDir tmp;
   const std::string dir = tmp.make_dir("state", 0700);

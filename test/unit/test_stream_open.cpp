@@ -2,6 +2,8 @@
 // valid header needs more, named bad vectors, the size limit.
 #include <catch2/catch.hpp>
 
+#include "byte_literals.h"
+
 #include "stream_open.h"
 
 using namespace natfwd;
@@ -9,11 +11,7 @@ using namespace natfwd::wire;
 
 namespace {
 
-std::vector<std::byte> bytes(std::initializer_list<int> values) {
-  std::vector<std::byte> out;
-  for (int v : values) out.push_back(static_cast<std::byte>(v));
-  return out;
-}
+using natfwd::test::bytes;
 
 // A frame around raw payload bytes (not necessarily a valid message).
 std::vector<std::byte> frame_of(const std::vector<std::byte>& payload) {
