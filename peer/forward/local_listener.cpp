@@ -6,46 +6,42 @@ namespace natfwd {
 
 LocalListener::LocalListener(GSocket* socket, std::string bound, LocalForwardSpec spec,
                              std::string peer, Accept accept)
-    : socket_(socket),
-      bound_(std::move(bound)),
+    : bound_(std::move(bound)),
       spec_(std::move(spec)),
       peer_(std::move(peer)),
-      accept_(std::move(accept)) {
-  source_ = g_socket_create_source(socket_, G_IO_IN, nullptr);
-  g_source_set_callback(source_, G_SOURCE_FUNC(on_accept), this, nullptr);
-  g_source_attach(source_, nullptr);
+      accept_(std::move(accept)),
+      socket_(socket),
+      source_(g_socket_create_source(socket, G_IO_IN, nullptr)) {
+  g_source_set_callback(source_.get(), G_SOURCE_FUNC(on_accept), this, nullptr);
+  g_source_attach(source_.get(), nullptr);
 }
 
 LocalListener::~LocalListener() {
-  g_source_destroy(source_);
-  g_source_unref(source_);
-  g_socket_close(socket_, nullptr);
-  g_object_unref(socket_);
+  source_.reset();
+  g_socket_close(socket_.get(), nullptr);
 }
 
 gboolean LocalListener::on_accept(GSocket*, GIOCondition, gpointer self) {
-  try {
-    static_cast<LocalListener*>(self)->accept_all();
-  } catch (const std::exception& e) {
-    log::error("-L %s: %s", static_cast<LocalListener*>(self)->bound_.c_str(), e.what());
-  }
-  return G_SOURCE_CONTINUE;
+  auto* listener = static_cast<LocalListener*>(self);
+  return guard_callback("-L accept", G_SOURCE_CONTINUE, [listener] {
+    listener->accept_all();
+    return G_SOURCE_CONTINUE;
+  });
 }
 
 void LocalListener::accept_all() {
   for (;;) {
     GError* error = nullptr;
-    GSocket* client = g_socket_accept(socket_, nullptr, &error);
+    GObjectPtr<GSocket> client(g_socket_accept(socket_.get(), nullptr, &error));
     if (!client) {
+      GErrorPtr owned(error);
       if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
         log::warn("accept on %s: %s", spec_.listen.to_string().c_str(), error->message);
-      g_error_free(error);
       return;
     }
-    GSocketConnection* connection = g_socket_connection_factory_create_connection(client);
-    g_object_unref(client);
-    accept_(connection, spec_.target);
-    g_object_unref(connection);
+    GObjectPtr<GSocketConnection> connection(
+        g_socket_connection_factory_create_connection(client.get()));
+    accept_(connection.get(), spec_.target);
   }
 }
 

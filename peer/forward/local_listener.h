@@ -9,6 +9,7 @@
 #include <gio/gio.h>
 
 #include "forward/forward_spec.h"
+#include "glib_ptr.h"
 
 namespace natfwd {
 
@@ -20,7 +21,7 @@ class LocalListener {
   // Takes ownership of the listening socket (see listen_tcp).
   LocalListener(GSocket* socket, std::string bound, LocalForwardSpec spec, std::string peer,
                 Accept accept);
-  ~LocalListener();
+  ~LocalListener();  // closes the listening socket
   LocalListener(const LocalListener&) = delete;
   LocalListener& operator=(const LocalListener&) = delete;
 
@@ -32,12 +33,12 @@ class LocalListener {
   static gboolean on_accept(GSocket*, GIOCondition, gpointer self);
   void accept_all();
 
-  GSocket* socket_;
-  GSource* source_;
   std::string bound_;
   LocalForwardSpec spec_;
   std::string peer_;
   Accept accept_;
+  GObjectPtr<GSocket> socket_;
+  GSourcePtr source_;  // after socket_: its callback uses the socket, so it goes first
 };
 
 }  // namespace natfwd
