@@ -200,6 +200,22 @@ std::string key_fingerprint(const PublicKey& key) {
   return spki_fingerprint(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
 }
 
+std::string to_hex(std::span<const unsigned char> bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 0x0F]);
+  }
+  return out;
+}
+
+std::string sha256_hex(std::string_view text) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  return to_hex(digest);
+}
+
 std::string spki_fingerprint(const std::string& sha256) {
   gchar* b64 = g_base64_encode(reinterpret_cast<const guchar*>(sha256.data()), sha256.size());
   std::string out = std::string("SHA256:") + b64;

@@ -56,6 +56,9 @@ std::string key_fingerprint(const PublicKey& key);
 // fingerprints; for a relay's TLS key, the digest of its SubjectPublicKeyInfo, which
 // is what --relay-key and known_relays pin.
 std::string spki_fingerprint(const std::string& sha256);
+// Lowercase hex of `bytes`; of SHA-256(text).
+std::string to_hex(std::span<const unsigned char> bytes);
+std::string sha256_hex(std::string_view text);
 // Copies a 32-byte span into a PublicKey; false when the size is wrong.
 bool public_key_from_bytes(std::span<const uint8_t> bytes, PublicKey& out);
 // True when `signature` is `key`'s Ed25519 signature over `message`.

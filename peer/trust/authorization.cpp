@@ -20,18 +20,6 @@
 namespace natfwd {
 namespace {
 
-std::string sha256_hex(const std::string& text) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char byte : digest) {
-    out.push_back(kHex[byte >> 4]);
-    out.push_back(kHex[byte & 15]);
-  }
-  return out;
-}
-
 bool append_line(const std::string& path, const std::string& line) {
   int fd = g_open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
   if (fd < 0) return false;

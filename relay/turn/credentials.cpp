@@ -8,20 +8,12 @@
 #include <charconv>
 #include <stdexcept>
 
+#include "identity.h"
+
 #include "turn/turn_constants.h"
 
 namespace natfwd::turn {
 namespace {
-
-std::string to_hex(std::span<const unsigned char> bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : bytes) {
-    out.push_back(kDigits[b >> 4]);
-    out.push_back(kDigits[b & 0x0F]);
-  }
-  return out;
-}
 
 int64_t seconds_of(std::chrono::steady_clock::time_point now) {
   return std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();

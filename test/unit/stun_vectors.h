@@ -22,6 +22,14 @@ inline std::vector<std::byte> from_hex(std::string_view hex) {
   return out;
 }
 
+// The ERROR-CODE number of a message, 0 when it carries none (or a malformed one).
+inline uint16_t error_code_of(const Message& message) {
+  const Attribute* error = message.find(attr::kErrorCode);
+  if (!error) return 0;
+  auto code = decode_error_code(error->value);
+  return code ? code->code : 0;
+}
+
 inline std::span<const std::byte> as_bytes(std::string_view text) {
   return std::as_bytes(std::span(text.data(), text.size()));
 }

@@ -84,9 +84,7 @@ TEST_CASE("a request for an unsupported method gets 400") {
   auto parsed = parse(result.response);
   REQUIRE(parsed.status == ParseStatus::kOk);
   CHECK(parsed.message.method() == method::kAllocate);
-  auto code = decode_error_code(parsed.message.find(attr::kErrorCode)->value);
-  REQUIRE(code);
-  CHECK(code->code == 400);
+  CHECK(error_code_of(parsed.message) == 400);
 }
 
 TEST_CASE("an RFC 3489 Binding request (no magic cookie) gets MAPPED-ADDRESS back") {

@@ -6,8 +6,10 @@
 
 #include "binding/binding_responder.h"
 #include "stun/stun_message.h"
+#include "stun_vectors.h"
 
 using namespace natfwd::stun;
+using natfwd::stun::test::error_code_of;
 
 namespace {
 
@@ -88,9 +90,7 @@ TEST_CASE("without a second address: no OTHER-ADDRESS, and CHANGE-REQUEST gets 4
   auto error = parse(changed.response);
   REQUIRE(error.status == ParseStatus::kOk);
   CHECK(error.message.message_class() == MessageClass::kErrorResponse);
-  auto code = decode_error_code(error.message.find(attr::kErrorCode)->value);
-  REQUIRE(code);
-  CHECK(code->code == 420);
+  CHECK(error_code_of(error.message) == 420);
   CHECK(decode_unknown_attributes(error.message.find(attr::kUnknownAttributes)->value) ==
         std::vector<uint16_t>{attr::kChangeRequest});
 }
@@ -101,5 +101,5 @@ TEST_CASE("a CHANGE-REQUEST of the wrong size is a 400, answered where it came i
   CHECK(result.send_from == ServerEndpoint{});
   auto parsed = parse(result.response);
   REQUIRE(parsed.status == ParseStatus::kOk);
-  CHECK(decode_error_code(parsed.message.find(attr::kErrorCode)->value)->code == 400);
+  CHECK(error_code_of(parsed.message) == 400);
 }
