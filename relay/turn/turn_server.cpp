@@ -222,7 +222,10 @@ std::optional<TurnServer::Auth> TurnServer::authenticate(const ClientKey& client
                nullptr);
     return std::nullopt;
   }
+  // The first 401 (no integrity yet) is how every client learns the nonce; only
+  // the refusals below are errors worth counting (--metrics: turn_401).
   if (text_of(*realm) != config_.realm) {
+    count_error(error_code::kUnauthorized);
     send_challenge(client, request, error_code::kUnauthorized, "Unknown realm", now);
     return std::nullopt;
   }
@@ -231,6 +234,7 @@ std::optional<TurnServer::Auth> TurnServer::authenticate(const ClientKey& client
   if (!expiry || *expiry < unix_now()) {
     log::warn_limited("turn-auth", "turn: %s: %s username '%.80s'", client.to_string().c_str(),
                       expiry ? "expired" : "not a REST", name.c_str());
+    count_error(error_code::kUnauthorized);
     send_challenge(client, request, error_code::kUnauthorized,
                    expiry ? "Credentials expired" : "Unknown user", now);
     return std::nullopt;
@@ -243,10 +247,12 @@ std::optional<TurnServer::Auth> TurnServer::authenticate(const ClientKey& client
   if (!ok || (existing && existing->username != name)) {
     log::warn_limited("turn-auth", "turn: %s: wrong credentials for '%.80s'",
                       client.to_string().c_str(), name.c_str());
-    if (existing)
+    if (existing) {
       send_error(client, request, error_code::kWrongCredentials, "Wrong Credentials", nullptr);
-    else
+    } else {
+      count_error(error_code::kUnauthorized);
       send_challenge(client, request, error_code::kUnauthorized, "Unauthorized", now);
+    }
     return std::nullopt;
   }
   if (nonces_.check(text_of(*nonce), now, client.to_string()) != NonceMint::Check::kValid) {
@@ -655,10 +661,14 @@ void TurnServer::send_success(const ClientKey& client, const Message& request, c
   io_.send_to_client(client, builder.bytes());
 }
 
+void TurnServer::count_error(int code) {
+  if (config_.stats) config_.stats->error("turn_" + std::to_string(code));
+}
+
 void TurnServer::send_error(const ClientKey& client, const Message& request, int code,
                             std::string_view reason, const Auth* auth,
                             std::span<const uint16_t> unknown) {
-  if (config_.stats) config_.stats->error("turn_" + std::to_string(code));
+  count_error(code);
   MessageBuilder builder(request.method(), MessageClass::kErrorResponse, request.transaction_id);
   builder.add_error_code(code, reason);
   if (!unknown.empty()) builder.add_unknown_attributes(unknown);

@@ -178,6 +178,8 @@ class TurnServer {
 
   void send_success(const ClientKey& client, const stun::Message& request, const Auth& auth,
                     const std::function<void(stun::MessageBuilder&)>& add);
+  // --metrics: errors by code ("turn_401", ...).
+  void count_error(int code);
   void send_error(const ClientKey& client, const stun::Message& request, int code,
                   std::string_view reason, const Auth* auth,
                   std::span<const uint16_t> unknown = {});

@@ -265,6 +265,20 @@ TEST_CASE("wrong password: 401 on Allocate, 441 on an existing allocation") {
   CHECK(f.request(stun::method::kRefresh, [](auto&, auto&) {}, false, other).error == 441);
 }
 
+TEST_CASE("refused logins are counted in --metrics, the first challenge is not") {
+  natfwd::relay::RelayStats stats;
+  Fixture f([&stats](TurnConfig& c) { c.stats = &stats; });
+  REQUIRE(f.allocate().error == 0);  // a 401 challenge first, as every client gets
+  CHECK(stats.errors["turn_401"] == 0);
+  Fixture g([&stats](TurnConfig& c) { c.stats = &stats; });
+  CHECK(g.request(stun::method::kAllocate, Fixture::udp_transport, false, std::nullopt,
+                  std::string("wrong")).error == 401);
+  CHECK(stats.errors["turn_401"] == 1);
+  g.username = "not-a-rest-name";
+  CHECK(g.allocate().error == 401);
+  CHECK(stats.errors["turn_401"] == 2);
+}
+
 TEST_CASE("an expired REST username gets 401") {
   Fixture f;
   f.username = rest_username(kUnixNow - 1, "peerid");
