@@ -120,7 +120,7 @@ int print_invite(int argc, char** argv) {
   std::string peer_name = g_strstrip(name);
   g_free(name);
   try {
-    auto identity = natfwd::load_identity(dir);
+    auto identity = natfwd::Identity::load_or_create(dir);  // dir checked above
     const std::string secret = natfwd::Authorization::create_invite(dir, minutes * 60L);
     // The code goes to stdout alone (scripts); how to use it to stderr.
     printf("%s@%s.%s\n", peer_name.c_str(), natfwd::key_id(identity.public_key()).c_str(), secret.c_str());
