@@ -1,7 +1,6 @@
 #include "tunnel/core_loop.h"
 
 #include <algorithm>
-#include <exception>
 
 #include "log.h"
 #include "tunnel/tunnel_core.h"
@@ -21,16 +20,6 @@ gboolean dispatch_ready_time(GSource*, GSourceFunc callback, gpointer user_data)
 }
 GSourceFuncs kReadyTimeFuncs = {nullptr, nullptr, dispatch_ready_time, nullptr, nullptr, nullptr};
 
-void log_exception(const char* where) {
-  try {
-    throw;
-  } catch (const std::exception& e) {
-    log::error("%s: %s", where, e.what());
-  } catch (...) {
-    log::error("%s: unknown exception", where);
-  }
-}
-
 }  // namespace
 
 quic::Timestamp CoreLoop::now() {
@@ -43,14 +32,13 @@ CoreLoop::CoreLoop(TunnelCore& core)
   g_source_set_callback(timer_.get(), &CoreLoop::on_timer, this, nullptr);
   g_source_set_name(timer_.get(), "tunnel timer");
   g_source_set_ready_time(timer_.get(), -1);
-  g_source_attach(timer_.get(), context_);
+  g_source_attach(timer_.get(), context_.get());
 }
 
 CoreLoop::~CoreLoop() {
   // Sources first: no callback may run on a half-destroyed loop.
   timer_.reset();
   write_idle_.reset();
-  g_main_context_unref(context_);
 }
 
 void CoreLoop::wake() {
@@ -62,7 +50,7 @@ void CoreLoop::wake() {
   g_source_set_priority(write_idle_.get(), G_PRIORITY_DEFAULT);
   g_source_set_callback(write_idle_.get(), &CoreLoop::on_write, this, nullptr);
   g_source_set_name(write_idle_.get(), "tunnel write");
-  g_source_attach(write_idle_.get(), context_);
+  g_source_attach(write_idle_.get(), context_.get());
 }
 
 void CoreLoop::write_now() { write_pass(); }
@@ -74,23 +62,19 @@ void CoreLoop::resume_write() {
 
 gboolean CoreLoop::on_write(gpointer data) {
   auto* self = static_cast<CoreLoop*>(data);
-  try {
+  guard_callback("tunnel write pass", [self] {
     self->write_idle_.reset();  // destroying a source from its own dispatch is allowed
     self->write_pass();
-  } catch (...) {
-    log_exception("tunnel write pass");
-  }
+  });
   return G_SOURCE_REMOVE;
 }
 
 gboolean CoreLoop::on_timer(gpointer data) {
   auto* self = static_cast<CoreLoop*>(data);
-  try {
+  guard_callback("tunnel timer", [self] {
     self->core_.handle_expiry(now());
     self->write_pass();
-  } catch (...) {
-    log_exception("tunnel timer");
-  }
+  });
   return G_SOURCE_CONTINUE;  // re-armed (or disarmed) by write_pass
 }
 

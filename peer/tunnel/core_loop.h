@@ -45,7 +45,7 @@ class CoreLoop {
   void write_pass();
 
   TunnelCore& core_;
-  GMainContext* context_;  // owned reference
+  GMainContextPtr context_;
   bool blocked_ = false;
   quic::Timestamp last_past_expiry_ = quic::kNever;  // a deadline already past when last armed
   GSourcePtr timer_;       // ready time = the core's deadline
