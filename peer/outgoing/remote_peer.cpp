@@ -4,6 +4,7 @@
 
 #include "log.h"
 #include "tcp_reset.h"
+#include "trust/authorization.h"
 
 namespace natfwd {
 namespace {
@@ -175,7 +176,9 @@ void RemotePeer::start_outgoing_tunnel() {
   router.add(id, tunnel, *link);
   outgoing_ = &tunnel;
   log::info("connecting to %s via relay %s", label.c_str(), link->address.to_string().c_str());
-  outgoing_->start_outgoing(label);
+  outgoing_->start_outgoing(
+      label, pair_secret_ ? pairing_proof(*pair_secret_, context_.identity.public_key(), id)
+                          : std::string());
   if (pair_secret_) outgoing_->request_pairing(*pair_secret_, context_.on_paired);
 }
 

@@ -43,7 +43,14 @@ void IncomingTunnels::on_incoming_session(RelayLink& link, const wire::IncomingS
   PublicKey caller{};
   caller_key(incoming, caller);
   const std::string label = "peer " + key_id(caller).substr(0, 12);
-  const ServingPolicy::Admission admission = policy_.admit(caller);
+  const ServingPolicy::Admission admission = policy_.admit(caller, incoming);
+  if (admission == ServingPolicy::Admission::kRefused && !incoming.pairing_proof().empty()) {
+    log::warn_limited("refused-pairing", "pairing refused for peer %s from %s: its invite code "
+                      "is unknown, already used or expired", key_id(caller).c_str(),
+                      incoming.caller_address().c_str());
+    refuse(link, incoming.session_id(), "the invite code is unknown, already used or expired");
+    return;
+  }
   if (admission == ServingPolicy::Admission::kRefused) {
     // Refused before any ICE, QUIC or target: the caller learns only "refused". Rate
     // limited: strangers are free to ask as often as the relay lets them.

@@ -39,9 +39,13 @@ StreamDecision ServingPolicy::check_target(const HostPort& target) const {
           target.to_string() + " is not in this peer's --serve list"};
 }
 
-ServingPolicy::Admission ServingPolicy::admit(const PublicKey& caller) const {
+ServingPolicy::Admission ServingPolicy::admit(const PublicKey& caller,
+                                              const wire::IncomingSession& incoming) const {
   if (authorization_.is_authorized(caller)) return Admission::kAuthorized;
-  if (authorization_.has_pending_invite()) return Admission::kPairingOnly;
+  if (!incoming.pairing_proof().empty() &&
+      authorization_.accepts_pairing_proof(caller, incoming.session_id(),
+                                           incoming.pairing_proof()))
+    return Admission::kPairingOnly;
   return Admission::kRefused;
 }
 

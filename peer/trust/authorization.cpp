@@ -10,6 +10,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <openssl/crypto.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -58,7 +59,26 @@ bool save_invites(const std::string& path, const std::vector<Invite>& invites) {
   return true;
 }
 
+std::string proof_keyed_by_hash(const std::string& invite_hash, const PublicKey& caller,
+                                uint64_t session_id) {
+  static constexpr char kLabel[] = "natfwd pairing proof v1";
+  std::string message(kLabel, sizeof kLabel);  // with its NUL: the label ends there
+  message.append(reinterpret_cast<const char*>(caller.data()), caller.size());
+  for (int shift = 56; shift >= 0; shift -= 8)
+    message.push_back(static_cast<char>((session_id >> shift) & 0xff));
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_length = 0;
+  HMAC(EVP_sha256(), invite_hash.data(), static_cast<int>(invite_hash.size()),
+       reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac, &mac_length);
+  return std::string(reinterpret_cast<const char*>(mac), mac_length);
+}
+
 }  // namespace
+
+std::string pairing_proof(const std::string& invite_secret, const PublicKey& caller,
+                          uint64_t session_id) {
+  return proof_keyed_by_hash(sha256_hex(invite_secret), caller, session_id);
+}
 
 Authorization::Authorization(std::string state_dir, std::vector<std::string> allowed_ids)
     : state_dir_(std::move(state_dir)), allowed_(allowed_ids.begin(), allowed_ids.end()) {}
@@ -86,6 +106,19 @@ bool Authorization::has_pending_invite() const {
   const long now = static_cast<long>(time(nullptr));
   for (const auto& invite : load_invites(state_dir_ + "/invites"))
     if (invite.expires > now) return true;
+  return false;
+}
+
+bool Authorization::accepts_pairing_proof(const PublicKey& caller, uint64_t session_id,
+                                          const std::string& proof) const {
+  const long now = static_cast<long>(time(nullptr));
+  for (const auto& invite : load_invites(state_dir_ + "/invites")) {
+    if (invite.expires <= now) continue;
+    const std::string expected = proof_keyed_by_hash(invite.hash, caller, session_id);
+    if (proof.size() == expected.size() &&
+        CRYPTO_memcmp(proof.data(), expected.data(), expected.size()) == 0)
+      return true;
+  }
   return false;
 }
 

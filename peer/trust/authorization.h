@@ -25,6 +25,10 @@ class Authorization {
   bool authorize(const PublicKey& key, const std::string& comment);
   // True when at least one invite is unused and unexpired.
   bool has_pending_invite() const;
+  // True when `proof` is pairing_proof() of a pending invite for this caller and
+  // session: only a caller holding an invite code gets as far as the pairing stream.
+  bool accepts_pairing_proof(const PublicKey& caller, uint64_t session_id,
+                             const std::string& proof) const;
   // Uses up the invite whose secret this is; false if none matches (or expired).
   bool redeem_invite(const std::string& secret);
 
@@ -37,6 +41,12 @@ class Authorization {
   std::string state_dir_;
   std::set<std::string> allowed_;  // --allow
 };
+
+// OpenSession.pairing_proof: HMAC-SHA256 keyed by the invite's stored hash (so the
+// serving peer can check it without keeping the secret) over a label, the caller's
+// public key and the session id, so the relay can replay it for no one else.
+std::string pairing_proof(const std::string& invite_secret, const PublicKey& caller,
+                          uint64_t session_id);
 
 // NAME@KEYID.SECRET, split; false (with `error`) when malformed.
 bool parse_invite_code(const std::string& code, std::string& name, std::string& key_id,

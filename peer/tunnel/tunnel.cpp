@@ -170,7 +170,7 @@ void Tunnel::end_of_pass() {
   if (leg_) leg_->ice().flush_sends();
 }
 
-void Tunnel::start_outgoing(const std::string& target_name) {
+void Tunnel::start_outgoing(const std::string& target_name, const std::string& pairing_proof) {
   target_name_ = target_name;
   progress_.emplace(target_name);
   progress(ConnectPhase::kRelay);
@@ -180,6 +180,7 @@ void Tunnel::start_outgoing(const std::string& target_name) {
   open->set_session_id(first_session_id_);
   open->set_target(target_name);
   *open->mutable_ice() = leg_->local_params();
+  if (!pairing_proof.empty()) open->set_pairing_proof(pairing_proof);
   hooks_.send_to_relay(envelope);
   leg_->start_gathering();
 }

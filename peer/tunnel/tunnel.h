@@ -71,7 +71,8 @@ class Tunnel : private TunnelCore::Io {
   Tunnel& operator=(const Tunnel&) = delete;
 
   // Connecting side: ask the relay for `target_name`.
-  void start_outgoing(const std::string& target_name);
+  // `pairing_proof`: see OpenSession.pairing_proof; empty unless pairing.
+  void start_outgoing(const std::string& target_name, const std::string& pairing_proof = {});
   // Serving side: answer an IncomingSession.
   void start_incoming(const wire::IncomingSession& incoming);
   // AcceptSession, Candidate or CloseSession for this tunnel's session, or for the

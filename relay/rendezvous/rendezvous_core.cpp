@@ -384,6 +384,9 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
   *in->mutable_ice() = message.ice();
   in->set_caller_address(connection.remote.to_string());
   in->set_resumes_session(message.resumes_session());
+  // Opaque to the relay; bounded so a caller cannot make it forward more than a proof.
+  if (message.pairing_proof().size() <= kMaxPairingProofBytes)
+    in->set_pairing_proof(message.pairing_proof());
   sessions_[session_id] = Session{id, callee_id, false, connection.public_key,
                                   connection.remote.host};
   ++sessions_per_pair_[{callee_id, connection.public_key}];

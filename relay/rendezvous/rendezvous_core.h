@@ -221,6 +221,7 @@ class RendezvousCore {
   // Recently ended sessions, oldest first, bounded: the other side's last trickled
   // candidates cross the close on the wire.
   static constexpr size_t kRecentlyEndedSessions = 4096;
+  static constexpr size_t kMaxPairingProofBytes = 64;  // an HMAC-SHA256 is 32
   std::deque<SessionId> recently_ended_order_;
   std::set<SessionId> recently_ended_;
   std::set<std::pair<TimePoint, ConnectionId>> deadlines_;

@@ -7,7 +7,8 @@
 2. `peer invite` on the serving side + `peer pair CODE` on the other: the key is
    added to authorized_peers and the serving key pinned; then -L works.
 3. The same code again: refused (single use). An expired code: refused. While an
-   invite is pending, an unpaired peer gets a tunnel that refuses every target.
+   invite is pending, an unpaired peer that is not pairing is refused at the rendezvous
+   as plainly as when none is (its OpenSession carries no proof of an invite).
 """
 import os
 import subprocess
@@ -77,12 +78,18 @@ def test(w):
     if r.returncode == 0 or "used or expired" not in r.stderr:
         raise Failure(f"a reused invite was accepted: exit {r.returncode}\n{r.stderr}")
     code2 = invite()
-    # While an invite is pending an unpaired peer may set up a tunnel, but no target.
+    # While an invite is pending, an unpaired peer that is not pairing is refused at the
+    # rendezvous exactly as when none is: no ICE, no tunnel that looks connected.
     fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
                                      extra=["--state-dir", other])
     accepted_before = target.accepted
     assert_refused(laddr, "an unpaired peer reached a target while an invite was pending")
-    fwd.wait_stderr(r"not authorised", 30, what="pairing-only refusal")
+    fwd.wait_stderr(r"not authorised", 30, what="-L side's refusal with an invite pending")
+    serving.wait_stderr(r"refused peer " + w.natfwd.key_id(other), 30,
+                        what="serving peer's refusal of an unpaired key with an invite pending")
+    if any("connected" in line for line in fwd.stderr_lines):
+        raise Failure("an unpaired peer looked connected while an invite was pending:\n"
+                      + "\n".join(fwd.stderr_lines))
     if target.accepted != accepted_before:
         raise Failure("the target was connected for an unpaired peer")
     fwd.stop()
