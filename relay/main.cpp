@@ -159,6 +159,7 @@ int run(const natfwd::relay::RelayOptions& options) {
   config.listen = options.listen;
   config.rendezvous.max_connections_per_address = options.max_peers_per_address;
   config.rendezvous.max_registrations_per_minute = options.max_registrations_per_minute;
+  config.rendezvous.max_new_names_per_hour = options.max_new_names_per_hour;
   config.rendezvous.max_sessions_per_minute = options.max_sessions_per_minute;
   config.software = "natfwd-relay " NATFWD_VERSION;
   config.turn_enabled = !options.no_turn;

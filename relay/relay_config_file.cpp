@@ -40,6 +40,7 @@ const config::ConfigSchema& relay_config_schema() {
            on_off("verbose"),
            text("max-peers-per-address"),
            text("max-registrations-per-minute"),
+           text("max-new-names-per-hour"),
            text("max-sessions-per-minute"),
            text("name-expiry"),
            text("tls-listen"),

@@ -45,6 +45,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* state_dir_text = nullptr;
   gchar* max_peers_text = nullptr;
   gchar* max_registrations_text = nullptr;
+  gchar* max_new_names_text = nullptr;
   gchar* max_sessions_text = nullptr;
   gchar* tls_listen_text = nullptr;
   gchar* cert_text = nullptr;
@@ -76,6 +77,10 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   const std::string max_peers_help =
       "Most concurrent connections from one IP address [default: " +
       std::to_string(defaults.max_peers_per_address) + "]";
+  const std::string max_new_names_help =
+      "Most names newly bound per hour from one IPv4 address or IPv6 /64; names a key "
+      "already holds do not count [default: " +
+      std::to_string(defaults.max_new_names_per_hour) + "]";
   const std::string max_registrations_help =
       "Most name registrations per minute from one IP address; beyond, Error RATE_LIMITED "
       "[default: " + std::to_string(defaults.max_registrations_per_minute) + "]";
@@ -106,6 +111,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        max_peers_help.c_str(), "N"},
       {"max-registrations-per-minute", 0, 0, G_OPTION_ARG_STRING, &max_registrations_text,
        max_registrations_help.c_str(), "N"},
+      {"max-new-names-per-hour", 0, 0, G_OPTION_ARG_STRING, &max_new_names_text,
+       max_new_names_help.c_str(), "N"},
       {"max-sessions-per-minute", 0, 0, G_OPTION_ARG_STRING, &max_sessions_text,
        max_sessions_help.c_str(), "N"},
       {"tls-listen", 0, 0, G_OPTION_ARG_STRING, &tls_listen_text,
@@ -179,7 +186,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       for (gchar*** array : arrays) g_strfreev(*array);
     }
   } strings{{&listen_text, &state_dir_text, &max_peers_text, &max_registrations_text,
-             &max_sessions_text, &tls_listen_text, &cert_text,
+             &max_new_names_text, &max_sessions_text, &tls_listen_text, &cert_text,
              &key_text, &secret_text, &realm_text, &per_user_text, &max_allocations_text, &name_expiry_text,
              &bandwidth_text, &relay_ports_text, &config_text, &alternate_address_text,
              &alternate_port_text, &metrics_text},
@@ -234,6 +241,15 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       return false;
     }
     options.max_registrations_per_minute = value;
+  }
+  if (max_new_names_text) {
+    uint64_t value = 0;
+    if (!parse_number(max_new_names_text, 1, kMaxRateLimit, value)) {
+      error = "--max-new-names-per-hour: '" + std::string(max_new_names_text) +
+              "' is not a number from 1 to " + std::to_string(kMaxRateLimit);
+      return false;
+    }
+    options.max_new_names_per_hour = value;
   }
   if (max_sessions_text) {
     uint64_t value = 0;

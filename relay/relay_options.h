@@ -28,6 +28,8 @@ struct RelayOptions {
   size_t max_peers_per_address = 64;
   // --max-registrations-per-minute: Register messages per source IP per minute.
   size_t max_registrations_per_minute = 30;
+  // --max-new-names-per-hour: names newly bound per source IP (IPv6: /64) per hour.
+  size_t max_new_names_per_hour = 20;
   // --max-sessions-per-minute: OpenSession messages per source IP per minute.
   size_t max_sessions_per_minute = 120;
   // --name-expiry: days after which a name nobody used is free again; 0: never.

@@ -62,6 +62,7 @@ std::string render_prometheus(const RelayStats& s, const RelayGauges& g) {
   w.sample("natfwd_relay_rate_limited_total", s.rate_limited_registrations,
            "kind=\"registration\"");
   w.sample("natfwd_relay_rate_limited_total", s.rate_limited_sessions, "kind=\"session\"");
+  w.sample("natfwd_relay_rate_limited_total", s.rate_limited_new_names, "kind=\"new_name\"");
   w.family("natfwd_relay_stun_binding_requests_total", "counter",
            "STUN Binding requests answered over UDP.");
   w.sample("natfwd_relay_stun_binding_requests_total", s.stun_binding_requests);

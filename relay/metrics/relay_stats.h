@@ -16,6 +16,7 @@ struct RelayStats {
   uint64_t sessions_total = 0;               // OpenSession routed to a registered peer
   uint64_t rate_limited_registrations = 0;   // --max-registrations-per-minute
   uint64_t rate_limited_sessions = 0;        // --max-sessions-per-minute
+  uint64_t rate_limited_new_names = 0;       // --max-new-names-per-hour
   uint64_t stun_binding_requests = 0;        // answered Binding requests (udp)
   uint64_t turn_allocations_total = 0;
   uint64_t relayed_bytes_to_peer = 0;        // client -> relay -> peer (payload)

@@ -5,6 +5,8 @@
 #include <ctime>
 #include <stdexcept>
 
+#include <arpa/inet.h>
+
 #include <openssl/rand.h>
 
 #include "frame.h"
@@ -27,6 +29,19 @@ constexpr size_t kMaxCandidateLength = 4096;
 constexpr size_t kChallengeSize = 32;
 // Rate limit buckets refill over this period; full buckets are swept this often.
 constexpr std::chrono::seconds kRatePeriod{60};
+constexpr std::chrono::seconds kNewNamePeriod{3600};
+
+// Who counts as one source for per-address limits on lasting state: an IPv4 address,
+// or an IPv6 /64 (one subscriber's network per RFC 6177; a host there picks from 2^64
+// addresses at will).
+std::string address_group(const std::string& host) {
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, host.c_str(), &v6) != 1) return host;
+  std::fill(v6.s6_addr + 8, v6.s6_addr + 16, 0);
+  char text[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, &v6, text, sizeof text);
+  return std::string(text) + "/64";
+}
 
 std::string random_challenge() {
   std::string challenge(kChallengeSize, '\0');
@@ -309,6 +324,14 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
     fail(old_id, wire::Error::NAME_TAKEN, "replaced by a newer connection with the same key");
   }
   if (!names_policy_->bound_key(name)) {
+    if (!take_new_name_token(connection.remote.host, now)) {
+      count(&RelayStats::rate_limited_new_names);
+      fail(id, wire::Error::RATE_LIMITED,
+           "more than " + std::to_string(config_.max_new_names_per_hour) +
+               " new names per hour from " + connection.remote.host +
+               "; register a name this key already holds, or retry later");
+      return;
+    }
     if (!names_policy_->bind(name, connection.public_key, connection.remote.host)) {
       fail(id, wire::Error::UNKNOWN, "the relay could not record the name; try again later");
       return;
@@ -668,11 +691,19 @@ bool RendezvousCore::take_token(Buckets& buckets, const std::string& ip, size_t 
   return it->second.take(1.0, now);
 }
 
+bool RendezvousCore::take_new_name_token(const std::string& ip, TimePoint now) {
+  auto it = new_name_buckets_
+                .try_emplace(address_group(ip), static_cast<double>(config_.max_new_names_per_hour),
+                             kNewNamePeriod, now)
+                .first;
+  return it->second.take(1.0, now);
+}
+
 void RendezvousCore::sweep_buckets(TimePoint now) {
   if (now < next_sweep_) return;
   next_sweep_ = now + kRatePeriod;
   // A bucket that is full again can be forgotten: a new one starts full.
-  for (Buckets* buckets : {&registration_buckets_, &session_buckets_})
+  for (Buckets* buckets : {&registration_buckets_, &session_buckets_, &new_name_buckets_})
     std::erase_if(*buckets, [&](const auto& entry) { return entry.second.full_at(now); });
 }
 

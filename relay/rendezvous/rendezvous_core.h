@@ -83,6 +83,10 @@ struct RendezvousConfig {
   // CloseSession LIMIT to the caller, connection kept).
   size_t max_registrations_per_minute = 30;
   size_t max_sessions_per_minute = 120;
+  // Names newly bound per source address (an IPv6 /64 counts as one) per hour, so a
+  // stranger cannot fill the name store; registering a name one already holds is
+  // free. Generous enough for the many homes behind one carrier NAT address.
+  size_t max_new_names_per_hour = 20;
   // Welcome.challenge: 32 random bytes per connection; injectable for tests.
   // Default (empty): RAND_bytes.
   std::function<std::string()> make_challenge;
@@ -203,6 +207,7 @@ class RendezvousCore {
   // Takes a token from `ip`'s bucket; false when it is empty.
   static bool take_token(Buckets& buckets, const std::string& ip, size_t per_minute,
                          TimePoint now);
+  bool take_new_name_token(const std::string& ip, TimePoint now);
   // Drops buckets that have refilled completely (no trace left of past requests).
   void sweep_buckets(TimePoint now);
   void count(uint64_t RelayStats::*counter) {
@@ -239,6 +244,7 @@ class RendezvousCore {
   uint64_t next_netcheck_id_ = 1;
   Buckets registration_buckets_;
   Buckets session_buckets_;
+  Buckets new_name_buckets_;  // by address_group(), refilled over an hour
   TimePoint next_sweep_{};
 };
 

@@ -395,10 +395,51 @@ TEST_CASE("session requests per source address are rate limited; the connection 
   }
 }
 
+TEST_CASE("new names per source address are limited per hour; held names are free") {
+  RendezvousConfig config;
+  RelayStats stats;
+  config.stats = &stats;
+  config.max_new_names_per_hour = 3;
+  config.max_registrations_per_minute = 1000;
+  Harness h(config);
+  const std::string squatter = "192.0.2.50";
+  for (char letter : {'a', 'b', 'c'})
+    h.registered(std::string("name-") + letter, key_of(letter), squatter);
+  const ConnectionId fourth = h.hello(key_of('d'), squatter);
+  h.deliver(fourth, h.make_register(fourth, "name-d"));
+  CHECK(error_code(h.pop(fourth)) == wire::Error::RATE_LIMITED);
+  CHECK(h.closed(fourth));
+  CHECK_FALSE(h.core().holder_of("name-d"));
+  CHECK(stats.rate_limited_new_names == 1);
+
+  // A holder coming back (a restart, a new connection) spends nothing.
+  for (int i = 0; i < 5; ++i) h.registered("name-a", key_of('a'), squatter);
+  // Another address has its own budget.
+  h.registered("name-e", key_of('e'), "198.51.100.9");
+
+  // An IPv6 /64 is one source: its hosts share one budget.
+  int host = 1;
+  for (char letter : {'f', 'g', 'i'})
+    h.registered(std::string("v6-") + letter, key_of(letter),
+                 "2001:db8:1:2::" + std::to_string(host++));
+  const ConnectionId v6 = h.hello(key_of('j'), "2001:db8:1:2:ffff::99");
+  h.deliver(v6, h.make_register(v6, "v6-j"));
+  CHECK(error_code(h.pop(v6)) == wire::Error::RATE_LIMITED);
+  h.registered("v6-k", key_of('k'), "2001:db8:1:3::1");
+
+  // The bucket refills over the hour: 20 minutes give one new name.
+  h.advance(std::chrono::minutes(20));
+  h.registered("name-d", key_of('d'), squatter);
+  const ConnectionId fifth = h.hello(key_of('m'), squatter);
+  h.deliver(fifth, h.make_register(fifth, "name-m"));
+  CHECK(error_code(h.pop(fifth)) == wire::Error::RATE_LIMITED);
+}
+
 TEST_CASE("the default rate limits are 30 registrations and 120 sessions per minute") {
   const RendezvousConfig config;
   CHECK(config.max_registrations_per_minute == 30);
   CHECK(config.max_sessions_per_minute == 120);
+  CHECK(config.max_new_names_per_hour == 20);
 }
 
 TEST_CASE("a stranger holding sessions to a peer spends only its own budget") {
