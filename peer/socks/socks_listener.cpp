@@ -44,10 +44,12 @@ gboolean SocksListener::on_accept(GSocket* socket, GIOCondition, gpointer self) 
         return G_SOURCE_CONTINUE;
       }
       if (listener->clients_.size() >= kMaxHandshakes) {
+        // The oldest pending handshake goes, not the newcomer: a real client sends its
+        // greeting at once, so idle connections cannot keep the listener shut.
         log::warn_limited("socks handshakes",
-                          "-D %s: too many SOCKS handshakes at once; refusing one",
+                          "-D %s: too many SOCKS handshakes at once; dropping the oldest",
                           listener->bound_.c_str());
-        continue;
+        listener->drop(*listener->clients_.front());
       }
       auto client = std::make_unique<Client>();
       client->owner = listener;

@@ -9,7 +9,9 @@
 
 namespace natfwd::relay {
 
-// Scrapers are few; more at once than this is someone else.
+// Scrapers are few; more at once than this is someone else, and then the oldest
+// connection that has not sent its request yet goes: a scraper sends its request at
+// once, so idle connections cannot keep Prometheus out.
 constexpr size_t kMaxClients = 16;
 
 struct MetricsService::Client {
@@ -52,7 +54,11 @@ MetricsService::~MetricsService() {
 gboolean MetricsService::on_incoming(GSocketService*, GSocketConnection* connection, GObject*,
                                      gpointer self) {
   auto* service = static_cast<MetricsService*>(self);
-  if (service->clients_.size() >= kMaxClients) return TRUE;  // closed when unreferenced
+  if (service->clients_.size() >= kMaxClients) {
+    log::warn_limited("metrics-clients", "metrics: %zu connections without a request; "
+                      "dropping the oldest", service->clients_.size());
+    service->drop(service->clients_.front().get(), true);
+  }
   auto client = std::make_unique<Client>();
   client->service = service;
   client->connection.reset(G_SOCKET_CONNECTION(g_object_ref(connection)));

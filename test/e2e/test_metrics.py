@@ -175,6 +175,16 @@ def test(w):
         raise Failure(f"a malformed request got an answer: {reply[:40]!r}")
     relay.check_running("after the malformed request")
     scrape(metrics)
+
+    # Idle connections that never send a request cannot keep the scraper out: the
+    # oldest make room (before, 16 of them refused every scrape until they timed out).
+    idle = [connect(metrics, timeout=10) for _ in range(40)]
+    try:
+        scrape(metrics)
+    finally:
+        for s in idle:
+            s.close()
+    relay.check_running("after the idle connections")
     sample = http(metrics, b"GET /metrics HTTP/1.0\r\n\r\n").decode()
     print("metrics ok; a scrape after the two tunnels:\n" + sample)
 

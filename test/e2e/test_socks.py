@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 
-from harness import SKIP, Failure, run, scaled
+from harness import SKIP, Failure, run, scaled, split_hostport
 
 SOCKS_RE = r"^listening on (\S+) -> home socks$"
 
@@ -100,6 +100,20 @@ def test(w):
     if unserved.hits:
         raise Failure(f"the unserved HTTP server got {unserved.hits} requests through -D")
     fwd.check_running("after the SOCKS refusals")
+
+    # Local connections that never finish their handshake cannot shut the listener:
+    # the oldest pending one makes room for a new client (before, 64 of them refused
+    # every client until they timed out).
+    idle = [socket.create_connection(split_hostport(proxy), timeout=10) for _ in range(100)]
+    try:
+        flag, url = fetches[0]
+        r = curl(flag, proxy, url)
+        if r.returncode != 0 or r.stdout != body:
+            raise Failure(f"curl with 100 idle SOCKS connections open: exit {r.returncode}, "
+                          f"{r.stderr.decode(errors='replace')}")
+    finally:
+        for s in idle:
+            s.close()
     print(f"curl through -D: {len(fetches)} fetches (socks5 host name and IP, socks4, "
           f"socks4a) intact; unserved refused with reply 2, dead port with reply 5")
 
