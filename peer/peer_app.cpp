@@ -50,7 +50,7 @@ RelayLinks::Events PeerApp::relay_events() {
     on_session_message(link, envelope);
   };
   events.on_lost = [this](RelayLink& link, const std::string& reason, bool fatal_error) {
-    if (fatal_error) return fatal(reason);
+    if (fatal_error) return fatal(reason, kExitRefusedForGood);
     log::warn("%s; reconnecting", reason.c_str());
     router_.relay_lost(link, "the link to relay " + link.address.to_string() + " was lost");
   };
@@ -147,9 +147,9 @@ void PeerApp::pairing_finished(bool ok, const std::string& detail) {
   g_main_loop_quit(loop_);
 }
 
-void PeerApp::fatal(const std::string& message) {
+void PeerApp::fatal(const std::string& message, int exit_code) {
   log::error("%s", message.c_str());
-  exit_code_ = 1;
+  exit_code_ = exit_code;
   g_main_loop_quit(loop_);
 }
 

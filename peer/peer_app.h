@@ -35,6 +35,10 @@ class PeerApp {
   bool start();
   // Closes every tunnel (CONNECTION_CLOSE to the other side) before the loop ends.
   void shutdown();
+  // 1: failure; kExitRefusedForGood: a relay refused this peer for a reason a restart
+  // does not mend (its name is bound to another key, protocols differ...), so that a
+  // service manager stops restarting it (RestartPreventExitStatus=).
+  static constexpr int kExitRefusedForGood = 3;
   int exit_code() const { return exit_code_; }
   // Carries one local connection to `target` at the first remote peer (`peer nc`).
   void forward_connection(GSocketConnection* tcp, const HostPort& target,
@@ -52,7 +56,7 @@ class PeerApp {
   static void on_network_changed(GNetworkMonitor*, gboolean available, gpointer self);
   static gboolean on_network_settled(gpointer self);
   void pairing_finished(bool ok, const std::string& detail);
-  void fatal(const std::string& message);
+  void fatal(const std::string& message, int exit_code = 1);
 
   PeerOptions options_;
   Identity identity_;
