@@ -194,6 +194,11 @@ std::string key_id(const PublicKey& key) {
   return out;
 }
 
+bool is_valid_key_id(const std::string& text) {
+  return text.size() == 32 &&
+         text.find_first_not_of("abcdefghijklmnopqrstuvwxyz234567") == std::string::npos;
+}
+
 std::string key_fingerprint(const PublicKey& key) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(key.data(), key.size(), digest);

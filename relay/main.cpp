@@ -126,8 +126,10 @@ int names_command(const natfwd::relay::RelayOptions& options,
       char last_seen[32] = "?";
       const time_t seen = static_cast<time_t>(binding.last_seen_unix);
       strftime(last_seen, sizeof last_seen, "%Y-%m-%d", gmtime(&seen));
-      printf("%s %s last-used %s%s\n", binding.name.c_str(), key_id(key).c_str(), last_seen,
-             binding.expired ? " (expired: free for any key)" : "");
+      const std::string heir =
+          binding.handover_to.empty() ? "" : " handed-over-to " + binding.handover_to;
+      printf("%s %s last-used %s%s%s\n", binding.name.c_str(), key_id(key).c_str(), last_seen,
+             heir.c_str(), binding.expired ? " (expired: free for any key)" : "");
     }
   } catch (const std::exception& e) {
     log::error("%s", e.what());

@@ -28,6 +28,11 @@ class NameBindingPolicy {
                     std::string_view from_address) = 0;
   // The name's holder registered it again or let it go: it is in use, not abandoned.
   virtual void used(std::string_view /*name*/) {}
+  // The holder of `name` lets the key with id `to_key_id` register it (which binds it
+  // to that key); until then the holder keeps it. False when it could not be recorded.
+  virtual bool hand_over(std::string_view name, std::string_view to_key_id) = 0;
+  // The key id `name` was handed over to and not yet taken by; nullopt when none.
+  virtual std::optional<std::string> handed_over_to(std::string_view name) const = 0;
 };
 
 // Bindings held in memory only.
@@ -40,12 +45,23 @@ class MemoryNameBinding : public NameBindingPolicy {
   }
   bool bind(std::string_view name, std::string_view public_key, std::string_view) override {
     bindings_.insert_or_assign(std::string(name), std::string(public_key));
+    heirs_.erase(std::string(name));
     return true;
+  }
+  bool hand_over(std::string_view name, std::string_view to_key_id) override {
+    heirs_.insert_or_assign(std::string(name), std::string(to_key_id));
+    return true;
+  }
+  std::optional<std::string> handed_over_to(std::string_view name) const override {
+    auto it = heirs_.find(name);
+    if (it == heirs_.end()) return std::nullopt;
+    return it->second;
   }
   const std::map<std::string, std::string, std::less<>>& bindings() const { return bindings_; }
 
  protected:
   std::map<std::string, std::string, std::less<>> bindings_;  // name -> raw public key
+  std::map<std::string, std::string, std::less<>> heirs_;     // name -> key id
 };
 
 }  // namespace natfwd::relay

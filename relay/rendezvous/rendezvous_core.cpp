@@ -142,6 +142,9 @@ void RendezvousCore::on_envelope(ConnectionId id, const wire::Envelope& envelope
     case wire::Envelope::kNetcheckQuery:
       handle_netcheck_query(id, connection, envelope.netcheck_query(), now);
       break;
+    case wire::Envelope::kHandOver:
+      handle_hand_over(id, connection, envelope.hand_over());
+      break;
     case wire::Envelope::kNetcheckReply:
       handle_netcheck_reply(id, envelope.netcheck_reply());
       break;
@@ -170,6 +173,7 @@ void RendezvousCore::on_envelope(ConnectionId id, const wire::Envelope& envelope
     case wire::Envelope::kRegistered:
     case wire::Envelope::kIncomingSession:
     case wire::Envelope::kIceServersUpdate:
+    case wire::Envelope::kHandedOver:
       fail(id, wire::Error::BAD_MESSAGE, "message only the relay may send");
       break;
     case wire::Envelope::MSG_NOT_SET:
@@ -303,27 +307,46 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
          "the signature for '" + name + "' does not verify with key " + key_id(key));
     return;
   }
-  if (auto bound = names_policy_->bound_key(name); bound && *bound != connection.public_key) {
+  const std::optional<std::string> bound = names_policy_->bound_key(name);
+  // The holder of the name handed it to this key (`peer handover`).
+  const bool inherits = bound && *bound != connection.public_key &&
+                        names_policy_->handed_over_to(name) == key_id(key);
+  if (bound && *bound != connection.public_key && !inherits) {
     fail(id, wire::Error::NAME_TAKEN,
          "the name '" + name + "' is bound to another key (" + key_id(to_public_key(*bound)) +
-             "); to give it to this key, the relay's operator runs `relay names release " +
-             name + "`, or it is free after the relay's --name-expiry without use");
+             "); to give it to this key (" + key_id(key) + "), its holder runs `peer handover " +
+             name + " " + key_id(key) + "` with the old state dir, or the relay's operator "
+             "runs `relay names release " + name + "`; unused, it is free after the relay's "
+             "--name-expiry");
     return;
   }
   if (auto holder = names_.find(name); holder != names_.end() && holder->second != id) {
     const ConnectionId old_id = holder->second;
-    if (connections_.at(old_id).public_key != connection.public_key) {
+    if (inherits) {
+      log::info("'%s' handed over: %s takes it from %s", name.c_str(),
+                connection.remote.to_string().c_str(), describe(old_id).c_str());
+      fail(old_id, wire::Error::NAME_TAKEN,
+           "'" + name + "' was handed over to key " + key_id(key) + ", which registered it");
+    } else if (connections_.at(old_id).public_key != connection.public_key) {
       // Only when the policy does not bind names (the check above covers the rest).
       fail(id, wire::Error::NAME_TAKEN, "'" + name + "' is registered by another key");
       return;
+    } else {
+      // Same key from a new connection: the peer reconnected (e.g. after a network
+      // change) and the old connection is a leftover.
+      log::info("'%s' taken over by %s from %s", name.c_str(),
+                connection.remote.to_string().c_str(), describe(old_id).c_str());
+      fail(old_id, wire::Error::NAME_TAKEN, "replaced by a newer connection with the same key");
     }
-    // Same key from a new connection: the peer reconnected (e.g. after a network
-    // change) and the old connection is a leftover.
-    log::info("'%s' taken over by %s from %s", name.c_str(),
-              connection.remote.to_string().c_str(), describe(old_id).c_str());
-    fail(old_id, wire::Error::NAME_TAKEN, "replaced by a newer connection with the same key");
   }
-  if (!names_policy_->bound_key(name)) {
+  if (inherits) {
+    if (!names_policy_->bind(name, connection.public_key, connection.remote.host)) {
+      fail(id, wire::Error::UNKNOWN, "the relay could not record the name; try again later");
+      return;
+    }
+    log::info("'%s' handed over from key %s to key %s", name.c_str(),
+              key_id(to_public_key(*bound)).c_str(), key_id(key).c_str());
+  } else if (!bound) {
     if (!take_new_name_token(connection.remote.host, now)) {
       count(&RelayStats::rate_limited_new_names);
       fail(id, wire::Error::RATE_LIMITED,
@@ -421,6 +444,39 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
   log::info("session %016" PRIx64 " opened: %s -> %s", session_id, describe(id).c_str(),
             describe(callee_id).c_str());
   send(callee_id, std::move(incoming));
+}
+
+void RendezvousCore::handle_hand_over(ConnectionId id, Connection& connection,
+                                      const wire::HandOver& message) {
+  const std::string& name = message.name();
+  if (!is_valid_peer_name(name)) {
+    fail(id, wire::Error::NAME_INVALID, "'" + name.substr(0, 64) + "' is not a valid name");
+    return;
+  }
+  if (!is_valid_key_id(message.to_key_id())) {
+    fail(id, wire::Error::BAD_MESSAGE, "the key to hand over to is not a key id (as `peer id` "
+                                       "prints it)");
+    return;
+  }
+  const PublicKey key = to_public_key(connection.public_key);
+  const std::optional<std::string> bound = names_policy_->bound_key(name);
+  if (!bound || *bound != connection.public_key) {
+    fail(id, wire::Error::NOT_HOLDER,
+         "'" + name + "' is " + (bound ? "bound to another key" : "not bound to any key") +
+             ", not to this one (" + key_id(key) + "): only its holder can hand it over" +
+             (bound ? "" : "; the new key can simply register it"));
+    return;
+  }
+  if (!names_policy_->hand_over(name, message.to_key_id())) {
+    fail(id, wire::Error::UNKNOWN, "the relay could not record the hand-over; try again later");
+    return;
+  }
+  log::info("'%s' handed over by key %s to key %s, which may now register it", name.c_str(),
+            key_id(key).c_str(), message.to_key_id().c_str());
+  wire::Envelope reply;
+  reply.mutable_handed_over()->set_name(name);
+  reply.mutable_handed_over()->set_to_key_id(message.to_key_id());
+  send(id, std::move(reply));
 }
 
 void RendezvousCore::handle_accept_session(ConnectionId id, const wire::AcceptSession& message) {

@@ -171,6 +171,7 @@ class RendezvousCore {
   void handle_accept_session(ConnectionId id, const wire::AcceptSession& message);
   void handle_candidate(ConnectionId id, const wire::Candidate& message);
   void handle_close_session(ConnectionId id, const wire::CloseSession& message);
+  void handle_hand_over(ConnectionId id, Connection& connection, const wire::HandOver& message);
   void handle_netcheck_query(ConnectionId id, Connection& connection,
                              const wire::NetcheckQuery& message, TimePoint now);
   void handle_netcheck_reply(ConnectionId id, const wire::NetcheckReply& message);

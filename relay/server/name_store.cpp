@@ -27,7 +27,12 @@ constexpr const char* kSchema =
     " public_key BLOB NOT NULL,"
     " bound_unix INTEGER NOT NULL,"
     " last_seen_unix INTEGER NOT NULL,"
-    " bound_from TEXT NOT NULL DEFAULT '')";
+    " bound_from TEXT NOT NULL DEFAULT '',"
+    " handover_to TEXT NOT NULL DEFAULT '')";
+
+// Databases made before `peer handover` existed lack its column.
+constexpr const char* kAddHandoverColumn =
+    "ALTER TABLE names ADD COLUMN handover_to TEXT NOT NULL DEFAULT ''";
 
 constexpr size_t kKeySize = 32;
 // base64 of 32 bytes: 44 characters, the last one '='.
@@ -112,16 +117,20 @@ NameStore::NameStore(const std::string& db_path, const std::string& legacy_file,
     exec("PRAGMA synchronous=NORMAL");
     exec("PRAGMA busy_timeout=1000");
     exec(kSchema);
+    if (!has_column("names", "handover_to")) exec(kAddHandoverColumn);
     select_ = prepare("SELECT public_key, last_seen_unix FROM names WHERE name = ?1");
     upsert_ = prepare(
         "INSERT INTO names (name, public_key, bound_unix, last_seen_unix, bound_from) "
         "VALUES (?1, ?2, ?3, ?3, ?4) ON CONFLICT(name) DO UPDATE SET "
-        "public_key = ?2, bound_unix = ?3, last_seen_unix = ?3, bound_from = ?4");
+        "public_key = ?2, bound_unix = ?3, last_seen_unix = ?3, bound_from = ?4, "
+        "handover_to = ''");
     touch_ = prepare("UPDATE names SET last_seen_unix = ?2 WHERE name = ?1");
+    // Handing over is a use of the name by its holder.
+    hand_over_ =
+        prepare("UPDATE names SET handover_to = ?2, last_seen_unix = ?3 WHERE name = ?1");
+    select_heir_ = prepare("SELECT handover_to, last_seen_unix FROM names WHERE name = ?1");
   } catch (...) {
-    select_.reset();
-    upsert_.reset();
-    touch_.reset();
+    finalize_statements();
     sqlite3_close(db_);
     throw;
   }
@@ -139,10 +148,22 @@ NameStore::NameStore(const std::string& db_path, const std::string& legacy_file,
 }
 
 NameStore::~NameStore() {
-  select_.reset();
-  upsert_.reset();
-  touch_.reset();
+  finalize_statements();
   sqlite3_close(db_);
+}
+
+void NameStore::finalize_statements() {
+  for (Statement* statement : {&select_, &upsert_, &touch_, &hand_over_, &select_heir_})
+    statement->reset();
+}
+
+bool NameStore::has_column(const char* table, const char* column) const {
+  Statement info = prepare((std::string("PRAGMA table_info(") + table + ")").c_str());
+  while (sqlite3_step(info.get()) == SQLITE_ROW)
+    if (std::strcmp(reinterpret_cast<const char*>(sqlite3_column_text(info.get(), 1)), column) ==
+        0)
+      return true;
+  return false;
 }
 
 NameStore::Statement NameStore::prepare(const char* sql) const {
@@ -214,10 +235,38 @@ void NameStore::used(std::string_view name) {
   sqlite3_reset(touch);
 }
 
+bool NameStore::hand_over(std::string_view name, std::string_view to_key_id) {
+  sqlite3_stmt* update = hand_over_.get();
+  sqlite3_reset(update);
+  sqlite3_bind_text(update, 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
+  sqlite3_bind_text(update, 2, to_key_id.data(), static_cast<int>(to_key_id.size()),
+                    SQLITE_STATIC);
+  sqlite3_bind_int64(update, 3, now());
+  const bool ok = sqlite3_step(update) == SQLITE_DONE && sqlite3_changes(db_) == 1;
+  if (!ok)
+    log::error("%s: cannot record the hand-over of '%.*s': %s", path_.c_str(),
+               static_cast<int>(name.size()), name.data(), sqlite3_errmsg(db_));
+  sqlite3_reset(update);
+  return ok;
+}
+
+std::optional<std::string> NameStore::handed_over_to(std::string_view name) const {
+  sqlite3_stmt* select = select_heir_.get();
+  sqlite3_reset(select);
+  sqlite3_bind_text(select, 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
+  std::optional<std::string> heir;
+  if (sqlite3_step(select) == SQLITE_ROW && sqlite3_column_bytes(select, 0) > 0 &&
+      !is_expired(sqlite3_column_int64(select, 1)))
+    heir.emplace(reinterpret_cast<const char*>(sqlite3_column_text(select, 0)));
+  sqlite3_reset(select);
+  return heir;
+}
+
 std::vector<NameStore::Binding> NameStore::list() const {
   std::vector<Binding> out;
   Statement all = prepare(
-      "SELECT name, public_key, bound_unix, last_seen_unix, bound_from FROM names ORDER BY name");
+      "SELECT name, public_key, bound_unix, last_seen_unix, bound_from, handover_to FROM names "
+      "ORDER BY name");
   while (sqlite3_step(all.get()) == SQLITE_ROW) {
     Binding binding;
     binding.name = reinterpret_cast<const char*>(sqlite3_column_text(all.get(), 0));
@@ -226,6 +275,7 @@ std::vector<NameStore::Binding> NameStore::list() const {
     binding.bound_unix = sqlite3_column_int64(all.get(), 2);
     binding.last_seen_unix = sqlite3_column_int64(all.get(), 3);
     binding.bound_from = reinterpret_cast<const char*>(sqlite3_column_text(all.get(), 4));
+    binding.handover_to = reinterpret_cast<const char*>(sqlite3_column_text(all.get(), 5));
     binding.expired = is_expired(binding.last_seen_unix);
     out.push_back(std::move(binding));
   }

@@ -2,7 +2,8 @@
 // mode 0600), one row per name:
 //
 //   name TEXT PRIMARY KEY, public_key BLOB (32 bytes), bound_unix, last_seen_unix,
-//   bound_from TEXT (the address that registered it first)
+//   bound_from TEXT (the address that registered it first),
+//   handover_to TEXT (the key id its holder handed it to, `peer handover`; '' when none)
 //
 // Why a database: a registration changes one record, and with a text file rewritten
 // whole on every new binding, 100,000 names blocked the relay's one event loop for
@@ -52,6 +53,7 @@ class NameStore final : public NameBindingPolicy {
     int64_t bound_unix = 0;
     int64_t last_seen_unix = 0;
     std::string bound_from;
+    std::string handover_to;  // key id, '' when none
     bool expired = false;
   };
 
@@ -66,6 +68,8 @@ class NameStore final : public NameBindingPolicy {
   bool bind(std::string_view name, std::string_view public_key,
             std::string_view from_address) override;
   void used(std::string_view name) override;
+  bool hand_over(std::string_view name, std::string_view to_key_id) override;
+  std::optional<std::string> handed_over_to(std::string_view name) const override;
 
   // `relay names`: every binding, by name.
   std::vector<Binding> list() const;
@@ -82,6 +86,8 @@ class NameStore final : public NameBindingPolicy {
   using Statement = std::unique_ptr<sqlite3_stmt, StatementFree>;
   Statement prepare(const char* sql) const;
   void exec(const char* sql) const;
+  bool has_column(const char* table, const char* column) const;
+  void finalize_statements();
   int64_t now() const;
   bool is_expired(int64_t last_seen) const;
 
@@ -91,6 +97,8 @@ class NameStore final : public NameBindingPolicy {
   Statement select_;
   Statement upsert_;
   Statement touch_;
+  Statement hand_over_;
+  Statement select_heir_;
 };
 
 }  // namespace natfwd::relay

@@ -149,9 +149,10 @@ TEST_CASE("a bound name is refused to another key while its holder is offline") 
   const auto reply = h.pop(thief);
   CHECK(error_code(reply) == wire::Error::NAME_TAKEN);
   CHECK(reply.error().detail() ==
-        "the name 'home' is bound to another key (" + id_of('h') +
-            "); to give it to this key, the relay's operator runs `relay names release home`, "
-            "or it is free after the relay's --name-expiry without use");
+        "the name 'home' is bound to another key (" + id_of('h') + "); to give it to this key (" +
+            id_of('t') + "), its holder runs `peer handover home " + id_of('t') +
+            "` with the old state dir, or the relay's operator runs `relay names release "
+            "home`; unused, it is free after the relay's --name-expiry");
   CHECK(h.closed(thief));
 
   // The owner comes back and gets its name; other names are free for anyone.
@@ -168,6 +169,62 @@ TEST_CASE("a bound name is refused to another key while its holder is online") {
   CHECK(error_code(h.pop(thief)) == wire::Error::NAME_TAKEN);
   CHECK(h.core().holder_of("home") == home);
   CHECK_FALSE(h.closed(home));
+}
+
+namespace {
+
+wire::Envelope hand_over(const std::string& name, const std::string& to_key_id) {
+  wire::Envelope envelope;
+  envelope.mutable_hand_over()->set_name(name);
+  envelope.mutable_hand_over()->set_to_key_id(to_key_id);
+  return envelope;
+}
+
+}  // namespace
+
+TEST_CASE("the holder hands its name to a new key, which takes it when it registers") {
+  Harness h;
+  const ConnectionId old_home = h.registered("home", key_of('h'));
+  // A stranger cannot hand over what it does not hold, nor a free name.
+  const ConnectionId thief = h.hello(key_of('t'));
+  h.deliver(thief, hand_over("home", id_of('t')));
+  auto refused = h.pop(thief);
+  CHECK(error_code(refused) == wire::Error::NOT_HOLDER);
+  CHECK(refused.error().detail().find("only its holder can hand it over") != std::string::npos);
+  CHECK(h.closed(thief));
+  const ConnectionId nobody = h.hello(key_of('t'));
+  h.deliver(nobody, hand_over("attic", id_of('t')));
+  CHECK(error_code(h.pop(nobody)) == wire::Error::NOT_HOLDER);
+  const ConnectionId sloppy = h.registered("work", key_of('w'));
+  h.deliver(sloppy, hand_over("work", "not-a-key-id"));
+  CHECK(error_code(h.pop(sloppy)) == wire::Error::BAD_MESSAGE);
+
+  // The holder, from another connection of the same key (`peer handover` beside the
+  // running peer), hands `home` to the reinstalled machine's key.
+  const ConnectionId handing = h.hello(key_of('h'));
+  h.deliver(handing, hand_over("home", id_of('n')));
+  const auto done = h.pop(handing);
+  REQUIRE(done.has_handed_over());
+  CHECK(done.handed_over().name() == "home");
+  CHECK(done.handed_over().to_key_id() == id_of('n'));
+  CHECK(h.core().holder_of("home") == old_home);  // kept until the heir comes
+
+  // Anyone else is still refused; the heir takes the name and the old link goes.
+  const ConnectionId other = h.hello(key_of('t'));
+  h.deliver(other, h.make_register(other, "home"));
+  CHECK(error_code(h.pop(other)) == wire::Error::NAME_TAKEN);
+  const ConnectionId heir = h.registered("home", key_of('n'), "198.51.100.40");
+  CHECK(h.core().holder_of("home") == heir);
+  const auto gone = h.pop(old_home);
+  CHECK(error_code(gone) == wire::Error::NAME_TAKEN);
+  CHECK(gone.error().detail() == "'home' was handed over to key " + id_of('n') +
+                                     ", which registered it");
+  CHECK(h.closed(old_home));
+
+  // Now bound to the heir: the old key is the stranger.
+  const ConnectionId old_key = h.hello(key_of('h'));
+  h.deliver(old_key, h.make_register(old_key, "home"));
+  CHECK(error_code(h.pop(old_key)) == wire::Error::NAME_TAKEN);
 }
 
 TEST_CASE("a binding the policy cannot record refuses the registration") {
@@ -238,6 +295,38 @@ TEST_CASE("a name unused for longer than the expiry is free again, one in use is
   CHECK(error_code(h.pop(early)) == wire::Error::NAME_TAKEN);
   now += 2 * 3600;
   h.registered("home", key_of('u'));
+}
+
+TEST_CASE("a hand-over is kept in the names database; older databases gain its column") {
+  TempDir dir;
+  int64_t now = 1'800'000'000;
+  {
+    // A names.db as the relay made it before `peer handover`.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(dir.file("names.db").c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db,
+                         "CREATE TABLE names (name TEXT PRIMARY KEY, public_key BLOB NOT NULL,"
+                         " bound_unix INTEGER NOT NULL, last_seen_unix INTEGER NOT NULL,"
+                         " bound_from TEXT NOT NULL DEFAULT '')",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  {
+    Harness before({}, open_store(dir, &now));
+    const ConnectionId home = before.registered("home", key_of('h'));
+    before.deliver(home, hand_over("home", id_of('n')));
+    REQUIRE(before.pop(home).has_handed_over());
+  }
+  auto store = open_store(dir, &now);
+  const auto listed = store->list();
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].handover_to == id_of('n'));
+  CHECK(store->handed_over_to("home") == id_of('n'));
+  Harness after({}, std::move(store));
+  after.registered("home", key_of('n'));
+  auto reread = open_store(dir, &now);
+  CHECK(reread->list()[0].public_key == key_of('n'));
+  CHECK(reread->list()[0].handover_to.empty());
 }
 
 TEST_CASE("relay names: release frees a name at once, even for a running relay") {
