@@ -37,13 +37,8 @@ bool stderr_is_journal() {
 
 GLogWriterOutput glib_writer(GLogLevelFlags flags, const GLogField* fields, gsize n_fields,
                              gpointer) {
-  Level level = Level::kDebug;
   if (flags & G_LOG_LEVEL_DEBUG && g_strcmp0(g_getenv("G_MESSAGES_DEBUG"), "all") != 0)
     return G_LOG_WRITER_HANDLED;
-  if (flags & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL)) level = Level::kError;
-  else if (flags & G_LOG_LEVEL_WARNING) level = Level::kWarn;
-  else if (flags & G_LOG_LEVEL_MESSAGE) level = Level::kInfo;
-  if (!enabled(level)) return G_LOG_WRITER_HANDLED;
   const char* domain = "glib";
   const char* message = "";
   for (gsize i = 0; i < n_fields; ++i) {
@@ -52,11 +47,29 @@ GLogWriterOutput glib_writer(GLogLevelFlags flags, const GLogField* fields, gsiz
     if (g_strcmp0(fields[i].key, "MESSAGE") == 0 && fields[i].length < 0)
       message = static_cast<const char*>(fields[i].value);
   }
+  const Level level = library_level(flags, message);
+  if (!enabled(level)) return G_LOG_WRITER_HANDLED;
   write_line(level, std::string("[") + domain + "] " + message);
   return G_LOG_WRITER_HANDLED;
 }
 
 }  // namespace
+
+Level library_level(GLogLevelFlags flags, std::string_view message) {
+  if (flags & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL)) return Level::kError;
+  if (flags & G_LOG_LEVEL_WARNING) {
+    // A library's complaint that an operation failed because we cancelled it (libnice:
+    // "Can't resolve STUN server: Operation was cancelled" when an agent goes while it
+    // resolves) is our own doing, nothing for an operator to act on.
+    constexpr std::string_view kCancelled = "Operation was cancelled";
+    if (message.size() >= kCancelled.size() &&
+        message.substr(message.size() - kCancelled.size()) == kCancelled)
+      return Level::kDebug;
+    return Level::kWarn;
+  }
+  if (flags & G_LOG_LEVEL_MESSAGE) return Level::kInfo;
+  return Level::kDebug;
+}
 
 std::string format_line(std::string_view program, Level level, std::string_view message,
                         bool journal) {

@@ -31,6 +31,9 @@ void debug(const char* format, ...) G_GNUC_PRINTF(1, 2);
 void warn_limited(const char* key, const char* format, ...) G_GNUC_PRINTF(2, 3);
 
 // One log line, without the newline; `journal` picks the journald form. Pure.
+// The level a GLib or libnice log message is written at.
+Level library_level(GLogLevelFlags flags, std::string_view message);
+
 std::string format_line(std::string_view program, Level level, std::string_view message,
                         bool journal);
 // Whether $JOURNAL_STREAM ("DEV:INODE", decimal) names this device and inode. Pure.

@@ -206,12 +206,13 @@ bool RemotePeer::rescue(Tunnel& tunnel, RelayLink& relay,
 
 void RemotePeer::tunnel_closed(Tunnel& tunnel, const std::string& reason) {
   const bool was_outgoing = &tunnel == outgoing_;
-  if (was_outgoing) {
+  // A failure of the tunnel new connections use is worth a warning; a deliberate
+  // close (shutdown, the other side stopping) and old tunnels ending are news.
+  if (was_outgoing && !tunnel.closed_in_order())
     log::warn("%s: %s", tunnel.remote_label().c_str(), reason.c_str());
-    outgoing_ = nullptr;
-  } else {
+  else
     log::info("%s: %s", tunnel.remote_label().c_str(), reason.c_str());
-  }
+  if (was_outgoing) outgoing_ = nullptr;
   context_.router.remove_tunnel(tunnel);
   tunnels_.destroy_later(tunnel);
   if (!was_outgoing || rescued_.empty()) return;

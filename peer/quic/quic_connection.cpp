@@ -226,6 +226,7 @@ void Connection::receive(std::span<const std::byte> datagram, Timestamp now) {
       break;
     case NGTCP2_ERR_DRAINING:
       // The remote sent CONNECTION_CLOSE (RFC 9000 section 10.2.2): nothing more to send.
+      closed_in_order_ = remote_closed_without_error();
       finish("remote closed the connection: " + remote_close_reason());
       return;
     case NGTCP2_ERR_CLOSING:
@@ -578,6 +579,7 @@ void Connection::handle_remote_reset(int64_t id, uint64_t app_error, bool stop_s
 
 void Connection::close(uint64_t app_error, const std::string& reason) {
   if (closed()) return;
+  closed_in_order_ = app_error == 0;
   if (callback_depth_ > 0) {
     // Inside an ngtcp2 callback: ngtcp2 cannot write now; after_callbacks() will.
     if (!pending_close_) pending_close_.emplace(app_error, reason);
@@ -631,6 +633,16 @@ void Connection::finish(const std::string& reason) {
   ready_.clear();
   pending_close_.reset();
   observer_.on_connection_closed(reason);
+}
+
+bool Connection::remote_closed_without_error() const {
+  if (!conn_) return false;
+  ngtcp2_connection_close_error error;
+  ngtcp2_connection_close_error_default(&error);
+  ngtcp2_conn_get_connection_close_error(conn_.get(), &error);
+  return error.error_code == 0 &&
+         (error.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION ||
+          error.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT);
 }
 
 std::string Connection::remote_close_reason() const {

@@ -155,6 +155,10 @@ class Connection {
 
   bool handshake_complete() const { return handshake_reported_; }
   bool closed() const { return state_ == State::kClosing || state_ == State::kClosed; }
+  // Closed on purpose rather than by a failure: close() with application error 0 here,
+  // or the remote's CONNECTION_CLOSE with no error (RFC 9000 section 20). Such a close
+  // is news, not something an operator must act on.
+  bool closed_in_order() const { return closed_in_order_; }
 
   struct Stats {
     Timestamp smoothed_rtt;
@@ -217,6 +221,7 @@ class Connection {
                      Timestamp now);
   void finish(const std::string& reason);       // -> kClosed, report once
   std::string remote_close_reason() const;
+  bool remote_closed_without_error() const;
   void after_callbacks(Timestamp now);          // deferred work once ngtcp2 returned
 
   Stream* find(int64_t id);
@@ -265,6 +270,7 @@ class Connection {
   // Packets ngtcp2 built that `send` refused, or CONNECTION_CLOSE copies, sent first.
   std::deque<std::vector<std::byte>> held_;
   std::string closing_reason_;
+  bool closed_in_order_ = false;
 
   // Deferred: things noticed inside ngtcp2 callbacks, acted on after ngtcp2 returns.
   int callback_depth_ = 0;

@@ -511,6 +511,7 @@ void Tunnel::request_pairing(const std::string& secret, PairDone done) {
 }
 
 void Tunnel::on_closed(const std::string& reason) {
+  closed_in_order_ = core_.connection() && core_.connection()->closed_in_order();
   if (established_) fail("tunnel closed: " + reason);
   else if (key_refused_) fail(ConnectProgress::key_mismatch(remote_label_));
   else fail("QUIC handshake failed: " + reason);
@@ -572,6 +573,7 @@ void Tunnel::setup_timed_out() {
 
 void Tunnel::close(const std::string& reason) {
   if (closed_) return;
+  closed_in_order_ = true;
   // The CONNECTION_CLOSE goes out before this returns, so the other side learns at
   // once even though the tunnel is destroyed right after.
   if (core_.started()) {

@@ -126,6 +126,9 @@ class Tunnel : private TunnelCore::Io {
   uint64_t session_id() const { return leg_ ? leg_->session_id() : first_session_id_; }
   bool established() const { return established_; }
   bool closed() const { return closed_; }
+  // Closed on purpose, by this side (close()) or by the other without an error (a
+  // shutdown, a finished `pair`): logged as news, not as a warning.
+  bool closed_in_order() const { return closed_in_order_; }
   const std::string& remote_label() const { return remote_label_; }
   // The key the other side proved in the QUIC handshake (valid once established).
   const PublicKey& remote_key() const { return expected_remote_key_; }
@@ -182,6 +185,7 @@ class Tunnel : private TunnelCore::Io {
   PublicKey expected_remote_key_{};
   bool established_ = false;
   bool closed_ = false;
+  bool closed_in_order_ = false;
   bool retired_ = false;
   gint64 restart_failed_us_ = 0;
   int restart_failures_ = 0;

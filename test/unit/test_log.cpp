@@ -31,3 +31,15 @@ TEST_CASE("JOURNAL_STREAM must name stderr's own device and inode") {
   CHECK_FALSE(journal_stream_matches("8", 8, 0));
   CHECK_FALSE(journal_stream_matches("garbage", 0, 0));
 }
+
+TEST_CASE("library messages: a failure we caused by cancelling is no warning") {
+  using natfwd::log::library_level;
+  CHECK(library_level(G_LOG_LEVEL_WARNING,
+                      "Can't resolve STUN server: Operation was cancelled") == Level::kDebug);
+  CHECK(library_level(G_LOG_LEVEL_WARNING, "Can't resolve STUN server: Name or service "
+                                           "not known") == Level::kWarn);
+  CHECK(library_level(G_LOG_LEVEL_CRITICAL, "assertion failed") == Level::kError);
+  CHECK(library_level(G_LOG_LEVEL_MESSAGE, "hello") == Level::kInfo);
+  CHECK(library_level(G_LOG_LEVEL_DEBUG, "packet") == Level::kDebug);
+  CHECK(library_level(G_LOG_LEVEL_WARNING, "") == Level::kWarn);
+}
