@@ -196,6 +196,14 @@ int main(int argc, char** argv) {
   const auto quiet_level =
       config.netcat_target ? natfwd::log::Level::kError : natfwd::log::Level::kInfo;
   natfwd::log::init("peer", config.verbose ? natfwd::log::Level::kDebug : quiet_level);
+  if (config.netcat_target) {
+    // A peer already running here with a tunnel to NAME carries the connection.
+    const natfwd::RemotePeerOptions& remote = *config.first_remote();
+    const std::string peer = remote.key_id ? remote.name + "@" + *remote.key_id : remote.name;
+    if (auto code = natfwd::NetcatCommand::through_running_peer(config.state_dir, peer,
+                                                                *config.netcat_target))
+      return *code;
+  }
   std::optional<natfwd::NetcatCommand> netcat;
   std::optional<natfwd::Identity> identity;
   try {

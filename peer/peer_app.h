@@ -52,6 +52,9 @@ class PeerApp {
   bool start_listeners();
   bool start_socks_and_control();
   std::string answer_control(const std::string& request) const;
+  // `connect NAME HOST:PORT` on the control socket: carries `fd` through our tunnel to
+  // NAME (see control_server.h); false for other requests.
+  bool carry_for_control(int fd, const std::string& request);
   static gboolean on_health_check(gpointer self);
   static void on_network_changed(GNetworkMonitor*, gboolean available, gpointer self);
   static gboolean on_network_settled(gpointer self);

@@ -1,8 +1,12 @@
 // PeerApp's everyday-use surface: the -D SOCKS listeners, the control socket and the
 // snapshot `peer status` shows.
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "forward/tcp_listener.h"
 #include "log.h"
 #include "peer_app.h"
+#include "rendezvous.pb.h"
 
 namespace natfwd {
 
@@ -28,6 +32,7 @@ bool PeerApp::start_socks_and_control() {
   std::string error;
   control_ = ControlServer::open(
       options_.state_dir, [this](const std::string& request) { return answer_control(request); },
+      [this](int fd, const std::string& request) { return carry_for_control(fd, request); },
       error);
   // Not fatal: forwarding works without it, only `peer status` does not.
   if (!control_) log::warn("no control socket: %s", error.c_str());
@@ -42,6 +47,54 @@ std::string PeerApp::answer_control(const std::string& request) const {
     return status_json(status()) + "\n";
   if (words.size() == 2 && words[0] == "status" && words[1] == "text") return status_text(status());
   return "error: unknown control command '" + request + "'\n";
+}
+
+bool PeerApp::carry_for_control(int fd, const std::string& request) {
+  std::vector<std::string> words;
+  std::string error;
+  if (!parse_control_request(request, words, error) || words.empty() || words[0] != "connect")
+    return false;
+  // A short blocking write of one line to a fresh socket: the buffer takes it.
+  auto answer_and_close = [fd](const std::string& line) {
+    if (send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+      log::debug("control: the client left before its answer");
+    close(fd);
+    return true;
+  };
+  if (words.size() != 3) return answer_and_close("error: connect takes NAME HOST:PORT\n");
+  auto target = parse_host_port(words[2]);
+  if (auto* problem = std::get_if<std::string>(&target))
+    return answer_and_close("error: " + words[2] + ": " + *problem + "\n");
+  // NAME, or NAME@KEYID: then only a tunnel pinned to that very key will do.
+  const auto at = words[1].find('@');
+  const std::string name = words[1].substr(0, at);
+  const std::optional<std::string> key_id =
+      at == std::string::npos ? std::nullopt : std::optional(words[1].substr(at + 1));
+  RemotePeer* remote = nullptr;
+  for (auto& candidate : remotes_)
+    if (candidate->name() == name && (!key_id || candidate->options().key_id == key_id))
+      remote = candidate.get();
+  if (!remote)
+    return answer_and_close("no-tunnel: this peer keeps no tunnel to " + words[1] + "\n");
+  GError* raw_error = nullptr;
+  GObjectPtr<GSocket> socket(g_socket_new_from_fd(fd, &raw_error));
+  GErrorPtr socket_error(raw_error);
+  if (!socket) return answer_and_close("error: " + std::string(socket_error->message) + "\n");
+  GObjectPtr<GSocketConnection> connection(
+      g_socket_connection_factory_create_connection(socket.get()));
+  log::debug("control: carrying a connection to %s via %s", words[2].c_str(), words[1].c_str());
+  // The answer goes out before any byte of the stream: the handler runs when the
+  // serving peer answers the stream open, before the bridge passes data on.
+  std::shared_ptr<GSocket> held = ref_object(socket.get());
+  remote->forward_connection(
+      connection.get(), std::get<HostPort>(target), [held](int status, const std::string& detail) {
+        if (status == kStreamBroken) return;  // after "ok": the client sees the reset
+        const std::string line = status == wire::StreamOpenResult::OK
+                                     ? std::string("ok\n")
+                                     : "error: " + open_result_text(status, detail) + "\n";
+        g_socket_send(held.get(), line.data(), line.size(), nullptr, nullptr);
+      });
+  return true;
 }
 
 PeerStatus PeerApp::status() const {

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -73,7 +74,7 @@ void set_timeouts(int fd, int milliseconds) {
 }  // namespace
 
 std::unique_ptr<ControlServer> ControlServer::open(const std::string& state_dir, Handler handler,
-                                                   std::string& error) {
+                                                   Carrier carrier, std::string& error) {
   const std::string path = state_dir + "/" + kControlSocketName;
   sockaddr_un address;
   if (!make_address(path, address, error)) return nullptr;
@@ -110,11 +111,15 @@ std::unique_ptr<ControlServer> ControlServer::open(const std::string& state_dir,
     return nullptr;
   }
   chmod(path.c_str(), 0600);
-  return std::unique_ptr<ControlServer>(new ControlServer(path, fd, std::move(handler)));
+  return std::unique_ptr<ControlServer>(
+      new ControlServer(path, fd, std::move(handler), std::move(carrier)));
 }
 
-ControlServer::ControlServer(std::string path, int fd, Handler handler)
-    : path_(std::move(path)), listen_fd_(fd), handler_(std::move(handler)) {
+ControlServer::ControlServer(std::string path, int fd, Handler handler, Carrier carrier)
+    : path_(std::move(path)),
+      listen_fd_(fd),
+      handler_(std::move(handler)),
+      carrier_(std::move(carrier)) {
   listen_source_.reset(g_unix_fd_add(listen_fd_, G_IO_IN, on_accept, this));
 }
 
@@ -181,6 +186,18 @@ gboolean ControlServer::client_readable(int fd) {
 }
 
 void ControlServer::answer_and_close(Client& client) {
+  if (carrier_) {
+    // Taken out of the list first: the carrier may outlive this server.
+    const int fd = client.fd;
+    const std::string request = client.request;
+    auto it = std::find_if(clients_.begin(), clients_.end(),
+                           [fd](const auto& c) { return c->fd == fd; });
+    std::unique_ptr<Client> held = std::move(*it);
+    clients_.erase(it);
+    held->source.reset();
+    if (carrier_(fd, request)) return;
+    clients_.push_back(std::move(held));
+  }
   const std::string answer = handler_(client.request);
   // The answer is a few KB at most: send it in one blocking go with a timeout, so a
   // client that does not read cannot hold the peer for long.
@@ -226,14 +243,13 @@ bool parse_control_request(const std::string& line, std::vector<std::string>& wo
   return true;
 }
 
-std::optional<std::string> query_control(const std::string& state_dir, const std::string& command,
-                                         std::string& error) {
+int connect_control(const std::string& state_dir, const std::string& command, std::string& error) {
   const std::string path = state_dir + "/" + kControlSocketName;
   int fd = connect_to(path);
   if (fd < 0) {
     error = "no running peer uses the state dir " + state_dir + " (nothing answers on " + path +
             ": " + strerror(errno) + ")";
-    return std::nullopt;
+    return -1;
   }
   set_timeouts(fd, kClientTimeoutMs);
   std::string request = std::string(kControlProtocol) + " " + std::to_string(kControlVersion) +
@@ -241,8 +257,16 @@ std::optional<std::string> query_control(const std::string& state_dir, const std
   if (!write_all(fd, request)) {
     error = "the peer on " + path + " did not take the request";
     close(fd);
-    return std::nullopt;
+    return -1;
   }
+  return fd;
+}
+
+std::optional<std::string> query_control(const std::string& state_dir, const std::string& command,
+                                         std::string& error) {
+  const std::string path = state_dir + "/" + kControlSocketName;
+  const int fd = connect_control(state_dir, command, error);
+  if (fd < 0) return std::nullopt;
   std::string answer;
   char buffer[4096];
   for (;;) {

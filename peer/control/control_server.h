@@ -6,6 +6,12 @@
 //   answer:   the JSON object (status_json) plus "\n", or the text (status_text);
 //             "error: <why>\n" for a request this version does not understand.
 //
+//   request:  "natfwd-control 1 connect NAME HOST:PORT\n"  (`peer nc` beside a daemon)
+//   answer:   "ok\n" once NAME connected HOST:PORT, then the socket carries the
+//             stream's bytes both ways (EOF half-closes, as a -L connection);
+//             "no-tunnel: <why>\n" when this peer has no tunnel to NAME (the caller
+//             sets one up itself), "error: <why>\n" when NAME refused or it failed.
+//
 // A socket file left behind by a dead peer is replaced. One whose peer still answers
 // is left alone: the second peer runs without a control socket and says so.
 #pragma once
@@ -30,10 +36,13 @@ class ControlServer {
  public:
   // Answers one request line (without the newline).
   using Handler = std::function<std::string(const std::string& request)>;
+  // Offered each request first: true when it took the client's connection `fd` (it
+  // owns it from then on) to carry a stream, false to have `Handler` answer.
+  using Carrier = std::function<bool(int fd, const std::string& request)>;
 
   // Binds STATE_DIR/control. On failure returns nullptr and sets `error` to a sentence.
   static std::unique_ptr<ControlServer> open(const std::string& state_dir, Handler handler,
-                                             std::string& error);
+                                             Carrier carrier, std::string& error);
   ~ControlServer();
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
@@ -46,7 +55,7 @@ class ControlServer {
     SourceId source;
     std::string request;
   };
-  ControlServer(std::string path, int fd, Handler handler);
+  ControlServer(std::string path, int fd, Handler handler, Carrier carrier);
   static gboolean on_accept(gint fd, GIOCondition, gpointer self);
   static gboolean on_client_readable(gint fd, GIOCondition, gpointer self);
   gboolean client_readable(int fd);
@@ -57,6 +66,7 @@ class ControlServer {
   int listen_fd_;
   SourceId listen_source_;
   Handler handler_;
+  Carrier carrier_;
   std::vector<std::unique_ptr<Client>> clients_;
 };
 
@@ -64,6 +74,10 @@ class ControlServer {
 // protocol name and version match; false and `error` otherwise.
 bool parse_control_request(const std::string& line, std::vector<std::string>& words,
                            std::string& error);
+
+// `peer nc` beside a running peer: connects to its control socket and sends the
+// request; -1 (with `error`) when no peer answers there.
+int connect_control(const std::string& state_dir, const std::string& command, std::string& error);
 
 // `peer status`: asks the peer running with `state_dir`. Returns the answer, or
 // nullopt with `error` set (no peer running, no answer).

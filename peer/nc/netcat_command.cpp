@@ -1,10 +1,13 @@
 #include "nc/netcat_command.h"
 
 #include <fcntl.h>
+#include <glib-unix.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <csignal>
 
+#include "control/control_server.h"
 #include "log.h"
 #include "peer_app.h"
 #include "rendezvous.pb.h"
@@ -15,19 +18,30 @@ namespace {
 // After both directions finished, wait at most this long for the stream's last bytes
 // to be acknowledged before closing the tunnel.
 constexpr int kDrainSeconds = 5;
+// A running peer answers `connect` once the serving peer answered the stream open,
+// which may include setting up its tunnel first.
+constexpr int kRunningPeerAnswerSeconds = 60;
 
-std::string refusal_text(int status, const std::string& detail) {
-  std::string what;
-  switch (status) {
-    case wire::StreamOpenResult::NOT_SERVED: what = "not served there"; break;
-    case wire::StreamOpenResult::NOT_AUTHORIZED: what = "not authorised"; break;
-    case wire::StreamOpenResult::RESOLVE_FAILED: what = "the serving peer cannot resolve it"; break;
-    case wire::StreamOpenResult::CONNECT_FAILED: what = "the serving peer cannot connect to it"; break;
-    case kOpenFailedLocally: return detail;
-    case kStreamBroken: what = "the connection broke"; break;
-    default: what = "refused"; break;
+// One line from `fd`, read a byte at a time so that none of the stream after it is
+// taken; nullopt when the peer closed or did not answer in time.
+std::optional<std::string> read_line(int fd) {
+  timeval tv{kRunningPeerAnswerSeconds, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string line;
+  while (line.size() < 4096) {
+    char c = 0;
+    const ssize_t n = recv(fd, &c, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::nullopt;
+    if (c == '\n') return line;
+    line += c;
   }
-  return detail.empty() ? what : what + " (" + detail + ")";
+  return std::nullopt;
+}
+
+gboolean quit_loop(gpointer loop) {
+  g_main_loop_quit(static_cast<GMainLoop*>(loop));
+  return G_SOURCE_CONTINUE;
 }
 
 }  // namespace
@@ -51,6 +65,54 @@ NetcatCommand::NetcatCommand(std::string peer_name, HostPort target, GMainLoop* 
 
 NetcatCommand::~NetcatCommand() = default;
 
+std::optional<int> NetcatCommand::through_running_peer(const std::string& state_dir,
+                                                       const std::string& peer,
+                                                       const HostPort& target) {
+  std::string error;
+  const int fd = connect_control(state_dir, "connect " + peer + " " + target.to_string(), error);
+  if (fd < 0) return std::nullopt;  // none runs here: set up our own tunnel
+  const std::optional<std::string> answer = read_line(fd);
+  const std::string where = target.to_string() + " via " + peer;
+  if (!answer) {
+    close(fd);
+    log::error("nc: %s: the running peer (%s) did not answer within %d s", where.c_str(),
+               state_dir.c_str(), kRunningPeerAnswerSeconds);
+    return 1;
+  }
+  if (answer->rfind("error: ", 0) == 0 && answer->find("unknown control command") == std::string::npos) {
+    close(fd);
+    log::error("nc: %s: %s", where.c_str(), answer->substr(7).c_str());
+    return 1;
+  }
+  if (*answer != "ok") {
+    // "no-tunnel: ..." (it keeps none to this peer) or an older peer that does not know
+    // `connect`: our own tunnel then.
+    close(fd);
+    log::debug("nc: the running peer does not carry this: %s", answer->c_str());
+    return std::nullopt;
+  }
+  log::debug("nc: %s carried by the running peer (%s)", where.c_str(), state_dir.c_str());
+  signal(SIGPIPE, SIG_IGN);
+  GMainLoopPtr owned_loop(g_main_loop_new(nullptr, FALSE));
+  GMainLoop* loop = owned_loop.get();
+  int exit_code = 0;
+  StdioSplice splice(STDIN_FILENO, dup(STDOUT_FILENO), fd,
+                     [&](bool ok, const std::string& failure) {
+                       if (!ok) {
+                         log::error("nc: %s: %s", where.c_str(), failure.c_str());
+                         exit_code = 1;
+                       }
+                       g_main_loop_quit(loop);
+                     });
+  // ssh's SIGHUP at the end of its session, and SIGINT/SIGTERM: the daemon's tunnel
+  // stays; only this connection ends (it sees EOF when we close our end).
+  SourceId hup(g_unix_signal_add(SIGHUP, quit_loop, loop));
+  SourceId interrupt(g_unix_signal_add(SIGINT, quit_loop, loop));
+  SourceId term(g_unix_signal_add(SIGTERM, quit_loop, loop));
+  g_main_loop_run(loop);
+  return exit_code;
+}
+
 void NetcatCommand::start(PeerApp& app) {
   app_ = &app;
   GObjectPtr<GSocketConnection> connection = splice_->take_connection();
@@ -67,7 +129,7 @@ void NetcatCommand::open_result(int status, const std::string& detail) {
     return;
   }
   log::error("nc: %s via %s: %s", target_.to_string().c_str(), peer_name_.c_str(),
-             refusal_text(status, detail).c_str());
+             open_result_text(status, detail).c_str());
   quit(1);
 }
 

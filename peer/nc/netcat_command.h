@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <glib.h>
@@ -22,6 +23,14 @@ class PeerApp;
 
 class NetcatCommand {
  public:
+  // When a peer with a tunnel to `peer` runs with `state_dir` (a laptop's daemon), has
+  // it carry stdin/stdout through that tunnel (control_server.h, `connect`): no new
+  // tunnel, no setup time. Returns the exit code, or nullopt when no such peer runs
+  // (then the caller sets up its own tunnel). `peer` is NAME or NAME@KEYID.
+  static std::optional<int> through_running_peer(const std::string& state_dir,
+                                                 const std::string& peer,
+                                                 const HostPort& target);
+
   // Call before anything else prints: moves the data stdout out of the way.
   NetcatCommand(std::string peer_name, HostPort target, GMainLoop* loop);
   ~NetcatCommand();

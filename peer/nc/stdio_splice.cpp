@@ -29,6 +29,15 @@ StdioSplice::StdioSplice(int in_fd, int out_fd, Done done)
   GErrorPtr error(raw_error);
   if (!socket) throw std::runtime_error(std::string("socket pair: ") + error->message);
   theirs_.reset(g_socket_connection_factory_create_connection(socket.get()));
+  start_pipes();
+}
+
+StdioSplice::StdioSplice(int in_fd, int out_fd, int connection_fd, Done done)
+    : in_fd_(in_fd), out_fd_(out_fd), ours_(connection_fd), done_(std::move(done)) {
+  start_pipes();
+}
+
+void StdioSplice::start_pipes() {
   // Restored at the end: stdin may be a terminal shared with the shell.
   in_flags_ = fcntl(in_fd_, F_GETFL);
   set_nonblocking(in_fd_);
@@ -50,7 +59,10 @@ StdioSplice::~StdioSplice() {
   if (!down_.done && out_fd_ >= 0) close(out_fd_);
 }
 
-GObjectPtr<GSocketConnection> StdioSplice::take_connection() { return ref_object(theirs_.get()); }
+GObjectPtr<GSocketConnection> StdioSplice::take_connection() {
+  if (!theirs_) throw std::logic_error("this splice carries a connection of its own");
+  return ref_object(theirs_.get());
+}
 
 void StdioSplice::stop_watches(Pipe& pipe) {
   pipe.read_watch.reset();

@@ -22,6 +22,9 @@ class StdioSplice {
 
   // Does not take ownership of in_fd; takes out_fd (closed at EOF from the tunnel).
   StdioSplice(int in_fd, int out_fd, Done done);
+  // The same, copying to and from `connection_fd` (a stream socket a running peer
+  // carries, see control_server.h) instead of a new socket pair; takes it.
+  StdioSplice(int in_fd, int out_fd, int connection_fd, Done done);
   ~StdioSplice();
   StdioSplice(const StdioSplice&) = delete;
   StdioSplice& operator=(const StdioSplice&) = delete;
@@ -45,10 +48,11 @@ class StdioSplice {
   void finish_direction(Pipe& pipe);
   void fail(const std::string& error);
   void stop_watches(Pipe& pipe);
+  void start_pipes();
 
   int in_fd_, out_fd_;
   int in_flags_ = -1;
-  int ours_ = -1;               // our end of the socket pair
+  int ours_ = -1;               // our end of the socket pair, or the carried connection
   GObjectPtr<GSocketConnection> theirs_;
   Pipe up_;    // stdin -> tunnel
   Pipe down_;  // tunnel -> stdout

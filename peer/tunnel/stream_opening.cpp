@@ -94,4 +94,18 @@ StreamDecision StreamOpening::connect_failed(bool unresolved, const std::string&
                  error);
 }
 
+std::string open_result_text(int status, const std::string& detail) {
+  std::string what;
+  switch (status) {
+    case wire::StreamOpenResult::NOT_SERVED: what = "not served there"; break;
+    case wire::StreamOpenResult::NOT_AUTHORIZED: what = "not authorised"; break;
+    case wire::StreamOpenResult::RESOLVE_FAILED: what = "the serving peer cannot resolve it"; break;
+    case wire::StreamOpenResult::CONNECT_FAILED: what = "the serving peer cannot connect to it"; break;
+    case kOpenFailedLocally: return detail;
+    case kStreamBroken: what = "the connection broke"; break;
+    default: what = "refused"; break;
+  }
+  return detail.empty() ? what : what + " (" + detail + ")";
+}
+
 }  // namespace natfwd

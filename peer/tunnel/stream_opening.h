@@ -40,6 +40,8 @@ using PairHandler = std::function<StreamDecision(const std::string& secret)>;
 inline constexpr int kOpenFailedLocally = -1;
 inline constexpr int kStreamBroken = -2;
 using OpenResultHandler = std::function<void(int status, const std::string& detail)>;
+// What an OpenResultHandler's status means, for a person ("not served there (...)").
+std::string open_result_text(int status, const std::string& detail);
 
 class StreamOpening {
  public:

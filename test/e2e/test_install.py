@@ -58,6 +58,9 @@ def expected_layout(opts):
     unitdir = (opts.get("systemdsystemunitdir") or
                pkg_config_dir("systemdsystemunitdir", "rootprefix", prefix) or
                os.path.join(prefix, "lib/systemd/system"))
+    userunitdir = (opts.get("systemduserunitdir") or
+                   pkg_config_dir("systemduserunitdir", "prefix", prefix) or
+                   os.path.join(prefix, "lib/systemd/user"))
     sysusersdir = (opts.get("sysusersdir") or pkg_config_dir("sysusersdir", "prefix", prefix) or
                    os.path.join(prefix, "lib/sysusers.d"))
     bindir, mandir = under(opts["bindir"]), under(opts["mandir"])
@@ -67,6 +70,7 @@ def expected_layout(opts):
         "peer": os.path.join(bindir, "peer"),
         "natfwd-relay.service": os.path.join(unitdir, "natfwd-relay.service"),
         "natfwd-peer@.service": os.path.join(unitdir, "natfwd-peer@.service"),
+        "natfwd-peer.service (user)": os.path.join(userunitdir, "natfwd-peer.service"),
         "sysusers": os.path.join(sysusersdir, "natfwd.conf"),
         "relay.1": os.path.join(mandir, "man1", "relay.1"),
         "peer.1": os.path.join(mandir, "man1", "peer.1"),
@@ -102,6 +106,30 @@ def check_units(dest, layout, problems):
                        "CapabilityBoundingSet="):
             if needed not in text:
                 problems.append(f"{unit}: no {needed}")
+
+
+def check_user_unit(dest, layout, problems):
+    """The laptop's user service: runs the installed peer with the user's peer.conf,
+    verifies clean, and stops restarting on a usage error or a lasting refusal."""
+    unit = "natfwd-peer.service (user)"
+    with open(dest + layout[unit]) as f:
+        text = f.read()
+    m = re.search(r"^ExecStart=(\S+)$", text, re.M)
+    if not m or m.group(1) != layout["peer"]:
+        problems.append(f"{unit}: ExecStart runs {m.group(1) if m else None}, "
+                        f"installed binary is {layout['peer']}")
+        return
+    for needed in ("RestartPreventExitStatus=2 3", "WantedBy=default.target"):
+        if needed not in text:
+            problems.append(f"{unit}: no {needed}")
+    scratch = tempfile.mkdtemp(prefix="user-unit-", dir=dest)
+    copy = os.path.join(scratch, "natfwd-peer.service")
+    with open(copy, "w") as f:
+        f.write(text.replace(f"ExecStart={layout['peer']}", f"ExecStart={dest}{layout['peer']}"))
+    r = sh(["systemd-analyze", "verify", "--man=no", copy])
+    remarks = [l for l in (r.stdout + r.stderr).splitlines() if "natfwd" in l or scratch in l]
+    if r.returncode != 0 or remarks:
+        problems.append(f"systemd-analyze verify {unit}: exit {r.returncode}: {remarks}")
 
 
 def check_sysusers(dest, layout, problems):
@@ -216,6 +244,7 @@ def test(w):
         if sh([dest + layout[program], "--help"]).returncode != 0:
             problems.append(f"installed {program} --help fails")
     check_units(dest, layout, problems)
+    check_user_unit(dest, layout, problems)
     check_sysusers(dest, layout, problems)
     check_man_pages(dest, layout, problems)
     if problems:
