@@ -21,6 +21,7 @@
 #include "nc/netcat_command.h"
 #include "netcheck/netcheck_command.h"
 #include "peer_app.h"
+#include "serving/serving_lock.h"
 #include "state_dir.h"
 #include "transport/connector.h"
 #include "trust/authorization.h"
@@ -198,8 +199,10 @@ int main(int argc, char** argv) {
   natfwd::log::init("peer", config.verbose ? natfwd::log::Level::kDebug : quiet_level);
   std::optional<natfwd::NetcatCommand> netcat;
   std::optional<natfwd::Identity> identity;
+  std::optional<natfwd::ServingLock> serving_lock;  // held until main returns
   try {
     identity.emplace(natfwd::load_identity(config.state_dir));
+    if (config.name) serving_lock.emplace(config.state_dir);
   } catch (const std::exception& e) {
     natfwd::log::error("%s", e.what());
     return 1;

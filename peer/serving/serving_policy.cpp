@@ -1,6 +1,7 @@
 #include "serving/serving_policy.h"
 
 #include "log.h"
+#include "stream_open.h"
 
 namespace natfwd {
 namespace {
@@ -35,8 +36,16 @@ ServingPolicy::ServingPolicy(const PeerOptions& options)
 StreamDecision ServingPolicy::check_target(const HostPort& target) const {
   for (const auto& serve : options_.serves)
     if (serve.target == target) return {};
-  return {wire::StreamOpenResult::NOT_SERVED,
-          target.to_string() + " is not in this peer's --serve list"};
+  // Only authorised callers get here (a pairing-only caller is refused before), so
+  // the list of what is served may go back with the refusal: the connecting side
+  // then sees at once that it asked for "buffalo:22" where "192.168.1.20:22" is
+  // served. Targets are compared as written, never resolved: say so.
+  std::string detail = options_.name.value_or("this peer") + " does not serve " +
+                       target.to_string() + "; it serves " + join_targets(options_.serves) +
+                       " (targets match by their exact text)";
+  if (detail.size() > wire::kMaxStreamOpenDetail)
+    detail = detail.substr(0, wire::kMaxStreamOpenDetail - 3) + "...";
+  return {wire::StreamOpenResult::NOT_SERVED, detail};
 }
 
 ServingPolicy::Admission ServingPolicy::admit(const PublicKey& caller) const {
