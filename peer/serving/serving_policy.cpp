@@ -63,6 +63,15 @@ void ServingPolicy::add_hooks(Tunnel::Hooks& hooks, TargetPolicy& policy,
       return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
                             "this peer's key is not authorised here; pair it first"};
     };
+  } else {
+    // `peer authorized revoke` takes effect on the next stream, also in a tunnel that
+    // is open already.
+    policy = [this, key, served = std::move(policy)](const HostPort& target) {
+      if (!authorization_.is_authorized(key))
+        return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
+                              "this peer's key is no longer authorised here"};
+      return served(target);
+    };
   }
   // The QUIC handshake checks again that the key is the authorised one, so a relay
   // that announced one key and sent another peer gets nowhere.
@@ -71,12 +80,24 @@ void ServingPolicy::add_hooks(Tunnel::Hooks& hooks, TargetPolicy& policy,
            (pairing_only && authorization_.has_pending_invite());
   };
   hooks.pair = [this, key, label](const std::string& secret) {
-    if (!authorization_.redeem_invite(secret)) {
-      log::warn("%s: pairing refused: invite unknown, used or expired", label.c_str());
-      return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
-                            "invite unknown, already used or expired"};
+    std::string key_label;
+    const char* refusal = nullptr;
+    switch (authorization_.redeem_invite(secret, key_label)) {
+      case InviteOutcome::kRedeemed: break;
+      case InviteOutcome::kUnknown:
+        refusal = "invite unknown here (mistyped, or made by another serving peer)";
+        break;
+      case InviteOutcome::kUsed: refusal = "invite already used (each code works once)"; break;
+      case InviteOutcome::kExpired: refusal = "invite expired (make a new one: peer invite)"; break;
+      case InviteOutcome::kCannotWrite:
+        refusal = "the serving peer cannot update its invites";
+        break;
     }
-    if (!authorization_.authorize(key, "paired")) {
+    if (refusal) {
+      log::warn("%s: pairing refused: %s", label.c_str(), refusal);
+      return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED, refusal};
+    }
+    if (!authorization_.authorize(key, key_label.empty() ? "paired" : key_label)) {
       return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
                             "the serving peer cannot write its authorized_peers"};
     }
@@ -99,9 +120,15 @@ void ServingPolicy::on_registered(RelayLink& link, const std::string& name) {
   link.registered = true;
   if (!announced_) {
     announced_ = true;
-    // `peer invite` puts the name in the codes it prints.
+    // `peer invite` puts the name in the codes it prints, and the relays in its hint
+    // for the other machine (`peer --relay ... pair CODE`).
     g_file_set_contents((options_.state_dir + "/name").c_str(), (name + "\n").c_str(), -1,
                         nullptr);
+    std::string relay_flags;
+    for (const HostPort& relay : options_.relays) relay_flags += "--relay " + relay.to_string() + " ";
+    if (!options_.relay_tls) relay_flags += "--insecure-relay ";
+    g_file_set_contents((options_.state_dir + "/relay_flags").c_str(),
+                        (relay_flags + "\n").c_str(), -1, nullptr);
     log::ready("registered as %s at %s, serving %s", name.c_str(),
                link.address.to_string().c_str(), join_targets(options_.serves).c_str());
   } else if (again) {
