@@ -45,6 +45,8 @@ std::vector<std::string> parse_subcommand(const char* name, const char* summary,
                                           size_t max_words = 0) {
   GOptionContext* context = g_option_context_new(summary);
   g_option_context_add_main_entries(context, entries, nullptr);
+  std::string program = std::string("peer ") + name;  // what --help's usage line shows
+  argv[0] = program.data();
   GError* error = nullptr;
   if (!g_option_context_parse(context, &argc, &argv, &error)) {
     std::string message = error->message;

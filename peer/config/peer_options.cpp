@@ -253,6 +253,9 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   }
   g_option_context_add_main_entries(context, entries, nullptr);
   std::vector<std::string> words = args;
+  // `peer pair --help` shows "peer pair [OPTION...] CODE" (GOption names argv[0]).
+  if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc)
+    words[0] = "peer " + args[1];
   std::vector<char*> argv_words;
   for (std::string& word : words) argv_words.push_back(word.data());
   int argc = static_cast<int>(argv_words.size());
