@@ -21,6 +21,7 @@
 #include "nc/netcat_command.h"
 #include "netcheck/netcheck_command.h"
 #include "peer_app.h"
+#include "serving/serving_lock.h"
 #include "state_dir.h"
 #include "transport/connector.h"
 #include "trust/authorization.h"
@@ -38,11 +39,14 @@ constexpr guint kShutdownDrainMs = 300;
 }
 
 // Parses a subcommand's options (`peer id`, `peer invite`); exits 2 with one line on
-// a bad flag or a stray argument.
-void parse_subcommand(const char* name, const char* summary, GOptionEntry* entries, int argc,
-                      char** argv) {
+// a bad flag or more than `max_words` other arguments, which it returns.
+std::vector<std::string> parse_subcommand(const char* name, const char* summary,
+                                          GOptionEntry* entries, int argc, char** argv,
+                                          size_t max_words = 0) {
   GOptionContext* context = g_option_context_new(summary);
   g_option_context_add_main_entries(context, entries, nullptr);
+  std::string program = std::string("peer ") + name;  // what --help's usage line shows
+  argv[0] = program.data();
   GError* error = nullptr;
   if (!g_option_context_parse(context, &argc, &argv, &error)) {
     std::string message = error->message;
@@ -51,8 +55,10 @@ void parse_subcommand(const char* name, const char* summary, GOptionEntry* entri
     usage_error(std::string(name) + ": " + message);
   }
   g_option_context_free(context);
-  if (argc > 1) usage_error(std::string(name) + ": unexpected argument '" + argv[1] + "'");
+  if (argc > 1 + static_cast<int>(max_words))
+    usage_error(std::string(name) + ": unexpected argument '" + argv[1 + max_words] + "'");
   natfwd::log::init("peer", natfwd::log::Level::kInfo);
+  return std::vector<std::string>(argv + 1, argv + argc);
 }
 
 // --help of --config for the subcommands that take only state-dir from the file
@@ -86,9 +92,11 @@ int print_identity(int argc, char** argv) {
   return 0;
 }
 
-// `peer invite [--state-dir DIR] [--expires MINUTES]`: a one-time pairing code.
+// `peer invite [--state-dir DIR] [--expires MINUTES] [--label LABEL]`: a one-time
+// pairing code.
 int print_invite(int argc, char** argv) {
   gchar* state_dir = nullptr;
+  gchar* label = nullptr;
   gint minutes = 60;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "The serving peer's state dir (default: " + default_state + ")";
@@ -98,11 +106,14 @@ int print_invite(int argc, char** argv) {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
       {"expires", 0, 0, G_OPTION_ARG_INT, &minutes, "The code works for this many minutes, once (default: 60)", "MINUTES"},
+      {"label", 0, 0, G_OPTION_ARG_STRING, &label, "Label the key that pairs with this code in authorized_peers, e.g. laptop (default: \"paired\")", "LABEL"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
   parse_subcommand("invite", "- print a one-time code that lets another peer pair with this one",
                    entries, argc, argv);
   if (minutes < 1 || minutes > 7 * 24 * 60) usage_error("invite: --expires must be 1 to 10080 minutes");
+  if (label && !natfwd::is_valid_label(label))
+    usage_error(std::string("invite: --label: '") + label + "' is not 1 to 64 of A-Z a-z 0-9 . _ -");
   const std::string dir = state_dir ? state_dir : default_state;
   // Before reading anything from it: another user could have planted the name file
   // or a symlink where the invite is written.
@@ -121,10 +132,20 @@ int print_invite(int argc, char** argv) {
   g_free(name);
   try {
     auto identity = natfwd::Identity::load_or_create(dir);  // dir checked above
-    const std::string secret = natfwd::Authorization::create_invite(dir, minutes * 60L);
-    // The code goes to stdout alone (scripts); how to use it to stderr.
+    const std::string secret =
+        natfwd::Authorization::create_invite(dir, minutes * 60L, label ? label : "");
+    // The code goes to stdout alone (scripts); how to use it to stderr, with the relays
+    // the serving peer registered at (written when it did).
     printf("%s@%s.%s\n", peer_name.c_str(), natfwd::key_id(identity.public_key()).c_str(), secret.c_str());
-    fprintf(stderr, "on the other machine: peer --relay RELAY pair CODE   (works once, for %d minutes)\n", minutes);
+    gchar* relay_flags = nullptr;
+    std::string flags = "--relay RELAY ";
+    if (g_file_get_contents((dir + "/relay_flags").c_str(), &relay_flags, nullptr, nullptr)) {
+      const std::string known = g_strstrip(relay_flags);
+      if (!known.empty()) flags = known + " ";
+    }
+    g_free(relay_flags);
+    fprintf(stderr, "on the other machine: peer %spair CODE   (works once, for %d minutes)\n",
+            flags.c_str(), minutes);
   } catch (const std::exception& e) {
     natfwd::log::error("%s", e.what());
     return 1;
@@ -163,6 +184,50 @@ int print_status(int argc, char** argv) {
   return 0;
 }
 
+// `peer authorized [list]` and `peer authorized revoke KEYID|LABEL [--state-dir DIR]`:
+// the keys a serving peer accepts besides --allow.
+int authorized_command(int argc, char** argv) {
+  gchar* state_dir = nullptr;
+  gchar* config_file = nullptr;  // read before main() parses: see peer_arguments_with_config
+  const std::string default_state = natfwd::default_state_dir("peer");
+  const std::string state_help = "The serving peer's state dir (default: " + default_state + ")";
+  const std::string config_help = state_dir_config_help();
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
+      {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
+  };
+  const std::vector<std::string> words = parse_subcommand(
+      "authorized",
+      "[list | revoke KEYID|LABEL] - the keys this serving peer accepts (STATE_DIR/authorized_peers)",
+      entries, argc, argv, 2);
+  const std::string dir = state_dir ? state_dir : default_state;
+  const std::string action = words.empty() ? "list" : words[0];
+  try {
+    natfwd::open_state_dir(dir);
+    if (action == "list" && words.size() <= 1) {
+      const auto keys = natfwd::Authorization::list(dir);
+      if (keys.empty()) fprintf(stderr, "no keys in %s/authorized_peers\n", dir.c_str());
+      // One key a line: the key id, then its label (for scripts: the first word).
+      for (const auto& key : keys)
+        printf("%s%s%s\n", key.key_id.c_str(), key.label.empty() ? "" : " ", key.label.c_str());
+      return 0;
+    }
+    if (action == "revoke" && words.size() == 2) {
+      for (const auto& key : natfwd::Authorization::revoke(dir, words[1]))
+        printf("revoked %s%s%s\n", key.key_id.c_str(), key.label.empty() ? "" : " ",
+               key.label.c_str());
+      // Connections already carried stay; the serving peer checks each new one.
+      fprintf(stderr, "its new connections are refused, also through a tunnel open now\n");
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    natfwd::log::error("%s", e.what());
+    return 1;
+  }
+  usage_error("authorized: give list, or revoke KEYID|LABEL");
+}
+
 gboolean on_signal(gpointer loop) {
   g_main_loop_quit(static_cast<GMainLoop*>(loop));
   return G_SOURCE_REMOVE;
@@ -181,6 +246,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "id") return print_identity(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "invite") return print_invite(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "status") return print_status(argc - 1, argv + 1);
+  if (argc >= 2 && std::string(argv[1]) == "authorized") return authorized_command(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "netcheck")
     return natfwd::netcheck::netcheck_command(argc - 1, argv + 1);
   natfwd::PeerCommandLine command_line =
@@ -206,8 +272,10 @@ int main(int argc, char** argv) {
   }
   std::optional<natfwd::NetcatCommand> netcat;
   std::optional<natfwd::Identity> identity;
+  std::optional<natfwd::ServingLock> serving_lock;  // held until main returns
   try {
     identity.emplace(natfwd::load_identity(config.state_dir));
+    if (config.name) serving_lock.emplace(config.state_dir);
   } catch (const std::exception& e) {
     natfwd::log::error("%s", e.what());
     return 1;

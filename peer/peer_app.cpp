@@ -53,6 +53,8 @@ RelayLinks::Events PeerApp::relay_events() {
     if (fatal_error) return fatal(reason, kExitRefusedForGood);
     log::warn("%s; reconnecting", reason.c_str());
     router_.relay_lost(link, "the link to relay " + link.address.to_string() + " was lost");
+    if (relays_.all_unreachable())
+      for (auto& remote : remotes_) remote->relays_unreachable();
   };
   return events;
 }

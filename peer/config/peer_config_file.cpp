@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "config/peer_options.h"
 #include "forward/forward_spec.h"
 #include "transport/connector.h"
 #include "trust/known_peers.h"
@@ -169,7 +170,8 @@ const std::vector<config::FlagSpec>& peer_flags() {
       {"allow", 0, true},          {"local", 'L', true},     {"state-dir", 0, true},
       {"ice-address", 0, true},    {"verbose", 'v', false},  {"version", 0, false},
       {"config", 0, true},         {"expires", 0, true},     {"help", 'h', false},
-      {"dynamic", 'D', true},      {"json", 0, false},
+      {"dynamic", 'D', true},      {"json", 0, false},       {"timeout", 0, true},
+      {"stun-port", 0, true},      {"label", 0, true},
   };
   return flags;
 }
@@ -236,29 +238,35 @@ std::string default_peer_config_path() {
 }
 
 std::vector<std::string> peer_arguments_with_config(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  // `peer id`/`peer invite` take the state dir only; they sit before their options.
-  size_t insert_at = 1;
+  std::vector<std::string> args = subcommand_first(std::vector<std::string>(argv, argv + argc));
+  // A subcommand stands at args[1] now; the file's words go after it.
+  const PeerSubcommand subcommand =
+      args.size() > 1 ? peer_subcommand(args[1]) : PeerSubcommand::kNone;
+  size_t insert_at = subcommand == PeerSubcommand::kNone ? 1 : 2;
   PeerConfigUse use = PeerConfigUse::kRun;
-  if (args.size() > 1 && (args[1] == "id" || args[1] == "invite" || args[1] == "status")) {
-    use = PeerConfigUse::kStateDirOnly;
-    insert_at = 2;
-  } else if (args.size() > 1 && args[1] == "netcheck") {
-    use = PeerConfigUse::kNetcheck;
-    insert_at = 2;
-  } else if (args.size() > 1 && !args[1].empty() && args[1].front() != '-' &&
-             args[1] != "pair" && args[1] != "nc") {
-    return args;  // another subcommand, with its own options
+  switch (subcommand) {
+    case PeerSubcommand::kId:
+    case PeerSubcommand::kInvite:
+    case PeerSubcommand::kStatus:
+    case PeerSubcommand::kAuthorized:
+      use = PeerConfigUse::kStateDirOnly;
+      break;
+    case PeerSubcommand::kNetcheck:
+      use = PeerConfigUse::kNetcheck;
+      break;
+    case PeerSubcommand::kPair:
+    case PeerSubcommand::kNc:
+      // They reach a peer through the relay: the file's relay settings, not its
+      // serves and forwards.
+      use = PeerConfigUse::kRelayLink;
+      break;
+    case PeerSubcommand::kNone:
+      break;
   }
   const config::CommandLineScan command_line = config::scan_command_line(
       std::vector<std::string>(args.begin() + insert_at - 1, args.end()), peer_flags());
   // --help and --version work whatever the file says.
   if (command_line.help || command_line.flags.count("version")) return args;
-  // `pair` and `nc` reach a peer through the relay: the file's relay settings, not
-  // its serves and forwards.
-  if (!command_line.positionals.empty() &&
-      (command_line.positionals[0] == "pair" || command_line.positionals[0] == "nc"))
-    use = PeerConfigUse::kRelayLink;
 
   std::string path;
   auto loaded =

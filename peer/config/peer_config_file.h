@@ -26,8 +26,8 @@ namespace natfwd {
 // Which part of the file a command takes.
 enum class PeerConfigUse {
   kRun,           // peer --serve / -L: everything
-  kRelayLink,     // peer pair: how to reach the relay, no serving or forwarding
-  kStateDirOnly,  // peer id, peer invite
+  kRelayLink,     // peer pair, peer nc: how to reach the relay, no serving or forwarding
+  kStateDirOnly,  // peer id, peer invite, peer status, peer authorized
   kNetcheck,      // peer netcheck: relay, relay-key, insecure-relay, proxy, state-dir
 };
 
@@ -42,8 +42,8 @@ std::variant<std::vector<config::FileArgument>, std::string> peer_file_arguments
 // $XDG_CONFIG_HOME/natfwd/peer.conf (~/.config/natfwd/peer.conf).
 std::string default_peer_config_path();
 
-// argv with the config file's arguments inserted after the program (and subcommand)
-// name. Prints one line and exits 2 when the file is bad or --config FILE is missing.
+// argv with the subcommand, if any, moved to argv[1] (subcommand_first) and the config
+// file's arguments inserted after the program (and subcommand) name. Prints one line and exits 2 when the file is bad or --config FILE is missing.
 std::vector<std::string> peer_arguments_with_config(int argc, char** argv);
 
 }  // namespace natfwd

@@ -138,6 +138,35 @@ void assign_forwards(const std::vector<std::string>& args, const std::vector<std
                 "follows its own -L/-D options");
 }
 
+// `peer pair --help` and `peer nc --help`: only the flags that reach the relay and the
+// other peer; the serving and forwarding flags stay understood (and refused with a
+// reason by the checks below) but are not shown.
+GOptionContext* relay_link_subcommand_context(PeerSubcommand subcommand, GOptionEntry* entries) {
+  for (GOptionEntry* entry = entries; entry->long_name; ++entry) {
+    const std::string flag = entry->long_name;
+    if (flag == "name" || flag == "serve" || flag == "allow" || flag == "local" ||
+        flag == "dynamic" || flag == "version")
+      entry->flags |= G_OPTION_FLAG_HIDDEN;
+  }
+  if (subcommand == PeerSubcommand::kPair) {
+    GOptionContext* context = g_option_context_new(
+        "CODE - redeem a serving peer's one-time invite: get authorised there and pin its key");
+    g_option_context_set_summary(context,
+        "Pair:    peer --relay vps.example:3478 pair home@KEYID.SECRET\n"
+        "CODE is what `peer invite` printed on the serving peer. On success this peer's\n"
+        "key is in the serving peer's authorized_peers and the serving peer's key in\n"
+        "STATE_DIR/known_peers; the command then exits 0 (1 with one line on failure).");
+    return context;
+  }
+  GOptionContext* context = g_option_context_new(
+      "NAME HOST:PORT - carry stdin/stdout to HOST:PORT as the serving peer NAME sees it");
+  g_option_context_set_summary(context,
+      "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
+      "Writes only the connection to stdout and exits 0 when both directions finished\n"
+      "cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).");
+  return context;
+}
+
 PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   Flags o;
   const std::string default_state = default_state_dir("peer");
@@ -188,32 +217,45 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       {"version", 0, 0, G_OPTION_ARG_NONE, &o.version, "Print the version and exit", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
-  GOptionContext* context = g_option_context_new("[NAME[@KEYID]] - reach machines behind NAT through a relay");
-  g_option_context_set_summary(context,
-      "Serve:   peer --relay vps.example:3478 --name home --serve 2222:buffalo:22\n"
-      "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home\n"
-      "Several: peer --relay vps.example:3478 -L 2222:buffalo:22 home -L 5433:db:5432 office\n"
-      "SOCKS:   peer --relay vps.example:3478 -D 1080 home\n"
-      "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
-      "Other commands: peer status [--json], peer id, peer invite, peer pair CODE,\n"
-      "                peer [--relay ...] nc NAME HOST:PORT");
-  g_option_context_set_description(context,
-      "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
-      "use in STATE_DIR/known_peers and must match afterwards (NAME@KEYID pins it\n"
-      "explicitly). With one NAME every -L/-D goes to it; with several, each NAME takes\n"
-      "the -L/-D options before it and gets its own tunnel.\n"
-      "A serving peer accepts only the keys in STATE_DIR/authorized_peers\n"
-      "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
-      "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
-      "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
-      "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.\n"
-      "-D reaches only the targets NAME serves; others get SOCKS reply 2 (not allowed).\n"
-      "`peer nc` writes only the connection to stdout and exits 0 when both directions\n"
-      "finished cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).\n"
-      "A running peer answers `peer status` on STATE_DIR/control (owner only).\n"
-      "`peer netcheck` reports what the Internet sees of this machine (see peer netcheck --help).");
+  const PeerSubcommand subcommand =
+      args.size() > 1 ? peer_subcommand(args[1]) : PeerSubcommand::kNone;
+  GOptionContext* context = nullptr;
+  if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc) {
+    context = relay_link_subcommand_context(subcommand, entries);
+  } else {
+    context = g_option_context_new(
+        "[NAME[@KEYID]] - reach machines behind NAT through a relay");
+    g_option_context_set_summary(context,
+        "Serve:   peer --relay vps.example:3478 --name home --serve 2222:buffalo:22\n"
+        "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home\n"
+        "Several: peer --relay vps.example:3478 -L 2222:buffalo:22 home -L 5433:db:5432 office\n"
+        "SOCKS:   peer --relay vps.example:3478 -D 1080 home\n"
+        "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
+        "Other commands: peer status [--json], peer id, peer invite, peer pair CODE,\n"
+        "                peer [--relay ...] nc NAME HOST:PORT, peer netcheck,\n"
+        "                peer authorized [list|revoke KEYID|LABEL]\n"
+        "                (each with its own --help; flags may stand before or after it)");
+    g_option_context_set_description(context,
+        "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
+        "use in STATE_DIR/known_peers and must match afterwards (NAME@KEYID pins it\n"
+        "explicitly). With one NAME every -L/-D goes to it; with several, each NAME takes\n"
+        "the -L/-D options before it and gets its own tunnel.\n"
+        "A serving peer accepts only the keys in STATE_DIR/authorized_peers\n"
+        "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
+        "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
+        "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
+        "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.\n"
+        "-D reaches only the targets NAME serves; others get SOCKS reply 2 (not allowed).\n"
+        "`peer nc` writes only the connection to stdout and exits 0 when both directions\n"
+        "finished cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).\n"
+        "A running peer answers `peer status` on STATE_DIR/control (owner only).\n"
+        "`peer netcheck` reports what the Internet sees of this machine (see peer netcheck --help).");
+  }
   g_option_context_add_main_entries(context, entries, nullptr);
   std::vector<std::string> words = args;
+  // `peer pair --help` shows "peer pair [OPTION...] CODE" (GOption names argv[0]).
+  if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc)
+    words[0] = "peer " + args[1];
   std::vector<char*> argv_words;
   for (std::string& word : words) argv_words.push_back(word.data());
   int argc = static_cast<int>(argv_words.size());
@@ -343,6 +385,32 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
 }
 
 }  // namespace
+
+PeerSubcommand peer_subcommand(const std::string& word) {
+  static const std::map<std::string, PeerSubcommand> kByWord = {
+      {"id", PeerSubcommand::kId},           {"invite", PeerSubcommand::kInvite},
+      {"status", PeerSubcommand::kStatus},   {"netcheck", PeerSubcommand::kNetcheck},
+      {"pair", PeerSubcommand::kPair},       {"nc", PeerSubcommand::kNc},
+      {"authorized", PeerSubcommand::kAuthorized},
+  };
+  auto it = kByWord.find(word);
+  return it == kByWord.end() ? PeerSubcommand::kNone : it->second;
+}
+
+std::vector<std::string> subcommand_first(const std::vector<std::string>& args) {
+  // The first word the scan counts as positional: a flag's value (`--name status`)
+  // is not one, since the scan knows which flags take a value.
+  for (size_t i = 1; i < args.size() && args[i] != "--"; ++i) {
+    const std::vector<std::string> prefix(args.begin(), args.begin() + i + 1);
+    if (config::scan_command_line(prefix, peer_flags()).positionals.empty()) continue;
+    if (peer_subcommand(args[i]) == PeerSubcommand::kNone) return args;
+    std::vector<std::string> reordered = args;
+    reordered.erase(reordered.begin() + i);
+    reordered.insert(reordered.begin() + 1, args[i]);
+    return reordered;
+  }
+  return args;
+}
 
 PeerCommandLine parse_peer_command_line(const std::vector<std::string>& args) {
   PeerCommandLine result;

@@ -5,6 +5,12 @@
 //   peer [FLAGS] -L SPEC... NAME1 -L SPEC... NAME2 ...         several: each NAME takes
 //                                                              the -L/-D before it
 //   peer [FLAGS] nc NAME HOST:PORT, peer [FLAGS] pair CODE
+//   peer [FLAGS] SUBCOMMAND [FLAGS]      id, invite, status, netcheck, authorized
+//
+// A subcommand is the first word that is neither a flag nor a flag's value, wherever
+// it stands among the flags (`peer --state-dir DIR status`); it is moved to the front
+// before anything else reads the command line, so each subcommand sees only its own
+// options and has its own --help.
 //
 // With one NAME every -L and -D goes to it wherever it stands, as ssh reads one
 // destination; with several, each NAME ends the -L/-D options before it.
@@ -53,6 +59,14 @@ struct PeerOptions {
     return remotes.empty() ? nullptr : &remotes.front();
   }
 };
+
+// The words that name a subcommand rather than a serving peer.
+enum class PeerSubcommand { kNone, kId, kInvite, kStatus, kNetcheck, kPair, kNc, kAuthorized };
+PeerSubcommand peer_subcommand(const std::string& word);
+
+// args (args[0] the program) with the subcommand, if the first positional word is one,
+// moved to args[1]; unchanged otherwise. Words after "--" are never a subcommand.
+std::vector<std::string> subcommand_first(const std::vector<std::string>& args);
 
 struct PeerCommandLine {
   enum class Outcome { kRun, kVersion, kUsageError };

@@ -65,6 +65,7 @@ std::string tunnel_json(const TunnelStatus& tunnel) {
       .raw("datagram_bytes_received", number(tunnel.udp_bytes_received))
       .raw("open_streams", number(tunnel.open_streams))
       .raw("uptime_s", number(tunnel.uptime_s))
+      .raw("last_refusal", tunnel.last_refusal.empty() ? "null" : json_quote(tunnel.last_refusal))
       .done();
 }
 
@@ -177,7 +178,11 @@ std::string status_text(const PeerStatus& status) {
   }
   if (status.tunnels.empty()) out += "no tunnels\n";
   for (const auto& tunnel : status.tunnels) {
-    out += "tunnel " + tunnel.name + " (" + tunnel.role + ", key " +
+    // The role, not a state: "connecting" read as "not up yet" next to the state.
+    const std::string role = tunnel.role == "connecting" ? "outgoing"
+                             : tunnel.role == "serving"  ? "incoming"
+                                                         : tunnel.role;
+    out += "tunnel " + tunnel.name + " (" + role + ", key " +
            (tunnel.key_id.empty() ? "not yet known" : tunnel.key_id) + "): " + tunnel.state;
     if (tunnel.state == "up") out += " for " + duration_text(tunnel.uptime_s);
     out += "\n";
@@ -192,6 +197,7 @@ std::string status_text(const PeerStatus& status) {
            ", received " + bytes_text(tunnel.stream_bytes_received) + ", " +
            std::to_string(tunnel.open_streams) + " open stream" +
            (tunnel.open_streams == 1 ? "" : "s") + "\n";
+    if (!tunnel.last_refusal.empty()) out += "  last refused: " + tunnel.last_refusal + "\n";
   }
   return out;
 }

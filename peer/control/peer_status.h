@@ -29,6 +29,9 @@ struct TunnelStatus {
   uint64_t udp_bytes_sent = 0, udp_bytes_received = 0;        // QUIC datagrams
   uint64_t open_streams = 0;
   double uptime_s = 0;  // since the tunnel came up (0 while connecting)
+  // The serving peer's last refusal of a stream through this tunnel, "TARGET: STATUS:
+  // DETAIL" (e.g. what it serves instead); empty when none.
+  std::string last_refusal;
 };
 
 struct ListenerStatus {

@@ -48,6 +48,12 @@ std::string format_text(const NetcheckOptions& options, const NetcheckReport& r,
   line("relay: " + options.relay.to_string() + " (" +
        (r.relay_ip.empty() ? std::string("name does not resolve") : r.relay_ip) +
        ", stun udp port " + std::to_string(options.stun_port) + ")");
+  if (!r.not_a_relay.empty()) {
+    // Whatever UDP did, it was not a relay's answer or silence: no diagnosis.
+    line("not a natfwd relay: " + options.relay.to_string() + " " + r.not_a_relay +
+         "; check the host and port of --relay");
+    return out;
+  }
   if (r.nat.udp) {
     line("udp: yes, mapped address " + r.nat.mapped->to_string() + " (local " +
          r.local_address + (r.nat.port_preserved ? ", port preserved)" : ", port changed)"));
@@ -107,7 +113,8 @@ std::string format_json(const NetcheckOptions& options, const NetcheckReport& r,
   out += ", \"gateway\": " + quote(r.gateway);
   out += ", \"upnp\": " + std::string(r.upnp ? "true" : "false");
   out += ", \"natpmp\": " + std::string(r.natpmp ? "true" : "false");
-  out += ", \"reachability\": " + quote(describe_reachability(r.facts()));
+  if (!r.not_a_relay.empty()) out += ", \"not_a_relay\": " + quote(r.not_a_relay);
+  else out += ", \"reachability\": " + quote(describe_reachability(r.facts()));
   if (remote) {
     out += ", \"peer\": {\"name\": " + quote(remote->name) + ", \"facts\": " +
            json_side(remote->facts) + ", \"path\": " +
@@ -120,6 +127,9 @@ std::string format_json(const NetcheckOptions& options, const NetcheckReport& r,
   return out + "}\n";
 }
 
-int exit_status(const NetcheckReport& r) { return (r.nat.udp || r.tcp || r.proxy) ? 0 : 1; }
+int exit_status(const NetcheckReport& r) {
+  if (!r.not_a_relay.empty()) return 1;
+  return (r.nat.udp || r.tcp || r.proxy) ? 0 : 1;
+}
 
 }  // namespace natfwd::netcheck

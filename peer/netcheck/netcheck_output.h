@@ -26,7 +26,7 @@ std::string format_json(const NetcheckOptions& options, const NetcheckReport& re
 std::string json_string(const std::string& text);
 
 // Exit status of `peer netcheck`: 0 the relay was reached (UDP, TCP or the proxy), 1
-// it was not reached at all; 2 is for usage errors, before anything runs.
+// it was not reached at all or what answered is no natfwd relay; 2 is for usage errors, before anything runs.
 int exit_status(const NetcheckReport& report);
 
 }  // namespace natfwd::netcheck

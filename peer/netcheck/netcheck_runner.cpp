@@ -11,6 +11,7 @@
 #include "glib_ptr.h"
 #include "log.h"
 #include "net/socket_address.h"
+#include "signaling/relay_answer.h"
 #include "transport/connector.h"
 
 namespace natfwd::netcheck {
@@ -224,14 +225,7 @@ class NetcheckRun::Impl {
     direct.server = options_.relay;
     direct.timeout_seconds = options_.timeout_seconds;
     ++pending_;
-    const auto started = std::chrono::steady_clock::now();
-    tcp_ = std::make_unique<ConnectAttempt>(direct, [this, started](auto stream, const std::string& error) {
-      report_.tcp = stream != nullptr;
-      report_.tcp_error = error;
-      report_.tcp_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::steady_clock::now() - started).count();
-      finished_one();
-    });
+    ask_relay(std::chrono::steady_clock::now());
     if (!options_.proxy) return;
     report_.proxy_configured = true;
     ConnectOptions proxied = direct;
@@ -242,6 +236,29 @@ class NetcheckRun::Impl {
       report_.proxy_error = error;
       finished_one();
     });
+  }
+
+  // Whether it is a natfwd relay that listens there, before anything is concluded
+  // from it: sshd or a web server on that port answers a Hello otherwise, and then no
+  // other check means anything.
+  void ask_relay(std::chrono::steady_clock::time_point started) {
+    report_.tcp_error = "no answer from a natfwd relay within the timeout";
+    ConnectOptions direct;
+    direct.server = options_.relay;
+    relay_probe_ = std::make_unique<RelayProbe>(
+        direct, options_.timeout_seconds, [this, started](const RelayProbe::Answer& answer) {
+          delete_later(std::move(relay_probe_));
+          report_.tcp = answer.relay;
+          report_.tcp_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::steady_clock::now() - started).count();
+          if (!answer.foreign.empty()) {
+            report_.not_a_relay = "it answered like " + answer.foreign;
+            report_.tcp_error = "this is not a natfwd relay (" + report_.not_a_relay + ")";
+          } else if (!answer.relay) {
+            report_.tcp_error = answer.error;
+          }
+          finished_one();
+        });
   }
 
   // -- UPnP IGD and NAT-PMP ---------------------------------------------------------
@@ -313,7 +330,7 @@ class NetcheckRun::Impl {
   std::optional<NatBehaviourProbe> probe_;
   bool probe_done_ = false;
   SourceId probe_timer_;
-  std::unique_ptr<ConnectAttempt> tcp_;
+  std::unique_ptr<RelayProbe> relay_probe_;  // the Hello that tells a relay apart
   std::unique_ptr<ConnectAttempt> proxied_;
   GObjectPtr<GSocket> natpmp_;
   GObjectPtr<GSocket> ssdp_;

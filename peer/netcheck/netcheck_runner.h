@@ -28,9 +28,12 @@ struct NetcheckReport {
   std::string relay_ip;                 // what the relay's name resolved to
   std::string local_address;            // the mapping socket's bound address
   NatBehaviour nat;
-  bool tcp = false;                     // TCP to the relay, no proxy
+  bool tcp = false;                     // TCP to the relay, no proxy, and it answered as one
   long tcp_ms = -1;
   std::string tcp_error;
+  // "it answered like SSH (...)": what listens at the relay's address is no natfwd
+  // relay, so nothing else in the report says anything about this network.
+  std::string not_a_relay;
   bool proxy_configured = false;
   bool proxy = false;                   // the relay through the proxy
   std::string proxy_error;

@@ -61,6 +61,8 @@ void RemotePeer::forward_connection(GSocketConnection* tcp, const HostPort& targ
   if (!outgoing_ || outgoing_->closed()) start_outgoing_tunnel();
   if (outgoing_) {
     outgoing_->forward(tcp, target, std::move(on_result));
+  } else if (context_.relays.all_unreachable()) {
+    fail_connection(tcp, on_result, "no relay can be reached: " + context_.relays.unreachable_text());
   } else {
     g_object_ref(tcp);
     hold_until_relay_ready(tcp, target, std::move(on_result));
@@ -277,12 +279,28 @@ void RemotePeer::expire_waiting() {
     }
     const std::string why = "no link to any relay (" + context_.relays.text() + ") after " +
                             std::to_string(kRelayWaitSeconds) + " s";
-    log::warn("cannot reach %s: %s", options_.name.c_str(), why.c_str());
-    if (it->on_result) it->on_result(kOpenFailedLocally, why);
-    else reset_connection(it->tcp);
+    fail_connection(it->tcp, it->on_result, why);
     g_object_unref(it->tcp);
     it = waiting_.erase(it);
   }
+}
+
+void RemotePeer::relays_unreachable() {
+  if (waiting_.empty()) return;
+  const std::string why = "no relay can be reached: " + context_.relays.unreachable_text();
+  std::vector<WaitingConnection> failed = std::move(waiting_);
+  waiting_.clear();
+  for (auto& waiting : failed) {
+    fail_connection(waiting.tcp, waiting.on_result, why);
+    g_object_unref(waiting.tcp);
+  }
+}
+
+void RemotePeer::fail_connection(GSocketConnection* tcp, OpenResultHandler& on_result,
+                                 const std::string& why) {
+  log::warn("cannot reach %s: %s", options_.name.c_str(), why.c_str());
+  if (on_result) on_result(kOpenFailedLocally, why);
+  else reset_connection(tcp);
 }
 
 gboolean RemotePeer::on_retry_outgoing(gpointer self) {

@@ -56,6 +56,9 @@ class RemotePeer {
   // link or tunnel is up yet. Does not take the caller's reference.
   void forward_connection(GSocketConnection* tcp, const HostPort& target,
                           OpenResultHandler on_result = {});
+  // No relay can be reached (RelayLinks::all_unreachable): the connections waiting for
+  // a link fail now, with why, instead of at the end of their wait.
+  void relays_unreachable();
   // Restarts the paths of the tunnels that `health` finds silent at `now`.
   void check_health(const PathHealth& health, Micros now, bool after_network_change);
 
@@ -83,6 +86,9 @@ class RemotePeer {
   static gboolean on_waiting_timeout(gpointer self);
   static gboolean on_retry_outgoing(gpointer self);
   void expire_waiting();
+  // Fails one waiting (or new) connection: its handler or a TCP reset, and one line.
+  void fail_connection(GSocketConnection* tcp, OpenResultHandler& on_result,
+                       const std::string& why);
 
   RemotePeerOptions options_;
   std::optional<std::string> pair_secret_;

@@ -43,6 +43,22 @@ bool RelayLinks::any_ready() const {
   return false;
 }
 
+bool RelayLinks::all_unreachable() const {
+  for (const auto& link : links_)
+    if (link->client->unreachable().empty()) return false;
+  return !links_.empty();
+}
+
+std::string RelayLinks::unreachable_text() const {
+  std::string out;
+  for (const auto& link : links_) {
+    if (link->client->unreachable().empty()) continue;
+    if (!out.empty()) out += "; ";
+    out += link->client->unreachable();
+  }
+  return out;
+}
+
 std::string RelayLinks::text() const {
   std::string out;
   for (const auto& relay : options_.relays) {

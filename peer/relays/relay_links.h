@@ -63,6 +63,11 @@ class RelayLinks {
   RelayLink& at(size_t index) { return *links_[index]; }
   const std::vector<std::unique_ptr<RelayLink>>& all() const { return links_; }
   bool any_ready() const;
+  // Every relay's last attempt failed before it answered (refused, unreachable, timed
+  // out): a connection waiting for a link would wait in vain.
+  bool all_unreachable() const;
+  // "relay a:3478: ...; relay b:443: ..." for messages.
+  std::string unreachable_text() const;
   // "a:3478, b:443" for messages.
   std::string text() const;
   // The first ready link in --relay order starting at `preferred` (wrapping round)

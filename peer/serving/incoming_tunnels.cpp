@@ -43,12 +43,13 @@ void IncomingTunnels::on_incoming_session(RelayLink& link, const wire::IncomingS
   PublicKey caller{};
   caller_key(incoming, caller);
   const std::string label = "peer " + key_id(caller).substr(0, 12);
-  const ServingPolicy::Admission admission = policy_.admit(caller, incoming);
-  if (admission == ServingPolicy::Admission::kRefused && !incoming.pairing_proof().empty()) {
-    log::warn_limited("refused-pairing", "pairing refused for peer %s from %s: its invite code "
-                      "is unknown, already used or expired", key_id(caller).c_str(),
-                      incoming.caller_address().c_str());
-    refuse(link, incoming.session_id(), "the invite code is unknown, already used or expired");
+  std::string pairing_refusal;
+  const ServingPolicy::Admission admission = policy_.admit(caller, incoming, pairing_refusal);
+  if (admission == ServingPolicy::Admission::kRefused && !pairing_refusal.empty()) {
+    log::warn_limited("refused-pairing", "pairing refused for peer %s from %s: %s",
+                      key_id(caller).c_str(), incoming.caller_address().c_str(),
+                      pairing_refusal.c_str());
+    refuse(link, incoming.session_id(), pairing_refusal);
     return;
   }
   if (admission == ServingPolicy::Admission::kRefused) {

@@ -1,6 +1,7 @@
 #include "serving/serving_policy.h"
 
 #include "log.h"
+#include "stream_open.h"
 
 namespace natfwd {
 namespace {
@@ -35,17 +36,27 @@ ServingPolicy::ServingPolicy(const PeerOptions& options)
 StreamDecision ServingPolicy::check_target(const HostPort& target) const {
   for (const auto& serve : options_.serves)
     if (serve.target == target) return {};
-  return {wire::StreamOpenResult::NOT_SERVED,
-          target.to_string() + " is not in this peer's --serve list"};
+  // Only authorised callers get here (a pairing-only caller is refused before), so
+  // the list of what is served may go back with the refusal: the connecting side
+  // then sees at once that it asked for "buffalo:22" where "192.168.1.20:22" is
+  // served. Targets are compared as written, never resolved: say so.
+  std::string detail = options_.name.value_or("this peer") + " does not serve " +
+                       target.to_string() + "; it serves " + join_targets(options_.serves) +
+                       " (targets match by their exact text)";
+  if (detail.size() > wire::kMaxStreamOpenDetail)
+    detail = detail.substr(0, wire::kMaxStreamOpenDetail - 3) + "...";
+  return {wire::StreamOpenResult::NOT_SERVED, detail};
 }
 
 ServingPolicy::Admission ServingPolicy::admit(const PublicKey& caller,
-                                              const wire::IncomingSession& incoming) const {
+                                              const wire::IncomingSession& incoming,
+                                              std::string& pairing_refusal) const {
   if (authorization_.is_authorized(caller)) return Admission::kAuthorized;
-  if (!incoming.pairing_proof().empty() &&
-      authorization_.accepts_pairing_proof(caller, incoming.session_id(),
-                                           incoming.pairing_proof()))
-    return Admission::kPairingOnly;
+  if (incoming.pairing_proof().empty()) return Admission::kRefused;
+  const InviteOutcome outcome =
+      authorization_.check_pairing_proof(caller, incoming.session_id(), incoming.pairing_proof());
+  if (outcome == InviteOutcome::kPending) return Admission::kPairingOnly;
+  pairing_refusal = invite_refusal(outcome);
   return Admission::kRefused;
 }
 
@@ -58,6 +69,15 @@ void ServingPolicy::add_hooks(Tunnel::Hooks& hooks, TargetPolicy& policy,
       return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
                             "this peer's key is not authorised here; pair it first"};
     };
+  } else {
+    // `peer authorized revoke` takes effect on the next stream, also in a tunnel that
+    // is open already.
+    policy = [this, key, served = std::move(policy)](const HostPort& target) {
+      if (!authorization_.is_authorized(key))
+        return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
+                              "this peer's key is no longer authorised here"};
+      return served(target);
+    };
   }
   // The QUIC handshake checks again that the key is the authorised one, so a relay
   // that announced one key and sent another peer gets nowhere.
@@ -66,12 +86,13 @@ void ServingPolicy::add_hooks(Tunnel::Hooks& hooks, TargetPolicy& policy,
            (pairing_only && authorization_.has_pending_invite());
   };
   hooks.pair = [this, key, label](const std::string& secret) {
-    if (!authorization_.redeem_invite(secret)) {
-      log::warn("%s: pairing refused: invite unknown, used or expired", label.c_str());
-      return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
-                            "invite unknown, already used or expired"};
+    std::string key_label;
+    const char* refusal = invite_refusal(authorization_.redeem_invite(secret, key_label));
+    if (refusal) {
+      log::warn("%s: pairing refused: %s", label.c_str(), refusal);
+      return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED, refusal};
     }
-    if (!authorization_.authorize(key, "paired")) {
+    if (!authorization_.authorize(key, key_label.empty() ? "paired" : key_label)) {
       return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
                             "the serving peer cannot write its authorized_peers"};
     }
@@ -94,9 +115,15 @@ void ServingPolicy::on_registered(RelayLink& link, const std::string& name) {
   link.registered = true;
   if (!announced_) {
     announced_ = true;
-    // `peer invite` puts the name in the codes it prints.
+    // `peer invite` puts the name in the codes it prints, and the relays in its hint
+    // for the other machine (`peer --relay ... pair CODE`).
     g_file_set_contents((options_.state_dir + "/name").c_str(), (name + "\n").c_str(), -1,
                         nullptr);
+    std::string relay_flags;
+    for (const HostPort& relay : options_.relays) relay_flags += "--relay " + relay.to_string() + " ";
+    if (!options_.relay_tls) relay_flags += "--insecure-relay ";
+    g_file_set_contents((options_.state_dir + "/relay_flags").c_str(),
+                        (relay_flags + "\n").c_str(), -1, nullptr);
     log::ready("registered as %s at %s, serving %s", name.c_str(),
                link.address.to_string().c_str(), join_targets(options_.serves).c_str());
   } else if (again) {

@@ -28,7 +28,9 @@ class ServingPolicy {
   // A caller whose key is not authorised is admitted for pairing only when its
   // OpenSession carried a valid proof of a pending invite; otherwise it is refused
   // before any ICE, so a stranger learns nothing about this peer's addresses.
-  Admission admit(const PublicKey& caller, const wire::IncomingSession& incoming) const;
+  // `pairing_refusal` says why a caller that tried to pair was refused.
+  Admission admit(const PublicKey& caller, const wire::IncomingSession& incoming,
+                  std::string& pairing_refusal) const;
   // Hooks of a serving tunnel to `caller`: its key is checked again inside the QUIC
   // handshake, and a pairing-only caller may redeem an invite and nothing else.
   void add_hooks(Tunnel::Hooks& hooks, TargetPolicy& policy, const PublicKey& caller,

@@ -13,6 +13,12 @@ constexpr guint kConnectTimeoutSeconds = 10;
 // After a network change the relay has this long to answer a Ping. A live relay
 // answers within one RTT; a link over an address that is gone never does.
 constexpr guint kProbeTimeoutMs = 1500;
+// From TCP connected to the relay's Challenge: a TLS handshake and one round trip. A
+// relay under load answers within a second or two; a port where nothing answers is
+// no relay.
+constexpr guint kWelcomeTimeoutSeconds = 10;
+// A server that spoke already answers a plain Hello at once.
+constexpr unsigned kForeignProbeSeconds = 3;
 
 }  // namespace
 
@@ -21,7 +27,18 @@ RelayClient::RelayClient(ConnectOptions link, const Identity& identity,
     : link_options_(std::move(link)),
       identity_(identity),
       name_(std::move(name)),
-      callbacks_(std::move(callbacks)) {}
+      callbacks_(std::move(callbacks)) {
+  // A certificate refused by the check is a changed or wrong key, which no retry
+  // fixes: remember why, to end the link for good when the handshake fails.
+  if (link_options_.tls_check) {
+    link_options_.tls_check = [this, check = std::move(link_options_.tls_check)](
+                                  X509* leaf, const std::string& spki) {
+      std::string refusal = check(leaf, spki);
+      certificate_refused_ = refusal;
+      return refusal;
+    };
+  }
+}
 
 RelayClient::~RelayClient() {
   stopped_ = true;
@@ -29,6 +46,8 @@ RelayClient::~RelayClient() {
   ping_timer_.reset();
   reconnect_timer_.reset();
   probe_timer_.reset();
+  welcome_timer_.reset();
+  probe_.reset();
   if (link_) link_->close();
   link_.reset();
 }
@@ -66,7 +85,24 @@ gboolean RelayClient::on_probe_timeout(gpointer self) {
   return G_SOURCE_REMOVE;
 }
 
+gboolean RelayClient::on_welcome_timeout(gpointer self) {
+  auto* client = static_cast<RelayClient*>(self);
+  client->welcome_timer_.release();
+  guard_callback("relay link: welcome", [client] {
+    const std::string foreign = foreign_protocol(
+        bytes_to_judge(*client->first_bytes_, client->link_options_.tls));
+    if (!foreign.empty() && !client->heard_relay_) return client->link_closed("no answer");
+    client->attempt_failed("relay " + client->relay().to_string() +
+                           " accepted the connection but did not answer within " +
+                           std::to_string(kWelcomeTimeoutSeconds) +
+                           " s: is a natfwd relay listening on that port?");
+  });
+  return G_SOURCE_REMOVE;
+}
+
 void RelayClient::start() {
+  heard_relay_ = false;
+  certificate_refused_.clear();
   log::debug("connecting to relay %s%s%s", relay().to_string().c_str(),
              link_options_.tls ? " (TLS)" : "",
              link_options_.http_proxy
@@ -82,9 +118,12 @@ void RelayClient::connected(std::unique_ptr<ByteStream> stream, const std::strin
   // Destroyed from idle: this runs inside the attempt's own callback.
   delete_later(std::move(attempt_));
   if (!stream) {
-    disconnected("cannot reach relay " + relay().to_string() + ": " + error, false);
+    attempt_failed("cannot reach relay " + relay().to_string() + ": " + error);
     return;
   }
+  unreachable_.clear();  // it answers at TCP level; whether it is a relay comes next
+  first_bytes_ = std::make_shared<FirstBytes>();
+  stream = record_first_bytes(std::move(stream), first_bytes_);
   // The address for STUN and TURN over UDP: the relay's own IP. Through a proxy the
   // socket's peer is the proxy, so only an IP literal in --relay can tell.
   relay_ip_.clear();
@@ -97,7 +136,8 @@ void RelayClient::connected(std::unique_ptr<ByteStream> stream, const std::strin
   }
   link_ = std::make_unique<FramedConnection>(
       std::move(stream), [this](const wire::Envelope& envelope) { handle(envelope); },
-      [this](const std::string& reason) { disconnected("relay link lost: " + reason, false); });
+      [this](const std::string& reason) { link_closed(reason); });
+  welcome_timer_.reset(g_timeout_add_seconds(kWelcomeTimeoutSeconds, on_welcome_timeout, this));
   wire::Envelope hello;
   hello.mutable_hello()->set_protocol_version(wire::kProtocolVersion);
   hello.mutable_hello()->set_public_key(
@@ -107,11 +147,45 @@ void RelayClient::connected(std::unique_ptr<ByteStream> stream, const std::strin
   link_->send(hello);
 }
 
+void RelayClient::link_closed(const std::string& reason) {
+  if (welcomed_) return disconnected("relay link lost: " + reason, false);
+  if (!certificate_refused_.empty()) return disconnected(certificate_refused_, true);
+  const std::string foreign =
+      heard_relay_ ? "" : foreign_protocol(bytes_to_judge(*first_bytes_, link_options_.tls));
+  if (!foreign.empty()) return not_a_relay(foreign);
+  const std::string failure =
+      "relay " + relay().to_string() + " closed the connection before answering: " + reason;
+  if (heard_relay_ || !link_options_.tls) return attempt_failed(failure);
+  // TLS may have failed on bytes it read before we could see them: ask once more
+  // without TLS.
+  link_->close();
+  delete_later(std::move(link_));
+  welcome_timer_.reset();
+  probe_ = std::make_unique<RelayProbe>(link_options_, kForeignProbeSeconds,
+                                        [this, failure](const RelayProbe::Answer& answer) {
+                                          delete_later(std::move(probe_));
+                                          if (!answer.foreign.empty()) not_a_relay(answer.foreign);
+                                          else attempt_failed(failure);
+                                        });
+}
+
+void RelayClient::not_a_relay(const std::string& foreign) {
+  disconnected("relay " + relay().to_string() + ": this is not a natfwd relay (it answered like " +
+                   foreign + "); check the host and port of --relay",
+               true);
+}
+
+void RelayClient::attempt_failed(const std::string& reason) {
+  unreachable_ = reason;
+  disconnected(reason, false);
+}
+
 void RelayClient::send(const wire::Envelope& envelope) {
   if (link_ && link_->is_open()) link_->send(envelope);
 }
 
 void RelayClient::handle(const wire::Envelope& envelope) {
+  heard_relay_ = true;
   switch (envelope.msg_case()) {
     case wire::Envelope::kChallenge: {
       // Prove that we hold the key Hello claimed; the relay does nothing for us before.
@@ -123,6 +197,8 @@ void RelayClient::handle(const wire::Envelope& envelope) {
     }
     case wire::Envelope::kWelcome: {
       welcomed_ = true;
+      welcome_timer_.reset();
+      unreachable_.clear();
       backoff_ms_ = 0;
       keepalive_seconds_ = std::clamp<guint>(envelope.welcome().keepalive_seconds(), 1, 300);
       last_pong_us_ = g_get_monotonic_time();
@@ -209,6 +285,7 @@ gboolean RelayClient::on_ping_timer(gpointer self) {
 
 void RelayClient::disconnected(const std::string& reason, bool fatal) {
   welcomed_ = false;
+  welcome_timer_.reset();
   probe_timer_.reset();
   ping_timer_.reset();
   if (link_) {

@@ -1,6 +1,11 @@
 // The peer's link to the relay: one TCP connection carrying framed Envelopes.
 // Says Hello, registers the peer's name (when it serves), keeps the link alive with
 // Pings, and reconnects with exponential backoff and jitter when it drops.
+//
+// What retrying cannot fix ends the link for good (on_disconnected with fatal): a
+// relay certificate the trust check refuses (a changed key), and a server at the
+// --relay address that answers but is no natfwd relay (relay_answer.h). A relay
+// that accepts the connection and stays silent is given up after a timeout.
 #pragma once
 
 #include <functional>
@@ -14,6 +19,7 @@
 #include "framed_connection.h"
 #include "glib_ptr.h"
 #include "identity.h"
+#include "signaling/relay_answer.h"
 #include "transport/connector.h"
 
 namespace natfwd {
@@ -50,12 +56,19 @@ class RelayClient {
   void check_link();
   void send(const wire::Envelope& envelope);
   const HostPort& relay() const { return link_options_.server; }
+  // The last attempt failed before the relay answered (refused, unreachable, timed
+  // out), and no new attempt has got further yet; why, in one phrase. Empty otherwise.
+  const std::string& unreachable() const { return unreachable_; }
 
  private:
   static gboolean on_ping_timer(gpointer self);
   static gboolean on_reconnect_timer(gpointer self);
   static gboolean on_probe_timeout(gpointer self);
+  static gboolean on_welcome_timeout(gpointer self);
   void connected(std::unique_ptr<ByteStream> stream, const std::string& error);
+  void link_closed(const std::string& reason);
+  void attempt_failed(const std::string& reason);
+  void not_a_relay(const std::string& foreign);
   void handle(const wire::Envelope& envelope);
   void disconnected(const std::string& reason, bool fatal);
   void schedule_reconnect();
@@ -66,12 +79,20 @@ class RelayClient {
   Callbacks callbacks_;
   std::unique_ptr<ConnectAttempt> attempt_;
   std::unique_ptr<FramedConnection> link_;
+  std::unique_ptr<RelayProbe> probe_;  // after a TLS failure: is it a relay at all?
   std::string relay_ip_;
+  // The attempt under way: what its server sent first, whether any of it was a
+  // relay's message, and the trust check's refusal of its certificate.
+  std::shared_ptr<FirstBytes> first_bytes_;
+  bool heard_relay_ = false;
+  std::string certificate_refused_;
+  std::string unreachable_;
   bool welcomed_ = false;
   bool stopped_ = false;
   SourceId ping_timer_;
   SourceId reconnect_timer_;
   SourceId probe_timer_;
+  SourceId welcome_timer_;
   guint backoff_ms_ = 0;
   gint64 last_pong_us_ = 0;
   guint keepalive_seconds_ = 15;

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <ctime>
+#include <optional>
+#include <stdexcept>
 #include <fstream>
 #include <sstream>
 
@@ -28,29 +30,36 @@ bool append_line(const std::string& path, const std::string& line) {
   return close(fd) == 0 && ok;
 }
 
+// How long a used or expired invite is kept, so that `peer pair` can say which.
+constexpr long kSpentInviteKeptSeconds = 7 * 24 * 3600;
+
 struct Invite {
   std::string hash;
   long expires = 0;
+  bool used = false;
+  std::string label;
 };
 
 std::vector<Invite> load_invites(const std::string& path) {
   std::vector<Invite> invites;
   for_each_record(path, [&](int, std::istringstream& fields) {
     Invite invite;
-    if (fields >> invite.hash >> invite.expires && invite.hash.size() == 64)
-      invites.push_back(invite);
+    if (!(fields >> invite.hash >> invite.expires) || invite.hash.size() != 64) return true;
+    for (std::string word; fields >> word;) {
+      if (word == "used") invite.used = true;
+      else if (word.rfind("label=", 0) == 0) invite.label = word.substr(6);
+    }
+    invites.push_back(invite);
     return true;
   });
   return invites;
 }
 
-bool save_invites(const std::string& path, const std::vector<Invite>& invites) {
+// Writes `text` to `path` through a temporary file and a rename, mode 0600.
+bool replace_file(const std::string& path, const std::string& text) {
   const std::string temp = path + ".tmp";
   int fd = g_open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd < 0) return false;
-  std::string text;
-  for (const auto& invite : invites)
-    text += invite.hash + " " + std::to_string(invite.expires) + "\n";
   const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
   if (close(fd) != 0 || !ok || g_rename(temp.c_str(), path.c_str()) != 0) {
     g_unlink(temp.c_str());
@@ -73,6 +82,32 @@ std::string proof_keyed_by_hash(const std::string& invite_hash, const PublicKey&
   return std::string(reinterpret_cast<const char*>(mac), mac_length);
 }
 
+std::string invite_line(const Invite& invite) {
+  return invite.hash + " " + std::to_string(invite.expires) +
+         (invite.label.empty() ? "" : " label=" + invite.label) + (invite.used ? " used" : "") +
+         "\n";
+}
+
+bool save_invites(const std::string& path, const std::vector<Invite>& invites) {
+  std::string text;
+  for (const auto& invite : invites) text += invite_line(invite);
+  return replace_file(path, text);
+}
+
+// key id, then the label (the rest of the line, trimmed); nullopt for no key line.
+std::optional<AuthorizedKey> parse_authorized(const std::string& line) {
+  std::istringstream fields(line);
+  AuthorizedKey key;
+  if (!(fields >> key.key_id) || !is_valid_key_id(key.key_id)) return std::nullopt;
+  std::getline(fields, key.label);
+  const auto first = key.label.find_first_not_of(" \t");
+  key.label = first == std::string::npos ? "" : key.label.substr(first);
+  while (!key.label.empty() && (key.label.back() == ' ' || key.label.back() == '\t' ||
+                                key.label.back() == '\r'))
+    key.label.pop_back();
+  return key;
+}
+
 }  // namespace
 
 std::string pairing_proof(const std::string& invite_secret, const PublicKey& caller,
@@ -85,12 +120,43 @@ Authorization::Authorization(std::string state_dir, std::vector<std::string> all
 
 std::set<std::string> Authorization::load_ids() const {
   std::set<std::string> ids;
-  for_each_record(state_dir_ + "/authorized_peers", [&](int, std::istringstream& fields) {
-    std::string id;
-    if (fields >> id && is_valid_key_id(id)) ids.insert(id);
-    return true;
-  });
+  for (const AuthorizedKey& key : list(state_dir_)) ids.insert(key.key_id);
   return ids;
+}
+
+std::vector<AuthorizedKey> Authorization::list(const std::string& state_dir) {
+  std::vector<AuthorizedKey> keys;
+  std::ifstream in(state_dir + "/authorized_peers");
+  for (std::string line; std::getline(in, line);)
+    if (auto key = parse_authorized(line)) keys.push_back(*key);
+  return keys;
+}
+
+std::vector<AuthorizedKey> Authorization::revoke(const std::string& state_dir,
+                                                 const std::string& which) {
+  const std::string path = state_dir + "/authorized_peers";
+  std::ifstream in(path);
+  std::string kept;
+  std::vector<AuthorizedKey> removed;
+  std::set<std::string> labelled;  // key ids the label names
+  for (std::string line; std::getline(in, line);) {
+    auto key = parse_authorized(line);
+    if (key && (key->key_id == which || (!key->label.empty() && key->label == which))) {
+      removed.push_back(*key);
+      if (key->key_id != which) labelled.insert(key->key_id);
+      continue;
+    }
+    kept += line + "\n";  // comments and other keys as they were
+  }
+  if (removed.empty())
+    throw std::runtime_error("no key id or label '" + which + "' in " + path +
+                             " (see peer authorized list)");
+  if (labelled.size() > 1)
+    throw std::runtime_error("the label '" + which + "' names " +
+                             std::to_string(labelled.size()) +
+                             " keys in " + path + "; revoke them by key id");
+  if (!replace_file(path, kept)) throw std::runtime_error("cannot rewrite " + path);
+  return removed;
 }
 
 bool Authorization::is_authorized(const PublicKey& key) const {
@@ -98,55 +164,63 @@ bool Authorization::is_authorized(const PublicKey& key) const {
   return allowed_.count(id) > 0 || load_ids().count(id) > 0;
 }
 
-bool Authorization::authorize(const PublicKey& key, const std::string& comment) {
-  return append_line(state_dir_ + "/authorized_peers", key_id(key) + " " + comment + "\n");
+bool Authorization::authorize(const PublicKey& key, const std::string& label) {
+  if (load_ids().count(key_id(key))) return true;
+  return append_line(state_dir_ + "/authorized_peers",
+                     key_id(key) + (label.empty() ? "" : " " + label) + "\n");
 }
 
 bool Authorization::has_pending_invite() const {
   const long now = static_cast<long>(time(nullptr));
   for (const auto& invite : load_invites(state_dir_ + "/invites"))
-    if (invite.expires > now) return true;
+    if (invite.expires > now && !invite.used) return true;
   return false;
 }
 
-bool Authorization::accepts_pairing_proof(const PublicKey& caller, uint64_t session_id,
-                                          const std::string& proof) const {
+InviteOutcome Authorization::check_pairing_proof(const PublicKey& caller, uint64_t session_id,
+                                                 const std::string& proof) const {
   const long now = static_cast<long>(time(nullptr));
   for (const auto& invite : load_invites(state_dir_ + "/invites")) {
-    if (invite.expires <= now) continue;
     const std::string expected = proof_keyed_by_hash(invite.hash, caller, session_id);
-    if (proof.size() == expected.size() &&
-        CRYPTO_memcmp(proof.data(), expected.data(), expected.size()) == 0)
-      return true;
+    if (proof.size() != expected.size() ||
+        CRYPTO_memcmp(proof.data(), expected.data(), expected.size()) != 0)
+      continue;
+    if (invite.used) return InviteOutcome::kUsed;
+    if (invite.expires <= now) return InviteOutcome::kExpired;
+    return InviteOutcome::kPending;
   }
-  return false;
+  return InviteOutcome::kUnknown;
 }
 
-bool Authorization::redeem_invite(const std::string& secret) {
+InviteOutcome Authorization::redeem_invite(const std::string& secret, std::string& label) {
   const std::string path = state_dir_ + "/invites";
   const std::string hash = sha256_hex(secret);
   const long now = static_cast<long>(time(nullptr));
-  auto invites = load_invites(path);
-  bool found = false;
   std::vector<Invite> kept;
-  for (const auto& invite : invites) {
-    if (invite.expires <= now) continue;  // expired ones go at the next write
+  std::optional<InviteOutcome> outcome;
+  for (Invite invite : load_invites(path)) {
+    if (invite.expires + kSpentInviteKeptSeconds <= now) continue;  // forgotten at last
     // Constant time: the comparison must not tell an attacker how close a guess was.
-    if (!found && CRYPTO_memcmp(invite.hash.data(), hash.data(), hash.size()) == 0) {
-      found = true;
-      continue;  // used up
+    if (!outcome && CRYPTO_memcmp(invite.hash.data(), hash.data(), hash.size()) == 0) {
+      if (invite.used) outcome = InviteOutcome::kUsed;
+      else if (invite.expires <= now) outcome = InviteOutcome::kExpired;
+      else outcome = InviteOutcome::kRedeemed;
+      invite.used = true;
+      label = invite.label;
     }
     kept.push_back(invite);
   }
-  if (found && !save_invites(path, kept)) {
+  if (outcome != InviteOutcome::kRedeemed) return outcome.value_or(InviteOutcome::kUnknown);
+  if (!save_invites(path, kept)) {
     log::warn("cannot update %s; refusing the invite rather than leaving it reusable",
               path.c_str());
-    return false;
+    return InviteOutcome::kCannotWrite;
   }
-  return found;
+  return InviteOutcome::kRedeemed;
 }
 
-std::string Authorization::create_invite(const std::string& state_dir, long lifetime_seconds) {
+std::string Authorization::create_invite(const std::string& state_dir, long lifetime_seconds,
+                                         const std::string& label) {
   unsigned char raw[16];
   RAND_bytes(raw, sizeof raw);
   static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
@@ -162,10 +236,17 @@ std::string Authorization::create_invite(const std::string& state_dir, long life
     }
   }
   if (bits > 0) secret.push_back(kAlphabet[(buffer << (5 - bits)) & 31]);
-  const long expires = static_cast<long>(time(nullptr)) + lifetime_seconds;
-  if (!append_line(state_dir + "/invites", sha256_hex(secret) + " " + std::to_string(expires) + "\n"))
+  Invite invite{sha256_hex(secret), static_cast<long>(time(nullptr)) + lifetime_seconds, false,
+                label};
+  if (!append_line(state_dir + "/invites", invite_line(invite)))
     throw std::runtime_error("cannot write " + state_dir + "/invites");
   return secret;
+}
+
+bool is_valid_label(const std::string& label) {
+  return !label.empty() && label.size() <= 64 &&
+         label.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+             std::string::npos;
 }
 
 bool parse_invite_code(const std::string& code, std::string& name, std::string& key_id_out,
@@ -185,6 +266,19 @@ bool parse_invite_code(const std::string& code, std::string& name, std::string& 
     return false;
   }
   return true;
+}
+
+const char* invite_refusal(InviteOutcome outcome) {
+  switch (outcome) {
+    case InviteOutcome::kRedeemed:
+    case InviteOutcome::kPending: return nullptr;
+    case InviteOutcome::kUnknown:
+      return "invite unknown here (mistyped, or made by another serving peer)";
+    case InviteOutcome::kUsed: return "invite already used (each code works once)";
+    case InviteOutcome::kExpired: return "invite expired (make a new one: peer invite)";
+    case InviteOutcome::kCannotWrite: return "the serving peer cannot update its invites";
+  }
+  return "invite refused";
 }
 
 }  // namespace natfwd

@@ -551,6 +551,7 @@ TunnelStatus Tunnel::status() const {
   }
   if (established_)
     status.uptime_s = static_cast<double>(g_get_monotonic_time() - established_us_) / 1e6;
+  status.last_refusal = core_.last_refusal();
   return status;
 }
 

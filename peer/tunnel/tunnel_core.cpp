@@ -67,6 +67,7 @@ TunnelStream::Context TunnelCore::stream_context() {
   context.quic = quic_.get();
   context.wake = [this] { io_.wake(); };
   context.done = [this](int64_t id) { stream_done(id); };
+  context.refused = [this](const std::string& refusal) { last_refusal_ = refusal; };
   return context;
 }
 

@@ -73,6 +73,9 @@ class TunnelCore final : public quic::Connection::Observer {
   // Creates the QUIC connection: the client's Initial goes out on the next write().
   void start(quic::Timestamp now);
   bool started() const { return quic_ != nullptr; }
+  // The serving peer's last refusal of a stream we opened ("TARGET: STATUS: DETAIL"),
+  // for `peer status`; empty when none was refused.
+  const std::string& last_refusal() const { return last_refusal_; }
 
   void receive(std::span<const std::byte> datagram, quic::Timestamp now);
   // One write pass: the datagrams that are due, then Io::end_of_pass().
@@ -132,6 +135,7 @@ class TunnelCore final : public quic::Connection::Observer {
   bool established_ = false;
   std::map<int64_t, std::unique_ptr<TunnelStream>> streams_;
   std::vector<std::unique_ptr<TunnelStream>> finished_;  // destroyed outside their calls
+  std::string last_refusal_;
   std::vector<Waiting> waiting_;
 
   std::string pair_secret_;

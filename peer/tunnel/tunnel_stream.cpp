@@ -120,9 +120,13 @@ void TunnelStream::opening_decided(StreamOpening::Outcome outcome) {
       report_open_result(decision.status, decision.detail);
       if (phase_ == Phase::kDone) return;  // the handler gave up on the connection
       if (decision.status != kStatusOk) {
+        const std::string refusal =
+            opening_.target().to_string() + ": " + wire::stream_status_text(decision.status) +
+            (decision.detail.empty() ? "" : ": " + decision.detail);
         log::warn("%s: %s refused: %s%s%s", log_prefix_.c_str(),
                   opening_.target().to_string().c_str(), wire::stream_status_text(decision.status),
                   decision.detail.empty() ? "" : ": ", decision.detail.c_str());
+        if (context_.refused) context_.refused(refusal);
         finish(true);
         return;
       }

@@ -34,6 +34,8 @@ class TunnelStream final : public LocalEndpoint::Stream {
     // The stream is finished (both ways done, or failed); called once. The owner
     // destroys the stream later, never inside the call.
     std::function<void(int64_t stream_id)> done;
+    // Connecting side: the serving peer refused a stream; "TARGET: STATUS: DETAIL".
+    std::function<void(const std::string& refusal)> refused;
   };
 
   // Connecting side: carries `endpoint` to `target`; the header goes out at once, and

@@ -6,15 +6,32 @@
    naming the key, the -L side says it is not authorised.
 2. `peer invite` on the serving side + `peer pair CODE` on the other: the key is
    added to authorized_peers and the serving key pinned; then -L works.
-3. The same code again: refused (single use). An expired code: refused. While an
-   invite is pending, an unpaired peer that is not pairing is refused at the rendezvous
-   as plainly as when none is (its OpenSession carries no proof of an invite).
+3. The same code again: refused with "invite already used (each code works once)".
+   An expired code: "invite expired (make a new one: peer invite)". While an invite is
+   pending, an unpaired peer that is not pairing is refused at the rendezvous as plainly
+   as when none is (its OpenSession carries no proof of an invite).
+4. `peer invite` hints `peer --relay RELAY pair CODE` with the relay the serving peer
+   registered at. `peer invite --label laptop` labels the key it pairs; pairing the
+   same key again adds no second line. `peer authorized list` prints "KEYID LABEL"
+   lines; `peer authorized revoke laptop` removes that key, and its next connection,
+   through a tunnel that was open before, is refused ("no longer authorised").
 """
 import os
 import subprocess
 import time
 
 from harness import Failure, assert_refused, echo, connect, run, scaled
+
+
+def forward_with_echo(w, relay, target, state_dir, who):
+    """`peer -L` to home with `state_dir`; one echo through it must come back."""
+    fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
+                                     extra=["--state-dir", state_dir])
+    with connect(laddr, timeout=scaled(30)) as s:
+        s.sendall(b"ping")
+        if s.recv(4) != b"ping":
+            raise Failure(f"{who} gets no echo")
+    return fwd, laddr
 
 
 def test(w):
@@ -38,9 +55,13 @@ def test(w):
     fwd.stop()
 
     # 2. Pair with a one-time invite.
-    def invite(minutes: int = 60) -> str:
-        r = subprocess.run([peer, "invite", "--state-dir", home, "--expires", str(minutes)],
-                           capture_output=True, text=True, timeout=scaled(20), check=True)
+    def invite(minutes: int = 60, *extra) -> str:
+        r = subprocess.run([peer, "invite", "--state-dir", home, "--expires", str(minutes),
+                            *extra], capture_output=True, text=True, timeout=scaled(20),
+                           check=True)
+        hint = f"on the other machine: peer --relay {relay} pair CODE"
+        if hint not in r.stderr:
+            raise Failure(f"peer invite hint {r.stderr!r}, want {hint!r}")
         return r.stdout.strip()
 
     def pair(code: str, state: str) -> subprocess.CompletedProcess:
@@ -58,24 +79,19 @@ def test(w):
         raise Failure(f"authorized_peers lacks the paired key: {authorized!r}")
     if "home ed25519 " not in open(os.path.join(stranger, "known_peers")).read():
         raise Failure("pairing did not pin the serving peer's key")
-    fwd, (laddr,) = w.natfwd.forward(relay, "home", [f"0:{target.addr}"],
-                                     extra=["--state-dir", stranger])
-    with connect(laddr, timeout=scaled(30)) as s:
-        s.sendall(b"ping")
-        if s.recv(4) != b"ping":
-            raise Failure("a paired peer gets no echo")
+    fwd, laddr = forward_with_echo(w, relay, target, stranger, "a paired peer")
     fwd.stop()
     print("unauthorised refused; paired with", code.split(".")[0], flush=True)
 
     # 3. Single use, expiry, and pairing-only tunnels.
     other = w.natfwd.state_dir("other")
     r = pair(code, other)
-    # With no invite pending the session is refused at the rendezvous already.
-    if r.returncode == 0 or not ("not authorised" in r.stderr or "used or expired" in r.stderr):
+    # Refused at the rendezvous already: the code's proof names a used invite.
+    if r.returncode == 0 or "invite already used (each code works once)" not in r.stderr:
         raise Failure(f"a reused invite was accepted: exit {r.returncode}\n{r.stderr}")
     code3 = invite()  # pending, so the reused code is judged by the serving peer itself
     r = pair(code, other)
-    if r.returncode == 0 or "used or expired" not in r.stderr:
+    if r.returncode == 0 or "invite already used (each code works once)" not in r.stderr:
         raise Failure(f"a reused invite was accepted: exit {r.returncode}\n{r.stderr}")
     code2 = invite()
     # While an invite is pending, an unpaired peer that is not pairing is refused at the
@@ -98,12 +114,43 @@ def test(w):
     lines = [l.split()[0] + " " + str(int(time.time()) - 1) for l in open(invites) if l.strip()]
     with open(invites, "w") as f:
         f.write("\n".join(lines) + "\n")
+    pending = invite()  # so that the serving peer itself judges the expired code
     r = pair(code2, other)
-    if r.returncode == 0:
-        raise Failure("an expired invite was accepted")
+    if r.returncode == 0 or "invite expired (make a new one: peer invite)" not in r.stderr:
+        raise Failure(f"an expired invite: exit {r.returncode}\n{r.stderr}")
     del code3
-    print("reused and expired invites refused; pairing-only tunnel reaches no target",
-          flush=True)
+    print("reused and expired invites refused, each said; an unpaired key refused while an "
+          "invite is pending", flush=True)
+
+    # 4. Labels, pairing twice, list and revoke.
+    r = pair(pending, stranger)  # already authorised: no second line
+    if r.returncode != 0:
+        raise Failure(f"pairing again failed: exit {r.returncode}\n{r.stderr}")
+    laptop = w.natfwd.state_dir("laptop")
+    laptop_id = w.natfwd.key_id(laptop)
+    r = pair(invite(60, "--label", "laptop"), laptop)
+    if r.returncode != 0:
+        raise Failure(f"pairing with a labelled code failed: {r.stderr}")
+    listed = subprocess.run([peer, "--state-dir", home, "authorized", "list"],
+                            capture_output=True, text=True, timeout=scaled(20))
+    lines = listed.stdout.splitlines()
+    if listed.returncode != 0 or lines != [f"{stranger_id} paired", f"{laptop_id} laptop"]:
+        raise Failure(f"peer authorized list: exit {listed.returncode}, {lines}")
+    fwd, laddr = forward_with_echo(w, relay, target, laptop, "the labelled key")
+    r = subprocess.run([peer, "authorized", "revoke", "laptop", "--state-dir", home],
+                       capture_output=True, text=True, timeout=scaled(20))
+    if r.returncode != 0 or r.stdout.strip() != f"revoked {laptop_id} laptop":
+        raise Failure(f"peer authorized revoke laptop: exit {r.returncode} {r.stdout!r} "
+                      f"{r.stderr!r}")
+    assert_refused(laddr, "a revoked key reached the target through its open tunnel")
+    fwd.wait_stderr(r"no longer authorised", 30, what="the revoked key's refusal")
+    fwd.stop()
+    r = subprocess.run([peer, "authorized", "revoke", "laptop", "--state-dir", home],
+                       capture_output=True, text=True, timeout=scaled(20))
+    if r.returncode != 1 or "no key id or label 'laptop'" not in r.stderr:
+        raise Failure(f"revoking twice: exit {r.returncode} {r.stderr!r}")
+    print("invite hint names the relay; labels, list, revoke (open tunnel too); pairing "
+          "twice adds no line", flush=True)
 
 
 if __name__ == "__main__":

@@ -126,9 +126,11 @@ target = {t2.addr}
         if w.natfwd.key_id(paired_dir) not in f.read():
             raise Failure("pairing with state-dir from paired.conf: key not authorised")
 
+    # Its own state dir: home still serves from the file's (one serving peer per dir).
     other = w.group.start("peer home2 (file + --serve)",
                           [w.peer_bin, "--config", home_conf, "--name", "home2",
-                           "--serve", t3.addr], env=env_with(no_config))
+                           "--serve", t3.addr, "--state-dir", w.natfwd.state_dir("home2")],
+                          env=env_with(no_config))
     m = other.wait_stdout(REGISTERED_RE, what="serving peer ready line")
     if m.group(1) != "home2" or m.group(3) != t3.addr:
         raise Failure(f"--name home2 --serve {t3.addr} should replace the file's; ready line "

@@ -2,7 +2,8 @@
 """--help on every command lists every flag with its default, and every flag of relay
 and peer is a key of its config file, documented in the shipped example.
 
-Commands: relay, peer, peer id, peer invite, peer pair, peer netcheck. Each option line of --help
+Commands: relay, peer, peer id, peer invite, peer pair, peer nc, peer status, peer
+authorized, peer netcheck. Each option line of --help
 (but --help and --version themselves, which are actions) must say "default". Each
 long flag of relay (peer) must appear as a key, set or commented out, in
 dist/relay.conf.example (dist/peer.conf.example; -L as [forward NAME] groups in
@@ -47,6 +48,9 @@ def test(w):
         "peer id": [w.peer_bin, "id"],
         "peer invite": [w.peer_bin, "invite"],
         "peer pair": [w.peer_bin, "pair"],
+        "peer nc": [w.peer_bin, "nc"],
+        "peer status": [w.peer_bin, "status"],
+        "peer authorized": [w.peer_bin, "authorized"],
         "peer netcheck": [w.peer_bin, "netcheck"],
     }
     options_of = {}

@@ -111,7 +111,7 @@ def test(w):
     for line in ("forwarding to home, office",
                  f"listening on 127.0.0.1:{ports['home']} -> home",
                  f"listening on 127.0.0.1:{ports['office']} -> office",
-                 "tunnel home (connecting", "tunnel office (connecting"):
+                 "tunnel home (outgoing", "tunnel office (outgoing"):
         if line not in text:
             raise Failure(f"status text lacks {line!r}:\n{text}")
 

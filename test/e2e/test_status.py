@@ -133,7 +133,7 @@ def test(w):
             raise Failure(f"{side}: fewer datagram bytes than stream bytes: {t}")
 
     text = status(w, client_dir)
-    if text.returncode != 0 or "tunnel home (connecting" not in text.stdout or \
+    if text.returncode != 0 or "tunnel home (outgoing" not in text.stdout or \
             "path direct udp host 127.0.0.1:" not in text.stdout or "0 open streams" not in text.stdout:
         raise Failure(f"peer status (text): exit {text.returncode}:\n{text.stdout}{text.stderr}")
 
@@ -183,6 +183,7 @@ def test(w):
                      what="the failure sentence for an unknown peer")
     # ICE that cannot work: a relay without TURN and --force-relay on the connecting side.
     _, bare_relay = w.natfwd.relay(extra=["--no-turn"])
+    serving.stop()  # one serving peer per state dir: home moves to the bare relay
     w.natfwd.serve(bare_relay, "home", [f"127.0.0.1:{target.port}"])
     stuck, _ = w.natfwd.forward(bare_relay, "home", [f"0:127.0.0.1:{target.port}"],
                                 extra=["--force-relay"])

@@ -1,72 +1,133 @@
-// trust/authorization: one-time invites and the pairing proof a caller sends in its
-// OpenSession, checked by the serving peer before it reveals anything.
+// authorized_peers with labels, and what became of an invite: files in a temp dir.
 #include <catch2/catch.hpp>
 
 #include <ctime>
 #include <fstream>
-#include <string>
+#include <sstream>
 
 #include <glib.h>
 #include <glib/gstdio.h>
 
-#include "identity.h"
 #include "trust/authorization.h"
 
-using natfwd::Authorization;
-using natfwd::Identity;
-using natfwd::pairing_proof;
+using namespace natfwd;
 
 namespace {
 
-struct StateDir {
+struct TempDir {
   std::string path;
-  StateDir() {
+  TempDir() {
     gchar* p = g_dir_make_tmp("natfwd-auth-XXXXXX", nullptr);
     path = p;
     g_free(p);
   }
-  ~StateDir() {
-    g_unlink((path + "/invites").c_str());
-    g_unlink((path + "/authorized_peers").c_str());
+  ~TempDir() {
+    for (const char* name : {"authorized_peers", "invites"}) g_unlink((path + "/" + name).c_str());
     g_rmdir(path.c_str());
+  }
+  std::string read(const std::string& name) const {
+    std::ifstream in(path + "/" + name);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
   }
 };
 
 }  // namespace
 
+TEST_CASE("authorising a key twice writes one line, with its label") {
+  TempDir dir;
+  Authorization authorization(dir.path, {});
+  const Identity laptop = Identity::generate();
+  REQUIRE(authorization.authorize(laptop.public_key(), "laptop"));
+  REQUIRE(authorization.authorize(laptop.public_key(), "paired"));
+  CHECK(dir.read("authorized_peers") == key_id(laptop.public_key()) + " laptop\n");
+  CHECK(authorization.is_authorized(laptop.public_key()));
+}
+
+TEST_CASE("labels are the rest of the line; old lines without one still count") {
+  TempDir dir;
+  const std::string a(32, 'a'), b(32, 'b'), c(32, 'c');
+  std::ofstream(dir.path + "/authorized_peers")
+      << a << "\n# a comment\n" << b << "  work laptop \n" << c << " phone\n";
+  const auto keys = Authorization::list(dir.path);
+  REQUIRE(keys.size() == 3);
+  CHECK((keys[0].key_id == a && keys[0].label.empty()));
+  CHECK(keys[1].label == "work laptop");
+  CHECK(keys[2].label == "phone");
+
+  const auto removed = Authorization::revoke(dir.path, "phone");
+  REQUIRE(removed.size() == 1);
+  CHECK(removed[0].key_id == c);
+  CHECK(dir.read("authorized_peers") == a + "\n# a comment\n" + b + "  work laptop \n");
+  CHECK_THROWS_WITH(Authorization::revoke(dir.path, "phone"),
+                    Catch::Contains("no key id or label 'phone'"));
+  CHECK(Authorization::revoke(dir.path, a).size() == 1);
+}
+
+TEST_CASE("a label that names two keys is not revoked by label") {
+  TempDir dir;
+  const std::string a(32, 'a'), b(32, 'b');
+  std::ofstream(dir.path + "/authorized_peers") << a << " laptop\n" << b << " laptop\n";
+  CHECK_THROWS_WITH(Authorization::revoke(dir.path, "laptop"),
+                    Catch::Contains("names 2 keys"));
+  CHECK(Authorization::list(dir.path).size() == 2);
+}
+
+TEST_CASE("an invite is redeemed once, then said to be used; unknown and expired are told apart") {
+  TempDir dir;
+  Authorization authorization(dir.path, {});
+  const std::string secret = Authorization::create_invite(dir.path, 600, "laptop");
+  CHECK(authorization.has_pending_invite());
+  std::string label;
+  CHECK(authorization.redeem_invite(secret, label) == InviteOutcome::kRedeemed);
+  CHECK(label == "laptop");
+  CHECK_FALSE(authorization.has_pending_invite());
+  CHECK(authorization.redeem_invite(secret, label) == InviteOutcome::kUsed);
+  CHECK(authorization.redeem_invite("abcdefghijklmnopqrstuvwxyz", label) ==
+        InviteOutcome::kUnknown);
+
+  const std::string late = Authorization::create_invite(dir.path, -60);
+  CHECK(authorization.redeem_invite(late, label) == InviteOutcome::kExpired);
+  CHECK_FALSE(is_valid_label("two words"));
+  CHECK(is_valid_label("laptop-2.home_lan"));
+}
+
 TEST_CASE("a pairing proof opens the door only for its invite, caller and session") {
-  StateDir dir;
+  TempDir dir;
   Authorization authorization(dir.path, {});
   const Identity caller = Identity::generate();
   const Identity stranger = Identity::generate();
-  REQUIRE_FALSE(authorization.has_pending_invite());
+  const PublicKey& key = caller.public_key();
+  CHECK(authorization.check_pairing_proof(key, 42, "") == InviteOutcome::kUnknown);
 
   const std::string secret = Authorization::create_invite(dir.path, 3600);
-  REQUIRE(authorization.has_pending_invite());
-  const std::string proof = pairing_proof(secret, caller.public_key(), 42);
+  const std::string proof = pairing_proof(secret, key, 42);
   CHECK(proof.size() == 32);
-
-  CHECK(authorization.accepts_pairing_proof(caller.public_key(), 42, proof));
+  CHECK(authorization.check_pairing_proof(key, 42, proof) == InviteOutcome::kPending);
   // The relay sees the proof; it is worth nothing for another key or session.
-  CHECK_FALSE(authorization.accepts_pairing_proof(stranger.public_key(), 42, proof));
-  CHECK_FALSE(authorization.accepts_pairing_proof(caller.public_key(), 43, proof));
-  CHECK_FALSE(authorization.accepts_pairing_proof(
-      caller.public_key(), 42, pairing_proof("a" + secret.substr(1), caller.public_key(), 42)));
-  CHECK_FALSE(authorization.accepts_pairing_proof(caller.public_key(), 42, ""));
-  CHECK_FALSE(authorization.accepts_pairing_proof(caller.public_key(), 42, proof.substr(0, 16)));
+  CHECK(authorization.check_pairing_proof(stranger.public_key(), 42, proof) ==
+        InviteOutcome::kUnknown);
+  CHECK(authorization.check_pairing_proof(key, 43, proof) == InviteOutcome::kUnknown);
+  CHECK(authorization.check_pairing_proof(
+            key, 42, pairing_proof("a" + secret.substr(1), key, 42)) == InviteOutcome::kUnknown);
+  CHECK(authorization.check_pairing_proof(key, 42, proof.substr(0, 16)) ==
+        InviteOutcome::kUnknown);
 
-  // Used up: neither the proof nor the code works again.
-  REQUIRE(authorization.redeem_invite(secret));
-  CHECK_FALSE(authorization.accepts_pairing_proof(caller.public_key(), 42, proof));
-  CHECK_FALSE(authorization.redeem_invite(secret));
+  // Used up: the proof now says so, before any ICE.
+  std::string label;
+  REQUIRE(authorization.redeem_invite(secret, label) == InviteOutcome::kRedeemed);
+  CHECK(authorization.check_pairing_proof(key, 42, proof) == InviteOutcome::kUsed);
+  CHECK(invite_refusal(InviteOutcome::kUsed) == std::string("invite already used (each code "
+                                                            "works once)"));
+  CHECK(invite_refusal(InviteOutcome::kPending) == nullptr);
 }
 
-TEST_CASE("an expired invite accepts no pairing proof") {
-  StateDir dir;
+TEST_CASE("an expired invite's pairing proof says it expired") {
+  TempDir dir;
   Authorization authorization(dir.path, {});
   const Identity caller = Identity::generate();
   const std::string secret = Authorization::create_invite(dir.path, 3600);
-  // Rewrite the expiry into the past, as the clock would.
   std::string hash;
   long expires = 0;
   {
@@ -75,6 +136,7 @@ TEST_CASE("an expired invite accepts no pairing proof") {
   }
   std::ofstream(dir.path + "/invites") << hash << " " << (time(nullptr) - 1) << "\n";
   CHECK_FALSE(authorization.has_pending_invite());
-  CHECK_FALSE(authorization.accepts_pairing_proof(caller.public_key(), 7,
-                                                  pairing_proof(secret, caller.public_key(), 7)));
+  CHECK(authorization.check_pairing_proof(caller.public_key(), 7,
+                                          pairing_proof(secret, caller.public_key(), 7)) ==
+        InviteOutcome::kExpired);
 }

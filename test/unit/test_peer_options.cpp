@@ -144,3 +144,27 @@ TEST_CASE("--version and unknown flags") {
   CHECK(parse({"--version"}).outcome == PeerCommandLine::Outcome::kVersion);
   CHECK(error_of({"--no-such-flag"}) == "Unknown option --no-such-flag (see peer --help)");
 }
+
+TEST_CASE("a subcommand is found wherever it stands among the flags") {
+  using Words = std::vector<std::string>;
+  CHECK(subcommand_first({"peer", "--state-dir", "/d", "status"}) ==
+        Words{"peer", "status", "--state-dir", "/d"});
+  CHECK(subcommand_first({"peer", "--config", "f", "status", "--json"}) ==
+        Words{"peer", "status", "--config", "f", "--json"});
+  CHECK(subcommand_first({"peer", "--relay", "r:1", "-v", "netcheck", "--timeout", "2"}) ==
+        Words{"peer", "netcheck", "--relay", "r:1", "-v", "--timeout", "2"});
+  CHECK(subcommand_first({"peer", "--timeout", "2", "netcheck"}) ==
+        Words{"peer", "netcheck", "--timeout", "2"});
+  CHECK(subcommand_first({"peer", "--relay=r:1", "pair", "CODE"}) ==
+        Words{"peer", "pair", "--relay=r:1", "CODE"});
+  // A flag's value, a serving peer's name and words after "--" stay where they are.
+  CHECK(subcommand_first({"peer", "--name", "status", "--serve", "a:1"}) ==
+        Words{"peer", "--name", "status", "--serve", "a:1"});
+  CHECK(subcommand_first({"peer", "-L", "1:a:22", "home"}) ==
+        Words{"peer", "-L", "1:a:22", "home"});
+  CHECK(subcommand_first({"peer", "-L", "1:a:22", "--", "status"}) ==
+        Words{"peer", "-L", "1:a:22", "--", "status"});
+  CHECK(subcommand_first({"peer", "status"}) == Words{"peer", "status"});
+  CHECK(peer_subcommand("authorized") == PeerSubcommand::kAuthorized);
+  CHECK(peer_subcommand("home") == PeerSubcommand::kNone);
+}

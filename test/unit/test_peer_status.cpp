@@ -60,7 +60,7 @@ TEST_CASE("status JSON carries every field, versioned") {
           R"("local_address":"203.0.113.10:50000","remote_type":"srflx","remote_address":"198.51.100.7:4000",)"
           R"("turn_server":"turn-tls 203.0.113.10:443"},"rtt_ms":12.250,"min_rtt_ms":10.000,)"
           R"("bytes_sent":1536,"bytes_received":5242880,"datagram_bytes_sent":4000,)"
-          R"("datagram_bytes_received":5400000,"open_streams":1,"uptime_s":61.000}]})");
+          R"("datagram_bytes_received":5400000,"open_streams":1,"uptime_s":61.000,"last_refusal":null}]})");
 }
 
 TEST_CASE("status JSON of a serving peer with a tunnel still connecting") {
@@ -96,13 +96,29 @@ TEST_CASE("status text reads as a summary") {
           "relay vps2.example:3478: down (reconnecting)\n"
           "listening on 127.0.0.1:2222 -> home buffalo:22\n"
           "listening on 127.0.0.1:1080 -> home socks\n"
-          "tunnel home (connecting, key iiiijjjjkkkkllllmmmmnnnnoooopppp): up for 1m01s\n"
+          "tunnel home (outgoing, key iiiijjjjkkkkllllmmmmnnnnoooopppp): up for 1m01s\n"
           "  path relayed udp relay 203.0.113.10:50000 <-> srflx 198.51.100.7:4000 via turn-tls 203.0.113.10:443\n"
           "  rtt 12.2 ms (min 10.0 ms), sent 1.5 KiB, received 5.0 MiB, 1 open stream\n");
   PeerStatus idle;
   idle.key_id = "k";
   idle.relay = "r:1";
   REQUIRE(status_text(idle) == "peer k, up 0s\nrelay r:1: down (reconnecting)\nno tunnels\n");
+}
+
+TEST_CASE("a refused stream shows under its tunnel, text and JSON") {
+  PeerStatus status = sample();
+  status.tunnels[0].last_refusal =
+      "buffalo:22: not served: home does not serve buffalo:22; it serves 192.168.1.20:22";
+  const std::string text = status_text(status);
+  CHECK(text.find("1 open stream\n  last refused: buffalo:22: not served: home does not serve "
+                  "buffalo:22; it serves 192.168.1.20:22\n") != std::string::npos);
+  CHECK(status_json(status).find(R"("last_refusal":"buffalo:22: not served: home does not)") !=
+        std::string::npos);
+  TunnelStatus incoming = status.tunnels[0];
+  incoming.role = "serving";
+  incoming.name = "peer 0123";
+  status.tunnels = {incoming};
+  CHECK(status_text(status).find("tunnel peer 0123 (incoming, key ") != std::string::npos);
 }
 
 TEST_CASE("several serving peers: each listener names its own, one line lists them") {
@@ -118,7 +134,7 @@ TEST_CASE("several serving peers: each listener names its own, one line lists th
                   "listening on 127.0.0.1:2222 -> home buffalo:22\n"
                   "listening on 127.0.0.1:1080 -> home socks\n"
                   "listening on 127.0.0.1:5433 -> office db:5432\n") != std::string::npos);
-  CHECK(text.find("tunnel office (connecting") != std::string::npos);
+  CHECK(text.find("tunnel office (outgoing") != std::string::npos);
   const std::string json = status_json(status);
   CHECK(json.find(R"("remote_peer":"home","remote_peers":["home","office"],)") != std::string::npos);
   CHECK(json.find(R"({"address":"127.0.0.1:5433","kind":"forward","target":"db:5432","peer":"office"})") !=
