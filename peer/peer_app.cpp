@@ -29,6 +29,10 @@ PeerApp::PeerApp(PeerOptions options, Identity identity, GMainLoop* loop)
                               }};
   for (const RemotePeerOptions& remote : options_.remotes)
     remotes_.push_back(std::make_unique<RemotePeer>(remote, options_.pair_secret, context));
+  if (options_.handover)
+    handover_ = std::make_unique<NameHandover>(
+        NameHandover::Request{options_.handover->name, options_.handover->to_key_id},
+        options_.relays.size(), [this] { g_main_loop_quit(loop_); });
 }
 
 PeerApp::~PeerApp() {
@@ -41,6 +45,7 @@ RelayLinks::Events PeerApp::relay_events() {
   RelayLinks::Events events;
   events.on_welcome = [this](RelayLink& link, const wire::Welcome& welcome) {
     serving_.on_welcome(link, welcome);
+    if (handover_) handover_->on_welcome(link);
     for (auto& remote : remotes_) remote->on_relay_welcome();
   };
   events.on_registered = [this](RelayLink& link, const std::string& name) {
@@ -103,6 +108,7 @@ void PeerApp::forward_connection(GSocketConnection* tcp, const HostPort& target,
 }
 
 void PeerApp::on_session_message(RelayLink& link, const wire::Envelope& envelope) {
+  if (handover_ && handover_->on_message(link, envelope)) return;
   if (envelope.has_netcheck_query()) serving_.answer_netcheck(link, envelope.netcheck_query());
   else if (envelope.has_netcheck_reply()) return;  // we ask no one
   else if (envelope.has_incoming_session()) incoming_.on_incoming_session(link, envelope.incoming_session());

@@ -17,6 +17,7 @@
 #include "health/path_health.h"
 #include "identity.h"
 #include "outgoing/remote_peer.h"
+#include "relays/name_handover.h"
 #include "relays/relay_links.h"
 #include "routing/session_router.h"
 #include "serving/incoming_tunnels.h"
@@ -79,6 +80,7 @@ class PeerApp {
   gulong network_handler_ = 0;
   guint network_settle_timer_ = 0;
   int exit_code_ = 0;
+  std::unique_ptr<NameHandover> handover_;  // `peer handover` only
   gint64 started_us_ = g_get_monotonic_time();
 };
 

@@ -158,6 +158,17 @@ GOptionContext* relay_link_subcommand_context(PeerSubcommand subcommand, GOption
         "STATE_DIR/known_peers; the command then exits 0 (1 with one line on failure).");
     return context;
   }
+  if (subcommand == PeerSubcommand::kHandover) {
+    GOptionContext* context = g_option_context_new(
+        "NAME KEYID - hand the name this key holds at the relays to another key");
+    g_option_context_set_summary(context,
+        "Reinstalled: peer --relay vps.example:3478 --state-dir OLD handover home KEYID\n"
+        "Run it with the state dir of the key that holds NAME (the old machine's, or a\n"
+        "backup); KEYID is what `peer id` prints on the new one, which may then register\n"
+        "NAME. The old key keeps NAME until then. Exit 0 when every relay took it, 3 when\n"
+        "a relay refused (this key does not hold NAME there).");
+    return context;
+  }
   GOptionContext* context = g_option_context_new(
       "NAME HOST:PORT - carry stdin/stdout to HOST:PORT as the serving peer NAME sees it");
   g_option_context_set_summary(context,
@@ -220,7 +231,8 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   const PeerSubcommand subcommand =
       args.size() > 1 ? peer_subcommand(args[1]) : PeerSubcommand::kNone;
   GOptionContext* context = nullptr;
-  if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc) {
+  if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc ||
+      subcommand == PeerSubcommand::kHandover) {
     context = relay_link_subcommand_context(subcommand, entries);
   } else {
     context = g_option_context_new(
@@ -233,7 +245,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
         "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
         "Other commands: peer status [--json], peer id, peer invite, peer pair CODE,\n"
         "                peer [--relay ...] nc NAME HOST:PORT, peer netcheck,\n"
-        "                peer authorized [list|revoke KEYID|LABEL]\n"
+        "                peer authorized [list|revoke KEYID|LABEL], peer handover NAME KEYID\n"
         "                (each with its own --help; flags may stand before or after it)");
     g_option_context_set_description(context,
         "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
@@ -254,7 +266,8 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   g_option_context_add_main_entries(context, entries, nullptr);
   std::vector<std::string> words = args;
   // `peer pair --help` shows "peer pair [OPTION...] CODE" (GOption names argv[0]).
-  if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc)
+  if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc ||
+      subcommand == PeerSubcommand::kHandover)
     words[0] = "peer " + args[1];
   std::vector<char*> argv_words;
   for (std::string& word : words) argv_words.push_back(word.data());
@@ -288,6 +301,19 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
     options.pair_secret = secret;
     positional.clear();
   }
+  if (!positional.empty() && positional[0] == "handover") {
+    if (positional.size() != 3)
+      usage_error("handover: give the name and the new key: peer handover NAME KEYID");
+    if (!is_valid_peer_name(positional[1]))
+      usage_error("handover: '" + positional[1] + "' is not a valid peer name");
+    if (!is_valid_key_id(positional[2]))
+      usage_error("handover: '" + positional[2] +
+                  "' is not a key id (32 characters, as `peer id` prints it on the new machine)");
+    if (o.forwards || o.socks || o.serves || o.name)
+      usage_error("handover: -L/-D/--serve/--name do not go with handover");
+    options.handover = PeerOptions::Handover{positional[1], positional[2]};
+    positional.clear();
+  }
   if (!positional.empty() && positional[0] == "nc") {
     // peer [flags] nc NAME HOST:PORT: stdin/stdout to HOST:PORT as NAME sees it.
     if (positional.size() != 3) usage_error("nc: give the peer and the target: peer nc NAME HOST:PORT");
@@ -312,7 +338,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   }
   options.serves = parse_each(o.serves, "--serve", parse_serve_spec);
   if (!options.remotes.empty() && forwards.empty() && socks.empty() && !options.pair_secret &&
-      !options.netcat_target)
+      !options.netcat_target && !options.handover)
     usage_error("a peer name was given but no -L [BIND:]PORT:HOST:HOSTPORT or -D [BIND:]PORT to forward");
   if (!options.serves.empty() && !o.name)
     usage_error("--serve needs --name NAME, the name connecting peers will use");
@@ -328,7 +354,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
     options.allow.push_back(id);
   }
   if (options.serves.empty() && forwards.empty() && socks.empty() && !options.pair_secret &&
-      !options.netcat_target)
+      !options.netcat_target && !options.handover)
     usage_error("nothing to do: give --name NAME --serve [PORT:]HOST:HOSTPORT, or -L [BIND:]PORT:HOST:HOSTPORT NAME");
 
   auto relays = parse_relay_list(list_of(o.relays), o.insecure_relay);
@@ -391,7 +417,7 @@ PeerSubcommand peer_subcommand(const std::string& word) {
       {"id", PeerSubcommand::kId},           {"invite", PeerSubcommand::kInvite},
       {"status", PeerSubcommand::kStatus},   {"netcheck", PeerSubcommand::kNetcheck},
       {"pair", PeerSubcommand::kPair},       {"nc", PeerSubcommand::kNc},
-      {"authorized", PeerSubcommand::kAuthorized},
+      {"authorized", PeerSubcommand::kAuthorized}, {"handover", PeerSubcommand::kHandover},
   };
   auto it = kByWord.find(word);
   return it == kByWord.end() ? PeerSubcommand::kNone : it->second;

@@ -43,6 +43,12 @@ struct PeerOptions {
   std::vector<RemotePeerOptions> remotes;
   std::vector<std::string> allow;           // --allow KEYID (beside authorized_peers)
   std::optional<std::string> pair_secret;   // `peer pair CODE`: redeem and exit
+  // `peer handover NAME KEYID`: hand a name this key holds at the relays to KEYID, exit.
+  struct Handover {
+    std::string name;
+    std::string to_key_id;
+  };
+  std::optional<Handover> handover;
   std::optional<HostPort> netcat_target;    // `peer nc NAME HOST:PORT`
   std::string state_dir;                    // --state-dir; default default_state_dir("peer")
   std::vector<std::string> ice_addresses;   // --ice-address: restrict host candidates
@@ -61,7 +67,9 @@ struct PeerOptions {
 };
 
 // The words that name a subcommand rather than a serving peer.
-enum class PeerSubcommand { kNone, kId, kInvite, kStatus, kNetcheck, kPair, kNc, kAuthorized };
+enum class PeerSubcommand {
+  kNone, kId, kInvite, kStatus, kNetcheck, kPair, kNc, kAuthorized, kHandover
+};
 PeerSubcommand peer_subcommand(const std::string& word);
 
 // args (args[0] the program) with the subcommand, if the first positional word is one,

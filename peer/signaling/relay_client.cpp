@@ -233,6 +233,7 @@ void RelayClient::handle(const wire::Envelope& envelope) {
       const auto& error = envelope.error();
       const bool fatal = error.code() == wire::Error::NAME_TAKEN ||
                          error.code() == wire::Error::NAME_INVALID ||
+                         error.code() == wire::Error::NOT_HOLDER ||
                          error.code() == wire::Error::BAD_SIGNATURE ||
                          error.code() == wire::Error::VERSION;
       if (error.code() == wire::Error::VERSION) {
@@ -256,6 +257,7 @@ void RelayClient::handle(const wire::Envelope& envelope) {
     case wire::Envelope::kCloseSession:
     case wire::Envelope::kNetcheckQuery:
     case wire::Envelope::kNetcheckReply:
+    case wire::Envelope::kHandedOver:
       if (callbacks_.on_session_message) callbacks_.on_session_message(envelope);
       break;
     default:

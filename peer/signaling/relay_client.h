@@ -33,7 +33,8 @@ class RelayClient {
     std::function<void(const std::string& name)> on_registered;
     // Fresh TURN credentials (IceServersUpdate) for sessions started from now on.
     std::function<void(const wire::IceServersUpdate&)> on_ice_servers;
-    // IncomingSession, AcceptSession, Candidate, CloseSession, NetcheckQuery/Reply.
+    // IncomingSession, AcceptSession, Candidate, CloseSession, NetcheckQuery/Reply,
+    // HandedOver.
     std::function<void(const wire::Envelope&)> on_session_message;
     // The link is down; it reconnects by itself unless `fatal` (the relay refused us
     // for a reason that retrying cannot fix, such as a name held by another key).
