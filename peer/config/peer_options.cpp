@@ -277,12 +277,13 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
 
   std::vector<std::string> positional(argv + 1, argv + argc);
   if (!positional.empty() && positional[0] == "--") positional.erase(positional.begin());
-  std::optional<RemotePeerOptions> pairing;
+  std::string code_relay;  // `peer pair NAME@KEYID.SECRET+RELAY`
   if (!positional.empty() && positional[0] == "pair" && o.forwards == nullptr) {
     // peer pair NAME@KEYID.SECRET: redeem an invite of the serving peer, then exit.
     if (positional.size() != 2) usage_error("pair: give the code `peer invite` printed: peer pair NAME@KEYID.SECRET");
     std::string name, id, secret, problem;
-    if (!parse_invite_code(positional[1], name, id, secret, problem)) usage_error("pair: " + problem);
+    if (!parse_invite_code(positional[1], name, id, secret, code_relay, problem))
+      usage_error("pair: " + problem);
     if (o.serves || o.name) usage_error("pair: --serve/--name do not go with pair");
     options.remotes.push_back({name, id, {}, {}});
     options.pair_secret = secret;
@@ -331,7 +332,11 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       !options.netcat_target)
     usage_error("nothing to do: give --name NAME --serve [PORT:]HOST:HOSTPORT, or -L [BIND:]PORT:HOST:HOSTPORT NAME");
 
-  auto relays = parse_relay_list(list_of(o.relays), o.insecure_relay);
+  // --relay (or peer.conf's relay) wins over the one an invite code carries, which
+  // wins over $NATFWD_RELAY.
+  std::vector<std::string> relay_flags = list_of(o.relays);
+  if (relay_flags.empty() && !code_relay.empty()) relay_flags.push_back(code_relay);
+  auto relays = parse_relay_list(relay_flags, o.insecure_relay);
   if (auto* e = std::get_if<std::string>(&relays)) usage_error(*e);
   options.relays = std::get<std::vector<HostPort>>(relays);
   options.relay_tls = !o.insecure_relay;

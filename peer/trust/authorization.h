@@ -62,8 +62,9 @@ class Authorization {
 // A label as `peer invite --label` takes it: 1 to 64 of A-Z a-z 0-9 . _ -
 bool is_valid_label(const std::string& label);
 
-// NAME@KEYID.SECRET, split; false (with `error`) when malformed.
+// NAME@KEYID.SECRET[+RELAY], split (`relay` empty without the suffix, else the text
+// after '+', checked by the caller as a --relay); false (with `error`) when malformed.
 bool parse_invite_code(const std::string& code, std::string& name, std::string& key_id,
-                       std::string& secret, std::string& error);
+                       std::string& secret, std::string& relay, std::string& error);
 
 }  // namespace natfwd

@@ -92,3 +92,15 @@ TEST_CASE("an invite is redeemed once, then said to be used; unknown and expired
   CHECK_FALSE(is_valid_label("two words"));
   CHECK(is_valid_label("laptop-2.home_lan"));
 }
+
+TEST_CASE("an invite code may carry its relay after '+'") {
+  const std::string base = "home@" + std::string(32, 'a') + "." + std::string(26, 'b');
+  std::string name, id, secret, relay, error;
+  REQUIRE(parse_invite_code(base, name, id, secret, relay, error));
+  CHECK((name == "home" && relay.empty()));
+  REQUIRE(parse_invite_code(base + "+vps.example:3478", name, id, secret, relay, error));
+  CHECK(relay == "vps.example:3478");
+  CHECK(secret == std::string(26, 'b'));
+  CHECK_FALSE(parse_invite_code(base + "+", name, id, secret, relay, error));
+  CHECK(error.find("without the relay's HOST:PORT") != std::string::npos);
+}
