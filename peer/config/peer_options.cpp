@@ -217,39 +217,37 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       {"version", 0, 0, G_OPTION_ARG_NONE, &o.version, "Print the version and exit", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
+  GOptionContext* context = g_option_context_new("[NAME[@KEYID]] - reach machines behind NAT through a relay");
+  g_option_context_set_summary(context,
+      "Serve:   peer --relay vps.example:3478 --name home --serve 2222:buffalo:22\n"
+      "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home\n"
+      "Several: peer --relay vps.example:3478 -L 2222:buffalo:22 home -L 5433:db:5432 office\n"
+      "SOCKS:   peer --relay vps.example:3478 -D 1080 home\n"
+      "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
+      "Other commands: peer status [--json], peer id, peer invite, peer pair CODE,\n"
+      "                peer [--relay ...] nc NAME HOST:PORT, peer netcheck,\n"
+      "                peer authorized [list|revoke KEYID|LABEL]\n"
+      "                (each with its own --help; flags may stand before or after it)");
+  g_option_context_set_description(context,
+      "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
+      "use in STATE_DIR/known_peers and must match afterwards (NAME@KEYID pins it\n"
+      "explicitly). With one NAME every -L/-D goes to it; with several, each NAME takes\n"
+      "the -L/-D options before it and gets its own tunnel.\n"
+      "A serving peer accepts only the keys in STATE_DIR/authorized_peers\n"
+      "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
+      "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
+      "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
+      "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.\n"
+      "-D reaches only the targets NAME serves; others get SOCKS reply 2 (not allowed).\n"
+      "`peer nc` writes only the connection to stdout and exits 0 when both directions\n"
+      "finished cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).\n"
+      "A running peer answers `peer status` on STATE_DIR/control (owner only).\n"
+      "`peer netcheck` reports what the Internet sees of this machine (see peer netcheck --help).");
   const PeerSubcommand subcommand =
       args.size() > 1 ? peer_subcommand(args[1]) : PeerSubcommand::kNone;
-  GOptionContext* context = nullptr;
   if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc) {
+    g_option_context_free(context);
     context = relay_link_subcommand_context(subcommand, entries);
-  } else {
-    context = g_option_context_new(
-        "[NAME[@KEYID]] - reach machines behind NAT through a relay");
-    g_option_context_set_summary(context,
-        "Serve:   peer --relay vps.example:3478 --name home --serve 2222:buffalo:22\n"
-        "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home\n"
-        "Several: peer --relay vps.example:3478 -L 2222:buffalo:22 home -L 5433:db:5432 office\n"
-        "SOCKS:   peer --relay vps.example:3478 -D 1080 home\n"
-        "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
-        "Other commands: peer status [--json], peer id, peer invite, peer pair CODE,\n"
-        "                peer [--relay ...] nc NAME HOST:PORT, peer netcheck,\n"
-        "                peer authorized [list|revoke KEYID|LABEL]\n"
-        "                (each with its own --help; flags may stand before or after it)");
-    g_option_context_set_description(context,
-        "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
-        "use in STATE_DIR/known_peers and must match afterwards (NAME@KEYID pins it\n"
-        "explicitly). With one NAME every -L/-D goes to it; with several, each NAME takes\n"
-        "the -L/-D options before it and gets its own tunnel.\n"
-        "A serving peer accepts only the keys in STATE_DIR/authorized_peers\n"
-        "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
-        "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
-        "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
-        "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.\n"
-        "-D reaches only the targets NAME serves; others get SOCKS reply 2 (not allowed).\n"
-        "`peer nc` writes only the connection to stdout and exits 0 when both directions\n"
-        "finished cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).\n"
-        "A running peer answers `peer status` on STATE_DIR/control (owner only).\n"
-        "`peer netcheck` reports what the Internet sees of this machine (see peer netcheck --help).");
   }
   g_option_context_add_main_entries(context, entries, nullptr);
   std::vector<std::string> words = args;
