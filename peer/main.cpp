@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -92,11 +93,44 @@ int print_identity(int argc, char** argv) {
   return 0;
 }
 
-// `peer invite [--state-dir DIR] [--expires MINUTES] [--label LABEL]`: a one-time
-// pairing code.
+// The flags `peer pair` needs on the other machine, as the serving peer wrote them
+// when it registered (STATE_DIR/relay_flags): "--relay A --relay B [--insecure-relay] ",
+// or a placeholder before it ever did.
+std::string relay_hint_flags(const std::string& dir) {
+  gchar* text = nullptr;
+  std::string flags = "--relay RELAY ";
+  if (g_file_get_contents((dir + "/relay_flags").c_str(), &text, nullptr, nullptr)) {
+    const std::string known = g_strstrip(text);
+    if (!known.empty()) flags = known + " ";
+  }
+  g_free(text);
+  return flags;
+}
+
+// The first relay of `flags` ("" when there is none but the placeholder); `flags` then
+// keeps only the other switches (--insecure-relay): one relay is enough to pair.
+std::string take_first_relay(std::string& flags) {
+  std::istringstream words(flags);
+  std::string word, first, rest;
+  while (words >> word) {
+    if (word != "--relay") {
+      rest += word + " ";
+      continue;
+    }
+    std::string relay;
+    if (words >> relay && first.empty()) first = relay;
+  }
+  if (first.empty() || first == "RELAY") return "";
+  flags = rest;
+  return first;
+}
+
+// `peer invite [--state-dir DIR] [--expires MINUTES] [--label LABEL] [--with-relay]`: a
+// one-time pairing code.
 int print_invite(int argc, char** argv) {
   gchar* state_dir = nullptr;
   gchar* label = nullptr;
+  gboolean with_relay = FALSE;
   gint minutes = 60;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "The serving peer's state dir (default: " + default_state + ")";
@@ -106,6 +140,7 @@ int print_invite(int argc, char** argv) {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
       {"expires", 0, 0, G_OPTION_ARG_INT, &minutes, "The code works for this many minutes, once (default: 60)", "MINUTES"},
+      {"with-relay", 0, 0, G_OPTION_ARG_NONE, &with_relay, "Append +HOST:PORT of the serving peer's first relay to the code, so that `peer pair CODE` needs no --relay (default: off)", nullptr},
       {"label", 0, 0, G_OPTION_ARG_STRING, &label, "Label the key that pairs with this code in authorized_peers, e.g. laptop (default: \"paired\")", "LABEL"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
@@ -131,19 +166,23 @@ int print_invite(int argc, char** argv) {
   std::string peer_name = g_strstrip(name);
   g_free(name);
   try {
+    // The code goes to stdout alone (scripts); how to use it to stderr, with the relays
+    // the serving peer registered at.
+    std::string flags = relay_hint_flags(dir);
+    std::string code_relay;  // "+HOST:PORT" with --with-relay
+    if (with_relay) {
+      code_relay = take_first_relay(flags);
+      if (code_relay.empty()) {
+        natfwd::log::error("invite --with-relay: the serving peer of %s has not registered at a relay yet", dir.c_str());
+        return 1;
+      }
+      code_relay = "+" + code_relay;
+    }
     auto identity = natfwd::Identity::load_or_create(dir);  // dir checked above
     const std::string secret =
         natfwd::Authorization::create_invite(dir, minutes * 60L, label ? label : "");
-    // The code goes to stdout alone (scripts); how to use it to stderr, with the relays
-    // the serving peer registered at (written when it did).
-    printf("%s@%s.%s\n", peer_name.c_str(), natfwd::key_id(identity.public_key()).c_str(), secret.c_str());
-    gchar* relay_flags = nullptr;
-    std::string flags = "--relay RELAY ";
-    if (g_file_get_contents((dir + "/relay_flags").c_str(), &relay_flags, nullptr, nullptr)) {
-      const std::string known = g_strstrip(relay_flags);
-      if (!known.empty()) flags = known + " ";
-    }
-    g_free(relay_flags);
+    printf("%s@%s.%s%s\n", peer_name.c_str(), natfwd::key_id(identity.public_key()).c_str(),
+           secret.c_str(), code_relay.c_str());
     fprintf(stderr, "on the other machine: peer %spair CODE   (works once, for %d minutes)\n",
             flags.c_str(), minutes);
   } catch (const std::exception& e) {

@@ -228,40 +228,40 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       {"version", 0, 0, G_OPTION_ARG_NONE, &o.version, "Print the version and exit", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
+  GOptionContext* context = g_option_context_new("[NAME[@KEYID]] - reach machines behind NAT through a relay");
+  g_option_context_set_summary(context,
+      "Serve:   peer --relay vps.example:3478 --name home --serve 2222:buffalo:22\n"
+      "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home\n"
+      "Several: peer --relay vps.example:3478 -L 2222:buffalo:22 home -L 5433:db:5432 office\n"
+      "SOCKS:   peer --relay vps.example:3478 -D 1080 home\n"
+      "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
+      "Other commands: peer status [--json], peer id, peer invite, peer pair CODE,\n"
+      "                peer [--relay ...] nc NAME HOST:PORT, peer netcheck,\n"
+      "                peer authorized [list|revoke KEYID|LABEL], peer handover NAME KEYID\n"
+      "                (each with its own --help; flags may stand before or after it)");
+  g_option_context_set_description(context,
+      "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
+      "use in STATE_DIR/known_peers and must match afterwards (NAME@KEYID pins it\n"
+      "explicitly). With one NAME every -L/-D goes to it; with several, each NAME takes\n"
+      "the -L/-D options before it and gets its own tunnel.\n"
+      "A serving peer accepts only the keys in STATE_DIR/authorized_peers\n"
+      "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
+      "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
+      "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
+      "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage,\n"
+      "3 when a relay refuses this peer for good (its name is another key's, the relay's\n"
+      "key changed, not a natfwd relay): a service manager should not restart it.\n"
+      "-D reaches only the targets NAME serves; others get SOCKS reply 2 (not allowed).\n"
+      "`peer nc` writes only the connection to stdout and exits 0 when both directions\n"
+      "finished cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).\n"
+      "A running peer answers `peer status` on STATE_DIR/control (owner only).\n"
+      "`peer netcheck` reports what the Internet sees of this machine (see peer netcheck --help).");
   const PeerSubcommand subcommand =
       args.size() > 1 ? peer_subcommand(args[1]) : PeerSubcommand::kNone;
-  GOptionContext* context = nullptr;
   if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc ||
       subcommand == PeerSubcommand::kHandover) {
+    g_option_context_free(context);
     context = relay_link_subcommand_context(subcommand, entries);
-  } else {
-    context = g_option_context_new(
-        "[NAME[@KEYID]] - reach machines behind NAT through a relay");
-    g_option_context_set_summary(context,
-        "Serve:   peer --relay vps.example:3478 --name home --serve 2222:buffalo:22\n"
-        "Connect: peer --relay vps.example:3478 -L 2222:buffalo:22 home\n"
-        "Several: peer --relay vps.example:3478 -L 2222:buffalo:22 home -L 5433:db:5432 office\n"
-        "SOCKS:   peer --relay vps.example:3478 -D 1080 home\n"
-        "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
-        "Other commands: peer status [--json], peer id, peer invite, peer pair CODE,\n"
-        "                peer [--relay ...] nc NAME HOST:PORT, peer netcheck,\n"
-        "                peer authorized [list|revoke KEYID|LABEL], peer handover NAME KEYID\n"
-        "                (each with its own --help; flags may stand before or after it)");
-    g_option_context_set_description(context,
-        "NAME is the serving peer that -L connections go to; its key is recorded on first\n"
-        "use in STATE_DIR/known_peers and must match afterwards (NAME@KEYID pins it\n"
-        "explicitly). With one NAME every -L/-D goes to it; with several, each NAME takes\n"
-        "the -L/-D options before it and gets its own tunnel.\n"
-        "A serving peer accepts only the keys in STATE_DIR/authorized_peers\n"
-        "and --allow. `peer id` prints this peer's key id; `peer invite` (serving side)\n"
-        "prints a one-time code, and `peer pair CODE` (other side) uses it to get\n"
-        "authorised and to pin the serving peer's key. Ready lines go to stdout,\n"
-        "logs to stderr. Exit status: 0 on SIGINT/SIGTERM, 1 on failure, 2 on bad usage.\n"
-        "-D reaches only the targets NAME serves; others get SOCKS reply 2 (not allowed).\n"
-        "`peer nc` writes only the connection to stdout and exits 0 when both directions\n"
-        "finished cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).\n"
-        "A running peer answers `peer status` on STATE_DIR/control (owner only).\n"
-        "`peer netcheck` reports what the Internet sees of this machine (see peer netcheck --help).");
   }
   g_option_context_add_main_entries(context, entries, nullptr);
   std::vector<std::string> words = args;
@@ -290,12 +290,13 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
 
   std::vector<std::string> positional(argv + 1, argv + argc);
   if (!positional.empty() && positional[0] == "--") positional.erase(positional.begin());
-  std::optional<RemotePeerOptions> pairing;
+  std::string code_relay;  // `peer pair NAME@KEYID.SECRET+RELAY`
   if (!positional.empty() && positional[0] == "pair" && o.forwards == nullptr) {
     // peer pair NAME@KEYID.SECRET: redeem an invite of the serving peer, then exit.
     if (positional.size() != 2) usage_error("pair: give the code `peer invite` printed: peer pair NAME@KEYID.SECRET");
     std::string name, id, secret, problem;
-    if (!parse_invite_code(positional[1], name, id, secret, problem)) usage_error("pair: " + problem);
+    if (!parse_invite_code(positional[1], name, id, secret, code_relay, problem))
+      usage_error("pair: " + problem);
     if (o.serves || o.name) usage_error("pair: --serve/--name do not go with pair");
     options.remotes.push_back({name, id, {}, {}});
     options.pair_secret = secret;
@@ -357,7 +358,11 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       !options.netcat_target && !options.handover)
     usage_error("nothing to do: give --name NAME --serve [PORT:]HOST:HOSTPORT, or -L [BIND:]PORT:HOST:HOSTPORT NAME");
 
-  auto relays = parse_relay_list(list_of(o.relays), o.insecure_relay);
+  // --relay (or peer.conf's relay) wins over the one an invite code carries, which
+  // wins over $NATFWD_RELAY.
+  std::vector<std::string> relay_flags = list_of(o.relays);
+  if (relay_flags.empty() && !code_relay.empty()) relay_flags.push_back(code_relay);
+  auto relays = parse_relay_list(relay_flags, o.insecure_relay);
   if (auto* e = std::get_if<std::string>(&relays)) usage_error(*e);
   options.relays = std::get<std::vector<HostPort>>(relays);
   options.relay_tls = !o.insecure_relay;

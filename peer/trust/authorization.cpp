@@ -249,8 +249,16 @@ bool is_valid_label(const std::string& label) {
              std::string::npos;
 }
 
-bool parse_invite_code(const std::string& code, std::string& name, std::string& key_id_out,
-                       std::string& secret, std::string& error) {
+bool parse_invite_code(const std::string& whole, std::string& name, std::string& key_id_out,
+                       std::string& secret, std::string& relay, std::string& error) {
+  // `peer invite --with-relay` appends "+HOST:PORT"; '+' is in no name, key id or secret.
+  const auto plus = whole.find('+');
+  const std::string code = whole.substr(0, plus);
+  relay = plus == std::string::npos ? "" : whole.substr(plus + 1);
+  if (plus != std::string::npos && relay.empty()) {
+    error = "'" + whole + "' ends in '+' without the relay's HOST:PORT";
+    return false;
+  }
   const auto at = code.find('@');
   if (at == std::string::npos || at == 0 || code.size() < at + 1 + 32 + 2 ||
       code[at + 1 + 32] != '.') {

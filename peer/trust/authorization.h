@@ -77,8 +77,9 @@ bool is_valid_label(const std::string& label);
 // Why a pairing was refused, for the caller and the log; nullptr for kRedeemed/kPending.
 const char* invite_refusal(InviteOutcome outcome);
 
-// NAME@KEYID.SECRET, split; false (with `error`) when malformed.
+// NAME@KEYID.SECRET[+RELAY], split (`relay` empty without the suffix, else the text
+// after '+', checked by the caller as a --relay); false (with `error`) when malformed.
 bool parse_invite_code(const std::string& code, std::string& name, std::string& key_id,
-                       std::string& secret, std::string& error);
+                       std::string& secret, std::string& relay, std::string& error);
 
 }  // namespace natfwd

@@ -15,12 +15,15 @@
    same key again adds no second line. `peer authorized list` prints "KEYID LABEL"
    lines; `peer authorized revoke laptop` removes that key, and its next connection,
    through a tunnel that was open before, is refused ("no longer authorised").
+5. `peer invite --with-relay` prints NAME@KEYID.SECRET+RELAY and hints `peer pair
+   CODE`; `peer pair` with that code and no --relay (nor NATFWD_RELAY) pairs.
 """
 import os
 import subprocess
 import time
 
 from harness import Failure, assert_refused, echo, connect, run, scaled
+from procs import peer_env
 
 
 def forward_with_echo(w, relay, target, state_dir, who):
@@ -151,6 +154,21 @@ def test(w):
         raise Failure(f"revoking twice: exit {r.returncode} {r.stderr!r}")
     print("invite hint names the relay; labels, list, revoke (open tunnel too); pairing "
           "twice adds no line", flush=True)
+
+    # 5. A code that carries the relay.
+    r = subprocess.run([peer, "invite", "--state-dir", home, "--with-relay"],
+                       capture_output=True, text=True, timeout=scaled(20))
+    code = r.stdout.strip()
+    if r.returncode != 0 or not code.endswith("+" + relay) or \
+            "on the other machine: peer pair CODE" not in r.stderr:
+        raise Failure(f"invite --with-relay: exit {r.returncode} {code!r} {r.stderr!r}")
+    phone = w.natfwd.state_dir("phone")
+    r = subprocess.run([peer, "--state-dir", phone, "pair", code], capture_output=True,
+                       text=True, timeout=scaled(60), env=peer_env())
+    if r.returncode != 0 or "paired with home" not in r.stdout:
+        raise Failure(f"pair with a code that carries the relay: exit {r.returncode}\n"
+                      f"{r.stdout}{r.stderr}")
+    print("a code with +RELAY pairs without --relay", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@
    "cannot reach home: no relay can be reached: ..." on stderr, both within 2 s (the
    old wait was 30 s); the -L peer keeps running for when the relay comes.
 2. A changed relay key is fatal: a known_relays line with another key for the relay,
-   and a wrong --relay-key, each end `peer -L` / `peer nc` with exit 1 and the key
-   line on stderr, instead of retrying.
+   and a wrong --relay-key, each end `peer -L` / `peer nc` with exit 3 (a lasting
+   refusal, which systemd does not restart) and the key line on stderr, instead of
+   retrying.
 3. Not a relay: --relay at a real sshd (TLS and --insecure-relay), at an HTTP server
-   and at a TLS server that is not ours: exit 1 with "this is not a natfwd relay (it
+   and at a TLS server that is not ours: exit 3 with "this is not a natfwd relay (it
    answered like SSH ('SSH-2.0-...'))" / "HTTP (...)".
 4. A port that accepts and never answers: "accepted the connection but did not answer
    within 10 s", exit 1, well before the 30 s wait for a relay link.
@@ -42,11 +43,12 @@ def nc(w, relay, *extra, state_dir=None):
     return r, time.monotonic() - t0
 
 
-def expect_nc(r, elapsed, want, within, what):
+def expect_nc(r, elapsed, want, within, what, code=1):
+    """`code` 3: a lasting refusal, which a service manager should not retry."""
     lines = r.stderr.strip().splitlines()
-    if r.returncode != 1 or len(lines) != 1 or want not in lines[0]:
-        raise Failure(f"{what}: exit {r.returncode}, stderr {r.stderr!r}; want exit 1 and "
-                      f"one line with {want!r}")
+    if r.returncode != code or len(lines) != 1 or want not in lines[0]:
+        raise Failure(f"{what}: exit {r.returncode}, stderr {r.stderr!r}; want exit {code} "
+                      f"and one line with {want!r}")
     if elapsed > within:
         raise Failure(f"{what}: took {elapsed:.1f} s, want under {within} s")
     print(f"{what}: {elapsed:.2f} s: {lines[0]}")
@@ -93,12 +95,12 @@ def key_changed(w, relay_addr):
                         [w.peer_bin, "--relay", relay_addr, "--state-dir", state,
                          "-L", "0:127.0.0.1:9", "home"], env=peer_env())
     code = fwd.wait_exit(scaled(15))
-    if code != 1 or not any("RELAY KEY CHANGED" in line and "error" in line
+    if code != 3 or not any("RELAY KEY CHANGED" in line and "error" in line
                             for line in fwd.stderr_lines):
         raise Failure(f"changed relay key: exit {code}\n{fwd.describe()}")
     r, elapsed = nc(w, relay_addr, "--relay-key", "SHA256:" + "B" * 43, state_dir=state)
     expect_nc(r, elapsed, f"not the --relay-key SHA256:{'B' * 43}", scaled(REFUSE_BOUND),
-              "nc, wrong --relay-key")
+              "nc, wrong --relay-key", code=3)
 
 
 class Answering400(http.server.BaseHTTPRequestHandler):
@@ -132,15 +134,15 @@ def not_a_relay(w):
     for extra in ([], ["--insecure-relay"]):
         r, elapsed = nc(w, sshd, *extra)
         expect_nc(r, elapsed, f"relay {sshd}: this is not a natfwd relay (it answered like "
-                  "SSH ('SSH-2.0-", scaled(5), f"nc at sshd {extra}")
+                  "SSH ('SSH-2.0-", scaled(5), f"nc at sshd {extra}", code=3)
     plain_http = http_server(w)
     r, elapsed = nc(w, plain_http)
     expect_nc(r, elapsed, "this is not a natfwd relay (it answered like HTTP ('",
-              scaled(5), "nc at an HTTP server")
+              scaled(5), "nc at an HTTP server", code=3)
     https = http_server(w, self_signed(w))
     r, elapsed = nc(w, https, state_dir=w.natfwd.state_dir("https"))
     expect_nc(r, elapsed, "this is not a natfwd relay (it answered like HTTP ('",
-              scaled(5), "nc at a TLS server that is not a relay")
+              scaled(5), "nc at a TLS server that is not a relay", code=3)
 
     t0 = time.monotonic()
     r = subprocess.run([w.peer_bin, "netcheck", "--relay", sshd, "--timeout", "3"],

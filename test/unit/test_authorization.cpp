@@ -140,3 +140,15 @@ TEST_CASE("an expired invite's pairing proof says it expired") {
                                           pairing_proof(secret, caller.public_key(), 7)) ==
         InviteOutcome::kExpired);
 }
+
+TEST_CASE("an invite code may carry its relay after '+'") {
+  const std::string base = "home@" + std::string(32, 'a') + "." + std::string(26, 'b');
+  std::string name, id, secret, relay, error;
+  REQUIRE(parse_invite_code(base, name, id, secret, relay, error));
+  CHECK((name == "home" && relay.empty()));
+  REQUIRE(parse_invite_code(base + "+vps.example:3478", name, id, secret, relay, error));
+  CHECK(relay == "vps.example:3478");
+  CHECK(secret == std::string(26, 'b'));
+  CHECK_FALSE(parse_invite_code(base + "+", name, id, secret, relay, error));
+  CHECK(error.find("without the relay's HOST:PORT") != std::string::npos);
+}

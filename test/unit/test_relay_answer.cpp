@@ -31,6 +31,10 @@ TEST_CASE("over TLS the raw bytes are judged only when TLS never got going") {
   CHECK(bytes_to_judge(sshd, true) == "SSH-2.0-OpenSSH_9.2\r\n");
   FirstBytes https{std::string("\x16\x03\x03\x00\x7a", 5), "HTTP/1.1 400 Bad Request\r\n"};
   CHECK(bytes_to_judge(https, true) == "HTTP/1.1 400 Bad Request\r\n");
+  // TLS 1.3 sends its encrypted handshake as application_data records (type 23).
+  FirstBytes tls13{std::string("\x17\x03\x03\x00\xfa", 5), "<!DOCTYPE HTML>\n"};
+  CHECK(bytes_to_judge(tls13, true) == "<!DOCTYPE HTML>\n");
+  CHECK(foreign_protocol("<!DOCTYPE HTML>\n<html>") == "HTTP ('<!DOCTYPE HTML>')");
   FirstBytes plain{"SSH-2.0-x", ""};
   CHECK(bytes_to_judge(plain, false) == "SSH-2.0-x");
 }
