@@ -1,0 +1,73 @@
+#include "admission/connection_budget.h"
+
+namespace natfwd::relay {
+
+ConnectionBudget::IpKey ConnectionBudget::key_of(const stun::TransportAddress& address) {
+  return {static_cast<uint8_t>(address.family), address.ip};
+}
+
+ConnectionBudget::Admission ConnectionBudget::admit(uint64_t id,
+                                                    const stun::TransportAddress& from,
+                                                    TimePoint now) {
+  const IpKey address = key_of(from);
+  if (connections_.size() >= limits_.total) return Admission::kTooMany;
+  auto count = per_address_.find(address);
+  if (count != per_address_.end() && count->second >= limits_.per_address)
+    return Admission::kTooManyFromAddress;
+  auto [it, inserted] = connections_.try_emplace(id, Connection{address, std::nullopt});
+  if (!inserted) return Admission::kAccepted;  // already counted
+  ++per_address_[address];
+  touch(id, now);
+  return Admission::kAccepted;
+}
+
+void ConnectionBudget::clear_deadline(uint64_t id, Connection& connection) {
+  if (connection.deadline) deadlines_.erase({*connection.deadline, id});
+  connection.deadline.reset();
+}
+
+void ConnectionBudget::touch(uint64_t id, TimePoint now) {
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return;
+  clear_deadline(id, it->second);
+  it->second.deadline = now + limits_.deadline;
+  deadlines_.insert({*it->second.deadline, id});
+}
+
+void ConnectionBudget::hold(uint64_t id) {
+  auto it = connections_.find(id);
+  if (it != connections_.end()) clear_deadline(id, it->second);
+}
+
+void ConnectionBudget::release(uint64_t id) {
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return;
+  clear_deadline(id, it->second);
+  if (auto count = per_address_.find(it->second.address);
+      count != per_address_.end() && --count->second == 0)
+    per_address_.erase(count);
+  connections_.erase(it);
+}
+
+std::vector<uint64_t> ConnectionBudget::take_expired(TimePoint now) {
+  std::vector<uint64_t> expired;
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    const uint64_t id = deadlines_.begin()->second;
+    deadlines_.erase(deadlines_.begin());
+    connections_.at(id).deadline.reset();
+    expired.push_back(id);
+  }
+  return expired;
+}
+
+std::optional<ConnectionBudget::TimePoint> ConnectionBudget::next_deadline() const {
+  if (deadlines_.empty()) return std::nullopt;
+  return deadlines_.begin()->first;
+}
+
+size_t ConnectionBudget::count_from(const stun::TransportAddress& from) const {
+  auto it = per_address_.find(key_of(from));
+  return it == per_address_.end() ? 0 : it->second;
+}
+
+}  // namespace natfwd::relay
