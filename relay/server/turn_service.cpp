@@ -435,8 +435,8 @@ gboolean TurnService::on_reap_trampoline(gpointer self) {
 
 void TurnService::arm_timer() {
   auto deadline = core_.next_deadline();
-  if (auto streams = stream_budget_.next_deadline(); streams && (!deadline || *streams < *deadline))
-    deadline = streams;
+  const auto streams = stream_budget_.next_deadline();
+  if (streams && (!deadline || *streams < *deadline)) deadline = streams;
   timer_.arm(deadline);
 }
 

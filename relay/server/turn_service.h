@@ -140,8 +140,8 @@ class TurnService : public turn::TurnIo {
   static constexpr size_t kMaxStreamMessageBytes = stun::kMaxMessageSize;
   // A connection without an allocation that delivers no complete message for this
   // long is closed. A client sends Allocate as soon as it is connected (RFC 8656
-  // section 7.1) and waits one round trip for the 401; 10 s also covers two TCP
-  // retransmissions at the initial 1 s timeout (RFC 6298: 1 + 2 + 4 s) on a lossy link.
+  // section 7.1) and waits one round trip for the 401; 10 s also covers three TCP
+  // retransmissions from the initial 1 s timeout (RFC 6298: 1 + 2 + 4 s) on a lossy link.
   static constexpr std::chrono::seconds kStreamIdleTimeout{10};
 
   TurnServiceConfig config_;

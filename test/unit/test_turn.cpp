@@ -740,7 +740,8 @@ TEST_CASE("permissions and channels per allocation are bounded: 508 beyond, all 
   natfwd::relay::RelayStats stats;
   Fixture f(counting(stats, [](TurnConfig& c) { c.max_permissions_per_allocation = 4; }));
   REQUIRE(f.allocate().error == 0);
-  for (uint8_t i = 0; i < 4; ++i) REQUIRE(f.create_permission(v4(198, 51, 100, i, 5000)).error == 0);
+  for (uint8_t i = 0; i < 4; ++i)
+    REQUIRE(f.create_permission(v4(198, 51, 100, i, 5000)).error == 0);
   CHECK(f.create_permission(v4(198, 51, 100, 99, 5000)).error == 508);
   CHECK(stats.errors["turn_508"] == 1);
   CHECK(stats.errors["turn_permission_limit"] == 1);
