@@ -87,8 +87,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       "Most TURN allocations per user (486 beyond) [default: " +
       std::to_string(defaults.max_allocations_per_user) + "]";
   const std::string per_address_help =
-      "Most TURN allocations from one IP address, whatever the user (486 beyond), and most "
-      "TURN over TCP/TLS connections from it [default: " +
+      "Most TURN allocations from one IP address (an IPv6 /64 is one), whatever the user "
+      "(486 beyond), and most TURN over TCP/TLS connections from it [default: " +
       std::to_string(defaults.max_allocations_per_address) + "]";
   const std::string max_allocations_help =
       "Most TURN allocations in total (508 beyond) [default: " +

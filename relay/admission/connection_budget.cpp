@@ -1,22 +1,27 @@
 #include "admission/connection_budget.h"
 
+#include <algorithm>
+
 namespace natfwd::relay {
 
-ConnectionBudget::IpKey ConnectionBudget::key_of(const stun::TransportAddress& address) {
-  return {static_cast<uint8_t>(address.family), address.ip};
+SourceKey source_key(const stun::TransportAddress& address) {
+  SourceKey key{static_cast<uint8_t>(address.family), address.ip};
+  if (address.family == stun::TransportAddress::Family::kIPv6)
+    std::fill(key.second.begin() + 8, key.second.end(), 0);
+  return key;
 }
 
 ConnectionBudget::Admission ConnectionBudget::admit(uint64_t id,
                                                     const stun::TransportAddress& from,
                                                     TimePoint now) {
-  const IpKey address = key_of(from);
+  const SourceKey source = source_key(from);
   if (connections_.size() >= limits_.total) return Admission::kTooMany;
-  auto count = per_address_.find(address);
-  if (count != per_address_.end() && count->second >= limits_.per_address)
+  auto count = per_source_.find(source);
+  if (count != per_source_.end() && count->second >= limits_.per_address)
     return Admission::kTooManyFromAddress;
-  auto [it, inserted] = connections_.try_emplace(id, Connection{address, std::nullopt});
+  auto [it, inserted] = connections_.try_emplace(id, Connection{source, std::nullopt});
   if (!inserted) return Admission::kAccepted;  // already counted
-  ++per_address_[address];
+  ++per_source_[source];
   touch(id, now);
   return Admission::kAccepted;
 }
@@ -43,9 +48,9 @@ void ConnectionBudget::release(uint64_t id) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return;
   clear_deadline(id, it->second);
-  if (auto count = per_address_.find(it->second.address);
-      count != per_address_.end() && --count->second == 0)
-    per_address_.erase(count);
+  if (auto count = per_source_.find(it->second.source);
+      count != per_source_.end() && --count->second == 0)
+    per_source_.erase(count);
   connections_.erase(it);
 }
 
@@ -66,8 +71,8 @@ std::optional<ConnectionBudget::TimePoint> ConnectionBudget::next_deadline() con
 }
 
 size_t ConnectionBudget::count_from(const stun::TransportAddress& from) const {
-  auto it = per_address_.find(key_of(from));
-  return it == per_address_.end() ? 0 : it->second;
+  auto it = per_source_.find(source_key(from));
+  return it == per_source_.end() ? 0 : it->second;
 }
 
 }  // namespace natfwd::relay

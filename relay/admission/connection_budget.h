@@ -21,6 +21,12 @@
 
 namespace natfwd::relay {
 
+// What counts as one source: an IPv4 address, or an IPv6 /64 -- the prefix one
+// subscriber gets (RFC 6177), every address of which one host may use -- as
+// (family, address bytes with the rest zero). Ports never count.
+using SourceKey = std::pair<uint8_t, std::array<uint8_t, 16>>;
+SourceKey source_key(const stun::TransportAddress& address);
+
 class ConnectionBudget {
  public:
   using Clock = std::chrono::steady_clock;
@@ -36,7 +42,7 @@ class ConnectionBudget {
 
   explicit ConnectionBudget(Limits limits) : limits_(limits) {}
 
-  // A new connection `id` from `from` (its port is ignored). kAccepted: it holds a
+  // A new connection `id` from `from` (counted by source_key()). kAccepted: it holds a
   // place until release(), and its deadline is now + limits.deadline.
   Admission admit(uint64_t id, const stun::TransportAddress& from, TimePoint now);
   // Progress: the deadline moves to now + limits.deadline.
@@ -56,18 +62,15 @@ class ConnectionBudget {
   const Limits& limits() const { return limits_; }
 
  private:
-  // (family, ip): the source address without its port.
-  using IpKey = std::pair<uint8_t, std::array<uint8_t, 16>>;
   struct Connection {
-    IpKey address;
+    SourceKey source;
     std::optional<TimePoint> deadline;
   };
-  static IpKey key_of(const stun::TransportAddress& address);
   void clear_deadline(uint64_t id, Connection& connection);
 
   Limits limits_;
   std::unordered_map<uint64_t, Connection> connections_;
-  std::map<IpKey, size_t> per_address_;
+  std::map<SourceKey, size_t> per_source_;
   std::set<std::pair<TimePoint, uint64_t>> deadlines_;
 };
 

@@ -343,9 +343,9 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
                &auth);
     return;
   }
-  const IpKey address{static_cast<uint8_t>(client.address.family), client.address.ip};
-  if (auto count_it = per_address_.find(address);
-      count_it != per_address_.end() && count_it->second >= config_.max_allocations_per_address) {
+  const relay::SourceKey source = relay::source_key(client.address);
+  if (auto count_it = per_source_.find(source);
+      count_it != per_source_.end() && count_it->second >= config_.max_allocations_per_address) {
     log::warn_limited("turn-quota-address",
                       "turn: %s: its address has %zu allocations, the most allowed",
                       client.to_string().c_str(), count_it->second);
@@ -386,7 +386,7 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
   timers_.insert({*allocation.unused_deadline, id, TimerKind::kUnused, {}});
   by_client_[client] = id;
   ++per_user_[user_id];
-  ++per_address_[address];
+  ++per_source_[source];
   log::debug("turn: allocation %" PRIu64 " for %s (%s): relayed %s, %lld s", id,
              client.to_string().c_str(), auth.username.c_str(), relayed->to_string().c_str(),
              static_cast<long long>(lifetime->count()));
@@ -722,11 +722,9 @@ void TurnServer::remove(AllocationId id, std::string_view why) {
   if (auto count = per_user_.find(allocation.user_id);
       count != per_user_.end() && --count->second == 0)
     per_user_.erase(count);
-  const IpKey address{static_cast<uint8_t>(allocation.client.address.family),
-                      allocation.client.address.ip};
-  if (auto count = per_address_.find(address);
-      count != per_address_.end() && --count->second == 0)
-    per_address_.erase(count);
+  if (auto count = per_source_.find(relay::source_key(allocation.client.address));
+      count != per_source_.end() && --count->second == 0)
+    per_source_.erase(count);
   by_client_.erase(allocation.client);
   timers_.erase({allocation.expires, id, TimerKind::kAllocation, {}});
   if (allocation.unused_deadline)

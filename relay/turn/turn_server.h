@@ -28,6 +28,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "admission/connection_budget.h"
 #include "metrics/relay_stats.h"
 #include "stun/stun_message.h"
 #include "token_bucket.h"
@@ -85,8 +86,9 @@ struct TurnConfig {
   std::string secret;
   // --max-allocations-per-user: allocations one REST user id may hold (486 beyond).
   size_t max_allocations_per_user = 10;
-  // --max-allocations-per-address: allocations from one client IP, whatever the
-  // user (486 beyond): one address with many keys cannot take the whole relay.
+  // --max-allocations-per-address: allocations from one client IP (an IPv6 /64,
+  // relay::source_key()), whatever the user (486 beyond): one address with many keys
+  // cannot take the whole relay.
   size_t max_allocations_per_address = 128;
   // Allocations in total (508 beyond).
   size_t max_allocations = 20000;
@@ -165,8 +167,7 @@ class TurnServer {
     auto tie() const { return std::tie(when, id, kind, key); }
     bool operator<(const Timer& other) const { return tie() < other.tie(); }
   };
-  // (family, ip): the client address without its port.
-  using IpKey = std::pair<uint8_t, std::array<uint8_t, 16>>;
+
   struct Allocation {
     AllocationId id = 0;
     ClientKey client;
@@ -253,7 +254,7 @@ class TurnServer {
   std::unordered_map<AllocationId, Allocation> allocations_;
   std::map<ClientKey, AllocationId> by_client_;
   std::unordered_map<std::string, size_t> per_user_;
-  std::map<IpKey, size_t> per_address_;
+  std::map<relay::SourceKey, size_t> per_source_;  // allocations by relay::source_key()
   std::set<Timer> timers_;
   size_t permission_count_ = 0;
   // Relayed addresses of live allocations, as (family, ip, port).

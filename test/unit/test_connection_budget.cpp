@@ -74,3 +74,17 @@ TEST_CASE("connection budget: no progress by the deadline expires; touch moves i
   CHECK(budget.count() == 0);
   CHECK(budget.count_from(from(1)) == 0);
 }
+
+TEST_CASE("connection budget: an IPv6 /64 is one source, as one subscriber's prefix") {
+  ConnectionBudget budget({.total = 10, .per_address = 2, .deadline = 10s});
+  auto v6 = [](uint8_t subnet, uint8_t host) {
+    return stun::TransportAddress::ipv6(
+        {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, subnet, 0, 0, 0, 0, 0, 0, 0, host}, 443);
+  };
+  CHECK(budget.admit(1, v6(1, 1), kStart) == Admission::kAccepted);
+  CHECK(budget.admit(2, v6(1, 2), kStart) == Admission::kAccepted);
+  CHECK(budget.admit(3, v6(1, 3), kStart) == Admission::kTooManyFromAddress);
+  CHECK(budget.admit(4, v6(2, 1), kStart) == Admission::kAccepted);
+  CHECK(source_key(v6(1, 9)) == source_key(v6(1, 200)));
+  CHECK(source_key(from(1)) != source_key(from(2)));
+}
