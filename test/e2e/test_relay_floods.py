@@ -2,9 +2,9 @@
 """Floods from one address against the relay's TURN and TLS, on loopback: each leaves a
 legitimate tunnel from another address working, and the relay's state bounded.
 
-The flooder is 127.0.0.2 (127.0.0.3 too), the legitimate peers 127.0.0.1. Each part
-starts its own relay (TURN relaying to loopback allowed, its own TURN secret so that
-the test can make REST credentials as any number of throwaway keys would get them):
+The flooder is 127.0.0.2, the legitimate peers 127.0.0.1. Each part starts its own
+relay (TURN relaying to loopback allowed, its own TURN secret so that the test can make
+REST credentials as any number of throwaway keys would get them):
 
 1. allocations: 300 throwaway users allocate over UDP from one address. At most
    --max-allocations-per-address (128) are granted, the rest get 486 and are counted
