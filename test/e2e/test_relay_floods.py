@@ -88,10 +88,21 @@ def rss_kib(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
-def tunnel(w, relay_addr: str, transport: str) -> float:
+def echo_through(laddr: str, what: str) -> None:
+    with connect(laddr, timeout=30) as s:
+        s.sendall(b"x" * 10000)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    if len(got) != 10000:
+        raise Failure(f"echo through the {what} tunnel returned {len(got)} of 10000 bytes")
+
+
+def tunnel(w, relay_addr: str, transport: str) -> tuple[float, str]:
     """A legitimate `--force-relay` tunnel over `transport` through the relay's TURN;
     checks its path and an echo through it; returns the seconds from starting the two
-    peers to the path line."""
+    peers to the path line, and the -L address."""
     target = w.target(echo)
     forced = ["--force-relay", "--turn-transport", transport]
     started = time.monotonic()
@@ -102,15 +113,8 @@ def tunnel(w, relay_addr: str, transport: str) -> float:
     took = time.monotonic() - started
     if not path.startswith(f"relayed via turn-{transport} "):
         raise Failure(f"expected a tunnel relayed via turn-{transport}, got: {path}")
-    with connect(laddr, timeout=30) as s:
-        s.sendall(b"x" * 10000)
-        s.shutdown(socket.SHUT_WR)
-        got = b""
-        while chunk := s.recv(65536):
-            got += chunk
-    if len(got) != 10000:
-        raise Failure(f"echo through the {transport} tunnel returned {len(got)} of 10000 bytes")
-    return took
+    echo_through(laddr, transport)
+    return took, laddr
 
 
 class Flood:
@@ -119,9 +123,11 @@ class Flood:
     their place (at most `refill` per 50 ms), so the flood stays held for as long as it
     runs; closing them all stops it."""
 
-    def __init__(self, addr: str, count: int, first: bytes, refill: int = 25):
+    def __init__(self, addr: str, count: int, first: bytes, refill: int = 25,
+                 source: str = FLOODER):
         host, port = addr.rsplit(":", 1)
         self.target = (host, int(port))
+        self.source = source
         self.count, self.first, self.refill = count, first, refill
         self.open: set[socket.socket] = set()
         self.opened = self.closed_by_relay = self.refused = 0
@@ -133,7 +139,7 @@ class Flood:
 
     def _open_one(self) -> None:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind((FLOODER, 0))
+        s.bind((self.source, 0))
         s.settimeout(5)
         try:
             s.connect(self.target)
@@ -206,16 +212,17 @@ class Flood:
 
 
 def flooded_tunnel(w, relay, relay_addr: str, count: int, first: bytes,
-                   transport: str) -> tuple[Flood, int, int, float]:
+                   transport: str) -> tuple[Flood, int, int, float, str]:
     """Starts a Flood of `count` connections sending `first`, then a legitimate tunnel
     over `transport`; returns the flood (still running: the caller closes it), the
-    relay's fds before the flood and with the tunnel up, and the tunnel's setup time."""
+    relay's fds before the flood and with the tunnel up, the tunnel's setup time and
+    its -L address."""
     base = fds(relay.pid)
     flood = Flood(relay_addr, count, first)
     w.on_cleanup(flood.close)
     flood.done_opening.wait(scaled(60))
-    took = tunnel(w, relay_addr, transport)
-    return flood, base, fds(relay.pid), took
+    took, laddr = tunnel(w, relay_addr, transport)
+    return flood, base, fds(relay.pid), took, laddr
 
 
 def part_allocations(w) -> None:
@@ -232,7 +239,7 @@ def part_allocations(w) -> None:
             granted += 1
         else:
             refused[code] = refused.get(code, 0) + 1
-    took = tunnel(w, relay_addr, "udp")
+    took, _ = tunnel(w, relay_addr, "udp")
     quota = error_count(metrics, "turn_quota_address")
     print(f"allocations: 300 users from {FLOODER}: {granted} granted, refused {refused}; "
           f"counted turn_quota_address {quota:.0f}; a --force-relay udp tunnel set up in "
@@ -258,7 +265,12 @@ def part_turn_tcp(w) -> None:
     relay, relay_addr, metrics = relay_with_metrics(w, [])
     # A realistic descriptor limit: the whole flood would not fit in it.
     resource.prlimit(relay.pid, resource.RLIMIT_NOFILE, (400, 400))
-    flood, base, peak, took = flooded_tunnel(w, relay, relay_addr, 600, b"\x00", "tcp")
+    flood, base, peak, took, laddr = flooded_tunnel(w, relay, relay_addr, 600, b"\x00", "tcp")
+    made = scrape(metrics)["turn_allocations_total"]
+    # A connection opened after the tunnel allocated: once the relay has closed it as
+    # idle, the idle deadline of every TURN connection older than it has passed too.
+    clock = Flood(relay_addr, 1, b"\x00", refill=0, source="127.0.0.3")
+    w.on_cleanup(clock.close)
     try:
         print(f"turn over tcp: flood of 600 from {FLOODER} ({flood.opened} opened, "
               f"{flood.closed_by_relay} closed by the relay, {flood.held()} held now); relay "
@@ -269,11 +281,21 @@ def part_turn_tcp(w) -> None:
                           f"at most {bounded_fds(128)}")
         flood.stop_refilling()
         flood.wait_all_closed_by_relay(scaled(60), "the relay to close the idle flood")
-        print(f"turn over tcp: every idle flood connection closed by the relay; counted "
+        clock.wait_all_closed_by_relay(scaled(60), "the relay to close a later idle connection")
+        # The tunnel's own TURN connections have allocations: no idle timeout for them,
+        # so its peers had no path to restart (a restart allocates anew; the flood never
+        # allocates).
+        echo_through(laddr, "tcp (after the flood's idle timeout)")
+        if scrape(metrics)["turn_allocations_total"] != made:
+            raise Failure("the tunnel's TURN connections were closed as idle: its peers "
+                          "allocated again")
+        print(f"turn over tcp: every idle flood connection closed by the relay, the tunnel's "
+              f"kept; counted "
               f"turn_streams_per_address {error_count(metrics, 'turn_streams_per_address'):.0f}, "
               f"turn_stream_idle {error_count(metrics, 'turn_stream_idle'):.0f}", flush=True)
     finally:
         flood.close()
+        clock.close()
     w.group.stop_all()
 
 
@@ -308,10 +330,10 @@ def part_tls(w) -> None:
     # peers' relay links. One handshake pool serves both.
     tls_port = ["--tls-listen", "127.0.0.1:0"]
     relay, relay_addr, metrics = relay_with_metrics(w, tls_port)
-    unloaded = tunnel(w, relay_addr, "tls")
+    unloaded, _ = tunnel(w, relay_addr, "tls")
     w.group.stop_all()
     relay, relay_addr, metrics = relay_with_metrics(w, tls_port)
-    flood, base, peak, took = flooded_tunnel(w, relay, relay_addr, 1100, b"\x16", "tls")
+    flood, base, peak, took, laddr = flooded_tunnel(w, relay, relay_addr, 1100, b"\x16", "tls")
     try:
         refused = error_count(metrics, "tls_handshakes_per_address")
         print(f"tls: flood of 1100 one-byte connections from {FLOODER} ({flood.opened} opened, "
@@ -322,6 +344,12 @@ def part_tls(w) -> None:
         if peak > base + bounded_fds(32):
             raise Failure(f"the relay holds {peak - base} more fds under the flood, expected "
                           f"at most {bounded_fds(32)}")
+        flood.stop_refilling()
+        flood.wait_all_closed_by_relay(scaled(60), "the relay to drop the stalled handshakes")
+        echo_through(laddr, "tls (after the stalled handshakes were dropped)")
+        print(f"tls: every stalled handshake dropped by the relay; counted "
+              f"tls_handshake_timeout {error_count(metrics, 'tls_handshake_timeout'):.0f}",
+              flush=True)
     finally:
         flood.close()
     w.group.stop_all()
