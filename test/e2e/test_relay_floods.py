@@ -13,13 +13,15 @@ REST credentials as any number of throwaway keys would get them):
 2. TURN over TCP: 600 connections from one address send one byte of a STUN header and
    are held open (reopened as the relay closes them), under a relay fd limit of 400.
    The relay holds at most the per-address cap of them, closes the idle ones, and a
-   `--force-relay --turn-transport tcp` tunnel gets set up meanwhile.
+   `--force-relay --turn-transport tcp` tunnel gets set up meanwhile; the tunnel's own
+   TURN connections, which have allocations, outlive the idle timeout.
 3. permissions: one allocation asks for 2000 peer IPs; 64 are granted, the rest get
    508; the relay's permission gauge stays at 64 and STUN keeps answering.
 4. TLS handshakes: 1100 connections from one address send one byte of a TLS record
    (0x16) and are held open (reopened as closed). The relay holds at most its
    per-address share of handshakes, and a TLS relay link and tunnel
-   (`--force-relay --turn-transport tls`) get set up meanwhile.
+   (`--force-relay --turn-transport tls`) get set up meanwhile; the stalled handshakes
+   are dropped and the tunnel carries on.
 
 Figures (setup time of the legitimate tunnel with and without the flood, the relay's
 fds and RSS) are printed before anything is asserted, so that a run against an older
