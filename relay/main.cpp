@@ -169,6 +169,8 @@ int run(const natfwd::relay::RelayOptions& options) {
   turn::TurnConfig& turn = config.turn.turn;
   turn.realm = options.realm;
   turn.max_allocations_per_user = options.max_allocations_per_user;
+  turn.max_allocations_per_address = options.max_allocations_per_address;
+  config.turn.max_stream_clients_per_address = options.max_allocations_per_address;
   turn.max_allocations = options.max_allocations;
   turn.bandwidth_cap = options.bandwidth_cap;
   for (const auto& range : options.allow_peers) turn.peers.allow(range);

@@ -53,6 +53,7 @@ const config::ConfigSchema& relay_config_schema() {
            on_off("no-turn"),
            list("allow-peer"),
            text("max-allocations-per-user"),
+           text("max-allocations-per-address"),
            text("max-allocations"),
            text("bandwidth-cap"),
            text("relay-ports"),

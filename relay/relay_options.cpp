@@ -53,6 +53,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* secret_text = nullptr;
   gchar* realm_text = nullptr;
   gchar* per_user_text = nullptr;
+  gchar* per_address_text = nullptr;
   gchar* max_allocations_text = nullptr;
   gchar* name_expiry_text = nullptr;
   gchar* bandwidth_text = nullptr;
@@ -90,6 +91,10 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   const std::string per_user_help =
       "Most TURN allocations per user (486 beyond) [default: " +
       std::to_string(defaults.max_allocations_per_user) + "]";
+  const std::string per_address_help =
+      "Most TURN allocations from one IP address (an IPv6 /64 is one), whatever the user "
+      "(486 beyond), and most TURN over TCP/TLS connections from it [default: " +
+      std::to_string(defaults.max_allocations_per_address) + "]";
   const std::string max_allocations_help =
       "Most TURN allocations in total (508 beyond) [default: " +
       std::to_string(defaults.max_allocations) + "]";
@@ -142,6 +147,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "CIDR"},
       {"max-allocations-per-user", 0, 0, G_OPTION_ARG_STRING, &per_user_text,
        per_user_help.c_str(), "N"},
+      {"max-allocations-per-address", 0, 0, G_OPTION_ARG_STRING, &per_address_text,
+       per_address_help.c_str(), "N"},
       {"name-expiry", 0, 0, G_OPTION_ARG_STRING, &name_expiry_text, name_expiry_help.c_str(),
        "DAYS"},
       {"max-allocations", 0, 0, G_OPTION_ARG_STRING, &max_allocations_text,
@@ -187,7 +194,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
   } strings{{&listen_text, &state_dir_text, &max_peers_text, &max_registrations_text,
              &max_new_names_text, &max_sessions_text, &tls_listen_text, &cert_text,
-             &key_text, &secret_text, &realm_text, &per_user_text, &max_allocations_text, &name_expiry_text,
+             &key_text, &secret_text, &realm_text, &per_user_text, &per_address_text,
+             &max_allocations_text, &name_expiry_text,
              &bandwidth_text, &relay_ports_text, &config_text, &alternate_address_text,
              &alternate_port_text, &metrics_text},
             {&turn_server_texts, &allow_peer_texts}};
@@ -322,6 +330,15 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       return false;
     }
     options.max_allocations_per_user = value;
+  }
+  if (per_address_text) {
+    uint64_t value = 0;
+    if (!parse_number(per_address_text, 1, kMaxAllocationsLimit, value)) {
+      error = "--max-allocations-per-address: '" + std::string(per_address_text) +
+              "' is not a number from 1 to " + std::to_string(kMaxAllocationsLimit);
+      return false;
+    }
+    options.max_allocations_per_address = value;
   }
   if (name_expiry_text) {
     uint64_t value = 0;

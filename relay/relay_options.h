@@ -54,6 +54,9 @@ struct RelayOptions {
   std::vector<turn::Cidr> allow_peers;
   // --max-allocations-per-user: TURN allocations per REST user id.
   size_t max_allocations_per_user = 10;
+  // --max-allocations-per-address: TURN allocations from one source IP, whatever
+  // the user; also caps TURN-over-TCP/TLS connections from one IP.
+  size_t max_allocations_per_address = 128;
   // --max-allocations: TURN allocations in total.
   size_t max_allocations = 20000;
   // --bandwidth-cap: bytes per second per allocation; 0 = off.

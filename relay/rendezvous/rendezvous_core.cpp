@@ -5,10 +5,9 @@
 #include <ctime>
 #include <stdexcept>
 
-#include <arpa/inet.h>
-
 #include <openssl/rand.h>
 
+#include "admission/connection_budget.h"
 #include "frame.h"
 #include "identity.h"
 #include "log.h"
@@ -30,18 +29,6 @@ constexpr size_t kChallengeSize = 32;
 // Rate limit buckets refill over this period; full buckets are swept this often.
 constexpr std::chrono::seconds kRatePeriod{60};
 constexpr std::chrono::seconds kNewNamePeriod{3600};
-
-// Who counts as one source for per-address limits on lasting state: an IPv4 address,
-// or an IPv6 /64 (one subscriber's network per RFC 6177; a host there picks from 2^64
-// addresses at will).
-std::string address_group(const std::string& host) {
-  in6_addr v6{};
-  if (inet_pton(AF_INET6, host.c_str(), &v6) != 1) return host;
-  std::fill(v6.s6_addr + 8, v6.s6_addr + 16, 0);
-  char text[INET6_ADDRSTRLEN];
-  inet_ntop(AF_INET6, &v6, text, sizeof text);
-  return std::string(text) + "/64";
-}
 
 std::string random_challenge() {
   std::string challenge(kChallengeSize, '\0');
@@ -749,7 +736,7 @@ bool RendezvousCore::take_token(Buckets& buckets, const std::string& ip, size_t 
 
 bool RendezvousCore::take_new_name_token(const std::string& ip, TimePoint now) {
   auto it = new_name_buckets_
-                .try_emplace(address_group(ip), static_cast<double>(config_.max_new_names_per_hour),
+                .try_emplace(source_group(ip), static_cast<double>(config_.max_new_names_per_hour),
                              kNewNamePeriod, now)
                 .first;
   return it->second.take(1.0, now);

@@ -245,7 +245,7 @@ class RendezvousCore {
   uint64_t next_netcheck_id_ = 1;
   Buckets registration_buckets_;
   Buckets session_buckets_;
-  Buckets new_name_buckets_;  // by address_group(), refilled over an hour
+  Buckets new_name_buckets_;  // by source_group(), refilled over an hour
   TimePoint next_sweep_{};
 };
 

@@ -108,8 +108,10 @@ RelayServer::RelayServer(RelayServerConfig config) {
   }
   // TLS on the main TCP port too (the first byte tells it apart), so always a
   // TlsService when there is a certificate; its own listener only with tls_listen.
-  if (!config.tls.cert_file.empty())
+  if (!config.tls.cert_file.empty()) {
     tls_ = std::make_unique<TlsService>(tls_socket_.get(), config.tls);
+    tls_->set_stats(config.stats);
+  }
   std::optional<DiscoverySockets> discovery;
   if (!config.alternate_ip.empty()) {
     bind_discovery(config.alternate_ip, config.alternate_port);

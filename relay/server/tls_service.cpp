@@ -137,10 +137,8 @@ TlsService::TlsService(GSocket* listener, const TlsIdentity& identity)
 
 TlsService::~TlsService() {
   accept_source_.reset();
-  for (auto& [id, pending] : pending_) {
-    pending->io_source.reset();
-    pending->timeout_source.reset();
-  }
+  timer_.arm(std::nullopt);
+  for (auto& [id, pending] : pending_) pending->io_source.reset();
   pending_.clear();
 }
 
@@ -173,21 +171,30 @@ void TlsService::on_accept() {
 }
 
 void TlsService::adopt(GSocket* socket) {
-  if (pending_.size() >= kMaxPending) {
-    log::warn_limited("tls-pending", "tls: too many handshakes in progress; refusing one");
+  GObjectPtr<GSocketAddress> remote(g_socket_get_remote_address(socket, nullptr));
+  if (!remote) {
+    g_socket_close(socket, nullptr);
+    return;
+  }
+  const auto from = net::to_transport_address(remote.get());
+  const uint64_t id = next_id_++;
+  const auto admission = budget_.admit(id, from, std::chrono::steady_clock::now());
+  if (admission != ConnectionBudget::Admission::kAccepted) {
+    const bool per_address = admission == ConnectionBudget::Admission::kTooManyFromAddress;
+    log::warn_limited("tls-pending", "tls: refusing %s: %s", from.to_string().c_str(),
+                      per_address ? "too many handshakes from this address"
+                                  : "too many handshakes in progress");
+    if (stats_) stats_->error(per_address ? "tls_handshakes_per_address" : "tls_handshakes_total");
     g_socket_close(socket, nullptr);
     return;
   }
   auto pending = std::make_unique<Pending>();
   pending->service = this;
-  pending->id = next_id_++;
+  pending->id = id;
   pending->stream = make_tls_stream(socket, ctx_.get(), /*is_server=*/true);
-  pending->timeout_source.reset(g_timeout_source_new(kHandshakeTimeoutMs));
-  g_source_set_callback(pending->timeout_source.get(), on_timeout_trampoline, pending.get(),
-                        nullptr);
-  g_source_attach(pending->timeout_source.get(), nullptr);
   Pending& ref = *pending;
   pending_.emplace(ref.id, std::move(pending));
+  timer_.arm(budget_.next_deadline());
   advance(ref);
 }
 
@@ -206,12 +213,19 @@ gboolean TlsService::on_io_trampoline(GSocket*, GIOCondition, gpointer data) {
   return G_SOURCE_CONTINUE;
 }
 
-gboolean TlsService::on_timeout_trampoline(gpointer data) {
-  auto* pending = static_cast<Pending*>(data);
-  log::warn_limited("tls-timeout", "tls: %s: no handshake and data within %u s, closing",
-                    pending->stream->remote_address().c_str(), kHandshakeTimeoutMs / 1000);
-  pending->service->drop(pending->id);
-  return G_SOURCE_REMOVE;
+void TlsService::on_timer() {
+  guard_callback("tls: timer", [this] {
+    for (uint64_t id : budget_.take_expired(std::chrono::steady_clock::now())) {
+      auto it = pending_.find(id);
+      if (it == pending_.end()) continue;
+      log::warn_limited("tls-timeout", "tls: %s: no handshake and data within %lld s, closing",
+                        it->second->stream->remote_address().c_str(),
+                        static_cast<long long>(kHandshakeTimeout.count()));
+      if (stats_) stats_->error("tls_handshake_timeout");
+      drop(id);
+    }
+  });
+  timer_.arm(budget_.next_deadline());
 }
 
 bool TlsService::advance(Pending& pending) {
@@ -237,7 +251,7 @@ bool TlsService::advance(Pending& pending) {
   const std::string remote = stream->remote_address();
   const uint64_t id = pending.id;
   pending.io_source.reset();
-  pending.timeout_source.reset();
+  budget_.release(id);
   pending_.erase(id);  // `pending` is gone from here on
   if (protocol == TcpProtocol::kRendezvous && rendezvous_) {
     rendezvous_->adopt_stream(std::move(stream), first);
@@ -258,7 +272,7 @@ void TlsService::drop(uint64_t id) {
   auto it = pending_.find(id);
   if (it == pending_.end()) return;
   it->second->io_source.reset();
-  it->second->timeout_source.reset();
+  budget_.release(id);
   g_socket_close(it->second->stream->socket(), nullptr);
   pending_.erase(it);
 }

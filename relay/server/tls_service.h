@@ -3,6 +3,12 @@
 // rendezvous service (first plaintext byte 0xC5) or to the TURN service (a STUN
 // message: TURN over TLS, RFC 8656 section 3.1). Also takes TLS connections that
 // arrive on the main TCP port.
+//
+// The handshakes in progress are a pool of kMaxPending places of which one source
+// address gets at most kMaxPendingPerAddress (a ConnectionBudget), and each must
+// finish and bring its first plaintext byte within kHandshakeTimeout: an address that
+// opens a thousand connections and sends one byte on each holds a few places for a
+// few seconds, and everyone else still gets in.
 #pragma once
 
 #include <cstdint>
@@ -12,8 +18,11 @@
 
 #include <gio/gio.h>
 
+#include "admission/connection_budget.h"
 #include "byte_stream.h"
 #include "glib_ptr.h"
+#include "metrics/relay_stats.h"
+#include "server/deadline_timer.h"
 
 namespace natfwd::relay {
 
@@ -42,6 +51,8 @@ class TlsService {
 
   // Where decrypted streams go; `turn` may be null (--no-turn). Both must outlive us.
   void set_targets(RendezvousService* rendezvous, TurnService* turn);
+  // Where refusals and timeouts are counted (--metrics); null: nowhere.
+  void set_stats(RelayStats* stats) { stats_ = stats; }
   // A TCP connection whose first byte is a TLS handshake record.
   void adopt(GSocket* socket);
 
@@ -52,11 +63,9 @@ class TlsService {
     std::unique_ptr<ByteStream> stream;
     GSourcePtr io_source;
     GIOCondition condition = G_IO_IN;
-    GSourcePtr timeout_source;
   };
   static gboolean on_accept_trampoline(GSocket*, GIOCondition, gpointer self);
   static gboolean on_io_trampoline(GSocket*, GIOCondition, gpointer pending);
-  static gboolean on_timeout_trampoline(gpointer pending);
 
   void on_accept();
   // Drives the handshake and reads the first plaintext bytes; dispatches when they
@@ -64,19 +73,29 @@ class TlsService {
   bool advance(Pending& pending);
   void watch(Pending& pending, GIOCondition condition);
   void drop(uint64_t id);
+  void on_timer();
 
-  // A client must finish the handshake and say something within this time.
-  static constexpr guint kHandshakeTimeoutMs = 10000;
+  // A client must finish the handshake and say something within this time. TLS 1.3
+  // takes one round trip after the TCP handshake; 5 s also covers two lost segments
+  // at TCP's initial 1 s retransmission timeout (RFC 6298: 1 + 2 s) and a proxy hop.
+  static constexpr std::chrono::seconds kHandshakeTimeout{5};
   // Handshakes in progress at once; more connections are refused.
   static constexpr size_t kMaxPending = 1024;
+  // ... from one source IP: a NAT with many peers reconnecting at once after a relay
+  // restart gets 32 at a time (the rest retry with backoff), and 32 addresses are
+  // needed to fill the pool.
+  static constexpr size_t kMaxPendingPerAddress = 32;
 
   GObjectPtr<GSocket> listener_;
   GSourcePtr accept_source_;
   SslCtxPtr ctx_;
   RendezvousService* rendezvous_ = nullptr;
   TurnService* turn_ = nullptr;
+  RelayStats* stats_ = nullptr;
   std::unordered_map<uint64_t, std::unique_ptr<Pending>> pending_;
+  ConnectionBudget budget_{{kMaxPending, kMaxPendingPerAddress, kHandshakeTimeout}};
   uint64_t next_id_ = 1;
+  DeadlineTimer timer_{[this] { on_timer(); }};
 };
 
 }  // namespace natfwd::relay

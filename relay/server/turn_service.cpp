@@ -35,7 +35,9 @@ TurnService::TurnService(GSocket* udp, TurnServiceConfig config)
     : config_(std::move(config)),
       udp_(G_SOCKET(g_object_ref(udp))),
       core_(config_.turn, *this),
-      responder_(config_.turn.software) {}
+      responder_(config_.turn.software),
+      stream_budget_({config_.max_stream_clients, config_.max_stream_clients_per_address,
+                      kStreamIdleTimeout}) {}
 
 TurnService::~TurnService() {
   timer_.arm(std::nullopt);
@@ -138,6 +140,14 @@ std::optional<TransportAddress> TurnService::open_relay(turn::AllocationId id,
   auto relay = std::make_unique<RelaySocket>();
   relay->service = this;
   relay->id = id;
+  if (client.transport != turn::Transport::kUdp) {
+    // A stream with an allocation lives as long as the allocation.
+    if (auto stream = streams_.find(client.connection); stream != streams_.end()) {
+      relay->stream = client.connection;
+      stream->second->allocated = true;
+      stream_budget_.hold(client.connection);
+    }
+  }
   relay->source.reset(g_socket_create_source(socket.get(), G_IO_IN, nullptr));
   g_source_set_callback(relay->source.get(), G_SOURCE_FUNC(on_relay_readable_trampoline),
                         relay.get(), nullptr);
@@ -154,6 +164,13 @@ void TurnService::close_relay(turn::AllocationId id) {
   // while it dispatches, and the callback returns without touching the relay.
   it->second->source.reset();
   g_socket_close(it->second->socket.get(), nullptr);
+  // The allocation of a stream that is still open went (expired, unused, refreshed
+  // to 0): the connection must make progress again or go.
+  if (auto stream = streams_.find(it->second->stream);
+      stream != streams_.end() && !stream->second->closed) {
+    stream->second->allocated = false;
+    stream_budget_.touch(stream->first, now());
+  }
   relays_.erase(it);
 }
 
@@ -220,9 +237,15 @@ void TurnService::send_to_client(const turn::ClientKey& client, std::span<const 
 void TurnService::adopt_stream(std::unique_ptr<ByteStream> stream, turn::Transport transport,
                                const TransportAddress& remote,
                                std::span<const std::byte> already_read) {
-  if (streams_.size() >= config_.max_stream_clients) {
-    log::warn_limited("turn-streams", "turn: refusing %s connection from %s: too many",
-                      turn::to_string(transport), remote.to_string().c_str());
+  const uint64_t id = next_stream_id_++;
+  const auto admission = stream_budget_.admit(id, remote, now());
+  if (admission != ConnectionBudget::Admission::kAccepted) {
+    const bool per_address = admission == ConnectionBudget::Admission::kTooManyFromAddress;
+    log::warn_limited("turn-streams", "turn: refusing %s connection from %s: %s",
+                      turn::to_string(transport), remote.to_string().c_str(),
+                      per_address ? "too many from this address" : "too many");
+    if (config_.turn.stats)
+      config_.turn.stats->error(per_address ? "turn_streams_per_address" : "turn_streams_total");
     stream->shutdown_write();
     return;
   }
@@ -230,7 +253,7 @@ void TurnService::adopt_stream(std::unique_ptr<ByteStream> stream, turn::Transpo
   if (GSocket* socket = stream->socket()) prefer_bbr(g_socket_get_fd(socket));
   auto client = std::make_unique<StreamClient>();
   client->service = this;
-  client->id = next_stream_id_++;
+  client->id = id;
   client->key = turn::ClientKey{transport, remote, client->id};
   client->stream = std::move(stream);
   client->input.assign(already_read.begin(), already_read.end());
@@ -242,6 +265,7 @@ void TurnService::adopt_stream(std::unique_ptr<ByteStream> stream, turn::Transpo
   if (!ref.input.empty() || ref.stream->has_buffered_input()) {
     if (deliver_stream_messages(ref)) on_stream_readable(ref);
   }
+  arm_timer();
 }
 
 void TurnService::watch(StreamClient& client, GSourcePtr& source, GIOCondition& current,
@@ -319,6 +343,7 @@ bool TurnService::deliver_stream_messages(StreamClient& client) {
     }
     const auto message = rest.first(probe.length);
     offset += probe.length;
+    if (!client.allocated) stream_budget_.touch(client.id, now());
     // Binding goes to the Binding responder, everything else to the TURN core.
     if (stun::looks_like_stun(message) &&
         stun::method_of(static_cast<uint16_t>((std::to_integer<uint16_t>(message[0]) << 8) |
@@ -381,6 +406,7 @@ void TurnService::close_stream(StreamClient& client, const std::string& reason) 
   client.read_source.reset();
   client.write_source.reset();
   core_.on_client_closed(client.key);
+  stream_budget_.release(client.id);
   to_reap_.insert(client.id);
   if (!reap_source_) {
     reap_source_.reset(g_idle_source_new());
@@ -407,11 +433,32 @@ gboolean TurnService::on_reap_trampoline(gpointer self) {
 
 // ---- timer -----------------------------------------------------------------------
 
-void TurnService::arm_timer() { timer_.arm(core_.next_deadline()); }
+void TurnService::arm_timer() {
+  auto deadline = core_.next_deadline();
+  const auto streams = stream_budget_.next_deadline();
+  if (streams && (!deadline || *streams < *deadline)) deadline = streams;
+  timer_.arm(deadline);
+}
 
 void TurnService::on_timer() {
-  guard_callback("turn: timer", [this] { core_.on_tick(now()); });
+  guard_callback("turn: timer", [this] {
+    const auto at = now();
+    core_.on_tick(at);
+    close_idle_streams(at);
+  });
   arm_timer();
+}
+
+void TurnService::close_idle_streams(turn::TimePoint at) {
+  for (uint64_t id : stream_budget_.take_expired(at)) {
+    auto it = streams_.find(id);
+    if (it == streams_.end() || it->second->closed) continue;
+    log::warn_limited("turn-idle", "turn: closing %s: no complete message in %lld s",
+                      it->second->key.to_string().c_str(),
+                      static_cast<long long>(kStreamIdleTimeout.count()));
+    if (config_.turn.stats) config_.turn.stats->error("turn_stream_idle");
+    close_stream(*it->second, "idle");
+  }
 }
 
 }  // namespace natfwd::relay

@@ -1,7 +1,14 @@
 // The GLib side of the TURN server (turn/turn_server.h): relayed UDP sockets, TURN
 // over TCP/TLS connections (STUN messages and padded ChannelData back to back on a
 // common/byte_stream.h stream), sends to UDP clients through the relay's UDP socket,
-// and one timer at the core's nearest deadline.
+// and one timer at the nearest deadline of the core and of the stream budget.
+//
+// A TURN-over-TCP/TLS connection holds a place in a ConnectionBudget (per source
+// address and in total) from the moment it is handed over until it closes. Before it
+// has an allocation it must deliver a complete STUN or ChannelData message at least
+// every kStreamIdleTimeout, or it is closed; with an allocation it lives as long as
+// the allocation does (RFC 8656 section 3.1 ties the allocation to the connection),
+// and when the allocation goes the idle rule applies again.
 //
 // Lifetimes: a stream client is never destroyed inside one of its own callbacks;
 // closed ones are reaped from an idle source.
@@ -20,6 +27,7 @@
 
 #include <gio/gio.h>
 
+#include "admission/connection_budget.h"
 #include "byte_stream.h"
 #include "server/deadline_timer.h"
 #include "glib_ptr.h"
@@ -40,6 +48,9 @@ struct TurnServiceConfig {
   std::string ipv6_address;
   // TURN over TCP/TLS connections in total.
   size_t max_stream_clients = 20000;
+  // ... and from one source IP: each carries at most one allocation, so
+  // --max-allocations-per-address caps them too.
+  size_t max_stream_clients_per_address = 128;
 };
 
 class TurnService : public turn::TurnIo {
@@ -77,6 +88,7 @@ class TurnService : public turn::TurnIo {
     turn::AllocationId id;
     GObjectPtr<GSocket> socket;
     GSourcePtr source;
+    uint64_t stream = 0;  // the client's StreamClient id; 0 for a UDP client
   };
   struct StreamClient {
     TurnService* service;
@@ -91,6 +103,7 @@ class TurnService : public turn::TurnIo {
     std::vector<std::byte> output;
     size_t output_offset = 0;
     bool closed = false;
+    bool allocated = false;  // the core holds an allocation for it: no idle timeout
   };
 
   static gboolean on_relay_readable_trampoline(GSocket*, GIOCondition, gpointer relay);
@@ -114,6 +127,7 @@ class TurnService : public turn::TurnIo {
   std::string relay_ip_for(const turn::ClientKey& client, turn::TransportAddress::Family family);
   void arm_timer();
   void on_timer();
+  void close_idle_streams(turn::TimePoint now);
 
   // Datagrams read from one relayed socket per wakeup.
   static constexpr int kMaxDatagramsPerWakeup = 64;
@@ -124,6 +138,11 @@ class TurnService : public turn::TurnIo {
   static constexpr size_t kMaxStreamOutputBytes = 1 << 20;
   // Largest message accepted on a stream: a STUN header plus 64 KiB.
   static constexpr size_t kMaxStreamMessageBytes = stun::kMaxMessageSize;
+  // A connection without an allocation that delivers no complete message for this
+  // long is closed. A client sends Allocate as soon as it is connected (RFC 8656
+  // section 7.1) and waits one round trip for the 401; 10 s also covers three TCP
+  // retransmissions from the initial 1 s timeout (RFC 6298: 1 + 2 + 4 s) on a lossy link.
+  static constexpr std::chrono::seconds kStreamIdleTimeout{10};
 
   TurnServiceConfig config_;
   GObjectPtr<GSocket> udp_;
@@ -131,6 +150,7 @@ class TurnService : public turn::TurnIo {
   stun::BindingResponder responder_;
   std::unordered_map<turn::AllocationId, std::unique_ptr<RelaySocket>> relays_;
   std::unordered_map<uint64_t, std::unique_ptr<StreamClient>> streams_;
+  ConnectionBudget stream_budget_;
   uint64_t next_stream_id_ = 1;
   uint32_t next_port_offset_ = 0;
   std::set<uint64_t> to_reap_;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 
 namespace natfwd::turn {
@@ -60,6 +61,20 @@ inline constexpr std::chrono::seconds kChannelLifetime = 600s;
 // Section 12: after a binding expires, the channel number and the peer address stay
 // tied to each other for "5 minutes" more, so that late packets are not misdelivered.
 inline constexpr std::chrono::seconds kChannelRebindGuard = 300s;
+// Not from the RFC: an allocation nobody installs a permission or channel on within
+// this time is given back. An ICE agent allocates while gathering and asks for a
+// permission as soon as it pairs the first remote candidate (RFC 8445 section 6.1.2.6,
+// RFC 8656 section 9), one rendezvous round trip later (about a second). A natfwd peer
+// gives up a whole tunnel setup after 30 s, so an allocation still without a
+// permission by then belongs to no setup that can succeed; and 30 s is 20 times
+// shorter than the 10 minutes an unused allocation would otherwise hold its port.
+inline constexpr std::chrono::seconds kUnusedAllocationTimeout = 30s;
+// Not from the RFC: peer IPs with a permission (and, separately, channels) one
+// allocation may hold. ICE asks for one per remote candidate address, a handful per
+// session even on a multi-homed host; 64 is ample, and it keeps one allocation's
+// state to a few KiB instead of growing with whatever a client asks for.
+inline constexpr size_t kMaxPermissionsPerAllocation = 64;
+
 // RFC 8489 section 9.2: nonces have a limited lifetime; coturn uses 600 s too.
 inline constexpr std::chrono::seconds kNonceLifetime = 600s;
 

@@ -78,6 +78,10 @@ std::array<uint8_t, 16> ip_key(const TransportAddress& address) {
   return address.ip;  // permissions are per allocation, whose family is fixed
 }
 
+std::array<uint8_t, 16> channel_key(uint16_t number) {
+  return {static_cast<uint8_t>(number >> 8), static_cast<uint8_t>(number)};
+}
+
 }  // namespace
 
 const char* to_string(Transport transport) {
@@ -334,6 +338,18 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
       count != per_user_.end() && count->second >= config_.max_allocations_per_user) {
     log::warn_limited("turn-quota", "turn: %s: user '%.64s' has %zu allocations, the most allowed",
                       client.to_string().c_str(), user_id.c_str(), count->second);
+    count_kind("turn_quota_user");
+    send_error(client, request, error_code::kAllocationQuotaReached, "Allocation Quota Reached",
+               &auth);
+    return;
+  }
+  const relay::SourceKey source = relay::source_key(client.address);
+  if (auto count_it = per_source_.find(source);
+      count_it != per_source_.end() && count_it->second >= config_.max_allocations_per_address) {
+    log::warn_limited("turn-quota-address",
+                      "turn: %s: its address has %zu allocations, the most allowed",
+                      client.to_string().c_str(), count_it->second);
+    count_kind("turn_quota_address");
     send_error(client, request, error_code::kAllocationQuotaReached, "Allocation Quota Reached",
                &auth);
     return;
@@ -363,13 +379,14 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
   allocation.user_id = user_id;
   allocation.key = auth.key;
   allocation.allocate_transaction = request.transaction_id;
-  allocation.expires = now + *lifetime;
   allocation.bucket =
       TokenBucket(static_cast<double>(config_.bandwidth_cap), std::chrono::seconds(1), now);
-  allocation.scheduled = allocation.expires;
-  deadlines_.insert({allocation.scheduled, id});
+  set_allocation_expiry(allocation, now + *lifetime);
+  allocation.unused_deadline = now + config_.unused_allocation_timeout;
+  timers_.insert({*allocation.unused_deadline, id, TimerKind::kUnused, {}});
   by_client_[client] = id;
   ++per_user_[user_id];
+  ++per_source_[source];
   log::debug("turn: allocation %" PRIu64 " for %s (%s): relayed %s, %lld s", id,
              client.to_string().c_str(), auth.username.c_str(), relayed->to_string().c_str(),
              static_cast<long long>(lifetime->count()));
@@ -404,8 +421,7 @@ void TurnServer::handle_refresh(const ClientKey& client, Allocation& allocation,
     remove(allocation.id, "refreshed with lifetime 0");
     return;
   }
-  allocation.expires = now + *lifetime;
-  reschedule(allocation, now);
+  set_allocation_expiry(allocation, now + *lifetime);
 }
 
 void TurnServer::handle_create_permission(const ClientKey& client, Allocation& allocation,
@@ -438,8 +454,11 @@ void TurnServer::handle_create_permission(const ClientKey& client, Allocation& a
       return;
     }
   }
+  if (!has_room(allocation, peers, 0)) {
+    refuse_beyond_room(client, request, auth);
+    return;
+  }
   for (const auto& peer : peers) install_permission(allocation, peer, now);
-  reschedule(allocation, now);
   send_success(client, request, auth, [](MessageBuilder&) {});
 }
 
@@ -482,9 +501,16 @@ void TurnServer::handle_channel_bind(const ClientKey& client, Allocation& alloca
       return;
     }
   }
-  allocation.channels[number] = Channel{*peer, now + kChannelLifetime};
+  if (!has_room(allocation, std::span(&*peer, 1), number)) {
+    refuse_beyond_room(client, request, auth);
+    return;
+  }
+  Channel& channel = allocation.channels[number];
+  if (channel.expires != TimePoint{})
+    timers_.erase(channel_timer(allocation, number, channel.expires));
+  channel = Channel{*peer, now + kChannelLifetime};
+  timers_.insert(channel_timer(allocation, number, channel.expires));
   install_permission(allocation, *peer, now);
-  reschedule(allocation, now);
   send_success(client, request, auth, [](MessageBuilder&) {});
 }
 
@@ -554,12 +580,6 @@ void TurnServer::count_relayed(bool to_peer, size_t bytes) {
   ++(to_peer ? s.relayed_packets_to_peer : s.relayed_packets_to_client);
 }
 
-size_t TurnServer::permission_count() const {
-  size_t n = 0;
-  for (const auto& [id, allocation] : allocations_) n += allocation.permissions.size();
-  return n;
-}
-
 size_t TurnServer::channel_count() const {
   size_t n = 0;
   for (const auto& [id, allocation] : allocations_) n += allocation.channels.size();
@@ -578,9 +598,55 @@ bool TurnServer::has_permission(const Allocation& allocation, const TransportAdd
   return it != allocation.permissions.end() && now < it->second;
 }
 
+bool TurnServer::has_room(const Allocation& allocation, std::span<const TransportAddress> peers,
+                          uint16_t number) const {
+  const size_t limit = config_.max_permissions_per_allocation;
+  if (number != 0 && !allocation.channels.contains(number) &&
+      allocation.channels.size() >= limit)
+    return false;
+  std::set<std::array<uint8_t, 16>> fresh;
+  for (const auto& peer : peers)
+    if (!allocation.permissions.contains(ip_key(peer))) fresh.insert(ip_key(peer));
+  return allocation.permissions.size() + fresh.size() <= limit;
+}
+
+void TurnServer::refuse_beyond_room(const ClientKey& client, const Message& request,
+                                    const Auth& auth) {
+  log::warn_limited("turn-permissions", "turn: %s: permissions or channels beyond %zu refused",
+                    client.to_string().c_str(), config_.max_permissions_per_allocation);
+  count_kind("turn_permission_limit");
+  send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity", &auth);
+}
+
 void TurnServer::install_permission(Allocation& allocation, const TransportAddress& peer,
                                     TimePoint now) {
-  allocation.permissions[ip_key(peer)] = now + kPermissionLifetime;
+  const auto ip = ip_key(peer);
+  auto [it, inserted] = allocation.permissions.try_emplace(ip, TimePoint{});
+  if (inserted)
+    ++permission_count_;
+  else
+    timers_.erase(permission_timer(allocation, ip, it->second));
+  it->second = now + kPermissionLifetime;
+  timers_.insert(permission_timer(allocation, ip, it->second));
+  // In use now: it is no longer given back early.
+  if (allocation.unused_deadline) {
+    timers_.erase({*allocation.unused_deadline, allocation.id, TimerKind::kUnused, {}});
+    allocation.unused_deadline.reset();
+  }
+}
+
+TurnServer::Timer TurnServer::permission_timer(const Allocation& allocation,
+                                               const std::array<uint8_t, 16>& ip,
+                                               TimePoint expires) {
+  return {expires, allocation.id, TimerKind::kPermission, ip};
+}
+
+// A channel's entry goes when its rebinding guard ends (section 12); until then it
+// is kept, expired, so that the number and the peer stay tied to each other.
+TurnServer::Timer TurnServer::channel_timer(const Allocation& allocation, uint16_t number,
+                                            TimePoint expires) {
+  return {expires + kChannelRebindGuard, allocation.id, TimerKind::kChannel,
+          channel_key(number)};
 }
 
 void TurnServer::on_client_closed(const ClientKey& client) {
@@ -589,35 +655,50 @@ void TurnServer::on_client_closed(const ClientKey& client) {
 
 // ---- time ------------------------------------------------------------------------
 
-void TurnServer::reschedule(Allocation& allocation, TimePoint) {
-  TimePoint next = allocation.expires;
-  for (const auto& [ip, expires] : allocation.permissions) next = std::min(next, expires);
-  for (const auto& [number, channel] : allocation.channels)
-    next = std::min(next, channel.expires + kChannelRebindGuard);
-  deadlines_.erase({allocation.scheduled, allocation.id});
-  allocation.scheduled = next;
-  deadlines_.insert({next, allocation.id});
+void TurnServer::set_allocation_expiry(Allocation& allocation, TimePoint expires) {
+  if (allocation.expires != TimePoint{})
+    timers_.erase({allocation.expires, allocation.id, TimerKind::kAllocation, {}});
+  allocation.expires = expires;
+  timers_.insert({expires, allocation.id, TimerKind::kAllocation, {}});
 }
 
 void TurnServer::on_tick(TimePoint now) {
-  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-    const AllocationId id = deadlines_.begin()->second;
-    Allocation& allocation = allocations_.at(id);
-    if (now >= allocation.expires) {
-      remove(id, "expired");
-      continue;
-    }
-    std::erase_if(allocation.permissions, [&](const auto& entry) { return entry.second <= now; });
-    std::erase_if(allocation.channels, [&](const auto& entry) {
-      return entry.second.expires + kChannelRebindGuard <= now;
-    });
-    reschedule(allocation, now);
+  for (size_t done = 0; done < kMaxExpiriesPerTick && !timers_.empty() &&
+                        timers_.begin()->when <= now;
+       ++done) {
+    const Timer timer = *timers_.begin();
+    timers_.erase(timers_.begin());
+    expire(timer);
+  }
+}
+
+// Every entry in timers_ is current: a refresh replaces its entry, and remove()
+// takes all of an allocation's.
+void TurnServer::expire(const Timer& timer) {
+  auto it = allocations_.find(timer.id);
+  if (it == allocations_.end()) return;
+  Allocation& allocation = it->second;
+  switch (timer.kind) {
+    case TimerKind::kAllocation:
+      remove(timer.id, "expired");
+      return;
+    case TimerKind::kUnused:
+      allocation.unused_deadline.reset();
+      count_kind("turn_unused_allocation");
+      remove(timer.id, "no permission or channel in time");
+      return;
+    case TimerKind::kPermission:
+      if (allocation.permissions.erase(timer.key) > 0) --permission_count_;
+      return;
+    case TimerKind::kChannel:
+      allocation.channels.erase(static_cast<uint16_t>((timer.key[0] << 8) | timer.key[1]));
+      return;
   }
 }
 
 std::optional<TimePoint> TurnServer::next_deadline() const {
-  if (deadlines_.empty()) return std::nullopt;
-  return deadlines_.begin()->first;
+  if (timers_.empty()) return std::nullopt;
+  return timers_.begin()->when;
 }
 
 bool TurnServer::may_relay(const TransportAddress& peer, bool any_port) const {
@@ -641,8 +722,18 @@ void TurnServer::remove(AllocationId id, std::string_view why) {
   if (auto count = per_user_.find(allocation.user_id);
       count != per_user_.end() && --count->second == 0)
     per_user_.erase(count);
+  if (auto count = per_source_.find(relay::source_key(allocation.client.address));
+      count != per_source_.end() && --count->second == 0)
+    per_source_.erase(count);
   by_client_.erase(allocation.client);
-  deadlines_.erase({allocation.scheduled, id});
+  timers_.erase({allocation.expires, id, TimerKind::kAllocation, {}});
+  if (allocation.unused_deadline)
+    timers_.erase({*allocation.unused_deadline, id, TimerKind::kUnused, {}});
+  for (const auto& [ip, expires] : allocation.permissions)
+    timers_.erase(permission_timer(allocation, ip, expires));
+  for (const auto& [number, channel] : allocation.channels)
+    timers_.erase(channel_timer(allocation, number, channel.expires));
+  permission_count_ -= allocation.permissions.size();
   allocations_.erase(it);
 }
 
@@ -663,6 +754,10 @@ void TurnServer::send_success(const ClientKey& client, const Message& request, c
 
 void TurnServer::count_error(int code) {
   if (config_.stats) config_.stats->error("turn_" + std::to_string(code));
+}
+
+void TurnServer::count_kind(std::string_view kind) {
+  if (config_.stats) config_.stats->error(kind);
 }
 
 void TurnServer::send_error(const ClientKey& client, const Message& request, int code,

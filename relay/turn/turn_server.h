@@ -2,7 +2,10 @@
 // authentication with REST API credentials. I/O free: the GLib side
 // (server/turn_service.h) hands it client messages and peer datagrams with `now`, and
 // it answers through the TurnIo interface (send to a client, send from a relayed
-// socket, open/close a relayed socket). One timer at next_deadline() drives expiry.
+// socket, open/close a relayed socket). One timer at next_deadline() drives expiry:
+// every lifetime (allocation, unused allocation, permission, channel) is one entry in
+// an ordered set, so an expiry costs O(log n) and no scan, and on_tick() does at
+// most kMaxExpiriesPerTick of them before it returns to the event loop.
 //
 // Errors (HACKING.md, "Error policy"): malformed client input comes back as
 // Verdict::kMalformed (the caller drops the datagram or closes the TCP connection, with
@@ -25,6 +28,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "admission/connection_budget.h"
 #include "metrics/relay_stats.h"
 #include "stun/stun_message.h"
 #include "token_bucket.h"
@@ -82,8 +86,18 @@ struct TurnConfig {
   std::string secret;
   // --max-allocations-per-user: allocations one REST user id may hold (486 beyond).
   size_t max_allocations_per_user = 10;
+  // --max-allocations-per-address: allocations from one client IP (an IPv6 /64,
+  // relay::source_key()), whatever the user (486 beyond): one address with many keys
+  // cannot take the whole relay.
+  size_t max_allocations_per_address = 128;
   // Allocations in total (508 beyond).
   size_t max_allocations = 20000;
+  // Peer IPs with a permission, and channels, per allocation (508 beyond,
+  // RFC 8656 sections 9.2 and 12.2 let a server refuse for lack of capacity).
+  size_t max_permissions_per_allocation = kMaxPermissionsPerAllocation;
+  // An allocation with no permission or channel this long after it was made is
+  // given back (kUnusedAllocationTimeout says why this figure).
+  std::chrono::seconds unused_allocation_timeout = kUnusedAllocationTimeout;
   // --bandwidth-cap: bytes per second per allocation, both directions together;
   // 0 is off. Excess datagrams are dropped (a token bucket of one second).
   uint64_t bandwidth_cap = 0;
@@ -122,11 +136,17 @@ class TurnServer {
   void on_client_closed(const ClientKey& client);
   // Expires allocations, permissions and channels whose time has come.
   void on_tick(TimePoint now);
+  // May be now or past when on_tick() left work for the next turn of the loop.
   std::optional<TimePoint> next_deadline() const;
+
+  // Expiries handled per on_tick(): each is a set erase, perhaps a socket close; a
+  // burst of a million permissions made at once then expires in slices of about a
+  // millisecond with I/O served between them.
+  static constexpr size_t kMaxExpiriesPerTick = 256;
 
   // Introspection for tests and logs.
   size_t allocation_count() const { return allocations_.size(); }
-  size_t permission_count() const;
+  size_t permission_count() const { return permission_count_; }
   size_t channel_count() const;
   std::optional<TransportAddress> relayed_address(const ClientKey& client) const;
   const TurnConfig& config() const { return config_; }
@@ -136,6 +156,18 @@ class TurnServer {
     TransportAddress peer;
     TimePoint expires;  // the binding; it still blocks rebinding kChannelRebindGuard longer
   };
+  // One lifetime, keyed by when it ends. `key`: the peer IP of a permission, the
+  // channel number (first two bytes) of a channel, zero otherwise.
+  enum class TimerKind : uint8_t { kAllocation, kUnused, kPermission, kChannel };
+  struct Timer {
+    TimePoint when;
+    AllocationId id = 0;
+    TimerKind kind = TimerKind::kAllocation;
+    std::array<uint8_t, 16> key{};
+    auto tie() const { return std::tie(when, id, kind, key); }
+    bool operator<(const Timer& other) const { return tie() < other.tie(); }
+  };
+
   struct Allocation {
     AllocationId id = 0;
     ClientKey client;
@@ -145,11 +177,12 @@ class TurnServer {
     std::vector<std::byte> key;  // long-term key
     stun::TransactionId allocate_transaction{};
     TimePoint expires;
+    // Until a permission or channel is installed: when it goes back unused.
+    std::optional<TimePoint> unused_deadline;
     // IP (port ignored, RFC 8656 section 9) -> expiry.
     std::map<std::array<uint8_t, 16>, TimePoint> permissions;
     std::map<uint16_t, Channel> channels;
     TokenBucket bucket;
-    TimePoint scheduled;  // key in deadlines_
   };
   // An authenticated request: who, and how to sign the answer.
   struct Auth {
@@ -188,10 +221,22 @@ class TurnServer {
 
   Allocation* find(const ClientKey& client);
   void remove(AllocationId id, std::string_view why);
-  void reschedule(Allocation& allocation, TimePoint now);
+  void set_allocation_expiry(Allocation& allocation, TimePoint expires);
+  void expire(const Timer& timer);
+  static Timer permission_timer(const Allocation& allocation, const std::array<uint8_t, 16>& ip,
+                                TimePoint expires);
+  static Timer channel_timer(const Allocation& allocation, uint16_t number, TimePoint expires);
   bool has_permission(const Allocation& allocation, const TransportAddress& peer,
                       TimePoint now) const;
+  // Whether installing permissions for `peers` and channel `number` (0: none) stays
+  // within max_permissions_per_allocation.
+  bool has_room(const Allocation& allocation, std::span<const TransportAddress> peers,
+                uint16_t number) const;
+  // 508 (RFC 8656 sections 9.2, 12.2): no room for another peer IP or channel.
+  void refuse_beyond_room(const ClientKey& client, const stun::Message& request,
+                          const Auth& auth);
   void install_permission(Allocation& allocation, const TransportAddress& peer, TimePoint now);
+  void count_kind(std::string_view kind);  // --metrics: errors_total{kind}
   bool take_tokens(Allocation& allocation, size_t bytes, TimePoint now);
   // The peer policy, plus: another allocation's relayed address on this relay. Both
   // peers relayed (each behind UDP-blocking firewalls) is the case TURN exists for;
@@ -209,7 +254,9 @@ class TurnServer {
   std::unordered_map<AllocationId, Allocation> allocations_;
   std::map<ClientKey, AllocationId> by_client_;
   std::unordered_map<std::string, size_t> per_user_;
-  std::set<std::pair<TimePoint, AllocationId>> deadlines_;
+  std::map<relay::SourceKey, size_t> per_source_;  // allocations by relay::source_key()
+  std::set<Timer> timers_;
+  size_t permission_count_ = 0;
   // Relayed addresses of live allocations, as (family, ip, port).
   using AddressKey = std::tuple<uint8_t, std::array<uint8_t, 16>, uint16_t>;
   std::set<AddressKey> relayed_addresses_;

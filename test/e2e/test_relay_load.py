@@ -112,6 +112,7 @@ def load_test(w):
               "--max-registrations-per-minute", str(PEERS + 1000),
               "--max-sessions-per-minute", str(SESSIONS * 4),
               "--max-allocations-per-user", str(RELAYED * 4),
+              "--max-allocations-per-address", str(RELAYED * 8),
               "--allow-peer", "127.0.0.0/8"]
     relay, relay_addr = w.natfwd.relay(extra=limits)
     pid = relay.pid

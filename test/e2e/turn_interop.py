@@ -5,9 +5,6 @@ Stdlib only. Every process is started through the harness's ProcGroup (stopped b
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
 import re
 import shutil
@@ -16,6 +13,7 @@ import sys
 import time
 
 from harness import SKIP, Failure, World, scaled, write_private
+from turn_wire import rest_credentials  # noqa: F401 - test_turn_uclient imports it from here
 
 SECRET = "natfwd-interop-secret"
 
@@ -26,13 +24,6 @@ def require_tools(*names: str) -> None:
         print(f"SKIP: coturn tools missing: {', '.join(missing)} (apt-get install coturn)",
               flush=True)
         sys.exit(SKIP)
-
-
-def rest_credentials(secret: str, user: str, lifetime: int = 3600) -> tuple[str, str]:
-    """coturn's TURN REST API: ("EXPIRY:user", base64(HMAC-SHA1(secret, username)))."""
-    username = f"{int(time.time()) + lifetime}:{user}"
-    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(digest).decode()
 
 
 def start_relay(w: World, extra: list[str] = ()) -> tuple[object, str, int]:

@@ -48,6 +48,8 @@ TEST_CASE("relay.conf values are checked as the flags are, with the line and key
   CHECK(error_of("[relay]\nlisten = 0.0.0.0:99999\n").rfind("relay.conf:2: key 'listen': ", 0) == 0);
   CHECK(error_of("[relay]\n\nmax-allocations = lots\n") ==
         "relay.conf:3: key 'max-allocations': 'lots' is not a number from 1 to 1000000");
+  CHECK(error_of("[relay]\nmax-allocations-per-address = 0\n") ==
+        "relay.conf:2: key 'max-allocations-per-address': '0' is not a number from 1 to 1000000");
   CHECK(error_of("[relay]\nallow-peer = 10.0.0.0/8;nonsense\n") ==
         "relay.conf:2: key 'allow-peer': 'nonsense' is not an address or CIDR range");
   CHECK(error_of("[relay]\nno-turn = maybe\n") == "relay.conf:2: key 'no-turn': give true or false");
@@ -63,8 +65,11 @@ TEST_CASE("relay.conf gives options; the command line overrides them") {
       "no-turn = false\n"
       "verbose = true\n"
       "turn-server = a.example:3478;b.example:3479\n"
-      "relay-ports = 50000-50100\n";
+      "relay-ports = 50000-50100\n"
+      "max-allocations-per-address = 16\n";
+  CHECK(RelayOptions{}.max_allocations_per_address == 128);
   RelayOptions options = options_of(file, {});
+  CHECK(options.max_allocations_per_address == 16);
   CHECK(options.listen.to_string() == "127.0.0.1:0");
   CHECK(options.realm == "example.org");
   CHECK_FALSE(options.no_turn);

@@ -191,9 +191,23 @@ struct Fixture {
     server.on_client_message(client, builder.bytes(), now);
   }
   AllocationId allocation_id() const { return io.open.begin()->first; }
+  // The clock moves on, and the server's timer fires.
+  void advance(std::chrono::seconds by) {
+    now += by;
+    server.on_tick(now);
+  }
 };
 
 const TransportAddress kPeer = v4(198, 51, 100, 7, 5000);
+
+// A fixture tweak that also counts into `stats` (--metrics).
+std::function<void(TurnConfig&)> counting(natfwd::relay::RelayStats& stats,
+                                          std::function<void(TurnConfig&)> tweak) {
+  return [&stats, tweak](TurnConfig& c) {
+    c.stats = &stats;
+    tweak(c);
+  };
+}
 
 bool verifies(const Response& response, const Fixture& f) {
   const auto key = long_term_key(f.username, "natfwd", f.password);
@@ -363,7 +377,8 @@ TEST_CASE("unknown comprehension-required attributes get 420") {
 }
 
 TEST_CASE("allocation lifetimes: default 600 s, capped at 3600 s, refresh, refresh 0") {
-  Fixture f;
+  // Lifetimes alone: an allocation that is never used goes earlier (a test below).
+  Fixture f([](TurnConfig& c) { c.unused_allocation_timeout = 7200s; });
   REQUIRE(f.allocate().error == 0);
   REQUIRE(f.server.next_deadline());
   CHECK(*f.server.next_deadline() == f.now + 600s);
@@ -660,4 +675,124 @@ TEST_CASE("named bad inputs") {
     CHECK(f.take().error == 400);
   }
   CHECK(f.server.allocation_count() == 1);
+}
+
+TEST_CASE("allocations per source address: 486 beyond, whatever the user; counted") {
+  natfwd::relay::RelayStats stats;
+  Fixture f(counting(stats, [](TurnConfig& c) { c.max_allocations_per_address = 3; }));
+  auto as_user = [&f](int user, uint16_t port) {
+    f.client.address.port = port;
+    f.username = rest_username(kUnixNow + 3600, "key" + std::to_string(user));
+    f.password = rest_password(kSecret, f.username);
+    f.nonce.clear();
+    return f.allocate().error;
+  };
+  // Throwaway keys from one address: each key is under its own per-user quota.
+  for (int i = 0; i < 3; ++i) REQUIRE(as_user(i, static_cast<uint16_t>(41000 + i)) == 0);
+  CHECK(as_user(3, 41003) == 486);
+  CHECK(as_user(4, 41004) == 486);
+  CHECK(stats.errors["turn_quota_address"] == 2);
+  CHECK(f.server.allocation_count() == 3);
+  // Another address is not affected.
+  f.client.address = v4(192, 0, 2, 11, 41000);
+  CHECK(as_user(5, 41000) == 0);
+  // A place comes back when an allocation goes.
+  f.client.address = v4(192, 0, 2, 10, 41000);
+  f.username = rest_username(kUnixNow + 3600, "key0");
+  f.password = rest_password(kSecret, f.username);
+  f.nonce.clear();  // nonces are bound to the 5-tuple
+  REQUIRE(f.refresh(0).error == 0);
+  CHECK(as_user(6, 41006) == 0);
+}
+
+TEST_CASE("an allocation with no permission or channel within 30 s is given back") {
+  natfwd::relay::RelayStats stats;
+  Fixture f(counting(stats, [](TurnConfig& c) { c.max_allocations_per_address = 1; }));
+  REQUIRE(f.allocate().error == 0);
+  CHECK(*f.server.next_deadline() == f.now + 30s);
+  f.advance(29s);
+  CHECK(f.server.allocation_count() == 1);
+  f.advance(1s);
+  CHECK(f.server.allocation_count() == 0);
+  CHECK(f.io.open.empty());
+  CHECK(stats.errors["turn_unused_allocation"] == 1);
+  CHECK(f.refresh(600).error == 437);
+  // Its place is free again; one used in time lives its whole lifetime.
+  f.client.address.port = 41000;
+  f.nonce.clear();
+  REQUIRE(f.allocate().error == 0);
+  f.now += 10s;
+  REQUIRE(f.create_permission(kPeer).error == 0);
+  f.advance(280s);
+  CHECK(f.server.allocation_count() == 1);
+  f.advance(310s);  // 600 s after the Allocate
+  CHECK(f.server.allocation_count() == 0);
+  CHECK(stats.errors["turn_unused_allocation"] == 1);
+  // A channel counts as use too.
+  Fixture g;
+  REQUIRE(g.allocate().error == 0);
+  REQUIRE(g.channel_bind(0x4000, kPeer).error == 0);
+  g.advance(60s);
+  CHECK(g.server.allocation_count() == 1);
+}
+
+TEST_CASE("permissions and channels per allocation are bounded: 508 beyond, all or nothing") {
+  natfwd::relay::RelayStats stats;
+  Fixture f(counting(stats, [](TurnConfig& c) { c.max_permissions_per_allocation = 4; }));
+  REQUIRE(f.allocate().error == 0);
+  for (uint8_t i = 0; i < 4; ++i)
+    REQUIRE(f.create_permission(v4(198, 51, 100, i, 5000)).error == 0);
+  CHECK(f.create_permission(v4(198, 51, 100, 99, 5000)).error == 508);
+  CHECK(stats.errors["turn_508"] == 1);
+  CHECK(stats.errors["turn_permission_limit"] == 1);
+  // Refreshing one it has is fine; a request naming one old and one new IP is refused whole.
+  CHECK(f.create_permission(v4(198, 51, 100, 2, 6000)).error == 0);
+  auto both = f.request(stun::method::kCreatePermission,
+                        [](MessageBuilder& b, const stun::TransactionId& id) {
+                          b.add_attribute(attr::kXorPeerAddress,
+                                          stun::encode_xor_address(v4(198, 51, 100, 1, 1), id));
+                          b.add_attribute(attr::kXorPeerAddress,
+                                          stun::encode_xor_address(v4(198, 51, 100, 98, 1), id));
+                        });
+  CHECK(both.error == 508);
+  CHECK(f.server.permission_count() == 4);
+  // Channels: to the permitted IPs (any port), at most 4 numbers.
+  for (uint16_t i = 0; i < 4; ++i)
+    REQUIRE(f.channel_bind(static_cast<uint16_t>(0x4000 + i), v4(198, 51, 100, 0, 7000 + i))
+                .error == 0);
+  CHECK(f.channel_bind(0x4004, v4(198, 51, 100, 0, 7004)).error == 508);
+  CHECK(f.channel_bind(0x4001, v4(198, 51, 100, 0, 7001)).error == 0);  // a refresh
+  CHECK(f.server.channel_count() == 4);
+  // Expired permissions make room again.
+  f.now += 300s;
+  f.server.on_tick(f.now);
+  f.nonce.clear();
+  CHECK(f.server.permission_count() == 0);
+  CHECK(f.create_permission(v4(198, 51, 100, 99, 5000)).error == 0);
+}
+
+TEST_CASE("a burst of expiries is done in slices, with the loop served between them") {
+  const size_t count = 3 * TurnServer::kMaxExpiriesPerTick + 10;
+  Fixture f([count](TurnConfig& c) { c.max_permissions_per_allocation = count; });
+  REQUIRE(f.allocate().error == 0);
+  REQUIRE(f.refresh(3600).error == 0);
+  for (size_t i = 0; i < count; ++i)
+    REQUIRE(f.create_permission(v4(198, 51, static_cast<uint8_t>(100 + i / 250),
+                                   static_cast<uint8_t>(i % 250), 5000))
+                .error == 0);
+  REQUIRE(f.server.permission_count() == count);
+  f.now += 300s;
+  size_t ticks = 0;
+  while (f.server.permission_count() > 0) {
+    const size_t before = f.server.permission_count();
+    f.server.on_tick(f.now);
+    ++ticks;
+    CHECK(before - f.server.permission_count() <= TurnServer::kMaxExpiriesPerTick);
+    // Work left: the next deadline is now, so the service's timer fires again at once.
+    if (f.server.permission_count() > 0) CHECK(*f.server.next_deadline() <= f.now);
+    REQUIRE(ticks <= 10);
+  }
+  CHECK(ticks == 4);
+  CHECK(f.server.allocation_count() == 1);
+  CHECK(*f.server.next_deadline() == f.now - 300s + 3600s);
 }
