@@ -18,6 +18,7 @@
 #include "config/relay_list.h"
 #include "forward/forward_spec.h"
 #include "control/control_server.h"
+#include "control/status_lookup.h"
 #include "log.h"
 #include "nc/netcat_command.h"
 #include "netcheck/netcheck_command.h"
@@ -196,30 +197,64 @@ int print_invite(int argc, char** argv) {
 int print_status(int argc, char** argv) {
   gchar* state_dir = nullptr;
   gchar* config_file = nullptr;  // read before main() parses: see peer_arguments_with_config
+  gchar* name = nullptr;
   gboolean json = FALSE;
   const std::string default_state = natfwd::default_state_dir("peer");
-  const std::string state_help = "The running peer's state dir (default: " + default_state + ")";
+  const std::string state_help = "The running peer's state dir (default: " + default_state +
+                                 ", the peer-* folders beside it and the services' in " +
+                                 natfwd::kServiceStateBase + ")";
+  const std::string name_help =
+      std::string("Ask only the peer natfwd-peer@NAME.service runs, with the state dir ") +
+      natfwd::kServiceStateBase + "/peer-NAME (default: none)";
   const std::string config_help = state_dir_config_help();
   GOptionEntry entries[] = {
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, state_help.c_str(), "DIR"},
+      {"name", 0, 0, G_OPTION_ARG_STRING, &name, name_help.c_str(), "NAME"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_file, config_help.c_str(), "FILE"},
-      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object, for scripts (default: text)", nullptr},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object per peer, for scripts (default: text)", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
-  parse_subcommand("status", "- show what the running peer is doing: relay link, tunnels, paths, RTT, bytes",
+  parse_subcommand("status", "- show what the running peers are doing: relay link, tunnels, paths, RTT, bytes",
                    entries, argc, argv);
-  std::string error;
-  auto answer = natfwd::query_control(state_dir ? state_dir : default_state,
-                                      json ? "status json" : "status text", error);
-  if (!answer) {
-    natfwd::log::error("%s", error.c_str());
+  if (name && !natfwd::is_valid_peer_name(name))
+    usage_error(std::string("status: --name: '") + name + "' is not a valid peer name");
+  const natfwd::StatusLookup lookup = natfwd::status_lookup(
+      state_dir ? std::optional<std::string>(state_dir) : std::nullopt,
+      name ? std::optional<std::string>(name) : std::nullopt, default_state);
+  std::vector<std::pair<std::string, std::string>> answers;  // state dir, answer
+  std::string first_error, permission_hint;
+  for (const std::string& dir : lookup.state_dirs) {
+    std::string error;
+    int connect_errno = 0;
+    auto answer = natfwd::query_control(dir, json ? "status json" : "status text", error,
+                                        &connect_errno);
+    if (answer && answer->rfind("error: ", 0) == 0) {
+      error = "the running peer of " + dir + " answered: " + answer->substr(7);
+      answer.reset();
+    }
+    if (answer) {
+      answers.emplace_back(dir, *answer);
+      continue;
+    }
+    if (first_error.empty()) first_error = error;
+    if (permission_hint.empty())
+      permission_hint = natfwd::status_permission_hint(dir, connect_errno);
+  }
+  if (answers.empty()) {
+    if (!permission_hint.empty()) natfwd::log::error("%s", permission_hint.c_str());
+    else if (lookup.explicit_dir) natfwd::log::error("%s", first_error.c_str());
+    else
+      natfwd::log::error("%s; nor in any peer-* state dir beside it or in %s: start one, or "
+                         "give --state-dir DIR or --name NAME", first_error.c_str(),
+                         natfwd::kServiceStateBase);
     return 1;
   }
-  if (answer->rfind("error: ", 0) == 0) {
-    natfwd::log::error("the running peer answered: %s", answer->substr(7).c_str());
-    return 1;
+  // One peer: its answer as it is (scripts rely on it). Several (a home server's
+  // services): each under a line naming its state dir; with --json one object a line.
+  for (const auto& [dir, answer] : answers) {
+    if (answers.size() > 1 && !json) printf("== %s\n", dir.c_str());
+    fputs(answer.c_str(), stdout);
   }
-  fputs(answer->c_str(), stdout);
   return 0;
 }
 

@@ -243,9 +243,11 @@ bool parse_control_request(const std::string& line, std::vector<std::string>& wo
   return true;
 }
 
-int connect_control(const std::string& state_dir, const std::string& command, std::string& error) {
+int connect_control(const std::string& state_dir, const std::string& command, std::string& error,
+                    int* connect_errno) {
   const std::string path = state_dir + "/" + kControlSocketName;
   int fd = connect_to(path);
+  if (connect_errno) *connect_errno = fd < 0 ? errno : 0;
   if (fd < 0) {
     error = "no running peer uses the state dir " + state_dir + " (nothing answers on " + path +
             ": " + strerror(errno) + ")";
@@ -263,9 +265,9 @@ int connect_control(const std::string& state_dir, const std::string& command, st
 }
 
 std::optional<std::string> query_control(const std::string& state_dir, const std::string& command,
-                                         std::string& error) {
+                                         std::string& error, int* connect_errno) {
   const std::string path = state_dir + "/" + kControlSocketName;
-  const int fd = connect_control(state_dir, command, error);
+  const int fd = connect_control(state_dir, command, error, connect_errno);
   if (fd < 0) return std::nullopt;
   std::string answer;
   char buffer[4096];

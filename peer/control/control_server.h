@@ -77,11 +77,13 @@ bool parse_control_request(const std::string& line, std::vector<std::string>& wo
 
 // `peer nc` beside a running peer: connects to its control socket and sends the
 // request; -1 (with `error`) when no peer answers there.
-int connect_control(const std::string& state_dir, const std::string& command, std::string& error);
+// `connect_errno`, when given, gets the connect(2) errno on failure (0 otherwise).
+int connect_control(const std::string& state_dir, const std::string& command, std::string& error,
+                    int* connect_errno = nullptr);
 
 // `peer status`: asks the peer running with `state_dir`. Returns the answer, or
 // nullopt with `error` set (no peer running, no answer).
 std::optional<std::string> query_control(const std::string& state_dir, const std::string& command,
-                                         std::string& error);
+                                         std::string& error, int* connect_errno = nullptr);
 
 }  // namespace natfwd
