@@ -58,6 +58,9 @@ const config::ConfigSchema& relay_config_schema() {
            text("alternate-address"),
            text("alternate-port"),
            text("metrics"),
+           text("publish-domain"),
+           text("publish-http"),
+           list("allow-publisher"),
        }},
   };
   return schema;

@@ -6,6 +6,7 @@
 #include <gio/gio.h>
 
 #include "glib_ptr.h"
+#include "identity.h"
 #include "state_dir.h"
 
 namespace natfwd::relay {
@@ -35,6 +36,24 @@ bool is_ip_literal(const std::string& text) {
   return GObjectPtr<GInetAddress>(g_inet_address_new_from_string(text.c_str())) != nullptr;
 }
 
+// ADDR:PORT of a listening flag: an IP literal, PORT defaulting to `default_port`,
+// port 0 allowed (the kernel picks one). False with `error` set otherwise.
+bool parse_ip_port_flag(const char* flag, const char* text, uint16_t default_port,
+                        std::optional<HostPort>& out, std::string& error) {
+  auto parsed = parse_host_port(text, default_port, /*allow_zero_port=*/true);
+  if (auto* message = std::get_if<std::string>(&parsed)) {
+    error = std::string("--") + flag + ": " + *message;
+    return false;
+  }
+  const HostPort& address = std::get<HostPort>(parsed);
+  if (!is_ip_literal(address.host)) {
+    error = std::string("--") + flag + ": '" + address.host + "' is not an IP address";
+    return false;
+  }
+  out = address;
+  return true;
+}
+
 }  // namespace
 
 bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::string& error) {
@@ -62,6 +81,9 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* metrics_text = nullptr;
   gchar** turn_server_texts = nullptr;
   gchar** allow_peer_texts = nullptr;
+  gchar* publish_domain_text = nullptr;
+  gchar* publish_http_text = nullptr;
+  gchar** allow_publisher_texts = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
   gboolean no_turn = FALSE;
@@ -156,6 +178,18 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "Serve Prometheus metrics (text format) at http://ADDR:PORT/metrics; port 0 picks "
        "one [default: off]",
        "ADDR:PORT"},
+      {"publish-domain", 0, 0, G_OPTION_ARG_STRING, &publish_domain_text,
+       "Publish peers' services (peer --publish) as NAME.DOMAIN; a wildcard DNS record "
+       "*.DOMAIN points at this host; needs --publish-http [default: off]",
+       "DOMAIN"},
+      {"publish-http", 0, 0, G_OPTION_ARG_STRING, &publish_http_text,
+       "Plain HTTP/1.1 front door, routed by Host NAME.DOMAIN to the peer NAME (typically "
+       "0.0.0.0:80; port 0 picks one; default port 80) [default: off]",
+       "ADDR:PORT"},
+      {"allow-publisher", 0, 0, G_OPTION_ARG_STRING_ARRAY, &allow_publisher_texts,
+       "A peer key id (`peer id`) that may publish, or `any`; repeatable; beside the state "
+       "dir's publishers file (one key id per line) [default: none]",
+       "KEYID"},
       {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr}};
 
@@ -166,7 +200,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       context.get(),
       "On ready, prints one line on stdout: relay listening on ADDR:PORT (stun/udp, "
       "rendezvous/tcp, turn/udp+tcp[, tls ADDR:PORT][, rfc5780 ALT_IP:ALT_PORT]"
-      "[, metrics http://ADDR:PORT/metrics])\nSIGINT or SIGTERM stop it. Logs go to "
+      "[, metrics http://ADDR:PORT/metrics][, publish http ADDR:PORT])\nSIGINT or SIGTERM stop it. Logs go to "
       "stderr.\n\n`relay id [OPTIONS]` prints the relay's TLS key fingerprint (SHA256:...), "
       "the value peers pin with --relay-key, and exits; it reads the same --state-dir, "
       "--cert and --config as the relay.\n");
@@ -182,8 +216,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
              &max_sessions_text, &tls_listen_text, &cert_text,
              &key_text, &secret_text, &realm_text, &per_user_text, &max_allocations_text, &name_expiry_text,
              &bandwidth_text, &relay_ports_text, &config_text, &alternate_address_text,
-             &alternate_port_text, &metrics_text},
-            {&turn_server_texts, &allow_peer_texts}};
+             &alternate_port_text, &metrics_text, &publish_domain_text, &publish_http_text},
+            {&turn_server_texts, &allow_peer_texts, &allow_publisher_texts}};
 
   GError* raw_error = nullptr;
   if (!g_option_context_parse(context.get(), &argc, &argv, &raw_error)) {
@@ -244,18 +278,9 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.max_sessions_per_minute = value;
   }
-  if (tls_listen_text) {
-    auto parsed = parse_host_port(tls_listen_text, 443, /*allow_zero_port=*/true);
-    if (auto* message = std::get_if<std::string>(&parsed)) {
-      error = "--tls-listen: " + *message;
-      return false;
-    }
-    options.tls_listen = std::get<HostPort>(parsed);
-    if (!is_ip_literal(options.tls_listen->host)) {
-      error = "--tls-listen: '" + options.tls_listen->host + "' is not an IP address";
-      return false;
-    }
-  }
+  if (tls_listen_text &&
+      !parse_ip_port_flag("tls-listen", tls_listen_text, 443, options.tls_listen, error))
+    return false;
   if (cert_text) options.cert_file = cert_text;
   if (key_text) options.key_file = key_text;
   if (options.cert_file.empty() != options.key_file.empty()) {
@@ -380,15 +405,47 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.alternate_address = alternate_address_text;
   }
-  if (metrics_text) {
-    auto parsed = parse_host_port(metrics_text, 9478, /*allow_zero_port=*/true);
-    if (auto* message = std::get_if<std::string>(&parsed)) {
-      error = "--metrics: " + *message;
+  if (metrics_text &&
+      !parse_ip_port_flag("metrics", metrics_text, 9478, options.metrics_listen, error))
+    return false;
+  if (publish_domain_text) {
+    GCharPtr lower(g_ascii_strdown(publish_domain_text, -1));
+    std::string domain = lower.get();
+    if (!domain.empty() && domain.back() == '.') domain.pop_back();
+    if (!is_valid_domain(domain)) {
+      error = std::string("--publish-domain: '") + publish_domain_text +
+              "' is not a domain name (labels of a-z, 0-9 and '-')";
       return false;
     }
-    options.metrics_listen = std::get<HostPort>(parsed);
-    if (!is_ip_literal(options.metrics_listen->host)) {
-      error = "--metrics: '" + options.metrics_listen->host + "' is not an IP address";
+    options.publish_domain = domain;
+  }
+  if (publish_http_text &&
+      !parse_ip_port_flag("publish-http", publish_http_text, 80, options.publish_http, error))
+    return false;
+  for (gchar** text = allow_publisher_texts; text && *text; ++text) {
+    if (std::string_view(*text) != "any" && !is_valid_key_id(*text)) {
+      error = std::string("--allow-publisher: '") + *text +
+              "' is not a key id (32 characters as `peer id` prints them) or `any`";
+      return false;
+    }
+    options.allow_publishers.emplace_back(*text);
+  }
+  return true;
+}
+
+bool is_valid_domain(std::string_view domain) {
+  if (domain.empty() || domain.size() > 253) return false;
+  size_t label = 0;
+  for (size_t i = 0; i <= domain.size(); ++i) {
+    const char c = i < domain.size() ? domain[i] : '.';
+    if (c == '.') {
+      // RFC 1035 section 2.3.1: 1-63 characters, no hyphen at either end.
+      if (label == 0 || label > 63 || domain[i - 1] == '-' || domain[i - label] == '-')
+        return false;
+      label = 0;
+    } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-') {
+      ++label;
+    } else {
       return false;
     }
   }

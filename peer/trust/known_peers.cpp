@@ -65,9 +65,4 @@ std::string check_pinned_key_id(const std::string& name, const std::string& expe
          ") but you asked for " + name + "@" + expected_id + ". Refusing.";
 }
 
-bool is_valid_key_id(const std::string& text) {
-  return text.size() == 32 &&
-         text.find_first_not_of("abcdefghijklmnopqrstuvwxyz234567") == std::string::npos;
-}
-
 }  // namespace natfwd

@@ -36,7 +36,5 @@ class KnownPeers {
 // For `home@KEYID`: empty when key_id(key) is `expected_id`, else the refusal.
 std::string check_pinned_key_id(const std::string& name, const std::string& expected_id,
                                 const PublicKey& key);
-// A key id as `peer id` prints it: 32 characters of lowercase base32.
-bool is_valid_key_id(const std::string& text);
 
 }  // namespace natfwd

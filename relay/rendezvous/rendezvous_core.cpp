@@ -19,6 +19,8 @@ namespace {
 constexpr size_t kPublicKeySize = 32;
 // Longest name: one leading character plus 62 more.
 constexpr size_t kMaxNameLength = 63;
+// A published target's host: a DNS name is at most 253 characters (RFC 1035 2.3.4).
+constexpr size_t kMaxHostLength = 253;
 // ICE ufrag and pwd are at most 256 characters (RFC 8839 section 5.4); candidate
 // lines are about a hundred. Bounds keep relayed messages far below the frame limit.
 constexpr size_t kMaxIceFieldLength = 256;
@@ -288,6 +290,10 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
          "the signature for '" + name + "' does not verify with key " + key_id(key));
     return;
   }
+  if (auto refusal = check_publish(connection, message)) {
+    fail(id, refusal->first, refusal->second);
+    return;
+  }
   if (auto bound = names_policy_->bound_key(name); bound && *bound != connection.public_key) {
     fail(id, wire::Error::NAME_TAKEN,
          "the name '" + name + "' is bound to another key (" + key_id(to_public_key(*bound)) +
@@ -320,13 +326,60 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
   if (!connection.name.empty() && connection.name != name) names_.erase(connection.name);
   connection.name = name;
   names_[name] = id;
+  connection.publishes.assign(message.publish().begin(), message.publish().end());
   count(&RelayStats::registrations_total);
-  log::info("registered '%s' for %s (key %s)", name.c_str(),
-            connection.remote.to_string().c_str(), short_key_id(connection.public_key).c_str());
+  log::info("registered '%s' for %s (key %s)%s", name.c_str(),
+            connection.remote.to_string().c_str(), short_key_id(connection.public_key).c_str(),
+            connection.publishes.empty() ? "" : ", publishing");
 
   wire::Envelope reply;
   reply.mutable_registered()->set_name(name);
+  if (!connection.publishes.empty()) {
+    reply.mutable_registered()->mutable_publish()->set_domain(config_.publish.domain);
+    reply.mutable_registered()->mutable_publish()->set_relay_key(config_.publish.relay_key);
+  }
   send(id, std::move(reply));
+}
+
+std::optional<std::pair<wire::Error::Code, std::string>> RendezvousCore::check_publish(
+    const Connection& connection, const wire::Register& message) const {
+  if (message.publish().empty()) return std::nullopt;
+  if (config_.publish.domain.empty())
+    return std::pair{wire::Error::NOT_PUBLISHER,
+                     std::string("this relay publishes nothing (it runs without --publish-domain)")};
+  // One service of each kind: the front door routes a Host name to one target.
+  std::set<int> kinds;
+  for (const wire::Publish& publish : message.publish()) {
+    if (publish.host().empty() || publish.host().size() > kMaxHostLength ||
+        publish.port() == 0 || publish.port() > 65535 || !kinds.insert(publish.kind()).second)
+      return std::pair{wire::Error::BAD_MESSAGE,
+                       std::string("a publish list holds one service per kind, each with "
+                                   "a host and a port")};
+  }
+  const std::string id = key_id(to_public_key(connection.public_key));
+  if (config_.publish.any_publisher || config_.publish.publishers.contains(id))
+    return std::nullopt;
+  // Anyone can ask, as often as the registration budget allows: rate limited.
+  log::warn_limited("refused-publisher",
+                    "refused publisher %s for '%s' from %s: its key is not allowed to publish "
+                    "(--allow-publisher %s, or a line in the state dir's publishers file)",
+                    id.c_str(), message.name().c_str(), connection.remote.host.c_str(),
+                    id.c_str());
+  return std::pair{wire::Error::NOT_PUBLISHER,
+                   "key " + id + " may not publish at this relay; its operator allows it "
+                   "with `relay --allow-publisher " + id + "`"};
+}
+
+std::optional<PublishedService> RendezvousCore::published(std::string_view name,
+                                                          wire::Publish::Kind kind) const {
+  auto holder = names_.find(std::string(name));
+  if (holder == names_.end()) return std::nullopt;
+  const Connection& connection = connections_.at(holder->second);
+  for (const wire::Publish& publish : connection.publishes)
+    if (publish.kind() == kind)
+      return PublishedService{{publish.host(), static_cast<uint16_t>(publish.port())},
+                              connection.public_key};
+  return std::nullopt;
 }
 
 void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection,

@@ -54,6 +54,28 @@ struct TurnAnnouncement {
   std::function<uint64_t()> unix_now;
 };
 
+// Publishing (relay --publish-domain): who may ask the relay's front door to carry
+// visitors to their services, and what a publisher is told.
+struct PublishConfig {
+  // Visitors reach NAME.DOMAIN; empty: publishing is off, and a Register that asks
+  // to publish gets Error NOT_PUBLISHER.
+  std::string domain;
+  // The raw 32-byte Ed25519 key of the relay's front door, sent in PublishGrant.
+  std::string relay_key;
+  // --allow-publisher `any`: every proven key may publish.
+  bool any_publisher = false;
+  // Key ids (proto/identity.h key_id) allowed to publish: --allow-publisher and the
+  // state dir's publishers file.
+  std::set<std::string> publishers;
+};
+
+// What a registered peer publishes, for the front door: the target its StreamOpen
+// names and the key the peer proved (the front door pins it).
+struct PublishedService {
+  HostPort target;
+  std::string public_key;  // raw 32 bytes
+};
+
 struct RendezvousConfig {
   // Counters for --metrics; null: not counted.
   RelayStats* stats = nullptr;
@@ -86,6 +108,7 @@ struct RendezvousConfig {
   // Welcome.challenge: 32 random bytes per connection; injectable for tests.
   // Default (empty): RAND_bytes.
   std::function<std::string()> make_challenge;
+  PublishConfig publish;
 };
 
 // Actions for the I/O side, in order.
@@ -131,6 +154,9 @@ class RendezvousCore {
   size_t session_count() const { return sessions_.size(); }
   size_t registered_count() const { return names_.size(); }
   std::optional<ConnectionId> holder_of(std::string_view name) const;
+  // The service of `kind` that the peer registered as `name` publishes, if any.
+  std::optional<PublishedService> published(std::string_view name,
+                                            wire::Publish::Kind kind) const;
   const RendezvousConfig& config() const { return config_; }
 
  private:
@@ -143,6 +169,7 @@ class RendezvousCore {
     std::string public_key;  // raw bytes from Hello
     std::string challenge;   // sent in Challenge; Prove and Register sign it
     std::string name;        // registered name, empty if none
+    std::vector<wire::Publish> publishes;  // accepted with the name's Register
     std::set<SessionId> sessions;
     TimePoint deadline;      // hello or idle deadline, mirrored in deadlines_
     std::optional<TimePoint> refresh;  // next IceServersUpdate, mirrored in refreshes_
@@ -162,6 +189,9 @@ class RendezvousCore {
                     TimePoint now);
   void handle_register(ConnectionId id, Connection& connection, const wire::Register& message,
                        TimePoint now);
+  // Empty when `message`'s publish list may be accepted; else the Error to send.
+  std::optional<std::pair<wire::Error::Code, std::string>> check_publish(
+      const Connection& connection, const wire::Register& message) const;
   void handle_open_session(ConnectionId id, Connection& connection,
                            const wire::OpenSession& message, TimePoint now);
   void handle_accept_session(ConnectionId id, const wire::AcceptSession& message);

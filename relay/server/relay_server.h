@@ -56,6 +56,8 @@ class RelayServer {
   const std::optional<HostPort>& tls_address() const { return tls_address_; }
   // What the cores hold now, for --metrics.
   RelayGauges gauges() const;
+  // The rendezvous's registry, for the publishing front door's lookups.
+  const RendezvousCore& rendezvous() const;
   // RFC 5780: the OTHER-ADDRESS of the main port (alternate IP and port), if on.
   const std::optional<HostPort>& discovery_address() const { return discovery_address_; }
 

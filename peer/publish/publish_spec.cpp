@@ -1,0 +1,43 @@
+#include "publish/publish_spec.h"
+
+#include <vector>
+
+namespace natfwd {
+
+Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
+  const std::string whole(text);
+  const size_t colon = text.find(':');
+  if (colon == std::string_view::npos)
+    return "'" + whole + "' is not KIND:[HOST:]PORT (for example http:8000)";
+  const std::string_view kind = text.substr(0, colon);
+  PublishSpec spec;
+  if (kind == "http") spec.kind = PublishSpec::Kind::kHttp;
+  else return "'" + std::string(kind) + "' in '" + whole + "' is not a kind that can be "
+              "published (http)";
+  auto fields_or = split_colon_fields(text.substr(colon + 1));
+  if (auto* error = std::get_if<std::string>(&fields_or)) return *error;
+  auto& fields = std::get<std::vector<std::string>>(fields_or);
+  spec.target.host = "127.0.0.1";
+  if (fields.size() == 2) {
+    spec.target.host = fields[0];
+    if (!is_valid_host(spec.target.host))
+      return "'" + fields[0] + "' is not a valid host in '" + whole + "'";
+    fields.erase(fields.begin());
+  } else if (fields.size() != 1) {
+    return "'" + whole + "' is not " + std::string(kind) + ":[HOST:]PORT";
+  }
+  auto port = parse_port(fields[0], false);
+  if (auto* error = std::get_if<std::string>(&port)) return *error;
+  spec.target.port = std::get<uint16_t>(port);
+  return spec;
+}
+
+const char* publish_kind_name(PublishSpec::Kind kind) {
+  switch (kind) {
+    case PublishSpec::Kind::kHttp:
+      return "http";
+  }
+  return "?";
+}
+
+}  // namespace natfwd

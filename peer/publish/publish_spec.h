@@ -1,0 +1,27 @@
+// The --publish spec of a serving peer: a local service that the relay's publishing
+// front door carries to visitors who have only a browser.
+//
+//   --publish http:[HOST:]PORT     HTTP/1.1 at http://NAME.DOMAIN/ (DOMAIN: the relay's
+//                                  --publish-domain), routed by the relay by Host
+//
+// HOST defaults to 127.0.0.1: the common case is a web server on this machine.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "address.h"
+
+namespace natfwd {
+
+struct PublishSpec {
+  enum class Kind { kHttp };
+  Kind kind = Kind::kHttp;
+  HostPort target;  // HOST:PORT at home, reached by the serving peer
+};
+
+Parsed<PublishSpec> parse_publish_spec(std::string_view text);
+// "http" for the ready line and messages.
+const char* publish_kind_name(PublishSpec::Kind kind);
+
+}  // namespace natfwd
