@@ -28,6 +28,7 @@
 #include "front_door/front_door_peer.h"
 #include "front_door/http_front_door.h"
 #include "front_door/publishers_file.h"
+#include "front_door/tls_front_door.h"
 #include "relay_config_file.h"
 #include "relay_options.h"
 #include "metrics/relay_stats.h"
@@ -218,6 +219,8 @@ int run(const natfwd::relay::RelayOptions& options) {
     // Publishing: the relay connects to home peers as a peer of its own rendezvous.
     std::unique_ptr<relay::front_door::FrontDoorPeer> front_door;
     std::unique_ptr<relay::front_door::HttpFrontDoor> http_front_door;
+    std::unique_ptr<relay::front_door::TlsFrontDoor> tls_front_door;
+    std::string publish_services;
     if (front_door_key) {
       front_door = std::make_unique<relay::front_door::FrontDoorPeer>(
           std::move(*front_door_key),
@@ -230,6 +233,18 @@ int run(const natfwd::relay::RelayOptions& options) {
             return server.rendezvous().published(name, wire::Publish::HTTP);
           },
           *front_door);
+      publish_services = ", publish http " + http_front_door->local_address().to_string();
+      tls_front_door = std::make_unique<relay::front_door::TlsFrontDoor>(
+          options.publish_domain,
+          [&server](const std::string& name) {
+            return server.rendezvous().published(name, wire::Publish::TLS);
+          },
+          *front_door);
+      if (server.set_sni_route([door = tls_front_door.get()](GSocket* socket,
+                                                             const std::string& server_name) {
+            return door->route(socket, server_name);
+          }))
+        publish_services += " https *." + options.publish_domain;
       front_door->start();
     }
     std::unique_ptr<relay::MetricsService> metrics;
@@ -242,8 +257,7 @@ int run(const natfwd::relay::RelayOptions& options) {
       });
       services += ", metrics http://" + metrics->local_address().to_string() + "/metrics";
     }
-    if (http_front_door)
-      services += ", publish http " + http_front_door->local_address().to_string();
+    services += publish_services;
     // Handlers before the ready line: a SIGTERM right after it must still exit 0.
     const SourceId sigint(g_unix_signal_add(SIGINT, on_stop_signal, loop));
     const SourceId sigterm(g_unix_signal_add(SIGTERM, on_stop_signal, loop));

@@ -12,8 +12,9 @@ Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
   const std::string_view kind = text.substr(0, colon);
   PublishSpec spec;
   if (kind == "http") spec.kind = PublishSpec::Kind::kHttp;
+  else if (kind == "tls") spec.kind = PublishSpec::Kind::kTls;
   else return "'" + std::string(kind) + "' in '" + whole + "' is not a kind that can be "
-              "published (http)";
+              "published (http, tls)";
   auto fields_or = split_colon_fields(text.substr(colon + 1));
   if (auto* error = std::get_if<std::string>(&fields_or)) return *error;
   auto& fields = std::get<std::vector<std::string>>(fields_or);
@@ -36,6 +37,8 @@ const char* publish_kind_name(PublishSpec::Kind kind) {
   switch (kind) {
     case PublishSpec::Kind::kHttp:
       return "http";
+    case PublishSpec::Kind::kTls:
+      return "tls";
   }
   return "?";
 }

@@ -3,6 +3,9 @@
 //
 //   --publish http:[HOST:]PORT     HTTP/1.1 at http://NAME.DOMAIN/ (DOMAIN: the relay's
 //                                  --publish-domain), routed by the relay by Host
+//   --publish tls:[HOST:]PORT      TLS at https://NAME.DOMAIN/, routed by the relay by
+//                                  the ClientHello's SNI and passed through untouched:
+//                                  HOST:PORT terminates TLS with its own certificate
 //
 // HOST defaults to 127.0.0.1: the common case is a web server on this machine.
 #pragma once
@@ -15,13 +18,13 @@
 namespace natfwd {
 
 struct PublishSpec {
-  enum class Kind { kHttp };
+  enum class Kind { kHttp, kTls };
   Kind kind = Kind::kHttp;
   HostPort target;  // HOST:PORT at home, reached by the serving peer
 };
 
 Parsed<PublishSpec> parse_publish_spec(std::string_view text);
-// "http" for the ready line and messages.
+// "http" or "tls", as the spec spells it.
 const char* publish_kind_name(PublishSpec::Kind kind);
 
 }  // namespace natfwd

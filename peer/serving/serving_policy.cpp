@@ -130,9 +130,12 @@ void ServingPolicy::on_registered(RelayLink& link, const wire::Registered& regis
   }
   if (published_) return;
   published_ = true;
-  for (const PublishSpec& publish : options_.publishes)
-    log::ready("published %s://%s.%s/ -> %s", publish_kind_name(publish.kind), name.c_str(),
-               link.publish_domain.c_str(), publish.target.to_string().c_str());
+  for (const PublishSpec& publish : options_.publishes) {
+    const bool tls = publish.kind == PublishSpec::Kind::kTls;
+    log::ready("published %s://%s.%s/ -> %s%s", tls ? "https" : "http", name.c_str(),
+               link.publish_domain.c_str(), publish.target.to_string().c_str(),
+               tls ? " (tls passthrough)" : "");
+  }
 }
 
 void ServingPolicy::answer_netcheck(RelayLink& link, const wire::NetcheckQuery& query) {

@@ -172,7 +172,17 @@ void TlsService::on_accept() {
   }
 }
 
+void TlsService::set_sni_route(SniPeek::Route route) {
+  sni_peek_ = std::make_unique<SniPeek>(std::move(route),
+                                        [this](GSocket* socket) { start_handshake(socket); });
+}
+
 void TlsService::adopt(GSocket* socket) {
+  if (sni_peek_) sni_peek_->adopt(socket);
+  else start_handshake(socket);
+}
+
+void TlsService::start_handshake(GSocket* socket) {
   if (pending_.size() >= kMaxPending) {
     log::warn_limited("tls-pending", "tls: too many handshakes in progress; refusing one");
     g_socket_close(socket, nullptr);

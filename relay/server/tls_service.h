@@ -14,6 +14,7 @@
 
 #include "byte_stream.h"
 #include "glib_ptr.h"
+#include "server/sni_peek.h"
 
 namespace natfwd::relay {
 
@@ -44,6 +45,9 @@ class TlsService {
   void set_targets(RendezvousService* rendezvous, TurnService* turn);
   // A TCP connection whose first byte is a TLS handshake record.
   void adopt(GSocket* socket);
+  // Publishing: each new connection's ClientHello is first offered to `route`
+  // (sni_peek.h); what it does not take is served here as before.
+  void set_sni_route(SniPeek::Route route);
 
  private:
   struct Pending {
@@ -64,6 +68,7 @@ class TlsService {
   bool advance(Pending& pending);
   void watch(Pending& pending, GIOCondition condition);
   void drop(uint64_t id);
+  void start_handshake(GSocket* socket);
 
   // A client must finish the handshake and say something within this time.
   static constexpr guint kHandshakeTimeoutMs = 10000;
@@ -77,6 +82,7 @@ class TlsService {
   TurnService* turn_ = nullptr;
   std::unordered_map<uint64_t, std::unique_ptr<Pending>> pending_;
   uint64_t next_id_ = 1;
+  std::unique_ptr<SniPeek> sni_peek_;  // null: no publishing, no peek
 };
 
 }  // namespace natfwd::relay

@@ -43,7 +43,8 @@ def test(w):
     home_id = nf.key_id(home_dir)
     relay, relay_addr = nf.relay(extra=["--publish-domain", DOMAIN, "--publish-http",
                                         "127.0.0.1:0", "--allow-publisher", home_id])
-    m = re.search(r"publish http 127\.0\.0\.1:(\d+)\)$", relay.stdout_lines[0])
+    m = re.search(r"publish http 127\.0\.0\.1:(\d+) https \*\.share\.test\)$",
+                  relay.stdout_lines[0])
     if not m:
         raise Failure(f"relay ready line without the publish part: {relay.stdout_lines[0]!r}")
     http_port = int(m.group(1))

@@ -16,11 +16,15 @@ TEST_CASE("--publish http:PORT defaults to 127.0.0.1; http:HOST:PORT names the h
   auto c = std::get<PublishSpec>(parse_publish_spec("http:[fd00::5]:8080"));
   CHECK(c.target == HostPort{"fd00::5", 8080});
   CHECK(std::string(publish_kind_name(a.kind)) == "http");
+  auto d = std::get<PublishSpec>(parse_publish_spec("tls:8443"));
+  CHECK(d.kind == PublishSpec::Kind::kTls);
+  CHECK(d.target == HostPort{"127.0.0.1", 8443});
+  CHECK(std::string(publish_kind_name(d.kind)) == "tls");
 }
 
 TEST_CASE("bad --publish specs are refused with a message naming them") {
   for (const char* bad : {"", "8000", "http", "http:", "http:0", "http:99999", "http:x",
-                          "http:a:b:c", "http:bad host:80", "ftp:21", "HTTP:80",
+                          "http:a:b:c", "http:bad host:80", "ftp:21", "HTTP:80", "tls:", "tls:a:b:c",
                           "http:[::1:80"}) {
     INFO(bad);
     auto r = parse_publish_spec(bad);
