@@ -8,20 +8,23 @@ relay's front door, routed by Host NAME.DOMAIN.
 - a peer whose key is not an allowed publisher is refused at registration: one relay
   log line names its key, and the peer exits with a clear error;
 - two visitors at once, one that stops reading a large download, do not block each
-  other: the other page loads while the slow one is stalled, and the slow one then
-  completes byte for byte.
+  other: once home has sent the stalled one a whole stream window (peer status), the
+  other page still loads (a tunnel-wide window the size of a stream's makes this
+  fail), and the stalled one then completes byte for byte.
 """
 import hashlib
+import json
 import os
 import re
 import socket
 import subprocess
 import time
 
-from harness import Failure, recv_all, run, scaled
+from harness import Failure, recv_all, run, scaled, wait_until
 
 DOMAIN = "share.test"
 BIG_BYTES = 32 << 20  # well beyond the stream window and socket buffers
+STREAM_WINDOW = 16 << 20  # peer/quic/quic_connection.h, stream_window
 
 
 def curl(host, port, path, max_time=60):
@@ -100,12 +103,20 @@ def test(w):
     first = slow.recv(1024)
     if not first.startswith(b"HTTP/1.0 200"):
         raise Failure(f"large download did not start: {first[:100]!r}")
+    # Wait until home has sent a whole stream window to the stalled visitor: from then
+    # on only flow control per stream (not per tunnel) lets a second visitor through.
+    def home_sent():
+        out = subprocess.run([nf.peer_bin, "status", "--state-dir", home_dir, "--json"],
+                             capture_output=True, text=True, timeout=scaled(20))
+        return sum(t["bytes_sent"] for t in json.loads(out.stdout)["tunnels"])
+    wait_until(lambda: home_sent() >= STREAM_WINDOW, 30,
+               "home to fill the stalled visitor's stream window")
     stalled_at = time.monotonic()
     status, body = curl(f"home.{DOMAIN}", http_port, "/index.html", max_time=30)
     if status != 200 or body != page:
         raise Failure(f"second visitor beside a stalled one: HTTP {status}")
     print(f"second visitor served in {time.monotonic() - stalled_at:.2f} s while the first "
-          "one read nothing")
+          f"one read nothing and home had sent it {home_sent() >> 20} MiB")
     count, digest = recv_all(slow)
     slow.close()
     head_end = first.find(b"\r\n\r\n")  # the head and the start of the body
