@@ -3,6 +3,7 @@
 
 #include "front_door/front_door_peer.h"
 #include "front_door/http_head.h"
+#include "tunnel/stream_opening.h"
 #include "identity.h"
 #include "log.h"
 #include "net/socket_address.h"
@@ -11,6 +12,15 @@ namespace natfwd::relay::front_door {
 namespace {
 
 constexpr size_t kReadChunk = 4096;
+
+// A short error page, then no more from us. A page of a few hundred bytes fits the
+// empty send buffer of a connection we have not written to.
+void send_page(GSocketConnection* tcp, int status, const char* title, const std::string& detail) {
+  const std::string response = http_error_response(status, title, detail);
+  GSocket* socket = g_socket_connection_get_socket(tcp);
+  g_socket_send(socket, response.data(), response.size(), nullptr, nullptr);
+  g_socket_shutdown(socket, FALSE, TRUE, nullptr);
+}
 
 std::string remote_of(GSocketConnection* tcp) {
   GObjectPtr<GSocketAddress> address(g_socket_connection_get_remote_address(tcp, nullptr));
@@ -140,16 +150,27 @@ void HttpFrontDoor::route(Visitor& visitor, const std::string& host) {
   GObjectPtr<GSocketConnection> tcp(G_SOCKET_CONNECTION(g_object_ref(visitor.tcp.get())));
   std::string first_bytes = std::move(visitor.read);
   drop(visitor.id);  // our sources go; the connection stays open for the tunnel
-  peer_.forward(*name, key, tcp.get(), service->target, std::move(first_bytes));
+  // Home could not take it (not reachable, its server down): a 502 page says so
+  // instead of a bare reset. Nothing was sent to the visitor before this answer.
+  std::shared_ptr<GSocketConnection> held(G_SOCKET_CONNECTION(g_object_ref(tcp.get())),
+                                          g_object_unref);
+  // Home's own words (addresses on its network) go to the log, not to the visitor.
+  auto on_result = [held, host](int status, const std::string& detail) {
+    if (status == wire::StreamOpenResult::OK || status == kStreamBroken) return;
+    log::warn_limited("publish-http-502", "publish http: %s: %s", host.c_str(), detail.c_str());
+    const char* why = status == kOpenFailedLocally ? "the home peer could not be reached"
+                      : status == wire::StreamOpenResult::CONNECT_FAILED ||
+                              status == wire::StreamOpenResult::RESOLVE_FAILED
+                          ? "the web server at home did not answer"
+                          : "the home peer did not take the connection";
+    send_page(held.get(), 502, "Bad Gateway", host + ": " + why);
+  };
+  peer_.forward(*name, key, tcp.get(), service->target, std::move(first_bytes), on_result);
 }
 
 void HttpFrontDoor::answer(Visitor& visitor, int status, const char* title,
                            const std::string& detail) {
-  const std::string response = http_error_response(status, title, detail);
-  GSocket* socket = g_socket_connection_get_socket(visitor.tcp.get());
-  // A page of a few hundred bytes fits the empty send buffer of a new connection.
-  g_socket_send(socket, response.data(), response.size(), nullptr, nullptr);
-  g_socket_shutdown(socket, FALSE, TRUE, nullptr);
+  send_page(visitor.tcp.get(), status, title, detail);
   g_io_stream_close(G_IO_STREAM(visitor.tcp.get()), nullptr, nullptr);
   drop(visitor.id);
 }

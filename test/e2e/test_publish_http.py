@@ -7,6 +7,7 @@ relay's front door, routed by Host NAME.DOMAIN.
 - an unknown NAME gets a 404 page at once, a malformed request a 400 page;
 - a peer whose key is not an allowed publisher is refused at registration: one relay
   log line names its key, and the peer exits with a clear error;
+- with home's web server stopped, a visitor gets a 502 page, not a reset;
 - two visitors at once, one that stops reading a large download, do not block each
   other: once home has sent the stalled one a whole stream window (peer status), the
   other page still loads (a tunnel-wide window the size of a stream's makes this
@@ -152,6 +153,13 @@ def test(w):
     if status != 404:
         raise Failure(f"a refused publisher's name answered HTTP {status}")
     print("a key that is not an allowed publisher was refused with one log line")
+
+    # Home's web server gone: a 502 page at once, not a reset or a hang.
+    web.stop()
+    status, body = curl(f"home.{DOMAIN}", http_port, "/index.html", max_time=20)
+    if status != 502 or b"did not answer" not in body:
+        raise Failure(f"with home's server stopped: HTTP {status}: {body[:200]!r}")
+    print("home's server stopped: 502 page")
     home.check_running("at the end")
     relay.check_running("at the end")
 
