@@ -200,7 +200,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       context.get(),
       "On ready, prints one line on stdout: relay listening on ADDR:PORT (stun/udp, "
       "rendezvous/tcp, turn/udp+tcp[, tls ADDR:PORT][, rfc5780 ALT_IP:ALT_PORT]"
-      "[, metrics http://ADDR:PORT/metrics][, publish http ADDR:PORT https *.DOMAIN])\nSIGINT or SIGTERM stop it. Logs go to "
+      "[, metrics http://ADDR:PORT/metrics][, publish http ADDR:PORT https *.DOMAIN])\n"
+      "SIGINT or SIGTERM stop it. Logs go to "
       "stderr.\n\n`relay id [OPTIONS]` prints the relay's TLS key fingerprint (SHA256:...), "
       "the value peers pin with --relay-key, and exits; it reads the same --state-dir, "
       "--cert and --config as the relay.\n");

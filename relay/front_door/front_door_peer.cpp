@@ -129,7 +129,8 @@ gboolean FrontDoorPeer::on_health_check(gpointer self) {
   return guard_callback("front door health check", G_SOURCE_CONTINUE, [door] {
     const Micros now = monotonic_now();
     const bool after_change = door->health_.after_network_change(now);
-    for (auto& [name, remote] : door->remotes_) remote->check_health(door->health_, now, after_change);
+    for (auto& [name, remote] : door->remotes_)
+      remote->check_health(door->health_, now, after_change);
     return G_SOURCE_CONTINUE;
   });
 }

@@ -136,8 +136,9 @@ void HttpFrontDoor::route(Visitor& visitor, const std::string& host) {
   const std::optional<std::string> name = published_name(host, domain_);
   const std::optional<PublishedService> service = name ? lookup_(*name) : std::nullopt;
   if (!service) {
-    log::info("publish http: %s asked for %s: not published here", visitor.remote.c_str(),
-              host.c_str());
+    // Any visitor can ask for any name, as often as it likes: debug only.
+    log::debug("publish http: %s asked for %s: not published here", visitor.remote.c_str(),
+               host.c_str());
     answer(visitor, 404, "Not Found", host + " is not published at this relay");
     return;
   }

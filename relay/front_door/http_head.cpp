@@ -31,8 +31,9 @@ HttpHead invalid(const char* reason) {
 // RFC 9110 section 5.6.2: a token is visible ASCII without delimiters.
 bool is_token(std::string_view text) {
   if (text.empty()) return false;
+  constexpr std::string_view kDelimiters = "\"(),/:;<=>?@[\\]{}";
   for (unsigned char c : text)
-    if (c <= 32 || c >= 127 || std::string_view("\"(),/:;<=>?@[\\]{}").find(static_cast<char>(c)) != std::string_view::npos)
+    if (c <= 32 || c >= 127 || kDelimiters.find(static_cast<char>(c)) != std::string_view::npos)
       return false;
   return true;
 }

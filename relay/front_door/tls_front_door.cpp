@@ -15,8 +15,9 @@ bool TlsFrontDoor::route(GSocket* socket, const std::string& server_name) {
   if (!name) return false;
   const std::optional<PublishedService> service = lookup_(*name);
   if (!service) {
-    log::info("publish tls: %s is not published here; the relay's own TLS answers",
-              server_name.c_str());
+    // Any visitor can ask for any name: debug only.
+    log::debug("publish tls: %s is not published here; the relay's own TLS answers",
+               server_name.c_str());
     return false;
   }
   PublicKey key{};

@@ -345,8 +345,9 @@ std::optional<std::pair<wire::Error::Code, std::string>> RendezvousCore::check_p
     const Connection& connection, const wire::Register& message) const {
   if (message.publish().empty()) return std::nullopt;
   if (config_.publish.domain.empty())
-    return std::pair{wire::Error::NOT_PUBLISHER,
-                     std::string("this relay publishes nothing (it runs without --publish-domain)")};
+    return std::pair{
+        wire::Error::NOT_PUBLISHER,
+        std::string("this relay publishes nothing (it runs without --publish-domain)")};
   // One service of each kind: the front door routes a Host name to one target.
   std::set<int> kinds;
   for (const wire::Publish& publish : message.publish()) {

@@ -24,7 +24,8 @@ TEST_CASE("--publish http:PORT defaults to 127.0.0.1; http:HOST:PORT names the h
 
 TEST_CASE("bad --publish specs are refused with a message naming them") {
   for (const char* bad : {"", "8000", "http", "http:", "http:0", "http:99999", "http:x",
-                          "http:a:b:c", "http:bad host:80", "ftp:21", "HTTP:80", "tls:", "tls:a:b:c",
+                          "http:a:b:c", "http:bad host:80", "ftp:21", "HTTP:80",
+                          "tls:", "tls:a:b:c",
                           "http:[::1:80"}) {
     INFO(bad);
     auto r = parse_publish_spec(bad);
