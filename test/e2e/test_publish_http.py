@@ -3,7 +3,8 @@
 relay's front door, routed by Host NAME.DOMAIN.
 
 - `python3 -m http.server` at home, `peer --publish http:PORT` prints exactly
-  `published http://home.DOMAIN/ -> 127.0.0.1:PORT`, and curl (--resolve) loads a page;
+  `published http://home.DOMAIN/ -> 127.0.0.1:PORT`, and curl (--resolve) loads a page
+  over a direct path from the relay to home (the relay's path line);
 - an unknown NAME gets a 404 page at once, a malformed request a 400 page;
 - a peer whose key is not an allowed publisher is refused at registration: one relay
   log line names its key, and the peer exits with a clear error;
@@ -80,7 +81,13 @@ def test(w):
     if status != 200 or body != page:
         raise Failure(f"page through the front door: HTTP {status}, {len(body)} bytes\n"
                       f"{relay.describe()}\n{home.describe()}")
-    print(f"page loaded through http://home.{DOMAIN}:{http_port}/")
+    # The relay reached home as a peer does, and over a direct path (both are public
+    # here): its tunnel prints the same path line as `peer -L`.
+    path = relay.wait_stdout(r"^path home: (.*)$", timeout=10,
+                             what="the front door's path line")
+    if not path.group(1).startswith("direct udp"):
+        raise Failure(f"the front door's tunnel is not direct: {path.group(0)!r}")
+    print(f"page loaded through http://home.{DOMAIN}:{http_port}/ ({path.group(0)})")
 
     # Unknown NAME: 404 at once; garbage: 400 at once.
     started = time.monotonic()
