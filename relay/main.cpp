@@ -28,6 +28,7 @@
 #include "front_door/front_door_peer.h"
 #include "front_door/http_front_door.h"
 #include "front_door/publishers_file.h"
+#include "front_door/tcp_front_door.h"
 #include "front_door/tls_front_door.h"
 #include "relay_config_file.h"
 #include "relay_options.h"
@@ -208,7 +209,8 @@ int run(const natfwd::relay::RelayOptions& options) {
       front_door_key = relay::front_door::FrontDoorPeer::load_identity(options.state_dir);
       const PublicKey& key = front_door_key->public_key();
       config.rendezvous.publish = {options.publish_domain, std::string(key.begin(), key.end()),
-                                   publishers.any, publishers.key_ids};
+                                   publishers.any, publishers.key_ids,
+                                   options.publish_port_min, options.publish_port_max};
     }
     relay::RelayServer server(std::move(config));
     std::string services = "stun/udp, rendezvous/tcp";
@@ -220,6 +222,7 @@ int run(const natfwd::relay::RelayOptions& options) {
     std::unique_ptr<relay::front_door::FrontDoorPeer> front_door;
     std::unique_ptr<relay::front_door::HttpFrontDoor> http_front_door;
     std::unique_ptr<relay::front_door::TlsFrontDoor> tls_front_door;
+    std::unique_ptr<relay::front_door::TcpFrontDoor> tcp_front_door;
     std::string publish_services;
     if (front_door_key) {
       front_door = std::make_unique<relay::front_door::FrontDoorPeer>(
@@ -245,6 +248,14 @@ int run(const natfwd::relay::RelayOptions& options) {
             return door->route(socket, server_name);
           }))
         publish_services += " https *." + options.publish_domain;
+      if (options.publish_port_max != 0) {
+        tcp_front_door = std::make_unique<relay::front_door::TcpFrontDoor>(
+            server.local_address().host, options.publish_port_min, options.publish_port_max,
+            [&server](uint16_t port) { return server.rendezvous().published_tcp(port); },
+            *front_door);
+        publish_services += ", tcp " + std::to_string(options.publish_port_min) + "-" +
+                            std::to_string(options.publish_port_max);
+      }
       front_door->start();
     }
     std::unique_ptr<relay::MetricsService> metrics;
@@ -325,6 +336,10 @@ int main(int argc, char** argv) {
   if (options.publish_domain.empty() != !options.publish_http) {
     fprintf(stderr, "relay: --publish-domain and --publish-http go together: the HTTP front "
                     "door routes NAME.DOMAIN\n");
+    return kExitUsage;
+  }
+  if (options.publish_port_max != 0 && options.publish_domain.empty()) {
+    fprintf(stderr, "relay: --publish-ports needs --publish-domain (publishing is off)\n");
     return kExitUsage;
   }
   log::init("relay", options.verbose ? log::Level::kDebug : log::Level::kInfo);

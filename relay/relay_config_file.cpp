@@ -61,6 +61,7 @@ const config::ConfigSchema& relay_config_schema() {
            text("publish-domain"),
            text("publish-http"),
            list("allow-publisher"),
+           text("publish-ports"),
        }},
   };
   return schema;

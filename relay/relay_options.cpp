@@ -54,6 +54,22 @@ bool parse_ip_port_flag(const char* flag, const char* text, uint16_t default_por
   return true;
 }
 
+// MIN-MAX of a port range flag; false with `error` set when it is not one.
+bool parse_port_range(const char* flag, std::string_view text, uint16_t& min_out,
+                      uint16_t& max_out, std::string& error) {
+  const size_t dash = text.find('-');
+  uint64_t min = 0, max = 0;
+  if (dash == std::string_view::npos || !parse_number(text.substr(0, dash), 1, 65535, min) ||
+      !parse_number(text.substr(dash + 1), 1, 65535, max) || min > max) {
+    error = std::string("--") + flag + ": '" + std::string(text) +
+            "' is not MIN-MAX with 1 <= MIN <= MAX <= 65535";
+    return false;
+  }
+  min_out = static_cast<uint16_t>(min);
+  max_out = static_cast<uint16_t>(max);
+  return true;
+}
+
 }  // namespace
 
 bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::string& error) {
@@ -84,6 +100,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* publish_domain_text = nullptr;
   gchar* publish_http_text = nullptr;
   gchar** allow_publisher_texts = nullptr;
+  gchar* publish_ports_text = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
   gboolean no_turn = FALSE;
@@ -190,6 +207,10 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "A peer key id (`peer id`) that may publish, or `any`; repeatable; beside the state "
        "dir's publishers file (one key id per line) [default: none]",
        "KEYID"},
+      {"publish-ports", 0, 0, G_OPTION_ARG_STRING, &publish_ports_text,
+       "Ports for raw TCP publishing (peer --publish tcp:), one per published target; "
+       "the relay listens on all of them; needs --publish-domain [default: none]",
+       "MIN-MAX"},
       {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr}};
 
@@ -200,7 +221,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       context.get(),
       "On ready, prints one line on stdout: relay listening on ADDR:PORT (stun/udp, "
       "rendezvous/tcp, turn/udp+tcp[, tls ADDR:PORT][, rfc5780 ALT_IP:ALT_PORT]"
-      "[, metrics http://ADDR:PORT/metrics][, publish http ADDR:PORT https *.DOMAIN])\n"
+      "[, metrics http://ADDR:PORT/metrics][, publish http ADDR:PORT https *.DOMAIN"
+      "[, tcp MIN-MAX]])\n"
       "SIGINT or SIGTERM stop it. Logs go to "
       "stderr.\n\n`relay id [OPTIONS]` prints the relay's TLS key fingerprint (SHA256:...), "
       "the value peers pin with --relay-key, and exits; it reads the same --state-dir, "
@@ -217,7 +239,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
              &max_sessions_text, &tls_listen_text, &cert_text,
              &key_text, &secret_text, &realm_text, &per_user_text, &max_allocations_text, &name_expiry_text,
              &bandwidth_text, &relay_ports_text, &config_text, &alternate_address_text,
-             &alternate_port_text, &metrics_text, &publish_domain_text, &publish_http_text},
+             &alternate_port_text, &metrics_text, &publish_domain_text, &publish_http_text,
+             &publish_ports_text},
             {&turn_server_texts, &allow_peer_texts, &allow_publisher_texts}};
 
   GError* raw_error = nullptr;
@@ -360,19 +383,14 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.bandwidth_cap = value;
   }
-  if (relay_ports_text) {
-    const std::string_view text = relay_ports_text;
-    const size_t dash = text.find('-');
-    uint64_t min = 0, max = 0;
-    if (dash == std::string_view::npos || !parse_number(text.substr(0, dash), 1, 65535, min) ||
-        !parse_number(text.substr(dash + 1), 1, 65535, max) || min > max) {
-      error = "--relay-ports: '" + std::string(text) + "' is not MIN-MAX with 1 <= MIN <= MAX "
-              "<= 65535";
-      return false;
-    }
-    options.relay_port_min = static_cast<uint16_t>(min);
-    options.relay_port_max = static_cast<uint16_t>(max);
-  }
+  if (relay_ports_text && !parse_port_range("relay-ports", relay_ports_text,
+                                             options.relay_port_min, options.relay_port_max,
+                                             error))
+    return false;
+  if (publish_ports_text && !parse_port_range("publish-ports", publish_ports_text,
+                                              options.publish_port_min,
+                                              options.publish_port_max, error))
+    return false;
   if (alternate_port_text) {
     uint64_t value = 0;
     if (!alternate_address_text) {

@@ -76,6 +76,9 @@ struct RelayOptions {
   // --allow-publisher (repeatable): key ids that may publish, or `any`; beside the
   // state dir's publishers file. None by default: only the file's.
   std::vector<std::string> allow_publishers;
+  // --publish-ports MIN-MAX: the relay's ports for raw TCP publishing; 0-0 = none.
+  uint16_t publish_port_min = 0;
+  uint16_t publish_port_max = 0;
 };
 
 // Parses argv. --help prints usage and exits 0. On a usage error returns the one-line

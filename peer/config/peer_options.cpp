@@ -173,7 +173,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
        "Let connecting peers reach HOST:HOSTPORT (repeatable; exact allowlist; default: none)",
        "[PORT:]HOST:HOSTPORT"},
       {"publish", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.publishes,
-       "Let visitors with only a browser reach HOST:PORT (default HOST 127.0.0.1) through the relay's front door: http: at http://NAME.DOMAIN/, tls: (a server with its own certificate, passed through by SNI) at https://NAME.DOMAIN/ (DOMAIN: the relay's --publish-domain; the relay must allow this peer's key) (repeatable, one per kind; default: none)",
+       "Let visitors with only a browser reach HOST:PORT (default HOST 127.0.0.1) through the relay's front door: http: at http://NAME.DOMAIN/, tls: (a server with its own certificate, passed through by SNI) at https://NAME.DOMAIN/, tcp: on the relay's PUBLICPORT (0 or none: any of its --publish-ports) (DOMAIN: the relay's --publish-domain; the relay must allow this peer's key) (repeatable; one http, one tls; default: none)",
        "KIND:[HOST:]PORT"},
       {"allow", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.allow,
        "Accept connecting peers with this key id (repeatable; beside STATE_DIR/authorized_peers; default: only those)",
@@ -276,7 +276,8 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   options.publishes = parse_each(o.publishes, "--publish", parse_publish_spec);
   for (size_t i = 0; i < options.publishes.size(); ++i)
     for (size_t j = 0; j < i; ++j)
-      if (options.publishes[i].kind == options.publishes[j].kind)
+      if (options.publishes[i].kind == options.publishes[j].kind &&
+          options.publishes[i].kind != PublishSpec::Kind::kTcp)
         usage_error(std::string("--publish: one ") + publish_kind_name(options.publishes[i].kind) +
                     " service per peer (the relay routes NAME.DOMAIN to one target)");
   if (!options.publishes.empty() && !o.name)

@@ -6,6 +6,9 @@
 //   --publish tls:[HOST:]PORT      TLS at https://NAME.DOMAIN/, routed by the relay by
 //                                  the ClientHello's SNI and passed through untouched:
 //                                  HOST:PORT terminates TLS with its own certificate
+//   --publish tcp:[PUBLICPORT:][HOST:]PORT
+//                                  raw TCP on the relay's PUBLICPORT (0 or none: any
+//                                  free one of its --publish-ports), like ssh -g -R
 //
 // HOST defaults to 127.0.0.1: the common case is a web server on this machine.
 #pragma once
@@ -18,13 +21,14 @@
 namespace natfwd {
 
 struct PublishSpec {
-  enum class Kind { kHttp, kTls };
+  enum class Kind { kHttp, kTls, kTcp };
   Kind kind = Kind::kHttp;
   HostPort target;  // HOST:PORT at home, reached by the serving peer
+  uint16_t public_port = 0;  // tcp: the relay's port asked for; 0: any
 };
 
 Parsed<PublishSpec> parse_publish_spec(std::string_view text);
-// "http" or "tls", as the spec spells it.
+// "http", "tls" or "tcp", as the spec spells it.
 const char* publish_kind_name(PublishSpec::Kind kind);
 
 }  // namespace natfwd

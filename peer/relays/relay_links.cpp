@@ -112,8 +112,10 @@ std::unique_ptr<RelayLink> RelayLinks::make_link(size_t index, const HostPort& a
   std::vector<wire::Publish> publishes;
   for (const PublishSpec& spec : options_.publishes) {
     wire::Publish publish;
-    publish.set_kind(spec.kind == PublishSpec::Kind::kTls ? wire::Publish::TLS
-                                                          : wire::Publish::HTTP);
+    publish.set_kind(spec.kind == PublishSpec::Kind::kTls   ? wire::Publish::TLS
+                     : spec.kind == PublishSpec::Kind::kTcp ? wire::Publish::TCP
+                                                            : wire::Publish::HTTP);
+    publish.set_public_port(spec.public_port);
     publish.set_host(spec.target.host);
     publish.set_port(spec.target.port);
     publishes.push_back(std::move(publish));

@@ -131,10 +131,19 @@ void ServingPolicy::on_registered(RelayLink& link, const wire::Registered& regis
   if (published_) return;
   published_ = true;
   for (const PublishSpec& publish : options_.publishes) {
+    if (publish.kind == PublishSpec::Kind::kTcp) continue;
     const bool tls = publish.kind == PublishSpec::Kind::kTls;
     log::ready("published %s://%s.%s/ -> %s%s", tls ? "https" : "http", name.c_str(),
                link.publish_domain.c_str(), publish.target.to_string().c_str(),
                tls ? " (tls passthrough)" : "");
+  }
+  // TCP: the ports the relay gave, on the relay's own address.
+  for (const wire::Publish& publish : registered.publish().published()) {
+    if (publish.kind() != wire::Publish::TCP) continue;
+    log::ready("published tcp://%s -> %s",
+               HostPort{link.address.host, static_cast<uint16_t>(publish.public_port())}
+                   .to_string().c_str(),
+               HostPort{publish.host(), static_cast<uint16_t>(publish.port())}.to_string().c_str());
   }
 }
 

@@ -67,6 +67,9 @@ struct PublishConfig {
   // Key ids (proto/identity.h key_id) allowed to publish: --allow-publisher and the
   // state dir's publishers file.
   std::set<std::string> publishers;
+  // --publish-ports: the relay's ports for raw TCP publishing; 0-0: none.
+  uint16_t tcp_port_min = 0;
+  uint16_t tcp_port_max = 0;
 };
 
 // What a registered peer publishes, for the front door: the target its StreamOpen
@@ -157,6 +160,8 @@ class RendezvousCore {
   // The service of `kind` that the peer registered as `name` publishes, if any.
   std::optional<PublishedService> published(std::string_view name,
                                             wire::Publish::Kind kind) const;
+  // The TCP service published on the relay's `port`, and the name publishing it.
+  std::optional<std::pair<std::string, PublishedService>> published_tcp(uint16_t port) const;
   const RendezvousConfig& config() const { return config_; }
 
  private:
@@ -191,7 +196,15 @@ class RendezvousCore {
                        TimePoint now);
   // Empty when `message`'s publish list may be accepted; else the Error to send.
   std::optional<std::pair<wire::Error::Code, std::string>> check_publish(
-      const Connection& connection, const wire::Register& message) const;
+      ConnectionId id, const Connection& connection, const wire::Register& message) const;
+  // The relay ports `message`'s TCP publishes get, in order, treating ports held by a
+  // connection of the same key as free (it is being replaced); empty when they do
+  // not all fit.
+  std::optional<std::pair<wire::Error::Code, std::string>> refuse_publisher(
+      const std::string& id, const std::string& name, const std::string& host) const;
+  std::optional<std::vector<uint16_t>> assign_tcp_ports(ConnectionId id,
+                                                        const Connection& connection,
+                                                        const wire::Register& message) const;
   void handle_open_session(ConnectionId id, Connection& connection,
                            const wire::OpenSession& message, TimePoint now);
   void handle_accept_session(ConnectionId id, const wire::AcceptSession& message);
@@ -266,6 +279,8 @@ class RendezvousCore {
   static constexpr size_t kMaxNetchecksPerCaller = 4;
   std::unordered_map<uint64_t, PendingNetcheck> netchecks_;
   uint64_t next_netcheck_id_ = 1;
+  // --publish-ports: which connection's TCP publish holds each port.
+  std::map<uint16_t, ConnectionId> tcp_ports_;
   Buckets registration_buckets_;
   Buckets session_buckets_;
   TimePoint next_sweep_{};

@@ -48,6 +48,9 @@ TEST_CASE("publishing flags are typed: a lowercase domain, an HTTP address, key 
   CHECK(options.publish_domain == "share.example.net");
   CHECK(options.publish_http == HostPort{"0.0.0.0", 80});
   CHECK(options.allow_publishers == std::vector<std::string>{kKeyId, "any"});
+  REQUIRE(parse({"--publish-ports", "20000-20099"}, options, error));
+  CHECK(options.publish_port_min == 20000);
+  CHECK(options.publish_port_max == 20099);
 
   RelayOptions defaults;
   REQUIRE(parse({}, defaults, error));
@@ -63,13 +66,14 @@ TEST_CASE("bad publishing flags name the flag and the value") {
   CHECK(error_of({"--publish-http", "example.net:80"}) ==
         "--publish-http: 'example.net' is not an IP address");
   CHECK(error_of({"--allow-publisher", "nobody"}).rfind("--allow-publisher: 'nobody'", 0) == 0);
+  CHECK(error_of({"--publish-ports", "20099-20000"}).rfind("--publish-ports: ", 0) == 0);
 }
 
 TEST_CASE("relay.conf takes the publishing keys, checked as the flags are") {
   auto good = config::parse_config_text(
       "relay.conf",
       "[relay]\npublish-domain = share.example.net\npublish-http = 0.0.0.0:80\n"
-      "allow-publisher = " + kKeyId + ";any\n",
+      "allow-publisher = " + kKeyId + ";any\npublish-ports = 20000-20099\n",
       relay_config_schema());
   CHECK(std::holds_alternative<config::ConfigFile>(good));
   auto bad = config::parse_config_text("relay.conf", "[relay]\nallow-publisher = x\n",

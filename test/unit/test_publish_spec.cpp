@@ -20,6 +20,21 @@ TEST_CASE("--publish http:PORT defaults to 127.0.0.1; http:HOST:PORT names the h
   CHECK(d.kind == PublishSpec::Kind::kTls);
   CHECK(d.target == HostPort{"127.0.0.1", 8443});
   CHECK(std::string(publish_kind_name(d.kind)) == "tls");
+  auto e = std::get<PublishSpec>(parse_publish_spec("tcp:22"));
+  CHECK(e.kind == PublishSpec::Kind::kTcp);
+  CHECK(e.public_port == 0);
+  CHECK(e.target == HostPort{"127.0.0.1", 22});
+  auto f = std::get<PublishSpec>(parse_publish_spec("tcp:20022:192.168.1.20:22"));
+  CHECK(f.public_port == 20022);
+  CHECK(f.target == HostPort{"192.168.1.20", 22});
+  auto g = std::get<PublishSpec>(parse_publish_spec("tcp:20022:22"));
+  CHECK(g.public_port == 20022);
+  CHECK(g.target == HostPort{"127.0.0.1", 22});
+  auto i = std::get<PublishSpec>(parse_publish_spec("tcp:nas.lan:22"));
+  CHECK(i.public_port == 0);
+  CHECK(i.target == HostPort{"nas.lan", 22});
+  CHECK(std::holds_alternative<std::string>(parse_publish_spec("tcp:99999:22")));
+  CHECK(std::holds_alternative<std::string>(parse_publish_spec("http:80:h:8000")));
 }
 
 TEST_CASE("bad --publish specs are refused with a message naming them") {
