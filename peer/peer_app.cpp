@@ -48,8 +48,8 @@ RelayLinks::Events PeerApp::relay_events() {
     if (handover_) handover_->on_welcome(link);
     for (auto& remote : remotes_) remote->on_relay_welcome();
   };
-  events.on_registered = [this](RelayLink& link, const std::string& name) {
-    serving_.on_registered(link, name);
+  events.on_registered = [this](RelayLink& link, const wire::Registered& registered) {
+    serving_.on_registered(link, registered);
   };
   events.on_session_message = [this](RelayLink& link, const wire::Envelope& envelope) {
     on_session_message(link, envelope);

@@ -176,6 +176,11 @@ std::string netcheck_query_message(std::string_view challenge, std::string_view 
   return challenge_message("natfwd netcheck query v1", challenge, target);
 }
 
+bool is_valid_key_id(std::string_view text) {
+  return text.size() == 32 &&
+         text.find_first_not_of("abcdefghijklmnopqrstuvwxyz234567") == std::string_view::npos;
+}
+
 std::string key_id(const PublicKey& key) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(key.data(), key.size(), digest);
@@ -192,11 +197,6 @@ std::string key_id(const PublicKey& key) {
     }
   }
   return out;
-}
-
-bool is_valid_key_id(const std::string& text) {
-  return text.size() == 32 &&
-         text.find_first_not_of("abcdefghijklmnopqrstuvwxyz234567") == std::string::npos;
 }
 
 std::string key_fingerprint(const PublicKey& key) {

@@ -50,8 +50,9 @@ class Identity {
 // Short, typeable id of a key: base32 (RFC 4648, lowercase, no padding) of the first
 // 20 bytes of SHA-256(public key), i.e. 32 characters.
 std::string key_id(const PublicKey& key);
-// A key id as `peer id` prints it: 32 characters of lowercase base32.
-bool is_valid_key_id(const std::string& text);
+// A key id as key_id() makes it (and `peer id` prints it): 32 characters of lowercase
+// base32.
+bool is_valid_key_id(std::string_view text);
 // "SHA256:" + base64 of SHA-256(public key), as OpenSSH prints fingerprints.
 std::string key_fingerprint(const PublicKey& key);
 // "SHA256:" + unpadded base64 of a SHA-256 digest (32 raw bytes), as OpenSSH prints

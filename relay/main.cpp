@@ -25,6 +25,11 @@
 #include "log.h"
 #include "path_safety.h"
 #include "state_dir.h"
+#include "front_door/front_door_peer.h"
+#include "front_door/http_front_door.h"
+#include "front_door/publishers_file.h"
+#include "front_door/tcp_front_door.h"
+#include "front_door/tls_front_door.h"
 #include "relay_config_file.h"
 #include "relay_options.h"
 #include "metrics/relay_stats.h"
@@ -202,12 +207,62 @@ int run(const natfwd::relay::RelayOptions& options) {
     // The main TCP port takes TLS too, so the certificate is needed in any case.
     config.tls = relay::load_or_create_tls_identity(options.cert_file, options.key_file,
                                                     options.state_dir);
+    std::optional<Identity> front_door_key;
+    if (!options.publish_domain.empty()) {
+      const auto publishers = relay::front_door::load_publishers(
+          options.state_dir + "/publishers", options.allow_publishers);
+      front_door_key = relay::front_door::FrontDoorPeer::load_identity(options.state_dir);
+      const PublicKey& key = front_door_key->public_key();
+      config.rendezvous.publish = {options.publish_domain, std::string(key.begin(), key.end()),
+                                   publishers.any, publishers.key_ids,
+                                   options.publish_port_min, options.publish_port_max};
+    }
     relay::RelayServer server(std::move(config));
     std::string services = "stun/udp, rendezvous/tcp";
     if (!options.no_turn) services += ", turn/udp+tcp";
     if (server.tls_address()) services += ", tls " + server.tls_address()->to_string();
     if (server.discovery_address())
       services += ", rfc5780 " + server.discovery_address()->to_string();
+    // Publishing: the relay connects to home peers as a peer of its own rendezvous.
+    std::unique_ptr<relay::front_door::FrontDoorPeer> front_door;
+    std::unique_ptr<relay::front_door::HttpFrontDoor> http_front_door;
+    std::unique_ptr<relay::front_door::TlsFrontDoor> tls_front_door;
+    std::unique_ptr<relay::front_door::TcpFrontDoor> tcp_front_door;
+    std::string publish_services;
+    if (front_door_key) {
+      front_door = std::make_unique<relay::front_door::FrontDoorPeer>(
+          std::move(*front_door_key),
+          relay::front_door::front_door_rendezvous(server.local_address()),
+          relay::front_door::front_door_ice_addresses(server.local_address().host),
+          relay::front_door::FrontDoorPeer::state_dir_of(options.state_dir));
+      http_front_door = std::make_unique<relay::front_door::HttpFrontDoor>(
+          *options.publish_http, options.publish_domain,
+          [&server](const std::string& name) {
+            return server.rendezvous().published(name, wire::Publish::HTTP);
+          },
+          *front_door);
+      publish_services = ", publish http " + http_front_door->local_address().to_string();
+      tls_front_door = std::make_unique<relay::front_door::TlsFrontDoor>(
+          options.publish_domain,
+          [&server](const std::string& name) {
+            return server.rendezvous().published(name, wire::Publish::TLS);
+          },
+          *front_door);
+      if (server.set_sni_route([door = tls_front_door.get()](GSocket* socket,
+                                                             const std::string& server_name) {
+            return door->route(socket, server_name);
+          }))
+        publish_services += " https *." + options.publish_domain;
+      if (options.publish_port_max != 0) {
+        tcp_front_door = std::make_unique<relay::front_door::TcpFrontDoor>(
+            server.local_address().host, options.publish_port_min, options.publish_port_max,
+            [&server](uint16_t port) { return server.rendezvous().published_tcp(port); },
+            *front_door);
+        publish_services += ", tcp " + std::to_string(options.publish_port_min) + "-" +
+                            std::to_string(options.publish_port_max);
+      }
+      front_door->start();
+    }
     std::unique_ptr<relay::MetricsService> metrics;
     if (options.metrics_listen) {
       metrics = std::make_unique<relay::MetricsService>(*options.metrics_listen, [&] {
@@ -218,12 +273,14 @@ int run(const natfwd::relay::RelayOptions& options) {
       });
       services += ", metrics http://" + metrics->local_address().to_string() + "/metrics";
     }
+    services += publish_services;
     // Handlers before the ready line: a SIGTERM right after it must still exit 0.
     const SourceId sigint(g_unix_signal_add(SIGINT, on_stop_signal, loop));
     const SourceId sigterm(g_unix_signal_add(SIGTERM, on_stop_signal, loop));
     log::ready("relay listening on %s (%s)", server.local_address().to_string().c_str(),
                services.c_str());
     g_main_loop_run(loop);
+    if (front_door) front_door->shutdown();
   } catch (const std::exception& e) {
     // log::error, so that under journald the line carries the error priority.
     log::error("%s", e.what());
@@ -278,6 +335,17 @@ int main(int argc, char** argv) {
   if (options.version) {
     printf("natfwd relay %s\n", NATFWD_VERSION);
     return 0;
+  }
+  // Flags that only work together (each is checked alone while parsing, so that
+  // relay.conf names the line of a bad value).
+  if (options.publish_domain.empty() != !options.publish_http) {
+    fprintf(stderr, "relay: --publish-domain and --publish-http go together: the HTTP front "
+                    "door routes NAME.DOMAIN\n");
+    return kExitUsage;
+  }
+  if (options.publish_port_max != 0 && options.publish_domain.empty()) {
+    fprintf(stderr, "relay: --publish-ports needs --publish-domain (publishing is off)\n");
+    return kExitUsage;
   }
   log::init("relay", options.verbose ? log::Level::kDebug : log::Level::kInfo);
   const int status = print_id_only ? print_id(options)

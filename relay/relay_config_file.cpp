@@ -60,6 +60,10 @@ const config::ConfigSchema& relay_config_schema() {
            text("alternate-address"),
            text("alternate-port"),
            text("metrics"),
+           text("publish-domain"),
+           text("publish-http"),
+           list("allow-publisher"),
+           text("publish-ports"),
        }},
   };
   return schema;

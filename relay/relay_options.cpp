@@ -6,6 +6,7 @@
 #include <gio/gio.h>
 
 #include "glib_ptr.h"
+#include "identity.h"
 #include "state_dir.h"
 
 namespace natfwd::relay {
@@ -33,6 +34,40 @@ bool parse_number(std::string_view text, uint64_t min, uint64_t max, uint64_t& o
 
 bool is_ip_literal(const std::string& text) {
   return GObjectPtr<GInetAddress>(g_inet_address_new_from_string(text.c_str())) != nullptr;
+}
+
+// ADDR:PORT of a listening flag: an IP literal, PORT defaulting to `default_port`,
+// port 0 allowed (the kernel picks one). False with `error` set otherwise.
+bool parse_ip_port_flag(const char* flag, const char* text, uint16_t default_port,
+                        std::optional<HostPort>& out, std::string& error) {
+  auto parsed = parse_host_port(text, default_port, /*allow_zero_port=*/true);
+  if (auto* message = std::get_if<std::string>(&parsed)) {
+    error = std::string("--") + flag + ": " + *message;
+    return false;
+  }
+  const HostPort& address = std::get<HostPort>(parsed);
+  if (!is_ip_literal(address.host)) {
+    error = std::string("--") + flag + ": '" + address.host + "' is not an IP address";
+    return false;
+  }
+  out = address;
+  return true;
+}
+
+// MIN-MAX of a port range flag; false with `error` set when it is not one.
+bool parse_port_range(const char* flag, std::string_view text, uint16_t& min_out,
+                      uint16_t& max_out, std::string& error) {
+  const size_t dash = text.find('-');
+  uint64_t min = 0, max = 0;
+  if (dash == std::string_view::npos || !parse_number(text.substr(0, dash), 1, 65535, min) ||
+      !parse_number(text.substr(dash + 1), 1, 65535, max) || min > max) {
+    error = std::string("--") + flag + ": '" + std::string(text) +
+            "' is not MIN-MAX with 1 <= MIN <= MAX <= 65535";
+    return false;
+  }
+  min_out = static_cast<uint16_t>(min);
+  max_out = static_cast<uint16_t>(max);
+  return true;
 }
 
 }  // namespace
@@ -64,6 +99,10 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* metrics_text = nullptr;
   gchar** turn_server_texts = nullptr;
   gchar** allow_peer_texts = nullptr;
+  gchar* publish_domain_text = nullptr;
+  gchar* publish_http_text = nullptr;
+  gchar** allow_publisher_texts = nullptr;
+  gchar* publish_ports_text = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
   gboolean no_turn = FALSE;
@@ -170,6 +209,22 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "Serve Prometheus metrics (text format) at http://ADDR:PORT/metrics; port 0 picks "
        "one [default: off]",
        "ADDR:PORT"},
+      {"publish-domain", 0, 0, G_OPTION_ARG_STRING, &publish_domain_text,
+       "Publish peers' services (peer --publish) as NAME.DOMAIN; a wildcard DNS record "
+       "*.DOMAIN points at this host; needs --publish-http [default: off]",
+       "DOMAIN"},
+      {"publish-http", 0, 0, G_OPTION_ARG_STRING, &publish_http_text,
+       "Plain HTTP/1.1 front door, routed by Host NAME.DOMAIN to the peer NAME (typically "
+       "0.0.0.0:80; port 0 picks one; default port 80) [default: off]",
+       "ADDR:PORT"},
+      {"allow-publisher", 0, 0, G_OPTION_ARG_STRING_ARRAY, &allow_publisher_texts,
+       "A peer key id (`peer id`) that may publish, or `any`; repeatable; beside the state "
+       "dir's publishers file (one key id per line) [default: none]",
+       "KEYID"},
+      {"publish-ports", 0, 0, G_OPTION_ARG_STRING, &publish_ports_text,
+       "Ports for raw TCP publishing (peer --publish tcp:), one per published target; "
+       "the relay listens on all of them; needs --publish-domain [default: none]",
+       "MIN-MAX"},
       {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr}};
 
@@ -180,7 +235,9 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       context.get(),
       "On ready, prints one line on stdout: relay listening on ADDR:PORT (stun/udp, "
       "rendezvous/tcp, turn/udp+tcp[, tls ADDR:PORT][, rfc5780 ALT_IP:ALT_PORT]"
-      "[, metrics http://ADDR:PORT/metrics])\nSIGINT or SIGTERM stop it. Logs go to "
+      "[, metrics http://ADDR:PORT/metrics][, publish http ADDR:PORT https *.DOMAIN"
+      "[, tcp MIN-MAX]])\n"
+      "SIGINT or SIGTERM stop it. Logs go to "
       "stderr.\n\n`relay id [OPTIONS]` prints the relay's TLS key fingerprint (SHA256:...), "
       "the value peers pin with --relay-key, and exits; it reads the same --state-dir, "
       "--cert and --config as the relay.\n");
@@ -197,8 +254,9 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
              &key_text, &secret_text, &realm_text, &per_user_text, &per_address_text,
              &max_allocations_text, &name_expiry_text,
              &bandwidth_text, &relay_ports_text, &config_text, &alternate_address_text,
-             &alternate_port_text, &metrics_text},
-            {&turn_server_texts, &allow_peer_texts}};
+             &alternate_port_text, &metrics_text, &publish_domain_text, &publish_http_text,
+             &publish_ports_text},
+            {&turn_server_texts, &allow_peer_texts, &allow_publisher_texts}};
 
   GError* raw_error = nullptr;
   if (!g_option_context_parse(context.get(), &argc, &argv, &raw_error)) {
@@ -268,18 +326,9 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.max_sessions_per_minute = value;
   }
-  if (tls_listen_text) {
-    auto parsed = parse_host_port(tls_listen_text, 443, /*allow_zero_port=*/true);
-    if (auto* message = std::get_if<std::string>(&parsed)) {
-      error = "--tls-listen: " + *message;
-      return false;
-    }
-    options.tls_listen = std::get<HostPort>(parsed);
-    if (!is_ip_literal(options.tls_listen->host)) {
-      error = "--tls-listen: '" + options.tls_listen->host + "' is not an IP address";
-      return false;
-    }
-  }
+  if (tls_listen_text &&
+      !parse_ip_port_flag("tls-listen", tls_listen_text, 443, options.tls_listen, error))
+    return false;
   if (cert_text) options.cert_file = cert_text;
   if (key_text) options.key_file = key_text;
   if (options.cert_file.empty() != options.key_file.empty()) {
@@ -367,19 +416,14 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.bandwidth_cap = value;
   }
-  if (relay_ports_text) {
-    const std::string_view text = relay_ports_text;
-    const size_t dash = text.find('-');
-    uint64_t min = 0, max = 0;
-    if (dash == std::string_view::npos || !parse_number(text.substr(0, dash), 1, 65535, min) ||
-        !parse_number(text.substr(dash + 1), 1, 65535, max) || min > max) {
-      error = "--relay-ports: '" + std::string(text) + "' is not MIN-MAX with 1 <= MIN <= MAX "
-              "<= 65535";
-      return false;
-    }
-    options.relay_port_min = static_cast<uint16_t>(min);
-    options.relay_port_max = static_cast<uint16_t>(max);
-  }
+  if (relay_ports_text && !parse_port_range("relay-ports", relay_ports_text,
+                                             options.relay_port_min, options.relay_port_max,
+                                             error))
+    return false;
+  if (publish_ports_text && !parse_port_range("publish-ports", publish_ports_text,
+                                              options.publish_port_min,
+                                              options.publish_port_max, error))
+    return false;
   if (alternate_port_text) {
     uint64_t value = 0;
     if (!alternate_address_text) {
@@ -413,15 +457,47 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.alternate_address = alternate_address_text;
   }
-  if (metrics_text) {
-    auto parsed = parse_host_port(metrics_text, 9478, /*allow_zero_port=*/true);
-    if (auto* message = std::get_if<std::string>(&parsed)) {
-      error = "--metrics: " + *message;
+  if (metrics_text &&
+      !parse_ip_port_flag("metrics", metrics_text, 9478, options.metrics_listen, error))
+    return false;
+  if (publish_domain_text) {
+    GCharPtr lower(g_ascii_strdown(publish_domain_text, -1));
+    std::string domain = lower.get();
+    if (!domain.empty() && domain.back() == '.') domain.pop_back();
+    if (!is_valid_domain(domain)) {
+      error = std::string("--publish-domain: '") + publish_domain_text +
+              "' is not a domain name (labels of a-z, 0-9 and '-')";
       return false;
     }
-    options.metrics_listen = std::get<HostPort>(parsed);
-    if (!is_ip_literal(options.metrics_listen->host)) {
-      error = "--metrics: '" + options.metrics_listen->host + "' is not an IP address";
+    options.publish_domain = domain;
+  }
+  if (publish_http_text &&
+      !parse_ip_port_flag("publish-http", publish_http_text, 80, options.publish_http, error))
+    return false;
+  for (gchar** text = allow_publisher_texts; text && *text; ++text) {
+    if (std::string_view(*text) != "any" && !is_valid_key_id(*text)) {
+      error = std::string("--allow-publisher: '") + *text +
+              "' is not a key id (32 characters as `peer id` prints them) or `any`";
+      return false;
+    }
+    options.allow_publishers.emplace_back(*text);
+  }
+  return true;
+}
+
+bool is_valid_domain(std::string_view domain) {
+  if (domain.empty() || domain.size() > 253) return false;
+  size_t label = 0;
+  for (size_t i = 0; i <= domain.size(); ++i) {
+    const char c = i < domain.size() ? domain[i] : '.';
+    if (c == '.') {
+      // RFC 1035 section 2.3.1: 1-63 characters, no hyphen at either end.
+      if (label == 0 || label > 63 || domain[i - 1] == '-' || domain[i - label] == '-')
+        return false;
+      label = 0;
+    } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-') {
+      ++label;
+    } else {
       return false;
     }
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "address.h"
@@ -71,10 +72,26 @@ struct RelayOptions {
   uint16_t alternate_port = 0;
   // --metrics: serve Prometheus text on http://ADDR:PORT/metrics; none by default.
   std::optional<HostPort> metrics_listen;
+
+  // --publish-domain: publishing is on, visitors reach peer NAME as NAME.DOMAIN
+  // (lowercase); empty by default: off.
+  std::string publish_domain;
+  // --publish-http: the front door for plain HTTP, routed by Host; none by default.
+  std::optional<HostPort> publish_http;
+  // --allow-publisher (repeatable): key ids that may publish, or `any`; beside the
+  // state dir's publishers file. None by default: only the file's.
+  std::vector<std::string> allow_publishers;
+  // --publish-ports MIN-MAX: the relay's ports for raw TCP publishing; 0-0 = none.
+  uint16_t publish_port_min = 0;
+  uint16_t publish_port_max = 0;
 };
 
 // Parses argv. --help prints usage and exits 0. On a usage error returns the one-line
 // message (without the "relay: " prefix) in `error` and false.
 bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::string& error);
+
+// A DNS name as --publish-domain takes it: labels of a-z, 0-9 and '-', dot-separated,
+// at most 253 characters (RFC 1035 section 2.3.4).
+bool is_valid_domain(std::string_view domain);
 
 }  // namespace natfwd::relay

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """The include graph's rule (HACKING.md, "Layers"): relay/ and peer/ stand side by side
 on the shared base (proto/, stun/, common/); neither includes the other, and the base
-includes neither.
+includes neither. One exception: the relay's publishing front door (relay/front_door/)
+connects to home peers as a peer, with the peer's connecting library (CONNECT_LIBRARY,
+meson's peer_connect); that library in turn includes nothing else of the peer, so the
+relay never links the peer's serving side, forwarders or main.
 
 Resolves every #include "..." the way the build's include paths do (the file's own
 folder, its area's include directories, then the shared ones) and fails, naming each
@@ -30,6 +33,13 @@ FORBIDDEN = {
     "stun": {"peer", "relay"},
     "proto": {"peer", "relay"},
 }
+# The peer's connecting library: folders (and single headers) both programs link.
+CONNECT_LIBRARY = ["peer/config", "peer/control/peer_status.h", "peer/forward/forward_spec.h",
+                   "peer/health", "peer/ice", "peer/outgoing", "peer/publish", "peer/quic",
+                   "peer/relays", "peer/routing", "peer/signaling", "peer/transport",
+                   "peer/trust", "peer/tunnel"]
+# The only relay folder that may include it.
+CONNECT_USERS = ["relay/front_door"]
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 SUFFIXES = (".h", ".hpp", ".cpp", ".cc")
 
@@ -39,9 +49,16 @@ def area_of(root, path):
     return rel[0] if rel[0] in FORBIDDEN else None
 
 
+def in_any(root, path, prefixes):
+    rel = os.path.relpath(path, root)
+    return any(rel == p or rel.startswith(p + os.sep) for p in prefixes)
+
+
 def resolve(root, source, name, area):
     """Where the compiler would find `name` from `source`, else where it could be found."""
     allowed = [os.path.dirname(source)] + [os.path.join(root, d) for d in AREA_DIRS[area]]
+    if in_any(root, source, CONNECT_USERS):
+        allowed += [os.path.join(root, d) for d in AREA_DIRS["peer"]]
     allowed += [os.path.join(root, d) for d in SHARED_DIRS]
     for directory in allowed:
         candidate = os.path.normpath(os.path.join(directory, name))
@@ -76,6 +93,16 @@ def main():
                             continue
                         target = resolve(root, source, match.group(1), area)
                         target_area = target and area_of(root, target)
+                        if (target_area == "peer" and in_any(root, source, CONNECT_USERS)
+                                and in_any(root, target, CONNECT_LIBRARY)):
+                            continue
+                        if (in_any(root, source, CONNECT_LIBRARY) and target_area == "peer"
+                                and not in_any(root, target, CONNECT_LIBRARY)):
+                            violations.append(
+                                f"{os.path.relpath(source, root)}:{number}: the connecting "
+                                f"library includes {os.path.relpath(target, root)}, which "
+                                f"is not part of it (CONNECT_LIBRARY)")
+                            continue
                         if target_area in FORBIDDEN[area]:
                             violations.append(
                                 f"{os.path.relpath(source, root)}:{number}: {area}/ includes "

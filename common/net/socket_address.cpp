@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 namespace natfwd::net {
 
@@ -93,6 +94,23 @@ socklen_t to_sockaddr(const stun::TransportAddress& address, int socket_family,
     std::memcpy(bytes, address.ip.data(), 16);
   }
   return sizeof in6;
+}
+
+HostPort listen_tcp_on(GSocketListener* listener, const HostPort& listen,
+                       const std::string& what) {
+  GObjectPtr<GSocketAddress> address(make_socket_address(listen.host, listen.port));
+  if (!address)
+    throw std::runtime_error("--" + what + ": '" + listen.host + "' is not an IP address");
+  GSocketAddress* effective = nullptr;
+  GError* raw_error = nullptr;
+  if (!g_socket_listener_add_address(listener, address.get(), G_SOCKET_TYPE_STREAM,
+                                     G_SOCKET_PROTOCOL_TCP, nullptr, &effective, &raw_error)) {
+    GErrorPtr error(raw_error);
+    throw std::runtime_error("cannot listen on " + what + " " + listen.to_string() + ": " +
+                             error->message);
+  }
+  GObjectPtr<GSocketAddress> bound(effective);
+  return to_host_port(bound.get());
 }
 
 }  // namespace natfwd::net

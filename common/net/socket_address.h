@@ -26,6 +26,11 @@ std::string to_string(GSocketAddress* address);
 // A GInetSocketAddress for an IP literal and port; null when `ip` is not one.
 GObjectPtr<GSocketAddress> make_socket_address(const std::string& ip, uint16_t port);
 GObjectPtr<GSocketAddress> make_socket_address(const stun::TransportAddress& address);
+// Adds a TCP listening socket on `listen` (an IP literal; port 0 picks one) to
+// `listener` and returns the address it is bound to. Throws std::runtime_error naming
+// the flag `what` ("metrics", "publish-http") when the address is bad or cannot be
+// bound.
+HostPort listen_tcp_on(GSocketListener* listener, const HostPort& listen, const std::string& what);
 
 // The per-datagram paths (TURN relaying, STUN) use plain sockaddrs: a GSocketAddress
 // per datagram, and the text round trip some of them took, cost the relay about a

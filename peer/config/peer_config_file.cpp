@@ -8,6 +8,7 @@
 
 #include "config/peer_options.h"
 #include "forward/forward_spec.h"
+#include "publish/publish_spec.h"
 #include "transport/connector.h"
 #include "trust/known_peers.h"
 
@@ -79,6 +80,8 @@ std::string check_turn_transports(const std::string& text) {
 
 std::string check_serve(const std::string& text) { return problem_of(parse_serve_spec(text)); }
 
+std::string check_publish(const std::string& text) { return problem_of(parse_publish_spec(text)); }
+
 std::string check_target(const std::string& text) {
   // HOST:HOSTPORT alone is a whole serve spec, with the same rules.
   return problem_of(parse_serve_spec(text));
@@ -139,6 +142,7 @@ const config::ConfigSchema& peer_config_schema() {
            {"turn-transport", ValueKind::kText, check_turn_transports},
            {"name", ValueKind::kText, check_peer_name},
            {"serve", ValueKind::kList, check_serve},
+           {"publish", ValueKind::kList, check_publish},
            {"dynamic", ValueKind::kList, check_socks_listen},
            {"allow", ValueKind::kList, check_key_id},
            {"state-dir", ValueKind::kText, nullptr},
@@ -171,7 +175,7 @@ const std::vector<config::FlagSpec>& peer_flags() {
       {"ice-address", 0, true},    {"verbose", 'v', false},  {"version", 0, false},
       {"config", 0, true},         {"expires", 0, true},     {"help", 'h', false},
       {"dynamic", 'D', true},      {"json", 0, false},       {"timeout", 0, true},
-      {"stun-port", 0, true},      {"label", 0, true},
+      {"stun-port", 0, true},      {"label", 0, true},       {"publish", 0, true},
   };
   return flags;
 }

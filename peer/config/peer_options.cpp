@@ -31,6 +31,7 @@ struct Flags {
   gchar** relays = nullptr;
   gchar* name = nullptr;
   gchar** serves = nullptr;
+  gchar** publishes = nullptr;
   gchar** forwards = nullptr;
   gchar** socks = nullptr;
   gchar* state_dir = nullptr;
@@ -48,7 +49,7 @@ struct Flags {
   ~Flags() {
     for (gchar* text : {config, name, state_dir, proxy, turn_transports, relay_key, relay_ca})
       g_free(text);
-    for (gchar** list : {relays, serves, forwards, socks, ice_addresses, allow}) g_strfreev(list);
+    for (gchar** list : {relays, serves, publishes, forwards, socks, ice_addresses, allow}) g_strfreev(list);
   }
 };
 
@@ -211,6 +212,9 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       {"serve", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.serves,
        "Let connecting peers reach HOST:HOSTPORT (repeatable; exact allowlist; default: none)",
        "[PORT:]HOST:HOSTPORT"},
+      {"publish", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.publishes,
+       "Let visitors with only a browser reach HOST:PORT (default HOST 127.0.0.1) through the relay's front door: http: at http://NAME.DOMAIN/, tls: (a server with its own certificate, passed through by SNI) at https://NAME.DOMAIN/, tcp: on the relay's PUBLICPORT (0 or none: any of its --publish-ports) (DOMAIN: the relay's --publish-domain; the relay must allow this peer's key) (repeatable; one http, one tls; default: none)",
+       "KIND:[HOST:]PORT"},
       {"allow", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.allow,
        "Accept connecting peers with this key id (repeatable; beside STATE_DIR/authorized_peers; default: only those)",
        "KEYID"},
@@ -338,6 +342,15 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
     assign_forwards(args, positional, forwards, socks, options);
   }
   options.serves = parse_each(o.serves, "--serve", parse_serve_spec);
+  options.publishes = parse_each(o.publishes, "--publish", parse_publish_spec);
+  for (size_t i = 0; i < options.publishes.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (options.publishes[i].kind == options.publishes[j].kind &&
+          options.publishes[i].kind != PublishSpec::Kind::kTcp)
+        usage_error(std::string("--publish: one ") + publish_kind_name(options.publishes[i].kind) +
+                    " service per peer (the relay routes NAME.DOMAIN to one target)");
+  if (!options.publishes.empty() && !o.name)
+    usage_error("--publish needs --name NAME: visitors reach it as NAME.DOMAIN");
   if (!options.remotes.empty() && forwards.empty() && socks.empty() && !options.pair_secret &&
       !options.netcat_target && !options.handover)
     usage_error("a peer name was given but no -L [BIND:]PORT:HOST:HOSTPORT or -D [BIND:]PORT to forward");
@@ -346,7 +359,8 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   if (o.name) {
     if (!is_valid_peer_name(o.name))
       usage_error(std::string("--name: '") + o.name + "' is not a valid peer name (lowercase letters, digits, '.', '_', '-')");
-    if (options.serves.empty()) usage_error("--name given but nothing to --serve");
+    if (options.serves.empty() && options.publishes.empty())
+      usage_error("--name given but nothing to --serve or --publish");
     options.name = o.name;
   }
   for (const std::string& id : list_of(o.allow)) {
@@ -354,8 +368,8 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       usage_error("--allow: '" + id + "' is not a key id (32 characters as `peer id` prints them)");
     options.allow.push_back(id);
   }
-  if (options.serves.empty() && forwards.empty() && socks.empty() && !options.pair_secret &&
-      !options.netcat_target && !options.handover)
+  if (options.serves.empty() && options.publishes.empty() && forwards.empty() && socks.empty() &&
+      !options.pair_secret && !options.netcat_target && !options.handover)
     usage_error("nothing to do: give --name NAME --serve [PORT:]HOST:HOSTPORT, or -L [BIND:]PORT:HOST:HOSTPORT NAME");
 
   // --relay (or peer.conf's relay) wins over the one an invite code carries, which

@@ -22,6 +22,7 @@
 
 #include "address.h"
 #include "forward/forward_spec.h"
+#include "publish/publish_spec.h"
 
 namespace natfwd {
 
@@ -39,6 +40,7 @@ struct PeerOptions {
   std::vector<HostPort> relays;
   std::optional<std::string> name;          // --name: register and serve under it
   std::vector<ServeSpec> serves;            // --serve; default none
+  std::vector<PublishSpec> publishes;       // --publish; default none
   // The serving peers of -L/-D, `peer nc` and `peer pair`, in command-line order.
   std::vector<RemotePeerOptions> remotes;
   std::vector<std::string> allow;           // --allow KEYID (beside authorized_peers)

@@ -33,8 +33,8 @@ RemotePeer::~RemotePeer() {
   if (waiting_timer_) g_source_remove(waiting_timer_);
   if (retry_timer_) g_source_remove(retry_timer_);
   for (auto& waiting : waiting_) {
-    reset_connection(waiting.tcp);
-    g_object_unref(waiting.tcp);
+    reset_connection(waiting.forward.tcp);
+    g_object_unref(waiting.forward.tcp);
   }
   for (Tunnel* tunnel : tunnels_.list()) context_.router.remove_tunnel(*tunnel);
   tunnels_.clear();
@@ -57,15 +57,15 @@ void RemotePeer::accept(GSocketConnection* tcp, const HostPort& target) {
 }
 
 void RemotePeer::forward_connection(GSocketConnection* tcp, const HostPort& target,
-                                    OpenResultHandler on_result) {
+                                    OpenResultHandler on_result, std::string first_bytes) {
   if (!outgoing_ || outgoing_->closed()) start_outgoing_tunnel();
   if (outgoing_) {
-    outgoing_->forward(tcp, target, std::move(on_result));
+    outgoing_->forward(tcp, target, std::move(on_result), std::move(first_bytes));
   } else if (context_.relays.all_unreachable()) {
     fail_connection(tcp, on_result, "no relay can be reached: " + context_.relays.unreachable_text());
   } else {
     g_object_ref(tcp);
-    hold_until_relay_ready(tcp, target, std::move(on_result));
+    hold_until_relay_ready({tcp, target, std::move(on_result), std::move(first_bytes)});
   }
 }
 
@@ -194,8 +194,7 @@ bool RemotePeer::rescue(Tunnel& tunnel, RelayLink& relay,
       since_welcome < kReregisterGraceSeconds * G_USEC_PER_SEC) {
     log::info("%s is not registered at %s yet, which just came back; trying again",
               tunnel.remote_label().c_str(), relay.address.to_string().c_str());
-    for (auto& waiting : pending)
-      hold_until_relay_ready(waiting.tcp, waiting.target, std::move(waiting.on_result));
+    for (auto& waiting : pending) hold_until_relay_ready(std::move(waiting));
     if (!retry_timer_) retry_timer_ = g_timeout_add(kReregisterRetryMs, on_retry_outgoing, this);
     return true;
   }
@@ -225,35 +224,35 @@ void RemotePeer::tunnel_closed(Tunnel& tunnel, const std::string& reason) {
             options_.name.c_str(), rescued.size());
   for (auto& pending : rescued) {
     if (outgoing_) {
-      outgoing_->forward(pending.tcp, pending.target, std::move(pending.on_result));
+      outgoing_->forward(pending.tcp, pending.target, std::move(pending.on_result),
+                         std::move(pending.first_bytes));
       g_object_unref(pending.tcp);
     } else {
       // No other relay is up yet.
-      hold_until_relay_ready(pending.tcp, pending.target, std::move(pending.on_result));
+      hold_until_relay_ready(std::move(pending));
     }
   }
 }
 
-void RemotePeer::hold_until_relay_ready(GSocketConnection* tcp, const HostPort& target,
-                                        OpenResultHandler on_result) {
+void RemotePeer::hold_until_relay_ready(Tunnel::PendingForward forward) {
   if (waiting_.size() >= kMaxWaitingConnections) {
-    const std::string why = "no relay is connected (" + context_.relays.text() + ")";
-    log::warn("cannot reach %s: %s", options_.name.c_str(), why.c_str());
-    if (on_result) on_result(kOpenFailedLocally, why);
-    else reset_connection(tcp);
-    g_object_unref(tcp);
+    fail_connection(forward.tcp, forward.on_result,
+                    "no relay is connected (" + context_.relays.text() + ")");
+    g_object_unref(forward.tcp);
     return;
   }
   // The relay links are (re)connecting: hold the connection until one is up.
-  waiting_.push_back({tcp, target, g_get_monotonic_time(), std::move(on_result)});
+  waiting_.push_back({std::move(forward), g_get_monotonic_time()});
   if (!waiting_timer_) waiting_timer_ = g_timeout_add_seconds(1, on_waiting_timeout, this);
 }
 
 void RemotePeer::hand_waiting_to_tunnel() {
   if (!outgoing_) return;
   for (auto& waiting : waiting_) {
-    outgoing_->forward(waiting.tcp, waiting.target, std::move(waiting.on_result));
-    g_object_unref(waiting.tcp);
+    Tunnel::PendingForward& forward = waiting.forward;
+    outgoing_->forward(forward.tcp, forward.target, std::move(forward.on_result),
+                       std::move(forward.first_bytes));
+    g_object_unref(forward.tcp);
   }
   waiting_.clear();
 }
@@ -279,8 +278,8 @@ void RemotePeer::expire_waiting() {
     }
     const std::string why = "no link to any relay (" + context_.relays.text() + ") after " +
                             std::to_string(kRelayWaitSeconds) + " s";
-    fail_connection(it->tcp, it->on_result, why);
-    g_object_unref(it->tcp);
+    fail_connection(it->forward.tcp, it->forward.on_result, why);
+    g_object_unref(it->forward.tcp);
     it = waiting_.erase(it);
   }
 }
@@ -291,8 +290,8 @@ void RemotePeer::relays_unreachable() {
   std::vector<WaitingConnection> failed = std::move(waiting_);
   waiting_.clear();
   for (auto& waiting : failed) {
-    fail_connection(waiting.tcp, waiting.on_result, why);
-    g_object_unref(waiting.tcp);
+    fail_connection(waiting.forward.tcp, waiting.forward.on_result, why);
+    g_object_unref(waiting.forward.tcp);
   }
 }
 

@@ -53,9 +53,10 @@ class RemotePeer {
   // A connection accepted on a -L listener: restarts a path that has gone quiet first.
   void accept(GSocketConnection* tcp, const HostPort& target);
   // Carries one local connection to `target` at the remote peer; held while no relay
-  // link or tunnel is up yet. Does not take the caller's reference.
+  // link or tunnel is up yet. Does not take the caller's reference. `first_bytes`:
+  // already read from `tcp`, sent first (Tunnel::forward).
   void forward_connection(GSocketConnection* tcp, const HostPort& target,
-                          OpenResultHandler on_result = {});
+                          OpenResultHandler on_result = {}, std::string first_bytes = {});
   // No relay can be reached (RelayLinks::all_unreachable): the connections waiting for
   // a link fail now, with why, instead of at the end of their wait.
   void relays_unreachable();
@@ -67,10 +68,8 @@ class RemotePeer {
 
  private:
   struct WaitingConnection {
-    GSocketConnection* tcp;
-    HostPort target;
+    Tunnel::PendingForward forward;
     gint64 accepted_us;
-    OpenResultHandler on_result;
   };
 
   void start_outgoing_tunnel();
@@ -80,8 +79,7 @@ class RemotePeer {
   void restart_path(Tunnel& tunnel, const std::string& why);
   TunnelHealth health_of(const Tunnel& tunnel) const;
   // Takes the reference: the connection waits (bounded) for a relay.
-  void hold_until_relay_ready(GSocketConnection* tcp, const HostPort& target,
-                              OpenResultHandler on_result);
+  void hold_until_relay_ready(Tunnel::PendingForward forward);
   void hand_waiting_to_tunnel();
   static gboolean on_waiting_timeout(gpointer self);
   static gboolean on_retry_outgoing(gpointer self);

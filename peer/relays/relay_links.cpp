@@ -89,8 +89,16 @@ std::unique_ptr<RelayLink> RelayLinks::make_link(size_t index, const HostPort& a
     use_ice_servers(*raw, welcome.ice_servers());
     events_.on_welcome(*raw, welcome);
   };
-  callbacks.on_registered = [this, raw](const std::string& name) {
-    events_.on_registered(*raw, name);
+  callbacks.on_registered = [this, raw](const wire::Registered& registered) {
+    raw->publish_domain = registered.publish().domain();
+    raw->front_door_key.reset();
+    const std::string& key = registered.publish().relay_key();
+    PublicKey front_door{};
+    if (registered.has_publish() &&
+        public_key_from_bytes(
+            std::span(reinterpret_cast<const uint8_t*>(key.data()), key.size()), front_door))
+      raw->front_door_key = front_door;
+    events_.on_registered(*raw, registered);
   };
   callbacks.on_session_message = [this, raw](const wire::Envelope& envelope) {
     events_.on_session_message(*raw, envelope);
@@ -117,6 +125,18 @@ std::unique_ptr<RelayLink> RelayLinks::make_link(size_t index, const HostPort& a
   };
   link->client = std::make_unique<RelayClient>(connect, identity_, options_.name,
                                                std::move(callbacks));
+  std::vector<wire::Publish> publishes;
+  for (const PublishSpec& spec : options_.publishes) {
+    wire::Publish publish;
+    publish.set_kind(spec.kind == PublishSpec::Kind::kTls   ? wire::Publish::TLS
+                     : spec.kind == PublishSpec::Kind::kTcp ? wire::Publish::TCP
+                                                            : wire::Publish::HTTP);
+    publish.set_public_port(spec.public_port);
+    publish.set_host(spec.target.host);
+    publish.set_port(spec.target.port);
+    publishes.push_back(std::move(publish));
+  }
+  link->client->set_publishes(std::move(publishes));
   return link;
 }
 

@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -33,6 +34,11 @@ struct RelayLink {
   // TURN server "ip:port" as libnice sees it -> what the path line says.
   std::map<std::string, std::string> labels;
   bool registered = false;
+  // What the relay granted a publishing peer (rendezvous.proto, PublishGrant): the
+  // domain visitors use, and the key of the relay's front door, which this peer
+  // authorises for its published targets on tunnels set up through this link only.
+  std::string publish_domain;
+  std::optional<PublicKey> front_door_key;
   int welcomes = 0;        // Welcome messages so far: more than one after a reconnect
   gint64 welcomed_us = 0;  // when the last one came
 
@@ -46,7 +52,7 @@ class RelayLinks {
   // What the links report; each names the link it came from.
   struct Events {
     std::function<void(RelayLink&, const wire::Welcome&)> on_welcome;
-    std::function<void(RelayLink&, const std::string& name)> on_registered;
+    std::function<void(RelayLink&, const wire::Registered&)> on_registered;
     std::function<void(RelayLink&, const wire::Envelope&)> on_session_message;
     std::function<void(RelayLink&, const std::string& reason, bool fatal)> on_lost;
   };

@@ -44,7 +44,7 @@ void IncomingTunnels::on_incoming_session(RelayLink& link, const wire::IncomingS
   caller_key(incoming, caller);
   const std::string label = "peer " + key_id(caller).substr(0, 12);
   std::string pairing_refusal;
-  const ServingPolicy::Admission admission = policy_.admit(caller, incoming, pairing_refusal);
+  const ServingPolicy::Admission admission = policy_.admit(caller, link, incoming, pairing_refusal);
   if (admission == ServingPolicy::Admission::kRefused && !pairing_refusal.empty()) {
     log::warn_limited("refused-pairing", "pairing refused for peer %s from %s: %s",
                       key_id(caller).c_str(), incoming.caller_address().c_str(),
@@ -64,7 +64,10 @@ void IncomingTunnels::on_incoming_session(RelayLink& link, const wire::IncomingS
   }
   const bool pairing_only = admission == ServingPolicy::Admission::kPairingOnly;
   log::info("%s (%s) wants a tunnel%s", label.c_str(), incoming.caller_address().c_str(),
-            pairing_only ? " (not authorised: pairing only)" : "");
+            pairing_only ? " (not authorised: pairing only)"
+            : admission == ServingPolicy::Admission::kFrontDoor
+                ? " (the relay's front door: published targets only)"
+                : "");
   Tunnel::Hooks hooks = router_.hooks_for(link);
   hooks.on_closed = [this](Tunnel& tunnel, const std::string& reason) {
     log::info("%s: %s", tunnel.remote_label().c_str(), reason.c_str());
@@ -74,7 +77,7 @@ void IncomingTunnels::on_incoming_session(RelayLink& link, const wire::IncomingS
   TargetPolicy target_policy = [this](const HostPort& target) {
     return policy_.check_target(target);
   };
-  policy_.add_hooks(hooks, target_policy, caller, label, pairing_only);
+  policy_.add_hooks(hooks, target_policy, caller, label, admission);
   Tunnel& tunnel = tunnels_.add(std::make_unique<Tunnel>(
       Tunnel::Role::kServing, incoming.session_id(), label, identity_, link.ice_options,
       std::move(target_policy), std::move(hooks)));

@@ -7,6 +7,7 @@ namespace natfwd {
 namespace {
 
 std::string join_targets(const std::vector<ServeSpec>& serves) {
+  if (serves.empty()) return "nothing";
   std::string out;
   for (const auto& serve : serves) {
     if (!out.empty()) out += ", ";
@@ -48,9 +49,18 @@ StreamDecision ServingPolicy::check_target(const HostPort& target) const {
   return {wire::StreamOpenResult::NOT_SERVED, detail};
 }
 
-ServingPolicy::Admission ServingPolicy::admit(const PublicKey& caller,
+StreamDecision ServingPolicy::check_published_target(const HostPort& target) const {
+  for (const auto& publish : options_.publishes)
+    if (publish.target == target) return {};
+  return {wire::StreamOpenResult::NOT_SERVED,
+          target.to_string() + " is not in this peer's --publish list"};
+}
+
+ServingPolicy::Admission ServingPolicy::admit(const PublicKey& caller, const RelayLink& link,
                                               const wire::IncomingSession& incoming,
                                               std::string& pairing_refusal) const {
+  if (link.front_door_key && *link.front_door_key == caller && !options_.publishes.empty())
+    return Admission::kFrontDoor;
   if (authorization_.is_authorized(caller)) return Admission::kAuthorized;
   if (incoming.pairing_proof().empty()) return Admission::kRefused;
   const InviteOutcome outcome =
@@ -62,8 +72,16 @@ ServingPolicy::Admission ServingPolicy::admit(const PublicKey& caller,
 
 void ServingPolicy::add_hooks(Tunnel::Hooks& hooks, TargetPolicy& policy,
                               const PublicKey& caller, const std::string& label,
-                              bool pairing_only) {
+                              Admission admission) {
   const PublicKey key = caller;
+  if (admission == Admission::kFrontDoor) {
+    // A relay's front door reaches the published targets and nothing else, and must
+    // prove inside the QUIC handshake that it holds the key its relay granted with.
+    policy = [this](const HostPort& target) { return check_published_target(target); };
+    hooks.authorize_key = [key](const PublicKey& presented) { return presented == key; };
+    return;
+  }
+  const bool pairing_only = admission == Admission::kPairingOnly;
   if (pairing_only) {
     policy = [](const HostPort&) {
       return StreamDecision{wire::StreamOpenResult::NOT_AUTHORIZED,
@@ -109,7 +127,8 @@ void ServingPolicy::on_welcome(const RelayLink& link, const wire::Welcome& welco
         options_.proxy.has_value());
 }
 
-void ServingPolicy::on_registered(RelayLink& link, const std::string& name) {
+void ServingPolicy::on_registered(RelayLink& link, const wire::Registered& registered) {
+  const std::string& name = registered.name();
   if (netcheck_) netcheck_->on_registered();
   const bool again = link.registered;
   link.registered = true;
@@ -130,6 +149,31 @@ void ServingPolicy::on_registered(RelayLink& link, const std::string& name) {
     log::info("registered again as %s at %s", name.c_str(), link.address.to_string().c_str());
   } else {
     log::info("registered as %s at %s too", name.c_str(), link.address.to_string().c_str());
+  }
+  if (options_.publishes.empty()) return;
+  if (!link.front_door_key) {
+    // A relay from before publishing ignores the request (a relay that refuses says so
+    // with Error NOT_PUBLISHER, and this peer stops).
+    log::warn("relay %s does not publish: it answered without a grant (too old for "
+              "--publish?)", link.address.to_string().c_str());
+    return;
+  }
+  if (published_) return;
+  published_ = true;
+  for (const PublishSpec& publish : options_.publishes) {
+    if (publish.kind == PublishSpec::Kind::kTcp) continue;
+    const bool tls = publish.kind == PublishSpec::Kind::kTls;
+    log::ready("published %s://%s.%s/ -> %s%s", tls ? "https" : "http", name.c_str(),
+               link.publish_domain.c_str(), publish.target.to_string().c_str(),
+               tls ? " (tls passthrough)" : "");
+  }
+  // TCP: the ports the relay gave, on the relay's own address.
+  for (const wire::Publish& publish : registered.publish().published()) {
+    if (publish.kind() != wire::Publish::TCP) continue;
+    log::ready("published tcp://%s -> %s",
+               HostPort{link.address.host, static_cast<uint16_t>(publish.public_port())}
+                   .to_string().c_str(),
+               HostPort{publish.host(), static_cast<uint16_t>(publish.port())}.to_string().c_str());
   }
 }
 

@@ -1,7 +1,9 @@
 // What a serving peer lets callers do: which keys may have a tunnel (authorized_peers,
-// --allow, a pending invite for pairing), which targets a stream may open (the exact
-// --serve allowlist), and its own netcheck facts for authorised `peer netcheck NAME`
-// callers, answered through the relay the query came through.
+// --allow, a pending invite for pairing, the front door of a relay that granted this
+// peer's --publish), which targets a stream may open (the exact --serve allowlist;
+// for a front door the exact --publish list and nothing else), and its own netcheck
+// facts for authorised `peer netcheck NAME` callers, answered through the relay the
+// query came through.
 #pragma once
 
 #include <memory>
@@ -18,28 +20,32 @@ namespace natfwd {
 
 class ServingPolicy {
  public:
-  enum class Admission { kRefused, kPairingOnly, kAuthorized };
+  enum class Admission { kRefused, kPairingOnly, kAuthorized, kFrontDoor };
 
   explicit ServingPolicy(const PeerOptions& options);
 
-  bool serves() const { return !options_.serves.empty(); }
+  bool serves() const { return !options_.serves.empty() || !options_.publishes.empty(); }
   // An exact allowlist: the same host spelling and port as a --serve entry.
   StreamDecision check_target(const HostPort& target) const;
-  // A caller whose key is not authorised is admitted for pairing only when its
-  // OpenSession carried a valid proof of a pending invite; otherwise it is refused
-  // before any ICE, so a stranger learns nothing about this peer's addresses.
-  // `pairing_refusal` says why a caller that tried to pair was refused.
-  Admission admit(const PublicKey& caller, const wire::IncomingSession& incoming,
-                  std::string& pairing_refusal) const;
+  // The same for a relay's front door and the --publish targets.
+  StreamDecision check_published_target(const HostPort& target) const;
+  // `link`: the relay that announced the caller. Its front door's key is admitted
+  // only on sessions that come through that relay. A caller whose key is not
+  // authorised is admitted for pairing only when its OpenSession carried a valid proof
+  // of a pending invite; otherwise it is refused before any ICE, so a stranger learns
+  // nothing about this peer's addresses. `pairing_refusal` says why a caller that
+  // tried to pair was refused.
+  Admission admit(const PublicKey& caller, const RelayLink& link,
+                  const wire::IncomingSession& incoming, std::string& pairing_refusal) const;
   // Hooks of a serving tunnel to `caller`: its key is checked again inside the QUIC
   // handshake, and a pairing-only caller may redeem an invite and nothing else.
   void add_hooks(Tunnel::Hooks& hooks, TargetPolicy& policy, const PublicKey& caller,
-                 const std::string& label, bool pairing_only);
+                 const std::string& label, Admission admission);
 
   // The relay link events a serving peer acts on: the registration line and its own
   // netcheck (measured against the relay that welcomed it last).
   void on_welcome(const RelayLink& link, const wire::Welcome& welcome);
-  void on_registered(RelayLink& link, const std::string& name);
+  void on_registered(RelayLink& link, const wire::Registered& registered);
   bool announced() const { return announced_; }
   void answer_netcheck(RelayLink& link, const wire::NetcheckQuery& query);
 
@@ -48,6 +54,7 @@ class ServingPolicy {
   Authorization authorization_;
   std::unique_ptr<netcheck::NetcheckResponder> netcheck_;  // serving peers only
   bool announced_ = false;
+  bool published_ = false;  // the `published` ready lines are out
 };
 
 }  // namespace natfwd

@@ -211,13 +211,14 @@ void RelayClient::handle(const wire::Envelope& envelope) {
         reg.mutable_register_()->set_name(*name_);
         reg.mutable_register_()->set_signature(identity_.sign(
             registration_message(envelope.welcome().challenge(), *name_)));
+        for (const wire::Publish& publish : publishes_) *reg.mutable_register_()->add_publish() = publish;
         link_->send(reg);
       }
       if (callbacks_.on_welcome) callbacks_.on_welcome(envelope.welcome(), relay_ip_);
       break;
     }
     case wire::Envelope::kRegistered:
-      if (callbacks_.on_registered) callbacks_.on_registered(envelope.registered().name());
+      if (callbacks_.on_registered) callbacks_.on_registered(envelope.registered());
       break;
     case wire::Envelope::kPong:
       last_pong_us_ = g_get_monotonic_time();
@@ -235,6 +236,7 @@ void RelayClient::handle(const wire::Envelope& envelope) {
                          error.code() == wire::Error::NAME_INVALID ||
                          error.code() == wire::Error::NOT_HOLDER ||
                          error.code() == wire::Error::BAD_SIGNATURE ||
+                         error.code() == wire::Error::NOT_PUBLISHER ||
                          error.code() == wire::Error::VERSION;
       if (error.code() == wire::Error::VERSION) {
         // A relay from before protocol 2 says only "relay speaks protocol version 1, peer

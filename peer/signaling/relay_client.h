@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <gio/gio.h>
 
@@ -19,6 +20,7 @@
 #include "framed_connection.h"
 #include "glib_ptr.h"
 #include "identity.h"
+#include "rendezvous.pb.h"
 #include "signaling/relay_answer.h"
 #include "transport/connector.h"
 
@@ -30,7 +32,9 @@ class RelayClient {
     // Hello answered; `relay_ip` is the relay's IP for STUN/TURN over UDP (empty when
     // unknown: behind a proxy with --relay given as a name).
     std::function<void(const wire::Welcome&, const std::string& relay_ip)> on_welcome;
-    std::function<void(const std::string& name)> on_registered;
+    // Register answered; `registered.publish` is set when the relay publishes what
+    // set_publishes() asked for.
+    std::function<void(const wire::Registered& registered)> on_registered;
     // Fresh TURN credentials (IceServersUpdate) for sessions started from now on.
     std::function<void(const wire::IceServersUpdate&)> on_ice_servers;
     // IncomingSession, AcceptSession, Candidate, CloseSession, NetcheckQuery/Reply,
@@ -49,6 +53,8 @@ class RelayClient {
   RelayClient& operator=(const RelayClient&) = delete;
 
   void start();
+  // Services to publish, sent with every Register (see rendezvous.proto, Publish).
+  void set_publishes(std::vector<wire::Publish> publishes) { publishes_ = std::move(publishes); }
   // Welcomed, and not in doubt (no unanswered check after a network change).
   bool ready() const { return welcomed_ && !probe_timer_; }
   // The local network changed: the link may be dead without the kernel knowing yet.
@@ -77,6 +83,7 @@ class RelayClient {
   ConnectOptions link_options_;
   const Identity& identity_;
   std::optional<std::string> name_;
+  std::vector<wire::Publish> publishes_;
   Callbacks callbacks_;
   std::unique_ptr<ConnectAttempt> attempt_;
   std::unique_ptr<FramedConnection> link_;

@@ -48,14 +48,16 @@ GSourcePtr socket_source(GSocket* socket, GIOCondition condition, GSourceFunc ca
 
 }  // namespace
 
-StreamBridge::StreamBridge(GSocketConnection* tcp)
+StreamBridge::StreamBridge(GSocketConnection* tcp, std::string first_bytes)
     : tcp_(G_SOCKET_CONNECTION(g_object_ref(tcp))),
-      socket_(g_socket_connection_get_socket(tcp)) {}
+      socket_(g_socket_connection_get_socket(tcp)),
+      first_bytes_(std::move(first_bytes)) {}
 
 StreamBridge::~StreamBridge() {
   read_source_.reset();
   write_source_.reset();
   pump_idle_.reset();
+  first_bytes_idle_.reset();
   if (tcp_) g_io_stream_close(G_IO_STREAM(tcp_.get()), nullptr, nullptr);
 }
 
@@ -66,7 +68,31 @@ void StreamBridge::start(Stream& stream) {
   // would reset a connection that is quiet in one direction for that long.
   g_socket_set_timeout(socket_, 0);
   g_socket_set_option(socket_, IPPROTO_TCP, TCP_NODELAY, 1, nullptr);
+  if (!first_bytes_.empty()) {
+    // Not from inside start() (LocalEndpoint's contract): from the loop, before any
+    // read, since the socket may never turn readable again (the visitor waits for
+    // the answer to the request these bytes hold).
+    first_bytes_idle_.reset(g_idle_source_new());
+    g_source_set_priority(first_bytes_idle_.get(), G_PRIORITY_DEFAULT);
+    g_source_set_callback(first_bytes_idle_.get(), &StreamBridge::on_first_bytes_idle, this,
+                          nullptr);
+    g_source_attach(first_bytes_idle_.get(), nullptr);
+    return;
+  }
   update_read_interest();
+}
+
+gboolean StreamBridge::on_first_bytes_idle(gpointer self) {
+  return guarded("stream bridge", [self] {
+    auto* bridge = static_cast<StreamBridge*>(self);
+    bridge->first_bytes_idle_.reset();
+    if (bridge->closed_ || !bridge->stream_) return G_SOURCE_REMOVE;
+    const std::string bytes = std::move(bridge->first_bytes_);
+    bridge->first_bytes_.clear();
+    bridge->stream_accepts_ = bridge->stream_->send(std::as_bytes(std::span(bytes)));
+    if (!bridge->closed_) bridge->update_read_interest();
+    return G_SOURCE_REMOVE;
+  });
 }
 
 void StreamBridge::receive(std::span<const std::byte> data) {
@@ -103,6 +129,7 @@ void StreamBridge::close(bool reset) {
   read_source_.reset();
   write_source_.reset();
   pump_idle_.reset();
+  first_bytes_idle_.reset();
   // SO_LINGER with a zero timeout makes close() send RST: the TCP peer sees the
   // failure instead of a clean EOF that would look like a complete transfer.
   if (reset) reset_socket(socket_);

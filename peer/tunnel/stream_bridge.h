@@ -14,6 +14,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string>
 #include <vector>
 
 #include <gio/gio.h>
@@ -26,8 +27,9 @@ namespace natfwd {
 
 class StreamBridge final : public LocalEndpoint {
  public:
-  // Takes a reference to `tcp`.
-  explicit StreamBridge(GSocketConnection* tcp);
+  // Takes a reference to `tcp`. `first_bytes`: already read from it by whoever
+  // accepted it; they go to the stream before anything read from the socket.
+  explicit StreamBridge(GSocketConnection* tcp, std::string first_bytes = {});
   ~StreamBridge() override;
   StreamBridge(const StreamBridge&) = delete;
   StreamBridge& operator=(const StreamBridge&) = delete;
@@ -43,6 +45,7 @@ class StreamBridge final : public LocalEndpoint {
   static gboolean on_tcp_readable(GSocket*, GIOCondition, gpointer self);
   static gboolean on_tcp_writable(GSocket*, GIOCondition, gpointer self);
   static gboolean on_pump_idle(gpointer self);
+  static gboolean on_first_bytes_idle(gpointer self);
   void pump_tcp_to_stream();
   void pump_stream_to_tcp();
   void update_read_interest();
@@ -58,6 +61,8 @@ class StreamBridge final : public LocalEndpoint {
   GSourcePtr read_source_;
   GSourcePtr write_source_;
   GSourcePtr pump_idle_;  // stream -> TCP write deferred to the batch's end
+  std::string first_bytes_;  // to the stream before the socket's bytes
+  GSourcePtr first_bytes_idle_;  // sends them after start() returned
   std::vector<std::byte> to_tcp_;  // from the stream, not yet written to TCP
   size_t to_tcp_offset_ = 0;
 };

@@ -413,7 +413,7 @@ void Tunnel::send_close_session(uint64_t session_id, const std::string& detail) 
 }
 
 void Tunnel::forward(GSocketConnection* tcp, const HostPort& target,
-                     OpenResultHandler on_result) {
+                     OpenResultHandler on_result, std::string first_bytes) {
   if (closed_ || pending_.size() + core_.waiting() >= kMaxPendingForwards) {
     log::warn("%s: too many connections waiting for the tunnel; refusing one",
               remote_label_.c_str());
@@ -421,7 +421,8 @@ void Tunnel::forward(GSocketConnection* tcp, const HostPort& target,
     else reset_connection(tcp);
     return;
   }
-  pending_.push_back({G_SOCKET_CONNECTION(g_object_ref(tcp)), target, std::move(on_result)});
+  pending_.push_back({G_SOCKET_CONNECTION(g_object_ref(tcp)), target, std::move(on_result),
+                      std::move(first_bytes)});
   if (established_) forward_pending();
 }
 
@@ -429,7 +430,8 @@ void Tunnel::forward_pending() {
   auto pending = std::move(pending_);
   pending_.clear();
   for (auto& forward : pending) {
-    core_.forward(std::make_unique<StreamBridge>(forward.tcp), forward.target,
+    core_.forward(std::make_unique<StreamBridge>(forward.tcp, std::move(forward.first_bytes)),
+                  forward.target,
                   std::move(forward.on_result));
     g_object_unref(forward.tcp);
   }

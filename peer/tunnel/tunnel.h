@@ -40,6 +40,7 @@ class Tunnel : private TunnelCore::Io {
     GSocketConnection* tcp;
     HostPort target;
     OpenResultHandler on_result;
+    std::string first_bytes;  // already read from tcp: the stream sends them first
   };
   struct Hooks {
     // Through the relay that the envelope's session runs through (the owner knows).
@@ -102,7 +103,10 @@ class Tunnel : private TunnelCore::Io {
   }
   // Connecting side: carry one accepted TCP connection to `target` on the remote side.
   // Held until the tunnel is up. `on_result` (optional) learns the serving peer's answer.
-  void forward(GSocketConnection* tcp, const HostPort& target, OpenResultHandler on_result = {});
+  // `first_bytes`: what the caller already read from `tcp` (a request head it routed
+  // by), sent on the stream before anything read later.
+  void forward(GSocketConnection* tcp, const HostPort& target, OpenResultHandler on_result = {},
+               std::string first_bytes = {});
   // Connecting side: once the tunnel is up, ask the serving peer to redeem an invite
   // secret; `done` gets its answer (or a failure of the tunnel).
   using PairDone = std::function<void(bool ok, const std::string& detail)>;

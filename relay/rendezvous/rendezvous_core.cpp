@@ -20,6 +20,10 @@ namespace {
 constexpr size_t kPublicKeySize = 32;
 // Longest name: one leading character plus 62 more.
 constexpr size_t kMaxNameLength = 63;
+// A published target's host: a DNS name is at most 253 characters (RFC 1035 2.3.4).
+constexpr size_t kMaxHostLength = 253;
+// Services one peer may publish at once (one http, one tls, the rest tcp).
+constexpr int kMaxPublishes = 16;
 // ICE ufrag and pwd are at most 256 characters (RFC 8839 section 5.4); candidate
 // lines are about a hundred. Bounds keep relayed messages far below the frame limit.
 constexpr size_t kMaxIceFieldLength = 256;
@@ -294,6 +298,10 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
          "the signature for '" + name + "' does not verify with key " + key_id(key));
     return;
   }
+  if (auto refusal = check_publish(id, connection, message)) {
+    fail(id, refusal->first, refusal->second);
+    return;
+  }
   const std::optional<std::string> bound = names_policy_->bound_key(name);
   // The holder of the name handed it to this key (`peer handover`).
   const bool inherits = bound && *bound != connection.public_key &&
@@ -353,13 +361,145 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
   if (!connection.name.empty() && connection.name != name) names_.erase(connection.name);
   connection.name = name;
   names_[name] = id;
+  // check_publish saw the ports fit; a connection of the same key that held some was
+  // replaced above, which freed them.
+  const std::vector<uint16_t> ports = assign_tcp_ports(id, connection, message).value_or(
+      std::vector<uint16_t>{});
+  for (auto it = tcp_ports_.begin(); it != tcp_ports_.end();)
+    it = it->second == id ? tcp_ports_.erase(it) : std::next(it);
+  connection.publishes.assign(message.publish().begin(), message.publish().end());
+  size_t next_port = 0;
+  for (wire::Publish& publish : connection.publishes) {
+    if (publish.kind() != wire::Publish::TCP) continue;
+    publish.set_public_port(ports.at(next_port++));
+    tcp_ports_[static_cast<uint16_t>(publish.public_port())] = id;
+  }
   count(&RelayStats::registrations_total);
-  log::info("registered '%s' for %s (key %s)", name.c_str(),
-            connection.remote.to_string().c_str(), short_key_id(connection.public_key).c_str());
+  log::info("registered '%s' for %s (key %s)%s", name.c_str(),
+            connection.remote.to_string().c_str(), short_key_id(connection.public_key).c_str(),
+            connection.publishes.empty() ? "" : ", publishing");
 
   wire::Envelope reply;
   reply.mutable_registered()->set_name(name);
+  if (!connection.publishes.empty()) {
+    reply.mutable_registered()->mutable_publish()->set_domain(config_.publish.domain);
+    reply.mutable_registered()->mutable_publish()->set_relay_key(config_.publish.relay_key);
+    for (const wire::Publish& publish : connection.publishes)
+      *reply.mutable_registered()->mutable_publish()->add_published() = publish;
+  }
   send(id, std::move(reply));
+}
+
+std::optional<std::vector<uint16_t>> RendezvousCore::assign_tcp_ports(
+    ConnectionId id, const Connection& connection, const wire::Register& message) const {
+  const PublishConfig& config = config_.publish;
+  auto is_free = [&](uint16_t port, const std::vector<uint16_t>& taken) {
+    if (std::find(taken.begin(), taken.end(), port) != taken.end()) return false;
+    auto holder = tcp_ports_.find(port);
+    return holder == tcp_ports_.end() || holder->second == id ||
+           connections_.at(holder->second).public_key == connection.public_key;
+  };
+  std::vector<uint16_t> ports;
+  // Ports asked for first, so that "any" does not take one of them.
+  for (const wire::Publish& publish : message.publish()) {
+    if (publish.kind() != wire::Publish::TCP || publish.public_port() == 0) continue;
+    const auto port = static_cast<uint16_t>(publish.public_port());
+    if (port < config.tcp_port_min || port > config.tcp_port_max || !is_free(port, ports))
+      return std::nullopt;
+    ports.push_back(port);
+  }
+  std::vector<uint16_t> out;
+  size_t next_asked = 0;
+  for (const wire::Publish& publish : message.publish()) {
+    if (publish.kind() != wire::Publish::TCP) continue;
+    if (publish.public_port() != 0) {
+      out.push_back(ports[next_asked++]);
+      continue;
+    }
+    std::optional<uint16_t> found;
+    for (uint32_t port = config.tcp_port_min; port <= config.tcp_port_max && !found; ++port) {
+      std::vector<uint16_t> taken = ports;
+      taken.insert(taken.end(), out.begin(), out.end());
+      if (is_free(static_cast<uint16_t>(port), taken)) found = static_cast<uint16_t>(port);
+    }
+    if (!found) return std::nullopt;
+    out.push_back(*found);
+  }
+  return out;
+}
+
+std::optional<std::pair<std::string, PublishedService>> RendezvousCore::published_tcp(
+    uint16_t port) const {
+  auto holder = tcp_ports_.find(port);
+  if (holder == tcp_ports_.end()) return std::nullopt;
+  const Connection& connection = connections_.at(holder->second);
+  for (const wire::Publish& publish : connection.publishes)
+    if (publish.kind() == wire::Publish::TCP && publish.public_port() == port)
+      return std::pair{connection.name,
+                       PublishedService{{publish.host(), static_cast<uint16_t>(publish.port())},
+                                        connection.public_key}};
+  return std::nullopt;
+}
+
+std::optional<std::pair<wire::Error::Code, std::string>> RendezvousCore::check_publish(
+    ConnectionId id, const Connection& connection, const wire::Register& message) const {
+  if (message.publish().empty()) return std::nullopt;
+  if (config_.publish.domain.empty())
+    return std::pair{
+        wire::Error::NOT_PUBLISHER,
+        std::string("this relay publishes nothing (it runs without --publish-domain)")};
+  // One HTTP and one TLS service: the front door routes a name to one target. TCP
+  // services have a port each.
+  std::set<int> kinds;
+  bool tcp = false;
+  for (const wire::Publish& publish : message.publish()) {
+    const bool is_tcp = publish.kind() == wire::Publish::TCP;
+    tcp = tcp || is_tcp;
+    if (publish.host().empty() || publish.host().size() > kMaxHostLength ||
+        publish.port() == 0 || publish.port() > 65535 || publish.public_port() > 65535 ||
+        (!is_tcp && (publish.public_port() != 0 || !kinds.insert(publish.kind()).second)) ||
+        publish.kind() > wire::Publish::TCP || message.publish().size() > kMaxPublishes)
+      return std::pair{wire::Error::BAD_MESSAGE,
+                       std::string("a publish list holds one http and one tls service and a "
+                                   "few tcp ones, each with a host and a port")};
+  }
+  const std::string key = key_id(to_public_key(connection.public_key));
+  if (!config_.publish.any_publisher && !config_.publish.publishers.contains(key))
+    return refuse_publisher(key, message.name(), connection.remote.host);
+  if (tcp && config_.publish.tcp_port_max == 0)
+    return std::pair{wire::Error::NOT_PUBLISHER,
+                     std::string("this relay publishes no tcp ports (it runs without "
+                                 "--publish-ports)")};
+  if (tcp && !assign_tcp_ports(id, connection, message))
+    return std::pair{wire::Error::NOT_PUBLISHER,
+                     "the relay's ports " + std::to_string(config_.publish.tcp_port_min) + "-" +
+                         std::to_string(config_.publish.tcp_port_max) +
+                         " do not have the ones asked for free"};
+  return std::nullopt;
+}
+
+std::optional<std::pair<wire::Error::Code, std::string>> RendezvousCore::refuse_publisher(
+    const std::string& id, const std::string& name, const std::string& host) const {
+  // Anyone can ask, as often as the registration budget allows: rate limited.
+  log::warn_limited("refused-publisher",
+                    "refused publisher %s for '%s' from %s: its key is not allowed to publish "
+                    "(--allow-publisher %s, or a line in the state dir's publishers file)",
+                    id.c_str(), name.c_str(), host.c_str(), id.c_str());
+  return std::pair{wire::Error::NOT_PUBLISHER,
+                   "key " + id + " may not publish at this relay; its operator allows it "
+                   "with `relay --allow-publisher " + id + "`"};
+}
+
+std::optional<PublishedService> RendezvousCore::published(std::string_view name,
+                                                          wire::Publish::Kind kind) const {
+  auto holder = names_.find(std::string(name));
+  if (holder == names_.end()) return std::nullopt;
+  const Connection& connection = connections_.at(holder->second);
+  for (const wire::Publish& publish : connection.publishes)
+    if (publish.kind() == kind)
+      return PublishedService{{publish.host(), static_cast<uint16_t>(publish.port())},
+                              connection.public_key};
+  return std::nullopt;
 }
 
 void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection,
@@ -664,6 +804,8 @@ void RendezvousCore::forget(ConnectionId id, std::string_view reason) {
                 connection.remote.to_string().c_str());
     }
   }
+  for (auto port = tcp_ports_.begin(); port != tcp_ports_.end();)
+    port = port->second == id ? tcp_ports_.erase(port) : std::next(port);
   deadlines_.erase({connection.deadline, id});
   if (connection.refresh) refreshes_.erase({*connection.refresh, id});
   if (auto count = connections_per_address_.find(connection.remote.host);

@@ -54,6 +54,31 @@ struct TurnAnnouncement {
   std::function<uint64_t()> unix_now;
 };
 
+// Publishing (relay --publish-domain): who may ask the relay's front door to carry
+// visitors to their services, and what a publisher is told.
+struct PublishConfig {
+  // Visitors reach NAME.DOMAIN; empty: publishing is off, and a Register that asks
+  // to publish gets Error NOT_PUBLISHER.
+  std::string domain;
+  // The raw 32-byte Ed25519 key of the relay's front door, sent in PublishGrant.
+  std::string relay_key;
+  // --allow-publisher `any`: every proven key may publish.
+  bool any_publisher = false;
+  // Key ids (proto/identity.h key_id) allowed to publish: --allow-publisher and the
+  // state dir's publishers file.
+  std::set<std::string> publishers;
+  // --publish-ports: the relay's ports for raw TCP publishing; 0-0: none.
+  uint16_t tcp_port_min = 0;
+  uint16_t tcp_port_max = 0;
+};
+
+// What a registered peer publishes, for the front door: the target its StreamOpen
+// names and the key the peer proved (the front door pins it).
+struct PublishedService {
+  HostPort target;
+  std::string public_key;  // raw 32 bytes
+};
+
 struct RendezvousConfig {
   // Counters for --metrics; null: not counted.
   RelayStats* stats = nullptr;
@@ -90,6 +115,7 @@ struct RendezvousConfig {
   // Welcome.challenge: 32 random bytes per connection; injectable for tests.
   // Default (empty): RAND_bytes.
   std::function<std::string()> make_challenge;
+  PublishConfig publish;
 };
 
 // Actions for the I/O side, in order.
@@ -135,6 +161,11 @@ class RendezvousCore {
   size_t session_count() const { return sessions_.size(); }
   size_t registered_count() const { return names_.size(); }
   std::optional<ConnectionId> holder_of(std::string_view name) const;
+  // The service of `kind` that the peer registered as `name` publishes, if any.
+  std::optional<PublishedService> published(std::string_view name,
+                                            wire::Publish::Kind kind) const;
+  // The TCP service published on the relay's `port`, and the name publishing it.
+  std::optional<std::pair<std::string, PublishedService>> published_tcp(uint16_t port) const;
   const RendezvousConfig& config() const { return config_; }
 
  private:
@@ -147,6 +178,7 @@ class RendezvousCore {
     std::string public_key;  // raw bytes from Hello
     std::string challenge;   // sent in Challenge; Prove and Register sign it
     std::string name;        // registered name, empty if none
+    std::vector<wire::Publish> publishes;  // accepted with the name's Register
     std::set<SessionId> sessions;
     TimePoint deadline;      // hello or idle deadline, mirrored in deadlines_
     std::optional<TimePoint> refresh;  // next IceServersUpdate, mirrored in refreshes_
@@ -166,6 +198,17 @@ class RendezvousCore {
                     TimePoint now);
   void handle_register(ConnectionId id, Connection& connection, const wire::Register& message,
                        TimePoint now);
+  // Empty when `message`'s publish list may be accepted; else the Error to send.
+  std::optional<std::pair<wire::Error::Code, std::string>> check_publish(
+      ConnectionId id, const Connection& connection, const wire::Register& message) const;
+  // The relay ports `message`'s TCP publishes get, in order, treating ports held by a
+  // connection of the same key as free (it is being replaced); empty when they do
+  // not all fit.
+  std::optional<std::pair<wire::Error::Code, std::string>> refuse_publisher(
+      const std::string& id, const std::string& name, const std::string& host) const;
+  std::optional<std::vector<uint16_t>> assign_tcp_ports(ConnectionId id,
+                                                        const Connection& connection,
+                                                        const wire::Register& message) const;
   void handle_open_session(ConnectionId id, Connection& connection,
                            const wire::OpenSession& message, TimePoint now);
   void handle_accept_session(ConnectionId id, const wire::AcceptSession& message);
@@ -243,6 +286,8 @@ class RendezvousCore {
   static constexpr size_t kMaxNetchecksPerCaller = 4;
   std::unordered_map<uint64_t, PendingNetcheck> netchecks_;
   uint64_t next_netcheck_id_ = 1;
+  // --publish-ports: which connection's TCP publish holds each port.
+  std::map<uint16_t, ConnectionId> tcp_ports_;
   Buckets registration_buckets_;
   Buckets session_buckets_;
   Buckets new_name_buckets_;  // by source_group(), refilled over an hour

@@ -25,19 +25,7 @@ struct MetricsService::Client {
 
 MetricsService::MetricsService(const HostPort& listen, std::function<std::string()> render)
     : service_(g_socket_service_new()), render_(std::move(render)) {
-  GObjectPtr<GSocketAddress> address(net::make_socket_address(listen.host, listen.port));
-  if (!address) throw std::runtime_error("--metrics: '" + listen.host + "' is not an IP address");
-  GSocketAddress* effective = nullptr;
-  GError* raw_error = nullptr;
-  if (!g_socket_listener_add_address(G_SOCKET_LISTENER(service_.get()), address.get(),
-                                     G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, nullptr,
-                                     &effective, &raw_error)) {
-    GErrorPtr error(raw_error);
-    throw std::runtime_error("cannot listen on metrics " + listen.to_string() + ": " +
-                             error->message);
-  }
-  GObjectPtr<GSocketAddress> bound(effective);
-  local_address_ = net::to_host_port(bound.get());
+  local_address_ = net::listen_tcp_on(G_SOCKET_LISTENER(service_.get()), listen, "metrics");
   g_signal_connect(service_.get(), "incoming", G_CALLBACK(on_incoming), this);
   g_socket_service_start(service_.get());
 }

@@ -136,6 +136,8 @@ RelayServer::RelayServer(RelayServerConfig config) {
   if (tls_) tls_->set_targets(rendezvous_.get(), turn_.get());
 }
 
+const RendezvousCore& RelayServer::rendezvous() const { return rendezvous_->core(); }
+
 RelayGauges RelayServer::gauges() const {
   RelayGauges g;
   const RendezvousCore& rendezvous = rendezvous_->core();

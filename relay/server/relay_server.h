@@ -56,6 +56,14 @@ class RelayServer {
   const std::optional<HostPort>& tls_address() const { return tls_address_; }
   // What the cores hold now, for --metrics.
   RelayGauges gauges() const;
+  // The rendezvous's registry, for the publishing front door's lookups.
+  const RendezvousCore& rendezvous() const;
+  // Publishing: TLS connections (main port and --tls-listen) whose ClientHello the
+  // front door takes go to it untouched (sni_peek.h). False when there is no TLS.
+  bool set_sni_route(SniPeek::Route route) {
+    if (tls_) tls_->set_sni_route(std::move(route));
+    return tls_ != nullptr;
+  }
   // RFC 5780: the OTHER-ADDRESS of the main port (alternate IP and port), if on.
   const std::optional<HostPort>& discovery_address() const { return discovery_address_; }
 

@@ -170,6 +170,27 @@ void TlsService::on_accept() {
   }
 }
 
+void TlsService::set_sni_route(SniPeek::Route route) {
+  // The peek holds a connection's place in the budget: one address cannot fill the
+  // peek any more than the handshakes. A name the front door takes frees the place.
+  sni_peek_ = std::make_unique<SniPeek>(
+      [this, route = std::move(route)](GSocket* socket, const std::string& server_name) {
+        const bool taken = route(socket, server_name);
+        if (taken) budget_.release(take_peeked(socket));
+        return taken;
+      },
+      [this](GSocket* socket) { start_handshake(socket, take_peeked(socket)); },
+      [this](GSocket* socket) { budget_.release(take_peeked(socket)); });
+}
+
+uint64_t TlsService::take_peeked(GSocket* socket) {
+  auto it = peeked_.find(socket);
+  if (it == peeked_.end()) return 0;  // never admitted: nothing to release
+  const uint64_t id = it->second;
+  peeked_.erase(it);
+  return id;
+}
+
 void TlsService::adopt(GSocket* socket) {
   GObjectPtr<GSocketAddress> remote(g_socket_get_remote_address(socket, nullptr));
   if (!remote) {
@@ -188,6 +209,20 @@ void TlsService::adopt(GSocket* socket) {
     g_socket_close(socket, nullptr);
     return;
   }
+  if (sni_peek_) {
+    peeked_[socket] = id;
+    sni_peek_->adopt(socket);
+    return;
+  }
+  start_handshake(socket, id);
+}
+
+void TlsService::start_handshake(GSocket* socket, uint64_t id) {
+  if (id == 0) {  // not admitted (cannot happen: every peeked socket was)
+    g_socket_close(socket, nullptr);
+    return;
+  }
+  budget_.touch(id, std::chrono::steady_clock::now());  // the handshake's own time
   auto pending = std::make_unique<Pending>();
   pending->service = this;
   pending->id = id;

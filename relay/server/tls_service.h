@@ -23,6 +23,7 @@
 #include "glib_ptr.h"
 #include "metrics/relay_stats.h"
 #include "server/deadline_timer.h"
+#include "server/sni_peek.h"
 
 namespace natfwd::relay {
 
@@ -55,6 +56,9 @@ class TlsService {
   void set_stats(RelayStats* stats) { stats_ = stats; }
   // A TCP connection whose first byte is a TLS handshake record.
   void adopt(GSocket* socket);
+  // Publishing: each new connection's ClientHello is first offered to `route`
+  // (sni_peek.h); what it does not take is served here as before.
+  void set_sni_route(SniPeek::Route route);
 
  private:
   struct Pending {
@@ -74,6 +78,10 @@ class TlsService {
   void watch(Pending& pending, GIOCondition condition);
   void drop(uint64_t id);
   void on_timer();
+  // Admitted (`id`, its place in budget_) after the peek or at once.
+  void start_handshake(GSocket* socket, uint64_t id);
+  // The budget id of a socket in the SNI peek, forgotten; 0 when none.
+  uint64_t take_peeked(GSocket* socket);
 
   // A client must finish the handshake and say something within this time. TLS 1.3
   // takes one round trip after the TCP handshake; 5 s also covers two lost segments
@@ -96,6 +104,8 @@ class TlsService {
   ConnectionBudget budget_{{kMaxPending, kMaxPendingPerAddress, kHandshakeTimeout}};
   uint64_t next_id_ = 1;
   DeadlineTimer timer_{[this] { on_timer(); }};
+  std::unique_ptr<SniPeek> sni_peek_;  // null: no publishing, no peek
+  std::unordered_map<GSocket*, uint64_t> peeked_;  // in the SNI peek: budget ids
 };
 
 }  // namespace natfwd::relay

@@ -2,14 +2,15 @@
 # Builds natfwd's libFuzzer targets in their own build dir (clang, ASan + UBSan) and runs
 # each for N seconds (default 20): fuzz_stun (the shared STUN codec), fuzz_turn (the
 # relay's Binding responder, TURN framing and TURN core) and fuzz_frame (rendezvous
-# frames, Envelopes) and fuzz_stream_open (the stream-open header codec). Exit
+# frames, Envelopes), fuzz_stream_open (the stream-open header codec) and
+# fuzz_front_door (the publishing front door's HTTP head and ClientHello parsers). Exit
 # status: 0 when no crash was found, 77 when clang or libFuzzer is missing, else the fuzzer's.
 #
 #   test/fuzz/run_fuzz.sh [SECONDS] [TARGET...]   env: FUZZ_BUILD_DIR (default build-fuzz)
 set -eu
 seconds=${1:-20}
 [ $# -gt 0 ] && shift
-targets=${*:-fuzz_stun fuzz_turn fuzz_frame fuzz_stream_open}
+targets=${*:-fuzz_stun fuzz_turn fuzz_frame fuzz_stream_open fuzz_front_door}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 
@@ -28,6 +29,7 @@ for target in $targets; do
     fuzz_turn) path=relay/fuzz_turn ;;
     fuzz_frame) path=proto/fuzz_frame ;;
     fuzz_stream_open) path=proto/fuzz_stream_open ;;
+    fuzz_front_door) path=relay/fuzz_front_door ;;
     *) echo "unknown fuzz target $target"; exit 2 ;;
   esac
   ninja -C "$build" "$path" >/dev/null
@@ -40,6 +42,10 @@ for target in $targets; do
     seed binding '\000\001\000\000\041\022\244\102abcdefghijkl'
     seed allocate '\000\003\000\010\041\022\244\102abcdefghijkl\000\031\000\004\021\000\000\000'
     seed channel '\100\000\000\004data'
+  elif [ "$target" = fuzz_front_door ]; then
+    # A request head routed by Host, and the start of a TLS ClientHello.
+    seed get 'GET / HTTP/1.1\r\nHost: home.share.example.net:80\r\n\r\n'
+    seed hello '\026\003\001\000\055\001\000\000\051\003\003'
   elif [ "$target" = fuzz_stream_open ]; then
     # StreamOpen to [::1]:22 and a StreamOpenResult NOT_SERVED "no".
     seed open '\305F\001\000\000\000\000\007\012\003::1\020\026'

@@ -1,0 +1,34 @@
+// The --publish spec of a serving peer: a local service that the relay's publishing
+// front door carries to visitors who have only a browser.
+//
+//   --publish http:[HOST:]PORT     HTTP/1.1 at http://NAME.DOMAIN/ (DOMAIN: the relay's
+//                                  --publish-domain), routed by the relay by Host
+//   --publish tls:[HOST:]PORT      TLS at https://NAME.DOMAIN/, routed by the relay by
+//                                  the ClientHello's SNI and passed through untouched:
+//                                  HOST:PORT terminates TLS with its own certificate
+//   --publish tcp:[PUBLICPORT:][HOST:]PORT
+//                                  raw TCP on the relay's PUBLICPORT (0 or none: any
+//                                  free one of its --publish-ports), like ssh -g -R
+//
+// HOST defaults to 127.0.0.1: the common case is a web server on this machine.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "address.h"
+
+namespace natfwd {
+
+struct PublishSpec {
+  enum class Kind { kHttp, kTls, kTcp };
+  Kind kind = Kind::kHttp;
+  HostPort target;  // HOST:PORT at home, reached by the serving peer
+  uint16_t public_port = 0;  // tcp: the relay's port asked for; 0: any
+};
+
+Parsed<PublishSpec> parse_publish_spec(std::string_view text);
+// "http", "tls" or "tcp", as the spec spells it.
+const char* publish_kind_name(PublishSpec::Kind kind);
+
+}  // namespace natfwd

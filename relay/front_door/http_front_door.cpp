@@ -1,0 +1,181 @@
+#include "front_door/http_front_door.h"
+
+
+#include "front_door/front_door_peer.h"
+#include "front_door/http_head.h"
+#include "tunnel/stream_opening.h"
+#include "identity.h"
+#include "log.h"
+#include "net/socket_address.h"
+
+namespace natfwd::relay::front_door {
+namespace {
+
+constexpr size_t kReadChunk = 4096;
+
+// A short error page, then no more from us. A page of a few hundred bytes fits the
+// empty send buffer of a connection we have not written to.
+void send_page(GSocketConnection* tcp, int status, const char* title, const std::string& detail) {
+  const std::string response = http_error_response(status, title, detail);
+  GSocket* socket = g_socket_connection_get_socket(tcp);
+  g_socket_send(socket, response.data(), response.size(), nullptr, nullptr);
+  g_socket_shutdown(socket, FALSE, TRUE, nullptr);
+}
+
+std::string remote_of(GSocketConnection* tcp) {
+  GObjectPtr<GSocketAddress> address(g_socket_connection_get_remote_address(tcp, nullptr));
+  if (!address || !G_IS_INET_SOCKET_ADDRESS(address.get())) return "?";
+  GCharPtr ip(g_inet_address_to_string(
+      g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(address.get()))));
+  return std::string(ip.get()) + ":" +
+         std::to_string(g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(address.get())));
+}
+
+}  // namespace
+
+HttpFrontDoor::HttpFrontDoor(const HostPort& listen, std::string domain, Lookup lookup,
+                             FrontDoorPeer& peer)
+    : domain_(std::move(domain)), lookup_(std::move(lookup)), peer_(peer) {
+  service_.reset(g_socket_service_new());
+  local_address_ = net::listen_tcp_on(G_SOCKET_LISTENER(service_.get()), listen, "publish-http");
+  g_signal_connect(service_.get(), "incoming", G_CALLBACK(on_incoming), this);
+  g_socket_service_start(service_.get());
+}
+
+HttpFrontDoor::~HttpFrontDoor() {
+  g_socket_service_stop(service_.get());
+  g_socket_listener_close(G_SOCKET_LISTENER(service_.get()));
+  g_signal_handlers_disconnect_by_data(service_.get(), this);
+  visitors_.clear();
+}
+
+gboolean HttpFrontDoor::on_incoming(GSocketService*, GSocketConnection* tcp, GObject*,
+                                    gpointer self) {
+  guard_callback("publish http: accept", [&] { static_cast<HttpFrontDoor*>(self)->accept(tcp); });
+  return TRUE;
+}
+
+void HttpFrontDoor::accept(GSocketConnection* tcp) {
+  if (visitors_.size() >= kMaxPendingVisitors) {
+    log::warn_limited("publish-http-full", "publish http: %zu visitors are still sending their "
+                      "request heads; closing a new one", visitors_.size());
+    g_io_stream_close(G_IO_STREAM(tcp), nullptr, nullptr);
+    return;
+  }
+  const uint64_t id = next_id_++;
+  auto visitor = std::make_unique<Visitor>();
+  visitor->door = this;
+  visitor->id = id;
+  visitor->tcp.reset(G_SOCKET_CONNECTION(g_object_ref(tcp)));
+  visitor->remote = remote_of(tcp);
+  GSocket* socket = g_socket_connection_get_socket(tcp);
+  g_socket_set_blocking(socket, FALSE);
+  visitor->read_source.reset(g_socket_create_source(socket, G_IO_IN, nullptr));
+  g_source_set_callback(visitor->read_source.get(), G_SOURCE_FUNC(on_readable), visitor.get(),
+                        nullptr);
+  g_source_attach(visitor->read_source.get(), nullptr);
+  visitor->timeout_source.reset(g_timeout_source_new(kHeadTimeoutMs));
+  g_source_set_callback(visitor->timeout_source.get(), on_timeout, visitor.get(), nullptr);
+  g_source_attach(visitor->timeout_source.get(), nullptr);
+  visitors_.emplace(id, std::move(visitor));
+}
+
+gboolean HttpFrontDoor::on_readable(GSocket*, GIOCondition, gpointer data) {
+  auto* visitor = static_cast<Visitor*>(data);
+  // advance() may destroy the visitor and this source with it, which GLib allows
+  // from the source's own dispatch; the return value then does not matter.
+  guard_callback("publish http: read", [visitor] { visitor->door->advance(*visitor); });
+  return G_SOURCE_CONTINUE;
+}
+
+gboolean HttpFrontDoor::on_timeout(gpointer data) {
+  auto* visitor = static_cast<Visitor*>(data);
+  guard_callback("publish http: timeout", [visitor] {
+    log::debug("publish http: %s sent no complete request head in %u ms; closing",
+               visitor->remote.c_str(), kHeadTimeoutMs);
+    visitor->door->answer(*visitor, 408, "Request Timeout",
+                          "the request head did not arrive in time");
+  });
+  return G_SOURCE_CONTINUE;  // the source is gone with the visitor
+}
+
+bool HttpFrontDoor::advance(Visitor& visitor) {
+  GSocket* socket = g_socket_connection_get_socket(visitor.tcp.get());
+  char buffer[kReadChunk];
+  GError* raw_error = nullptr;
+  const gssize n = g_socket_receive(socket, buffer, sizeof buffer, nullptr, &raw_error);
+  if (n < 0) {
+    GErrorPtr error(raw_error);
+    if (g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) return true;
+    drop(visitor.id);
+    return false;
+  }
+  if (n == 0) {  // gone before a whole head
+    drop(visitor.id);
+    return false;
+  }
+  visitor.read.append(buffer, static_cast<size_t>(n));
+  const HttpHead head = parse_http_head(std::as_bytes(std::span(visitor.read)));
+  switch (head.status) {
+    case HttpHead::Status::kNeedMore:
+      return true;
+    case HttpHead::Status::kInvalid:
+      log::warn_limited("publish-http-bad", "publish http: bad request from %s: %s",
+                        visitor.remote.c_str(), head.reason);
+      answer(visitor, 400, "Bad Request", head.reason);
+      return false;
+    case HttpHead::Status::kComplete:
+      route(visitor, head.host);
+      return false;
+  }
+  return false;
+}
+
+void HttpFrontDoor::route(Visitor& visitor, const std::string& host) {
+  // The head and whatever followed it go to home as they came.
+  const std::optional<std::string> name = published_name(host, domain_);
+  const std::optional<PublishedService> service = name ? lookup_(*name) : std::nullopt;
+  if (!service) {
+    // Any visitor can ask for any name, as often as it likes: debug only.
+    log::debug("publish http: %s asked for %s: not published here", visitor.remote.c_str(),
+               host.c_str());
+    answer(visitor, 404, "Not Found", host + " is not published at this relay");
+    return;
+  }
+  PublicKey key{};
+  public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(service->public_key.data()),
+                                  service->public_key.size()),
+                        key);
+  log::debug("publish http: %s -> %s (%s)", visitor.remote.c_str(), name->c_str(),
+             service->target.to_string().c_str());
+  GObjectPtr<GSocketConnection> tcp(G_SOCKET_CONNECTION(g_object_ref(visitor.tcp.get())));
+  std::string first_bytes = std::move(visitor.read);
+  drop(visitor.id);  // our sources go; the connection stays open for the tunnel
+  // Home could not take it (not reachable, its server down): a 502 page says so
+  // instead of a bare reset. Nothing was sent to the visitor before this answer.
+  std::shared_ptr<GSocketConnection> held(G_SOCKET_CONNECTION(g_object_ref(tcp.get())),
+                                          g_object_unref);
+  // Home's own words (addresses on its network) go to the log, not to the visitor.
+  auto on_result = [held, host](int status, const std::string& detail) {
+    if (status == wire::StreamOpenResult::OK || status == kStreamBroken) return;
+    log::warn_limited("publish-http-502", "publish http: %s: %s", host.c_str(), detail.c_str());
+    const char* why = status == kOpenFailedLocally ? "the home peer could not be reached"
+                      : status == wire::StreamOpenResult::CONNECT_FAILED ||
+                              status == wire::StreamOpenResult::RESOLVE_FAILED
+                          ? "the web server at home did not answer"
+                          : "the home peer did not take the connection";
+    send_page(held.get(), 502, "Bad Gateway", host + ": " + why);
+  };
+  peer_.forward(*name, key, tcp.get(), service->target, std::move(first_bytes), on_result);
+}
+
+void HttpFrontDoor::answer(Visitor& visitor, int status, const char* title,
+                           const std::string& detail) {
+  send_page(visitor.tcp.get(), status, title, detail);
+  g_io_stream_close(G_IO_STREAM(visitor.tcp.get()), nullptr, nullptr);
+  drop(visitor.id);
+}
+
+void HttpFrontDoor::drop(uint64_t id) { visitors_.erase(id); }
+
+}  // namespace natfwd::relay::front_door

@@ -1,0 +1,34 @@
+// The publishing front door on the relay's TLS ports: a ClientHello whose server name
+// is NAME.DOMAIN of a peer that publishes tls goes, untouched and still encrypted, to
+// that peer's target, which terminates TLS with its own certificate (the relay never
+// holds a key for the name nor sees the plaintext). Called by the SNI peek
+// (server/sni_peek.h) before the relay's own TLS.
+#pragma once
+
+#include <string>
+
+#include <gio/gio.h>
+
+#include "front_door/http_front_door.h"
+
+namespace natfwd::relay::front_door {
+
+class FrontDoorPeer;
+
+class TlsFrontDoor {
+ public:
+  // `domain` is lowercase; `peer` must outlive this.
+  TlsFrontDoor(std::string domain, HttpFrontDoor::Lookup lookup, FrontDoorPeer& peer);
+
+  // SniPeek::Route: true when `server_name` is a published peer's and the connection
+  // went to it; false leaves it to the relay's own TLS (its own name, a name nobody
+  // publishes: the client then meets the relay's certificate and gives up).
+  bool route(GSocket* socket, const std::string& server_name);
+
+ private:
+  std::string domain_;
+  HttpFrontDoor::Lookup lookup_;
+  FrontDoorPeer& peer_;
+};
+
+}  // namespace natfwd::relay::front_door

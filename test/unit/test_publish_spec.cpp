@@ -1,0 +1,83 @@
+// --publish specs (peer/publish/publish_spec.h): the forms the README shows, the
+// default host, and named bad specs.
+#include <catch2/catch.hpp>
+
+#include "config/peer_options.h"
+#include "publish/publish_spec.h"
+
+using namespace natfwd;
+
+TEST_CASE("--publish http:PORT defaults to 127.0.0.1; http:HOST:PORT names the host") {
+  auto a = std::get<PublishSpec>(parse_publish_spec("http:8000"));
+  CHECK(a.kind == PublishSpec::Kind::kHttp);
+  CHECK(a.target == HostPort{"127.0.0.1", 8000});
+  auto b = std::get<PublishSpec>(parse_publish_spec("http:wiki.lan:80"));
+  CHECK(b.target == HostPort{"wiki.lan", 80});
+  auto c = std::get<PublishSpec>(parse_publish_spec("http:[fd00::5]:8080"));
+  CHECK(c.target == HostPort{"fd00::5", 8080});
+  CHECK(std::string(publish_kind_name(a.kind)) == "http");
+  auto d = std::get<PublishSpec>(parse_publish_spec("tls:8443"));
+  CHECK(d.kind == PublishSpec::Kind::kTls);
+  CHECK(d.target == HostPort{"127.0.0.1", 8443});
+  CHECK(std::string(publish_kind_name(d.kind)) == "tls");
+  auto e = std::get<PublishSpec>(parse_publish_spec("tcp:22"));
+  CHECK(e.kind == PublishSpec::Kind::kTcp);
+  CHECK(e.public_port == 0);
+  CHECK(e.target == HostPort{"127.0.0.1", 22});
+  auto f = std::get<PublishSpec>(parse_publish_spec("tcp:20022:192.168.1.20:22"));
+  CHECK(f.public_port == 20022);
+  CHECK(f.target == HostPort{"192.168.1.20", 22});
+  auto g = std::get<PublishSpec>(parse_publish_spec("tcp:20022:22"));
+  CHECK(g.public_port == 20022);
+  CHECK(g.target == HostPort{"127.0.0.1", 22});
+  auto i = std::get<PublishSpec>(parse_publish_spec("tcp:nas.lan:22"));
+  CHECK(i.public_port == 0);
+  CHECK(i.target == HostPort{"nas.lan", 22});
+  CHECK(std::holds_alternative<std::string>(parse_publish_spec("tcp:99999:22")));
+  CHECK(std::holds_alternative<std::string>(parse_publish_spec("http:80:h:8000")));
+}
+
+TEST_CASE("bad --publish specs are refused with a message naming them") {
+  for (const char* bad : {"", "8000", "http", "http:", "http:0", "http:99999", "http:x",
+                          "http:a:b:c", "http:bad host:80", "ftp:21", "HTTP:80",
+                          "tls:", "tls:a:b:c",
+                          "http:[::1:80"}) {
+    INFO(bad);
+    auto r = parse_publish_spec(bad);
+    REQUIRE(std::holds_alternative<std::string>(r));
+    CHECK_FALSE(std::get<std::string>(r).empty());
+  }
+  CHECK(std::get<std::string>(parse_publish_spec("ftp:21")).find("ftp") != std::string::npos);
+}
+
+namespace {
+
+PeerCommandLine parse_peer(std::vector<std::string> words) {
+  words.insert(words.begin(), {"peer", "--relay", "127.0.0.1:3478", "--insecure-relay",
+                               "--state-dir", "/nonexistent/state"});
+  return parse_peer_command_line(words);
+}
+
+}  // namespace
+
+TEST_CASE("peer --publish is typed, needs --name, and is enough to run") {
+  PeerCommandLine ok = parse_peer({"--name", "home", "--publish", "http:8000"});
+  INFO(ok.error);
+  REQUIRE(ok.outcome == PeerCommandLine::Outcome::kRun);
+  REQUIRE(ok.options.publishes.size() == 1);
+  CHECK(ok.options.publishes[0].target == HostPort{"127.0.0.1", 8000});
+  CHECK(ok.options.serves.empty());
+
+  PeerCommandLine no_name = parse_peer({"--publish", "http:8000"});
+  REQUIRE(no_name.outcome == PeerCommandLine::Outcome::kUsageError);
+  CHECK(no_name.error.find("--publish needs --name") != std::string::npos);
+
+  PeerCommandLine twice = parse_peer({"--name", "home", "--publish", "http:8000", "--publish",
+                                      "http:8001"});
+  REQUIRE(twice.outcome == PeerCommandLine::Outcome::kUsageError);
+  CHECK(twice.error.find("one http service") != std::string::npos);
+
+  PeerCommandLine bad = parse_peer({"--name", "home", "--publish", "ftp:21"});
+  REQUIRE(bad.outcome == PeerCommandLine::Outcome::kUsageError);
+  CHECK(bad.error.rfind("--publish ftp:21: ", 0) == 0);
+}

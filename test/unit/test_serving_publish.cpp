@@ -1,0 +1,85 @@
+// What a publishing peer lets the relay's front door do (peer/serving/serving_policy.h):
+// its key is admitted only on sessions from the relay that granted it, reaches the
+// --publish targets and nothing else, and must be the key the QUIC handshake proves;
+// the peer's authorised callers reach --serve targets and not the published ones.
+#include <catch2/catch.hpp>
+
+#include "identity.h"
+#include "relays/relay_links.h"
+#include "serving/serving_policy.h"
+
+using namespace natfwd;
+
+namespace {
+
+PeerOptions publishing_options() {
+  PeerOptions options;
+  options.name = "home";
+  options.state_dir = "/nonexistent/natfwd-test-state";
+  options.serves.push_back({std::nullopt, {"buffalo", 22}});
+  options.publishes.push_back({PublishSpec::Kind::kHttp, {"127.0.0.1", 8000}});
+  return options;
+}
+
+// A session without a pairing proof, as the relay announces most.
+ServingPolicy::Admission admit(const ServingPolicy& policy, const PublicKey& caller,
+                               const RelayLink& link) {
+  const wire::IncomingSession incoming;
+  std::string pairing_refusal;
+  return policy.admit(caller, link, incoming, pairing_refusal);
+}
+
+bool allowed(const TargetPolicy& policy, const HostPort& target) {
+  return policy(target).status == static_cast<int>(wire::StreamStatus::kOk);
+}
+
+}  // namespace
+
+TEST_CASE("the front door's key is admitted only through the relay that granted it") {
+  const PeerOptions options = publishing_options();
+  ServingPolicy policy(options);
+  const PublicKey front_door = Identity::generate().public_key();
+  const PublicKey stranger = Identity::generate().public_key();
+  RelayLink granting, other;
+  granting.front_door_key = front_door;
+
+  CHECK(policy.serves());
+  CHECK(admit(policy, front_door, granting) == ServingPolicy::Admission::kFrontDoor);
+  CHECK(admit(policy, front_door, other) == ServingPolicy::Admission::kRefused);
+  CHECK(admit(policy, stranger, granting) == ServingPolicy::Admission::kRefused);
+}
+
+TEST_CASE("the front door reaches the published targets only, with the granted key") {
+  const PeerOptions options = publishing_options();
+  ServingPolicy policy(options);
+  const PublicKey front_door = Identity::generate().public_key();
+  Tunnel::Hooks hooks;
+  TargetPolicy targets = [&policy](const HostPort& target) { return policy.check_target(target); };
+  policy.add_hooks(hooks, targets, front_door, "front door",
+                   ServingPolicy::Admission::kFrontDoor);
+
+  CHECK(allowed(targets, {"127.0.0.1", 8000}));
+  CHECK_FALSE(allowed(targets, {"buffalo", 22}));
+  CHECK_FALSE(allowed(targets, {"127.0.0.1", 8001}));
+  REQUIRE(hooks.authorize_key);
+  CHECK(hooks.authorize_key(front_door));
+  CHECK_FALSE(hooks.authorize_key(Identity::generate().public_key()));
+}
+
+TEST_CASE("callers of --serve do not reach published targets") {
+  const PeerOptions options = publishing_options();
+  ServingPolicy policy(options);
+  CHECK(policy.check_target({"buffalo", 22}).status == static_cast<int>(wire::StreamStatus::kOk));
+  CHECK(policy.check_target({"127.0.0.1", 8000}).status ==
+        wire::StreamOpenResult::NOT_SERVED);
+}
+
+TEST_CASE("a peer that publishes nothing never admits a front door") {
+  PeerOptions options = publishing_options();
+  options.publishes.clear();
+  ServingPolicy policy(options);
+  const PublicKey front_door = Identity::generate().public_key();
+  RelayLink granting;
+  granting.front_door_key = front_door;
+  CHECK(admit(policy, front_door, granting) == ServingPolicy::Admission::kRefused);
+}
