@@ -118,21 +118,23 @@ NATFWD_LOG_FN(info, Level::kInfo)
 NATFWD_LOG_FN(debug, Level::kDebug)
 #undef NATFWD_LOG_FN
 
-void warn_limited(const char* key, const char* format, ...) {
-  struct Bucket {
-    gint64 window_start_us = 0;
-    int count = 0;
-  };
-  static std::map<std::string, Bucket> buckets;
-  constexpr int kLinesPerMinute = 5;
-  gint64 now = g_get_monotonic_time();
-  Bucket& bucket = buckets[key];
-  if (now - bucket.window_start_us > 60 * G_USEC_PER_SEC) {
-    if (bucket.count > kLinesPerMinute)
-      warn("%s: %d more like this in the last minute", key, bucket.count - kLinesPerMinute);
-    bucket = Bucket{now, 0};
+LineLimiter::Decision LineLimiter::on_line(const std::string& key, gint64 now_us) {
+  Decision decision;
+  Window& window = windows_[key];
+  if (window.count == 0 || now_us - window.start_us > 60 * G_USEC_PER_SEC) {
+    if (window.count > kLinesPerMinute) decision.suppressed_before = window.count - kLinesPerMinute;
+    window = Window{now_us, 0};
   }
-  if (++bucket.count > kLinesPerMinute) return;
+  decision.write = ++window.count <= kLinesPerMinute;
+  return decision;
+}
+
+void warn_limited(const char* key, const char* format, ...) {
+  static LineLimiter limiter;
+  const LineLimiter::Decision decision = limiter.on_line(key, g_get_monotonic_time());
+  if (decision.suppressed_before > 0)
+    warn("%s: %d more like this in the last minute", key, decision.suppressed_before);
+  if (!decision.write) return;
   va_list args;
   va_start(args, format);
   vwrite(Level::kWarn, format, args);

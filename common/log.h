@@ -10,6 +10,7 @@
 #include <glib.h>
 #include <sys/types.h>
 
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -27,6 +28,26 @@ void error(const char* format, ...) G_GNUC_PRINTF(1, 2);
 void warn(const char* format, ...) G_GNUC_PRINTF(1, 2);
 void info(const char* format, ...) G_GNUC_PRINTF(1, 2);
 void debug(const char* format, ...) G_GNUC_PRINTF(1, 2);
+// How warn_limited decides, per key: the first kLinesPerMinute lines of a minute are
+// written, the rest counted; the first line of the next minute is preceded by
+// "KEY: N more like this in the last minute". Time is an argument (fake clock tests).
+class LineLimiter {
+ public:
+  static constexpr int kLinesPerMinute = 5;
+  struct Decision {
+    bool write = false;
+    int suppressed_before = 0;  // > 0: report this many suppressed lines first
+  };
+  Decision on_line(const std::string& key, gint64 now_us);
+
+ private:
+  struct Window {
+    gint64 start_us = 0;
+    int count = 0;
+  };
+  std::map<std::string, Window> windows_;
+};
+
 // At most a few lines per key per minute; the rest are counted and summarised.
 void warn_limited(const char* key, const char* format, ...) G_GNUC_PRINTF(2, 3);
 

@@ -214,7 +214,7 @@ int print_status(int argc, char** argv) {
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object per peer, for scripts (default: text)", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
-  parse_subcommand("status", "- show what the running peers are doing: relay link, tunnels, paths, RTT, bytes",
+  parse_subcommand("status", "- show what the running peer is doing: relay link, tunnels, paths, RTT, bytes",
                    entries, argc, argv);
   if (name && !natfwd::is_valid_peer_name(name))
     usage_error(std::string("status: --name: '") + name + "' is not a valid peer name");

@@ -43,3 +43,19 @@ TEST_CASE("library messages: a failure we caused by cancelling is no warning") {
   CHECK(library_level(G_LOG_LEVEL_DEBUG, "packet") == Level::kDebug);
   CHECK(library_level(G_LOG_LEVEL_WARNING, "") == Level::kWarn);
 }
+
+TEST_CASE("a stranger per second costs five log lines a minute, then one count") {
+  natfwd::log::LineLimiter limiter;
+  const gint64 second = G_USEC_PER_SEC;
+  int written = 0;
+  for (int i = 0; i < 60; ++i) written += limiter.on_line("refused-peer", 1000 + i * second).write;
+  CHECK(written == 5);
+  // Other keys have their own budget.
+  CHECK(limiter.on_line("tls-pending", 1000 + 30 * second).write);
+  // The next minute starts with the count of what was left out, then writes again.
+  const auto next = limiter.on_line("refused-peer", 1000 + 61 * second);
+  CHECK(next.suppressed_before == 55);
+  CHECK(next.write);
+  const auto after = limiter.on_line("refused-peer", 1000 + 62 * second);
+  CHECK(after.suppressed_before == 0);
+}
