@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -19,9 +20,24 @@ bool is_full_socket(int error) {
   return error == EAGAIN || error == EWOULDBLOCK || error == ENOBUFS;
 }
 
-// What the kernel says when it will not segment: no checksum offload on the route
-// (EIO), an old kernel or a size it rejects (EINVAL), no such option (ENOPROTOOPT).
-bool is_gso_refusal(int error) { return error == EIO || error == EINVAL || error == ENOPROTOOPT; }
+// The kernel will never segment on this socket: no checksum offload on the route
+// (EIO), no such option (ENOPROTOOPT).
+bool is_gso_unavailable(int error) { return error == EIO || error == ENOPROTOOPT; }
+// The kernel will not segment this run: a segment larger than the path MTU allows
+// (GSO never fragments), say toward a client whose datagrams exceed it.
+bool is_gso_refused_for_run(int error) { return error == EINVAL || error == EMSGSIZE; }
+
+// UDP_SEGMENT is known to the kernel (4.18 and later). An older kernel would ignore the
+// control message and send a run as one large datagram, so it is asked first.
+bool kernel_has_udp_gso() {
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) return false;
+  int segment = 0;
+  socklen_t length = sizeof segment;
+  const bool known = getsockopt(fd, SOL_UDP, UDP_SEGMENT, &segment, &length) == 0;
+  close(fd);
+  return known;
+}
 
 }  // namespace
 
@@ -30,7 +46,8 @@ UdpIoMode udp_io_mode_from_environment() {
   const std::string_view text = value ? value : "";
   if (text == "single") return UdpIoMode::kSingle;
   if (text == "batch") return UdpIoMode::kBatch;
-  return UdpIoMode::kGso;
+  static const bool has_gso = kernel_has_udp_gso();
+  return has_gso ? UdpIoMode::kGso : UdpIoMode::kBatch;
 }
 
 void DatagramBatch::add(const sockaddr_storage& to, socklen_t to_length,
@@ -43,12 +60,12 @@ bool DatagramBatch::same_destination(const Entry& a, const Entry& b) const {
   return a.to_length == b.to_length && std::memcmp(&a.to, &b.to, a.to_length) == 0;
 }
 
-std::vector<DatagramBatch::Message> DatagramBatch::plan(size_t from) const {
+std::vector<DatagramBatch::Message> DatagramBatch::plan(size_t from, size_t singles_until) const {
   std::vector<Message> messages;
   for (size_t i = from; i < entries_.size();) {
     Message message{i, 1};
     const Entry& head = entries_[i];
-    if (mode_ == UdpIoMode::kGso && head.size > 0) {
+    if (mode_ == UdpIoMode::kGso && head.size > 0 && i >= singles_until) {
       size_t total = head.size;
       // Every segment but the last has the head's size; a shorter one ends the run.
       while (message.count < kMaxSegments && i + message.count < entries_.size()) {
@@ -69,9 +86,10 @@ std::vector<DatagramBatch::Message> DatagramBatch::plan(size_t from) const {
 
 DatagramBatch::Outcome DatagramBatch::flush(const SendFn& send) {
   Outcome outcome;
-  size_t next = 0;  // first entry not yet sent or dropped
+  size_t next = 0;           // first entry not yet sent or dropped
+  size_t singles_until = 0;  // entries before this go one by one (a refused run)
   while (next < entries_.size()) {
-    const auto messages = plan(next);
+    const auto messages = plan(next, singles_until);
     headers_.assign(messages.size(), mmsghdr{});
     iovecs_.assign(messages.size(), iovec{});
     controls_.assign(messages.size() * CMSG_SPACE(sizeof(uint16_t)), std::byte{0});
@@ -115,9 +133,10 @@ DatagramBatch::Outcome DatagramBatch::flush(const SendFn& send) {
         outcome.dropped += entries_.size() - messages[m].first;
         break;
       }
-      if (messages[m].count > 1 && is_gso_refusal(error)) {
-        mode_ = UdpIoMode::kBatch;
+      if (messages[m].count > 1 && (is_gso_unavailable(error) || is_gso_refused_for_run(error))) {
+        if (is_gso_unavailable(error)) mode_ = UdpIoMode::kBatch;
         next = messages[m].first;
+        singles_until = next + messages[m].count;
         replan = true;
         break;
       }

@@ -26,7 +26,8 @@ enum class UdpIoMode {
   kGso,     // recvmmsg/sendmmsg, and UDP_SEGMENT for runs to one destination
 };
 
-// NATFWD_UDP_IO=single|batch|gso; unset or anything else means gso.
+// NATFWD_UDP_IO=single|batch|gso; unset or anything else means gso, or batch on a
+// kernel without UDP_SEGMENT.
 UdpIoMode udp_io_mode_from_environment();
 
 class DatagramBatch {
@@ -67,9 +68,10 @@ class DatagramBatch {
 
   // Sends everything queued through `send` and empties the batch. A full socket
   // (EAGAIN, ENOBUFS) drops the rest, as UDP may; any other error drops only the
-  // datagram (or GSO run) it names. If the kernel refuses UDP_SEGMENT (EIO when the
-  // device cannot checksum, EINVAL, ENOPROTOOPT), the run is sent again datagram by
-  // datagram and this batch stops using GSO.
+  // datagram (or GSO run) it names. A GSO run the kernel refuses is sent again
+  // datagram by datagram; when the refusal is for good (EIO: the device cannot
+  // checksum; ENOPROTOOPT), this batch stops using GSO, when it is for this run only
+  // (EINVAL, EMSGSIZE: a segment over the path MTU), it keeps it.
   Outcome flush(const SendFn& send);
   // The same through sendmmsg(fd, ..., MSG_DONTWAIT).
   Outcome flush(int fd);
@@ -87,7 +89,8 @@ class DatagramBatch {
     size_t count;
   };
 
-  std::vector<Message> plan(size_t from) const;
+  // Slots for entries [from, end); entries before `singles_until` are not grouped.
+  std::vector<Message> plan(size_t from, size_t singles_until) const;
   bool same_destination(const Entry& a, const Entry& b) const;
 
   UdpIoMode mode_;
