@@ -56,8 +56,11 @@ gboolean StunUdpService::on_readable_trampoline(GSocket*, GIOCondition, gpointer
 }
 
 void StunUdpService::on_readable(Listener& listener) {
-  net::receive_datagrams(
-      g_socket_get_fd(listener.socket.get()), buffer_, kMaxDatagramsPerWakeup, "stun/udp",
+  // The relayed datagrams of this burst go out together when it is handled.
+  std::optional<TurnService::BatchedSends> batched;
+  if (turn_) batched.emplace(*turn_);
+  reader_.read(
+      g_socket_get_fd(listener.socket.get()), kMaxDatagramsPerWakeup, "stun/udp",
       [&](std::span<const std::byte> datagram, const sockaddr_storage& from,
           socklen_t from_length) {
         handle_datagram(datagram, from, from_length, listener.endpoint);

@@ -21,6 +21,7 @@
 
 #include "glib_ptr.h"
 #include "metrics/relay_stats.h"
+#include "net/datagrams.h"
 #include "binding/binding_responder.h"
 
 namespace natfwd::relay {
@@ -70,8 +71,7 @@ class StunUdpService {
   stun::BindingResponder responder_;
   TurnService* turn_;
   RelayStats* stats_ = nullptr;
-  // One datagram; UDP payloads are at most 64 KiB.
-  std::array<std::byte, 65536> buffer_{};
+  net::DatagramReader reader_{net::udp_io_mode_from_environment()};
 };
 
 }  // namespace natfwd::relay

@@ -163,6 +163,10 @@ void TurnService::close_relay(turn::AllocationId id) {
   // Safe even from the relay's own callback: GLib holds a reference on the source
   // while it dispatches, and the callback returns without touching the relay.
   it->second->source.reset();
+  // Datagrams queued for this socket must not reach whatever reuses its descriptor.
+  const int fd = g_socket_get_fd(it->second->socket.get());
+  for (size_t i = 0; i < active_batches_; ++i)
+    if (batches_[i].fd == fd) batches_[i].batch.clear();
   g_socket_close(it->second->socket.get(), nullptr);
   // The allocation of a stream that is still open went (expired, unused, refreshed
   // to 0): the connection must make progress again or go.
@@ -184,9 +188,9 @@ gboolean TurnService::on_relay_readable_trampoline(GSocket*, GIOCondition, gpoin
 
 void TurnService::on_relay_readable(RelaySocket& relay) {
   const turn::AllocationId id = relay.id;
-  net::receive_datagrams(
-      g_socket_get_fd(relay.socket.get()), buffer_, kMaxDatagramsPerWakeup,
-      "turn: relayed socket",
+  BatchedSends batched(*this);
+  reader_.read(
+      g_socket_get_fd(relay.socket.get()), kMaxDatagramsPerWakeup, "turn: relayed socket",
       [&](std::span<const std::byte> datagram, const sockaddr_storage& from, socklen_t) {
         core_.on_peer_data(id, net::to_transport_address(from), datagram, now());
         // The core may have closed this relay (it does not today, but stay safe).
@@ -208,9 +212,35 @@ void TurnService::send_datagram(GSocket* socket, const TransportAddress& to,
       net::to_sockaddr(to, g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV6 ? AF_INET6 : AF_INET,
                   address);
   if (length == 0) return;
-  if (sendto(g_socket_get_fd(socket), bytes.data(), bytes.size(), MSG_DONTWAIT,
-             reinterpret_cast<const sockaddr*>(&address), length) < 0)
-    log::debug("turn: send to %s %s: %s", what, to.to_string().c_str(), std::strerror(errno));
+  const int fd = g_socket_get_fd(socket);
+  if (batch_depth_ == 0) {
+    if (sendto(fd, bytes.data(), bytes.size(), MSG_DONTWAIT,
+               reinterpret_cast<const sockaddr*>(&address), length) < 0)
+      log::debug("turn: send to %s %s: %s", what, to.to_string().c_str(), std::strerror(errno));
+    return;
+  }
+  auto pending = std::find_if(batches_.begin(), batches_.begin() + active_batches_,
+                              [fd](const PendingBatch& batch) { return batch.fd == fd; });
+  if (pending == batches_.begin() + active_batches_) {
+    if (active_batches_ == batches_.size()) batches_.push_back({-1, net::DatagramBatch(io_mode_)});
+    pending = batches_.begin() + active_batches_++;
+    pending->fd = fd;
+  }
+  pending->batch.add(address, length, bytes);
+  if (pending->batch.full()) flush_batch(fd, pending->batch);
+}
+
+void TurnService::flush_sends() noexcept {
+  for (size_t i = 0; i < active_batches_; ++i) flush_batch(batches_[i].fd, batches_[i].batch);
+  active_batches_ = 0;
+}
+
+void TurnService::flush_batch(int fd, net::DatagramBatch& batch) noexcept {
+  if (batch.empty()) return;
+  const auto outcome = batch.flush(fd);
+  if (outcome.dropped > 0)
+    log::debug("turn: %zu of %zu datagrams dropped on send: %s", outcome.dropped,
+               outcome.dropped + outcome.sent, std::strerror(outcome.last_error));
 }
 
 // ---- sending to clients --------------------------------------------------------------

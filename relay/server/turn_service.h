@@ -29,6 +29,8 @@
 
 #include "admission/connection_budget.h"
 #include "byte_stream.h"
+#include "net/datagram_batch.h"
+#include "net/datagrams.h"
 #include "server/deadline_timer.h"
 #include "glib_ptr.h"
 #include "binding/binding_responder.h"
@@ -69,6 +71,22 @@ class TurnService : public turn::TurnIo {
   // bytes the sniffer consumed. Binding requests on it are answered by `responder`.
   void adopt_stream(std::unique_ptr<ByteStream> stream, turn::Transport transport,
                     const turn::TransportAddress& remote, std::span<const std::byte> already_read);
+
+  // While one of these lives, datagrams toward UDP clients and peers are queued per
+  // socket and go out together (net/datagram_batch.h) when the outermost one ends: a
+  // wakeup that reads a burst sends its answers in a few system calls.
+  class BatchedSends {
+   public:
+    explicit BatchedSends(TurnService& service) : service_(service) { ++service_.batch_depth_; }
+    ~BatchedSends() {
+      if (--service_.batch_depth_ == 0) service_.flush_sends();
+    }
+    BatchedSends(const BatchedSends&) = delete;
+    BatchedSends& operator=(const BatchedSends&) = delete;
+
+   private:
+    TurnService& service_;
+  };
 
   size_t allocation_count() const { return core_.allocation_count(); }
   const turn::TurnServer& core() const { return core_; }
@@ -119,12 +137,15 @@ class TurnService : public turn::TurnIo {
   void watch(StreamClient& client, GSourcePtr& source, GIOCondition& current,
              GIOCondition condition, bool write);
   void close_stream(StreamClient& client, const std::string& reason);
-  // One datagram from `socket` (non-blocking; a full queue drops it, as UDP may).
+  // One datagram from `socket` (non-blocking; a full queue drops it, as UDP may),
+  // queued while a BatchedSends lives.
   void send_datagram(GSocket* socket, const turn::TransportAddress& to,
                      std::span<const std::byte> bytes, const char* what);
   GObjectPtr<GSocket> bind_relay_socket(turn::TransportAddress::Family family,
                                         const std::string& ip, bool even_port);
   std::string relay_ip_for(const turn::ClientKey& client, turn::TransportAddress::Family family);
+  void flush_sends() noexcept;
+  void flush_batch(int fd, net::DatagramBatch& batch) noexcept;
   void arm_timer();
   void on_timer();
   void close_idle_streams(turn::TimePoint now);
@@ -156,7 +177,17 @@ class TurnService : public turn::TurnIo {
   std::set<uint64_t> to_reap_;
   GSourcePtr reap_source_;
   DeadlineTimer timer_{[this] { on_timer(); }};
-  std::array<std::byte, 65536> buffer_{};
+  // Sockets with queued datagrams in this wakeup: [0, active_batches_) of batches_,
+  // whose buffers are kept for the next wakeup.
+  struct PendingBatch {
+    int fd = -1;
+    net::DatagramBatch batch;
+  };
+  net::UdpIoMode io_mode_ = net::udp_io_mode_from_environment();
+  std::vector<PendingBatch> batches_;
+  size_t active_batches_ = 0;
+  int batch_depth_ = 0;
+  net::DatagramReader reader_{io_mode_};
 };
 
 }  // namespace natfwd::relay
