@@ -1,10 +1,77 @@
 #include "publish/publish_spec.h"
 
+#include <arpa/inet.h>
+
+#include <charconv>
 #include <vector>
 
 namespace natfwd {
 
+namespace {
+
+Parsed<PublishSpec> parse_target(std::string_view text);
+
+constexpr std::string_view kAllowFrom = "allow-from=";
+// The relay takes this many ranges per publish (relay/rendezvous/rendezvous_core.cpp).
+constexpr size_t kMaxAllowFrom = 32;
+
+// IP[/BITS] with BITS up to the address's length; the relay parses and applies it.
+bool is_address_range(std::string_view text) {
+  const size_t slash = text.find('/');
+  const std::string ip(text.substr(0, slash));
+  unsigned char bytes[16];
+  unsigned max_bits = 0;
+  if (inet_pton(AF_INET, ip.c_str(), bytes) == 1) max_bits = 32;
+  else if (inet_pton(AF_INET6, ip.c_str(), bytes) == 1) max_bits = 128;
+  else return false;
+  if (slash == std::string_view::npos) return true;
+  const std::string_view bits = text.substr(slash + 1);
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(bits.data(), bits.data() + bits.size(), value);
+  return !bits.empty() && ec == std::errc() && end == bits.data() + bits.size() &&
+         value <= max_bits;
+}
+
+}  // namespace
+
 Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
+  const std::string whole(text);
+  const size_t comma = text.find(',');
+  auto spec_or = parse_target(text.substr(0, comma));
+  if (comma == std::string_view::npos || std::holds_alternative<std::string>(spec_or))
+    return spec_or;
+  auto& spec = std::get<PublishSpec>(spec_or);
+  std::string_view options = text.substr(comma + 1);
+  while (true) {
+    const size_t next = options.find(',');
+    const std::string_view option = options.substr(0, next);
+    if (option == "proxy-protocol") {
+      if (spec.kind == PublishSpec::Kind::kHttp)
+        return "'proxy-protocol' in '" + whole + "' is for tcp and tls; http gets "
+               "X-Forwarded-For";
+      spec.proxy_protocol = true;
+    } else if (option.starts_with(kAllowFrom)) {
+      const std::string_view range = option.substr(kAllowFrom.size());
+      if (!is_address_range(range))
+        return "'" + std::string(range) + "' in '" + whole + "' is not an address range "
+               "(192.168.0.0/16, 2001:db8::/32 or one address)";
+      if (spec.allow_from.size() >= kMaxAllowFrom)
+        return "'" + whole + "' has more than " + std::to_string(kMaxAllowFrom) +
+               " allow-from ranges";
+      spec.allow_from.emplace_back(range);
+    } else {
+      return "'" + std::string(option) + "' in '" + whole + "' is not a publish option "
+             "(proxy-protocol, allow-from=CIDR)";
+    }
+    if (next == std::string_view::npos) break;
+    options.remove_prefix(next + 1);
+  }
+  return spec;
+}
+
+namespace {
+
+Parsed<PublishSpec> parse_target(std::string_view text) {
   const std::string whole(text);
   const size_t colon = text.find(':');
   if (colon == std::string_view::npos)
@@ -44,6 +111,8 @@ Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
   spec.target.port = std::get<uint16_t>(port);
   return spec;
 }
+
+}  // namespace
 
 const char* publish_kind_name(PublishSpec::Kind kind) {
   switch (kind) {

@@ -11,10 +11,18 @@
 //                                  free one of its --publish-ports), like ssh -g -R
 //
 // HOST defaults to 127.0.0.1: the common case is a web server on this machine.
+// Options follow the target after commas:
+//   ,proxy-protocol                (tcp, tls) the relay puts a PROXY protocol v2 header
+//                                  with the visitor's address before the visitor's bytes;
+//                                  http always gets X-Forwarded-For instead
+//   ,allow-from=CIDR               (repeatable) only visitors from these ranges
+//                                  ("192.168.0.0/16", "2001:db8::/32", a bare IP) get
+//                                  through; the relay refuses the others
 #pragma once
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "address.h"
 
@@ -25,6 +33,8 @@ struct PublishSpec {
   Kind kind = Kind::kHttp;
   HostPort target;  // HOST:PORT at home, reached by the serving peer
   uint16_t public_port = 0;  // tcp: the relay's port asked for; 0: any
+  bool proxy_protocol = false;  // tcp, tls: PROXY v2 header first; default off
+  std::vector<std::string> allow_from;  // visitor ranges as written; empty: everyone
 };
 
 Parsed<PublishSpec> parse_publish_spec(std::string_view text);

@@ -132,6 +132,8 @@ std::unique_ptr<RelayLink> RelayLinks::make_link(size_t index, const HostPort& a
                      : spec.kind == PublishSpec::Kind::kTcp ? wire::Publish::TCP
                                                             : wire::Publish::HTTP);
     publish.set_public_port(spec.public_port);
+    publish.set_proxy_protocol(spec.proxy_protocol);
+    for (const std::string& range : spec.allow_from) publish.add_allow_from(range);
     publish.set_host(spec.target.host);
     publish.set_port(spec.target.port);
     publishes.push_back(std::move(publish));

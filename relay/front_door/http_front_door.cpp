@@ -22,13 +22,10 @@ void send_page(GSocketConnection* tcp, int status, const char* title, const std:
   g_socket_shutdown(socket, FALSE, TRUE, nullptr);
 }
 
-std::string remote_of(GSocketConnection* tcp) {
+HostPort remote_of(GSocketConnection* tcp) {
   GObjectPtr<GSocketAddress> address(g_socket_connection_get_remote_address(tcp, nullptr));
-  if (!address || !G_IS_INET_SOCKET_ADDRESS(address.get())) return "?";
-  GCharPtr ip(g_inet_address_to_string(
-      g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(address.get()))));
-  return std::string(ip.get()) + ":" +
-         std::to_string(g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(address.get())));
+  if (!address || !G_IS_INET_SOCKET_ADDRESS(address.get())) return {"?", 0};
+  return net::to_host_port(address.get());
 }
 
 }  // namespace
@@ -67,7 +64,8 @@ void HttpFrontDoor::accept(GSocketConnection* tcp) {
   visitor->door = this;
   visitor->id = id;
   visitor->tcp.reset(G_SOCKET_CONNECTION(g_object_ref(tcp)));
-  visitor->remote = remote_of(tcp);
+  visitor->address = remote_of(tcp);
+  visitor->remote = visitor->address.to_string();
   GSocket* socket = g_socket_connection_get_socket(tcp);
   g_socket_set_blocking(socket, FALSE);
   visitor->read_source.reset(g_socket_create_source(socket, G_IO_IN, nullptr));
@@ -125,14 +123,16 @@ bool HttpFrontDoor::advance(Visitor& visitor) {
       answer(visitor, 400, "Bad Request", head.reason);
       return false;
     case HttpHead::Status::kComplete:
-      route(visitor, head.host);
+      route(visitor, head);
       return false;
   }
   return false;
 }
 
-void HttpFrontDoor::route(Visitor& visitor, const std::string& host) {
-  // The head and whatever followed it go to home as they came.
+void HttpFrontDoor::route(Visitor& visitor, const HttpHead& head) {
+  // The head goes to home with the visitor's address added, whatever followed it as it
+  // came.
+  const std::string& host = head.host;
   const std::optional<std::string> name = published_name(host, domain_);
   const std::optional<PublishedService> service = name ? lookup_(*name) : std::nullopt;
   if (!service) {
@@ -142,6 +142,13 @@ void HttpFrontDoor::route(Visitor& visitor, const std::string& host) {
     answer(visitor, 404, "Not Found", host + " is not published at this relay");
     return;
   }
+  if (!service->admits(visitor.address)) {
+    // The publisher's allow-from: nothing of this visitor reaches home.
+    log::debug("publish http: %s is not in the allow-from of %s", visitor.remote.c_str(),
+               host.c_str());
+    answer(visitor, 403, "Forbidden", host + " does not take visitors from your address");
+    return;
+  }
   PublicKey key{};
   public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(service->public_key.data()),
                                   service->public_key.size()),
@@ -149,7 +156,8 @@ void HttpFrontDoor::route(Visitor& visitor, const std::string& host) {
   log::debug("publish http: %s -> %s (%s)", visitor.remote.c_str(), name->c_str(),
              service->target.to_string().c_str());
   GObjectPtr<GSocketConnection> tcp(G_SOCKET_CONNECTION(g_object_ref(visitor.tcp.get())));
-  std::string first_bytes = std::move(visitor.read);
+  std::string first_bytes =
+      with_forwarded_fields(visitor.read, head.length, visitor.address.host);
   drop(visitor.id);  // our sources go; the connection stays open for the tunnel
   // Home could not take it (not reachable, its server down): a 502 page says so
   // instead of a bare reset. Nothing was sent to the visitor before this answer.

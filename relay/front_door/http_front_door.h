@@ -2,7 +2,8 @@
 // reads the head of each one's first request (http_head.h) and hands the connection,
 // with the bytes read so far, to the home peer its Host names (NAME.DOMAIN). A Host
 // that names no publishing peer gets a 404 page and a malformed head a 400 page at
-// once; a visitor that sends no complete head in time is closed.
+// once; a visitor that sends no complete head in time is closed. The first request's
+// head reaches home with X-Forwarded-For and X-Forwarded-Proto added.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +22,7 @@
 namespace natfwd::relay::front_door {
 
 class FrontDoorPeer;
+struct HttpHead;
 
 class HttpFrontDoor {
  public:
@@ -41,6 +43,7 @@ class HttpFrontDoor {
     HttpFrontDoor* door;
     uint64_t id;
     GObjectPtr<GSocketConnection> tcp;
+    HostPort address;    // the visitor's, as accepted
     std::string remote;  // "ip:port" for logs
     std::string read;    // bytes read so far
     GSourcePtr read_source;
@@ -54,7 +57,8 @@ class HttpFrontDoor {
   // Reads what is there; routes or answers once the head is complete. False when the
   // visitor is gone (answered, handed on or dropped).
   bool advance(Visitor& visitor);
-  void route(Visitor& visitor, const std::string& host);
+  // Hands the visitor to home with its head's forwarded fields (with_forwarded_fields).
+  void route(Visitor& visitor, const HttpHead& head);
   // Writes a short error page and closes.
   void answer(Visitor& visitor, int status, const char* title, const std::string& detail);
   void drop(uint64_t id);

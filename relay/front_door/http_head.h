@@ -31,6 +31,14 @@ HttpHead parse_http_head(std::span<const std::byte> data);
 // name; nullopt otherwise.
 std::optional<std::string> published_name(std::string_view host, std::string_view domain);
 
+// `bytes` (a complete head of `head_length` bytes, then whatever followed it) with the
+// de facto proxy fields that tell the target who the visitor is: `visitor_ip` appended
+// to the last X-Forwarded-For (a list field, RFC 9110 section 5.3: "a, b" is one more
+// hop than "a") or a new one, and "X-Forwarded-Proto: http" in place of any the
+// visitor sent (the relay knows the scheme; the visitor could claim https).
+std::string with_forwarded_fields(std::string_view bytes, size_t head_length,
+                                  std::string_view visitor_ip);
+
 // A complete HTTP/1.1 response with a small text/html page, "Connection: close".
 std::string http_error_response(int status, std::string_view title, std::string_view detail);
 

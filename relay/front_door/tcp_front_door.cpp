@@ -1,6 +1,7 @@
 #include "front_door/tcp_front_door.h"
 
 #include "front_door/front_door_peer.h"
+#include "front_door/proxy_header.h"
 #include "identity.h"
 #include "log.h"
 #include "net/socket_address.h"
@@ -40,11 +41,29 @@ void TcpFrontDoor::accept(GSocketConnection* tcp) {
     return;
   }
   const auto& [name, service] = *published;
+  GObjectPtr<GSocketAddress> remote(g_socket_connection_get_remote_address(tcp, nullptr));
+  const HostPort visitor = remote ? net::to_host_port(remote.get()) : HostPort{"?", 0};
+  if (!service.admits(visitor)) {
+    // The publisher's allow-from: nothing of this visitor reaches home.
+    log::debug("publish tcp: %s is not in the allow-from of port %u; closing",
+               visitor.to_string().c_str(), port);
+    g_io_stream_close(G_IO_STREAM(tcp), nullptr, nullptr);
+    return;
+  }
   PublicKey key{};
   public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(service.public_key.data()),
                                   service.public_key.size()),
                         key);
-  peer_.forward(name, key, tcp, service.target, {});
+  std::string first_bytes;
+  if (service.proxy_protocol) {
+    const auto header = proxy_v2_header(visitor, net::to_host_port(local.get()));
+    if (!header) {
+      g_io_stream_close(G_IO_STREAM(tcp), nullptr, nullptr);
+      return;
+    }
+    first_bytes = *header;
+  }
+  peer_.forward(name, key, tcp, service.target, std::move(first_bytes));
 }
 
 }  // namespace natfwd::relay::front_door

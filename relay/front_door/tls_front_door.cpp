@@ -2,6 +2,8 @@
 
 #include "front_door/front_door_peer.h"
 #include "front_door/http_head.h"
+#include "front_door/proxy_header.h"
+#include "net/socket_address.h"
 #include "identity.h"
 #include "log.h"
 
@@ -20,6 +22,16 @@ bool TlsFrontDoor::route(GSocket* socket, const std::string& server_name) {
                server_name.c_str());
     return false;
   }
+  GObjectPtr<GSocketAddress> remote(g_socket_get_remote_address(socket, nullptr));
+  const HostPort visitor = remote ? net::to_host_port(remote.get()) : HostPort{"?", 0};
+  if (!service->admits(visitor)) {
+    // The publisher's allow-from: closed before anything reaches home (and not handed
+    // to the relay's own TLS, which would answer with the relay's certificate).
+    log::debug("publish tls: %s is not in the allow-from of %s; closing",
+               visitor.to_string().c_str(), server_name.c_str());
+    g_socket_close(socket, nullptr);
+    return true;
+  }
   PublicKey key{};
   public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(service->public_key.data()),
                                   service->public_key.size()),
@@ -27,8 +39,20 @@ bool TlsFrontDoor::route(GSocket* socket, const std::string& server_name) {
   GObjectPtr<GSocketConnection> tcp(g_socket_connection_factory_create_connection(socket));
   log::debug("publish tls: %s -> %s (%s)", server_name.c_str(), name->c_str(),
              service->target.to_string().c_str());
-  // Nothing was read: the ClientHello is still on the socket, for home to answer.
-  peer_.forward(*name, key, tcp.get(), service->target, {});
+  // Nothing was read: the ClientHello is still on the socket, for home to answer,
+  // after the PROXY header when the publish asked for one.
+  std::string first_bytes;
+  if (service->proxy_protocol) {
+    GObjectPtr<GSocketAddress> local(g_socket_get_local_address(socket, nullptr));
+    const auto header =
+        local ? proxy_v2_header(visitor, net::to_host_port(local.get())) : std::nullopt;
+    if (!header) {  // not an IP address: nothing to tell home, so nothing goes there
+      g_socket_close(socket, nullptr);
+      return true;
+    }
+    first_bytes = *header;
+  }
+  peer_.forward(*name, key, tcp.get(), service->target, std::move(first_bytes));
   return true;
 }
 

@@ -1,5 +1,7 @@
 #include "rendezvous/rendezvous_core.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cinttypes>
 #include <ctime>
@@ -24,6 +26,9 @@ constexpr size_t kMaxNameLength = 63;
 constexpr size_t kMaxHostLength = 253;
 // Services one peer may publish at once (one http, one tls, the rest tcp).
 constexpr int kMaxPublishes = 16;
+// Ranges in one publish's allow-from: a home user's few networks, bounded so a peer
+// cannot make the front door test thousands per visitor.
+constexpr int kMaxAllowFrom = 32;
 // ICE ufrag and pwd are at most 256 characters (RFC 8839 section 5.4); candidate
 // lines are about a hundred. Bounds keep relayed messages far below the frame limit.
 constexpr size_t kMaxIceFieldLength = 256;
@@ -428,6 +433,46 @@ std::optional<std::vector<uint16_t>> RendezvousCore::assign_tcp_ports(
   return out;
 }
 
+namespace {
+
+// What the front door needs of a publish check_publish accepted.
+PublishedService service_of(const wire::Publish& publish, const std::string& public_key) {
+  PublishedService service{{publish.host(), static_cast<uint16_t>(publish.port())}, public_key,
+                           publish.kind() != wire::Publish::HTTP && publish.proxy_protocol(),
+                           {}};
+  for (const std::string& text : publish.allow_from())
+    if (auto cidr = turn::parse_cidr(text)) service.allow_from.push_back(*cidr);
+  return service;
+}
+
+// A visitor's numeric IP as the Cidr test takes it; IPv4-mapped IPv6 (a dual-stack
+// listener's view of an IPv4 visitor) as IPv4.
+std::optional<stun::TransportAddress> to_transport_address(const HostPort& visitor) {
+  stun::TransportAddress address;
+  address.port = visitor.port;
+  if (inet_pton(AF_INET, visitor.host.c_str(), address.ip.data()) == 1) return address;
+  if (inet_pton(AF_INET6, visitor.host.c_str(), address.ip.data()) != 1) return std::nullopt;
+  static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::equal(kMapped, kMapped + 12, address.ip.begin())) {
+    std::copy(address.ip.begin() + 12, address.ip.end(), address.ip.begin());
+    std::fill(address.ip.begin() + 4, address.ip.end(), 0);
+    return address;
+  }
+  address.family = stun::TransportAddress::Family::kIPv6;
+  return address;
+}
+
+}  // namespace
+
+bool PublishedService::admits(const HostPort& visitor) const {
+  if (allow_from.empty()) return true;
+  auto address = to_transport_address(visitor);
+  if (!address) return false;
+  for (const turn::Cidr& range : allow_from)
+    if (range.contains(*address)) return true;
+  return false;
+}
+
 std::optional<std::pair<std::string, PublishedService>> RendezvousCore::published_tcp(
     uint16_t port) const {
   auto holder = tcp_ports_.find(port);
@@ -436,8 +481,7 @@ std::optional<std::pair<std::string, PublishedService>> RendezvousCore::publishe
   for (const wire::Publish& publish : connection.publishes)
     if (publish.kind() == wire::Publish::TCP && publish.public_port() == port)
       return std::pair{connection.name,
-                       PublishedService{{publish.host(), static_cast<uint16_t>(publish.port())},
-                                        connection.public_key}};
+                       service_of(publish, connection.public_key)};
   return std::nullopt;
 }
 
@@ -462,6 +506,12 @@ std::optional<std::pair<wire::Error::Code, std::string>> RendezvousCore::check_p
       return std::pair{wire::Error::BAD_MESSAGE,
                        std::string("a publish list holds one http and one tls service and a "
                                    "few tcp ones, each with a host and a port")};
+    if (publish.allow_from().size() > kMaxAllowFrom ||
+        std::any_of(publish.allow_from().begin(), publish.allow_from().end(),
+                    [](const std::string& text) { return !turn::parse_cidr(text); }))
+      return std::pair{wire::Error::BAD_MESSAGE,
+                       std::string("allow-from takes up to " + std::to_string(kMaxAllowFrom) +
+                                   " address ranges such as 192.168.0.0/16")};
   }
   const std::string key = key_id(to_public_key(connection.public_key));
   if (!config_.publish.any_publisher && !config_.publish.publishers.contains(key))
@@ -497,8 +547,7 @@ std::optional<PublishedService> RendezvousCore::published(std::string_view name,
   const Connection& connection = connections_.at(holder->second);
   for (const wire::Publish& publish : connection.publishes)
     if (publish.kind() == kind)
-      return PublishedService{{publish.host(), static_cast<uint16_t>(publish.port())},
-                              connection.public_key};
+      return service_of(publish, connection.public_key);
   return std::nullopt;
 }
 

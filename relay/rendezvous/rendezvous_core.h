@@ -26,6 +26,7 @@
 #include "rendezvous.pb.h"
 #include "token_bucket.h"
 #include "metrics/relay_stats.h"
+#include "turn/peer_policy.h"
 #include "rendezvous/name_binding.h"
 
 namespace natfwd::relay {
@@ -77,6 +78,11 @@ struct PublishConfig {
 struct PublishedService {
   HostPort target;
   std::string public_key;  // raw 32 bytes
+  // tcp and tls: a PROXY protocol v2 header goes before the visitor's bytes.
+  bool proxy_protocol = false;
+  // Visitors the front door lets through; empty: everyone.
+  std::vector<turn::Cidr> allow_from;
+  bool admits(const HostPort& visitor) const;
 };
 
 struct RendezvousConfig {

@@ -94,3 +94,30 @@ TEST_CASE("error pages are complete responses that escape the detail") {
   CHECK(page.find("Content-Length: " + std::to_string(page.size() - body) + "\r\n") !=
         std::string::npos);
 }
+
+TEST_CASE("the head home gets names the visitor in X-Forwarded-For and X-Forwarded-Proto") {
+  const std::string body = "GET /next HTTP/1.1\r\n";  // a pipelined request: untouched
+  const std::string plain = "GET / HTTP/1.1\r\nHost: home.share.test\r\n\r\n";
+  CHECK(with_forwarded_fields(plain + body, plain.size(), "192.0.2.7") ==
+        "GET / HTTP/1.1\r\nHost: home.share.test\r\nX-Forwarded-For: 192.0.2.7\r\n"
+        "X-Forwarded-Proto: http\r\n\r\n" + body);
+  // An existing list gets the visitor appended to its last field; a Proto the visitor
+  // claims is replaced by what the relay knows.
+  const std::string proxied = "POST /x HTTP/1.1\r\nx-forwarded-for: 10.0.0.1\r\n"
+                              "Host: h\r\nX-Forwarded-For: 10.0.0.2 \r\n"
+                              "X-Forwarded-Proto: https\r\nContent-Length: 2\r\n\r\n";
+  CHECK(with_forwarded_fields(proxied + "ok", proxied.size(), "2001:db8::1") ==
+        "POST /x HTTP/1.1\r\nx-forwarded-for: 10.0.0.1\r\nHost: h\r\n"
+        "X-Forwarded-For: 10.0.0.2, 2001:db8::1\r\nContent-Length: 2\r\n"
+        "X-Forwarded-Proto: http\r\n\r\nok");
+  const std::string empty_list = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For:\r\n\r\n";
+  CHECK(with_forwarded_fields(empty_list, empty_list.size(), "192.0.2.7") ==
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.7\r\n"
+        "X-Forwarded-Proto: http\r\n\r\n");
+  // What the parser accepts, the result parses to the same Host.
+  const std::string out = with_forwarded_fields(proxied, proxied.size(), "192.0.2.7");
+  const HttpHead again = parse_http_head(std::as_bytes(std::span(out)));
+  CHECK(again.status == HttpHead::Status::kComplete);
+  CHECK(again.host == "h");
+  CHECK(again.length == out.size());
+}

@@ -37,6 +37,48 @@ TEST_CASE("--publish http:PORT defaults to 127.0.0.1; http:HOST:PORT names the h
   CHECK(std::holds_alternative<std::string>(parse_publish_spec("http:80:h:8000")));
 }
 
+TEST_CASE("--publish options follow the target after commas") {
+  auto tcp = std::get<PublishSpec>(parse_publish_spec("tcp:2222:127.0.0.1:22,proxy-protocol"));
+  CHECK(tcp.proxy_protocol);
+  CHECK(tcp.public_port == 2222);
+  CHECK(tcp.target == HostPort{"127.0.0.1", 22});
+  auto tls = std::get<PublishSpec>(parse_publish_spec("tls:[fd00::5]:8443,proxy-protocol"));
+  CHECK(tls.proxy_protocol);
+  CHECK(tls.target == HostPort{"fd00::5", 8443});
+  CHECK_FALSE(std::get<PublishSpec>(parse_publish_spec("tcp:22")).proxy_protocol);
+  auto http = parse_publish_spec("http:8000,proxy-protocol");
+  REQUIRE(std::holds_alternative<std::string>(http));
+  CHECK(std::get<std::string>(http).find("X-Forwarded-For") != std::string::npos);
+  auto unknown = parse_publish_spec("tcp:22,proxy");
+  REQUIRE(std::holds_alternative<std::string>(unknown));
+  CHECK(std::get<std::string>(unknown).find("'proxy' in 'tcp:22,proxy'") != std::string::npos);
+  CHECK(std::holds_alternative<std::string>(parse_publish_spec("tcp:22,")));
+  CHECK(std::holds_alternative<std::string>(parse_publish_spec("tcp:22,proxy-protocol,x")));
+}
+
+TEST_CASE("allow-from ranges are kept as written, several per publish") {
+  auto spec = std::get<PublishSpec>(parse_publish_spec(
+      "http:8000,allow-from=192.168.0.0/16,allow-from=2001:db8::/32,allow-from=203.0.113.9"));
+  CHECK(spec.allow_from ==
+        std::vector<std::string>{"192.168.0.0/16", "2001:db8::/32", "203.0.113.9"});
+  auto both = std::get<PublishSpec>(
+      parse_publish_spec("tcp:2222:22,allow-from=10.0.0.0/8,proxy-protocol"));
+  CHECK(both.proxy_protocol);
+  CHECK(both.allow_from == std::vector<std::string>{"10.0.0.0/8"});
+  CHECK(std::get<PublishSpec>(parse_publish_spec("tls:8443")).allow_from.empty());
+  for (const char* bad : {"http:80,allow-from=", "http:80,allow-from=10.0.0.0/33",
+                          "http:80,allow-from=::/129", "http:80,allow-from=lan",
+                          "http:80,allow-from=10.0.0.0/", "http:80,allow-from=10.0.0.0/8x"}) {
+    INFO(bad);
+    auto parsed = parse_publish_spec(bad);
+    REQUIRE(std::holds_alternative<std::string>(parsed));
+    CHECK(std::get<std::string>(parsed).find("not an address range") != std::string::npos);
+  }
+  std::string many = "http:80";
+  for (int i = 0; i < 33; ++i) many += ",allow-from=10.0.0." + std::to_string(i);
+  CHECK(std::holds_alternative<std::string>(parse_publish_spec(many)));
+}
+
 TEST_CASE("bad --publish specs are refused with a message naming them") {
   for (const char* bad : {"", "8000", "http", "http:", "http:0", "http:99999", "http:x",
                           "http:a:b:c", "http:bad host:80", "ftp:21", "HTTP:80",

@@ -53,6 +53,7 @@ TEST_CASE("an allowed publisher is registered with a grant and found by the fron
   REQUIRE(found);
   CHECK(found->target == HostPort{"127.0.0.1", 8000});
   CHECK(found->public_key == key_of('a'));
+  CHECK_FALSE(found->proxy_protocol);
   CHECK_FALSE(h.core().published("nobody", wire::Publish::HTTP));
 
   // Gone with the connection: a visitor then gets the "not published" answer.
@@ -201,4 +202,68 @@ TEST_CASE("tcp publishing needs the relay's port range, and ports inside it") {
   const ConnectionId b = h.hello(key_of('a'));
   h.deliver(b, register_tcp(h, b, "home", {8080}));
   CHECK(error_code(h.pop(b)) == wire::Error::NOT_PUBLISHER);
+}
+
+TEST_CASE("the front door learns which tcp and tls publishes want a PROXY header") {
+  Harness h(tcp_config());
+  const ConnectionId home = h.hello(key_of('a'));
+  wire::Envelope envelope = register_tcp(h, home, "home", {20001});
+  envelope.mutable_register_()->mutable_publish(0)->set_proxy_protocol(true);
+  auto* tls = envelope.mutable_register_()->add_publish();
+  tls->set_kind(wire::Publish::TLS);
+  tls->set_host("127.0.0.1");
+  tls->set_port(8443);
+  tls->set_proxy_protocol(true);
+  auto* http = envelope.mutable_register_()->add_publish();
+  http->set_kind(wire::Publish::HTTP);
+  http->set_host("127.0.0.1");
+  http->set_port(8000);
+  http->set_proxy_protocol(true);  // http carries X-Forwarded-For instead
+  h.deliver(home, envelope);
+  REQUIRE(h.pop(home).has_registered());
+  const auto tcp = h.core().published_tcp(20001);
+  REQUIRE(tcp);
+  CHECK(tcp->second.proxy_protocol);
+  CHECK(h.core().published("home", wire::Publish::TLS)->proxy_protocol);
+  CHECK_FALSE(h.core().published("home", wire::Publish::HTTP)->proxy_protocol);
+}
+
+TEST_CASE("allow-from reaches the front door, which admits only visitors in range") {
+  Harness h(publishing_config(true));
+  const ConnectionId home = h.hello(key_of('a'));
+  wire::Envelope envelope = register_publishing(h, home, "home");
+  envelope.mutable_register_()->mutable_publish(0)->add_allow_from("192.168.0.0/16");
+  envelope.mutable_register_()->mutable_publish(0)->add_allow_from("2001:db8::/32");
+  h.deliver(home, envelope);
+  REQUIRE(h.pop(home).has_registered());
+  const auto service = h.core().published("home", wire::Publish::HTTP);
+  REQUIRE(service);
+  CHECK(service->admits({"192.168.4.5", 80}));
+  CHECK(service->admits({"::ffff:192.168.4.5", 80}));  // a dual-stack listener's view
+  CHECK(service->admits({"2001:db8:1::7", 80}));
+  CHECK_FALSE(service->admits({"192.169.0.1", 80}));
+  CHECK_FALSE(service->admits({"127.0.0.1", 80}));
+  CHECK_FALSE(service->admits({"2001:db9::1", 80}));
+  CHECK_FALSE(service->admits({"?", 0}));
+  // No ranges: everyone.
+  CHECK(PublishedService{}.admits({"198.51.100.1", 1}));
+}
+
+TEST_CASE("a malformed or endless allow-from is refused at registration") {
+  Harness h(publishing_config(true));
+  const ConnectionId home = h.hello(key_of('a'));
+  wire::Envelope envelope = register_publishing(h, home, "home");
+  SECTION("malformed") {
+    envelope.mutable_register_()->mutable_publish(0)->add_allow_from("10.0.0.0/40");
+  }
+  SECTION("too many") {
+    for (int i = 0; i < 33; ++i)
+      envelope.mutable_register_()->mutable_publish(0)->add_allow_from("10.0.0.1");
+  }
+  h.deliver(home, envelope);
+  const auto reply = h.pop(home);
+  REQUIRE(reply.has_error());
+  CHECK(reply.error().code() == wire::Error::BAD_MESSAGE);
+  CHECK(reply.error().detail().find("allow-from") != std::string::npos);
+  CHECK_FALSE(h.core().published("home", wire::Publish::HTTP));
 }
