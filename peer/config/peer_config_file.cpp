@@ -260,8 +260,9 @@ std::vector<std::string> peer_arguments_with_config(int argc, char** argv) {
       break;
     case PeerSubcommand::kPair:
     case PeerSubcommand::kNc:
-      // They reach a peer through the relay: the file's relay settings, not its
-      // serves and forwards.
+    case PeerSubcommand::kHandover:
+      // They reach a peer or the relay: the file's relay settings, not its serves and
+      // forwards.
       use = PeerConfigUse::kRelayLink;
       break;
     case PeerSubcommand::kNone:
