@@ -290,41 +290,37 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.state_dir = state_dir_text;
   }
-  if (max_peers_text) {
+  // The counts: 1 to their limit.
+  struct CountOption {
+    const char* flag;
+    const gchar* text;
+    uint64_t max;
+    size_t& value;
+  };
+  for (const CountOption& count : {
+           CountOption{"--max-peers-per-address", max_peers_text, kMaxPeersPerAddressLimit,
+                       options.max_peers_per_address},
+           CountOption{"--max-registrations-per-minute", max_registrations_text, kMaxRateLimit,
+                       options.max_registrations_per_minute},
+           CountOption{"--max-new-names-per-hour", max_new_names_text, kMaxRateLimit,
+                       options.max_new_names_per_hour},
+           CountOption{"--max-sessions-per-minute", max_sessions_text, kMaxRateLimit,
+                       options.max_sessions_per_minute},
+           CountOption{"--max-allocations-per-user", per_user_text, kMaxAllocationsLimit,
+                       options.max_allocations_per_user},
+           CountOption{"--max-allocations-per-address", per_address_text, kMaxAllocationsLimit,
+                       options.max_allocations_per_address},
+           CountOption{"--max-allocations", max_allocations_text, kMaxAllocationsLimit,
+                       options.max_allocations},
+       }) {
+    if (!count.text) continue;
     uint64_t value = 0;
-    if (!parse_number(max_peers_text, 1, kMaxPeersPerAddressLimit, value)) {
-      error = "--max-peers-per-address: '" + std::string(max_peers_text) +
-              "' is not a number from 1 to " + std::to_string(kMaxPeersPerAddressLimit);
+    if (!parse_number(count.text, 1, count.max, value)) {
+      error = std::string(count.flag) + ": '" + count.text + "' is not a number from 1 to " +
+              std::to_string(count.max);
       return false;
     }
-    options.max_peers_per_address = value;
-  }
-  if (max_registrations_text) {
-    uint64_t value = 0;
-    if (!parse_number(max_registrations_text, 1, kMaxRateLimit, value)) {
-      error = "--max-registrations-per-minute: '" + std::string(max_registrations_text) +
-              "' is not a number from 1 to " + std::to_string(kMaxRateLimit);
-      return false;
-    }
-    options.max_registrations_per_minute = value;
-  }
-  if (max_new_names_text) {
-    uint64_t value = 0;
-    if (!parse_number(max_new_names_text, 1, kMaxRateLimit, value)) {
-      error = "--max-new-names-per-hour: '" + std::string(max_new_names_text) +
-              "' is not a number from 1 to " + std::to_string(kMaxRateLimit);
-      return false;
-    }
-    options.max_new_names_per_hour = value;
-  }
-  if (max_sessions_text) {
-    uint64_t value = 0;
-    if (!parse_number(max_sessions_text, 1, kMaxRateLimit, value)) {
-      error = "--max-sessions-per-minute: '" + std::string(max_sessions_text) +
-              "' is not a number from 1 to " + std::to_string(kMaxRateLimit);
-      return false;
-    }
-    options.max_sessions_per_minute = value;
+    count.value = value;
   }
   if (tls_listen_text &&
       !parse_ip_port_flag("tls-listen", tls_listen_text, 443, options.tls_listen, error))
@@ -371,24 +367,6 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.allow_peers.push_back(*cidr);
   }
-  if (per_user_text) {
-    uint64_t value = 0;
-    if (!parse_number(per_user_text, 1, kMaxAllocationsLimit, value)) {
-      error = "--max-allocations-per-user: '" + std::string(per_user_text) +
-              "' is not a number from 1 to " + std::to_string(kMaxAllocationsLimit);
-      return false;
-    }
-    options.max_allocations_per_user = value;
-  }
-  if (per_address_text) {
-    uint64_t value = 0;
-    if (!parse_number(per_address_text, 1, kMaxAllocationsLimit, value)) {
-      error = "--max-allocations-per-address: '" + std::string(per_address_text) +
-              "' is not a number from 1 to " + std::to_string(kMaxAllocationsLimit);
-      return false;
-    }
-    options.max_allocations_per_address = value;
-  }
   if (name_expiry_text) {
     uint64_t value = 0;
     if (!parse_number(name_expiry_text, 0, 36500, value)) {
@@ -397,15 +375,6 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       return false;
     }
     options.name_expiry_days = value;
-  }
-  if (max_allocations_text) {
-    uint64_t value = 0;
-    if (!parse_number(max_allocations_text, 1, kMaxAllocationsLimit, value)) {
-      error = "--max-allocations: '" + std::string(max_allocations_text) +
-              "' is not a number from 1 to " + std::to_string(kMaxAllocationsLimit);
-      return false;
-    }
-    options.max_allocations = value;
   }
   if (bandwidth_text) {
     uint64_t value = 0;
