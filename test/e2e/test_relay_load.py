@@ -110,6 +110,7 @@ def load_test(w):
         raise Failure(f"{load_bin} not built")
     limits = ["--max-peers-per-address", str(PEERS + 1000),
               "--max-registrations-per-minute", str(PEERS + 1000),
+              "--max-new-names-per-hour", str(PEERS + 1000),
               "--max-sessions-per-minute", str(SESSIONS * 4),
               "--max-allocations-per-user", str(RELAYED * 4),
               "--max-allocations-per-address", str(RELAYED * 8),
