@@ -8,7 +8,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -186,17 +185,9 @@ gboolean ControlServer::client_readable(int fd) {
 }
 
 void ControlServer::answer_and_close(Client& client) {
-  if (carrier_) {
-    // Taken out of the list first: the carrier may outlive this server.
-    const int fd = client.fd;
-    const std::string request = client.request;
-    auto it = std::find_if(clients_.begin(), clients_.end(),
-                           [fd](const auto& c) { return c->fd == fd; });
-    std::unique_ptr<Client> held = std::move(*it);
-    clients_.erase(it);
-    held->source.reset();
-    if (carrier_(fd, request)) return;
-    clients_.push_back(std::move(held));
+  if (carrier_ && carrier_(client.fd, client.request)) {
+    forget(client.fd);  // the carrier owns the descriptor now
+    return;
   }
   const std::string answer = handler_(client.request);
   // The answer is a few KB at most: send it in one blocking go with a timeout, so a
@@ -209,13 +200,17 @@ void ControlServer::answer_and_close(Client& client) {
 }
 
 void ControlServer::drop(int fd) {
+  if (forget(fd)) close(fd);
+}
+
+bool ControlServer::forget(int fd) {
   for (auto it = clients_.begin(); it != clients_.end(); ++it) {
     if ((*it)->fd != fd) continue;
     (*it)->source.reset();
-    close(fd);
     clients_.erase(it);
-    return;
+    return true;
   }
+  return false;
 }
 
 bool parse_control_request(const std::string& line, std::vector<std::string>& words,

@@ -61,6 +61,8 @@ class ControlServer {
   gboolean client_readable(int fd);
   void answer_and_close(Client& client);
   void drop(int fd);
+  // Out of the list without closing `fd`; false when it was not there.
+  bool forget(int fd);
 
   std::string path_;
   int listen_fd_;
