@@ -139,9 +139,9 @@ void assign_forwards(const std::vector<std::string>& args, const std::vector<std
                 "follows its own -L/-D options");
 }
 
-// `peer pair --help` and `peer nc --help`: only the flags that reach the relay and the
-// other peer; the serving and forwarding flags stay understood (and refused with a
-// reason by the checks below) but are not shown.
+// `peer pair --help`, `peer nc --help` and `peer handover --help`: only the flags that
+// reach the relay and the other peer; the serving and forwarding flags stay understood
+// (and refused with a reason by the checks below) but are not shown.
 GOptionContext* relay_link_subcommand_context(PeerSubcommand subcommand, GOptionEntry* entries) {
   for (GOptionEntry* entry = entries; entry->long_name; ++entry) {
     const std::string flag = entry->long_name;
@@ -149,33 +149,33 @@ GOptionContext* relay_link_subcommand_context(PeerSubcommand subcommand, GOption
         flag == "dynamic" || flag == "version")
       entry->flags |= G_OPTION_FLAG_HIDDEN;
   }
-  if (subcommand == PeerSubcommand::kPair) {
-    GOptionContext* context = g_option_context_new(
-        "CODE - redeem a serving peer's one-time invite: get authorised there and pin its key");
-    g_option_context_set_summary(context,
+  struct Usage {
+    const char* parameters;
+    const char* summary;
+  };
+  static const std::map<PeerSubcommand, Usage> kUsages = {
+      {PeerSubcommand::kPair,
+       {"CODE - redeem a serving peer's one-time invite: get authorised there and pin its key",
         "Pair:    peer --relay vps.example:3478 pair home@KEYID.SECRET\n"
         "CODE is what `peer invite` printed on the serving peer. On success this peer's\n"
         "key is in the serving peer's authorized_peers and the serving peer's key in\n"
-        "STATE_DIR/known_peers; the command then exits 0 (1 with one line on failure).");
-    return context;
-  }
-  if (subcommand == PeerSubcommand::kHandover) {
-    GOptionContext* context = g_option_context_new(
-        "NAME KEYID - hand the name this key holds at the relays to another key");
-    g_option_context_set_summary(context,
+        "STATE_DIR/known_peers; the command then exits 0 (1 with one line on failure)."}},
+      {PeerSubcommand::kHandover,
+       {"NAME KEYID - hand the name this key holds at the relays to another key",
         "Reinstalled: peer --relay vps.example:3478 --state-dir OLD handover home KEYID\n"
         "Run it with the state dir of the key that holds NAME (the old machine's, or a\n"
         "backup); KEYID is what `peer id` prints on the new one, which may then register\n"
         "NAME. The old key keeps NAME until then. Exit 0 when every relay took it, 3 when\n"
-        "a relay refused (this key does not hold NAME there).");
-    return context;
-  }
-  GOptionContext* context = g_option_context_new(
-      "NAME HOST:PORT - carry stdin/stdout to HOST:PORT as the serving peer NAME sees it");
-  g_option_context_set_summary(context,
-      "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
-      "Writes only the connection to stdout and exits 0 when both directions finished\n"
-      "cleanly, 1 with one line on stderr otherwise (-v: path line on stderr).");
+        "a relay refused (this key does not hold NAME there)."}},
+      {PeerSubcommand::kNc,
+       {"NAME HOST:PORT - carry stdin/stdout to HOST:PORT as the serving peer NAME sees it",
+        "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
+        "Writes only the connection to stdout and exits 0 when both directions finished\n"
+        "cleanly, 1 with one line on stderr otherwise (-v: path line on stderr)."}},
+  };
+  const Usage& usage = kUsages.at(subcommand);
+  GOptionContext* context = g_option_context_new(usage.parameters);
+  g_option_context_set_summary(context, usage.summary);
   return context;
 }
 
@@ -262,16 +262,17 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       "`peer netcheck` reports what the Internet sees of this machine (see peer netcheck --help).");
   const PeerSubcommand subcommand =
       args.size() > 1 ? peer_subcommand(args[1]) : PeerSubcommand::kNone;
-  if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc ||
-      subcommand == PeerSubcommand::kHandover) {
+  const bool relay_link_only = subcommand == PeerSubcommand::kPair ||
+                               subcommand == PeerSubcommand::kNc ||
+                               subcommand == PeerSubcommand::kHandover;
+  if (relay_link_only) {
     g_option_context_free(context);
     context = relay_link_subcommand_context(subcommand, entries);
   }
   g_option_context_add_main_entries(context, entries, nullptr);
   std::vector<std::string> words = args;
   // `peer pair --help` shows "peer pair [OPTION...] CODE" (GOption names argv[0]).
-  if (subcommand == PeerSubcommand::kPair || subcommand == PeerSubcommand::kNc ||
-      subcommand == PeerSubcommand::kHandover)
+  if (relay_link_only)
     words[0] = "peer " + args[1];
   std::vector<char*> argv_words;
   for (std::string& word : words) argv_words.push_back(word.data());
