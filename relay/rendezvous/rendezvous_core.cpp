@@ -281,7 +281,7 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
   const std::string& name = message.name();
   // First, before any costly check: a flood of registrations from one address.
   if (!take_token(registration_buckets_, connection.remote.host,
-                  config_.max_registrations_per_minute, now)) {
+                  config_.max_registrations_per_minute, now, kRatePeriod)) {
     count(&RelayStats::rate_limited_registrations);
     fail(id, wire::Error::RATE_LIMITED,
          "more than " + std::to_string(config_.max_registrations_per_minute) +
@@ -347,7 +347,8 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
     log::info("'%s' handed over from key %s to key %s", name.c_str(),
               key_id(to_public_key(*bound)).c_str(), key_id(key).c_str());
   } else if (!bound) {
-    if (!take_new_name_token(connection.remote.host, now)) {
+    if (!take_token(new_name_buckets_, source_group(connection.remote.host),
+                    config_.max_new_names_per_hour, now, kNewNamePeriod)) {
       count(&RelayStats::rate_limited_new_names);
       fail(id, wire::Error::RATE_LIMITED,
            "more than " + std::to_string(config_.max_new_names_per_hour) +
@@ -559,7 +560,7 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
     return;
   }
   if (!take_token(session_buckets_, connection.remote.host, config_.max_sessions_per_minute,
-                  now)) {
+                  now, kRatePeriod)) {
     count(&RelayStats::rate_limited_sessions);
     log::warn_limited("rendezvous-rate", "%s: more than %zu session requests per minute from "
                       "its address, refusing", describe(id).c_str(),
@@ -772,7 +773,7 @@ void RendezvousCore::handle_netcheck_query(ConnectionId id, Connection& connecti
                                            const wire::NetcheckQuery& message, TimePoint now) {
   // A query costs the target a message: the same budget as opening a session.
   if (!take_token(session_buckets_, connection.remote.host, config_.max_sessions_per_minute,
-                  now)) {
+                  now, kRatePeriod)) {
     count(&RelayStats::rate_limited_sessions);
     send_netcheck_status(id, message.query_id(), wire::NetcheckReply::LIMIT);
     return;
@@ -919,17 +920,9 @@ std::optional<std::string> RendezvousCore::callee_budget_exceeded(const Connecti
   return std::nullopt;
 }
 
-bool RendezvousCore::take_token(Buckets& buckets, const std::string& ip, size_t per_minute,
-                                TimePoint now) {
-  auto it = buckets.try_emplace(ip, static_cast<double>(per_minute), kRatePeriod, now).first;
-  return it->second.take(1.0, now);
-}
-
-bool RendezvousCore::take_new_name_token(const std::string& ip, TimePoint now) {
-  auto it = new_name_buckets_
-                .try_emplace(source_group(ip), static_cast<double>(config_.max_new_names_per_hour),
-                             kNewNamePeriod, now)
-                .first;
+bool RendezvousCore::take_token(Buckets& buckets, const std::string& source, size_t per_period,
+                                TimePoint now, std::chrono::seconds period) {
+  auto it = buckets.try_emplace(source, static_cast<double>(per_period), period, now).first;
   return it->second.take(1.0, now);
 }
 

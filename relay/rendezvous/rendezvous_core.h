@@ -252,12 +252,11 @@ class RendezvousCore {
   std::optional<ConnectionId> other_member(SessionId session_id, ConnectionId id) const;
   std::string describe(ConnectionId id) const;  // "'home' (192.0.2.1:4000)" for logs
 
-  // A token bucket per source IP: `per_minute` tokens, refilled evenly.
+  // A token bucket per source: `per_period` tokens, refilled evenly over `period`.
   using Buckets = std::unordered_map<std::string, TokenBucket>;
-  // Takes a token from `ip`'s bucket; false when it is empty.
-  static bool take_token(Buckets& buckets, const std::string& ip, size_t per_minute,
-                         TimePoint now);
-  bool take_new_name_token(const std::string& ip, TimePoint now);
+  // Takes a token from `source`'s bucket; false when it is empty.
+  static bool take_token(Buckets& buckets, const std::string& source, size_t per_period,
+                         TimePoint now, std::chrono::seconds period);
   // Drops buckets that have refilled completely (no trace left of past requests).
   void sweep_buckets(TimePoint now);
   void count(uint64_t RelayStats::*counter) {
