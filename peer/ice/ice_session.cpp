@@ -1,5 +1,6 @@
 #include "ice/ice_session.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -8,6 +9,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+
+#include <nice/interfaces.h>
 
 #include "log.h"
 #include "net/socket_address.h"
@@ -95,6 +98,24 @@ std::string address_text(const NiceAddress& address) {
   return net::to_transport_address(storage).to_string();
 }
 
+// The host's addresses that make useful host candidates. IPv6 link-local addresses are
+// left out (RFC 8445 section 5.1.1.1 leaves them to the application): a candidate
+// carries no scope id, so the remote side cannot tell which of its links fe80::x is on,
+// and on a LAN the IPv4 or global IPv6 host candidate reaches the same machine.
+std::vector<std::string> candidate_host_addresses() {
+  std::vector<std::string> out;
+  GList* ips = nice_interfaces_get_local_ips(FALSE);
+  for (GList* i = ips; i != nullptr; i = i->next) {
+    const std::string ip = static_cast<const char*>(i->data);
+    in6_addr v6{};
+    const std::string bare = ip.substr(0, ip.find('%'));  // "fe80::1%eth0"
+    if (inet_pton(AF_INET6, bare.c_str(), &v6) == 1 && IN6_IS_ADDR_LINKLOCAL(&v6)) continue;
+    out.push_back(ip);
+  }
+  g_list_free_full(ips, g_free);
+  return out;
+}
+
 }  // namespace
 
 std::string SelectedPath::describe() const {
@@ -120,7 +141,11 @@ IceSession::IceSession(const Options& options, Callbacks callbacks)
   if (!options_.stun_server.ip.empty())
     g_object_set(agent_.get(), "stun-server", options_.stun_server.ip.c_str(), "stun-server-port",
                  static_cast<guint>(options_.stun_server.port), nullptr);
-  for (const auto& ip : options_.local_addresses) {
+  // An empty list (a host with only link-local addresses) leaves the choice to libnice.
+  const std::vector<std::string> local_addresses = options_.local_addresses.empty()
+                                                       ? candidate_host_addresses()
+                                                       : options_.local_addresses;
+  for (const auto& ip : local_addresses) {
     NiceAddress address;
     nice_address_init(&address);
     if (nice_address_set_from_string(&address, ip.c_str()))

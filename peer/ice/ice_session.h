@@ -59,7 +59,7 @@ class IceSession {
   struct Options {
     bool controlling = false;
     IceServerAddress stun_server;      // the relay's STUN port
-    std::vector<std::string> local_addresses;  // empty: every interface (libnice's choice)
+    std::vector<std::string> local_addresses;  // empty: every interface but IPv6 link-local
     bool udp = true;
     bool tcp = true;
     std::vector<TurnServerInfo> turn_servers;
