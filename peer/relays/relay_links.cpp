@@ -84,6 +84,7 @@ std::unique_ptr<RelayLink> RelayLinks::make_link(size_t index, const HostPort& a
   RelayClient::Callbacks callbacks;
   callbacks.on_welcome = [this, raw](const wire::Welcome& welcome, const std::string& relay_ip) {
     raw->ip = relay_ip;
+    if (!raw->unpinned_spki.empty()) known_relays_.remember(raw->address, raw->unpinned_spki);
     ++raw->welcomes;
     raw->welcomed_us = g_get_monotonic_time();
     use_ice_servers(*raw, welcome.ice_servers());
@@ -113,7 +114,8 @@ std::unique_ptr<RelayLink> RelayLinks::make_link(size_t index, const HostPort& a
   connect.server = address;
   connect.http_proxy = options_.proxy;
   connect.tls = options_.relay_tls;
-  connect.tls_check = [this, address](X509* leaf, const std::string& spki) -> std::string {
+  connect.tls_check = [this, address, raw](X509* leaf,
+                                            const std::string& spki) -> std::string {
     if (options_.relay_key) {
       const std::string presented = spki_fingerprint(spki);
       if (presented == *options_.relay_key) return "";
@@ -121,6 +123,7 @@ std::unique_ptr<RelayLink> RelayLinks::make_link(size_t index, const HostPort& a
              ", not the --relay-key " + *options_.relay_key;
     }
     if (options_.relay_ca) return verify_with_ca_file(leaf, *options_.relay_ca, address.host);
+    raw->unpinned_spki = spki;
     return known_relays_.check(address, spki);
   };
   link->client = std::make_unique<RelayClient>(connect, identity_, options_.name,

@@ -39,6 +39,8 @@ struct RelayLink {
   // authorises for its published targets on tunnels set up through this link only.
   std::string publish_domain;
   std::optional<PublicKey> front_door_key;
+  // The key the relay's TLS presented, recorded in known_relays at its Welcome.
+  std::string unpinned_spki;
   int welcomes = 0;        // Welcome messages so far: more than one after a reconnect
   gint64 welcomed_us = 0;  // when the last one came
 

@@ -13,9 +13,12 @@ namespace natfwd {
 class KnownRelays {
  public:
   explicit KnownRelays(std::string path) : path_(std::move(path)) {}
-  // Empty string: trusted (already known, or recorded now). Otherwise a loud
-  // explanation naming both fingerprints and the file to edit.
-  std::string check(const HostPort& relay, const std::string& spki_sha256);
+  // Empty string: trusted (already known with this key, or not known yet). Otherwise a
+  // loud explanation naming both fingerprints and the file to edit.
+  std::string check(const HostPort& relay, const std::string& spki_sha256) const;
+  // Records a relay's key on the first connection, once the server has answered as a
+  // natfwd relay: a TLS server at a mistyped address is never pinned. Known: no-op.
+  void remember(const HostPort& relay, const std::string& spki_sha256);
   const std::string& path() const { return path_; }
 
  private:

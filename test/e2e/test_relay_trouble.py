@@ -12,7 +12,8 @@
    retrying.
 3. Not a relay: --relay at a real sshd (TLS and --insecure-relay), at an HTTP server
    and at a TLS server that is not ours: exit 3 with "this is not a natfwd relay (it
-   answered like SSH ('SSH-2.0-...'))" / "HTTP (...)".
+   answered like SSH ('SSH-2.0-...'))" / "HTTP (...)"; the TLS server's key is not
+   recorded in known_relays.
 4. A port that accepts and never answers: "accepted the connection but did not answer
    within 10 s", exit 1, well before the 30 s wait for a relay link.
 5. `peer netcheck` at the sshd port says "not a natfwd relay" and exits 1 instead of
@@ -143,9 +144,14 @@ def not_a_relay(w):
     expect_nc(r, elapsed, "this is not a natfwd relay (it answered like HTTP ('",
               scaled(5), "nc at an HTTP server", code=3)
     https = http_server(w, self_signed(w))
-    r, elapsed = nc(w, https, state_dir=w.natfwd.state_dir("https"))
+    https_state = w.natfwd.state_dir("https")
+    r, elapsed = nc(w, https, state_dir=https_state)
     expect_nc(r, elapsed, "this is not a natfwd relay (it answered like HTTP ('",
               scaled(5), "nc at a TLS server that is not a relay", code=3)
+    known = os.path.join(https_state, "known_relays")
+    if os.path.exists(known) and https in open(known).read():
+        raise Failure(f"the TLS server that is not a relay was pinned in known_relays: "
+                      f"{open(known).read()!r}")
 
     t0 = time.monotonic()
     r = subprocess.run([w.peer_bin, "netcheck", "--relay", sshd, "--timeout", "3"],
