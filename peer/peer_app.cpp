@@ -55,8 +55,15 @@ RelayLinks::Events PeerApp::relay_events() {
     on_session_message(link, envelope);
   };
   events.on_lost = [this](RelayLink& link, const std::string& reason, bool fatal_error) {
-    if (fatal_error) return fatal(reason, kExitRefusedForGood);
-    log::warn("%s; reconnecting", reason.c_str());
+    if (fatal_error) {
+      // One relay's refusal ends the peer only when no other relay is left to use.
+      link.refusal = reason;
+      if (relays_.all_refused_for_good()) return fatal(reason, kExitRefusedForGood);
+      log::error("%s; going on without relay %s", reason.c_str(),
+                 link.address.to_string().c_str());
+    } else {
+      log::warn("%s; reconnecting", reason.c_str());
+    }
     router_.relay_lost(link, "the link to relay " + link.address.to_string() + " was lost");
     if (relays_.all_unreachable())
       for (auto& remote : remotes_) remote->relays_unreachable();

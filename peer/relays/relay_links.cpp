@@ -34,7 +34,8 @@ void RelayLinks::start() {
 }
 
 void RelayLinks::check_links() {
-  for (auto& link : links_) link->client->check_link();
+  for (auto& link : links_)
+    if (link->refusal.empty()) link->client->check_link();
 }
 
 bool RelayLinks::any_ready() const {
@@ -45,16 +46,24 @@ bool RelayLinks::any_ready() const {
 
 bool RelayLinks::all_unreachable() const {
   for (const auto& link : links_)
-    if (link->client->unreachable().empty()) return false;
+    if (link->client->unreachable().empty() && link->refusal.empty()) return false;
   return !links_.empty();
+}
+
+bool RelayLinks::all_refused_for_good() const {
+  for (const auto& link : links_)
+    if (link->refusal.empty()) return false;
+  return true;
 }
 
 std::string RelayLinks::unreachable_text() const {
   std::string out;
   for (const auto& link : links_) {
-    if (link->client->unreachable().empty()) continue;
+    const std::string& why =
+        link->refusal.empty() ? link->client->unreachable() : link->refusal;
+    if (why.empty()) continue;
     if (!out.empty()) out += "; ";
-    out += link->client->unreachable();
+    out += why;
   }
   return out;
 }

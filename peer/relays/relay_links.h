@@ -39,6 +39,9 @@ struct RelayLink {
   // authorises for its published targets on tunnels set up through this link only.
   std::string publish_domain;
   std::optional<PublicKey> front_door_key;
+  // Why the relay refused this peer for good (its client does not reconnect); empty
+  // while the link is in use or retried.
+  std::string refusal;
   // The key the relay's TLS presented, recorded in known_relays at its Welcome.
   std::string unpinned_spki;
   int welcomes = 0;        // Welcome messages so far: more than one after a reconnect
@@ -74,6 +77,8 @@ class RelayLinks {
   // Every relay's last attempt failed before it answered (refused, unreachable, timed
   // out): a connection waiting for a link would wait in vain.
   bool all_unreachable() const;
+  // Every relay refused this peer for a reason a retry cannot fix.
+  bool all_refused_for_good() const;
   // "relay a:3478: ...; relay b:443: ..." for messages.
   std::string unreachable_text() const;
   // "a:3478, b:443" for messages.

@@ -7,12 +7,16 @@
    connection is carried over to the next relay, where it works.
 3. Relay A is killed (SIGKILL): the open tunnel keeps working (it does not need the
    relay), and a new `peer -L --relay A --relay B` connects through B.
-4. The serving peer is still up and serving.
+4. A second peer claiming the name with another key (`--relay C --relay B`): B has
+   the name bound to the first key and refuses it for good; the peer says so at error
+   level and goes on with C instead of exiting (exit 3 is for every relay refusing).
+5. The serving peer is still up and serving.
 """
 import signal
 import socket
 
 from harness import echo, Failure, connect, recv_all, run, wait_until
+from procs import peer_env
 
 
 def roundtrip(laddr: str, payload: bytes, what: str, fwd) -> None:
@@ -57,7 +61,17 @@ def test(w):
     fwd2.wait_stderr(r"connecting to home via relay " + addr_b.replace(".", r"\."), 30,
                      what="the attempt through relay B")
     print(f"a new -L peer with {addr_a} down connected through {addr_b}")
-    for p in (serving, fwd1, fwd2):
+    other = w.natfwd.group.start(
+        "peer --serve (home with another key)",
+        [w.peer_bin, "--relay", addr_c, "--relay", addr_b, "--name", "home", "--state-dir",
+         w.natfwd.state_dir("other-home"), "--serve", target.addr],
+        env=peer_env())
+    other.wait_stdout(r"registered as home at " + addr_c.replace(".", r"\."), 30,
+                      what="the other home registering at C")
+    m = other.wait_stderr(r"error: .*bound to another key.*going on without relay " +
+                          addr_b.replace(".", r"\."), 30, what="B's refusal said")
+    print(f"another key claiming home: {m.string.strip()}")
+    for p in (serving, fwd1, fwd2, other):
         p.check_running("at the end")
 
 
