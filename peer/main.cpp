@@ -17,6 +17,7 @@
 #include "config/peer_options.h"
 #include "config/relay_list.h"
 #include "forward/forward_spec.h"
+#include "invite/qr_code.h"
 #include "control/control_server.h"
 #include "control/status_lookup.h"
 #include "log.h"
@@ -34,6 +35,8 @@ namespace {
 constexpr int kExitUsage = 2;
 // How long an exiting peer keeps its main loop running for its goodbyes (see main).
 constexpr guint kShutdownDrainMs = 300;
+// The quiet zone around `peer invite --qr`'s code, in modules (see invite/qr_code.h).
+constexpr int kInviteQrMarginModules = 2;
 
 [[noreturn]] void usage_error(const std::string& message) {
   fprintf(stderr, "peer: %s\n", message.c_str());
@@ -126,12 +129,13 @@ std::string take_first_relay(std::string& flags) {
   return first;
 }
 
-// `peer invite [--state-dir DIR] [--expires MINUTES] [--label LABEL] [--with-relay]`: a
-// one-time pairing code.
+// `peer invite [--state-dir DIR] [--expires MINUTES] [--label LABEL] [--with-relay] [--qr]`:
+// a one-time pairing code.
 int print_invite(int argc, char** argv) {
   gchar* state_dir = nullptr;
   gchar* label = nullptr;
   gboolean with_relay = FALSE;
+  gboolean qr = FALSE;
   gint minutes = 60;
   const std::string default_state = natfwd::default_state_dir("peer");
   const std::string state_help = "The serving peer's state dir (default: " + default_state + ")";
@@ -143,6 +147,7 @@ int print_invite(int argc, char** argv) {
       {"expires", 0, 0, G_OPTION_ARG_INT, &minutes, "The code works for this many minutes, once (default: 60)", "MINUTES"},
       {"with-relay", 0, 0, G_OPTION_ARG_NONE, &with_relay, "Append +HOST:PORT of the serving peer's first relay to the code, so that `peer pair CODE` needs no --relay (default: off)", nullptr},
       {"label", 0, 0, G_OPTION_ARG_STRING, &label, "Label the key that pairs with this code in authorized_peers, e.g. laptop (default: \"paired\")", "LABEL"},
+      {"qr", 0, 0, G_OPTION_ARG_NONE, &qr, "Also print the code as a QR code under it, to read it off the screen with a camera (default: off)", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr},
   };
   parse_subcommand("invite", "- print a one-time code that lets another peer pair with this one",
@@ -182,8 +187,11 @@ int print_invite(int argc, char** argv) {
     auto identity = natfwd::Identity::load_or_create(dir);  // dir checked above
     const std::string secret =
         natfwd::Authorization::create_invite(dir, minutes * 60L, label ? label : "");
-    printf("%s@%s.%s%s\n", peer_name.c_str(), natfwd::key_id(identity.public_key()).c_str(),
-           secret.c_str(), code_relay.c_str());
+    const std::string code =
+        peer_name + "@" + natfwd::key_id(identity.public_key()) + "." + secret + code_relay;
+    // The code's line first, whatever follows: scripts take line 1.
+    printf("%s\n", code.c_str());
+    if (qr) fputs(natfwd::qr_code_utf8(code, kInviteQrMarginModules).c_str(), stdout);
     fprintf(stderr, "on the other machine: peer %spair CODE   (works once, for %d minutes)\n",
             flags.c_str(), minutes);
   } catch (const std::exception& e) {

@@ -72,6 +72,7 @@ RelayLinks::Events PeerApp::relay_events() {
 }
 
 bool PeerApp::start() {
+  if (through_running_peer()) return start_listeners() && start_socks_and_control();
   if (!start_listeners()) return false;
   if (!options_.relay_tls)
     log::warn("--insecure-relay: the rendezvous with %s is not encrypted (who meets whom, "
@@ -84,6 +85,34 @@ bool PeerApp::start() {
   network_handler_ = g_signal_connect(network_monitor_, "network-changed",
                                       G_CALLBACK(on_network_changed), this);
   return true;
+}
+
+bool PeerApp::through_running_peer() {
+  // Only a process that does nothing but forward local connections: serving, pairing,
+  // handing a name over and `peer nc` (which asks by itself) need their own links.
+  if (remotes_.empty() || options_.name || !options_.serves.empty() ||
+      !options_.publishes.empty() || options_.pair_secret || options_.handover ||
+      options_.netcat_target)
+    return false;
+  for (auto& remote : remotes_) {
+    const RemotePeerOptions& spec = remote->options();
+    auto carrier = CarriedConnections::through_running_peer(
+        options_.state_dir, spec.key_id ? spec.name + "@" + *spec.key_id : spec.name);
+    if (!carrier) {
+      carriers_.clear();  // all or none: one process, one way of reaching the relays
+      return false;
+    }
+    carriers_.emplace(remote.get(), std::move(carrier));
+  }
+  for (const auto& [remote, carrier] : carriers_)
+    log::info("using the running peer's tunnel to %s (control socket %s)",
+              remote->name().c_str(), carrier->control_path().c_str());
+  return true;
+}
+
+CarriedConnections* PeerApp::carrier_of(const RemotePeer& remote) const {
+  const auto found = carriers_.find(&remote);
+  return found == carriers_.end() ? nullptr : found->second.get();
 }
 
 bool PeerApp::start_listeners() {
@@ -99,9 +128,13 @@ bool PeerApp::start_listeners() {
         return false;
       }
       RemotePeer* to = remote.get();
+      CarriedConnections* carrier = carrier_of(*remote);
       listeners_.push_back(std::make_unique<LocalListener>(
           listening.socket, listening.bound, spec, remote->name(),
-          [to](GSocketConnection* tcp, const HostPort& target) { to->accept(tcp, target); }));
+          [to, carrier](GSocketConnection* tcp, const HostPort& target) {
+            if (carrier) carrier->forward(tcp, target);
+            else to->accept(tcp, target);
+          }));
       log::ready("listening on %s -> %s %s", listening.bound.c_str(), remote->name().c_str(),
                  spec.target.to_string().c_str());
     }

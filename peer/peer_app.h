@@ -4,6 +4,7 @@
 // and one RemotePeer per serving peer it forwards to.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include <gio/gio.h>
 
 #include "config/peer_options.h"
+#include "control/carried_connections.h"
 #include "control/control_server.h"
 #include "control/peer_status.h"
 #include "forward/local_listener.h"
@@ -50,12 +52,19 @@ class PeerApp {
  private:
   RelayLinks::Events relay_events();
   void on_session_message(RelayLink& link, const wire::Envelope& envelope);
+  // True when a peer running with our state dir carries connections to every serving
+  // peer we forward to: then our listeners go through its tunnels (a second -L or -D
+  // beside a laptop's service) and we start no relay link, tunnel or control socket.
+  bool through_running_peer();
+  CarriedConnections* carrier_of(const RemotePeer& remote) const;
   bool start_listeners();
   bool start_socks_and_control();
   std::string answer_control(const std::string& request) const;
   // `connect NAME HOST:PORT` on the control socket: carries `fd` through our tunnel to
   // NAME (see control_server.h); false for other requests.
   bool carry_for_control(int fd, const std::string& request);
+  // The remote peer a control request names (NAME or NAME@KEYID), or nullptr.
+  RemotePeer* remote_for_control(const std::string& peer) const;
   static gboolean on_health_check(gpointer self);
   static void on_network_changed(GNetworkMonitor*, gboolean available, gpointer self);
   static gboolean on_network_settled(gpointer self);
@@ -72,6 +81,9 @@ class PeerApp {
   PathHealth health_;
   IncomingTunnels incoming_;
   std::vector<std::unique_ptr<RemotePeer>> remotes_;  // in command-line order
+  // Per remote peer, when a running peer carries our connections to it (see
+  // through_running_peer); before the listeners, whose callbacks use them.
+  std::map<const RemotePeer*, std::unique_ptr<CarriedConnections>> carriers_;
   std::vector<std::unique_ptr<LocalListener>> listeners_;
   std::vector<std::pair<std::unique_ptr<SocksListener>, std::string>> socks_listeners_;
   std::unique_ptr<ControlServer> control_;

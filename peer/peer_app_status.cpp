@@ -20,8 +20,11 @@ bool PeerApp::start_socks_and_control() {
         return false;
       }
       RemotePeer* to = remote.get();
-      auto forward = [to](GSocketConnection* tcp, const HostPort& target, OpenResultHandler done) {
-        to->forward_connection(tcp, target, std::move(done));
+      CarriedConnections* carrier = carrier_of(*remote);
+      auto forward = [to, carrier](GSocketConnection* tcp, const HostPort& target,
+                                   OpenResultHandler done) {
+        if (carrier) carrier->forward(tcp, target, std::move(done));
+        else to->forward_connection(tcp, target, std::move(done));
       };
       socks_listeners_.emplace_back(
           std::make_unique<SocksListener>(listening.socket, listening.bound, std::move(forward)),
@@ -29,6 +32,7 @@ bool PeerApp::start_socks_and_control() {
       log::ready("listening on %s -> %s socks", listening.bound.c_str(), remote->name().c_str());
     }
   }
+  if (!carriers_.empty()) return true;  // the running peer's control socket stays its own
   std::string error;
   control_ = ControlServer::open(
       options_.state_dir, [this](const std::string& request) { return answer_control(request); },
@@ -46,6 +50,9 @@ std::string PeerApp::answer_control(const std::string& request) const {
   if (words.size() == 2 && words[0] == "status" && words[1] == "json")
     return status_json(status()) + "\n";
   if (words.size() == 2 && words[0] == "status" && words[1] == "text") return status_text(status());
+  if (words.size() == 2 && words[0] == "carries")
+    return remote_for_control(words[1]) ? "yes\n"
+                                        : "no-tunnel: this peer keeps no tunnel to " + words[1] + "\n";
   return "error: unknown control command '" + request + "'\n";
 }
 
@@ -61,19 +68,13 @@ bool PeerApp::carry_for_control(int fd, const std::string& request) {
     close(fd);
     return true;
   };
-  if (words.size() != 3) return answer_and_close("error: connect takes NAME HOST:PORT\n");
+  const bool with_status = words.size() == 4 && words[3] == "status";
+  if (words.size() != 3 && !with_status)
+    return answer_and_close("error: connect takes NAME HOST:PORT [status]\n");
   auto target = parse_host_port(words[2]);
   if (auto* problem = std::get_if<std::string>(&target))
     return answer_and_close("error: " + words[2] + ": " + *problem + "\n");
-  // NAME, or NAME@KEYID: then only a tunnel pinned to that very key will do.
-  const auto at = words[1].find('@');
-  const std::string name = words[1].substr(0, at);
-  const std::optional<std::string> key_id =
-      at == std::string::npos ? std::nullopt : std::optional(words[1].substr(at + 1));
-  RemotePeer* remote = nullptr;
-  for (auto& candidate : remotes_)
-    if (candidate->name() == name && (!key_id || candidate->options().key_id == key_id))
-      remote = candidate.get();
+  RemotePeer* remote = remote_for_control(words[1]);
   if (!remote)
     return answer_and_close("no-tunnel: this peer keeps no tunnel to " + words[1] + "\n");
   GError* raw_error = nullptr;
@@ -87,14 +88,29 @@ bool PeerApp::carry_for_control(int fd, const std::string& request) {
   // serving peer answers the stream open, before the bridge passes data on.
   std::shared_ptr<GSocket> held = ref_object(socket.get());
   remote->forward_connection(
-      connection.get(), std::get<HostPort>(target), [held](int status, const std::string& detail) {
+      connection.get(), std::get<HostPort>(target),
+      [held, with_status](int status, const std::string& detail) {
         if (status == kStreamBroken) return;  // after "ok": the client sees the reset
+        const std::string error = with_status ? "error " + std::to_string(status) + ": "
+                                              : std::string("error: ");
         const std::string line = status == wire::StreamOpenResult::OK
                                      ? std::string("ok\n")
-                                     : "error: " + open_result_text(status, detail) + "\n";
+                                     : error + open_result_text(status, detail) + "\n";
         g_socket_send(held.get(), line.data(), line.size(), nullptr, nullptr);
       });
   return true;
+}
+
+RemotePeer* PeerApp::remote_for_control(const std::string& peer) const {
+  // NAME, or NAME@KEYID: then only a tunnel pinned to that very key will do.
+  const auto at = peer.find('@');
+  const std::string name = peer.substr(0, at);
+  const std::optional<std::string> key_id =
+      at == std::string::npos ? std::nullopt : std::optional(peer.substr(at + 1));
+  for (const auto& candidate : remotes_)
+    if (candidate->name() == name && (!key_id || candidate->options().key_id == key_id))
+      return candidate.get();
+  return nullptr;
 }
 
 PeerStatus PeerApp::status() const {

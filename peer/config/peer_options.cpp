@@ -222,7 +222,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
        "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) and carry each connection to HOST:HOSTPORT as seen by the peer NAME (repeatable; default: none)",
        "[BIND:]PORT:HOST:HOSTPORT"},
       {"dynamic", 'D', 0, G_OPTION_ARG_STRING_ARRAY, &o.socks,
-       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) as a SOCKS5/SOCKS4a proxy whose CONNECTs go to the targets the peer NAME serves (others are refused) (repeatable)",
+       "Listen on BIND:PORT (default BIND 127.0.0.1; PORT 0 picks one) as a SOCKS5/SOCKS4a proxy whose CONNECTs go to the targets the peer NAME serves (others are refused); when a peer that forwards to NAME already runs with the same --state-dir, the -L and -D connections go through its tunnel (repeatable; default: none)",
        "[BIND:]PORT"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.state_dir, state_help.c_str(), "DIR"},
       {"ice-address", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.ice_addresses,

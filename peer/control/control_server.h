@@ -11,6 +11,13 @@
 //             stream's bytes both ways (EOF half-closes, as a -L connection);
 //             "no-tunnel: <why>\n" when this peer has no tunnel to NAME (the caller
 //             sets one up itself), "error: <why>\n" when NAME refused or it failed.
+//   request:  "natfwd-control 1 connect NAME HOST:PORT status\n"  (a second -D or -L)
+//   answer:   the same, but a failure is "error N: <why>\n" with N the stream-open
+//             status (stream_opening.h), which a SOCKS client gets as its reply.
+//
+//   request:  "natfwd-control 1 carries NAME\n"  (a second -D or -L, at its start)
+//   answer:   "yes\n" when this peer carries connections to NAME (`connect`), else
+//             "no-tunnel: <why>\n". NAME may be NAME@KEYID, as for `connect`.
 //
 // A socket file left behind by a dead peer is replaced. One whose peer still answers
 // is left alone: the second peer runs without a control socket and says so.
@@ -31,6 +38,9 @@ namespace natfwd {
 inline constexpr const char* kControlProtocol = "natfwd-control";
 inline constexpr int kControlVersion = 1;
 inline constexpr const char* kControlSocketName = "control";
+// A running peer answers `connect` once the serving peer answered the stream open,
+// which may include setting up its tunnel first (relay, ICE, QUIC: seconds).
+inline constexpr int kControlConnectAnswerSeconds = 60;
 
 class ControlServer {
  public:

@@ -18,14 +18,11 @@ namespace {
 // After both directions finished, wait at most this long for the stream's last bytes
 // to be acknowledged before closing the tunnel.
 constexpr int kDrainSeconds = 5;
-// A running peer answers `connect` once the serving peer answered the stream open,
-// which may include setting up its tunnel first.
-constexpr int kRunningPeerAnswerSeconds = 60;
 
 // One line from `fd`, read a byte at a time so that none of the stream after it is
 // taken; nullopt when the peer closed or did not answer in time.
 std::optional<std::string> read_line(int fd) {
-  timeval tv{kRunningPeerAnswerSeconds, 0};
+  timeval tv{kControlConnectAnswerSeconds, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::string line;
   while (line.size() < 4096) {
@@ -76,7 +73,7 @@ std::optional<int> NetcatCommand::through_running_peer(const std::string& state_
   if (!answer) {
     close(fd);
     log::error("nc: %s: the running peer (%s) did not answer within %d s", where.c_str(),
-               state_dir.c_str(), kRunningPeerAnswerSeconds);
+               state_dir.c_str(), kControlConnectAnswerSeconds);
     return 1;
   }
   if (answer->rfind("error: ", 0) == 0 && answer->find("unknown control command") == std::string::npos) {

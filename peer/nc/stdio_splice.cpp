@@ -146,7 +146,10 @@ void StdioSplice::finish_direction(Pipe& pipe) {
   if (&pipe == &up_) {
     shutdown(ours_, SHUT_WR);  // -> QUIC FIN: the far side reads EOF
   } else {
-    close(out_fd_);  // whoever reads our stdout sees EOF
+    // Whoever reads our stdout sees EOF; a socket there (a carried TCP connection,
+    // whose reading side stays open through another descriptor) gets its FIN.
+    shutdown(out_fd_, SHUT_WR);
+    close(out_fd_);
   }
   if (up_.done && down_.done && !finished_) {
     finished_ = true;

@@ -3,7 +3,7 @@
 // connection, and this class copies between the other end and the descriptors.
 //
 // EOF on input half-closes (shutdown SHUT_WR, which becomes a QUIC FIN); EOF from the
-// tunnel closes the output. Done when both directions are finished, or on an error.
+// tunnel closes the output (shutting down its writing side first when it is a socket). Done when both directions are finished, or on an error.
 #pragma once
 
 #include <functional>

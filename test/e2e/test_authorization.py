@@ -15,10 +15,13 @@
    same key again adds no second line. `peer authorized list` prints "KEYID LABEL"
    lines; `peer authorized revoke laptop` removes that key, and its next connection,
    through a tunnel that was open before, is refused ("no longer authorised").
-5. `peer invite --with-relay` prints NAME@KEYID.SECRET+RELAY and hints `peer pair
-   CODE`; `peer pair` with that code and no --relay (nor NATFWD_RELAY) pairs.
+5. `peer invite --with-relay --qr` prints NAME@KEYID.SECRET+RELAY alone on its first
+   line, then that very text as a QR code exactly as `qrencode -t UTF8 -m 2` draws it,
+   and hints `peer pair CODE`; `peer pair` with that code and no --relay (nor
+   NATFWD_RELAY) pairs.
 """
 import os
+import shutil
 import subprocess
 import time
 
@@ -155,13 +158,21 @@ def test(w):
     print("invite hint names the relay; labels, list, revoke (open tunnel too); pairing "
           "twice adds no line", flush=True)
 
-    # 5. A code that carries the relay.
-    r = subprocess.run([peer, "invite", "--state-dir", home, "--with-relay"],
+    # 5. A code that carries the relay, and its QR code.
+    r = subprocess.run([peer, "invite", "--state-dir", home, "--with-relay", "--qr"],
                        capture_output=True, text=True, timeout=scaled(20))
-    code = r.stdout.strip()
+    code, _, drawn = r.stdout.partition("\n")
     if r.returncode != 0 or not code.endswith("+" + relay) or \
             "on the other machine: peer pair CODE" not in r.stderr:
-        raise Failure(f"invite --with-relay: exit {r.returncode} {code!r} {r.stderr!r}")
+        raise Failure(f"invite --with-relay --qr: exit {r.returncode} {code!r} {r.stderr!r}")
+    if not shutil.which("qrencode"):
+        raise Failure("qrencode is not installed (Debian package qrencode; scripts/deps "
+                      "installs it): it draws the reference for `peer invite --qr`")
+    reference = subprocess.run(["qrencode", "-t", "UTF8", "-m", "2", code],
+                               capture_output=True, text=True, timeout=scaled(20)).stdout
+    if drawn != reference or not reference:
+        raise Failure(f"peer invite --qr drew\n{drawn}\nqrencode -t UTF8 -m 2 draws\n{reference}")
+    print(f"invite --qr: {len(drawn.splitlines())} lines, as qrencode draws {code!r}", flush=True)
     phone = w.natfwd.state_dir("phone")
     r = subprocess.run([peer, "--state-dir", phone, "pair", code], capture_output=True,
                        text=True, timeout=scaled(60), env=peer_env())

@@ -5,7 +5,7 @@ behind a listening socket we own on port 0.
 As a module: ThrowawaySshd(tmpdir).start() -> port; .ssh_argv(port, command...).
 As a program (demo, bench; also inside a network namespace):
 
-    sshd_inetd.py --dir DIR [--listen 127.0.0.1:0]
+    sshd_inetd.py --dir DIR [--listen 127.0.0.1:0]     (a fixed port only in a netns of its own)
 
 makes host and user keys in DIR (which must exist), prints
     listening on 127.0.0.1:PORT
@@ -41,9 +41,10 @@ def have_ssh_tools() -> bool:
 
 
 class ThrowawaySshd:
-    def __init__(self, directory: str, listen_host: str = "127.0.0.1"):
+    def __init__(self, directory: str, listen_host: str = "127.0.0.1", listen_port: int = 0):
         self.dir = directory
         self.listen_host = listen_host
+        self.listen_port = listen_port  # 0: the kernel's choice (race-free)
         self.sshd = find_sshd()
         if not self.sshd:
             raise RuntimeError("sshd not found (Debian package openssh-server)")
@@ -96,7 +97,7 @@ class ThrowawaySshd:
         self.prepare()
         family = socket.AF_INET6 if ":" in self.listen_host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.bind((self.listen_host, 0))
+        self._sock.bind((self.listen_host, self.listen_port))
         self._sock.listen(64)
         self.port = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
@@ -172,10 +173,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dir", required=True)
     ap.add_argument("--listen", default="127.0.0.1:0",
-                    help="HOST:0 (the port is always chosen by the kernel)")
+                    help="HOST:PORT; PORT 0 (race-free) lets the kernel choose, a fixed one "
+                         "only in a network namespace of the caller's own")
     args = ap.parse_args()
-    host = args.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
-    sshd = ThrowawaySshd(args.dir, host)
+    host, _, port = args.listen.rpartition(":")
+    sshd = ThrowawaySshd(args.dir, host.strip("[]") or "127.0.0.1", int(port or 0))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
