@@ -34,7 +34,7 @@ bool is_wildcard(const std::string& ip) { return ip == "0.0.0.0" || ip == "::" |
 TurnService::TurnService(GSocket* udp, TurnServiceConfig config)
     : config_(std::move(config)),
       udp_(G_SOCKET(g_object_ref(udp))),
-      core_(config_.turn, *this),
+      core_(config_.turn, *this, config_.nonces),
       responder_(config_.turn.software),
       stream_budget_({config_.max_stream_clients, config_.max_stream_clients_per_address,
                       kStreamIdleTimeout}) {}
@@ -151,7 +151,7 @@ std::optional<TransportAddress> TurnService::open_relay(turn::AllocationId id,
   relay->source.reset(g_socket_create_source(socket.get(), G_IO_IN, nullptr));
   g_source_set_callback(relay->source.get(), G_SOURCE_FUNC(on_relay_readable_trampoline),
                         relay.get(), nullptr);
-  g_source_attach(relay->source.get(), nullptr);
+  g_source_attach(relay->source.get(), g_main_context_get_thread_default());
   relay->socket = std::move(socket);
   relays_[id] = std::move(relay);
   return relayed;
@@ -308,7 +308,7 @@ void TurnService::watch(StreamClient& client, GSourcePtr& source, GIOCondition& 
                         write ? G_SOURCE_FUNC(on_stream_writable_trampoline)
                               : G_SOURCE_FUNC(on_stream_readable_trampoline),
                         &client, nullptr);
-  g_source_attach(source.get(), nullptr);
+  g_source_attach(source.get(), g_main_context_get_thread_default());
 }
 
 gboolean TurnService::on_stream_readable_trampoline(GSocket*, GIOCondition, gpointer data) {
@@ -441,7 +441,7 @@ void TurnService::close_stream(StreamClient& client, const std::string& reason) 
   if (!reap_source_) {
     reap_source_.reset(g_idle_source_new());
     g_source_set_callback(reap_source_.get(), on_reap_trampoline, this, nullptr);
-    g_source_attach(reap_source_.get(), nullptr);
+    g_source_attach(reap_source_.get(), g_main_context_get_thread_default());
   }
 }
 

@@ -12,6 +12,9 @@
 //
 // Lifetimes: a stream client is never destroyed inside one of its own callbacks;
 // closed ones are reaped from an idle source.
+//
+// Sources attach to the thread-default main context: a data-plane shard
+// (turn_shards.h) runs its TurnService on its own thread.
 #pragma once
 
 #include <array>
@@ -53,6 +56,8 @@ struct TurnServiceConfig {
   // ... and from one source IP: each carries at most one allocation, so
   // --max-allocations-per-address caps them too.
   size_t max_stream_clients_per_address = 128;
+  // The nonce key, shared by all shards' cores; nullopt: a random one of its own.
+  std::optional<turn::NonceMint> nonces;
 };
 
 class TurnService : public turn::TurnIo {
