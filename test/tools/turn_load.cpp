@@ -4,7 +4,7 @@
 // core busy. Figures, not a test: it asserts nothing.
 //
 //   turn_load --server 127.0.0.1:3478 --secret S [--allocations 10000] [--flows 100]
-//             [--seconds 5] [--size 1000] [--burst 16]
+//             [--seconds 5] [--size 1000] [--burst 16] [--rate PPS]
 //
 // Setup: each allocation is its own client socket (its own 5-tuple): Allocate, the 401
 // with the nonce, Allocate with REST credentials (user "load"), ChannelBind 0x4000 to
@@ -13,7 +13,8 @@
 // the server's memory meanwhile). Then for --seconds it floods: each of --flows
 // allocations sends --burst ChannelData per round from its client socket (client ->
 // relay -> peer), and the peer socket sends as many to those allocations' relayed
-// addresses (peer -> relay -> client); it reads whatever arrived in between. It ends
+// addresses (peer -> relay -> client); it reads whatever arrived in between. --rate
+// paces the rounds to that many datagrams per second each way. It ends
 // with one line:
 //   sent_to_peer=N received_at_peer=N sent_to_client=N received_at_client=N seconds=S
 #include <fcntl.h>
@@ -31,6 +32,7 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "turn/credentials.h"
@@ -55,6 +57,7 @@ struct Options {
   double seconds = 5;
   size_t size = 1000;
   size_t burst = 16;
+  double rate = 0;  // datagrams per second each way; 0: as fast as it can send
 };
 
 enum class Step { kProbe, kAllocate, kBind, kDone };
@@ -116,9 +119,11 @@ class Setup {
         user_(turn::rest_username(static_cast<uint64_t>(time(nullptr)) + 86400, "load")),
         key_(turn::long_term_key(user_, "natfwd", turn::rest_password(options.secret, user_))) {}
 
-  void send(Client& client) {
+  // A retransmission (`fresh` false) keeps the transaction id, so that the server
+  // answers it as the same request (RFC 8656 section 7.2).
+  void send(Client& client, bool fresh = true) {
     stun::TransactionId id{};
-    ++client.txn;
+    if (fresh) ++client.txn;
     std::memcpy(id.data(), &client.txn, 4);
     std::memcpy(id.data() + 4, &client.fd, 4);
     const uint16_t method =
@@ -216,7 +221,7 @@ size_t set_up(const Options& options, std::vector<Client>& clients, const sockad
         ok = setup.on_answer(client, std::span(buffer.data(), static_cast<size_t>(n)));
       if (ok && client.step != Step::kDone &&
           now - client.sent > std::chrono::milliseconds(kRetransmitMs))
-        setup.send(client);
+        setup.send(client, /*fresh=*/false);
       if (!ok || client.step == Step::kDone) {
         (ok ? done : failed) += 1;
         active[i] = active.back();
@@ -266,6 +271,8 @@ int main(int argc, char** argv) {
       options.size = std::stoul(value);
     } else if (flag == "--burst") {
       options.burst = std::stoul(value);
+    } else if (flag == "--rate") {
+      options.rate = std::stod(value);
     } else {
       std::fprintf(stderr, "turn_load: unknown flag %s\n", flag.c_str());
       return 2;
@@ -273,7 +280,7 @@ int main(int argc, char** argv) {
   }
   if (!have_server || options.secret.empty()) {
     std::fprintf(stderr, "usage: turn_load --server IP:PORT --secret S [--allocations N] "
-                         "[--flows N] [--seconds S] [--size BYTES] [--burst N]\n");
+                         "[--flows N] [--seconds S] [--size BYTES] [--burst N] [--rate PPS]\n");
     return 2;
   }
   rlimit files{};
@@ -325,8 +332,21 @@ int main(int argc, char** argv) {
   }
   uint64_t sent_to_peer = 0, received_at_peer = 0, sent_to_client = 0, received_at_client = 0;
   const auto start = Clock::now();
-  const auto end = start + std::chrono::duration<double>(options.seconds);
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(options.seconds));
   while (Clock::now() < end) {
+    if (options.rate > 0) {
+      // Paced: a round of flows * burst datagrams each way when its time has come.
+      const auto due = start + std::chrono::duration_cast<Clock::duration>(
+                                   std::chrono::duration<double>(
+                                       static_cast<double>(sent_to_peer) / options.rate));
+      if (Clock::now() < due) {
+        received_at_peer += drain(peer, in);
+        for (size_t f = 0; f < flows; ++f) received_at_client += drain(clients[f].fd, in);
+        std::this_thread::sleep_until(std::min(due, end));
+        continue;
+      }
+    }
     for (size_t f = 0; f < flows; ++f) {
       const int n = sendmmsg(clients[f].fd, client_out.data(), static_cast<unsigned>(burst), 0);
       if (n > 0) sent_to_peer += static_cast<uint64_t>(n);
