@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <mutex>
 #include <string>
 
 #include <sys/stat.h>
@@ -130,8 +131,14 @@ LineLimiter::Decision LineLimiter::on_line(const std::string& key, gint64 now_us
 }
 
 void warn_limited(const char* key, const char* format, ...) {
+  // The relay's data-plane shards log from their own threads.
+  static std::mutex mutex;
   static LineLimiter limiter;
-  const LineLimiter::Decision decision = limiter.on_line(key, g_get_monotonic_time());
+  LineLimiter::Decision decision;
+  {
+    std::lock_guard lock(mutex);
+    decision = limiter.on_line(key, g_get_monotonic_time());
+  }
   if (decision.suppressed_before > 0)
     warn("%s: %d more like this in the last minute", key, decision.suppressed_before);
   if (!decision.write) return;

@@ -186,6 +186,8 @@ int run(const natfwd::relay::RelayOptions& options) {
   config.tls_listen = options.tls_listen;
   config.alternate_ip = options.alternate_address;
   config.alternate_port = options.alternate_port;
+  config.threads = options.threads != 0 ? options.threads
+                                        : static_cast<size_t>(g_get_num_processors());
 
   relay::RelayStats stats;
   if (options.metrics_listen) config.stats = &stats;

@@ -55,6 +55,7 @@ const config::ConfigSchema& relay_config_schema() {
            text("max-allocations-per-user"),
            text("max-allocations-per-address"),
            text("max-allocations"),
+           text("threads"),
            text("bandwidth-cap"),
            text("relay-ports"),
            text("alternate-address"),

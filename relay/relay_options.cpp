@@ -19,6 +19,8 @@ struct OptionContextFree {
 // Largest sensible value; the relay holds at most 20000 connections anyway.
 constexpr unsigned long kMaxPeersPerAddressLimit = 100000;
 constexpr unsigned long kMaxAllocationsLimit = 1000000;
+// --threads: more data-plane threads than any relay host has cores.
+constexpr unsigned long kMaxThreads = 256;
 constexpr unsigned long kMaxRateLimit = 1000000;
 
 // A whole decimal number in [min, max]; false otherwise.
@@ -92,6 +94,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* max_allocations_text = nullptr;
   gchar* name_expiry_text = nullptr;
   gchar* bandwidth_text = nullptr;
+  gchar* threads_text = nullptr;
   gchar* relay_ports_text = nullptr;
   gchar* config_text = nullptr;  // read before parsing (relay_config_file.h); listed for --help
   gchar* alternate_address_text = nullptr;
@@ -137,6 +140,10 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   const std::string max_allocations_help =
       "Most TURN allocations in total (508 beyond) [default: " +
       std::to_string(defaults.max_allocations) + "]";
+  const std::string threads_help =
+      "Threads relaying TURN over UDP, each with its own socket on the --listen port "
+      "(SO_REUSEPORT) and its own allocations; 1 serves UDP on the main thread "
+      "[default: the number of CPUs, here " + std::to_string(g_get_num_processors()) + "]";
   const std::string name_expiry_help =
       "A name bound to a key is free again for any key after DAYS without a connection "
       "holding it; 0 keeps names forever [default: " +
@@ -192,6 +199,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "DAYS"},
       {"max-allocations", 0, 0, G_OPTION_ARG_STRING, &max_allocations_text,
        max_allocations_help.c_str(), "N"},
+      {"threads", 0, 0, G_OPTION_ARG_STRING, &threads_text, threads_help.c_str(), "N"},
       {"bandwidth-cap", 0, 0, G_OPTION_ARG_STRING, &bandwidth_text,
        "Most bytes per second relayed per TURN allocation; excess is dropped [default: 0, "
        "no cap]",
@@ -253,7 +261,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
              &max_new_names_text, &max_sessions_text, &tls_listen_text, &cert_text,
              &key_text, &secret_text, &realm_text, &per_user_text, &per_address_text,
              &max_allocations_text, &name_expiry_text,
-             &bandwidth_text, &relay_ports_text, &config_text, &alternate_address_text,
+             &bandwidth_text, &threads_text, &relay_ports_text, &config_text, &alternate_address_text,
              &alternate_port_text, &metrics_text, &publish_domain_text, &publish_http_text,
              &publish_ports_text},
             {&turn_server_texts, &allow_peer_texts, &allow_publisher_texts}};
@@ -312,6 +320,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
                        options.max_allocations_per_address},
            CountOption{"--max-allocations", max_allocations_text, kMaxAllocationsLimit,
                        options.max_allocations},
+           CountOption{"--threads", threads_text, kMaxThreads, options.threads},
        }) {
     if (!count.text) continue;
     uint64_t value = 0;

@@ -60,6 +60,9 @@ struct RelayOptions {
   size_t max_allocations_per_address = 128;
   // --max-allocations: TURN allocations in total.
   size_t max_allocations = 20000;
+  // --threads: threads of the TURN-over-UDP data plane (server/turn_shards.h);
+  // 0 = one per CPU (g_get_num_processors()), 1 = UDP served on the main thread.
+  size_t threads = 0;
   // --bandwidth-cap: bytes per second per allocation; 0 = off.
   uint64_t bandwidth_cap = 0;
   // --relay-ports MIN-MAX: ports of relayed sockets; 0-0 = ephemeral from the kernel.

@@ -4,28 +4,37 @@
 // cores at scrape time instead of being mirrored here.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <string>
 #include <string_view>
 
 namespace natfwd::relay {
 
+// The counters the TURN data-plane shards (`relay --threads N`) write from their
+// own threads are atomic, and `errors` is guarded by errors_mutex; the rendezvous
+// counters are written on the main thread only.
 struct RelayStats {
   uint64_t registrations_total = 0;          // names registered (first time or again)
   uint64_t sessions_total = 0;               // OpenSession routed to a registered peer
   uint64_t rate_limited_registrations = 0;   // --max-registrations-per-minute
   uint64_t rate_limited_sessions = 0;        // --max-sessions-per-minute
   uint64_t rate_limited_new_names = 0;       // --max-new-names-per-hour
-  uint64_t stun_binding_requests = 0;        // answered Binding requests (udp)
-  uint64_t turn_allocations_total = 0;
-  uint64_t relayed_bytes_to_peer = 0;        // client -> relay -> peer (payload)
-  uint64_t relayed_packets_to_peer = 0;
-  uint64_t relayed_bytes_to_client = 0;      // peer -> relay -> client (payload)
-  uint64_t relayed_packets_to_client = 0;
+  std::atomic<uint64_t> stun_binding_requests = 0;        // answered Binding requests (udp)
+  std::atomic<uint64_t> turn_allocations_total = 0;
+  std::atomic<uint64_t> relayed_bytes_to_peer = 0;        // client -> relay -> peer (payload)
+  std::atomic<uint64_t> relayed_packets_to_peer = 0;
+  std::atomic<uint64_t> relayed_bytes_to_client = 0;      // peer -> relay -> client (payload)
+  std::atomic<uint64_t> relayed_packets_to_client = 0;
   std::map<std::string, uint64_t> errors;    // kind -> count
+  mutable std::mutex errors_mutex;
 
-  void error(std::string_view kind) { ++errors[std::string(kind)]; }
+  void error(std::string_view kind) {
+    std::lock_guard lock(errors_mutex);
+    ++errors[std::string(kind)];
+  }
 };
 
 // What the cores hold right now.

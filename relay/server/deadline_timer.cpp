@@ -15,7 +15,7 @@ void DeadlineTimer::arm(std::optional<TimePoint> deadline) {
       *deadline - std::chrono::steady_clock::now());
   source_.reset(g_timeout_source_new(static_cast<guint>(std::max<int64_t>(wait.count(), 0))));
   g_source_set_callback(source_.get(), on_timeout, this, nullptr);
-  g_source_attach(source_.get(), nullptr);
+  g_source_attach(source_.get(), g_main_context_get_thread_default());
   deadline_ = deadline;
 }
 

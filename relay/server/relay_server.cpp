@@ -4,6 +4,7 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "log.h"
@@ -89,7 +90,8 @@ std::string add_host_addresses(turn::PeerPolicy& policy) {
 RelayServer::RelayServer(RelayServerConfig config) {
   config.rendezvous.stats = config.stats;
   config.turn.turn.stats = config.stats;
-  bind_sockets(config.listen);
+  const size_t shards = config.turn_enabled ? std::max<size_t>(config.threads, 1) : 1;
+  bind_sockets(config.listen, shards);
   config.rendezvous.stun_port = local_address_.port;
   if (config.tls_listen) {
     if (config.tls.cert_file.empty()) throw std::runtime_error("TLS port without a certificate");
@@ -104,6 +106,13 @@ RelayServer::RelayServer(RelayServerConfig config) {
     // The listen address is ours too, whatever the interfaces say.
     GObjectPtr<GSocketAddress> own(net::make_socket_address(local_address_.host, 0));
     if (own) config.turn.turn.peers.add_own_address(net::to_transport_address(own.get()));
+    // One set of quotas and one nonce key for every TurnServer core (turn_shards.h).
+    const auto& turn = config.turn.turn;
+    config.turn.turn.registry = std::make_shared<turn::AllocationRegistry>(
+        turn::AllocationRegistry::Limits{turn.max_allocations_per_user,
+                                         turn.max_allocations_per_address,
+                                         turn.max_allocations});
+    config.turn.nonces = turn::NonceMint::with_random_key();
     turn_ = std::make_unique<TurnService>(udp_.get(), config.turn);
   }
   // TLS on the main TCP port too (the first byte tells it apart), so always a
@@ -129,8 +138,18 @@ RelayServer::RelayServer(RelayServerConfig config) {
       }
     discovery = sockets;
   }
-  stun_ = std::make_unique<StunUdpService>(udp_.get(), config.software, turn_.get(), discovery);
-  stun_->set_stats(config.stats);
+  if (shards > 1) {
+    std::vector<GSocket*> sockets{udp_.get()};
+    for (const auto& socket : more_udp_) sockets.push_back(socket.get());
+    shards_ = std::make_unique<TurnShards>(sockets, config.turn, config.software, discovery,
+                                           config.stats);
+    if (discovery)
+      stun_ = std::make_unique<StunUdpService>(udp_.get(), config.software, nullptr, discovery,
+                                               StunUdpService::Reads::kDiscovery);
+  } else {
+    stun_ = std::make_unique<StunUdpService>(udp_.get(), config.software, turn_.get(), discovery);
+  }
+  if (stun_) stun_->set_stats(config.stats);
   rendezvous_ = std::make_unique<RendezvousService>(tcp_.get(), config.rendezvous, turn_.get(),
                                                     tls_.get(), std::move(config.names));
   if (tls_) tls_->set_targets(rendezvous_.get(), turn_.get());
@@ -145,9 +164,13 @@ RelayGauges RelayServer::gauges() const {
   g.rendezvous_connections = rendezvous.connection_count();
   g.open_sessions = rendezvous.session_count();
   if (turn_) {
-    g.turn_allocations = turn_->core().allocation_count();
+    g.turn_allocations = turn_->core().config().registry->allocation_count();
     g.turn_permissions = turn_->core().permission_count();
     g.turn_channels = turn_->core().channel_count();
+  }
+  if (shards_) {
+    g.turn_permissions += shards_->permission_count();
+    g.turn_channels += shards_->channel_count();
   }
   return g;
 }
@@ -156,8 +179,10 @@ RelayServer::~RelayServer() {
   rendezvous_.reset();
   stun_.reset();
   tls_.reset();
+  shards_.reset();
   turn_.reset();
   if (udp_) g_socket_close(udp_.get(), nullptr);
+  for (auto& socket : more_udp_) g_socket_close(socket.get(), nullptr);
   for (auto* socket : {&udp_primary_ip_alt_port_, &udp_alt_ip_primary_port_,
                        &udp_alt_ip_alt_port_})
     if (*socket) g_socket_close(socket->get(), nullptr);
@@ -212,7 +237,7 @@ void RelayServer::bind_discovery(const std::string& alternate_ip, uint16_t alter
   discovery_address_ = HostPort{alternate_ip, port};
 }
 
-void RelayServer::bind_sockets(const HostPort& listen) {
+void RelayServer::bind_sockets(const HostPort& listen, size_t udp_sockets) {
   listen_port_was_zero_ = listen.port == 0;
   GObjectPtr<GSocketAddress> probe(net::make_socket_address(listen.host, 0));
   if (!probe) throw std::runtime_error("'" + listen.host + "' is not an IP address");
@@ -230,14 +255,23 @@ void RelayServer::bind_sockets(const HostPort& listen) {
     const uint16_t port = bound_port(tcp.get());
 
     // UDP on the same port number, without SO_REUSEPORT (GLib sets it for datagram
-    // sockets when allow_reuse is true): a second relay must fail, not share.
-    auto udp = new_socket(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP);
+    // sockets when allow_reuse is true): a second relay must fail, not share. Data-plane
+    // shards need a group of sockets on the port, so SO_REUSEPORT then; a second relay
+    // still fails, on the TCP port bound above without it (and the kernel admits only
+    // sockets of the same user to the group).
     GObjectPtr<GSocketAddress> udp_address(net::make_socket_address(listen.host, port));
-    if (!bind_socket(udp.get(), udp_address.get(), false, in_use, error)) {
+    std::vector<GObjectPtr<GSocket>> group;
+    for (size_t i = 0; i < udp_sockets; ++i) {
+      auto udp = new_socket(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP);
+      if (!bind_socket(udp.get(), udp_address.get(), udp_sockets > 1, in_use, error)) break;
+      group.push_back(std::move(udp));
+    }
+    if (group.size() < udp_sockets) {
       if (listen.port == 0 && in_use) continue;  // the kernel's TCP pick is busy on UDP
       throw std::runtime_error("cannot bind udp " + HostPort{listen.host, port}.to_string() +
                                ": " + error);
     }
+    auto udp = std::move(group.front());
 
     g_socket_set_listen_backlog(tcp.get(), kListenBacklog);
     GError* raw_error = nullptr;
@@ -247,6 +281,10 @@ void RelayServer::bind_sockets(const HostPort& listen) {
     }
     // The listen port carries STUN and the TURN traffic of every client (tunnels
     // relayed at 100+ MB/s): give it a large receive queue (see socket_buffers.h).
+    for (size_t i = 1; i < group.size(); ++i) {
+      raise_socket_buffers(g_socket_get_fd(group[i].get()), kUdpBufferBytes);
+      more_udp_.push_back(std::move(group[i]));
+    }
     const int granted = raise_socket_buffers(g_socket_get_fd(udp.get()), kUdpBufferBytes);
     if (granted >= 0 && granted < kUdpBufferBytes)
       log::info("udp receive buffer is %d KiB, not %d (net.core.rmem_max; needs "

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "address.h"
 #include "metrics/relay_stats.h"
@@ -14,6 +15,7 @@
 #include "glib_ptr.h"
 #include "server/tls_service.h"
 #include "server/turn_service.h"
+#include "server/turn_shards.h"
 
 namespace natfwd::relay {
 
@@ -39,6 +41,9 @@ struct RelayServerConfig {
   // listen port + 1, or any free one when the listen port is 0). Empty: off.
   std::string alternate_ip;
   uint16_t alternate_port = 0;
+  // --threads: TURN-over-UDP data-plane shards (turn_shards.h); 1 serves UDP on the
+  // main thread with one socket, as without threads.
+  size_t threads = 1;
 };
 
 class RelayServer {
@@ -72,12 +77,15 @@ class RelayServer {
   // again with another one this many times.
   static constexpr int kBindAttempts = 10;
 
-  void bind_sockets(const HostPort& listen);
+  // `udp_sockets` > 1: the UDP port is an SO_REUSEPORT group of that many sockets.
+  void bind_sockets(const HostPort& listen, size_t udp_sockets);
   void bind_tls(const HostPort& listen);
   void bind_discovery(const std::string& alternate_ip, uint16_t alternate_port);
 
   GObjectPtr<GSocket> tcp_;
   GObjectPtr<GSocket> udp_;
+  // With data-plane shards, the rest of the listen port's SO_REUSEPORT group.
+  std::vector<GObjectPtr<GSocket>> more_udp_;
   GObjectPtr<GSocket> tls_socket_;
   HostPort local_address_;
   std::optional<HostPort> tls_address_;
@@ -89,7 +97,8 @@ class RelayServer {
   std::optional<HostPort> discovery_address_;
   bool listen_port_was_zero_ = false;
   // Declared in dependency order: destroyed rendezvous first, TURN last.
-  std::unique_ptr<TurnService> turn_;
+  std::unique_ptr<TurnService> turn_;  // TURN over TCP/TLS, and UDP without shards
+  std::unique_ptr<TurnShards> shards_;
   std::unique_ptr<TlsService> tls_;
   std::unique_ptr<StunUdpService> stun_;
   std::unique_ptr<RendezvousService> rendezvous_;

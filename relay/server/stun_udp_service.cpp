@@ -15,31 +15,36 @@
 namespace natfwd::relay {
 
 StunUdpService::StunUdpService(GSocket* socket, std::string software, TurnService* turn,
-                               const std::optional<DiscoverySockets>& discovery)
+                               const std::optional<DiscoverySockets>& discovery, Reads reads)
     : responder_(std::move(software),
                  discovery ? std::optional(discovery->addresses) : std::nullopt),
       turn_(turn) {
-  add_listener(socket, {0, 0});
+  add_listener(socket, {0, 0}, reads != Reads::kDiscovery);
   if (discovery)
     for (int ip = 0; ip < 2; ++ip)
       for (int port = 0; port < 2; ++port)
-        if (ip || port) add_listener(discovery->by_ip_port[ip][port], {ip, port});
+        if (ip || port)
+          add_listener(discovery->by_ip_port[ip][port], {ip, port}, reads != Reads::kMain);
 }
 
 StunUdpService::~StunUdpService() {
   for (auto& listener : listeners_) listener->read_source.reset();  // before the sockets go
 }
 
-void StunUdpService::add_listener(GSocket* socket, stun::ServerEndpoint endpoint) {
+void StunUdpService::add_listener(GSocket* socket, stun::ServerEndpoint endpoint, bool read) {
   auto listener = std::make_unique<Listener>();
   listener->service = this;
   listener->endpoint = endpoint;
   listener->socket.reset(G_SOCKET(g_object_ref(socket)));
   g_socket_set_blocking(socket, FALSE);
+  if (!read) {
+    listeners_.push_back(std::move(listener));
+    return;
+  }
   listener->read_source.reset(g_socket_create_source(socket, G_IO_IN, nullptr));
   g_source_set_callback(listener->read_source.get(), G_SOURCE_FUNC(on_readable_trampoline),
                         listener.get(), nullptr);
-  g_source_attach(listener->read_source.get(), nullptr);
+  g_source_attach(listener->read_source.get(), g_main_context_get_thread_default());
   listeners_.push_back(std::move(listener));
 }
 

@@ -6,6 +6,12 @@
 // With RFC 5780 discovery (--alternate-address) it also reads the three other
 // sockets (primary IP / alternate port, alternate IP / both ports); those answer
 // Binding only, and a CHANGE-REQUEST is answered from the socket it names.
+//
+// With data-plane shards (`relay --threads N`, turn_shards.h) each shard runs one of
+// these for its own socket of the listen port's SO_REUSEPORT group (Reads::kMain:
+// the discovery sockets only to answer from), and the main thread one for the
+// discovery sockets (Reads::kDiscovery). Sources attach to the thread-default
+// main context.
 #pragma once
 
 #include <sys/socket.h>
@@ -37,11 +43,14 @@ struct DiscoverySockets {
 
 class StunUdpService {
  public:
+  // Which of the sockets this service reads.
+  enum class Reads { kAll, kMain, kDiscovery };
   // Takes a reference on the bound, non-blocking UDP socket. `turn` (may be null:
   // --no-turn) must outlive this service. `discovery` (optional) holds `socket` at
   // [0][0] and the three others.
   StunUdpService(GSocket* socket, std::string software, TurnService* turn = nullptr,
-                 const std::optional<DiscoverySockets>& discovery = std::nullopt);
+                 const std::optional<DiscoverySockets>& discovery = std::nullopt,
+                 Reads reads = Reads::kAll);
   ~StunUdpService();
   StunUdpService(const StunUdpService&) = delete;
   StunUdpService& operator=(const StunUdpService&) = delete;
@@ -54,14 +63,14 @@ class StunUdpService {
     StunUdpService* service = nullptr;
     stun::ServerEndpoint endpoint;
     GObjectPtr<GSocket> socket;
-    GSourcePtr read_source;
+    GSourcePtr read_source;  // null: only answered from
   };
 
   static gboolean on_readable_trampoline(GSocket*, GIOCondition, gpointer listener);
   void on_readable(Listener& listener);
   void handle_datagram(std::span<const std::byte> datagram, const sockaddr_storage& from,
                        socklen_t from_length, stun::ServerEndpoint on);
-  void add_listener(GSocket* socket, stun::ServerEndpoint endpoint);
+  void add_listener(GSocket* socket, stun::ServerEndpoint endpoint, bool read);
   GSocket* socket_at(stun::ServerEndpoint endpoint) const;
 
   // A burst of datagrams is read in one wakeup, but not forever: let others run.

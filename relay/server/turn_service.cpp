@@ -1,11 +1,16 @@
 #include "server/turn_service.h"
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 
 #include "log.h"
 #include "socket_buffers.h"
@@ -34,10 +39,17 @@ bool is_wildcard(const std::string& ip) { return ip == "0.0.0.0" || ip == "::" |
 TurnService::TurnService(GSocket* udp, TurnServiceConfig config)
     : config_(std::move(config)),
       udp_(G_SOCKET(g_object_ref(udp))),
-      core_(config_.turn, *this),
+      core_(config_.turn, *this, config_.nonces),
       responder_(config_.turn.software),
       stream_budget_({config_.max_stream_clients, config_.max_stream_clients_per_address,
-                      kStreamIdleTimeout}) {}
+                      kStreamIdleTimeout}) {
+  relay_epoll_ = epoll_create1(EPOLL_CLOEXEC);
+  if (relay_epoll_ < 0) throw std::runtime_error(std::string("epoll: ") + std::strerror(errno));
+  relay_epoll_source_.reset(g_unix_fd_source_new(relay_epoll_, G_IO_IN));
+  g_source_set_callback(relay_epoll_source_.get(),
+                        G_SOURCE_FUNC(on_relays_readable_trampoline), this, nullptr);
+  g_source_attach(relay_epoll_source_.get(), g_main_context_get_thread_default());
+}
 
 TurnService::~TurnService() {
   timer_.arm(std::nullopt);
@@ -50,8 +62,9 @@ TurnService::~TurnService() {
   streams_.clear();
   // The core's destructor closes the relays through close_relay; drop them first
   // so that it finds nothing left.
-  for (auto& [id, relay] : relays_) relay->source.reset();
+  relay_epoll_source_.reset();
   relays_.clear();
+  close(relay_epoll_);
 }
 
 // ---- UDP clients -------------------------------------------------------------------
@@ -138,7 +151,6 @@ std::optional<TransportAddress> TurnService::open_relay(turn::AllocationId id,
   const TransportAddress relayed = net::to_transport_address(local.get());
 
   auto relay = std::make_unique<RelaySocket>();
-  relay->service = this;
   relay->id = id;
   if (client.transport != turn::Transport::kUdp) {
     // A stream with an allocation lives as long as the allocation.
@@ -148,10 +160,13 @@ std::optional<TransportAddress> TurnService::open_relay(turn::AllocationId id,
       stream_budget_.hold(client.connection);
     }
   }
-  relay->source.reset(g_socket_create_source(socket.get(), G_IO_IN, nullptr));
-  g_source_set_callback(relay->source.get(), G_SOURCE_FUNC(on_relay_readable_trampoline),
-                        relay.get(), nullptr);
-  g_source_attach(relay->source.get(), nullptr);
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = id;
+  if (epoll_ctl(relay_epoll_, EPOLL_CTL_ADD, g_socket_get_fd(socket.get()), &event) != 0) {
+    log::error("turn: epoll_ctl: %s", std::strerror(errno));
+    return std::nullopt;
+  }
   relay->socket = std::move(socket);
   relays_[id] = std::move(relay);
   return relayed;
@@ -160,11 +175,10 @@ std::optional<TransportAddress> TurnService::open_relay(turn::AllocationId id,
 void TurnService::close_relay(turn::AllocationId id) {
   auto it = relays_.find(id);
   if (it == relays_.end()) return;
-  // Safe even from the relay's own callback: GLib holds a reference on the source
-  // while it dispatches, and the callback returns without touching the relay.
-  it->second->source.reset();
-  // Datagrams queued for this socket must not reach whatever reuses its descriptor.
+  // Safe from the relay's own callback: on_relays_readable finds relays by id.
   const int fd = g_socket_get_fd(it->second->socket.get());
+  epoll_ctl(relay_epoll_, EPOLL_CTL_DEL, fd, nullptr);
+  // Datagrams queued for this socket must not reach whatever reuses its descriptor.
   for (size_t i = 0; i < active_batches_; ++i)
     if (batches_[i].fd == fd) batches_[i].batch.clear();
   g_socket_close(it->second->socket.get(), nullptr);
@@ -178,12 +192,22 @@ void TurnService::close_relay(turn::AllocationId id) {
   relays_.erase(it);
 }
 
-gboolean TurnService::on_relay_readable_trampoline(GSocket*, GIOCondition, gpointer data) {
-  auto* relay = static_cast<RelaySocket*>(data);
-  TurnService* service = relay->service;
-  guard_callback("turn: relayed socket", [=] { service->on_relay_readable(*relay); });
+gboolean TurnService::on_relays_readable_trampoline(gint, GIOCondition, gpointer data) {
+  auto* service = static_cast<TurnService*>(data);
+  guard_callback("turn: relayed sockets", [=] { service->on_relays_readable(); });
   service->arm_timer();
   return G_SOURCE_CONTINUE;
+}
+
+// Level triggered: a socket with datagrams left after its turn is reported again.
+void TurnService::on_relays_readable() {
+  std::array<epoll_event, kMaxDatagramsPerWakeup> events;
+  const int n = epoll_wait(relay_epoll_, events.data(), static_cast<int>(events.size()), 0);
+  BatchedSends batched(*this);
+  for (int i = 0; i < n; ++i) {
+    auto it = relays_.find(events[static_cast<size_t>(i)].data.u64);
+    if (it != relays_.end()) on_relay_readable(*it->second);
+  }
 }
 
 void TurnService::on_relay_readable(RelaySocket& relay) {
@@ -308,7 +332,7 @@ void TurnService::watch(StreamClient& client, GSourcePtr& source, GIOCondition& 
                         write ? G_SOURCE_FUNC(on_stream_writable_trampoline)
                               : G_SOURCE_FUNC(on_stream_readable_trampoline),
                         &client, nullptr);
-  g_source_attach(source.get(), nullptr);
+  g_source_attach(source.get(), g_main_context_get_thread_default());
 }
 
 gboolean TurnService::on_stream_readable_trampoline(GSocket*, GIOCondition, gpointer data) {
@@ -441,7 +465,7 @@ void TurnService::close_stream(StreamClient& client, const std::string& reason) 
   if (!reap_source_) {
     reap_source_.reset(g_idle_source_new());
     g_source_set_callback(reap_source_.get(), on_reap_trampoline, this, nullptr);
-    g_source_attach(reap_source_.get(), nullptr);
+    g_source_attach(reap_source_.get(), g_main_context_get_thread_default());
   }
 }
 

@@ -12,6 +12,9 @@
 //
 // Lifetimes: a stream client is never destroyed inside one of its own callbacks;
 // closed ones are reaped from an idle source.
+//
+// Sources attach to the thread-default main context: a data-plane shard
+// (turn_shards.h) runs its TurnService on its own thread.
 #pragma once
 
 #include <array>
@@ -53,6 +56,8 @@ struct TurnServiceConfig {
   // ... and from one source IP: each carries at most one allocation, so
   // --max-allocations-per-address caps them too.
   size_t max_stream_clients_per_address = 128;
+  // The nonce key, shared by all shards' cores; nullopt: a random one of its own.
+  std::optional<turn::NonceMint> nonces;
 };
 
 class TurnService : public turn::TurnIo {
@@ -102,10 +107,8 @@ class TurnService : public turn::TurnIo {
 
  private:
   struct RelaySocket {
-    TurnService* service;
     turn::AllocationId id;
-    GObjectPtr<GSocket> socket;
-    GSourcePtr source;
+    GObjectPtr<GSocket> socket;  // in relay_epoll_ while it lives
     uint64_t stream = 0;  // the client's StreamClient id; 0 for a UDP client
   };
   struct StreamClient {
@@ -124,11 +127,12 @@ class TurnService : public turn::TurnIo {
     bool allocated = false;  // the core holds an allocation for it: no idle timeout
   };
 
-  static gboolean on_relay_readable_trampoline(GSocket*, GIOCondition, gpointer relay);
+  static gboolean on_relays_readable_trampoline(gint fd, GIOCondition, gpointer self);
   static gboolean on_stream_readable_trampoline(GSocket*, GIOCondition, gpointer client);
   static gboolean on_stream_writable_trampoline(GSocket*, GIOCondition, gpointer client);
   static gboolean on_reap_trampoline(gpointer self);
 
+  void on_relays_readable();
   void on_relay_readable(RelaySocket& relay);
   void on_stream_readable(StreamClient& client);
   // Handles whole messages at the front of client.input; false when it closed.
@@ -170,6 +174,11 @@ class TurnService : public turn::TurnIo {
   turn::TurnServer core_;
   stun::BindingResponder responder_;
   std::unordered_map<turn::AllocationId, std::unique_ptr<RelaySocket>> relays_;
+  // The relayed sockets, watched through one epoll set and one GLib source: GLib polls
+  // every source's descriptor on each loop iteration, which with 10,000 allocations
+  // costs more than the datagrams a wakeup carries.
+  int relay_epoll_ = -1;
+  GSourcePtr relay_epoll_source_;
   std::unordered_map<uint64_t, std::unique_ptr<StreamClient>> streams_;
   ConnectionBudget stream_budget_;
   uint64_t next_stream_id_ = 1;

@@ -102,7 +102,12 @@ std::string ClientKey::to_string() const {
 TurnServer::TurnServer(TurnConfig config, TurnIo& io, std::optional<NonceMint> nonces)
     : config_(std::move(config)),
       io_(io),
-      nonces_(nonces ? std::move(*nonces) : NonceMint::with_random_key()) {}
+      nonces_(nonces ? std::move(*nonces) : NonceMint::with_random_key()),
+      registry_(config_.registry ? config_.registry
+                                 : std::make_shared<AllocationRegistry>(AllocationRegistry::Limits{
+                                       config_.max_allocations_per_user,
+                                       config_.max_allocations_per_address,
+                                       config_.max_allocations})) {}
 
 // The I/O side owns the relayed sockets and closes them itself at shutdown.
 TurnServer::~TurnServer() = default;
@@ -334,35 +339,38 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
     return;
   }
   const std::string user_id(rest_user_id(auth.username));
-  if (auto count = per_user_.find(user_id);
-      count != per_user_.end() && count->second >= config_.max_allocations_per_user) {
-    log::warn_limited("turn-quota", "turn: %s: user '%.64s' has %zu allocations, the most allowed",
-                      client.to_string().c_str(), user_id.c_str(), count->second);
-    count_kind("turn_quota_user");
-    send_error(client, request, error_code::kAllocationQuotaReached, "Allocation Quota Reached",
-               &auth);
-    return;
-  }
   const relay::SourceKey source = relay::source_key(client.address);
-  if (auto count_it = per_source_.find(source);
-      count_it != per_source_.end() && count_it->second >= config_.max_allocations_per_address) {
-    log::warn_limited("turn-quota-address",
-                      "turn: %s: its address has %zu allocations, the most allowed",
-                      client.to_string().c_str(), count_it->second);
-    count_kind("turn_quota_address");
-    send_error(client, request, error_code::kAllocationQuotaReached, "Allocation Quota Reached",
-               &auth);
-    return;
-  }
-  if (allocations_.size() >= config_.max_allocations) {
-    log::warn_limited("turn-capacity", "turn: %zu allocations, the most allowed; refusing %s",
-                      allocations_.size(), client.to_string().c_str());
-    send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity", &auth);
-    return;
+  const auto admitted = registry_->admit(user_id, source);
+  switch (admitted.admission) {
+    case AllocationRegistry::Admission::kAdmitted:
+      break;
+    case AllocationRegistry::Admission::kUserQuota:
+      log::warn_limited("turn-quota",
+                        "turn: %s: user '%.64s' has %zu allocations, the most allowed",
+                        client.to_string().c_str(), user_id.c_str(), admitted.held);
+      count_kind("turn_quota_user");
+      send_error(client, request, error_code::kAllocationQuotaReached,
+                 "Allocation Quota Reached", &auth);
+      return;
+    case AllocationRegistry::Admission::kAddressQuota:
+      log::warn_limited("turn-quota-address",
+                        "turn: %s: its address has %zu allocations, the most allowed",
+                        client.to_string().c_str(), admitted.held);
+      count_kind("turn_quota_address");
+      send_error(client, request, error_code::kAllocationQuotaReached,
+                 "Allocation Quota Reached", &auth);
+      return;
+    case AllocationRegistry::Admission::kFull:
+      log::warn_limited("turn-capacity", "turn: %zu allocations, the most allowed; refusing %s",
+                        admitted.held, client.to_string().c_str());
+      send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity",
+                 &auth);
+      return;
   }
   const AllocationId id = next_id_++;
   const auto relayed = io_.open_relay(id, client, family, even_port);
   if (!relayed) {
+    registry_->release(user_id, source);
     log::warn_limited("turn-capacity", "turn: no relayed port for %s",
                       client.to_string().c_str());
     send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity", &auth);
@@ -373,8 +381,7 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
   allocation.id = id;
   allocation.client = client;
   allocation.relayed = *relayed;
-  relayed_addresses_.insert(
-      {static_cast<uint8_t>(relayed->family), relayed->ip, relayed->port});
+  registry_->add_relayed(*relayed);
   allocation.username = auth.username;
   allocation.user_id = user_id;
   allocation.key = auth.key;
@@ -385,8 +392,6 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
   allocation.unused_deadline = now + config_.unused_allocation_timeout;
   timers_.insert({*allocation.unused_deadline, id, TimerKind::kUnused, {}});
   by_client_[client] = id;
-  ++per_user_[user_id];
-  ++per_source_[source];
   log::debug("turn: allocation %" PRIu64 " for %s (%s): relayed %s, %lld s", id,
              client.to_string().c_str(), auth.username.c_str(), relayed->to_string().c_str(),
              static_cast<long long>(lifetime->count()));
@@ -505,7 +510,9 @@ void TurnServer::handle_channel_bind(const ClientKey& client, Allocation& alloca
     refuse_beyond_room(client, request, auth);
     return;
   }
-  Channel& channel = allocation.channels[number];
+  auto [slot, fresh] = allocation.channels.try_emplace(number);
+  if (fresh) ++channel_count_;
+  Channel& channel = slot->second;
   if (channel.expires != TimePoint{})
     timers_.erase(channel_timer(allocation, number, channel.expires));
   channel = Channel{*peer, now + kChannelLifetime};
@@ -562,8 +569,7 @@ void TurnServer::on_peer_data(AllocationId id, const TransportAddress& peer,
   }
   // Section 11.3: a Data indication. Its transaction id only needs to be unique.
   stun::TransactionId transaction{};
-  static uint64_t counter = 0;
-  ++counter;
+  const uint64_t counter = ++data_indications_;
   for (size_t i = 0; i < 8; ++i) transaction[4 + i] = static_cast<std::byte>(counter >> (8 * i));
   transaction[0] = static_cast<std::byte>(id);
   transaction[1] = static_cast<std::byte>(id >> 8);
@@ -578,12 +584,6 @@ void TurnServer::count_relayed(bool to_peer, size_t bytes) {
   auto& s = *config_.stats;
   (to_peer ? s.relayed_bytes_to_peer : s.relayed_bytes_to_client) += bytes;
   ++(to_peer ? s.relayed_packets_to_peer : s.relayed_packets_to_client);
-}
-
-size_t TurnServer::channel_count() const {
-  size_t n = 0;
-  for (const auto& [id, allocation] : allocations_) n += allocation.channels.size();
-  return n;
 }
 
 bool TurnServer::take_tokens(Allocation& allocation, size_t bytes, TimePoint now) {
@@ -691,7 +691,8 @@ void TurnServer::expire(const Timer& timer) {
       if (allocation.permissions.erase(timer.key) > 0) --permission_count_;
       return;
     case TimerKind::kChannel:
-      allocation.channels.erase(static_cast<uint16_t>((timer.key[0] << 8) | timer.key[1]));
+      if (allocation.channels.erase(static_cast<uint16_t>((timer.key[0] << 8) | timer.key[1])) > 0)
+        --channel_count_;
       return;
   }
 }
@@ -703,11 +704,7 @@ std::optional<TimePoint> TurnServer::next_deadline() const {
 
 bool TurnServer::may_relay(const TransportAddress& peer, bool any_port) const {
   if (config_.peers.is_allowed(peer)) return true;
-  const auto family = static_cast<uint8_t>(peer.family);
-  if (!any_port) return relayed_addresses_.count({family, peer.ip, peer.port}) > 0;
-  auto it = relayed_addresses_.lower_bound({family, peer.ip, 0});
-  return it != relayed_addresses_.end() && std::get<0>(*it) == family &&
-         std::get<1>(*it) == peer.ip;
+  return registry_->is_relayed(peer, any_port);
 }
 
 void TurnServer::remove(AllocationId id, std::string_view why) {
@@ -717,14 +714,8 @@ void TurnServer::remove(AllocationId id, std::string_view why) {
   log::debug("turn: allocation %" PRIu64 " of %s removed: %.*s", id,
              allocation.client.to_string().c_str(), static_cast<int>(why.size()), why.data());
   io_.close_relay(id);
-  relayed_addresses_.erase({static_cast<uint8_t>(allocation.relayed.family),
-                            allocation.relayed.ip, allocation.relayed.port});
-  if (auto count = per_user_.find(allocation.user_id);
-      count != per_user_.end() && --count->second == 0)
-    per_user_.erase(count);
-  if (auto count = per_source_.find(relay::source_key(allocation.client.address));
-      count != per_source_.end() && --count->second == 0)
-    per_source_.erase(count);
+  registry_->remove_relayed(allocation.relayed);
+  registry_->release(allocation.user_id, relay::source_key(allocation.client.address));
   by_client_.erase(allocation.client);
   timers_.erase({allocation.expires, id, TimerKind::kAllocation, {}});
   if (allocation.unused_deadline)
@@ -734,6 +725,7 @@ void TurnServer::remove(AllocationId id, std::string_view why) {
   for (const auto& [number, channel] : allocation.channels)
     timers_.erase(channel_timer(allocation, number, channel.expires));
   permission_count_ -= allocation.permissions.size();
+  channel_count_ -= allocation.channels.size();
   allocations_.erase(it);
 }
 

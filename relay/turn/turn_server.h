@@ -13,6 +13,7 @@
 // that are not allowed are dropped.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +33,7 @@
 #include "metrics/relay_stats.h"
 #include "stun/stun_message.h"
 #include "token_bucket.h"
+#include "turn/allocation_registry.h"
 #include "turn/credentials.h"
 #include "turn/peer_policy.h"
 #include "turn/turn_constants.h"
@@ -92,6 +94,10 @@ struct TurnConfig {
   size_t max_allocations_per_address = 128;
   // Allocations in total (508 beyond).
   size_t max_allocations = 20000;
+  // The quotas' counts and the relayed addresses, shared by the cores of all
+  // data-plane shards (allocation_registry.h). Null: the core makes its own from the
+  // three limits above; given, the registry's limits hold instead.
+  std::shared_ptr<AllocationRegistry> registry;
   // Peer IPs with a permission, and channels, per allocation (508 beyond,
   // RFC 8656 sections 9.2 and 12.2 let a server refuse for lack of capacity).
   size_t max_permissions_per_allocation = kMaxPermissionsPerAllocation;
@@ -146,8 +152,9 @@ class TurnServer {
 
   // Introspection for tests and logs.
   size_t allocation_count() const { return allocations_.size(); }
-  size_t permission_count() const { return permission_count_; }
-  size_t channel_count() const;
+  // Safe to read from another thread (the relay's metrics read every shard's).
+  size_t permission_count() const { return permission_count_.load(std::memory_order_relaxed); }
+  size_t channel_count() const { return channel_count_.load(std::memory_order_relaxed); }
   std::optional<TransportAddress> relayed_address(const ClientKey& client) const;
   const TurnConfig& config() const { return config_; }
 
@@ -253,13 +260,11 @@ class TurnServer {
   AllocationId next_id_ = 1;
   std::unordered_map<AllocationId, Allocation> allocations_;
   std::map<ClientKey, AllocationId> by_client_;
-  std::unordered_map<std::string, size_t> per_user_;
-  std::map<relay::SourceKey, size_t> per_source_;  // allocations by relay::source_key()
+  std::shared_ptr<AllocationRegistry> registry_;
   std::set<Timer> timers_;
-  size_t permission_count_ = 0;
-  // Relayed addresses of live allocations, as (family, ip, port).
-  using AddressKey = std::tuple<uint8_t, std::array<uint8_t, 16>, uint16_t>;
-  std::set<AddressKey> relayed_addresses_;
+  std::atomic<size_t> permission_count_ = 0;
+  std::atomic<size_t> channel_count_ = 0;
+  uint64_t data_indications_ = 0;  // makes their transaction ids unique
 };
 
 }  // namespace natfwd::turn

@@ -288,8 +288,11 @@ class Natfwd:
               state_dir: Optional[str] = None) -> tuple[Proc, str]:
         """A relay; give `state_dir` (and `listen`) of an earlier one to restart it
         with the same key, as the same relay."""
+        # One data-plane thread unless NATFWD_RELAY_THREADS says (meson runs the TURN
+        # interop tests again with 2); a --threads in `extra` comes later and wins.
         argv = [self.relay_bin, "--listen", listen,
                 "--state-dir", state_dir or self.state_dir("relay"),
+                "--threads", os.environ.get("NATFWD_RELAY_THREADS", "1"),
                 *verbose_args(), *extra]
         p = self.group.start("relay", argv, netns=netns or self.netns, echo=self.echo,
                              env=peer_env())

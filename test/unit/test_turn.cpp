@@ -796,3 +796,81 @@ TEST_CASE("a burst of expiries is done in slices, with the loop served between t
   CHECK(f.server.allocation_count() == 1);
   CHECK(*f.server.next_deadline() == f.now - 300s + 3600s);
 }
+
+// ---- data-plane shards (relay --threads N): one AllocationRegistry, several cores ----
+
+TEST_CASE("allocation registry: user, then address, then total; a release gives back at once") {
+  AllocationRegistry registry({/*per_user=*/2, /*per_address=*/3, /*total=*/4});
+  const auto a = natfwd::relay::source_key(v4(192, 0, 2, 1, 1000));
+  const auto b = natfwd::relay::source_key(v4(192, 0, 2, 2, 1000));
+  using Admission = AllocationRegistry::Admission;
+  CHECK(registry.admit("u1", a).admission == Admission::kAdmitted);
+  CHECK(registry.admit("u1", a).admission == Admission::kAdmitted);
+  const auto user_full = registry.admit("u1", a);
+  CHECK(user_full.admission == Admission::kUserQuota);
+  CHECK(user_full.held == 2);
+  CHECK(registry.admit("u2", a).admission == Admission::kAdmitted);
+  CHECK(registry.admit("u3", a).admission == Admission::kAddressQuota);
+  CHECK(registry.admit("u3", b).admission == Admission::kAdmitted);
+  CHECK(registry.admit("u4", b).admission == Admission::kFull);
+  CHECK(registry.allocation_count() == 4);
+  // Refusals count nothing.
+  registry.release("u1", a);
+  CHECK(registry.allocation_count() == 3);
+  CHECK(registry.admit("u4", b).admission == Admission::kAdmitted);
+  CHECK(registry.admit("u1", a).admission == Admission::kFull);
+}
+
+TEST_CASE("shards: the per-address quota holds across cores; Refresh 0 frees it on any shard") {
+  // Two cores as two shards: the kernel hashes each client 5-tuple to one of them.
+  auto registry = std::make_shared<AllocationRegistry>(AllocationRegistry::Limits{10, 2, 100});
+  auto shared = [&registry](TurnConfig& c) { c.registry = registry; };
+  Fixture shard_a(shared), shard_b(shared);
+  shard_b.io.next_port = 60000;
+  shard_a.client = ClientKey{Transport::kUdp, v4(192, 0, 2, 10, 40001), 0};
+  shard_b.client = ClientKey{Transport::kUdp, v4(192, 0, 2, 10, 40002), 0};
+  REQUIRE(shard_a.allocate().error == 0);
+  REQUIRE(shard_b.allocate().error == 0);
+  CHECK(registry->allocation_count() == 2);
+  // The third from that address is refused wherever it lands.
+  shard_a.client.address.port = 40003;
+  shard_a.nonce.clear();
+  CHECK(shard_a.allocate().error == 486);
+  // The allocation belongs to the shard that answered its Allocate: the other one
+  // does not know the 5-tuple.
+  shard_a.client.address.port = 40002;
+  shard_a.nonce.clear();
+  CHECK(shard_a.refresh(600).error == 437);
+  // Deleting on shard B gives the place back to shard A at once.
+  REQUIRE(shard_b.refresh(0).error == 0);
+  CHECK(registry->allocation_count() == 1);
+  shard_a.client.address.port = 40003;
+  shard_a.nonce.clear();
+  CHECK(shard_a.allocate().error == 0);
+  CHECK(shard_a.server.allocation_count() == 2);
+  CHECK(shard_b.server.allocation_count() == 0);
+}
+
+TEST_CASE("shards: one shard's relayed address is a permitted peer on another, while it lives") {
+  auto registry = std::make_shared<AllocationRegistry>(AllocationRegistry::Limits{10, 10, 100});
+  auto shared = [&registry](TurnConfig& c) {
+    c.registry = registry;
+    c.peers.add_own_address(v4(203, 0, 113, 1, 0));
+  };
+  Fixture shard_a(shared), shard_b(shared);
+  shard_b.io.next_port = 60000;
+  shard_b.client = ClientKey{Transport::kUdp, v4(192, 0, 2, 20, 40000), 0};
+  REQUIRE(shard_a.allocate().error == 0);
+  REQUIRE(shard_b.allocate().error == 0);
+  const TransportAddress relayed_on_a = shard_a.io.open.begin()->second;
+  CHECK(shard_b.channel_bind(0x4001, relayed_on_a).error == 0);
+  CHECK(shard_b.channel_bind(0x4002, v4(203, 0, 113, 1, 3478)).error == 403);
+  shard_b.send_indication(relayed_on_a, "while it lives");
+  REQUIRE(shard_b.io.to_peer.size() == 1);
+  // Gone from shard A: an own address like any other on shard B, data is dropped.
+  REQUIRE(shard_a.refresh(0).error == 0);
+  shard_b.send_indication(relayed_on_a, "after");
+  CHECK(shard_b.io.to_peer.size() == 1);
+  CHECK(shard_b.server.channel_count() == 1);
+  CHECK(shard_b.server.permission_count() == 1);
+}
