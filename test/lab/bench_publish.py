@@ -19,9 +19,12 @@ TSO and GRO are off on every lab link, so a lost packet is one wire packet.
   connections: home -> relay (inside ssh) and relay -> visitor.
 
 Each cell: one download of BENCH_BYTES (default 1 GB, a sparse file) with curl, capped at
-BENCH_MAX_SECONDS (default 10). The TCP congestion control of the relay's, home's and
-the visitor's namespaces (the kernel default here is BBR, most users' CUBIC) is set per
-row; natfwd's relay <-> home leg is QUIC with its own BBRv2 whatever the row says.
+BENCH_MAX_SECONDS (default 10). The kernel TCP congestion control is set per row in the
+relay's and home's namespaces (CCS: Debian's CUBIC everywhere, BBR on the relay only,
+BBR on both; the kernel default here is BBR); the visitor keeps CUBIC. What each leg
+uses: ssh's home -> relay connection home's CC, relay -> visitor the relay's; natfwd's
+relay <-> home leg is QUIC with its own BBRv2 whatever the row says, relay -> visitor
+the relay's.
 Figures: MB/s (10^6 bytes/s) over the whole download, the visitor's time to first byte
 (curl's time_starttransfer, median of 5 fetches of a small page; for natfwd also the
 very first visit, which waits for the front door's tunnel to home), and the CPU seconds
@@ -33,12 +36,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
+import time
 import subprocess
 import sys
 import tempfile
 import traceback
+from typing import Callable, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -52,8 +58,12 @@ DOMAIN = "bench.test"
 HOST = f"home.{DOMAIN}"
 SSH_REMOTE_PORT = 8080
 ROUNDS_FIRST_BYTE = 5
+AFTER_SECONDS = 2.0
 CONDITIONS = (("20 ms RTT", 0.0), ("20 ms + 0.5 % loss", 0.005))
-CCS = ("cubic", "bbr")
+# TCP congestion control of new connections (relay's namespace, home's): Debian's
+# default everywhere; a relay operator who turned BBR on; this kernel's default. The
+# visitor (a friend's laptop) keeps CUBIC: it only receives.
+CCS = (("cubic", "cubic"), ("bbr", "cubic"), ("bbr", "bbr"))
 SYSTEMS = ("natfwd", "ssh")
 
 
@@ -166,38 +176,73 @@ class PublishBench:
             "-o", f"ListenAddress={L.RELAY_IP}:{L.SSHD_PORT}"], self.lab.relay_ns)
         p.wait_stderr(r"Server listening on", 10, what="sshd ready")
         self.ssh_proc = None
+        self.ssh_port = SSH_REMOTE_PORT
 
     def start_ssh_forward(self) -> None:
         """(Re)starts `ssh -g -R` from home: its TCP connection takes the namespaces'
         congestion control when it is made."""
         if self.ssh_proc is not None:
             self.ssh_proc.stop()
+            # A port of its own: the old session's sshd may hold the last one a while.
+            self.ssh_port += 1
         argv = ssh_argv(self.sshd.user_key, self.sshd.user, L.RELAY_IP, L.SSHD_PORT, extra=(
             "-N", "-c", "aes128-gcm@openssh.com", "-o", "Compression=no",
             "-o", "ExitOnForwardFailure=yes",
-            "-R", f"0.0.0.0:{SSH_REMOTE_PORT}:127.0.0.1:{self.web_port}"))
+            "-R", f"0.0.0.0:{self.ssh_port}:127.0.0.1:{self.web_port}"))
         self.ssh_proc = self.lab.start("ssh -R (home)", argv, self.home_ns)
-        self.lab.wait_tcp(self.visitor_ns, L.RELAY_IP, SSH_REMOTE_PORT, 30,
+        self.lab.wait_tcp(self.visitor_ns, L.RELAY_IP, self.ssh_port, 30,
                           "ssh -g -R's port on the relay", self.ssh_proc)
 
     # -- measuring -----------------------------------------------------------------------
 
     def url(self, system: str, path: str) -> str:
         return (f"http://{HOST}{path}" if system == "natfwd" else
-                f"http://{L.RELAY_IP}:{SSH_REMOTE_PORT}{path}")
+                f"http://{L.RELAY_IP}:{self.ssh_port}{path}")
 
-    def curl(self, url: str, max_seconds: float = 30) -> tuple[int, float, float]:
+    def curl(self, url: str, max_seconds: float = 30,
+             during: Optional[Callable[[subprocess.Popen], None]] = None
+             ) -> tuple[int, float, float]:
         """(bytes, seconds to first byte, seconds in all) of one fetch by the visitor;
-        stopped after `max_seconds` (curl exit 28), which still counts."""
+        stopped after `max_seconds` (curl exit 28), which still counts. `during` runs
+        while curl does."""
         argv = ["ip", "netns", "exec", self.visitor_ns, "curl", "-sS", "-o", "/dev/null",
                 "--max-time", f"{max_seconds:g}", "--resolve", f"{HOST}:80:{L.RELAY_IP}",
                 "-w", "%{http_code} %{size_download} %{time_starttransfer} %{time_total}",
                 url]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=max_seconds + 30)
-        fields = r.stdout.split()
-        if r.returncode not in (0, 28) or len(fields) != 4 or fields[0] != "200":
-            raise Failure(f"curl {url}: exit {r.returncode} {r.stdout!r} {r.stderr.strip()}")
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            if during:
+                during(p)
+            out, err = p.communicate(timeout=max_seconds + 30)
+        finally:
+            if p.poll() is None:
+                p.kill()  # by PID
+                p.wait()
+        fields = out.split()
+        if p.returncode not in (0, 28) or len(fields) != 4 or fields[0] != "200":
+            raise Failure(f"curl {url}: exit {p.returncode} {out!r} {err.strip()}")
         return int(fields[1]), float(fields[2]), float(fields[3])
+
+    def sample_cc(self, system: str, key: tuple) -> Callable[[subprocess.Popen], None]:
+        """What congestion control the download's kernel TCP legs really use, read from
+        `ss -ti` while it runs: relay -> visitor, and for ssh home -> relay."""
+        legs = [("relay -> visitor", self.lab.relay_ns,
+                 f"( sport = :{80 if system == 'natfwd' else self.ssh_port} )")]
+        if system == "ssh":
+            legs.append(("home -> relay", self.home_ns, f"( dport = :{L.SSHD_PORT} )"))
+
+        def sample(p: subprocess.Popen) -> None:
+            seen: dict[str, str] = {}
+            while p.poll() is None and len(seen) < len(legs):
+                for leg, ns, expr in legs:
+                    out = sh(["ss", "-tinH", "state", "established", expr], netns=ns,
+                             check=False).stdout
+                    m = re.search(r"\b(cubic|bbr|reno)\b wscale", out)
+                    if m:
+                        seen[leg] = m.group(1)
+            self.results[key + ("cc_used",)] = ", ".join(
+                f"{leg} {seen.get(leg, '?')}" for leg, _, _ in legs)
+        return sample
 
     def measure(self, system: str, condition: str, cc: str) -> None:
         key = (system, condition, cc)
@@ -205,13 +250,19 @@ class PublishBench:
                   for _ in range(ROUNDS_FIRST_BYTE)]
         self.results[key + ("first_byte",)] = statistics.median(firsts) * 1000
         cpu0 = namespace_cpu_seconds(self.lab.relay_ns)
-        size, _, total = self.curl(self.url(system, "/big.bin"), self.max_seconds)
+        size, _, total = self.curl(self.url(system, "/big.bin"), self.max_seconds,
+                                   during=self.sample_cc(system, key))
         cpu = namespace_cpu_seconds(self.lab.relay_ns) - cpu0
+        # A download the visitor gave up on should stop at home too: what home's
+        # namespace burns in the seconds after says whether it did.
+        home0 = namespace_cpu_seconds(self.home_ns)
+        time.sleep(AFTER_SECONDS)  # a measuring window, not a synchronisation
+        self.results[key + ("home_cpu_after",)] = namespace_cpu_seconds(self.home_ns) - home0
         self.results[key + ("mbps",)] = (size / 1e6 / total, size < self.bytes)
         self.results[key + ("cpu_per_gb",)] = cpu / (size / 1e9) if size else None
-        log(f"{condition}, {cc}, {system}: {size / 1e6:.0f} MB in {total:.1f} s = "
+        log(f"{condition}, relay {cc[0]} home {cc[1]}, {system}: {size / 1e6:.0f} MB in {total:.1f} s = "
             f"{size / 1e6 / total:.1f} MB/s, first byte {statistics.median(firsts) * 1000:.0f} "
-            f"ms, relay CPU {cpu:.2f} s")
+            f"ms, relay CPU {cpu:.2f} s; TCP {self.results.get(key + ('cc_used',))}")
 
     def ping_ms(self, src_ns: str, dst: str) -> float:
         r = sh(["ping", "-q", "-c", "5", "-i", "0.2", dst], netns=src_ns, check=False)
@@ -222,9 +273,10 @@ class PublishBench:
 
     def run(self) -> None:
         self.build()
+        set_namespace_cc(self.visitor_ns, "cubic")
         for cc in CCS:
-            for ns in (self.lab.relay_ns, self.home_ns, self.visitor_ns):
-                set_namespace_cc(ns, cc)
+            set_namespace_cc(self.lab.relay_ns, cc[0])
+            set_namespace_cc(self.home_ns, cc[1])
             self.start_ssh_forward()
             for condition, loss in CONDITIONS:
                 set_loss(self.lab, loss)
@@ -237,7 +289,7 @@ class PublishBench:
                         self.measure(system, condition, cc)
                     except Failure as e:
                         log(f"{condition} {cc} {system}: {e}")
-                        self.notes.append(f"{condition}, {cc}, {system}: "
+                        self.notes.append(f"{condition}, relay {cc[0]} home {cc[1]}, {system}: "
                                           f"{str(e).splitlines()[0]}")
         set_loss(self.lab, 0)
 
@@ -258,18 +310,21 @@ class PublishBench:
         print(f"\npublish bench: a visitor downloads one file from home's http.server "
               f"({self.bytes / 1e6:.0f} MB, * = stopped after {self.max_seconds:g} s); "
               f"load average {load} on {os.cpu_count()} CPUs")
-        print("| system | TCP CC (relay, home, visitor) | condition | MB/s | "
-              "first byte ms | relay CPU s/GB |")
-        print("|---|---|---|---:|---:|---:|")
+        print("| system | namespace default CC: relay, home | condition | MB/s | "
+              f"first byte ms | relay CPU s/GB | home CPU s in the {AFTER_SECONDS:g} s after | "
+              "kernel TCP legs used (ss -ti) |")
+        print("|---|---|---|---:|---:|---:|---:|---|")
         for cc in CCS:
             for condition, _ in CONDITIONS:
                 for system in SYSTEMS:
-                    label = ("natfwd publish http (relay <-> home QUIC BBRv2)"
+                    label = ("natfwd publish http (relay <-> home: QUIC, BBRv2)"
                              if system == "natfwd" else "ssh -g -R (aes128-gcm)")
                     key = (system, condition, cc)
-                    print(f"| {label} | {cc} | {condition} | {self.cell(key + ('mbps',))} | "
-                          f"{self.cell(key + ('first_byte',))} | "
-                          f"{self.cell(key + ('cpu_per_gb',))} |")
+                    print(f"| {label} | {cc[0]}, {cc[1]} | {condition} | "
+                          f"{self.cell(key + ('mbps',))} | {self.cell(key + ('first_byte',))} | "
+                          f"{self.cell(key + ('cpu_per_gb',))} | "
+                          f"{self.cell(key + ('home_cpu_after',))} | "
+                          f"{self.results.get(key + ('cc_used',), '-')} |")
         print(f"\nnatfwd's very first visitor (front door's tunnel to home set up on "
               f"demand): first byte {self.results.get(('first_visit',), 0):.0f} ms; "
               f"front door path: {self.path}")
