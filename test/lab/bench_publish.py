@@ -29,8 +29,10 @@ the relay's.
 Figures: MB/s (10^6 bytes/s) over the whole download, the visitor's time to first byte
 (curl's time_starttransfer, median of 5 fetches of a small page; for natfwd also the
 very first visit, which waits for the front door's tunnel to home), and the CPU seconds
-of every process in the relay's namespace per GB carried. No pass/fail: the issue's
-targets are printed beside the numbers.
+of every process in the relay's namespace per GB carried; beside them what `ss -ti`
+showed each kernel TCP leg using, and the CPU home's namespace spent in the 2 s after a
+capped download (a visitor who leaves must stop home's upload). No pass/fail: the
+issue's targets are printed beside the numbers.
 """
 
 from __future__ import annotations
