@@ -1,5 +1,5 @@
 // Kernel settings for the sockets that carry tunnel data: UDP buffer sizes, and the
-// congestion control of TURN-over-TCP connections.
+// congestion control of TURN-over-TCP and published visitors' connections.
 //
 // The system default (~208 KiB) overflows at 100+ MB/s bursts: the receive queue drops
 // datagrams, which QUIC's congestion control reads as congestion (NOTES-transport.md:

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 
 #include "log.h"
+#include "socket_buffers.h"
 #include "state_dir.h"
 
 namespace natfwd::relay::front_door {
@@ -121,6 +122,10 @@ void FrontDoorPeer::forward(const std::string& name, const PublicKey& key,
                                 [](bool, const std::string&) {}};
     it = remotes_.emplace(name, std::make_unique<RemotePeer>(remote, std::nullopt, context)).first;
   }
+  // A visitor's download leaves the relay on this connection, the one kernel-TCP leg of
+  // its path: with loss, CUBIC (the usual default) holds it to ~1 MB/s whatever the
+  // tunnel to home carries (socket_buffers.h; `scripts/bench publish`).
+  if (GSocket* socket = g_socket_connection_get_socket(tcp)) prefer_bbr(g_socket_get_fd(socket));
   it->second->forward_connection(tcp, target, std::move(on_result), std::move(first_bytes));
 }
 
