@@ -103,7 +103,7 @@ std::string check_socks_listen(const std::string& text) {
 
 const char* const kRelayLinkKeys[] = {"relay",   "relay-key",      "relay-ca",
                                       "insecure-relay", "proxy", "force-relay",
-                                      "turn-transport", "state-dir", "ice-address", "verbose"};
+                                      "no-port-mapping", "turn-transport", "state-dir", "ice-address", "verbose"};
 
 // What `peer netcheck` understands of the relay link (it makes no tunnel).
 const char* const kNetcheckKeys[] = {"relay", "relay-key", "insecure-relay", "proxy",
@@ -139,6 +139,7 @@ const config::ConfigSchema& peer_config_schema() {
            {"insecure-relay", ValueKind::kSwitch, nullptr},
            {"proxy", ValueKind::kText, check_proxy},
            {"force-relay", ValueKind::kSwitch, nullptr},
+           {"no-port-mapping", ValueKind::kSwitch, nullptr},
            {"turn-transport", ValueKind::kText, check_turn_transports},
            {"name", ValueKind::kText, check_peer_name},
            {"serve", ValueKind::kList, check_serve},
@@ -176,6 +177,7 @@ const std::vector<config::FlagSpec>& peer_flags() {
       {"config", 0, true},         {"expires", 0, true},     {"help", 'h', false},
       {"dynamic", 'D', true},      {"json", 0, false},       {"timeout", 0, true},
       {"stun-port", 0, true},      {"label", 0, true},       {"publish", 0, true},
+      {"no-port-mapping", 0, false},
   };
   return flags;
 }

@@ -38,6 +38,7 @@ struct Flags {
   gchar** ice_addresses = nullptr;
   gchar* proxy = nullptr;
   gboolean force_relay = FALSE;
+  gboolean no_port_mapping = FALSE;
   gchar* turn_transports = nullptr;
   gboolean insecure_relay = FALSE;
   gchar* relay_key = nullptr;
@@ -203,6 +204,9 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
        "http://HOST:PORT"},
       {"force-relay", 0, 0, G_OPTION_ARG_NONE, &o.force_relay,
        "Use relayed (TURN) candidates only, never a direct path (default: off)", nullptr},
+      {"no-port-mapping", 0, 0, G_OPTION_ARG_NONE, &o.no_port_mapping,
+       "Do not ask the gateway for a UDP port mapping (PCP, NAT-PMP, UPnP IGD) to offer as a 'mapped' candidate (default: ask)",
+       nullptr},
       {"turn-transport", 0, 0, G_OPTION_ARG_STRING, &o.turn_transports,
        "Reach TURN servers only over these, comma-separated: udp,tcp,tls (default: all three)",
        "LIST"},
@@ -392,6 +396,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
     options.proxy = std::get<HostPort>(parsed_proxy);
   }
   options.force_relay = o.force_relay;
+  options.port_mapping = !o.no_port_mapping;
   if (o.relay_key && o.relay_ca) usage_error("give --relay-key or --relay-ca, not both");
   if (o.relay_key && options.relays.size() > 1)
     usage_error("--relay-key pins one relay; with several relays use --relay-ca or the keys recorded in known_relays");

@@ -59,6 +59,9 @@ struct PeerOptions {
   std::optional<std::string> relay_ca;      // --relay-ca FILE: verify against this CA
   std::optional<HostPort> proxy;            // --proxy or https_proxy: HTTP CONNECT proxy
   bool force_relay = false;                 // --force-relay: relayed candidates only
+  // A UDP mapping at the gateway (PCP, NAT-PMP, UPnP IGD) offered as an ICE candidate;
+  // default on, off with --no-port-mapping.
+  bool port_mapping = true;
   bool turn_udp = true, turn_tcp = true, turn_tls = true;  // --turn-transport; all
   bool verbose = false;                     // -v
 

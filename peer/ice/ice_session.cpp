@@ -6,6 +6,7 @@
 #include <netinet/udp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +26,17 @@ constexpr guint kComponent = 1;
 constexpr size_t kMaxPendingDatagrams = 256;
 // NOTES-transport.md: libnice leaves UDP buffers at ~208 KiB; QUIC needs a few MiB.
 constexpr int kSocketBufferBytes = 8 << 20;
+// How long the end of our candidates waits for the gateway's port mapping: PCP and
+// NAT-PMP answer on the LAN within milliseconds, UPnP discovery takes
+// portmap::kUpnpDiscoverMs; the relay candidates are held longer than that anyway
+// (ice_leg.cpp), so a mapping costs setup time only where none comes.
+constexpr guint kMappingWaitMs = 1500;
+// The foundation of a mapped candidate (RFC 8445 section 5.1.1.3 leaves its form to
+// us): the other side tells a mapped address from a STUN one by it.
+constexpr char kMappedFoundation[] = "mapped";
+// RFC 8445 section 5.1.2.2: type preferences are ours to pick. A mapping reaches the
+// host candidate with no NAT guessing: above server-reflexive (100), below host (126).
+constexpr guint32 kMappedTypePreference = 110;
 
 bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
   if (a.ss_family != b.ss_family) return false;
@@ -116,6 +128,10 @@ std::vector<std::string> candidate_host_addresses() {
   return out;
 }
 
+bool is_mapped_foundation(const char* foundation) {
+  return std::strncmp(foundation, kMappedFoundation, sizeof kMappedFoundation - 1) == 0;
+}
+
 }  // namespace
 
 std::string SelectedPath::describe() const {
@@ -199,7 +215,99 @@ void IceSession::start_gathering() {
   if (!nice_agent_gather_candidates(agent_.get(), stream_id_)) {
     failed_ = true;
     if (callbacks_.on_failed) callbacks_.on_failed("cannot gather ICE candidates");
+    return;
   }
+  request_port_mapping();
+}
+
+void IceSession::request_port_mapping() {
+  portmap::PortMapper* mapper = options_.port_mapper;
+  if (!mapper || !options_.udp || options_.force_relay) return;
+  // The host candidate on the interface toward the gateway: the one whose packets
+  // the gateway forwards. libnice made the host candidates during gather_candidates.
+  const std::string local = mapper->local_address();
+  if (local.empty()) return;
+  uint16_t port = 0;
+  GSList* candidates = nice_agent_get_local_candidates(agent_.get(), stream_id_, kComponent);
+  for (GSList* item = candidates; item; item = item->next) {
+    const auto* candidate = static_cast<NiceCandidate*>(item->data);
+    if (candidate->type != NICE_CANDIDATE_TYPE_HOST ||
+        candidate->transport != NICE_CANDIDATE_TRANSPORT_UDP)
+      continue;
+    gchar ip[NICE_ADDRESS_STRING_LEN];
+    nice_address_to_string(&candidate->addr, ip);
+    if (local == ip) port = static_cast<uint16_t>(nice_address_get_port(&candidate->addr));
+  }
+  g_slist_free_full(candidates, reinterpret_cast<GDestroyNotify>(nice_candidate_free));
+  if (port == 0) return;
+  portmap::PortMapping::Callbacks callbacks;
+  callbacks.on_mapped = [this](portmap::MapProtocol protocol, const std::string& ip,
+                               uint16_t external_port) {
+    log::info("port mapping: %s maps %s to %s:%u", std::string(to_string(protocol)).c_str(),
+              mapped_internal_.c_str(), ip.c_str(), external_port);
+    on_port_mapped(ip, external_port);
+  };
+  callbacks.on_failed = [this](const std::string& why) {
+    log::debug("port mapping of %s: %s", mapped_internal_.c_str(), why.c_str());
+    port_mapping_settled();
+  };
+  mapped_internal_ = local + ":" + std::to_string(port);
+  mapping_ = mapper->map(local, port, std::move(callbacks));
+  if (!mapping_) return;
+  mapping_pending_ = true;
+  mapping_wait_.reset(g_timeout_add(kMappingWaitMs, &IceSession::on_mapping_wait_over, this));
+}
+
+void IceSession::on_port_mapped(const std::string& external_ip, uint16_t external_port) {
+  const std::string external = external_ip + ":" + std::to_string(external_port);
+  if (mapped_candidate_sent_ || !mapping_pending_) {
+    // A renewal that moved the mapping, or an answer after we stopped waiting: the
+    // candidates are out; ICE keeps what it has.
+    if (external != mapped_external_)
+      log::debug("port mapping %s now %s; not offered", mapped_internal_.c_str(), external.c_str());
+    return;
+  }
+  NiceCandidate* candidate = nice_candidate_new(NICE_CANDIDATE_TYPE_SERVER_REFLEXIVE);
+  candidate->stream_id = stream_id_;
+  candidate->component_id = kComponent;
+  candidate->transport = NICE_CANDIDATE_TRANSPORT_UDP;
+  const bool parsed = nice_address_set_from_string(&candidate->addr, external_ip.c_str());
+  nice_address_set_port(&candidate->addr, external_port);
+  const std::string internal_ip = mapped_internal_.substr(0, mapped_internal_.rfind(':'));
+  nice_address_set_from_string(&candidate->base_addr, internal_ip.c_str());
+  nice_address_set_port(&candidate->base_addr, mapping_ ? mapping_->internal_port() : 0);
+  // RFC 8445 section 5.1.2.1 with the local preference at its maximum.
+  candidate->priority = (kMappedTypePreference << 24) | (0xffffu << 8) | (256 - kComponent);
+  g_strlcpy(candidate->foundation, kMappedFoundation, NICE_CANDIDATE_MAX_FOUNDATION);
+  GCharPtr sdp(parsed ? nice_agent_generate_local_candidate_sdp(agent_.get(), candidate) : nullptr);
+  nice_candidate_free(candidate);
+  if (sdp && callbacks_.on_local_candidate) {
+    mapped_candidate_sent_ = true;
+    mapped_external_ = external;
+    callbacks_.on_local_candidate(sdp.get());
+  }
+  port_mapping_settled();
+}
+
+void IceSession::port_mapping_settled() {
+  if (!mapping_pending_) return;
+  mapping_pending_ = false;
+  mapping_wait_.reset();
+  if (gathering_done_held_) {
+    gathering_done_held_ = false;
+    if (callbacks_.on_gathering_done) callbacks_.on_gathering_done();
+  }
+}
+
+gboolean IceSession::on_mapping_wait_over(gpointer self) {
+  auto* session = static_cast<IceSession*>(self);
+  session->mapping_wait_.release();
+  guard_callback("ice: port mapping wait", [session] {
+    log::debug("port mapping of %s: no answer within %u ms; candidates end without it",
+               session->mapped_internal_.c_str(), kMappingWaitMs);
+    session->port_mapping_settled();
+  });
+  return G_SOURCE_REMOVE;
 }
 
 void IceSession::set_remote_credentials(const std::string& ufrag, const std::string& pwd) {
@@ -210,6 +318,8 @@ bool IceSession::add_remote_candidate(const std::string& sdp) {
   NiceCandidate* candidate = nice_agent_parse_remote_candidate_sdp(agent_.get(), stream_id_,
                                                                    sdp.c_str());
   if (!candidate) return false;
+  if (is_mapped_foundation(candidate->foundation))
+    remote_mapped_.push_back(address_text(candidate->addr));
   GSList* list = g_slist_append(nullptr, candidate);
   int added = nice_agent_set_remote_candidates(agent_.get(), stream_id_, kComponent, list);
   g_slist_free_full(list, reinterpret_cast<GDestroyNotify>(nice_candidate_free));
@@ -379,8 +489,12 @@ void IceSession::on_new_candidate_trampoline(NiceAgent* agent, NiceCandidate* ca
 void IceSession::on_gathering_done_trampoline(NiceAgent*, guint stream, gpointer self) {
   auto* session = static_cast<IceSession*>(self);
   guard_callback("ice: gathering done", [&] {
-    if (stream == session->stream_id_ && session->callbacks_.on_gathering_done)
-      session->callbacks_.on_gathering_done();
+    if (stream != session->stream_id_) return;
+    if (session->mapping_pending_) {
+      session->gathering_done_held_ = true;  // port_mapping_settled() says it
+      return;
+    }
+    if (session->callbacks_.on_gathering_done) session->callbacks_.on_gathering_done();
   });
 }
 
@@ -441,6 +555,20 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
     path.local_relay_server = std::string(text) + ":" + std::to_string(nice_address_get_port(&server));
   }
   path.remote_address = address_text(remote->addr);
+  if (std::find(remote_mapped_.begin(), remote_mapped_.end(), path.remote_address) !=
+      remote_mapped_.end())
+    path.remote_type = "mapped";
+  // Our host candidate seen from outside through our gateway's mapping: as the host
+  // candidate (a host candidate on the other side is on our LAN and reaches it
+  // directly), or as the peer-reflexive one the other side's checks told us of.
+  const bool through_mapping =
+      (local->type == NICE_CANDIDATE_TYPE_HOST && remote->type != NICE_CANDIDATE_TYPE_HOST &&
+       path.local_address == mapped_internal_) ||
+      (local->type == NICE_CANDIDATE_TYPE_PEER_REFLEXIVE && path.local_address == mapped_external_);
+  if (!mapped_external_.empty() && through_mapping) {
+    path.local_type = "mapped";
+    path.local_address = mapped_external_;
+  }
   const bool first = !selected_;
   selected_ = true;
   tune_socket_buffers(local);

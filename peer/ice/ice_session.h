@@ -21,6 +21,7 @@
 #include <agent.h>
 
 #include "glib_ptr.h"
+#include "portmap/port_mapper.h"
 
 namespace natfwd {
 
@@ -43,7 +44,9 @@ struct SelectedPath {
   std::string transport;  // "udp" or "tcp"
   std::string local_type, remote_type;  // host, srflx, prflx, relay
   std::string local_address, remote_address;
-  std::string describe() const;  // "direct udp host 1.2.3.4:5 <-> srflx 6.7.8.9:10"
+  // "direct udp host 1.2.3.4:5 <-> srflx 6.7.8.9:10"; a side whose address is a port
+  // mapping at its gateway shows as "mapped EXTERNAL" ("<-> mapped 198.51.100.2:41000").
+  std::string describe() const;
 };
 
 class IceSession {
@@ -64,6 +67,9 @@ class IceSession {
     bool tcp = true;
     std::vector<TurnServerInfo> turn_servers;
     bool force_relay = false;  // offer and accept relayed candidates only
+    // Asks the gateway to map our host candidate's UDP port and offers the mapping
+    // as a candidate; nullptr: no port mapping. Borrowed: RelayLinks owns it.
+    portmap::PortMapper* port_mapper = nullptr;
   };
 
   IceSession(const Options& options, Callbacks callbacks);
@@ -104,6 +110,10 @@ class IceSession {
   static void on_writable_trampoline(NiceAgent*, guint stream, guint component, gpointer self);
 
   void handle_selected_pair(NiceCandidate* local, NiceCandidate* remote);
+  void request_port_mapping();
+  void on_port_mapped(const std::string& external_ip, uint16_t external_port);
+  void port_mapping_settled();  // mapped, failed or waited long enough
+  static gboolean on_mapping_wait_over(gpointer self);
   void use_direct_socket(NiceCandidate* local, NiceCandidate* remote);
   void drop_direct_socket();
   static gboolean on_direct_writable(GSocket*, GIOCondition, gpointer self);
@@ -118,6 +128,17 @@ class IceSession {
   bool failed_ = false;
   std::deque<std::vector<std::byte>> pending_;  // datagrams waiting for a selected pair
   std::vector<gulong> signal_handlers_;
+
+  // The port mapping of our host candidate (see request_port_mapping): while it is
+  // being asked for, the end of our candidates waits (at most kMappingWaitMs).
+  std::unique_ptr<portmap::PortMapping> mapping_;
+  bool mapping_pending_ = false;
+  bool gathering_done_held_ = false;
+  bool mapped_candidate_sent_ = false;
+  std::string mapped_internal_, mapped_external_;  // "ip:port"
+  SourceId mapping_wait_;
+  // The other side's mapped candidates ("ip:port"), told by their foundation.
+  std::vector<std::string> remote_mapped_;
 
   // A UDP pair whose local candidate is not relayed (see use_direct_socket): the
   // selected pair's socket and the remote address, and the datagrams queued for the

@@ -153,7 +153,8 @@ int netcheck_command(int argc, char** argv) {
       "Reports the address the relay sees, the NAT's mapping and filtering behaviour\n"
       "(RFC 5780; needs a relay started with --alternate-address), whether UDP and TCP\n"
       "reach the relay (and through the proxy), whether a UPnP IGD or NAT-PMP/PCP\n"
-      "gateway answers on the LAN, and which peers this machine can meet directly.\n"
+      "gateway answers on the LAN and which UDP mapping it grants (deleted again at\n"
+      "exit), and which peers this machine can meet directly.\n"
       "With NAME (a serving peer that authorises this peer's key), it also asks NAME\n"
       "for its own netcheck through the relay and says which path the two will take\n"
       "(direct udp/tcp, relayed turn-udp/tcp/tls), why, and what would make it direct.\n"
@@ -198,6 +199,7 @@ int netcheck_command(int argc, char** argv) {
                                                             : options.relay.port;
   if (timeout < 1 || timeout > 120) usage_error("--timeout: 1 to 120 seconds");
   options.timeout_seconds = static_cast<unsigned>(timeout);
+  options.try_port_mapping = true;
   std::optional<std::string> proxy;
   if (proxy_text) proxy = proxy_text;
   else proxy = proxy_from_environment(options.relay.host);

@@ -78,7 +78,10 @@ std::string format_text(const NetcheckOptions& options, const NetcheckReport& r,
     line("port mapping: no default gateway");
   else
     line("port mapping: upnp " + yes_no(r.upnp) + ", nat-pmp/pcp " + yes_no(r.natpmp) +
-         " (gateway " + r.gateway + ")");
+         " (gateway " + r.gateway + ")" +
+         (!r.port_mapping.empty() ? "; mapped " + r.port_mapping + " " + r.port_mapped_address
+          : !r.port_mapping_error.empty() ? "; no mapping (" + r.port_mapping_error + ")"
+                                          : ""));
   const SideFacts facts = r.facts();
   line("reachability: " + describe_reachability(facts));
   if (remote) {
@@ -113,6 +116,9 @@ std::string format_json(const NetcheckOptions& options, const NetcheckReport& r,
   out += ", \"gateway\": " + quote(r.gateway);
   out += ", \"upnp\": " + std::string(r.upnp ? "true" : "false");
   out += ", \"natpmp\": " + std::string(r.natpmp ? "true" : "false");
+  out += ", \"port_mapping\": " + (r.port_mapping.empty() ? "null" : quote(r.port_mapping));
+  out += ", \"port_mapped_address\": " +
+         (r.port_mapped_address.empty() ? "null" : quote(r.port_mapped_address));
   if (!r.not_a_relay.empty()) out += ", \"not_a_relay\": " + quote(r.not_a_relay);
   else out += ", \"reachability\": " + quote(describe_reachability(r.facts()));
   if (remote) {

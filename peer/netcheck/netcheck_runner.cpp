@@ -11,6 +11,7 @@
 #include "glib_ptr.h"
 #include "log.h"
 #include "net/socket_address.h"
+#include "portmap/port_mapper.h"
 #include "signaling/relay_answer.h"
 #include "transport/connector.h"
 
@@ -23,25 +24,6 @@ using net::to_transport_address;
 constexpr uint16_t kNatPmpPort = 5351;  // RFC 6886 / RFC 6887 (PCP shares it)
 constexpr const char* kSsdpGroup = "239.255.255.250";
 constexpr uint16_t kSsdpPort = 1900;
-
-// The default IPv4 gateway from the kernel's routing table, "" if none.
-std::string default_gateway() {
-  std::ifstream routes("/proc/net/route");
-  std::string line;
-  std::getline(routes, line);  // header
-  while (std::getline(routes, line)) {
-    std::istringstream fields(line);
-    std::string iface, destination, gateway;
-    fields >> iface >> destination >> gateway;
-    if (destination != "00000000" || gateway == "00000000") continue;
-    const unsigned long g = std::stoul(gateway, nullptr, 16);  // little-endian in the file
-    char text[16];
-    snprintf(text, sizeof text, "%lu.%lu.%lu.%lu", g & 0xff, (g >> 8) & 0xff, (g >> 16) & 0xff,
-             (g >> 24) & 0xff);
-    return text;
-  }
-  return "";
-}
 
 GObjectPtr<GSocket> udp_socket(GSocketFamily family, const std::string& bind_ip) {
   GObjectPtr<GSocket> socket(g_socket_new(family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP,
@@ -271,7 +253,7 @@ class NetcheckRun::Impl {
       report_.gateway_skipped = "the relay is on loopback";
       return;
     }
-    report_.gateway = default_gateway();
+    report_.gateway = portmap::default_ipv4_gateway();
     if (report_.gateway.empty()) return;
     // NAT-PMP "external address" request (RFC 6886 section 3.2): version 0, opcode 0.
     // A PCP server (RFC 6887) answers it too, with a version-mismatch error: either
@@ -294,6 +276,7 @@ class NetcheckRun::Impl {
         }));
       }
     }
+    if (options_.try_port_mapping) start_port_mapping();
     // SSDP search for an Internet gateway device (UPnP Device Architecture 1.1, 1.3.2).
     ssdp_ = udp_socket(G_SOCKET_FAMILY_IPV4, "0.0.0.0");
     GObjectPtr<GSocketAddress> group(make_socket_address(kSsdpGroup, kSsdpPort));
@@ -317,6 +300,34 @@ class NetcheckRun::Impl {
     }
   }
 
+  // A mapping of one UDP port of ours, the way the peer's ICE sessions ask for it;
+  // deleted when the run goes (the mapper waits for the delete, bounded).
+  void start_port_mapping() {
+    port_mapper_ = std::make_unique<portmap::PortMapper>(report_.gateway);
+    const std::string local = port_mapper_->local_address();
+    mapped_socket_ = udp_socket(G_SOCKET_FAMILY_IPV4, local);
+    if (local.empty() || !mapped_socket_) return;
+    GObjectPtr<GSocketAddress> bound(g_socket_get_local_address(mapped_socket_.get(), nullptr));
+    const uint16_t port = bound ? to_transport_address(bound.get()).port : 0;
+    if (port == 0) return;
+    portmap::PortMapping::Callbacks callbacks;
+    callbacks.on_mapped = [this](portmap::MapProtocol protocol, const std::string& ip,
+                                 uint16_t external_port) {
+      if (!report_.port_mapping.empty()) return;  // a renewal
+      report_.port_mapping = std::string(to_string(protocol));
+      report_.port_mapped_address = ip + ":" + std::to_string(external_port);
+      finished_one();
+    };
+    callbacks.on_failed = [this](const std::string& why) {
+      if (!report_.port_mapping.empty() || !report_.port_mapping_error.empty()) return;
+      report_.port_mapping_error = why;
+      finished_one();
+    };
+    ++pending_;
+    port_mapping_ = port_mapper_->map(local, port, std::move(callbacks));
+    if (!port_mapping_) --pending_;
+  }
+
   NetcheckOptions options_;
   NetcheckRun::Done done_;
   GCancellablePtr resolving_{g_cancellable_new()};  // cancelled when the run goes
@@ -334,6 +345,9 @@ class NetcheckRun::Impl {
   std::unique_ptr<ConnectAttempt> proxied_;
   GObjectPtr<GSocket> natpmp_;
   GObjectPtr<GSocket> ssdp_;
+  std::unique_ptr<portmap::PortMapper> port_mapper_;
+  GObjectPtr<GSocket> mapped_socket_;  // holds the mapped port while the run lasts
+  std::unique_ptr<portmap::PortMapping> port_mapping_;  // goes before its mapper
 };
 
 namespace {
@@ -360,6 +374,7 @@ SideFacts NetcheckReport::facts() const {
   f.tcp = tcp;
   f.proxy = proxy;
   f.port_mapping = upnp || natpmp;
+  f.port_mapped = !port_mapping.empty();
   return f;
 }
 

@@ -22,6 +22,9 @@ struct NetcheckOptions {
   std::optional<HostPort> proxy;        // HTTP CONNECT proxy, if configured
   unsigned timeout_seconds = 8;         // for everything together
   bool check_tcp = true;                // false: the caller knows already
+  // Ask the gateway for a UDP mapping (PCP, NAT-PMP, UPnP IGD) and delete it again:
+  // `peer netcheck` does, a serving peer's own check does not (its ICE sessions map).
+  bool try_port_mapping = false;
 };
 
 struct NetcheckReport {
@@ -41,6 +44,9 @@ struct NetcheckReport {
   std::string gateway_skipped;          // why the LAN was not probed, "" if it was
   bool upnp = false;                    // an SSDP answer from an InternetGatewayDevice
   bool natpmp = false;                  // the gateway answered on UDP 5351
+  std::string port_mapping;             // "pcp", "nat-pmp" or "upnp": what mapped a port
+  std::string port_mapped_address;      // the mapping's external "ip:port"
+  std::string port_mapping_error;       // why none did ("pcp: refused; ...")
 
   SideFacts facts() const;
 };

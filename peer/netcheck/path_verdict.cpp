@@ -31,11 +31,22 @@ bool proxy_only(const SideFacts& s) { return !s.udp && !s.tcp && s.proxy; }
 std::string side_text(const SideFacts& s) {
   if (proxy_only(s)) return "reaches the relay only through the proxy";
   if (!s.udp) return "has no UDP to the Internet";
+  if (s.port_mapped) return "has a UDP port mapped at its gateway (PCP, NAT-PMP or UPnP)";
   if (s.mapping == Mapping::kNoNat)
     return std::string("has a public address (filtering ") +
            std::string(to_string(s.filtering)) + ")";
   return std::string("is behind a NAT with ") + std::string(to_string(s.mapping)) +
          " mapping and " + std::string(to_string(s.filtering)) + " filtering";
+}
+
+// A port its gateway mapped takes UDP from anyone whatever the NAT does to other
+// ports: the peer offers it as its `mapped` candidate.
+SideFacts with_mapping(SideFacts s) {
+  if (s.udp && s.port_mapped) {
+    s.mapping = Mapping::kEndpointIndependent;
+    s.filtering = Filtering::kEndpointIndependent;
+  }
+  return s;
 }
 
 }  // namespace
@@ -59,7 +70,7 @@ PathVerdict predict(const SideFacts& local, const SideFacts& remote,
 
 PathVerdict predict_path(const SideFacts& local, const SideFacts& remote,
                          const std::string& remote_name) {
-  return predict(local, remote, remote_name, true);
+  return predict(with_mapping(local), with_mapping(remote), remote_name, true);
 }
 
 namespace {
@@ -184,7 +195,8 @@ PathVerdict predict(const SideFacts& local, const SideFacts& remote,
 
 }  // namespace
 
-std::string describe_reachability(const SideFacts& side) {
+std::string describe_reachability(const SideFacts& given) {
+  const SideFacts side = with_mapping(given);
   if (!side.udp && !side.tcp && !side.proxy) return "none: the relay cannot be reached";
   // Try this side against typical peers; the answer is the weakest one it meets
   // directly.

@@ -29,6 +29,7 @@ struct SideFacts {
   bool tcp = false;         // TCP to the relay works without a proxy
   bool proxy = false;       // the relay is reachable through the configured proxy
   bool port_mapping = false;  // UPnP IGD or NAT-PMP/PCP answered on the LAN
+  bool port_mapped = false;   // and it mapped a UDP port for us (taken as a full cone)
 };
 
 enum class PathKind { kDirectUdp, kDirectTcp, kTurnUdp, kTurnTcp, kTurnTls, kNone };

@@ -24,6 +24,7 @@ RelayLinks::RelayLinks(const PeerOptions& options, const Identity& identity, Eve
     : options_(options),
       identity_(identity),
       events_(std::move(events)),
+      port_mapper_(options.port_mapping ? std::make_unique<portmap::PortMapper>() : nullptr),
       known_relays_(options.state_dir + "/known_relays") {
   for (size_t i = 0; i < options_.relays.size(); ++i)
     links_.push_back(make_link(i, options_.relays[i]));
@@ -198,6 +199,9 @@ void RelayLinks::use_ice_servers(
     // ICE on loopback too instead of every interface.
     options.local_addresses = {link.ip};
   }
+  // A relay on loopback is a test or a demo on this machine: its gateway has nothing
+  // to do with it, and tests send nothing beyond what they built.
+  if (!is_loopback_ip(link.ip)) options.port_mapper = port_mapper_.get();
   log::debug("ice servers of relay %s: stun %s:%u, %zu turn", link.address.to_string().c_str(),
              options.stun_server.ip.c_str(), options.stun_server.port,
              options.turn_servers.size());

@@ -96,6 +96,9 @@ class RelayLinks {
   const PeerOptions& options_;
   const Identity& identity_;
   Events events_;
+  // Port mappings at our gateway for every ICE session (--no-port-mapping: none).
+  // Declared before the links so that it outlives what refers to it.
+  std::unique_ptr<portmap::PortMapper> port_mapper_;
   KnownRelays known_relays_;
   std::vector<std::unique_ptr<RelayLink>> links_;
   // Loopback bridges for TURN over TCP/TLS, by "kind host:port"; kept across sessions.

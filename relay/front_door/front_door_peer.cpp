@@ -67,6 +67,8 @@ FrontDoorPeer::FrontDoorPeer(Identity identity, const HostPort& rendezvous,
         options.relay_tls = false;
         options.state_dir = state_dir;
         options.ice_addresses = std::move(ice_addresses);
+        // The relay has a public address: no gateway to ask for a mapping.
+        options.port_mapping = false;
         return options;
       }()),
       identity_(std::move(identity)),

@@ -3,14 +3,15 @@
 # each for N seconds (default 20): fuzz_stun (the shared STUN codec), fuzz_turn (the
 # relay's Binding responder, TURN framing and TURN core) and fuzz_frame (rendezvous
 # frames, Envelopes), fuzz_stream_open (the stream-open header codec) and
-# fuzz_front_door (the publishing front door's HTTP head and ClientHello parsers). Exit
+# fuzz_front_door (the publishing front door's HTTP head and ClientHello parsers) and
+# fuzz_pcp (the peer's PCP MAP response parser, what answers on the gateway's 5351). Exit
 # status: 0 when no crash was found, 77 when clang or libFuzzer is missing, else the fuzzer's.
 #
 #   test/fuzz/run_fuzz.sh [SECONDS] [TARGET...]   env: FUZZ_BUILD_DIR (default build-fuzz)
 set -eu
 seconds=${1:-20}
 [ $# -gt 0 ] && shift
-targets=${*:-fuzz_stun fuzz_turn fuzz_frame fuzz_stream_open fuzz_front_door}
+targets=${*:-fuzz_stun fuzz_turn fuzz_frame fuzz_stream_open fuzz_front_door fuzz_pcp}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 
@@ -30,6 +31,7 @@ for target in $targets; do
     fuzz_frame) path=proto/fuzz_frame ;;
     fuzz_stream_open) path=proto/fuzz_stream_open ;;
     fuzz_front_door) path=relay/fuzz_front_door ;;
+    fuzz_pcp) path=peer/fuzz_pcp ;;
     *) echo "unknown fuzz target $target"; exit 2 ;;
   esac
   ninja -C "$build" "$path" >/dev/null
@@ -46,6 +48,11 @@ for target in $targets; do
     # A request head routed by Host, and the start of a TLS ClientHello.
     seed get 'GET / HTTP/1.1\r\nHost: home.share.example.net:80\r\n\r\n'
     seed hello '\026\003\001\000\055\001\000\000\051\003\003'
+  elif [ "$target" = fuzz_pcp ]; then
+    # A MAP success (version 2, R|MAP, lifetime 3600, nonce a..l, UDP, ::ffff:11.0.0.2)
+    # and a NAT-PMP server's version-0 answer.
+    seed map '\002\201\000\000\000\000\016\020\000\000\000\052\000\000\000\000\000\000\000\000\000\000\000\000abcdefghijkl\021\000\000\000\240\050\240\050\000\000\000\000\000\000\000\000\000\000\377\377\013\000\000\002'
+    seed natpmp '\000\201\000\001\000\000\000\011'
   elif [ "$target" = fuzz_stream_open ]; then
     # StreamOpen to [::1]:22 and a StreamOpenResult NOT_SERVED "no".
     seed open '\305F\001\000\000\000\000\007\012\003::1\020\026'

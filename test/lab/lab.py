@@ -30,6 +30,12 @@ established/related, so nothing unsolicited reaches the LAN):
     cgnat      eim home NAT behind a carrier NAT that maps ports deterministically but
                not preserving them (external port = internal port xor 0x2a5a; RFC 7422
                style): still endpoint-independent mapping, port-dependent filtering
+    portmap    symmetric, plus Debian's miniupnpd (nftables build) in the box answering
+               UPnP IGD, NAT-PMP and PCP on the LAN: a host that asks gets a mapping
+               (a dnat rule in the box's table "inet miniupnpd"). Not one of the
+               matrix's TYPES. Its WAN is 11.0.S.0/29, not a documentation range:
+               miniupnpd 2.3.1 refuses to map on any reserved address (RFC 5737 and
+               RFC 6890 included), and no lab address is routed anywhere outside the lab.
 
 Delay and loss (this kernel has no netem): every packet crossing the router is dropped
 with probability LOSS (nft numgen) and held DELAY/2 by test/tools/nfq_delay (NFQUEUE), so
@@ -62,6 +68,8 @@ from procs import Failure, Proc, ProcGroup, scaled, wait_until  # noqa: E402
 from sshd_inetd import ThrowawaySshd, find_sshd  # noqa: E402
 
 TYPES = ("none", "fullcone", "eim", "cgnat", "symmetric", "udpblock", "proxyonly")
+# Router variants outside the matrix.
+EXTRA_TYPES = ("portmap",)
 
 RELAY_IP = "203.0.113.10"
 RELAY_IP2 = "203.0.113.11"
@@ -154,6 +162,20 @@ def lab_preflight() -> Optional[str]:
 # other side's check arrived first), masquerade would find its port taken by that entry
 # and pick another one: endpoint-dependent mapping after all. Dropped before conntrack
 # confirms, such a packet leaves nothing behind.
+# The chains miniupnpd 2.3.1 (nftables build) fills; it creates none itself. Its dnat
+# rules run before the lab's masquerade; forward accepts what they let in (the box's
+# own filter_forward does too: "ct status dnat").
+MINIUPNPD_TABLES = """
+table inet miniupnpd {
+  chain forward { type filter hook forward priority filter - 5; policy accept; jump forward_miniupnpd; }
+  chain forward_miniupnpd { }
+  chain prerouting { type nat hook prerouting priority dstnat - 5; policy accept; jump prerouting_miniupnpd; }
+  chain prerouting_miniupnpd { }
+  chain postrouting { type nat hook postrouting priority srcnat - 5; policy accept; jump postrouting_miniupnpd; }
+  chain postrouting_miniupnpd { }
+}
+"""
+
 INPUT_DROP = """chain filter_input {{ type filter hook input priority filter; policy accept;
     iifname "{wan}" ct state new counter drop
   }}"""
@@ -177,6 +199,7 @@ class Site:
     gateway: str = ""                        # the box's LAN address
     public_ip: str = ""                      # what the internet sees (none: per host)
     proxy: Optional[str] = None              # proxyonly: http://GW:3128
+    miniupnpd: Optional[Proc] = None         # portmap: the box's miniupnpd
     squid_log: Optional[str] = None
 
     @property
@@ -330,7 +353,7 @@ table ip lab_loss {{
             p.wait_stdout("ready", 10, what="nfq_delay ready line")
 
     def _build_site(self, s: int, spec: SiteSpec) -> None:
-        if spec.nat not in TYPES:
+        if spec.nat not in TYPES + EXTRA_TYPES:
             raise ValueError(f"unknown NAT type {spec.nat}")
         if s >= 16:
             raise ValueError("at most 16 sites")
@@ -340,6 +363,8 @@ table ip lab_loss {{
         outer = carrier or box
         # WAN link: router <-> outer box, a /29 in 198.51.100.0/25.
         r_ip, w_ip = f"198.51.100.{8 * s + 1}", f"198.51.100.{8 * s + 2}"
+        if spec.nat == "portmap":
+            r_ip, w_ip = f"11.0.{s}.1", f"11.0.{s}.2"
         r_dev, wan = self.dev(f"w{s}"), self.dev("wan")
         self.veth(self.router_ns, r_dev, outer, wan)
         router_cmds = [f"addr add {r_ip}/29 dev {r_dev}", f"link set {r_dev} up"]
@@ -395,6 +420,9 @@ table ip lab_loss {{
             self.nft(box, ruleset)
         if spec.nat == "proxyonly":
             site.proxy = f"http://{site.gateway}:{PROXY_PORT}"
+        if spec.nat == "portmap":
+            self.nft(box, MINIUPNPD_TABLES)
+            self._start_miniupnpd(site, box_wan, br, f"{lan_addr(0)}/{prefix}")
         self.sites[spec.name] = site
 
     @staticmethod
@@ -408,10 +436,12 @@ table ip lab {{
   chain filter_forward {{ type filter hook forward priority filter; policy drop; }}
 }}
 """
-        masq = "masquerade fully-random" if nat == "symmetric" else "masquerade"
+        masq = "masquerade fully-random" if nat in ("symmetric", "portmap") else "masquerade"
         udpblock = (f'iifname "{lan}" meta l4proto udp counter drop'
                     if nat == "udpblock" else "")
-        fullcone_fwd = f'iifname "{wan}" ct status dnat accept' if nat == "fullcone" else ""
+        # fullcone's dnat map and miniupnpd's mappings let new flows in.
+        fullcone_fwd = (f'iifname "{wan}" ct status dnat accept'
+                        if nat in ("fullcone", "portmap") else "")
         fullcone = ""
         if nat == "fullcone":
             # Endpoint-independent filtering: remember each UDP mapping the box made
@@ -458,6 +488,40 @@ table ip lab {{
 """
 
     # -- services --------------------------------------------------------------------
+
+    def _start_miniupnpd(self, site: Site, wan: str, lan: str, lan_net: str) -> None:
+        ensure_packages(["miniupnpd-nftables"])
+        conf = os.path.join(self.workdir, f"miniupnpd-{site.name}.conf")
+        with open(conf, "w") as f:
+            f.write(f"""ext_ifname={wan}
+listening_ip={lan}
+enable_upnp=yes
+enable_natpmp=yes
+secure_mode=yes
+system_uptime=yes
+uuid=6a0c{site.index:04x}-3b7e-4c11-9d2e-{secrets.token_hex(6)}
+lease_file={self.workdir}/miniupnpd-{site.name}.leases
+upnp_table_name=miniupnpd
+upnp_nat_table_name=miniupnpd
+upnp_forward_chain=forward_miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+allow 1024-65535 {lan_net} 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+""")
+        p = self.start(f"miniupnpd ({site.name})",
+                       ["miniupnpd", "-d", "-f", conf,
+                        "-P", os.path.join(self.workdir, f"miniupnpd-{site.name}.pid")],
+                       site.box_ns)
+        p.wait_stderr(r"Listening for NAT-PMP/PCP traffic", 10,
+                      what="miniupnpd ready")
+        site.miniupnpd = p
+
+    def port_mappings(self, site: Site) -> list[str]:
+        """The dnat rules miniupnpd holds in `site`'s box: one per mapping."""
+        out = sh(["nft", "list", "chain", "inet", "miniupnpd", "prerouting_miniupnpd"],
+                 netns=site.box_ns).stdout
+        return [line.strip() for line in out.splitlines() if " dnat " in f" {line} "]
 
     def _start_squid(self, site: Site) -> None:
         d = os.path.join(self.workdir, f"squid-{site.name}")

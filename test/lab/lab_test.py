@@ -16,6 +16,11 @@
     lab_test.py netcheck                  `peer netcheck` from every NAT type against a
                                           relay with --alternate-address; coturn's
                                           natdiscovery against our relay and coturn agree
+    lab_test.py port-mapping              home behind a symmetric NAT whose box runs
+                                          miniupnpd (PCP, NAT-PMP, UPnP IGD), laptop behind
+                                          another symmetric NAT: direct through the mapped
+                                          candidate; the mapping goes when the peer exits;
+                                          `peer netcheck` behind it reports the mapping
     lab_test.py demo                      (test/lab/demo_nat.py) see there
 
 Environment: LAB_DELAY=20ms LAB_LOSS=0.5% (internet round-trip delay and loss per
@@ -69,8 +74,8 @@ VERBOSE = bool(os.environ.get("LAB_VERBOSE"))
 ORDER = {t: i for i, t in enumerate(L.TYPES)}
 
 PATH_RE = re.compile(r"^path (\S+(?: \S+)?): (direct|relayed) (.*), rtt (\d+) ms$")
-DIRECT_RE = re.compile(r"^(udp|tcp) (host|srflx|prflx|relay) (\S+) <-> "
-                       r"(host|srflx|prflx|relay) (\S+)$")
+DIRECT_RE = re.compile(r"^(udp|tcp) (host|srflx|prflx|relay|mapped) (\S+) <-> "
+                       r"(host|srflx|prflx|relay|mapped) (\S+)$")
 RELAYED_RE = re.compile(r"^via (turn-udp|turn-tcp|turn-tls) (\S+)$")
 TUNNEL_FAIL_RE = re.compile(r"ICE failed|QUIC handshake failed|cannot gather|tunnel closed|"
                             r"connecting to \S+ failed")
@@ -1163,6 +1168,79 @@ def test_multi_peer(lab: Lab, workdir: str, args) -> bool:
     return True
 
 
+# -- port mapping ----------------------------------------------------------------------
+
+MAPPED_PATH_RE = re.compile(r"^direct udp (host|srflx|prflx) \S+ <-> mapped (\S+):(\d+), "
+                            r"rtt \d+ ms$")
+
+
+def wait_no_mappings(lab: Lab, site: L.Site, what: str) -> None:
+    def gone() -> bool:
+        return not lab.port_mappings(site)
+    try:
+        wait_until(gone, 10, f"miniupnpd's mappings to go after {what}", interval=0.05)
+    except Failure:
+        raise Failure(f"after {what} miniupnpd still maps: {lab.port_mappings(site)}\n" +
+                      (site.miniupnpd.describe(stderr_tail=20) if site.miniupnpd else ""))
+
+
+def test_port_mapping(lab: Lab, workdir: str, args) -> bool:
+    """symmetric x symmetric is relayed (the matrix says so); with miniupnpd in front of
+    home, home's peer maps its port and the pair goes direct."""
+    del args
+    lab.build([SiteSpec("a-portmap", "portmap", ("home", "buffalo")),
+               SiteSpec("b-symmetric", "symmetric", ("laptop",))])
+    hs, ls = lab.sites["a-portmap"], lab.sites["b-symmetric"]
+    t = Tunnels(lab, workdir)
+    sshd = lab.start_sshd(hs)
+    t.start_relay()
+    buffalo = f"{hs.ip['buffalo']}:{L.SSHD_PORT}"
+    serving = t.start_serving(hs, buffalo)
+    fwd, port = t.start_forward(ls, buffalo)
+    path, at, _ = t.wait_path(fwd, "home", PATH_TIMEOUT)
+    setup_ms = (at - fwd.started_at) * 1000
+    print(f"portmap x symmetric: path home: {path} (setup {setup_ms:.0f} ms)")
+    m = MAPPED_PATH_RE.match(path)
+    if not m:
+        raise Failure(f"the -L peer's path is not direct to a mapped candidate: {path!r}")
+    if m.group(2) != hs.public_ip:
+        raise Failure(f"mapped address {m.group(2)}, want the box's {hs.public_ip}")
+    rules = lab.port_mappings(hs)
+    if not any(f"dnat ip to {hs.ip['home']}:" in r for r in rules):
+        raise Failure(f"miniupnpd holds no mapping to home {hs.ip['home']}: {rules}")
+    print(f"miniupnpd in the box: {rules}")
+    serving_path = wait_serving_path(serving)
+    print(f"serving side: {serving_path}")
+    if not serving_path.startswith(f"direct udp mapped {hs.public_ip}:{m.group(3)} <-> "):
+        raise Failure(f"the serving peer's path does not say its mapping: {serving_path!r}")
+    netns = ls.ns["laptop"]
+    master, control = t.open_master(netns, sshd, port)
+    t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
+    mbps = t.copy(netns, sshd, port, control)
+    print(f"20 MB through ssh over the mapped path: {mbps:.1f} MB/s")
+    master.stop()
+    fwd.stop()
+    serving.stop()  # SIGTERM: the peer deletes its mappings on the way out
+    wait_no_mappings(lab, hs, "the peers exited")
+    print("after the peers exited: no mapping left in miniupnpd")
+    # `peer netcheck` behind the same box asks for a mapping too, and says so.
+    argv = ["ip", "netns", "exec", hs.ns["home"], t.natfwd.peer_bin, "netcheck",
+            "--timeout", str(int(scaled(8))), *t.peer_relay_args(hs)]
+    r = subprocess.run(argv, capture_output=True, text=True, env=clean_env(),
+                       timeout=scaled(40))
+    print(f"\n$ peer netcheck   # behind the portmap box (exit {r.returncode})")
+    print(r.stdout.rstrip())
+    if r.returncode != 0:
+        raise Failure(f"netcheck exit {r.returncode}: {r.stderr[-800:]}")
+    want = f"mapped pcp {hs.public_ip}:"
+    if want not in r.stdout:
+        raise Failure(f"netcheck does not report its mapping ({want!r})")
+    if "reachability: direct with peers behind any NAT" not in r.stdout:
+        raise Failure("netcheck's verdict does not count the mapping")
+    wait_no_mappings(lab, hs, "netcheck exited")
+    return True
+
+
 TESTS = {
     "discovery": test_discovery,
     "netcheck": test_netcheck,
@@ -1173,6 +1251,7 @@ TESTS = {
     "roam-home": test_roam_home,
     "several-relays": test_several_relays,
     "multi-peer": test_multi_peer,
+    "port-mapping": test_port_mapping,
 }
 
 

@@ -343,6 +343,24 @@ TEST_CASE("facts survive the wire, and unknown enum values read as unknown") {
   CHECK(from_wire(future).filtering == Filtering::kUnknown);
 }
 
+TEST_CASE("a port the gateway mapped counts as a full cone, in the verdict and its advice") {
+  SideFacts mapped = side("symmetric");
+  mapped.port_mapping = true;
+  mapped.port_mapped = true;
+  const PathVerdict v = predict_path(mapped, side("symmetric"), "home");
+  CHECK(v.path == PathKind::kDirectUdp);
+  CHECK(v.why.find("this side has a UDP port mapped at its gateway") != std::string::npos);
+  CHECK(v.make_direct.empty());
+  CHECK(describe_reachability(mapped) == "direct with peers behind any NAT, even symmetric ones");
+  // A gateway that answered but mapped nothing changes nothing; the advice names it.
+  SideFacts offered = side("symmetric");
+  offered.port_mapping = true;
+  const PathVerdict relayed = predict_path(offered, side("symmetric"), "home");
+  CHECK(relayed.path == PathKind::kTurnUdp);
+  CHECK(relayed.make_direct.front() ==
+        "this side: a UDP port forwarded to it (its gateway offers UPnP/NAT-PMP)");
+}
+
 TEST_CASE("one side alone: which peers it meets directly") {
   CHECK(describe_reachability(side("none")) ==
         "direct with peers behind any NAT, even symmetric ones");

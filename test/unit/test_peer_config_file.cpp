@@ -93,6 +93,12 @@ TEST_CASE("peer id/invite take only the state dir; peer pair only the relay link
                                  "--state-dir=/var/lib/natfwd/peer-home"});
 }
 
+TEST_CASE("no-port-mapping in peer.conf becomes --no-port-mapping") {
+  CHECK(words_of("[peer]\nno-port-mapping = true\n", {"-L", "1:a:22", "home"}) ==
+        std::vector<std::string>{"--no-port-mapping"});
+  CHECK(words_of("[peer]\nno-port-mapping = false\n", {"-L", "1:a:22", "home"}).empty());
+}
+
 TEST_CASE("bad peer.conf values name the line and the key") {
   CHECK(error_of("[peer]\nname = Home\n") ==
         "peer.conf:2: key 'name': 'Home' is not a valid peer name (lowercase letters, digits, '.', '_', '-')");

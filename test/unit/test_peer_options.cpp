@@ -121,6 +121,12 @@ TEST_CASE("serving options, relays and TURN transports are typed") {
   CHECK(options.relays[0].to_string() == "127.0.0.1:3478");
   CHECK(options.ice_addresses == std::vector<std::string>{"192.0.2.1"});
   CHECK(options.remotes.empty());
+  CHECK(options.port_mapping);
+}
+
+TEST_CASE("--no-port-mapping turns the gateway mapping off") {
+  CHECK_FALSE(options_of({"--no-port-mapping", "-L", "1:a:22", "home"}).port_mapping);
+  CHECK(options_of({"-L", "1:a:22", "home"}).port_mapping);
 }
 
 TEST_CASE("nc and pair name one remote peer") {
