@@ -99,7 +99,8 @@ void FrontDoorPeer::start() {
 
 void FrontDoorPeer::forward(const std::string& name, const PublicKey& key,
                             GSocketConnection* tcp, const HostPort& target,
-                            std::string first_bytes, OpenResultHandler on_result) {
+                            std::string first_bytes, OpenResultHandler on_result,
+                            std::shared_ptr<TrafficMeter> meter) {
   const std::string id = key_id(key);
   auto it = remotes_.find(name);
   if (it != remotes_.end() && it->second->options().key_id != id) {
@@ -121,7 +122,8 @@ void FrontDoorPeer::forward(const std::string& name, const PublicKey& key,
                                 [](bool, const std::string&) {}};
     it = remotes_.emplace(name, std::make_unique<RemotePeer>(remote, std::nullopt, context)).first;
   }
-  it->second->forward_connection(tcp, target, std::move(on_result), std::move(first_bytes));
+  it->second->forward_connection(tcp, target, std::move(on_result), std::move(first_bytes),
+                                 std::move(meter));
 }
 
 gboolean FrontDoorPeer::on_health_check(gpointer self) {

@@ -11,6 +11,15 @@
 
 namespace natfwd::relay {
 
+// The publishing front door's counters for one publisher key (front_door/visitor_limits.h).
+struct PublisherStats {
+  uint64_t accepted = 0;            // visitor connections carried to home
+  uint64_t refused_limit = 0;       // refused by a visitor limit (per publisher or total)
+  uint64_t refused_allow_from = 0;  // kept out by the publisher's allow-from
+  uint64_t bytes_to_home = 0;       // visitor -> home
+  uint64_t bytes_to_visitor = 0;    // home -> visitor
+};
+
 struct RelayStats {
   uint64_t registrations_total = 0;          // names registered (first time or again)
   uint64_t sessions_total = 0;               // OpenSession routed to a registered peer
@@ -24,6 +33,7 @@ struct RelayStats {
   uint64_t relayed_bytes_to_client = 0;      // peer -> relay -> client (payload)
   uint64_t relayed_packets_to_client = 0;
   std::map<std::string, uint64_t> errors;    // kind -> count
+  std::map<std::string, PublisherStats> publishers;  // publisher key id -> counters
 
   void error(std::string_view kind) { ++errors[std::string(kind)]; }
 };
@@ -36,6 +46,7 @@ struct RelayGauges {
   uint64_t turn_allocations = 0;
   uint64_t turn_permissions = 0;
   uint64_t turn_channels = 0;
+  std::map<std::string, uint64_t> publish_visitors;  // publisher key id -> open visitors
   double uptime_seconds = 0;
   std::string version;
 };
