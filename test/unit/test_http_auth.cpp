@@ -139,7 +139,7 @@ TEST_CASE("gate: keep-alive requests are each checked, bodies framed by Content-
   int checks = 0;
   HttpAuthGate gate = alice_gate(&checks);
   const std::string post = "POST /up HTTP/1.1\r\nHost: h\r\nAuthorization: Basic "
-                           "YWxpY2U6c2VjcmV0\r\nContent-Length: 10\r\n\r\n";
+                           "YWxpY2U6c2VjcmV0\r\nContent-Length: 12\r\n\r\n";
   // A body that looks like a request head is body, not a request.
   auto actions = feed(gate, post + "GET / HTTP");
   REQUIRE(actions.size() == 1);

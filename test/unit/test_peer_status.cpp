@@ -76,7 +76,7 @@ TEST_CASE("status JSON of a serving peer with a tunnel still connecting") {
   status.tunnels = {tunnel};
   const std::string json = status_json(status);
   REQUIRE(json.find(R"("up":false,"registered_name":"home")") != std::string::npos);
-  REQUIRE(json.find(R"("serves":["buffalo:22","[::1]:80"],"remote_peer":null,"remote_peers":[],"listeners":[])") !=
+  REQUIRE(json.find(R"("serves":["buffalo:22","[::1]:80"],"publishes":[],"remote_peer":null,"remote_peers":[],"listeners":[])") !=
           std::string::npos);
   REQUIRE(json.find(R"("state":"connecting","path":null)") != std::string::npos);
 }

@@ -93,6 +93,7 @@ TEST_CASE("a publish that needs allow-from or proxy-protocol stops at a relay no
   RelayLink link;
   link.address = {"relay.test", 3478};
   link.front_door_key = Identity::generate().public_key();
+  link.publish_domain = "share.test";  // what RelayLinks takes from the grant
   wire::Registered registered;
   registered.set_name("home");
   registered.mutable_publish()->set_domain("share.test");
