@@ -167,10 +167,16 @@ Htpasswd::Verdict Htpasswd::verify(std::string_view user, std::string_view passw
   credentials += password;
   const std::string digest = sha256_of(credentials);
   auto it = hashes_.find(user);
-  if (it == hashes_.end()) return Verdict::kRejected;
-  if (std::find(remembered_.begin(), remembered_.end(), digest) != remembered_.end())
+  if (it != hashes_.end() &&
+      std::find(remembered_.begin(), remembered_.end(), digest) != remembered_.end())
     return Verdict::kAccepted;
   if (!checks_.take(1, now)) return Verdict::kBusy;
+  if (it == hashes_.end()) {
+    // As slow as a wrong password, so that the time of the answer does not tell a
+    // guesser which user names exist.
+    verify_password_hash(hashes_.begin()->second, password);
+    return Verdict::kRejected;
+  }
   if (!verify_password_hash(it->second, password)) return Verdict::kRejected;
   remembered_.push_back(digest);
   if (remembered_.size() > kRemembered) remembered_.pop_front();
