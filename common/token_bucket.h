@@ -23,13 +23,29 @@ class TokenBucket {
   // Takes `amount` tokens, or none and returns false when fewer are left. A `now`
   // earlier than one seen before refills nothing.
   bool take(double amount, TimePoint now) {
-    if (now > last_) {
-      tokens_ = std::min(capacity_, tokens_ + refill(now));
-      last_ = now;
-    }
+    advance(now);
     if (tokens_ < amount) return false;
     tokens_ -= amount;
     return true;
+  }
+
+  // Tokens there at `now` (below zero after spend() took more than there was).
+  double available(TimePoint now) {
+    advance(now);
+    return tokens_;
+  }
+  // Takes `amount` even when fewer are left: a debt that the refill pays back first
+  // (bytes that already went cannot be refused).
+  void spend(double amount, TimePoint now) {
+    advance(now);
+    tokens_ -= amount;
+  }
+  // How long from `now` until `amount` tokens are there (at most the capacity).
+  Seconds time_until(double amount, TimePoint now) const {
+    const double have = std::min(capacity_, tokens_ + (now > last_ ? refill(now) : 0));
+    const double want = std::min(amount, capacity_);
+    if (have >= want || capacity_ <= 0) return Seconds(0);
+    return Seconds((want - have) * period_s_ / capacity_);
   }
 
   // Full again at `now`: a bucket in this state can be forgotten and made anew.
@@ -38,6 +54,12 @@ class TokenBucket {
   }
 
  private:
+  void advance(TimePoint now) {
+    if (now > last_) {
+      tokens_ = std::min(capacity_, tokens_ + refill(now));
+      last_ = now;
+    }
+  }
   // Multiplied before dividing: 6 s of a 10-per-minute bucket is exactly one token.
   double refill(TimePoint now) const {
     return period_s_ > 0 ? Seconds(now - last_).count() * capacity_ / period_s_ : capacity_;

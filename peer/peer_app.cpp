@@ -49,7 +49,8 @@ RelayLinks::Events PeerApp::relay_events() {
     for (auto& remote : remotes_) remote->on_relay_welcome();
   };
   events.on_registered = [this](RelayLink& link, const wire::Registered& registered) {
-    serving_.on_registered(link, registered);
+    if (auto stop = serving_.on_registered(link, registered))
+      fatal(*stop, kExitRefusedForGood);
   };
   events.on_session_message = [this](RelayLink& link, const wire::Envelope& envelope) {
     on_session_message(link, envelope);

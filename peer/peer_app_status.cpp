@@ -123,6 +123,7 @@ PeerStatus PeerApp::status() const {
   }
   if (serving_.announced() && options_.name) status.registered_name = options_.name;
   for (const auto& serve : options_.serves) status.serves.push_back(serve.target.to_string());
+  status.publishes = serving_.publish_status();
   if (const RemotePeerOptions* first = options_.first_remote()) status.remote_peer = first->name;
   for (const auto& remote : remotes_) status.remote_peers.push_back(remote->name());
   for (const auto& listener : listeners_)

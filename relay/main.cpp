@@ -28,6 +28,7 @@
 #include "front_door/front_door_peer.h"
 #include "front_door/http_front_door.h"
 #include "front_door/publishers_file.h"
+#include "front_door/visitor_limits.h"
 #include "front_door/tcp_front_door.h"
 #include "front_door/tls_front_door.h"
 #include "relay_config_file.h"
@@ -226,12 +227,22 @@ int run(const natfwd::relay::RelayOptions& options) {
     if (server.discovery_address())
       services += ", rfc5780 " + server.discovery_address()->to_string();
     // Publishing: the relay connects to home peers as a peer of its own rendezvous.
+    // The limits go last: the visitor connections of the doors hold places in them.
+    std::shared_ptr<relay::front_door::VisitorLimits> visitor_limits;
     std::unique_ptr<relay::front_door::FrontDoorPeer> front_door;
     std::unique_ptr<relay::front_door::HttpFrontDoor> http_front_door;
     std::unique_ptr<relay::front_door::TlsFrontDoor> tls_front_door;
     std::unique_ptr<relay::front_door::TcpFrontDoor> tcp_front_door;
     std::string publish_services;
     if (front_door_key) {
+      visitor_limits = std::make_shared<relay::front_door::VisitorLimits>(
+          relay::front_door::VisitorLimits::Limits{
+              {options.publish_max_visitors, options.publish_max_new_visitors_per_minute,
+               options.publish_bandwidth_cap},
+              {options.publish_max_visitors_total,
+               options.publish_max_new_visitors_per_minute_total,
+               options.publish_bandwidth_cap_total}},
+          relay::front_door::VisitorLimits::Clock::now(), &stats);
       front_door = std::make_unique<relay::front_door::FrontDoorPeer>(
           std::move(*front_door_key),
           relay::front_door::front_door_rendezvous(server.local_address()),
@@ -242,14 +253,14 @@ int run(const natfwd::relay::RelayOptions& options) {
           [&server](const std::string& name) {
             return server.rendezvous().published(name, wire::Publish::HTTP);
           },
-          *front_door);
+          *front_door, visitor_limits);
       publish_services = ", publish http " + http_front_door->local_address().to_string();
       tls_front_door = std::make_unique<relay::front_door::TlsFrontDoor>(
           options.publish_domain,
           [&server](const std::string& name) {
             return server.rendezvous().published(name, wire::Publish::TLS);
           },
-          *front_door);
+          *front_door, visitor_limits);
       if (server.set_sni_route([door = tls_front_door.get()](GSocket* socket,
                                                              const std::string& server_name) {
             return door->route(socket, server_name);
@@ -259,7 +270,7 @@ int run(const natfwd::relay::RelayOptions& options) {
         tcp_front_door = std::make_unique<relay::front_door::TcpFrontDoor>(
             server.local_address().host, options.publish_port_min, options.publish_port_max,
             [&server](uint16_t port) { return server.rendezvous().published_tcp(port); },
-            *front_door);
+            *front_door, visitor_limits);
         publish_services += ", tcp " + std::to_string(options.publish_port_min) + "-" +
                             std::to_string(options.publish_port_max);
       }
@@ -269,6 +280,7 @@ int run(const natfwd::relay::RelayOptions& options) {
     if (options.metrics_listen) {
       metrics = std::make_unique<relay::MetricsService>(*options.metrics_listen, [&] {
         relay::RelayGauges gauges = server.gauges();
+        if (visitor_limits) gauges.publish_visitors = visitor_limits->open_by_publisher();
         gauges.uptime_seconds = static_cast<double>(g_get_monotonic_time() - started) / 1e6;
         gauges.version = NATFWD_VERSION;
         return relay::render_prometheus(stats, gauges);

@@ -65,6 +65,12 @@ const config::ConfigSchema& relay_config_schema() {
            text("publish-http"),
            list("allow-publisher"),
            text("publish-ports"),
+           text("publish-max-visitors"),
+           text("publish-max-visitors-total"),
+           text("publish-max-new-visitors-per-minute"),
+           text("publish-max-new-visitors-per-minute-total"),
+           text("publish-bandwidth-cap"),
+           text("publish-bandwidth-cap-total"),
        }},
   };
   return schema;

@@ -106,6 +106,12 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* publish_http_text = nullptr;
   gchar** allow_publisher_texts = nullptr;
   gchar* publish_ports_text = nullptr;
+  gchar* publish_max_visitors_text = nullptr;
+  gchar* publish_max_visitors_total_text = nullptr;
+  gchar* publish_max_new_text = nullptr;
+  gchar* publish_max_new_total_text = nullptr;
+  gchar* publish_bandwidth_text = nullptr;
+  gchar* publish_bandwidth_total_text = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
   gboolean no_turn = FALSE;
@@ -148,6 +154,25 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       "A name bound to a key is free again for any key after DAYS without a connection "
       "holding it; 0 keeps names forever [default: " +
       std::to_string(defaults.name_expiry_days) + "]";
+  const std::string publish_max_visitors_help =
+      "Most visitor connections open at once to one publisher's services (a key); beyond, "
+      "HTTP 429 or a closed connection [default: " +
+      std::to_string(defaults.publish_max_visitors) + "]";
+  const std::string publish_max_visitors_total_help =
+      "Most visitor connections open at once in all; beyond, HTTP 503 or a closed "
+      "connection [default: " + std::to_string(defaults.publish_max_visitors_total) + "]";
+  const std::string publish_max_new_help =
+      "Most new visitor connections per minute to one publisher's services [default: " +
+      std::to_string(defaults.publish_max_new_visitors_per_minute) + "]";
+  const std::string publish_max_new_total_help =
+      "Most new visitor connections per minute in all [default: " +
+      std::to_string(defaults.publish_max_new_visitors_per_minute_total) + "]";
+  const std::string publish_bandwidth_help =
+      "Most visitor bytes per second each way for one publisher's services; 0 = no cap "
+      "[default: " + std::to_string(defaults.publish_bandwidth_cap) + "]";
+  const std::string publish_bandwidth_total_help =
+      "Most visitor bytes per second each way in all; 0 = no cap [default: " +
+      std::to_string(defaults.publish_bandwidth_cap_total) + "]";
   const std::string realm_help = "TURN realm [default: " + defaults.realm + "]";
   GOptionEntry entries[] = {
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config_text,
@@ -233,6 +258,18 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "Ports for raw TCP publishing (peer --publish tcp:), one per published target; "
        "the relay listens on all of them; needs --publish-domain [default: none]",
        "MIN-MAX"},
+      {"publish-max-visitors", 0, 0, G_OPTION_ARG_STRING, &publish_max_visitors_text,
+       publish_max_visitors_help.c_str(), "N"},
+      {"publish-max-visitors-total", 0, 0, G_OPTION_ARG_STRING, &publish_max_visitors_total_text,
+       publish_max_visitors_total_help.c_str(), "N"},
+      {"publish-max-new-visitors-per-minute", 0, 0, G_OPTION_ARG_STRING, &publish_max_new_text,
+       publish_max_new_help.c_str(), "N"},
+      {"publish-max-new-visitors-per-minute-total", 0, 0, G_OPTION_ARG_STRING,
+       &publish_max_new_total_text, publish_max_new_total_help.c_str(), "N"},
+      {"publish-bandwidth-cap", 0, 0, G_OPTION_ARG_STRING, &publish_bandwidth_text,
+       publish_bandwidth_help.c_str(), "BYTES_PER_SEC"},
+      {"publish-bandwidth-cap-total", 0, 0, G_OPTION_ARG_STRING, &publish_bandwidth_total_text,
+       publish_bandwidth_total_help.c_str(), "BYTES_PER_SEC"},
       {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr}};
 
@@ -263,7 +300,9 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
              &max_allocations_text, &name_expiry_text,
              &bandwidth_text, &threads_text, &relay_ports_text, &config_text, &alternate_address_text,
              &alternate_port_text, &metrics_text, &publish_domain_text, &publish_http_text,
-             &publish_ports_text},
+             &publish_ports_text, &publish_max_visitors_text, &publish_max_visitors_total_text,
+             &publish_max_new_text, &publish_max_new_total_text, &publish_bandwidth_text,
+             &publish_bandwidth_total_text},
             {&turn_server_texts, &allow_peer_texts, &allow_publisher_texts}};
 
   GError* raw_error = nullptr;
@@ -321,6 +360,14 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
            CountOption{"--max-allocations", max_allocations_text, kMaxAllocationsLimit,
                        options.max_allocations},
            CountOption{"--threads", threads_text, kMaxThreads, options.threads},
+           CountOption{"--publish-max-visitors", publish_max_visitors_text,
+                       kMaxAllocationsLimit, options.publish_max_visitors},
+           CountOption{"--publish-max-visitors-total", publish_max_visitors_total_text,
+                       kMaxAllocationsLimit, options.publish_max_visitors_total},
+           CountOption{"--publish-max-new-visitors-per-minute", publish_max_new_text,
+                       kMaxRateLimit, options.publish_max_new_visitors_per_minute},
+           CountOption{"--publish-max-new-visitors-per-minute-total", publish_max_new_total_text,
+                       kMaxRateLimit, options.publish_max_new_visitors_per_minute_total},
        }) {
     if (!count.text) continue;
     uint64_t value = 0;
@@ -385,14 +432,25 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
     }
     options.name_expiry_days = value;
   }
-  if (bandwidth_text) {
+  struct RateOption {
+    const char* flag;
+    const gchar* text;
+    uint64_t& value;
+  };
+  for (const RateOption& rate : {
+           RateOption{"--bandwidth-cap", bandwidth_text, options.bandwidth_cap},
+           RateOption{"--publish-bandwidth-cap", publish_bandwidth_text,
+                      options.publish_bandwidth_cap},
+           RateOption{"--publish-bandwidth-cap-total", publish_bandwidth_total_text,
+                      options.publish_bandwidth_cap_total},
+       }) {
+    if (!rate.text) continue;
     uint64_t value = 0;
-    if (!parse_number(bandwidth_text, 0, uint64_t{1} << 40, value)) {
-      error = "--bandwidth-cap: '" + std::string(bandwidth_text) +
-              "' is not a number of bytes per second";
+    if (!parse_number(rate.text, 0, uint64_t{1} << 40, value)) {
+      error = std::string(rate.flag) + ": '" + rate.text + "' is not a number of bytes per second";
       return false;
     }
-    options.bandwidth_cap = value;
+    rate.value = value;
   }
   if (relay_ports_text && !parse_port_range("relay-ports", relay_ports_text,
                                              options.relay_port_min, options.relay_port_max,

@@ -87,6 +87,22 @@ struct RelayOptions {
   // --publish-ports MIN-MAX: the relay's ports for raw TCP publishing; 0-0 = none.
   uint16_t publish_port_min = 0;
   uint16_t publish_port_max = 0;
+  // Visitor limits of the front door (front_door/visitor_limits.h). Per publisher key:
+  // a home user's friends open a few connections each (a browser about six per site),
+  // so these stop only a flood. In total: what one small host carries.
+  // --publish-max-visitors: open visitor connections per publisher.
+  size_t publish_max_visitors = 256;
+  // --publish-max-visitors-total: open visitor connections in all.
+  size_t publish_max_visitors_total = 4096;
+  // --publish-max-new-visitors-per-minute: new visitor connections per publisher.
+  size_t publish_max_new_visitors_per_minute = 600;
+  // --publish-max-new-visitors-per-minute-total: new visitor connections in all.
+  size_t publish_max_new_visitors_per_minute_total = 6000;
+  // --publish-bandwidth-cap: bytes per second each way per publisher; 0 = none. Above
+  // any home uplink (800 Mbit/s), so only a publisher on a fat line meets it.
+  uint64_t publish_bandwidth_cap = 100'000'000;
+  // --publish-bandwidth-cap-total: bytes per second each way in all; 0 = none.
+  uint64_t publish_bandwidth_cap_total = 0;
 };
 
 // Parses argv. --help prints usage and exits 0. On a usage error returns the one-line

@@ -89,6 +89,36 @@ std::string check_target(const std::string& text) {
 
 std::string check_port(const std::string& text) { return problem_of(parse_port(text, false)); }
 
+std::string check_publish_kind(const std::string& text) {
+  return text == "http" || text == "tls" || text == "tcp" ? ""
+                                                          : "'" + text + "' is not http, tls or tcp";
+}
+
+// [HOST:]PORT of a [publish NAME] group: the target of a --publish spec.
+std::string check_publish_target(const std::string& text) {
+  return problem_of(parse_publish_spec("http:" + text));
+}
+
+std::string check_public_port(const std::string& text) {
+  return problem_of(parse_port(text, true));
+}
+
+// The --publish spec that a [publish NAME] group says: KIND:[PUBLICPORT:]TARGET and its
+// options, in the order the command line takes them.
+std::string publish_spec_of(const config::Section& section) {
+  const std::string kind = section.find("kind")->values[0];
+  std::string spec = kind + ":";
+  if (const config::Value* port = section.find("public-port")) spec += port->values[0] + ":";
+  spec += section.find("target")->values[0];
+  if (const config::Value* proxy = section.find("proxy-protocol");
+      proxy && proxy->values[0] == "true")
+    spec += ",proxy-protocol";
+  if (const config::Value* ranges = section.find("allow-from"))
+    for (const std::string& range : ranges->values) spec += ",allow-from=" + range;
+  if (const config::Value* auth = section.find("auth")) spec += ",auth=" + auth->values[0];
+  return spec;
+}
+
 // [BIND:]PORT of -L.
 std::string check_listen(const std::string& text) {
   return problem_of(parse_local_forward_spec(text + ":localhost:1"));
@@ -156,6 +186,16 @@ const config::ConfigSchema& peer_config_schema() {
            {"target", ValueKind::kText, check_target, /*required=*/true},
            {"port", ValueKind::kText, check_port},
        }},
+      {"publish",
+       true,
+       {
+           {"kind", ValueKind::kText, check_publish_kind, /*required=*/true},
+           {"target", ValueKind::kText, check_publish_target, /*required=*/true},
+           {"public-port", ValueKind::kText, check_public_port},
+           {"proxy-protocol", ValueKind::kSwitch, nullptr},
+           {"allow-from", ValueKind::kList, nullptr},
+           {"auth", ValueKind::kText, nullptr},
+       }},
       {"forward",
        true,
        {
@@ -206,6 +246,13 @@ std::variant<std::vector<config::FileArgument>, std::string> peer_file_arguments
       const config::Value* port = section.find("port");
       const std::string target = section.find("target")->values[0];
       arguments.push_back({"serve", port ? port->values[0] + ":" + target : target, true});
+    } else if (section.group == "publish" && use == PeerConfigUse::kRun) {
+      // The options' own rules (which kind takes which, the ranges) are the spec's.
+      const std::string spec = publish_spec_of(section);
+      if (auto problem = problem_of(parse_publish_spec(spec)); !problem.empty())
+        return file_name + ":" + std::to_string(section.line) + ": [publish " + section.label +
+               "]: " + problem;
+      arguments.push_back({"publish", spec, true});
     } else if (section.group == "forward" && use == PeerConfigUse::kRun) {
       const config::Value* peer = section.find("peer");
       const std::string spec =

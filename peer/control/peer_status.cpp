@@ -136,6 +136,17 @@ std::string status_json(const PeerStatus& status) {
                  .done();
            }))
       .raw("serves", json_array(status.serves, json_quote))
+      .raw("publishes", json_array(status.publishes, [](const PublishStatus& publish) {
+             return JsonObject()
+                 .str("kind", publish.kind)
+                 .raw("url", publish.url.empty() ? "null" : json_quote(publish.url))
+                 .str("target", publish.target)
+                 .raw("allow_from", json_array(publish.allow_from, json_quote))
+                 .boolean("auth", publish.auth)
+                 .boolean("proxy_protocol", publish.proxy_protocol)
+                 .raw("visitors", number(publish.visitors))
+                 .done();
+           }))
       .raw("remote_peer", status.remote_peer ? json_quote(*status.remote_peer) : "null")
       .raw("remote_peers", json_array(status.remote_peers, json_quote))
       .raw("listeners", json_array(status.listeners, [](const ListenerStatus& listener) {
@@ -164,6 +175,19 @@ std::string status_text(const PeerStatus& status) {
     out += "serving";
     for (size_t i = 0; i < status.serves.size(); ++i) out += (i ? ", " : " ") + status.serves[i];
     out += "\n";
+  }
+  for (const auto& publish : status.publishes) {
+    out += "published " + (publish.url.empty() ? publish.kind + " (not granted yet)" : publish.url) +
+           " -> " + publish.target;
+    if (publish.proxy_protocol) out += ", proxy-protocol";
+    if (publish.auth) out += ", basic auth";
+    if (!publish.allow_from.empty()) {
+      out += ", allow-from";
+      for (size_t i = 0; i < publish.allow_from.size(); ++i)
+        out += (i ? "," : " ") + publish.allow_from[i];
+    }
+    out += ", " + std::to_string(publish.visitors) + " visitor" +
+           (publish.visitors == 1 ? "" : "s") + "\n";
   }
   if (status.remote_peers.size() > 1) {
     out += "forwarding to";

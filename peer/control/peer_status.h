@@ -41,6 +41,17 @@ struct ListenerStatus {
   std::string peer;     // the serving peer its connections go to
 };
 
+// One --publish service.
+struct PublishStatus {
+  std::string kind;    // "http", "tls" or "tcp"
+  std::string url;     // "http://home.share.example.net/"; empty until the relay granted it
+  std::string target;  // "127.0.0.1:8000"
+  std::vector<std::string> allow_from;  // empty: every visitor
+  bool auth = false;            // http basic auth (auth=FILE)
+  bool proxy_protocol = false;  // tcp, tls
+  uint64_t visitors = 0;        // visitor connections carried to the target so far
+};
+
 // One relay link (--relay may be given several times).
 struct RelayLinkStatus {
   std::string address;
@@ -55,6 +66,7 @@ struct PeerStatus {
   std::vector<RelayLinkStatus> relays;  // every relay, in --relay order
   std::optional<std::string> registered_name;  // set once the relay accepted --name
   std::vector<std::string> serves;             // --serve targets
+  std::vector<PublishStatus> publishes;        // --publish services
   std::optional<std::string> remote_peer;      // the (first) NAME of -L/-D/nc
   std::vector<std::string> remote_peers;       // every serving peer forwarded to
   std::vector<ListenerStatus> listeners;

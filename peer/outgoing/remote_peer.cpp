@@ -57,15 +57,18 @@ void RemotePeer::accept(GSocketConnection* tcp, const HostPort& target) {
 }
 
 void RemotePeer::forward_connection(GSocketConnection* tcp, const HostPort& target,
-                                    OpenResultHandler on_result, std::string first_bytes) {
+                                    OpenResultHandler on_result, std::string first_bytes,
+                                    std::shared_ptr<TrafficMeter> meter) {
   if (!outgoing_ || outgoing_->closed()) start_outgoing_tunnel();
   if (outgoing_) {
-    outgoing_->forward(tcp, target, std::move(on_result), std::move(first_bytes));
+    outgoing_->forward(tcp, target, std::move(on_result), std::move(first_bytes),
+                       std::move(meter));
   } else if (context_.relays.all_unreachable()) {
     fail_connection(tcp, on_result, "no relay can be reached: " + context_.relays.unreachable_text());
   } else {
     g_object_ref(tcp);
-    hold_until_relay_ready({tcp, target, std::move(on_result), std::move(first_bytes)});
+    hold_until_relay_ready(
+        {tcp, target, std::move(on_result), std::move(first_bytes), std::move(meter)});
   }
 }
 
@@ -225,7 +228,7 @@ void RemotePeer::tunnel_closed(Tunnel& tunnel, const std::string& reason) {
   for (auto& pending : rescued) {
     if (outgoing_) {
       outgoing_->forward(pending.tcp, pending.target, std::move(pending.on_result),
-                         std::move(pending.first_bytes));
+                         std::move(pending.first_bytes), std::move(pending.meter));
       g_object_unref(pending.tcp);
     } else {
       // No other relay is up yet.
@@ -251,7 +254,7 @@ void RemotePeer::hand_waiting_to_tunnel() {
   for (auto& waiting : waiting_) {
     Tunnel::PendingForward& forward = waiting.forward;
     outgoing_->forward(forward.tcp, forward.target, std::move(forward.on_result),
-                       std::move(forward.first_bytes));
+                       std::move(forward.first_bytes), std::move(forward.meter));
     g_object_unref(forward.tcp);
   }
   waiting_.clear();

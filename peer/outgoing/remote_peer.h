@@ -54,9 +54,11 @@ class RemotePeer {
   void accept(GSocketConnection* tcp, const HostPort& target);
   // Carries one local connection to `target` at the remote peer; held while no relay
   // link or tunnel is up yet. Does not take the caller's reference. `first_bytes`:
-  // already read from `tcp`, sent first (Tunnel::forward).
+  // already read from `tcp`, sent first (Tunnel::forward); `meter` (optional) limits
+  // and counts its bytes.
   void forward_connection(GSocketConnection* tcp, const HostPort& target,
-                          OpenResultHandler on_result = {}, std::string first_bytes = {});
+                          OpenResultHandler on_result = {}, std::string first_bytes = {},
+                          std::shared_ptr<TrafficMeter> meter = {});
   // No relay can be reached (RelayLinks::all_unreachable): the connections waiting for
   // a link fail now, with why, instead of at the end of their wait.
   void relays_unreachable();

@@ -12,6 +12,7 @@ namespace {
 Parsed<PublishSpec> parse_target(std::string_view text);
 
 constexpr std::string_view kAllowFrom = "allow-from=";
+constexpr std::string_view kAuth = "auth=";
 // The relay takes this many ranges per publish (relay/rendezvous/rendezvous_core.cpp).
 constexpr size_t kMaxAllowFrom = 32;
 
@@ -59,9 +60,15 @@ Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
         return "'" + whole + "' has more than " + std::to_string(kMaxAllowFrom) +
                " allow-from ranges";
       spec.allow_from.emplace_back(range);
+    } else if (option.starts_with(kAuth)) {
+      if (spec.kind != PublishSpec::Kind::kHttp)
+        return "'auth=' in '" + whole + "' is for http (the peer reads the requests; tls "
+               "and tcp bytes pass untouched)";
+      if (option.size() == kAuth.size()) return "'auth=' in '" + whole + "' names no file";
+      spec.auth_file = std::string(option.substr(kAuth.size()));
     } else {
       return "'" + std::string(option) + "' in '" + whole + "' is not a publish option "
-             "(proxy-protocol, allow-from=CIDR)";
+             "(proxy-protocol, allow-from=CIDR, auth=FILE)";
     }
     if (next == std::string_view::npos) break;
     options.remove_prefix(next + 1);

@@ -18,6 +18,9 @@
 //   ,allow-from=CIDR               (repeatable) only visitors from these ranges
 //                                  ("192.168.0.0/16", "2001:db8::/32", a bare IP) get
 //                                  through; the relay refuses the others
+//   ,auth=FILE                     (http) HTTP basic auth at home: only requests with
+//                                  a user and password of FILE (htpasswd format) reach
+//                                  the target; the peer checks every request
 #pragma once
 
 #include <string>
@@ -35,6 +38,7 @@ struct PublishSpec {
   uint16_t public_port = 0;  // tcp: the relay's port asked for; 0: any
   bool proxy_protocol = false;  // tcp, tls: PROXY v2 header first; default off
   std::vector<std::string> allow_from;  // visitor ranges as written; empty: everyone
+  std::string auth_file;  // http: the htpasswd file of basic auth; empty: none
 };
 
 Parsed<PublishSpec> parse_publish_spec(std::string_view text);

@@ -1,5 +1,7 @@
 #include "serving/serving_policy.h"
 
+#include <algorithm>
+
 #include "log.h"
 #include "stream_open.h"
 
@@ -19,7 +21,9 @@ std::string join_targets(const std::vector<ServeSpec>& serves) {
 }  // namespace
 
 ServingPolicy::ServingPolicy(const PeerOptions& options)
-    : options_(options), authorization_(options.state_dir, options.allow) {
+    : options_(options),
+      authorization_(options.state_dir, options.allow),
+      publish_connector_(options.publishes, options.name.value_or("natfwd")) {
   if (!serves()) return;
   // Answers go back through the relay each query came through (answer_netcheck), not
   // through a link fixed here.
@@ -79,6 +83,7 @@ void ServingPolicy::add_hooks(Tunnel::Hooks& hooks, TargetPolicy& policy,
     // prove inside the QUIC handshake that it holds the key its relay granted with.
     policy = [this](const HostPort& target) { return check_published_target(target); };
     hooks.authorize_key = [key](const PublicKey& presented) { return presented == key; };
+    hooks.connector = &publish_connector_;
     return;
   }
   const bool pairing_only = admission == Admission::kPairingOnly;
@@ -127,7 +132,8 @@ void ServingPolicy::on_welcome(const RelayLink& link, const wire::Welcome& welco
         options_.proxy.has_value());
 }
 
-void ServingPolicy::on_registered(RelayLink& link, const wire::Registered& registered) {
+std::optional<std::string> ServingPolicy::on_registered(RelayLink& link,
+                                                        const wire::Registered& registered) {
   const std::string& name = registered.name();
   if (netcheck_) netcheck_->on_registered();
   const bool again = link.registered;
@@ -150,19 +156,36 @@ void ServingPolicy::on_registered(RelayLink& link, const wire::Registered& regis
   } else {
     log::info("registered as %s at %s too", name.c_str(), link.address.to_string().c_str());
   }
-  if (options_.publishes.empty()) return;
+  if (options_.publishes.empty()) return std::nullopt;
   if (!link.front_door_key) {
     // A relay from before publishing ignores the request (a relay that refuses says so
     // with Error NOT_PUBLISHER, and this peer stops).
     log::warn("relay %s does not publish: it answered without a grant (too old for "
               "--publish?)", link.address.to_string().c_str());
-    return;
+    return std::nullopt;
   }
-  if (published_) return;
-  published_ = true;
+  const auto& features = registered.publish().features();
+  auto has = [&features](const char* name) {
+    return std::find(features.begin(), features.end(), name) != features.end();
+  };
   for (const PublishSpec& publish : options_.publishes) {
+    const char* missing = !publish.allow_from.empty() && !has("allow-from") ? "allow-from"
+                          : publish.proxy_protocol && !has("proxy-protocol") ? "proxy-protocol"
+                                                                             : nullptr;
+    if (missing)
+      return "relay " + link.address.to_string() + " does not support " + missing +
+             " (too old?): not publishing " + publish_kind_name(publish.kind) + ":" +
+             publish.target.to_string() + " without it; update the relay or drop " + missing;
+  }
+  if (published_) return std::nullopt;
+  published_ = true;
+  publish_urls_.assign(options_.publishes.size(), "");
+  for (size_t i = 0; i < options_.publishes.size(); ++i) {
+    const PublishSpec& publish = options_.publishes[i];
     if (publish.kind == PublishSpec::Kind::kTcp) continue;
     const bool tls = publish.kind == PublishSpec::Kind::kTls;
+    publish_urls_[i] = std::string(tls ? "https" : "http") + "://" + name + "." +
+                       link.publish_domain + "/";
     log::ready("published %s://%s.%s/ -> %s%s", tls ? "https" : "http", name.c_str(),
                link.publish_domain.c_str(), publish.target.to_string().c_str(),
                tls ? " (tls passthrough)" : "");
@@ -170,11 +193,34 @@ void ServingPolicy::on_registered(RelayLink& link, const wire::Registered& regis
   // TCP: the ports the relay gave, on the relay's own address.
   for (const wire::Publish& publish : registered.publish().published()) {
     if (publish.kind() != wire::Publish::TCP) continue;
+    const HostPort target{publish.host(), static_cast<uint16_t>(publish.port())};
+    for (size_t i = 0; i < options_.publishes.size(); ++i)
+      if (options_.publishes[i].kind == PublishSpec::Kind::kTcp &&
+          options_.publishes[i].target == target && publish_urls_[i].empty())
+        publish_urls_[i] =
+            "tcp://" + HostPort{link.address.host, static_cast<uint16_t>(publish.public_port())}
+                           .to_string();
     log::ready("published tcp://%s -> %s",
                HostPort{link.address.host, static_cast<uint16_t>(publish.public_port())}
                    .to_string().c_str(),
                HostPort{publish.host(), static_cast<uint16_t>(publish.port())}.to_string().c_str());
   }
+  return std::nullopt;
+}
+
+std::vector<PublishStatus> ServingPolicy::publish_status() const {
+  std::vector<PublishStatus> out;
+  for (size_t i = 0; i < options_.publishes.size(); ++i) {
+    const PublishSpec& publish = options_.publishes[i];
+    out.push_back({publish_kind_name(publish.kind),
+                   i < publish_urls_.size() ? publish_urls_[i] : "",
+                   publish.target.to_string(),
+                   publish.allow_from,
+                   !publish.auth_file.empty(),
+                   publish.proxy_protocol,
+                   publish_connector_.visitors(publish.target)});
+  }
+  return out;
 }
 
 void ServingPolicy::answer_netcheck(RelayLink& link, const wire::NetcheckQuery& query) {

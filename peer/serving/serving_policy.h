@@ -7,12 +7,14 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "config/peer_options.h"
 #include "identity.h"
 #include "netcheck/netcheck_responder.h"
 #include "relays/relay_links.h"
+#include "serving/publish_connector.h"
 #include "trust/authorization.h"
 #include "tunnel/tunnel.h"
 
@@ -22,6 +24,7 @@ class ServingPolicy {
  public:
   enum class Admission { kRefused, kPairingOnly, kAuthorized, kFrontDoor };
 
+  // Reads the --publish auth files (throws std::runtime_error for a bad one).
   explicit ServingPolicy(const PeerOptions& options);
 
   bool serves() const { return !options_.serves.empty() || !options_.publishes.empty(); }
@@ -45,16 +48,22 @@ class ServingPolicy {
   // The relay link events a serving peer acts on: the registration line and its own
   // netcheck (measured against the relay that welcomed it last).
   void on_welcome(const RelayLink& link, const wire::Welcome& welcome);
-  void on_registered(RelayLink& link, const wire::Registered& registered);
+  // Returns why the peer must stop: its publishes need what the relay's grant does
+  // not list in its features (an older relay would publish them unprotected).
+  std::optional<std::string> on_registered(RelayLink& link, const wire::Registered& registered);
   bool announced() const { return announced_; }
+  // For `peer status`: each --publish, its public URL once a relay granted it.
+  std::vector<PublishStatus> publish_status() const;
   void answer_netcheck(RelayLink& link, const wire::NetcheckQuery& query);
 
  private:
   const PeerOptions& options_;
   Authorization authorization_;
+  PublishConnector publish_connector_;  // the front door's streams
   std::unique_ptr<netcheck::NetcheckResponder> netcheck_;  // serving peers only
   bool announced_ = false;
   bool published_ = false;  // the `published` ready lines are out
+  std::vector<std::string> publish_urls_;  // by --publish index; empty: not granted
 };
 
 }  // namespace natfwd

@@ -4,6 +4,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <exception>
 
 #include "log.h"
@@ -48,16 +49,19 @@ GSourcePtr socket_source(GSocket* socket, GIOCondition condition, GSourceFunc ca
 
 }  // namespace
 
-StreamBridge::StreamBridge(GSocketConnection* tcp, std::string first_bytes)
+StreamBridge::StreamBridge(GSocketConnection* tcp, std::string first_bytes,
+                           std::shared_ptr<TrafficMeter> meter)
     : tcp_(G_SOCKET_CONNECTION(g_object_ref(tcp))),
       socket_(g_socket_connection_get_socket(tcp)),
-      first_bytes_(std::move(first_bytes)) {}
+      first_bytes_(std::move(first_bytes)),
+      meter_(std::move(meter)) {}
 
 StreamBridge::~StreamBridge() {
   read_source_.reset();
   write_source_.reset();
   pump_idle_.reset();
   first_bytes_idle_.reset();
+  throttle_timer_.reset();
   if (tcp_) g_io_stream_close(G_IO_STREAM(tcp_.get()), nullptr, nullptr);
 }
 
@@ -89,6 +93,8 @@ gboolean StreamBridge::on_first_bytes_idle(gpointer self) {
     if (bridge->closed_ || !bridge->stream_) return G_SOURCE_REMOVE;
     const std::string bytes = std::move(bridge->first_bytes_);
     bridge->first_bytes_.clear();
+    // Already read: counted, never held back (the caller read them to route).
+    if (bridge->meter_) bridge->meter_->spent(TrafficMeter::Direction::kToStream, bytes.size());
     bridge->stream_accepts_ = bridge->stream_->send(std::as_bytes(std::span(bytes)));
     if (!bridge->closed_) bridge->update_read_interest();
     return G_SOURCE_REMOVE;
@@ -130,6 +136,7 @@ void StreamBridge::close(bool reset) {
   write_source_.reset();
   pump_idle_.reset();
   first_bytes_idle_.reset();
+  throttle_timer_.reset();
   // SO_LINGER with a zero timeout makes close() send RST: the TCP peer sees the
   // failure instead of a clean EOF that would look like a complete transfer.
   if (reset) reset_socket(socket_);
@@ -145,6 +152,34 @@ gboolean StreamBridge::on_pump_idle(gpointer self) {
     bridge->pump_stream_to_tcp();
     return G_SOURCE_REMOVE;
   });
+}
+
+gboolean StreamBridge::on_throttle_timer(gpointer self) {
+  return guarded("stream bridge", [self] {
+    auto* bridge = static_cast<StreamBridge*>(self);
+    bridge->throttle_timer_.reset();  // destroying a source from its own dispatch is allowed
+    bridge->read_throttled_ = false;
+    bridge->write_throttled_ = false;
+    bridge->pump_stream_to_tcp();
+    if (!bridge->closed_) bridge->pump_tcp_to_stream();
+    return G_SOURCE_REMOVE;
+  });
+}
+
+size_t StreamBridge::metered(TrafficMeter::Direction direction, size_t wanted) {
+  if (!meter_) return wanted;
+  const size_t allowed = std::min(wanted, meter_->allowance(direction));
+  bool& throttled =
+      direction == TrafficMeter::Direction::kToStream ? read_throttled_ : write_throttled_;
+  throttled = allowed == 0;
+  if (allowed > 0) return allowed;
+  if (!throttle_timer_) {
+    throttle_timer_.reset(g_timeout_source_new(meter_->retry_after_ms(direction)));
+    g_source_set_callback(throttle_timer_.get(), &StreamBridge::on_throttle_timer, this,
+                          nullptr);
+    g_source_attach(throttle_timer_.get(), nullptr);
+  }
+  return 0;
 }
 
 gboolean StreamBridge::on_tcp_readable(GSocket*, GIOCondition, gpointer self) {
@@ -167,9 +202,11 @@ void StreamBridge::pump_tcp_to_stream() {
   if (closed_ || !stream_) return;
   std::byte buffer[kTcpReadChunk];
   for (int i = 0; i < kMaxReadsPerEvent && stream_accepts_ && !read_eof_; ++i) {
+    const size_t wanted = metered(TrafficMeter::Direction::kToStream, sizeof buffer);
+    if (wanted == 0) break;
     GError* error = nullptr;
-    gssize n = g_socket_receive(socket_, reinterpret_cast<gchar*>(buffer), sizeof buffer,
-                                nullptr, &error);
+    gssize n = g_socket_receive(socket_, reinterpret_cast<gchar*>(buffer), wanted, nullptr,
+                                &error);
     if (n < 0) {
       GErrorPtr owned(error);
       if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) break;
@@ -182,6 +219,7 @@ void StreamBridge::pump_tcp_to_stream() {
       if (closed_) return;
       break;
     }
+    if (meter_) meter_->spent(TrafficMeter::Direction::kToStream, static_cast<size_t>(n));
     stream_accepts_ = stream_->send(std::span(buffer, static_cast<size_t>(n)));
     if (closed_) return;
   }
@@ -191,10 +229,13 @@ void StreamBridge::pump_tcp_to_stream() {
 void StreamBridge::pump_stream_to_tcp() {
   if (closed_ || !stream_) return;
   while (to_tcp_offset_ < to_tcp_.size()) {
+    const size_t wanted =
+        metered(TrafficMeter::Direction::kToLocal, to_tcp_.size() - to_tcp_offset_);
+    if (wanted == 0) break;
     GError* error = nullptr;
     gssize n = g_socket_send(socket_,
                              reinterpret_cast<const gchar*>(to_tcp_.data() + to_tcp_offset_),
-                             to_tcp_.size() - to_tcp_offset_, nullptr, &error);
+                             wanted, nullptr, &error);
     if (n < 0) {
       GErrorPtr owned(error);
       if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) break;
@@ -202,6 +243,7 @@ void StreamBridge::pump_stream_to_tcp() {
       return;
     }
     to_tcp_offset_ += static_cast<size_t>(n);
+    if (meter_) meter_->spent(TrafficMeter::Direction::kToLocal, static_cast<size_t>(n));
     stream_->delivered(static_cast<size_t>(n));
     if (closed_) return;
   }
@@ -213,7 +255,9 @@ void StreamBridge::pump_stream_to_tcp() {
     to_tcp_.erase(to_tcp_.begin(), to_tcp_.begin() + static_cast<ptrdiff_t>(to_tcp_offset_));
     to_tcp_offset_ = 0;
   }
-  if (pending && !write_source_) {
+  if (write_throttled_) {
+    write_source_.reset();  // the throttle timer pumps again
+  } else if (pending && !write_source_) {
     write_source_ = socket_source(socket_, G_IO_OUT, G_SOURCE_FUNC(on_tcp_writable), this);
   } else if (!pending && write_source_) {
     write_source_.reset();
@@ -226,7 +270,7 @@ void StreamBridge::pump_stream_to_tcp() {
 }
 
 void StreamBridge::update_read_interest() {
-  const bool want = !closed_ && stream_ && !read_eof_ && stream_accepts_;
+  const bool want = !closed_ && stream_ && !read_eof_ && stream_accepts_ && !read_throttled_;
   if (want && !read_source_) {
     read_source_ = socket_source(socket_, G_IO_IN, G_SOURCE_FUNC(on_tcp_readable), this);
   } else if (!want && read_source_) {

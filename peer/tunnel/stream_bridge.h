@@ -8,6 +8,9 @@
 //                  The bytes of one batch of datagrams go to TCP in one write.
 //   EOF -> send_end, receive_end -> shutdown(SHUT_WR): half close works both ways.
 //   TCP error -> failed; close(reset) -> TCP reset (SO_LINGER 0).
+//   A TrafficMeter (optional) paces both directions: a direction with no allowance
+//                  stops until the meter's retry time (the stream's flow control then
+//                  holds the sender back, as for a slow reader).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +25,7 @@
 #include "glib_ptr.h"
 #include "tunnel/local_endpoint.h"
 #include "tunnel/stream_opening.h"
+#include "tunnel/traffic_meter.h"
 
 namespace natfwd {
 
@@ -29,7 +33,9 @@ class StreamBridge final : public LocalEndpoint {
  public:
   // Takes a reference to `tcp`. `first_bytes`: already read from it by whoever
   // accepted it; they go to the stream before anything read from the socket.
-  explicit StreamBridge(GSocketConnection* tcp, std::string first_bytes = {});
+  // `meter` (optional) limits and counts the bytes both ways.
+  explicit StreamBridge(GSocketConnection* tcp, std::string first_bytes = {},
+                        std::shared_ptr<TrafficMeter> meter = {});
   ~StreamBridge() override;
   StreamBridge(const StreamBridge&) = delete;
   StreamBridge& operator=(const StreamBridge&) = delete;
@@ -46,9 +52,13 @@ class StreamBridge final : public LocalEndpoint {
   static gboolean on_tcp_writable(GSocket*, GIOCondition, gpointer self);
   static gboolean on_pump_idle(gpointer self);
   static gboolean on_first_bytes_idle(gpointer self);
+  static gboolean on_throttle_timer(gpointer self);
   void pump_tcp_to_stream();
   void pump_stream_to_tcp();
   void update_read_interest();
+  // How many of `wanted` bytes may go in `direction` now; with none, starts the timer
+  // that pumps again once the meter allows more.
+  size_t metered(TrafficMeter::Direction direction, size_t wanted);
 
   GObjectPtr<GSocketConnection> tcp_;
   GSocket* socket_ = nullptr;  // owned by tcp_
@@ -65,6 +75,10 @@ class StreamBridge final : public LocalEndpoint {
   GSourcePtr first_bytes_idle_;  // sends them after start() returned
   std::vector<std::byte> to_tcp_;  // from the stream, not yet written to TCP
   size_t to_tcp_offset_ = 0;
+  std::shared_ptr<TrafficMeter> meter_;
+  bool read_throttled_ = false;   // the meter allows no TCP reads until the timer
+  bool write_throttled_ = false;  // nor TCP writes
+  GSourcePtr throttle_timer_;
 };
 
 // Serving side: connects targets with GSocketClient, never through a proxy.

@@ -56,7 +56,8 @@ Tunnel::Tunnel(Role role, uint64_t session_id, std::string remote_label,
       core_(core_options(
                 role, remote_label_, identity,
                 [this](const PublicKey& key) { return verify_remote_key(key); },
-                std::move(target_policy), hooks_.pair, connector_),
+                std::move(target_policy), hooks_.pair,
+                hooks_.connector ? *hooks_.connector : connector_),
             *this),
       loop_(core_) {
   started_us_ = g_get_monotonic_time();
@@ -413,7 +414,8 @@ void Tunnel::send_close_session(uint64_t session_id, const std::string& detail) 
 }
 
 void Tunnel::forward(GSocketConnection* tcp, const HostPort& target,
-                     OpenResultHandler on_result, std::string first_bytes) {
+                     OpenResultHandler on_result, std::string first_bytes,
+                     std::shared_ptr<TrafficMeter> meter) {
   if (closed_ || pending_.size() + core_.waiting() >= kMaxPendingForwards) {
     log::warn("%s: too many connections waiting for the tunnel; refusing one",
               remote_label_.c_str());
@@ -422,7 +424,7 @@ void Tunnel::forward(GSocketConnection* tcp, const HostPort& target,
     return;
   }
   pending_.push_back({G_SOCKET_CONNECTION(g_object_ref(tcp)), target, std::move(on_result),
-                      std::move(first_bytes)});
+                      std::move(first_bytes), std::move(meter)});
   if (established_) forward_pending();
 }
 
@@ -430,7 +432,8 @@ void Tunnel::forward_pending() {
   auto pending = std::move(pending_);
   pending_.clear();
   for (auto& forward : pending) {
-    core_.forward(std::make_unique<StreamBridge>(forward.tcp, std::move(forward.first_bytes)),
+    core_.forward(std::make_unique<StreamBridge>(forward.tcp, std::move(forward.first_bytes),
+                                                 std::move(forward.meter)),
                   forward.target,
                   std::move(forward.on_result));
     g_object_unref(forward.tcp);

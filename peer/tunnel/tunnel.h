@@ -41,6 +41,7 @@ class Tunnel : private TunnelCore::Io {
     HostPort target;
     OpenResultHandler on_result;
     std::string first_bytes;  // already read from tcp: the stream sends them first
+    std::shared_ptr<TrafficMeter> meter;  // optional: limits and counts its bytes
   };
   struct Hooks {
     // Through the relay that the envelope's session runs through (the owner knows).
@@ -63,6 +64,10 @@ class Tunnel : private TunnelCore::Io {
     std::function<void(Tunnel&, const std::string& reason)> on_restart_failed;
     // The session a path restart used is now the tunnel's; the old one is over.
     std::function<void(Tunnel&, uint64_t old_session_id)> on_session_moved;
+    // Serving side: reaches the targets instead of a plain TcpConnector (a relay's
+    // front door: the publish connector, which may put basic auth in front). Must
+    // outlive the tunnel; null: TcpConnector.
+    LocalConnector* connector = nullptr;
   };
 
   Tunnel(Role role, uint64_t session_id, std::string remote_label, const Identity& identity,
@@ -105,8 +110,9 @@ class Tunnel : private TunnelCore::Io {
   // Held until the tunnel is up. `on_result` (optional) learns the serving peer's answer.
   // `first_bytes`: what the caller already read from `tcp` (a request head it routed
   // by), sent on the stream before anything read later.
+  // `meter` (optional) goes to the connection's StreamBridge.
   void forward(GSocketConnection* tcp, const HostPort& target, OpenResultHandler on_result = {},
-               std::string first_bytes = {});
+               std::string first_bytes = {}, std::shared_ptr<TrafficMeter> meter = {});
   // Connecting side: once the tunnel is up, ask the serving peer to redeem an invite
   // secret; `done` gets its answer (or a failure of the tunnel).
   using PairDone = std::function<void(bool ok, const std::string& detail)>;

@@ -102,7 +102,8 @@ void FrontDoorPeer::start() {
 
 void FrontDoorPeer::forward(const std::string& name, const PublicKey& key,
                             GSocketConnection* tcp, const HostPort& target,
-                            std::string first_bytes, OpenResultHandler on_result) {
+                            std::string first_bytes, OpenResultHandler on_result,
+                            std::shared_ptr<TrafficMeter> meter) {
   const std::string id = key_id(key);
   auto it = remotes_.find(name);
   if (it != remotes_.end() && it->second->options().key_id != id) {
@@ -128,7 +129,8 @@ void FrontDoorPeer::forward(const std::string& name, const PublicKey& key,
   // its path: with loss, CUBIC (the usual default) holds it to ~1 MB/s whatever the
   // tunnel to home carries (socket_buffers.h; `scripts/bench publish`).
   if (GSocket* socket = g_socket_connection_get_socket(tcp)) prefer_bbr(g_socket_get_fd(socket));
-  it->second->forward_connection(tcp, target, std::move(on_result), std::move(first_bytes));
+  it->second->forward_connection(tcp, target, std::move(on_result), std::move(first_bytes),
+                                 std::move(meter));
 }
 
 gboolean FrontDoorPeer::on_health_check(gpointer self) {

@@ -46,10 +46,11 @@ class FrontDoorPeer {
   // `key` (what the rendezvous knows of it: the tunnel pins that key). `first_bytes`:
   // what was read from `tcp` to route it. Does not take the caller's reference.
   // `on_result` (optional) learns home's answer (tunnel/stream_opening.h); with it, a
-  // connection home never took is closed, not reset, once it returns.
+  // connection home never took is closed, not reset, once it returns. `meter`: the
+  // visitor's limits and counters (visitor_limits.h), held as long as the connection.
   void forward(const std::string& name, const PublicKey& key, GSocketConnection* tcp,
                const HostPort& target, std::string first_bytes,
-               OpenResultHandler on_result = {});
+               OpenResultHandler on_result = {}, std::shared_ptr<TrafficMeter> meter = {});
   // Closes every tunnel (CONNECTION_CLOSE to each home peer) before the loop ends.
   void shutdown();
 

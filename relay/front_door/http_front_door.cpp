@@ -3,6 +3,7 @@
 
 #include "front_door/front_door_peer.h"
 #include "front_door/http_head.h"
+#include "front_door/visitor_meter.h"
 #include "tunnel/stream_opening.h"
 #include "identity.h"
 #include "log.h"
@@ -31,8 +32,11 @@ HostPort remote_of(GSocketConnection* tcp) {
 }  // namespace
 
 HttpFrontDoor::HttpFrontDoor(const HostPort& listen, std::string domain, Lookup lookup,
-                             FrontDoorPeer& peer)
-    : domain_(std::move(domain)), lookup_(std::move(lookup)), peer_(peer) {
+                             FrontDoorPeer& peer, std::shared_ptr<VisitorLimits> limits)
+    : domain_(std::move(domain)),
+      lookup_(std::move(lookup)),
+      peer_(peer),
+      limits_(std::move(limits)) {
   service_.reset(g_socket_service_new());
   local_address_ = net::listen_tcp_on(G_SOCKET_LISTENER(service_.get()), listen, "publish-http");
   g_signal_connect(service_.get(), "incoming", G_CALLBACK(on_incoming), this);
@@ -142,17 +146,26 @@ void HttpFrontDoor::route(Visitor& visitor, const HttpHead& head) {
     answer(visitor, 404, "Not Found", host + " is not published at this relay");
     return;
   }
-  if (!service->admits(visitor.address)) {
-    // The publisher's allow-from: nothing of this visitor reaches home.
-    log::debug("publish http: %s is not in the allow-from of %s", visitor.remote.c_str(),
-               host.c_str());
+  VisitorAdmission admission =
+      admit_visitor(limits_, *service, visitor.address, "publish http: " + *name);
+  if (admission.verdict == VisitorAdmission::Verdict::kNotAllowed) {
     answer(visitor, 403, "Forbidden", host + " does not take visitors from your address");
     return;
   }
-  PublicKey key{};
-  public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(service->public_key.data()),
-                                  service->public_key.size()),
-                        key);
+  if (admission.verdict == VisitorAdmission::Verdict::kOverLimit) {
+    // RFC 6585 section 4: 429 for the publisher's own limits (this site is busy);
+    // RFC 9110 section 15.6.4: 503 when the whole front door is.
+    const bool own = admission.limit == VisitorLimits::Admission::kPublisherConnections ||
+                     admission.limit == VisitorLimits::Admission::kPublisherRate;
+    if (own)
+      answer(visitor, 429, "Too Many Requests",
+             host + " has too many visitors right now; try again in a minute");
+    else
+      answer(visitor, 503, "Service Unavailable",
+             "this relay has too many visitors right now; try again in a minute");
+    return;
+  }
+  const PublicKey key = publisher_key(*service);
   log::debug("publish http: %s -> %s (%s)", visitor.remote.c_str(), name->c_str(),
              service->target.to_string().c_str());
   GObjectPtr<GSocketConnection> tcp(G_SOCKET_CONNECTION(g_object_ref(visitor.tcp.get())));
@@ -174,7 +187,8 @@ void HttpFrontDoor::route(Visitor& visitor, const HttpHead& head) {
                           : "the home peer did not take the connection";
     send_page(held.get(), 502, "Bad Gateway", host + ": " + why);
   };
-  peer_.forward(*name, key, tcp.get(), service->target, std::move(first_bytes), on_result);
+  peer_.forward(*name, key, tcp.get(), service->target, std::move(first_bytes), on_result,
+                std::move(admission.meter));
 }
 
 void HttpFrontDoor::answer(Visitor& visitor, int status, const char* title,

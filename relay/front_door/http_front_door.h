@@ -2,7 +2,9 @@
 // reads the head of each one's first request (http_head.h) and hands the connection,
 // with the bytes read so far, to the home peer its Host names (NAME.DOMAIN). A Host
 // that names no publishing peer gets a 404 page and a malformed head a 400 page at
-// once; a visitor that sends no complete head in time is closed. The first request's
+// once; a visitor that sends no complete head in time is closed. A visitor outside the
+// publish's allow-from gets a 403 page, one over a visitor limit a 429 (the
+// publisher's own limits) or 503 (the relay's total) page. The first request's
 // head reaches home with X-Forwarded-For and X-Forwarded-Proto added.
 #pragma once
 
@@ -17,12 +19,13 @@
 
 #include "address.h"
 #include "glib_ptr.h"
+#include "http_request_head.h"
 #include "rendezvous/rendezvous_core.h"
 
 namespace natfwd::relay::front_door {
 
 class FrontDoorPeer;
-struct HttpHead;
+class VisitorLimits;
 
 class HttpFrontDoor {
  public:
@@ -31,7 +34,8 @@ class HttpFrontDoor {
 
   // Binds `listen` (port 0 picks one); throws std::runtime_error when it cannot.
   // `domain` is lowercase; `peer` must outlive this.
-  HttpFrontDoor(const HostPort& listen, std::string domain, Lookup lookup, FrontDoorPeer& peer);
+  HttpFrontDoor(const HostPort& listen, std::string domain, Lookup lookup, FrontDoorPeer& peer,
+                std::shared_ptr<VisitorLimits> limits);
   ~HttpFrontDoor();
   HttpFrontDoor(const HttpFrontDoor&) = delete;
   HttpFrontDoor& operator=(const HttpFrontDoor&) = delete;
@@ -71,6 +75,7 @@ class HttpFrontDoor {
   std::string domain_;
   Lookup lookup_;
   FrontDoorPeer& peer_;
+  std::shared_ptr<VisitorLimits> limits_;
   HostPort local_address_;
   std::unordered_map<uint64_t, std::unique_ptr<Visitor>> visitors_;
   uint64_t next_id_ = 1;

@@ -1,31 +1,17 @@
 // The relay's publishing front door reads only the head of a visitor's first HTTP/1.1
-// request, to learn which published peer it is for (the Host header, RFC 9112 section
-// 3.2); everything after, this request's body and any later requests, goes to the
-// peer untouched. I/O free: bytes in, a verdict out; input never modified.
+// request (common/http_request_head.h), to learn which published peer it is for (the
+// Host header, RFC 9112 section 3.2); everything after, this request's body and any
+// later requests, goes to the peer untouched. I/O free.
 #pragma once
 
 #include <cstddef>
 #include <optional>
-#include <span>
 #include <string>
 #include <string_view>
 
+#include "http_request_head.h"
+
 namespace natfwd::relay::front_door {
-
-// A head longer than this is refused (431 in spirit, 400 here: the visitor gets one
-// answer for every malformed head). Browsers send a few hundred bytes to a few KiB.
-inline constexpr size_t kMaxHeadBytes = 16 * 1024;
-
-struct HttpHead {
-  enum class Status { kComplete, kNeedMore, kInvalid };
-  Status status = Status::kNeedMore;
-  size_t length = 0;   // kComplete: bytes up to and including the empty line
-  std::string host;    // kComplete: the Host value, lowercased, without its port
-  const char* reason = "";  // kInvalid: why, for the 400 page and the log
-};
-
-// Parses the start of `data` as an HTTP/1.x request head.
-HttpHead parse_http_head(std::span<const std::byte> data);
 
 // NAME when `host` is NAME.`domain` (both lowercase) and NAME is one label-ish peer
 // name; nullopt otherwise.
@@ -38,8 +24,5 @@ std::optional<std::string> published_name(std::string_view host, std::string_vie
 // visitor sent (the relay knows the scheme; the visitor could claim https).
 std::string with_forwarded_fields(std::string_view bytes, size_t head_length,
                                   std::string_view visitor_ip);
-
-// A complete HTTP/1.1 response with a small text/html page, "Connection: close".
-std::string http_error_response(int status, std::string_view title, std::string_view detail);
 
 }  // namespace natfwd::relay::front_door

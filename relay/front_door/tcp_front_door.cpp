@@ -2,6 +2,7 @@
 
 #include "front_door/front_door_peer.h"
 #include "front_door/proxy_header.h"
+#include "front_door/visitor_meter.h"
 #include "identity.h"
 #include "log.h"
 #include "net/socket_address.h"
@@ -9,8 +10,11 @@
 namespace natfwd::relay::front_door {
 
 TcpFrontDoor::TcpFrontDoor(const std::string& ip, uint16_t min, uint16_t max, Lookup lookup,
-                           FrontDoorPeer& peer)
-    : lookup_(std::move(lookup)), peer_(peer), service_(g_socket_service_new()) {
+                           FrontDoorPeer& peer, std::shared_ptr<VisitorLimits> limits)
+    : lookup_(std::move(lookup)),
+      peer_(peer),
+      limits_(std::move(limits)),
+      service_(g_socket_service_new()) {
   for (uint32_t port = min; port <= max; ++port)
     net::listen_tcp_on(G_SOCKET_LISTENER(service_.get()), {ip, static_cast<uint16_t>(port)},
                        "publish-ports");
@@ -43,17 +47,13 @@ void TcpFrontDoor::accept(GSocketConnection* tcp) {
   const auto& [name, service] = *published;
   GObjectPtr<GSocketAddress> remote(g_socket_connection_get_remote_address(tcp, nullptr));
   const HostPort visitor = remote ? net::to_host_port(remote.get()) : HostPort{"?", 0};
-  if (!service.admits(visitor)) {
-    // The publisher's allow-from: nothing of this visitor reaches home.
-    log::debug("publish tcp: %s is not in the allow-from of port %u; closing",
-               visitor.to_string().c_str(), port);
+  VisitorAdmission admission = admit_visitor(limits_, service, visitor,
+                                             "publish tcp: port " + std::to_string(port));
+  if (admission.verdict != VisitorAdmission::Verdict::kAdmitted) {
+    // Outside allow-from or over a limit: closed before anything reaches home.
     g_io_stream_close(G_IO_STREAM(tcp), nullptr, nullptr);
     return;
   }
-  PublicKey key{};
-  public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(service.public_key.data()),
-                                  service.public_key.size()),
-                        key);
   std::string first_bytes;
   if (service.proxy_protocol) {
     const auto header = proxy_v2_header(visitor, net::to_host_port(local.get()));
@@ -63,7 +63,8 @@ void TcpFrontDoor::accept(GSocketConnection* tcp) {
     }
     first_bytes = *header;
   }
-  peer_.forward(name, key, tcp, service.target, std::move(first_bytes));
+  peer_.forward(name, publisher_key(service), tcp, service.target, std::move(first_bytes), {},
+                std::move(admission.meter));
 }
 
 }  // namespace natfwd::relay::front_door

@@ -1,11 +1,12 @@
 // The publishing front door for raw TCP (relay --publish-ports): listens on every port
 // of the range, and carries a connection on port P, as it came, to the target that a
 // peer publishes there (peer --publish tcp:); a port nobody publishes closes the
-// connection at once.
+// connection at once, and so do the publish's allow-from and the visitor limits.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -20,6 +21,7 @@
 namespace natfwd::relay::front_door {
 
 class FrontDoorPeer;
+class VisitorLimits;
 
 class TcpFrontDoor {
  public:
@@ -30,7 +32,7 @@ class TcpFrontDoor {
   // Binds every port from `min` to `max` on `ip`; throws std::runtime_error when one
   // cannot be bound. `peer` must outlive this.
   TcpFrontDoor(const std::string& ip, uint16_t min, uint16_t max, Lookup lookup,
-               FrontDoorPeer& peer);
+               FrontDoorPeer& peer, std::shared_ptr<VisitorLimits> limits);
   ~TcpFrontDoor();
   TcpFrontDoor(const TcpFrontDoor&) = delete;
   TcpFrontDoor& operator=(const TcpFrontDoor&) = delete;
@@ -41,6 +43,7 @@ class TcpFrontDoor {
 
   Lookup lookup_;
   FrontDoorPeer& peer_;
+  std::shared_ptr<VisitorLimits> limits_;
   GObjectPtr<GSocketService> service_;
 };
 

@@ -3,14 +3,19 @@
 #include "front_door/front_door_peer.h"
 #include "front_door/http_head.h"
 #include "front_door/proxy_header.h"
+#include "front_door/visitor_meter.h"
 #include "net/socket_address.h"
 #include "identity.h"
 #include "log.h"
 
 namespace natfwd::relay::front_door {
 
-TlsFrontDoor::TlsFrontDoor(std::string domain, HttpFrontDoor::Lookup lookup, FrontDoorPeer& peer)
-    : domain_(std::move(domain)), lookup_(std::move(lookup)), peer_(peer) {}
+TlsFrontDoor::TlsFrontDoor(std::string domain, HttpFrontDoor::Lookup lookup, FrontDoorPeer& peer,
+                           std::shared_ptr<VisitorLimits> limits)
+    : domain_(std::move(domain)),
+      lookup_(std::move(lookup)),
+      peer_(peer),
+      limits_(std::move(limits)) {}
 
 bool TlsFrontDoor::route(GSocket* socket, const std::string& server_name) {
   const std::optional<std::string> name = published_name(server_name, domain_);
@@ -24,18 +29,14 @@ bool TlsFrontDoor::route(GSocket* socket, const std::string& server_name) {
   }
   GObjectPtr<GSocketAddress> remote(g_socket_get_remote_address(socket, nullptr));
   const HostPort visitor = remote ? net::to_host_port(remote.get()) : HostPort{"?", 0};
-  if (!service->admits(visitor)) {
-    // The publisher's allow-from: closed before anything reaches home (and not handed
-    // to the relay's own TLS, which would answer with the relay's certificate).
-    log::debug("publish tls: %s is not in the allow-from of %s; closing",
-               visitor.to_string().c_str(), server_name.c_str());
+  VisitorAdmission admission =
+      admit_visitor(limits_, *service, visitor, "publish tls: " + server_name);
+  if (admission.verdict != VisitorAdmission::Verdict::kAdmitted) {
+    // Outside allow-from or over a limit: closed before anything reaches home (and not
+    // handed to the relay's own TLS, which would answer with the relay's certificate).
     g_socket_close(socket, nullptr);
     return true;
   }
-  PublicKey key{};
-  public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(service->public_key.data()),
-                                  service->public_key.size()),
-                        key);
   GObjectPtr<GSocketConnection> tcp(g_socket_connection_factory_create_connection(socket));
   log::debug("publish tls: %s -> %s (%s)", server_name.c_str(), name->c_str(),
              service->target.to_string().c_str());
@@ -52,7 +53,8 @@ bool TlsFrontDoor::route(GSocket* socket, const std::string& server_name) {
     }
     first_bytes = *header;
   }
-  peer_.forward(*name, key, tcp.get(), service->target, std::move(first_bytes));
+  peer_.forward(*name, publisher_key(*service), tcp.get(), service->target,
+                std::move(first_bytes), {}, std::move(admission.meter));
   return true;
 }
 

@@ -5,6 +5,7 @@
 // (server/sni_peek.h) before the relay's own TLS.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include <gio/gio.h>
@@ -14,11 +15,13 @@
 namespace natfwd::relay::front_door {
 
 class FrontDoorPeer;
+class VisitorLimits;
 
 class TlsFrontDoor {
  public:
   // `domain` is lowercase; `peer` must outlive this.
-  TlsFrontDoor(std::string domain, HttpFrontDoor::Lookup lookup, FrontDoorPeer& peer);
+  TlsFrontDoor(std::string domain, HttpFrontDoor::Lookup lookup, FrontDoorPeer& peer,
+               std::shared_ptr<VisitorLimits> limits);
 
   // SniPeek::Route: true when `server_name` is a published peer's and the connection
   // went to it; false leaves it to the relay's own TLS (its own name, a name nobody
@@ -29,6 +32,7 @@ class TlsFrontDoor {
   std::string domain_;
   HttpFrontDoor::Lookup lookup_;
   FrontDoorPeer& peer_;
+  std::shared_ptr<VisitorLimits> limits_;
 };
 
 }  // namespace natfwd::relay::front_door

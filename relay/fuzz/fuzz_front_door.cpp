@@ -11,6 +11,7 @@
 #include "front_door/http_head.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace natfwd;
   using namespace natfwd::relay::front_door;
   const auto bytes = std::as_bytes(std::span(data, size));
 

@@ -91,6 +91,31 @@ std::string render_prometheus(const RelayStats& s, const RelayGauges& g) {
   std::lock_guard lock(s.errors_mutex);
   for (const auto& [kind, count] : s.errors)
     w.sample("natfwd_relay_errors_total", count, "kind=\"" + label_value(kind) + "\"");
+  if (s.publishers.empty() && g.publish_visitors.empty()) return w.take();
+  w.family("natfwd_relay_publish_visitors", "gauge",
+           "Visitor connections the publishing front door carries now, by publisher key.");
+  for (const auto& [publisher, open] : g.publish_visitors)
+    w.sample("natfwd_relay_publish_visitors", open,
+             "publisher=\"" + label_value(publisher) + "\"");
+  w.family("natfwd_relay_publish_visitors_total", "counter",
+           "Visitor connections by publisher key and outcome (accepted, refused by a "
+           "limit, refused by the publisher's allow-from).");
+  for (const auto& [publisher, p] : s.publishers) {
+    const std::string key = "publisher=\"" + label_value(publisher) + "\"";
+    w.sample("natfwd_relay_publish_visitors_total", p.accepted, key + ",outcome=\"accepted\"");
+    w.sample("natfwd_relay_publish_visitors_total", p.refused_limit, key + ",outcome=\"limit\"");
+    w.sample("natfwd_relay_publish_visitors_total", p.refused_allow_from,
+             key + ",outcome=\"allow_from\"");
+  }
+  w.family("natfwd_relay_publish_bytes_total", "counter",
+           "Visitor bytes carried by the publishing front door, by publisher key and "
+           "direction.");
+  for (const auto& [publisher, p] : s.publishers) {
+    const std::string key = "publisher=\"" + label_value(publisher) + "\"";
+    w.sample("natfwd_relay_publish_bytes_total", p.bytes_to_home, key + ",direction=\"to_home\"");
+    w.sample("natfwd_relay_publish_bytes_total", p.bytes_to_visitor,
+             key + ",direction=\"to_visitor\"");
+  }
   return w.take();
 }
 

@@ -13,6 +13,15 @@
 
 namespace natfwd::relay {
 
+// The publishing front door's counters for one publisher key (front_door/visitor_limits.h).
+struct PublisherStats {
+  uint64_t accepted = 0;            // visitor connections carried to home
+  uint64_t refused_limit = 0;       // refused by a visitor limit (per publisher or total)
+  uint64_t refused_allow_from = 0;  // kept out by the publisher's allow-from
+  uint64_t bytes_to_home = 0;       // visitor -> home
+  uint64_t bytes_to_visitor = 0;    // home -> visitor
+};
+
 // The counters the TURN data-plane shards (`relay --threads N`) write from their
 // own threads are atomic, and `errors` is guarded by errors_mutex; the rendezvous
 // counters are written on the main thread only.
@@ -29,6 +38,7 @@ struct RelayStats {
   std::atomic<uint64_t> relayed_bytes_to_client = 0;      // peer -> relay -> client (payload)
   std::atomic<uint64_t> relayed_packets_to_client = 0;
   std::map<std::string, uint64_t> errors;    // kind -> count
+  std::map<std::string, PublisherStats> publishers;  // publisher key id -> counters
   mutable std::mutex errors_mutex;
 
   void error(std::string_view kind) {
@@ -45,6 +55,7 @@ struct RelayGauges {
   uint64_t turn_allocations = 0;
   uint64_t turn_permissions = 0;
   uint64_t turn_channels = 0;
+  std::map<std::string, uint64_t> publish_visitors;  // publisher key id -> open visitors
   double uptime_seconds = 0;
   std::string version;
 };

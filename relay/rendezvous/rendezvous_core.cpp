@@ -390,6 +390,8 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
   if (!connection.publishes.empty()) {
     reply.mutable_registered()->mutable_publish()->set_domain(config_.publish.domain);
     reply.mutable_registered()->mutable_publish()->set_relay_key(config_.publish.relay_key);
+    for (const char* feature : kPublishFeatures)
+      reply.mutable_registered()->mutable_publish()->add_features(feature);
     for (const wire::Publish& publish : connection.publishes)
       *reply.mutable_registered()->mutable_publish()->add_published() = publish;
   }

@@ -73,6 +73,9 @@ struct PublishConfig {
   uint16_t tcp_port_max = 0;
 };
 
+// What the front door enforces of a publish beyond routing (PublishGrant.features).
+inline constexpr const char* kPublishFeatures[] = {"allow-from", "proxy-protocol"};
+
 // What a registered peer publishes, for the front door: the target its StreamOpen
 // names and the key the peer proved (the front door pins it).
 struct PublishedService {

@@ -7,6 +7,7 @@
 
 #include "front_door/http_head.h"
 
+using namespace natfwd;
 using namespace natfwd::relay::front_door;
 using Status = HttpHead::Status;
 

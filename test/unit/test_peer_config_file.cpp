@@ -153,3 +153,42 @@ TEST_CASE("the shipped peer examples load") {
     CHECK_FALSE(std::get<std::vector<config::FileArgument>>(arguments).empty());
   }
 }
+
+TEST_CASE("[publish NAME] groups become --publish specs with their options") {
+  const char* const text =
+      "[peer]\n"
+      "name = home\n"
+      "[publish web]\n"
+      "kind = http\n"
+      "target = 8000\n"
+      "allow-from = 192.168.0.0/16;2001:db8::/32\n"
+      "auth = /etc/natfwd/users\n"
+      "[publish ssh]\n"
+      "kind = tcp\n"
+      "public-port = 20022\n"
+      "target = 192.168.1.20:22\n"
+      "proxy-protocol = true\n"
+      "[publish site]\n"
+      "kind = tls\n"
+      "target = 127.0.0.1:8443\n"
+      "proxy-protocol = false\n";
+  CHECK(words_of(text, {}) ==
+        std::vector<std::string>{
+            "--name=home",
+            "--publish=http:8000,allow-from=192.168.0.0/16,allow-from=2001:db8::/32,"
+            "auth=/etc/natfwd/users",
+            "--publish=tcp:20022:192.168.1.20:22,proxy-protocol",
+            "--publish=tls:127.0.0.1:8443"});
+  // --publish on the command line replaces the file's.
+  CHECK(words_of(text, {"--publish", "http:9000"}) == std::vector<std::string>{"--name=home"});
+  CHECK(error_of("[publish web]\nkind = ftp\ntarget = 21\n") ==
+        "peer.conf:2: key 'kind': 'ftp' is not http, tls or tcp");
+  CHECK(error_of("[publish web]\nkind = http\n") == "peer.conf:1: [publish web] needs key 'target'");
+  // The spec's own rules: proxy-protocol is not for http, auth= only for http.
+  CHECK(error_of("[publish web]\nkind = http\ntarget = 80\nproxy-protocol = true\n")
+            .rfind("peer.conf:1: [publish web]: 'proxy-protocol' in ", 0) == 0);
+  CHECK(error_of("[publish s]\nkind = tcp\ntarget = 22\nauth = /f\n")
+            .rfind("peer.conf:1: [publish s]: 'auth=' in ", 0) == 0);
+  CHECK(error_of("[publish s]\nkind = tcp\ntarget = 22\nallow-from = nowhere\n")
+            .rfind("peer.conf:1: [publish s]: 'nowhere' in ", 0) == 0);
+}

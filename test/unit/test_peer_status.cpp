@@ -52,7 +52,7 @@ TEST_CASE("status JSON carries every field, versioned") {
           R"("relay":{"address":"vps.example:3478","up":true,"registered_name":null},)"
           R"("relays":[{"address":"vps.example:3478","up":true,"registered":false},)"
           R"({"address":"vps2.example:3478","up":false,"registered":false}],)"
-          R"("serves":[],"remote_peer":"home","remote_peers":[],)"
+          R"("serves":[],"publishes":[],"remote_peer":"home","remote_peers":[],)"
           R"("listeners":[{"address":"127.0.0.1:2222","kind":"forward","target":"buffalo:22","peer":"home"},)"
           R"({"address":"127.0.0.1:1080","kind":"socks","target":"","peer":"home"}],)"
           R"("tunnels":[{"name":"home","key_id":"iiiijjjjkkkkllllmmmmnnnnoooopppp","role":"connecting",)"
@@ -76,7 +76,7 @@ TEST_CASE("status JSON of a serving peer with a tunnel still connecting") {
   status.tunnels = {tunnel};
   const std::string json = status_json(status);
   REQUIRE(json.find(R"("up":false,"registered_name":"home")") != std::string::npos);
-  REQUIRE(json.find(R"("serves":["buffalo:22","[::1]:80"],"remote_peer":null,"remote_peers":[],"listeners":[])") !=
+  REQUIRE(json.find(R"("serves":["buffalo:22","[::1]:80"],"publishes":[],"remote_peer":null,"remote_peers":[],"listeners":[])") !=
           std::string::npos);
   REQUIRE(json.find(R"("state":"connecting","path":null)") != std::string::npos);
 }
@@ -138,6 +138,25 @@ TEST_CASE("several serving peers: each listener names its own, one line lists th
   const std::string json = status_json(status);
   CHECK(json.find(R"("remote_peer":"home","remote_peers":["home","office"],)") != std::string::npos);
   CHECK(json.find(R"({"address":"127.0.0.1:5433","kind":"forward","target":"db:5432","peer":"office"})") !=
+        std::string::npos);
+}
+
+TEST_CASE("published services: kind, URL, target, flags and visitors, text and JSON") {
+  PeerStatus status;
+  status.key_id = "k";
+  status.relay = "r:1";
+  status.publishes = {
+      {"http", "http://home.share.test/", "127.0.0.1:8000", {"10.0.0.0/8"}, true, false, 3},
+      {"tcp", "", "192.168.1.20:22", {}, false, true, 1}};
+  const std::string text = status_text(status);
+  CHECK(text.find("published http://home.share.test/ -> 127.0.0.1:8000, basic auth, "
+                  "allow-from 10.0.0.0/8, 3 visitors\n") != std::string::npos);
+  CHECK(text.find("published tcp (not granted yet) -> 192.168.1.20:22, proxy-protocol, "
+                  "1 visitor\n") != std::string::npos);
+  const std::string json = status_json(status);
+  CHECK(json.find(R"("publishes":[{"kind":"http","url":"http://home.share.test/",)"
+                  R"("target":"127.0.0.1:8000","allow_from":["10.0.0.0/8"],"auth":true,)"
+                  R"("proxy_protocol":false,"visitors":3},{"kind":"tcp","url":null,)") !=
         std::string::npos);
 }
 

@@ -26,6 +26,32 @@ TEST_CASE("every metric has HELP and TYPE, and label values are escaped") {
   CHECK(text.back() == '\n');
 }
 
+TEST_CASE("publishing counters and gauges, by publisher key, only when publishing") {
+  RelayStats stats;
+  RelayGauges gauges;
+  CHECK(render_prometheus(stats, gauges).find("natfwd_relay_publish") == std::string::npos);
+  stats.publishers["k1"].accepted = 4;
+  stats.publishers["k1"].refused_limit = 7;
+  stats.publishers["k1"].refused_allow_from = 2;
+  stats.publishers["k1"].bytes_to_home = 10;
+  stats.publishers["k1"].bytes_to_visitor = 20;
+  gauges.publish_visitors["k1"] = 3;
+  const std::string text = render_prometheus(stats, gauges);
+  for (const char* line : {
+           "natfwd_relay_publish_visitors{publisher=\"k1\"} 3\n",
+           "natfwd_relay_publish_visitors_total{publisher=\"k1\",outcome=\"accepted\"} 4\n",
+           "natfwd_relay_publish_visitors_total{publisher=\"k1\",outcome=\"limit\"} 7\n",
+           "natfwd_relay_publish_visitors_total{publisher=\"k1\",outcome=\"allow_from\"} 2\n",
+           "natfwd_relay_publish_bytes_total{publisher=\"k1\",direction=\"to_home\"} 10\n",
+           "natfwd_relay_publish_bytes_total{publisher=\"k1\",direction=\"to_visitor\"} 20\n",
+           "# TYPE natfwd_relay_publish_visitors gauge\n",
+           "# TYPE natfwd_relay_publish_visitors_total counter\n",
+       }) {
+    INFO(line);
+    CHECK(text.find(line) != std::string::npos);
+  }
+}
+
 TEST_CASE("the metrics endpoint serves GET /metrics, 404s the rest, closes garbage") {
   struct Row {
     const char* request;

@@ -48,6 +48,10 @@ TEST_CASE("an allowed publisher is registered with a grant and found by the fron
   REQUIRE(reply.has_registered());
   CHECK(reply.registered().publish().domain() == kDomain);
   CHECK(reply.registered().publish().relay_key() == key_of('r'));
+  // What the front door enforces, so that a peer can tell an older relay that would not.
+  const auto& features = reply.registered().publish().features();
+  CHECK(std::vector<std::string>(features.begin(), features.end()) ==
+        std::vector<std::string>{"allow-from", "proxy-protocol"});
 
   const auto found = h.core().published("home", wire::Publish::HTTP);
   REQUIRE(found);

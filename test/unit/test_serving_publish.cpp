@@ -17,7 +17,7 @@ PeerOptions publishing_options() {
   options.name = "home";
   options.state_dir = "/nonexistent/natfwd-test-state";
   options.serves.push_back({std::nullopt, {"buffalo", 22}});
-  options.publishes.push_back({PublishSpec::Kind::kHttp, {"127.0.0.1", 8000}, 0, false, {}});
+  options.publishes.push_back({PublishSpec::Kind::kHttp, {"127.0.0.1", 8000}, 0, false, {}, {}});
   return options;
 }
 
@@ -82,4 +82,36 @@ TEST_CASE("a peer that publishes nothing never admits a front door") {
   RelayLink granting;
   granting.front_door_key = front_door;
   CHECK(admit(policy, front_door, granting) == ServingPolicy::Admission::kRefused);
+}
+
+TEST_CASE("a publish that needs allow-from or proxy-protocol stops at a relay not listing it") {
+  PeerOptions options = publishing_options();
+  options.publishes[0].allow_from = {"10.0.0.0/8"};
+  options.publishes.push_back(
+      {PublishSpec::Kind::kTcp, {"127.0.0.1", 22}, 0, /*proxy_protocol=*/true, {}, {}});
+  ServingPolicy policy(options);
+  RelayLink link;
+  link.address = {"relay.test", 3478};
+  link.front_door_key = Identity::generate().public_key();
+  link.publish_domain = "share.test";  // what RelayLinks takes from the grant
+  wire::Registered registered;
+  registered.set_name("home");
+  registered.mutable_publish()->set_domain("share.test");
+  // An older relay: a grant without features.
+  auto stop = policy.on_registered(link, registered);
+  REQUIRE(stop);
+  CHECK(stop->find("relay relay.test:3478 does not support allow-from") == 0);
+  registered.mutable_publish()->add_features("allow-from");
+  stop = policy.on_registered(link, registered);
+  REQUIRE(stop);
+  CHECK(stop->find("does not support proxy-protocol") != std::string::npos);
+  registered.mutable_publish()->add_features("proxy-protocol");
+  registered.mutable_publish()->add_features("some-later-feature");
+  CHECK_FALSE(policy.on_registered(link, registered));
+  // Published once granted: peer status shows the URL.
+  const auto status = policy.publish_status();
+  REQUIRE(status.size() == 2);
+  CHECK(status[0].url == "http://home.share.test/");
+  CHECK(status[0].allow_from == std::vector<std::string>{"10.0.0.0/8"});
+  CHECK(status[1].proxy_protocol);
 }

@@ -48,3 +48,15 @@ TEST_CASE("token bucket: full_at tells when it can be forgotten") {
   CHECK(bucket.full_at(kStart + 18s));
   CHECK(bucket.full_at(kStart + 1h));
 }
+
+TEST_CASE("token bucket: spend() may go into debt that the refill pays first") {
+  TokenBucket bucket(1000, 1s, kStart);
+  bucket.spend(1500, kStart);
+  CHECK(bucket.available(kStart) == Approx(-500));
+  CHECK(bucket.time_until(100, kStart).count() == Approx(0.6));
+  CHECK_FALSE(bucket.take(1, kStart + 400ms));
+  CHECK(bucket.available(kStart + 600ms) == Approx(100));
+  // Asking for more than the capacity waits for a full bucket, not forever.
+  CHECK(bucket.time_until(5000, kStart + 600ms).count() == Approx(0.9));
+  CHECK(bucket.time_until(50, kStart + 600ms).count() == 0);
+}
