@@ -20,6 +20,8 @@ std::string join_targets(const std::vector<ServeSpec>& serves) {
 
 ServingPolicy::ServingPolicy(const PeerOptions& options)
     : options_(options), authorization_(options.state_dir, options.allow) {
+  for (const PublishSpec& publish : options.publishes)
+    if (publish.kind == PublishSpec::Kind::kHttps) https_ = std::make_unique<HttpsServer>(publish);
   if (!serves()) return;
   // Answers go back through the relay each query came through (answer_netcheck), not
   // through a link fixed here.
@@ -78,6 +80,7 @@ void ServingPolicy::add_hooks(Tunnel::Hooks& hooks, TargetPolicy& policy,
     // A relay's front door reaches the published targets and nothing else, and must
     // prove inside the QUIC handshake that it holds the key its relay granted with.
     policy = [this](const HostPort& target) { return check_published_target(target); };
+    hooks.connector = https_.get();
     hooks.authorize_key = [key](const PublicKey& presented) { return presented == key; };
     return;
   }
@@ -162,6 +165,10 @@ void ServingPolicy::on_registered(RelayLink& link, const wire::Registered& regis
   published_ = true;
   for (const PublishSpec& publish : options_.publishes) {
     if (publish.kind == PublishSpec::Kind::kTcp) continue;
+    if (publish.kind == PublishSpec::Kind::kHttps) {
+      https_->on_published(name + "." + link.publish_domain);
+      continue;
+    }
     const bool tls = publish.kind == PublishSpec::Kind::kTls;
     log::ready("published %s://%s.%s/ -> %s%s", tls ? "https" : "http", name.c_str(),
                link.publish_domain.c_str(), publish.target.to_string().c_str(),

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "config/peer_options.h"
+#include "https/https_server.h"
 #include "identity.h"
 #include "netcheck/netcheck_responder.h"
 #include "relays/relay_links.h"
@@ -53,6 +54,7 @@ class ServingPolicy {
   const PeerOptions& options_;
   Authorization authorization_;
   std::unique_ptr<netcheck::NetcheckResponder> netcheck_;  // serving peers only
+  std::unique_ptr<HttpsServer> https_;  // the https publish's TLS; null without one
   bool announced_ = false;
   bool published_ = false;  // the `published` ready lines are out
 };

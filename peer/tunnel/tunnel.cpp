@@ -56,7 +56,8 @@ Tunnel::Tunnel(Role role, uint64_t session_id, std::string remote_label,
       core_(core_options(
                 role, remote_label_, identity,
                 [this](const PublicKey& key) { return verify_remote_key(key); },
-                std::move(target_policy), hooks_.pair, connector_),
+                std::move(target_policy), hooks_.pair,
+                hooks_.connector ? *hooks_.connector : connector_),
             *this),
       loop_(core_) {
   started_us_ = g_get_monotonic_time();

@@ -55,6 +55,9 @@ class Tunnel : private TunnelCore::Io {
     std::function<std::string(const std::string& server)> relay_label;
     // Serving side: a pairing request arrived on a stream (see trust/authorization.h).
     PairHandler pair;
+    // Serving side: reaches the targets streams ask for (it outlives the tunnel);
+    // null: plain TCP connections.
+    LocalConnector* connector = nullptr;
     // Connecting side, setup failed: may take the waiting connections (and their
     // references) to try them another way, e.g. through another relay; returns
     // false to let them be reset.
