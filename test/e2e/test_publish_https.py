@@ -98,6 +98,14 @@ def test(w):
             raise Failure(f"{label}: ALPN http/1.1 not accepted\n{verbose}")
         print(f"{label}: {suite.group(2)}, ALPN http/1.1, page from home")
 
+    # A figure for the note (loopback, no assertion): TLS handshake and first byte.
+    code, body, _ = curl_https(host, relay_port, "/index.html", cert,
+                               ["-w", "\n%{time_appconnect} %{time_starttransfer}"])
+    if code == 0:
+        handshake, first_byte = (float(x) for x in body.rsplit(b"\n", 1)[1].split())
+        print(f"handshake done after {handshake * 1000:.1f} ms, first byte after "
+              f"{first_byte * 1000:.1f} ms (one visitor, loopback)")
+
     code, body, verbose = curl_https(host, relay_port, "/big.bin", cert)
     if code != 0 or hashlib.sha256(body).digest() != hashlib.sha256(big).digest():
         raise Failure(f"big file: curl exit {code}, {len(body)} of {BIG_BYTES} bytes\n"
