@@ -149,6 +149,16 @@ void HttpFrontDoor::route(Visitor& visitor, const HttpHead& head) {
     answer(visitor, 403, "Forbidden", host + " does not take visitors from your address");
     return;
   }
+  if (service->tls_at_home) {
+    // An https publish: the page is only at https://NAME.DOMAIN/, on the relay's TLS
+    // port (443), so the visitor's port is not carried over.
+    const std::string response = https_redirect_response(host, visitor.read);
+    g_socket_send(g_socket_connection_get_socket(visitor.tcp.get()), response.data(),
+                  response.size(), nullptr, nullptr);
+    g_io_stream_close(G_IO_STREAM(visitor.tcp.get()), nullptr, nullptr);
+    drop(visitor.id);
+    return;
+  }
   PublicKey key{};
   public_key_from_bytes(std::span(reinterpret_cast<const uint8_t*>(service->public_key.data()),
                                   service->public_key.size()),

@@ -41,5 +41,9 @@ std::string with_forwarded_fields(std::string_view bytes, size_t head_length,
 
 // A complete HTTP/1.1 response with a small text/html page, "Connection: close".
 std::string http_error_response(int status, std::string_view title, std::string_view detail);
+// "308 Permanent Redirect" (RFC 9110 section 15.4.9: the method stays) to
+// https://HOST + the request target of the head in `bytes` ("/" when it is not in
+// origin form), "Connection: close".
+std::string https_redirect_response(std::string_view host, std::string_view bytes);
 
 }  // namespace natfwd::relay::front_door

@@ -9,6 +9,8 @@ plain HTTP/1.1 to `python3 -m http.server` at home.
 - curl trusting only that certificate (--cacert, --resolve to the relay's TLS port)
   loads the page over TLS 1.3 and over TLS 1.2 (--tls-max 1.2), ALPN http/1.1, with
   a forward-secret AEAD suite; a 4 MB file arrives byte for byte;
+- the relay's --publish-http port answers http://home.DOMAIN/PATH with a 308 redirect
+  to https://home.DOMAIN/PATH (the peer told it the publish ends TLS at home);
 - with home's web server stopped, the visitor gets a 502 page over TLS, not a reset;
 - a spec without cert=/key= is refused with a line that says what is missing.
 """
@@ -38,6 +40,8 @@ def test(w):
     relay, relay_addr = nf.relay(extra=["--publish-domain", DOMAIN, "--publish-http",
                                         "127.0.0.1:0", "--allow-publisher", "any"])
     relay_port = int(relay_addr.rsplit(":", 1)[1])
+    http_port = int(re.search(r"publish http 127\.0\.0\.1:(\d+) ",
+                              relay.stdout_lines[0]).group(1))
     host = f"home.{DOMAIN}"
 
     cert = os.path.join(w.tmpdir, "home.crt")
@@ -97,6 +101,16 @@ def test(w):
         if not re.search(r"ALPN[:,] server accepted (to use )?http/1\.1", verbose):
             raise Failure(f"{label}: ALPN http/1.1 not accepted\n{verbose}")
         print(f"{label}: {suite.group(2)}, ALPN http/1.1, page from home")
+
+    redirect = subprocess.run(
+        ["curl", "-sS", "--max-time", str(scaled(30)), "--resolve",
+         f"{host}:{http_port}:127.0.0.1", "-o", "/dev/null", "-w",
+         "%{http_code} %{redirect_url}", f"http://{host}:{http_port}/index.html?a=1"],
+        capture_output=True, text=True, timeout=scaled(30) + 10)
+    if redirect.stdout != f"308 https://{host}/index.html?a=1":
+        raise Failure(f"plain http to an https publish: {redirect.stdout!r} "
+                      f"{redirect.stderr!r}\n{relay.describe()}")
+    print(f"http://{host}/index.html?a=1 -> 308 https://{host}/index.html?a=1")
 
     # A figure for the note (loopback, no assertion): TLS handshake and first byte.
     code, body, _ = curl_https(host, relay_port, "/index.html", cert,
