@@ -251,7 +251,10 @@ int run(const natfwd::relay::RelayOptions& options) {
       http_front_door = std::make_unique<relay::front_door::HttpFrontDoor>(
           *options.publish_http, options.publish_domain,
           [&server](const std::string& name) {
-            return server.rendezvous().published(name, wire::Publish::HTTP);
+            if (auto http = server.rendezvous().published(name, wire::Publish::HTTP)) return http;
+            // An https publish answers plain HTTP with a redirect (HttpFrontDoor::route).
+            auto tls = server.rendezvous().published(name, wire::Publish::TLS);
+            return tls && tls->tls_at_home ? tls : std::nullopt;
           },
           *front_door, visitor_limits);
       publish_services = ", publish http " + http_front_door->local_address().to_string();

@@ -247,7 +247,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "*.DOMAIN points at this host; needs --publish-http [default: off]",
        "DOMAIN"},
       {"publish-http", 0, 0, G_OPTION_ARG_STRING, &publish_http_text,
-       "Plain HTTP/1.1 front door, routed by Host NAME.DOMAIN to the peer NAME (typically "
+       "Plain HTTP/1.1 front door, routed by Host NAME.DOMAIN to the peer NAME, or a 308 "
+       "redirect to https when NAME publishes https (typically "
        "0.0.0.0:80; port 0 picks one; default port 80) [default: off]",
        "ADDR:PORT"},
       {"allow-publisher", 0, 0, G_OPTION_ARG_STRING_ARRAY, &allow_publisher_texts,

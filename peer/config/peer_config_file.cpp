@@ -90,8 +90,9 @@ std::string check_target(const std::string& text) {
 std::string check_port(const std::string& text) { return problem_of(parse_port(text, false)); }
 
 std::string check_publish_kind(const std::string& text) {
-  return text == "http" || text == "tls" || text == "tcp" ? ""
-                                                          : "'" + text + "' is not http, tls or tcp";
+  return text == "http" || text == "tls" || text == "https" || text == "tcp"
+             ? ""
+             : "'" + text + "' is not http, tls, https or tcp";
 }
 
 // [HOST:]PORT of a [publish NAME] group: the target of a --publish spec.
@@ -116,6 +117,8 @@ std::string publish_spec_of(const config::Section& section) {
   if (const config::Value* ranges = section.find("allow-from"))
     for (const std::string& range : ranges->values) spec += ",allow-from=" + range;
   if (const config::Value* auth = section.find("auth")) spec += ",auth=" + auth->values[0];
+  if (const config::Value* cert = section.find("cert")) spec += ",cert=" + cert->values[0];
+  if (const config::Value* key = section.find("key")) spec += ",key=" + key->values[0];
   return spec;
 }
 
@@ -195,6 +198,8 @@ const config::ConfigSchema& peer_config_schema() {
            {"proxy-protocol", ValueKind::kSwitch, nullptr},
            {"allow-from", ValueKind::kList, nullptr},
            {"auth", ValueKind::kText, nullptr},
+           {"cert", ValueKind::kText, nullptr},
+           {"key", ValueKind::kText, nullptr},
        }},
       {"forward",
        true,

@@ -217,7 +217,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
        "Let connecting peers reach HOST:HOSTPORT (repeatable; exact allowlist; default: none)",
        "[PORT:]HOST:HOSTPORT"},
       {"publish", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.publishes,
-       "Let visitors with only a browser reach HOST:PORT (default HOST 127.0.0.1) through the relay's front door: http: at http://NAME.DOMAIN/, tls: (a server with its own certificate, passed through by SNI) at https://NAME.DOMAIN/, tcp: on the relay's PUBLICPORT (0 or none: any of its --publish-ports) (DOMAIN: the relay's --publish-domain; the relay must allow this peer's key); http: requests carry X-Forwarded-For with the visitor's address, and ,proxy-protocol after a tcp: or tls: spec puts a PROXY protocol v2 header before the visitor's bytes; ,allow-from=CIDR (repeatable) lets only visitors from those ranges through, refused at the relay; ,auth=FILE after an http: spec lets through only requests with a user and password of FILE (htpasswd: bcrypt, SHA-crypt, apr1 MD5), checked by this peer on every request (repeatable; one http, one tls; default: none)",
+       "Let visitors with only a browser reach HOST:PORT (default HOST 127.0.0.1) through the relay's front door: http: at http://NAME.DOMAIN/, tls: (a server with its own certificate, passed through by SNI) at https://NAME.DOMAIN/, https: (passed through by SNI, TLS terminated by this peer with ,cert=FILE,key=FILE: a PEM certificate chain and its key; HOST:PORT gets plain HTTP/1.1) at https://NAME.DOMAIN/, tcp: on the relay's PUBLICPORT (0 or none: any of its --publish-ports) (DOMAIN: the relay's --publish-domain; the relay must allow this peer's key); http: requests carry X-Forwarded-For with the visitor's address, and ,proxy-protocol after a tcp:, tls: or https: spec puts a PROXY protocol v2 header before the visitor's bytes; ,allow-from=CIDR (repeatable) lets only visitors from those ranges through, refused at the relay; ,auth=FILE after an http: spec lets through only requests with a user and password of FILE (htpasswd: bcrypt, SHA-crypt, apr1 MD5), checked by this peer on every request (repeatable; one http, one tls or https; default: none)",
        "KIND:[HOST:]PORT[,OPTION...]"},
       {"allow", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.allow,
        "Accept connecting peers with this key id (repeatable; beside STATE_DIR/authorized_peers; default: only those)",
@@ -348,11 +348,18 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   }
   options.serves = parse_each(o.serves, "--serve", parse_serve_spec);
   options.publishes = parse_each(o.publishes, "--publish", parse_publish_spec);
+  // tls and https both answer https://NAME.DOMAIN/ (routed by SNI): one of them.
+  const auto by_sni = [](PublishSpec::Kind kind) {
+    return kind == PublishSpec::Kind::kHttps ? PublishSpec::Kind::kTls : kind;
+  };
   for (size_t i = 0; i < options.publishes.size(); ++i)
     for (size_t j = 0; j < i; ++j)
-      if (options.publishes[i].kind == options.publishes[j].kind &&
+      if (by_sni(options.publishes[i].kind) == by_sni(options.publishes[j].kind) &&
           options.publishes[i].kind != PublishSpec::Kind::kTcp)
-        usage_error(std::string("--publish: one ") + publish_kind_name(options.publishes[i].kind) +
+        usage_error(std::string("--publish: one ") +
+                    (by_sni(options.publishes[i].kind) == PublishSpec::Kind::kTls
+                         ? "tls or https"
+                         : publish_kind_name(options.publishes[i].kind)) +
                     " service per peer (the relay routes NAME.DOMAIN to one target)");
   // The front door names only the target of a stream: a target behind basic auth
   // must not be reachable through another publish without it.
@@ -361,6 +368,14 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       if (!auth.auth_file.empty() && &other != &auth && other.target == auth.target)
         usage_error("--publish: " + auth.target.to_string() + " is behind auth= and must not "
                     "be published a second time");
+  // This peer tells an https stream from a plain one by its target.
+  for (const PublishSpec& https : options.publishes)
+    for (const PublishSpec& other : options.publishes)
+      if (https.kind == PublishSpec::Kind::kHttps && other.kind != PublishSpec::Kind::kHttps &&
+          https.target == other.target)
+        usage_error("--publish: " + https.target.to_string() +
+                    " is published as https and as " + publish_kind_name(other.kind) +
+                    "; give each its own target");
   if (!options.publishes.empty() && !o.name)
     usage_error("--publish needs --name NAME: visitors reach it as NAME.DOMAIN");
   if (!options.remotes.empty() && forwards.empty() && socks.empty() && !options.pair_secret &&

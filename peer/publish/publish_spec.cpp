@@ -13,6 +13,8 @@ Parsed<PublishSpec> parse_target(std::string_view text);
 
 constexpr std::string_view kAllowFrom = "allow-from=";
 constexpr std::string_view kAuth = "auth=";
+constexpr std::string_view kCert = "cert=";
+constexpr std::string_view kKey = "key=";
 // The relay takes this many ranges per publish (relay/rendezvous/rendezvous_core.cpp).
 constexpr size_t kMaxAllowFrom = 32;
 
@@ -39,16 +41,16 @@ Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
   const std::string whole(text);
   const size_t comma = text.find(',');
   auto spec_or = parse_target(text.substr(0, comma));
-  if (comma == std::string_view::npos || std::holds_alternative<std::string>(spec_or))
-    return spec_or;
+  if (std::holds_alternative<std::string>(spec_or)) return spec_or;
   auto& spec = std::get<PublishSpec>(spec_or);
-  std::string_view options = text.substr(comma + 1);
-  while (true) {
+  std::string_view options = comma == std::string_view::npos ? "" : text.substr(comma + 1);
+  // Every comma starts an option: "tcp:22," names an empty one.
+  while (comma != std::string_view::npos) {
     const size_t next = options.find(',');
     const std::string_view option = options.substr(0, next);
     if (option == "proxy-protocol") {
       if (spec.kind == PublishSpec::Kind::kHttp)
-        return "'proxy-protocol' in '" + whole + "' is for tcp and tls; http gets "
+        return "'proxy-protocol' in '" + whole + "' is for tcp, tls and https; http gets "
                "X-Forwarded-For";
       spec.proxy_protocol = true;
     } else if (option.starts_with(kAllowFrom)) {
@@ -66,13 +68,21 @@ Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
                "and tcp bytes pass untouched)";
       if (option.size() == kAuth.size()) return "'auth=' in '" + whole + "' names no file";
       spec.auth_file = std::string(option.substr(kAuth.size()));
+    } else if ((option.starts_with(kCert) || option.starts_with(kKey)) &&
+               spec.kind == PublishSpec::Kind::kHttps) {
+      const bool cert = option.starts_with(kCert);
+      const std::string_view file = option.substr(cert ? kCert.size() : kKey.size());
+      if (file.empty()) return "'" + std::string(option) + "' in '" + whole + "' names no file";
+      (cert ? spec.cert_file : spec.key_file) = file;
     } else {
       return "'" + std::string(option) + "' in '" + whole + "' is not a publish option "
-             "(proxy-protocol, allow-from=CIDR, auth=FILE)";
+             "(proxy-protocol, allow-from=CIDR; http: auth=FILE; https: cert=FILE, key=FILE)";
     }
     if (next == std::string_view::npos) break;
     options.remove_prefix(next + 1);
   }
+  if (spec.kind == PublishSpec::Kind::kHttps && (spec.cert_file.empty() || spec.key_file.empty()))
+    return "'" + whole + "' needs cert=FILE,key=FILE (the certificate chain and key to serve)";
   return spec;
 }
 
@@ -88,8 +98,9 @@ Parsed<PublishSpec> parse_target(std::string_view text) {
   if (kind == "http") spec.kind = PublishSpec::Kind::kHttp;
   else if (kind == "tls") spec.kind = PublishSpec::Kind::kTls;
   else if (kind == "tcp") spec.kind = PublishSpec::Kind::kTcp;
+  else if (kind == "https") spec.kind = PublishSpec::Kind::kHttps;
   else return "'" + std::string(kind) + "' in '" + whole + "' is not a kind that can be "
-              "published (http, tls, tcp)";
+              "published (http, tls, https, tcp)";
   auto fields_or = split_colon_fields(text.substr(colon + 1));
   if (auto* error = std::get_if<std::string>(&fields_or)) return *error;
   auto& fields = std::get<std::vector<std::string>>(fields_or);
@@ -129,6 +140,8 @@ const char* publish_kind_name(PublishSpec::Kind kind) {
       return "tls";
     case PublishSpec::Kind::kTcp:
       return "tcp";
+    case PublishSpec::Kind::kHttps:
+      return "https";
   }
   return "?";
 }

@@ -6,13 +6,18 @@
 //   --publish tls:[HOST:]PORT      TLS at https://NAME.DOMAIN/, routed by the relay by
 //                                  the ClientHello's SNI and passed through untouched:
 //                                  HOST:PORT terminates TLS with its own certificate
+//   --publish https:[HOST:]PORT,cert=FILE,key=FILE
+//                                  TLS at https://NAME.DOMAIN/ passed through by SNI
+//                                  as for tls, but terminated by this peer with the
+//                                  PEM certificate chain FILE and its key; HOST:PORT
+//                                  gets the plaintext (HTTP/1.1)
 //   --publish tcp:[PUBLICPORT:][HOST:]PORT
 //                                  raw TCP on the relay's PUBLICPORT (0 or none: any
 //                                  free one of its --publish-ports), like ssh -g -R
 //
 // HOST defaults to 127.0.0.1: the common case is a web server on this machine.
 // Options follow the target after commas:
-//   ,proxy-protocol                (tcp, tls) the relay puts a PROXY protocol v2 header
+//   ,proxy-protocol                (tcp, tls, https) the relay puts a PROXY protocol v2 header
 //                                  with the visitor's address before the visitor's bytes;
 //                                  http always gets X-Forwarded-For instead
 //   ,allow-from=CIDR               (repeatable) only visitors from these ranges
@@ -21,6 +26,7 @@
 //   ,auth=FILE                     (http) HTTP basic auth at home: only requests with
 //                                  a user and password of FILE (htpasswd format) reach
 //                                  the target; the peer checks every request
+//   ,cert=FILE ,key=FILE           (https) the certificate chain and key to serve
 #pragma once
 
 #include <string>
@@ -32,17 +38,19 @@
 namespace natfwd {
 
 struct PublishSpec {
-  enum class Kind { kHttp, kTls, kTcp };
+  enum class Kind { kHttp, kTls, kTcp, kHttps };
   Kind kind = Kind::kHttp;
   HostPort target;  // HOST:PORT at home, reached by the serving peer
   uint16_t public_port = 0;  // tcp: the relay's port asked for; 0: any
   bool proxy_protocol = false;  // tcp, tls: PROXY v2 header first; default off
   std::vector<std::string> allow_from;  // visitor ranges as written; empty: everyone
   std::string auth_file;  // http: the htpasswd file of basic auth; empty: none
+  std::string cert_file;  // https: PEM certificate chain to serve; required
+  std::string key_file;   // https: its PEM private key; required with cert_file
 };
 
 Parsed<PublishSpec> parse_publish_spec(std::string_view text);
-// "http", "tls" or "tcp", as the spec spells it.
+// "http", "tls", "tcp" or "https", as the spec spells it.
 const char* publish_kind_name(PublishSpec::Kind kind);
 
 }  // namespace natfwd

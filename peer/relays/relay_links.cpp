@@ -141,11 +141,14 @@ std::unique_ptr<RelayLink> RelayLinks::make_link(size_t index, const HostPort& a
   std::vector<wire::Publish> publishes;
   for (const PublishSpec& spec : options_.publishes) {
     wire::Publish publish;
-    publish.set_kind(spec.kind == PublishSpec::Kind::kTls   ? wire::Publish::TLS
+    // https is TLS passed through by SNI, as tls is; this peer terminates it.
+    publish.set_kind(spec.kind == PublishSpec::Kind::kTls || spec.kind == PublishSpec::Kind::kHttps
+                         ? wire::Publish::TLS
                      : spec.kind == PublishSpec::Kind::kTcp ? wire::Publish::TCP
                                                             : wire::Publish::HTTP);
     publish.set_public_port(spec.public_port);
     publish.set_proxy_protocol(spec.proxy_protocol);
+    publish.set_tls_at_home(spec.kind == PublishSpec::Kind::kHttps);
     for (const std::string& range : spec.allow_from) publish.add_allow_from(range);
     publish.set_host(spec.target.host);
     publish.set_port(spec.target.port);

@@ -152,6 +152,8 @@ PublishConnector::PublishConnector(const std::vector<PublishSpec>& publishes, st
 std::unique_ptr<LocalConnector::Attempt> PublishConnector::connect(const HostPort& target,
                                                                    Done done) {
   ++visitors_[target.to_string()];
+  if (auto route = routes_.find(target.to_string()); route != routes_.end())
+    return route->second->connect(target, std::move(done));
   auto it = auth_.find(target.to_string());
   if (it == auth_.end()) return tcp_.connect(target, std::move(done));
   return tcp_.connect(target, [done = std::move(done), users = it->second,

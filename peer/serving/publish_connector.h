@@ -1,5 +1,6 @@
 // The serving side's connector for the streams of a relay's front door: connects the
-// --publish target as TcpConnector does, and for an `http:` publish with `auth=FILE`
+// --publish target as TcpConnector does (an `https:` publish's through its TLS end),
+// and for an `http:` publish with `auth=FILE`
 // puts an HttpAuthGate (http_auth_gate.h) between the visitor's stream and the target,
 // so that only requests with a user and password of the file reach the web server.
 #pragma once
@@ -23,6 +24,11 @@ class PublishConnector final : public LocalConnector {
   PublishConnector(const std::vector<PublishSpec>& publishes, std::string realm);
   std::unique_ptr<Attempt> connect(const HostPort& target, Done done) override;
 
+  // Connections to `target` are made by `connector` (an https publish's TLS end at
+  // home), which outlives this.
+  void route_to(const HostPort& target, LocalConnector* connector) {
+    routes_[target.to_string()] = connector;
+  }
   // Whether `target` is behind basic auth.
   bool has_auth(const HostPort& target) const { return auth_.count(target.to_string()) != 0; }
   // Visitor connections made to `target` so far.
@@ -34,6 +40,7 @@ class PublishConnector final : public LocalConnector {
   // By target ("host:port"): the password file of the http publish there.
   std::map<std::string, std::shared_ptr<Htpasswd>> auth_;
   std::map<std::string, uint64_t> visitors_;  // by target
+  std::map<std::string, LocalConnector*> routes_;  // by target: made by another connector
 };
 
 // The visitor's end of a stream with an HttpAuthGate in front of `inner` (the target's

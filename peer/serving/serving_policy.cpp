@@ -24,6 +24,11 @@ ServingPolicy::ServingPolicy(const PeerOptions& options)
     : options_(options),
       authorization_(options.state_dir, options.allow),
       publish_connector_(options.publishes, options.name.value_or("natfwd")) {
+  for (const PublishSpec& publish : options.publishes)
+    if (publish.kind == PublishSpec::Kind::kHttps) {
+      https_ = std::make_unique<HttpsServer>(publish);
+      publish_connector_.route_to(publish.target, https_.get());
+    }
   if (!serves()) return;
   // Answers go back through the relay each query came through (answer_netcheck), not
   // through a link fixed here.
@@ -183,6 +188,10 @@ std::optional<std::string> ServingPolicy::on_registered(RelayLink& link,
   for (size_t i = 0; i < options_.publishes.size(); ++i) {
     const PublishSpec& publish = options_.publishes[i];
     if (publish.kind == PublishSpec::Kind::kTcp) continue;
+    if (publish.kind == PublishSpec::Kind::kHttps) {
+      https_->on_published(name + "." + link.publish_domain);
+      continue;
+    }
     const bool tls = publish.kind == PublishSpec::Kind::kTls;
     publish_urls_[i] = std::string(tls ? "https" : "http") + "://" + name + "." +
                        link.publish_domain + "/";

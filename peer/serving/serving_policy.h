@@ -11,6 +11,7 @@
 #include <string>
 
 #include "config/peer_options.h"
+#include "https/https_server.h"
 #include "identity.h"
 #include "netcheck/netcheck_responder.h"
 #include "relays/relay_links.h"
@@ -61,6 +62,7 @@ class ServingPolicy {
   Authorization authorization_;
   PublishConnector publish_connector_;  // the front door's streams
   std::unique_ptr<netcheck::NetcheckResponder> netcheck_;  // serving peers only
+  std::unique_ptr<HttpsServer> https_;  // the https publish's TLS; null without one
   bool announced_ = false;
   bool published_ = false;  // the `published` ready lines are out
   std::vector<std::string> publish_urls_;  // by --publish index; empty: not granted

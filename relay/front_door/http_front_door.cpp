@@ -165,6 +165,16 @@ void HttpFrontDoor::route(Visitor& visitor, const HttpHead& head) {
              "this relay has too many visitors right now; try again in a minute");
     return;
   }
+  if (service->tls_at_home) {
+    // An https publish: the page is only at https://NAME.DOMAIN/, on the relay's TLS
+    // port (443), so the visitor's port is not carried over.
+    const std::string response = https_redirect_response(host, visitor.read);
+    g_socket_send(g_socket_connection_get_socket(visitor.tcp.get()), response.data(),
+                  response.size(), nullptr, nullptr);
+    g_io_stream_close(G_IO_STREAM(visitor.tcp.get()), nullptr, nullptr);
+    drop(visitor.id);
+    return;
+  }
   const PublicKey key = publisher_key(*service);
   log::debug("publish http: %s -> %s (%s)", visitor.remote.c_str(), name->c_str(),
              service->target.to_string().c_str());

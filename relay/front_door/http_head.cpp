@@ -51,4 +51,18 @@ std::string with_forwarded_fields(std::string_view bytes, size_t head_length,
   return out;
 }
 
+std::string https_redirect_response(std::string_view host, std::string_view bytes) {
+  // The request line was checked whole by parse_http_head: METHOD SP TARGET SP VERSION.
+  const std::string_view line = bytes.substr(0, bytes.find('\r'));
+  const size_t first = line.find(' ');
+  const size_t second = first == std::string_view::npos ? first : line.find(' ', first + 1);
+  std::string_view target =
+      second == std::string_view::npos ? "/" : line.substr(first + 1, second - first - 1);
+  if (!target.starts_with('/') || target.find_first_of("\r\n \t") != std::string_view::npos)
+    target = "/";
+  const std::string location = "https://" + std::string(host) + std::string(target);
+  return "HTTP/1.1 308 Permanent Redirect\r\nLocation: " + location +
+         "\r\nContent-Length: 0\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n";
+}
+
 }  // namespace natfwd::relay::front_door

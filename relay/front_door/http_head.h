@@ -25,4 +25,9 @@ std::optional<std::string> published_name(std::string_view host, std::string_vie
 std::string with_forwarded_fields(std::string_view bytes, size_t head_length,
                                   std::string_view visitor_ip);
 
+// "308 Permanent Redirect" (RFC 9110 section 15.4.9: the method stays) to
+// https://HOST + the request target of the head in `bytes` ("/" when it is not in
+// origin form), "Connection: close".
+std::string https_redirect_response(std::string_view host, std::string_view bytes);
+
 }  // namespace natfwd::relay::front_door

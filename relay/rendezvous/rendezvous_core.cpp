@@ -442,7 +442,7 @@ namespace {
 PublishedService service_of(const wire::Publish& publish, const std::string& public_key) {
   PublishedService service{{publish.host(), static_cast<uint16_t>(publish.port())}, public_key,
                            publish.kind() != wire::Publish::HTTP && publish.proxy_protocol(),
-                           {}};
+                           {}, publish.kind() == wire::Publish::TLS && publish.tls_at_home()};
   for (const std::string& text : publish.allow_from())
     if (auto cidr = turn::parse_cidr(text)) service.allow_from.push_back(*cidr);
   return service;

@@ -85,6 +85,8 @@ struct PublishedService {
   bool proxy_protocol = false;
   // Visitors the front door lets through; empty: everyone.
   std::vector<turn::Cidr> allow_from;
+  // tls: the peer terminates TLS (https publish); plain HTTP for the name redirects.
+  bool tls_at_home = false;
   bool admits(const HostPort& visitor) const;
 };
 

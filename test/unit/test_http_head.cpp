@@ -122,3 +122,17 @@ TEST_CASE("the head home gets names the visitor in X-Forwarded-For and X-Forward
   CHECK(again.host == "h");
   CHECK(again.length == out.size());
 }
+
+TEST_CASE("an https publish's redirect keeps the request target and drops the port") {
+  const std::string head = "GET /photos/a.jpg?x=1 HTTP/1.1\r\nHost: home.share.test:8080\r\n\r\n";
+  const std::string response = https_redirect_response("home.share.test", head);
+  CHECK(response.starts_with("HTTP/1.1 308 Permanent Redirect\r\n"));
+  CHECK(response.find("\r\nLocation: https://home.share.test/photos/a.jpg?x=1\r\n") !=
+        std::string::npos);
+  CHECK(response.ends_with("\r\n\r\n"));
+  // Not origin form (a proxy's absolute form, OPTIONS *): to the site's root.
+  CHECK(https_redirect_response("h", "GET http://evil.test/ HTTP/1.1\r\n\r\n")
+            .find("Location: https://h/\r\n") != std::string::npos);
+  CHECK(https_redirect_response("h", "OPTIONS * HTTP/1.1\r\n\r\n").find("Location: https://h/\r\n") !=
+        std::string::npos);
+}

@@ -123,3 +123,39 @@ TEST_CASE("peer --publish is typed, needs --name, and is enough to run") {
   REQUIRE(bad.outcome == PeerCommandLine::Outcome::kUsageError);
   CHECK(bad.error.rfind("--publish ftp:21: ", 0) == 0);
 }
+
+TEST_CASE("--publish https: takes the certificate and key to serve; both are needed") {
+  auto a = std::get<PublishSpec>(
+      parse_publish_spec("https:8000,cert=/etc/home.crt,key=/etc/home.key,proxy-protocol"));
+  CHECK(a.kind == PublishSpec::Kind::kHttps);
+  CHECK(std::string(publish_kind_name(a.kind)) == "https");
+  CHECK(a.target == HostPort{"127.0.0.1", 8000});
+  CHECK(a.cert_file == "/etc/home.crt");
+  CHECK(a.key_file == "/etc/home.key");
+  CHECK(a.proxy_protocol);
+  for (const char* bad : {"https:8000", "https:8000,cert=a.crt", "https:8000,key=a.key",
+                          "https:8000,cert=,key=a.key", "tls:8443,cert=a.crt,key=a.key"}) {
+    INFO(bad);
+    auto r = parse_publish_spec(bad);
+    REQUIRE(std::holds_alternative<std::string>(r));
+  }
+  CHECK(std::get<std::string>(parse_publish_spec("https:8000")).find("cert=FILE,key=FILE") !=
+        std::string::npos);
+}
+
+TEST_CASE("tls and https both answer https://NAME.DOMAIN/: one of them per peer") {
+  PeerCommandLine both = parse_peer({"--name", "home", "--publish", "tls:8443", "--publish",
+                                     "https:8000,cert=a.crt,key=a.key"});
+  REQUIRE(both.outcome == PeerCommandLine::Outcome::kUsageError);
+  CHECK(both.error.find("one tls or https service") != std::string::npos);
+
+  PeerCommandLine shared = parse_peer({"--name", "home", "--publish", "http:8000", "--publish",
+                                       "https:8000,cert=a.crt,key=a.key"});
+  REQUIRE(shared.outcome == PeerCommandLine::Outcome::kUsageError);
+  CHECK(shared.error.find("published as https and as http") != std::string::npos);
+
+  PeerCommandLine ok = parse_peer({"--name", "home", "--publish", "http:8080", "--publish",
+                                   "https:8000,cert=a.crt,key=a.key"});
+  INFO(ok.error);
+  CHECK(ok.outcome == PeerCommandLine::Outcome::kRun);
+}

@@ -17,7 +17,7 @@ PeerOptions publishing_options() {
   options.name = "home";
   options.state_dir = "/nonexistent/natfwd-test-state";
   options.serves.push_back({std::nullopt, {"buffalo", 22}});
-  options.publishes.push_back({PublishSpec::Kind::kHttp, {"127.0.0.1", 8000}, 0, false, {}, {}});
+  options.publishes.push_back({PublishSpec::Kind::kHttp, {"127.0.0.1", 8000}, 0, false, {}, {}, {}, {}});
   return options;
 }
 
