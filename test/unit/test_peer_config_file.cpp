@@ -171,18 +171,26 @@ TEST_CASE("[publish NAME] groups become --publish specs with their options") {
       "[publish site]\n"
       "kind = tls\n"
       "target = 127.0.0.1:8443\n"
-      "proxy-protocol = false\n";
+      "proxy-protocol = false\n"
+      "[publish shop]\n"
+      "kind = https\n"
+      "target = 8080\n"
+      "cert = /etc/natfwd/shop.pem\n"
+      "key = /etc/natfwd/shop.key\n";
   CHECK(words_of(text, {}) ==
         std::vector<std::string>{
             "--name=home",
             "--publish=http:8000,allow-from=192.168.0.0/16,allow-from=2001:db8::/32,"
             "auth=/etc/natfwd/users",
             "--publish=tcp:20022:192.168.1.20:22,proxy-protocol",
-            "--publish=tls:127.0.0.1:8443"});
+            "--publish=tls:127.0.0.1:8443",
+            "--publish=https:8080,cert=/etc/natfwd/shop.pem,key=/etc/natfwd/shop.key"});
   // --publish on the command line replaces the file's.
   CHECK(words_of(text, {"--publish", "http:9000"}) == std::vector<std::string>{"--name=home"});
   CHECK(error_of("[publish web]\nkind = ftp\ntarget = 21\n") ==
-        "peer.conf:2: key 'kind': 'ftp' is not http, tls or tcp");
+        "peer.conf:2: key 'kind': 'ftp' is not http, tls, https or tcp");
+  CHECK(error_of("[publish shop]\nkind = https\ntarget = 8080\n")
+            .find("needs cert=FILE,key=FILE") != std::string::npos);
   CHECK(error_of("[publish web]\nkind = http\n") == "peer.conf:1: [publish web] needs key 'target'");
   // The spec's own rules: proxy-protocol is not for http, auth= only for http.
   CHECK(error_of("[publish web]\nkind = http\ntarget = 80\nproxy-protocol = true\n")
