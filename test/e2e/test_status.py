@@ -145,10 +145,11 @@ def test(w):
         raise Failure(f"status without a peer: exit {r.returncode}, stdout {r.stdout!r}, "
                       f"stderr {r.stderr!r}")
 
-    # A second peer on the same state dir must not take the live socket.
+    # A second peer on the same state dir carries its connections through the running
+    # one (test_second_forwarder.py) and must not take the live socket.
     second, _ = w.natfwd.forward(relay_addr, "home", [f"0:127.0.0.1:{target.port}"])
-    second.wait_stderr(r"another peer is running with the state dir", 20,
-                       what="the second peer's warning")
+    second.wait_stderr(r"using the running peer's tunnel to home", 20,
+                       what="the second peer using the running one")
     again = status_json(w, client_dir)
     if again["key_id"] != client["key_id"] or [l["address"] for l in again["listeners"]] != [laddr]:
         raise Failure(f"after a second peer started, status answers from {again['listeners']}")
