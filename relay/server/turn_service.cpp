@@ -507,9 +507,16 @@ void TurnService::close_idle_streams(turn::TimePoint at) {
   for (uint64_t id : stream_budget_.take_expired(at)) {
     auto it = streams_.find(id);
     if (it == streams_.end() || it->second->closed) continue;
-    log::warn_limited("turn-idle", "turn: closing %s: no complete message in %lld s",
-                      it->second->key.to_string().c_str(),
-                      static_cast<long long>(kStreamIdleTimeout.count()));
+    // A silent connection is what a peer's TURN-over-TCP bridge or ICE-TCP leaves when
+    // its tunnel went another way: ordinary, so debug. Half a message held this long
+    // is someone holding the place: worth an operator's look.
+    if (it->second->input.empty())
+      log::debug("turn: closing %s: silent for %lld s", it->second->key.to_string().c_str(),
+                 static_cast<long long>(kStreamIdleTimeout.count()));
+    else
+      log::warn_limited("turn-idle", "turn: closing %s: no complete message in %lld s",
+                        it->second->key.to_string().c_str(),
+                        static_cast<long long>(kStreamIdleTimeout.count()));
     if (config_.turn.stats) config_.turn.stats->error("turn_stream_idle");
     close_stream(*it->second, "idle");
   }

@@ -4,18 +4,41 @@ operator should act on.
 
 A relay, a serving peer and a laptop go through an ordinary day: the laptop pairs with
 an invite (its pairing tunnel closes when `pair` is done), then forwards and carries an
-echo, then the laptop stops (SIGTERM) and the serving peer stops after it. Before, every
+echo, then the laptop stops (SIGTERM) and the serving peer stops after it. Meanwhile a
+TURN-over-TCP connection asks for an allocation, gets its 401 and goes silent, as a
+peer's TURN bridge does when its tunnel went another way: the relay closes it after
+its idle time, at debug level. Before, every
 `pair` and every SIGTERM left `tunnel closed: peer shutting down` as a warning on one
 side or the other; a deliberate close is now news (info) and no process prints a
 warning line at all.
 """
+import os
+import socket
 import subprocess
 
-from harness import Failure, echo, echo_roundtrip, run, scaled
+from harness import Failure, connect, echo, echo_roundtrip, run, scaled
+import turn_wire
 
 
 def warnings(lines):
     return [line for line in lines if ": warning: " in line]
+
+
+def silent_turn_client(relay_addr: str) -> None:
+    """An Allocate without credentials (answered 401), then silence until the relay
+    closes the connection (its idle time for connections without an allocation)."""
+    with connect(relay_addr, timeout=scaled(60)) as s:
+        s.sendall(turn_wire.message(turn_wire.ALLOCATE, turn_wire.attribute(
+            turn_wire.REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])), os.urandom(12)))
+        answer = s.recv(4096)
+        if not answer:
+            raise Failure("the relay closed a TURN-over-TCP connection without answering")
+        try:
+            while s.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    print("a silent TURN-over-TCP connection was closed by the relay", flush=True)
 
 
 def test(w):
@@ -37,6 +60,7 @@ def test(w):
     fwd, (laddr,) = w.natfwd.forward(relay_addr, "home", [f"0:{target.addr}"],
                                      extra=["--state-dir", laptop_dir])
     echo_roundtrip(laddr, b"an ordinary day")
+    silent_turn_client(relay_addr)
     home.wait_stderr(r"paired: key", 30, what="the serving peer's pairing line")
     if fwd.stop() != 0:
         raise Failure("the laptop did not exit 0 on SIGTERM\n" + fwd.describe())
