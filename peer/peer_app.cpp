@@ -95,6 +95,12 @@ bool PeerApp::through_running_peer() {
       !options_.publishes.empty() || options_.pair_secret || options_.handover ||
       options_.netcat_target)
     return false;
+  // Nor one that asks for a path of its own: the running peer's tunnel may be direct
+  // where --force-relay wants a relay, or run over a transport --turn-transport leaves
+  // out.
+  if (options_.force_relay || !options_.ice_addresses.empty() ||
+      !(options_.turn_udp && options_.turn_tcp && options_.turn_tls))
+    return false;
   for (auto& remote : remotes_) {
     const RemotePeerOptions& spec = remote->options();
     auto carrier = CarriedConnections::through_running_peer(

@@ -8,7 +8,9 @@ through the daemon's control socket: SOCKS5 CONNECT and the -L connection reach 
 target (a half close comes back as EOF after the echo), an unserved target gets SOCKS
 reply 2 ("not allowed by ruleset"), home sees no second tunnel, the daemon's `peer
 status --json` lists one tunnel, and the second peer warns about nothing. Stopped, it
-exits 0 and the daemon keeps its tunnel.
+exits 0 and the daemon keeps its tunnel. A third `-L` with `--force-relay` asks for a
+path of its own: it sets up its own relayed tunnel rather than ride the daemon's direct
+one.
 """
 import json
 import socket
@@ -116,6 +118,17 @@ def test(w):
         raise Failure("the daemon's -L does not echo after the second peer stopped")
     print(f"second -D/-L carried by the running peer's tunnel; home saw {tunnels_after} "
           "tunnel(s) set up, the daemon lists 1")
+
+    relayed, (relayed_laddr,) = w.natfwd.forward(relay_addr, "home", [f"0:{target.addr}"],
+                                                 extra=["--force-relay"])
+    if echo_half_closed(connect(relayed_laddr, timeout=scaled(60)), b"own\n") != b"own\n":
+        raise Failure("the --force-relay -L does not echo")
+    path = relayed.wait_stdout(r"^path home: (.*)$", 30, what="the --force-relay path line")
+    if not path.group(1).startswith("relayed ") or any(
+            "using the running peer's tunnel" in line for line in relayed.stderr_lines):
+        raise Failure(f"--force-relay beside a running peer: path {path.group(1)!r}\n"
+                      f"{relayed.describe()}")
+    print(f"a --force-relay -L beside it set up its own tunnel: {path.group(1)}")
 
 
 if __name__ == "__main__":
