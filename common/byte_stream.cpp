@@ -12,15 +12,6 @@
 namespace natfwd {
 namespace {
 
-std::string openssl_error_text() {
-  unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return "TLS error";
-  char buffer[256];
-  ERR_error_string_n(code, buffer, sizeof buffer);
-  return buffer;
-}
-
 class PlainStream : public ByteStream {
  public:
   explicit PlainStream(GSocket* socket) : socket_(ref_object(socket)) {
@@ -155,7 +146,7 @@ class TlsStream : public ByteStream {
         error = g_strerror(errno);
         return Io::kError;
       default:
-        error = openssl_error_text();
+        error = openssl_error_text("TLS error");
         return Io::kError;
     }
   }
@@ -196,7 +187,7 @@ std::string spki_sha256(X509* certificate) {
 
 SslCtxPtr make_tls_client_context() {
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-  if (!ctx) throw std::runtime_error("cannot create TLS context: " + openssl_error_text());
+  if (!ctx) throw std::runtime_error("cannot create TLS context: " + openssl_error_text("TLS error"));
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
   return ctx;
@@ -204,12 +195,12 @@ SslCtxPtr make_tls_client_context() {
 
 SslCtxPtr make_tls_server_context(const std::string& cert_file, const std::string& key_file) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
-  if (!ctx) throw std::runtime_error("cannot create TLS context: " + openssl_error_text());
+  if (!ctx) throw std::runtime_error("cannot create TLS context: " + openssl_error_text("TLS error"));
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert_file.c_str()) != 1)
-    throw std::runtime_error("cannot load certificate " + cert_file + ": " + openssl_error_text());
+    throw std::runtime_error("cannot load certificate " + cert_file + ": " + openssl_error_text("TLS error"));
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), key_file.c_str(), SSL_FILETYPE_PEM) != 1)
-    throw std::runtime_error("cannot load key " + key_file + ": " + openssl_error_text());
+    throw std::runtime_error("cannot load key " + key_file + ": " + openssl_error_text("TLS error"));
   if (SSL_CTX_check_private_key(ctx.get()) != 1)
     throw std::runtime_error("key " + key_file + " does not match certificate " + cert_file);
   return ctx;

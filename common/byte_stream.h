@@ -15,6 +15,8 @@
 #include <gio/gio.h>
 #include <openssl/ssl.h>
 
+#include "openssl_handles.h"
+
 namespace natfwd {
 
 class ByteStream {
@@ -38,11 +40,6 @@ class ByteStream {
 
 // Takes a reference on the socket and makes it non-blocking.
 std::unique_ptr<ByteStream> make_plain_stream(GSocket* socket);
-
-struct SslCtxDeleter {
-  void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
-};
-using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
 
 // Checks the peer's certificate chain once the handshake is done; returns an empty
 // string to accept, else why not. `spki_sha256` is SHA-256 of the leaf's DER

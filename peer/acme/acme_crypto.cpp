@@ -23,17 +23,10 @@ constexpr const char* kAcmeIdentifierOid = "1.3.6.1.5.5.7.1.31";
 constexpr long kChallengeValiditySeconds = 7 * 24 * 3600;
 
 [[noreturn]] void fail(const std::string& what) {
-  const unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  char text[256] = "";
-  if (code) ERR_error_string_n(code, text, sizeof text);
-  throw std::runtime_error(what + (code ? std::string(": ") + text : ""));
+  const std::string text = openssl_error_text("");
+  throw std::runtime_error(what + (text.empty() ? "" : ": " + text));
 }
 
-struct BioDeleter {
-  void operator()(BIO* bio) const { BIO_free(bio); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
 
 std::string bio_text(BIO* bio) {
   char* data = nullptr;
@@ -119,8 +112,8 @@ std::string sha256(std::string_view bytes) {
   return std::string(reinterpret_cast<const char*>(digest), sizeof digest);
 }
 
-PkeyPtr make_p256_key() {
-  PkeyPtr key(EVP_EC_gen("P-256"));
+EvpPkeyPtr make_p256_key() {
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
   if (!key) fail("cannot make a P-256 key");
   return key;
 }
@@ -132,9 +125,9 @@ std::string private_key_pem(EVP_PKEY* key) {
   return bio_text(bio.get());
 }
 
-PkeyPtr read_private_key_pem(const std::string& pem) {
+EvpPkeyPtr read_private_key_pem(const std::string& pem) {
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   ERR_clear_error();
   return key;
 }
@@ -182,9 +175,9 @@ std::string make_csr_der(EVP_PKEY* key, const std::string& host_name) {
   return out;
 }
 
-CertPtr make_challenge_certificate(EVP_PKEY* key, const std::string& host_name,
+X509Ptr make_challenge_certificate(EVP_PKEY* key, const std::string& host_name,
                                    const std::string& key_authorization) {
-  CertPtr certificate(X509_new());
+  X509Ptr certificate(X509_new());
   X509_set_version(certificate.get(), 2);
   ASN1_INTEGER_set(X509_get_serialNumber(certificate.get()), 1);
   X509_gmtime_adj(X509_getm_notBefore(certificate.get()), 0);

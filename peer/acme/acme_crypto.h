@@ -14,25 +14,20 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "identity.h"
+#include "openssl_handles.h"
+
 namespace natfwd::acme {
 
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
-struct CertDeleter {
-  void operator()(X509* certificate) const { X509_free(certificate); }
-};
-using CertPtr = std::unique_ptr<X509, CertDeleter>;
 
 std::string base64url(std::string_view bytes);
 std::string sha256(std::string_view bytes);
 
 // A fresh P-256 key; throws when OpenSSL cannot make one.
-PkeyPtr make_p256_key();
+EvpPkeyPtr make_p256_key();
 // PEM (PKCS#8) of a private key, and back (null when the text holds none).
 std::string private_key_pem(EVP_PKEY* key);
-PkeyPtr read_private_key_pem(const std::string& pem);
+EvpPkeyPtr read_private_key_pem(const std::string& pem);
 
 // {"crv":"P-256","kty":"EC","x":...,"y":...} with the members in RFC 7638's order.
 std::string jwk(EVP_PKEY* key);
@@ -50,7 +45,7 @@ std::string make_csr_der(EVP_PKEY* key, const std::string& host_name);
 
 // RFC 8737 section 3: a self-signed certificate for `host_name` whose critical
 // id-pe-acmeIdentifier extension holds SHA-256 of the key authorization.
-CertPtr make_challenge_certificate(EVP_PKEY* key, const std::string& host_name,
+X509Ptr make_challenge_certificate(EVP_PKEY* key, const std::string& host_name,
                                    const std::string& key_authorization);
 
 }  // namespace natfwd::acme

@@ -9,10 +9,6 @@
 namespace natfwd {
 namespace {
 
-struct BioDeleter {
-  void operator()(BIO* bio) const { BIO_free(bio); }
-};
-
 std::time_t to_time(const ASN1_TIME* time) {
   std::tm tm{};
   if (ASN1_TIME_to_tm(time, &tm) != 1) throw std::runtime_error("certificate has a bad date");
@@ -30,13 +26,13 @@ X509Ptr read_from(BIO* bio, const std::string& what) {
 }  // namespace
 
 X509Ptr read_pem_certificate_file(const std::string& path) {
-  std::unique_ptr<BIO, BioDeleter> bio(BIO_new_file(path.c_str(), "r"));
+  BioPtr bio(BIO_new_file(path.c_str(), "r"));
   ERR_clear_error();
   return read_from(bio.get(), path);
 }
 
 X509Ptr read_pem_certificate(const std::string& pem) {
-  std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   return read_from(bio.get(), "the certificate");
 }
 

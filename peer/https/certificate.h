@@ -8,12 +8,9 @@
 
 #include <openssl/x509.h>
 
-namespace natfwd {
+#include "openssl_handles.h"
 
-struct X509Deleter {
-  void operator()(X509* certificate) const { X509_free(certificate); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
+namespace natfwd {
 
 // The first certificate (the leaf) of a PEM file or text; throws with a one-line
 // reason when there is none.

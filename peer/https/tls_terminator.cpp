@@ -3,9 +3,8 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <openssl/err.h>
-
 #include "log.h"
+#include "openssl_handles.h"
 
 namespace natfwd {
 namespace {
@@ -16,19 +15,12 @@ constexpr size_t kPlaintextChunk = 16 * 1024;
 // what follows (haproxy's proxy-protocol.txt section 2.2).
 constexpr size_t kProxyFixedHeader = 16;
 constexpr std::string_view kAcmeTlsAlpn = "acme-tls/1";
+// What a TLS failure with nothing on OpenSSL's error queue means here.
+constexpr const char* kNoTlsError = "connection ended";
 // What a visitor whose handshake went through sees when the target cannot be reached.
 constexpr std::string_view kBadGateway =
     "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 44\r\n"
     "Connection: close\r\n\r\nThe published service at home is not running\n";
-
-std::string ssl_error_text() {
-  const unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return "connection ended";
-  char text[256];
-  ERR_error_string_n(code, text, sizeof text);
-  return text;
-}
 
 }  // namespace
 
@@ -36,7 +28,9 @@ TlsTerminator::TlsTerminator(SSL_CTX* ctx, TargetOpener open_target, bool proxy_
     : open_target_(std::move(open_target)), proxy_header_(proxy_header) {
   // SSL_new holds its own reference to the context: a renewal may replace it.
   ssl_.reset(SSL_new(ctx));
-  if (!ssl_) throw std::runtime_error("cannot create a TLS connection: " + ssl_error_text());
+  if (!ssl_)
+    throw std::runtime_error("cannot create a TLS connection: " +
+                             openssl_error_text(kNoTlsError));
   network_in_ = BIO_new(BIO_s_mem());
   network_out_ = BIO_new(BIO_s_mem());
   SSL_set_bio(ssl_.get(), network_in_, network_out_);
@@ -94,7 +88,8 @@ void TlsTerminator::handshake() {
     }
     // A visitor's broken or refused handshake (no shared cipher, a scanner): its
     // alert is out; this connection ends, nothing else does.
-    log::debug("https visitor: TLS handshake failed: %s", ssl_error_text().c_str());
+    log::debug("https visitor: TLS handshake failed: %s",
+               openssl_error_text(kNoTlsError).c_str());
     fail("TLS handshake failed");
     return;
   }
@@ -122,7 +117,7 @@ void TlsTerminator::decrypt() {
         stream_ended_ = true;  // close_notify: the visitor's end, as a FIN would be
         break;
       }
-      log::debug("https visitor: TLS failed: %s", ssl_error_text().c_str());
+      log::debug("https visitor: TLS failed: %s", openssl_error_text(kNoTlsError).c_str());
       fail("TLS failed");
       return;
     }
@@ -211,7 +206,7 @@ bool TlsTerminator::from_target(std::span<const std::byte> data) {
   // Memory BIOs take everything: SSL_write returns the whole size or fails.
   if (!data.empty() &&
       SSL_write(ssl_.get(), data.data(), static_cast<int>(data.size())) <= 0) {
-    fail("TLS write failed: " + ssl_error_text());
+    fail("TLS write failed: " + openssl_error_text(kNoTlsError));
     return false;
   }
   if (!flush_records()) return false;

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <openssl/ec.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -30,21 +29,9 @@
 namespace natfwd::relay {
 namespace {
 
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
 struct FileClose {
   void operator()(FILE* f) const { fclose(f); }
 };
-
-std::string openssl_error() {
-  const unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return "OpenSSL error";
-  char text[256];
-  ERR_error_string_n(code, text, sizeof text);
-  return text;
-}
 
 // Writes a file readable only by us (the key), atomically enough for a first run.
 void write_private_file(const std::string& path, const std::string& text) {
@@ -59,8 +46,8 @@ void write_private_file(const std::string& path, const std::string& text) {
 // its name or dates.
 void create_self_signed(const std::string& cert_file, const std::string& key_file) {
   EvpPkeyPtr key(EVP_EC_gen("P-256"));
-  if (!key) throw std::runtime_error("cannot make a TLS key: " + openssl_error());
-  std::unique_ptr<X509, X509Free> cert(X509_new());
+  if (!key) throw std::runtime_error("cannot make a TLS key: " + openssl_error_text("OpenSSL error"));
+  X509Ptr cert(X509_new());
   X509_set_version(cert.get(), 2);
   std::array<unsigned char, 16> serial{};
   RAND_bytes(serial.data(), serial.size());
@@ -76,7 +63,7 @@ void create_self_signed(const std::string& cert_file, const std::string& key_fil
                              reinterpret_cast<const unsigned char*>("natfwd-relay"), -1, -1, 0);
   X509_set_issuer_name(cert.get(), name);
   if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0)
-    throw std::runtime_error("cannot sign the TLS certificate: " + openssl_error());
+    throw std::runtime_error("cannot sign the TLS certificate: " + openssl_error_text("OpenSSL error"));
 
   auto to_pem = [](auto write) {
     BIO* bio = BIO_new(BIO_s_mem());
@@ -117,7 +104,7 @@ TlsIdentity load_or_create_tls_identity(const std::string& cert_file, const std:
   }
   std::unique_ptr<FILE, FileClose> in(fopen(identity.cert_file.c_str(), "r"));
   if (!in) throw std::runtime_error("cannot read " + identity.cert_file + ": " + g_strerror(errno));
-  std::unique_ptr<X509, X509Free> cert(PEM_read_X509(in.get(), nullptr, nullptr, nullptr));
+  X509Ptr cert(PEM_read_X509(in.get(), nullptr, nullptr, nullptr));
   if (!cert) throw std::runtime_error(identity.cert_file + ": not a PEM certificate");
   identity.spki_sha256 = spki_sha256(cert.get());
   return identity;

@@ -12,6 +12,7 @@
 #include "acme/acme_order.h"
 #include "acme/renewal_schedule.h"
 
+using namespace natfwd;
 using namespace natfwd::acme;
 
 namespace {
@@ -92,8 +93,8 @@ AcmeOrder::Response answer(int status, std::string body, std::string location = 
 }
 
 struct Fixture {
-  PkeyPtr account = make_p256_key();
-  PkeyPtr cert_key = make_p256_key();
+  EvpPkeyPtr account = make_p256_key();
+  EvpPkeyPtr cert_key = make_p256_key();
   AcmeOrder order{AcmeOrder::Config{kDir, "home.share.test", "me@example.org", account.get(),
                                     "", cert_key.get()}};
   int64_t now = 1'000'000;
@@ -216,7 +217,7 @@ TEST_CASE("a refusal or an invalid authorization fails the order with the CA's d
 }
 
 TEST_CASE("JWS requests verify with the account key; the thumbprint follows RFC 7638") {
-  PkeyPtr key = make_p256_key();
+  EvpPkeyPtr key = make_p256_key();
   const std::string jws = sign_jws(key.get(), "", "abc", "https://ca.test/acct", "{}");
   CHECK(member(jws, "payload") == base64url("{}"));
   CHECK(member(jws, "signature").size() == 86);  // 64 bytes R || S
@@ -234,8 +235,8 @@ TEST_CASE("JWS requests verify with the account key; the thumbprint follows RFC 
 }
 
 TEST_CASE("the TLS-ALPN-01 certificate carries the critical acmeIdentifier digest") {
-  PkeyPtr key = make_p256_key();
-  CertPtr cert = make_challenge_certificate(key.get(), "home.share.test", "tok.thumb");
+  EvpPkeyPtr key = make_p256_key();
+  X509Ptr cert = make_challenge_certificate(key.get(), "home.share.test", "tok.thumb");
   const int at = X509_get_ext_by_OBJ(cert.get(), OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1), -1);
   REQUIRE(at >= 0);
   X509_EXTENSION* extension = X509_get_ext(cert.get(), at);
