@@ -280,6 +280,14 @@ class World:
     def on_cleanup(self, fn: Callable[[], None]) -> None:
         self._cleanups.append(fn)
 
+    def serve_directory(self, site: str) -> tuple[Proc, int]:
+        """Starts `python3 -m http.server` on site, the web server a user publishes from
+        home; returns it and its port once it says it is serving."""
+        web = self.group.start("http.server", ["python3", "-u", "-m", "http.server", "--bind",
+                                               "127.0.0.1", "--directory", site, "0"])
+        return web, int(web.wait_stdout(r"Serving HTTP on \S+ port (\d+)", timeout=30,
+                                        what="http.server ready line").group(1))
+
     def tunnel(self, serves: list[str], forwards: list[str], name: str = "home"):
         """relay + `peer --serve` + `peer -L`; returns (relay_addr, serving, fwd, addrs)."""
         _, relay_addr = self.natfwd.relay()
