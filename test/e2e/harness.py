@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -287,6 +288,19 @@ class World:
                                                "127.0.0.1", "--directory", site, "0"])
         return web, int(web.wait_stdout(r"Serving HTTP on \S+ port (\d+)", timeout=30,
                                         what="http.server ready line").group(1))
+
+    def self_signed_cert(self, name: str, cn: str, days: int = 1,
+                         dns: Optional[str] = None) -> tuple[str, str]:
+        """Writes a self-signed P-256 certificate for cn (with dns as its subjectAltName when
+        given) and its key to name.crt and name.key in the temp dir; returns their paths."""
+        cert = os.path.join(self.tmpdir, f"{name}.crt")
+        key = os.path.join(self.tmpdir, f"{name}.key")
+        san = ["-addext", f"subjectAltName=DNS:{dns}"] if dns else []
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={cn}", *san,
+                        "-days", str(days), "-keyout", key, "-out", cert], check=True,
+                       capture_output=True, timeout=scaled(30))
+        return cert, key
 
     def tunnel(self, serves: list[str], forwards: list[str], name: str = "home"):
         """relay + `peer --serve` + `peer -L`; returns (relay_addr, serving, fwd, addrs)."""

@@ -44,13 +44,7 @@ def test(w):
                               relay.stdout_lines[0]).group(1))
     host = f"home.{DOMAIN}"
 
-    cert = os.path.join(w.tmpdir, "home.crt")
-    key = os.path.join(w.tmpdir, "home.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={host}",
-                    "-addext", f"subjectAltName=DNS:{host}", "-days", "3",
-                    "-keyout", key, "-out", cert], check=True, capture_output=True,
-                   timeout=scaled(30))
+    cert, key = w.self_signed_cert("home", host, days=3, dns=host)
     not_after = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-enddate",
                                 "-dateopt", "iso_8601"], check=True, capture_output=True,
                                text=True).stdout.strip().split("=", 1)[1][:10]

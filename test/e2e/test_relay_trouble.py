@@ -122,11 +122,7 @@ def http_server(w, tls_context=None):
 
 
 def self_signed(w):
-    cert, key = os.path.join(w.tmpdir, "other.crt"), os.path.join(w.tmpdir, "other.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=other",
-                    "-days", "1", "-keyout", key, "-out", cert], check=True,
-                   capture_output=True, timeout=scaled(30))
+    cert, key = w.self_signed_cert("other", "other")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
