@@ -37,7 +37,7 @@ from procs import (Failure, Natfwd, Proc, ProcGroup, find_binaries, scaled,  # n
 
 __all__ = ["Failure", "Natfwd", "Proc", "World", "TargetServer", "run", "run_with_ssh",
            "scaled", "echo",
-           "both_ways", "assert_refused", "connect_to_refused",
+           "both_ways", "assert_refused", "connect_to_refused", "answer_of_refused",
            "split_hostport", "wait_until", "PatternStream", "connect", "recv_all",
            "send_stream", "ssh_copy_check", "SKIP"]
 
@@ -99,6 +99,19 @@ def connect_to_refused(addr: str, timeout: float = 60) -> Optional[socket.socket
         return connect(addr, timeout=timeout)
     except ConnectionResetError:
         return None
+
+
+def answer_of_refused(addr: str, timeout: float = 60, size: int = 16) -> bytes:
+    """What a port that should refuse says before it closes: b"" when the connection is
+    reset or closed without a byte, else the first bytes it sent."""
+    s = connect_to_refused(addr, timeout=timeout)
+    if s is None:
+        return b""
+    with s:
+        try:
+            return s.recv(size)
+        except ConnectionResetError:
+            return b""
 
 
 def assert_refused(laddr: str, failure: str, probe: bytes = b"ping") -> None:
