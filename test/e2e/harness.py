@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +37,7 @@ from procs import (Failure, Natfwd, Proc, ProcGroup, find_binaries, scaled,  # n
 
 __all__ = ["Failure", "Natfwd", "Proc", "World", "TargetServer", "run", "run_with_ssh",
            "scaled", "echo",
-           "both_ways", "assert_refused", "connect_to_refused",
+           "both_ways", "assert_refused", "connect_to_refused", "answer_of_refused",
            "split_hostport", "wait_until", "PatternStream", "connect", "recv_all",
            "send_stream", "ssh_copy_check", "SKIP"]
 
@@ -98,6 +99,19 @@ def connect_to_refused(addr: str, timeout: float = 60) -> Optional[socket.socket
         return connect(addr, timeout=timeout)
     except ConnectionResetError:
         return None
+
+
+def answer_of_refused(addr: str, timeout: float = 60, size: int = 16) -> bytes:
+    """What a port that should refuse says before it closes: b"" when the connection is
+    reset or closed without a byte, else the first bytes it sent."""
+    s = connect_to_refused(addr, timeout=timeout)
+    if s is None:
+        return b""
+    with s:
+        try:
+            return s.recv(size)
+        except ConnectionResetError:
+            return b""
 
 
 def assert_refused(laddr: str, failure: str, probe: bytes = b"ping") -> None:
@@ -279,6 +293,27 @@ class World:
 
     def on_cleanup(self, fn: Callable[[], None]) -> None:
         self._cleanups.append(fn)
+
+    def serve_directory(self, site: str) -> tuple[Proc, int]:
+        """Starts `python3 -m http.server` on site, the web server a user publishes from
+        home; returns it and its port once it says it is serving."""
+        web = self.group.start("http.server", ["python3", "-u", "-m", "http.server", "--bind",
+                                               "127.0.0.1", "--directory", site, "0"])
+        return web, int(web.wait_stdout(r"Serving HTTP on \S+ port (\d+)", timeout=30,
+                                        what="http.server ready line").group(1))
+
+    def self_signed_cert(self, name: str, cn: str, days: int = 1,
+                         dns: Optional[str] = None) -> tuple[str, str]:
+        """Writes a self-signed P-256 certificate for cn (with dns as its subjectAltName when
+        given) and its key to name.crt and name.key in the temp dir; returns their paths."""
+        cert = os.path.join(self.tmpdir, f"{name}.crt")
+        key = os.path.join(self.tmpdir, f"{name}.key")
+        san = ["-addext", f"subjectAltName=DNS:{dns}"] if dns else []
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={cn}", *san,
+                        "-days", str(days), "-keyout", key, "-out", cert], check=True,
+                       capture_output=True, timeout=scaled(30))
+        return cert, key
 
     def tunnel(self, serves: list[str], forwards: list[str], name: str = "home"):
         """relay + `peer --serve` + `peer -L`; returns (relay_addr, serving, fwd, addrs)."""

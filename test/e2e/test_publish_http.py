@@ -62,10 +62,7 @@ def test(w):
     big = os.urandom(BIG_BYTES)
     with open(os.path.join(site, "big.bin"), "wb") as f:
         f.write(big)
-    web = w.group.start("http.server", ["python3", "-u", "-m", "http.server", "--bind",
-                                        "127.0.0.1", "--directory", site, "0"])
-    web_port = int(web.wait_stdout(r"Serving HTTP on \S+ port (\d+)", timeout=30,
-                                   what="http.server ready line").group(1))
+    web, web_port = w.serve_directory(site)
 
     home = w.group.start("peer --publish", [
         nf.peer_bin, "--relay", relay_addr, "--name", "home", "--state-dir", home_dir,

@@ -44,13 +44,7 @@ def test(w):
                               relay.stdout_lines[0]).group(1))
     host = f"home.{DOMAIN}"
 
-    cert = os.path.join(w.tmpdir, "home.crt")
-    key = os.path.join(w.tmpdir, "home.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={host}",
-                    "-addext", f"subjectAltName=DNS:{host}", "-days", "3",
-                    "-keyout", key, "-out", cert], check=True, capture_output=True,
-                   timeout=scaled(30))
+    cert, key = w.self_signed_cert("home", host, days=3, dns=host)
     not_after = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-enddate",
                                 "-dateopt", "iso_8601"], check=True, capture_output=True,
                                text=True).stdout.strip().split("=", 1)[1][:10]
@@ -63,10 +57,7 @@ def test(w):
     big = os.urandom(BIG_BYTES)
     with open(os.path.join(site, "big.bin"), "wb") as f:
         f.write(big)
-    web = w.group.start("http.server", ["python3", "-u", "-m", "http.server", "--bind",
-                                        "127.0.0.1", "--directory", site, "0"])
-    web_port = int(web.wait_stdout(r"Serving HTTP on \S+ port (\d+)", timeout=30,
-                                   what="http.server ready line").group(1))
+    web, web_port = w.serve_directory(site)
 
     missing = subprocess.run([nf.peer_bin, "--relay", relay_addr, "--name", "home",
                               "--state-dir", nf.state_dir("nocert"), "--publish",

@@ -11,7 +11,6 @@ terminated at the relay.
 - a peer reaching the relay over TLS without SNI (the home peer itself) still gets
   the rendezvous, and `--allow-publisher any` lets any key publish.
 """
-import os
 import re
 import subprocess
 import time
@@ -37,13 +36,7 @@ def test(w):
         raise Failure(f"relay ready line: {relay.stdout_lines[0]!r}")
     relay_port = int(relay_addr.rsplit(":", 1)[1])
 
-    cert = os.path.join(w.tmpdir, "home.crt")
-    key = os.path.join(w.tmpdir, "home.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN=home.{DOMAIN}",
-                    "-addext", f"subjectAltName=DNS:home.{DOMAIN}", "-days", "1",
-                    "-keyout", key, "-out", cert], check=True, capture_output=True,
-                   timeout=scaled(30))
+    cert, key = w.self_signed_cert("home", f"home.{DOMAIN}", dns=f"home.{DOMAIN}")
     server = w.group.start("openssl s_server", [
         "openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", cert, "-key", key, "-www"])
     tls_port = int(server.wait_stdout(r"^ACCEPT 127\.0\.0\.1:(\d+)", timeout=30,

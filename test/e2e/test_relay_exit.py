@@ -35,10 +35,7 @@ def test(w):
     os.makedirs(site)
     with open(os.path.join(site, "index.html"), "wb") as f:
         f.write(b"home page\n")
-    web = w.group.start("http.server", ["python3", "-u", "-m", "http.server", "--bind",
-                                        "127.0.0.1", "--directory", site, "0"])
-    web_port = int(web.wait_stdout(r"Serving HTTP on \S+ port (\d+)", timeout=30,
-                                   what="http.server ready line").group(1))
+    _, web_port = w.serve_directory(site)
     home = w.group.start("peer --serve --publish", [
         nf.peer_bin, "--relay", relay_addr, "--name", "home", "--state-dir", home_dir,
         "--allow", nf.client_id, "--serve", target.addr, "--publish", f"http:{web_port}"])

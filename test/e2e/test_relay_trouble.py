@@ -27,7 +27,7 @@ import subprocess
 import threading
 import time
 
-from harness import Failure, connect_to_refused, run, scaled, start_sshd
+from harness import Failure, answer_of_refused, run, scaled, start_sshd
 from procs import peer_env
 
 FORWARD_RE = r"^listening on (\S+) -> (\S+) (\S+)$"
@@ -73,14 +73,7 @@ def refused(w):
     laddr = fwd.wait_stdout(FORWARD_RE, 20, what="-L ready line").group(1)
     fwd.wait_stderr(r"Connection refused; reconnecting", 10, what="the first refusal")
     t0 = time.monotonic()
-    s = connect_to_refused(laddr, timeout=scaled(REFUSE_BOUND))
-    data = b""
-    if s is not None:
-        with s:
-            try:
-                data = s.recv(16)
-            except ConnectionResetError:
-                data = b""
+    data = answer_of_refused(laddr, timeout=scaled(REFUSE_BOUND))
     elapsed = time.monotonic() - t0
     if data or elapsed > scaled(REFUSE_BOUND):
         raise Failure(f"-L, relay refused: got {data!r} after {elapsed:.1f} s")
@@ -122,11 +115,7 @@ def http_server(w, tls_context=None):
 
 
 def self_signed(w):
-    cert, key = os.path.join(w.tmpdir, "other.crt"), os.path.join(w.tmpdir, "other.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=other",
-                    "-days", "1", "-keyout", key, "-out", cert], check=True,
-                   capture_output=True, timeout=scaled(30))
+    cert, key = w.self_signed_cert("other", "other")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
