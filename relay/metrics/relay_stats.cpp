@@ -1,6 +1,8 @@
 #include "metrics/relay_stats.h"
 
 #include <cstdio>
+#include <initializer_list>
+#include <utility>
 
 namespace natfwd::relay {
 namespace {
@@ -32,6 +34,12 @@ class Writer {
     char text[64];
     snprintf(text, sizeof text, "%.3f", value);
     out_ += std::string(name) + " " + text + "\n";
+  }
+  // One sample per (value of `label`, count), each after the same leading `labels`.
+  void samples(const char* name, const std::string& labels, const char* label,
+               std::initializer_list<std::pair<const char*, uint64_t>> counts) {
+    for (const auto& [value, count] : counts)
+      sample(name, count, labels + "," + label + "=\"" + value + "\"");
   }
   std::string take() { return std::move(out_); }
 
@@ -92,30 +100,27 @@ std::string render_prometheus(const RelayStats& s, const RelayGauges& g) {
   for (const auto& [kind, count] : s.errors)
     w.sample("natfwd_relay_errors_total", count, "kind=\"" + label_value(kind) + "\"");
   if (s.publishers.empty() && g.publish_visitors.empty()) return w.take();
+  auto publisher_label = [](const std::string& key) {
+    return "publisher=\"" + label_value(key) + "\"";
+  };
   w.family("natfwd_relay_publish_visitors", "gauge",
            "Visitor connections the publishing front door carries now, by publisher key.");
   for (const auto& [publisher, open] : g.publish_visitors)
-    w.sample("natfwd_relay_publish_visitors", open,
-             "publisher=\"" + label_value(publisher) + "\"");
+    w.sample("natfwd_relay_publish_visitors", open, publisher_label(publisher));
   w.family("natfwd_relay_publish_visitors_total", "counter",
            "Visitor connections by publisher key and outcome (accepted, refused by a "
            "limit, refused by the publisher's allow-from).");
-  for (const auto& [publisher, p] : s.publishers) {
-    const std::string key = "publisher=\"" + label_value(publisher) + "\"";
-    w.sample("natfwd_relay_publish_visitors_total", p.accepted, key + ",outcome=\"accepted\"");
-    w.sample("natfwd_relay_publish_visitors_total", p.refused_limit, key + ",outcome=\"limit\"");
-    w.sample("natfwd_relay_publish_visitors_total", p.refused_allow_from,
-             key + ",outcome=\"allow_from\"");
-  }
+  for (const auto& [publisher, p] : s.publishers)
+    w.samples("natfwd_relay_publish_visitors_total", publisher_label(publisher), "outcome",
+              {{"accepted", p.accepted},
+               {"limit", p.refused_limit},
+               {"allow_from", p.refused_allow_from}});
   w.family("natfwd_relay_publish_bytes_total", "counter",
            "Visitor bytes carried by the publishing front door, by publisher key and "
            "direction.");
-  for (const auto& [publisher, p] : s.publishers) {
-    const std::string key = "publisher=\"" + label_value(publisher) + "\"";
-    w.sample("natfwd_relay_publish_bytes_total", p.bytes_to_home, key + ",direction=\"to_home\"");
-    w.sample("natfwd_relay_publish_bytes_total", p.bytes_to_visitor,
-             key + ",direction=\"to_visitor\"");
-  }
+  for (const auto& [publisher, p] : s.publishers)
+    w.samples("natfwd_relay_publish_bytes_total", publisher_label(publisher), "direction",
+              {{"to_home", p.bytes_to_home}, {"to_visitor", p.bytes_to_visitor}});
   return w.take();
 }
 

@@ -41,11 +41,12 @@ TurnService::TurnService(GSocket* udp, TurnServiceConfig config)
       udp_(G_SOCKET(g_object_ref(udp))),
       core_(config_.turn, *this, config_.nonces),
       responder_(config_.turn.software),
+      relay_epoll_(epoll_create1(EPOLL_CLOEXEC)),
       stream_budget_({config_.max_stream_clients, config_.max_stream_clients_per_address,
                       kStreamIdleTimeout}) {
-  relay_epoll_ = epoll_create1(EPOLL_CLOEXEC);
-  if (relay_epoll_ < 0) throw std::runtime_error(std::string("epoll: ") + std::strerror(errno));
-  relay_epoll_source_.reset(g_unix_fd_source_new(relay_epoll_, G_IO_IN));
+  if (relay_epoll_.get() < 0)
+    throw std::runtime_error(std::string("epoll: ") + std::strerror(errno));
+  relay_epoll_source_.reset(g_unix_fd_source_new(relay_epoll_.get(), G_IO_IN));
   g_source_set_callback(relay_epoll_source_.get(),
                         G_SOURCE_FUNC(on_relays_readable_trampoline), this, nullptr);
   g_source_attach(relay_epoll_source_.get(), g_main_context_get_thread_default());
@@ -64,7 +65,10 @@ TurnService::~TurnService() {
   // so that it finds nothing left.
   relay_epoll_source_.reset();
   relays_.clear();
-  close(relay_epoll_);
+}
+
+TurnService::FdOwner::~FdOwner() {
+  if (fd_ >= 0) close(fd_);
 }
 
 // ---- UDP clients -------------------------------------------------------------------
@@ -163,7 +167,7 @@ std::optional<TransportAddress> TurnService::open_relay(turn::AllocationId id,
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.u64 = id;
-  if (epoll_ctl(relay_epoll_, EPOLL_CTL_ADD, g_socket_get_fd(socket.get()), &event) != 0) {
+  if (epoll_ctl(relay_epoll_.get(), EPOLL_CTL_ADD, g_socket_get_fd(socket.get()), &event) != 0) {
     log::error("turn: epoll_ctl: %s", std::strerror(errno));
     return std::nullopt;
   }
@@ -177,7 +181,7 @@ void TurnService::close_relay(turn::AllocationId id) {
   if (it == relays_.end()) return;
   // Safe from the relay's own callback: on_relays_readable finds relays by id.
   const int fd = g_socket_get_fd(it->second->socket.get());
-  epoll_ctl(relay_epoll_, EPOLL_CTL_DEL, fd, nullptr);
+  epoll_ctl(relay_epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   // Datagrams queued for this socket must not reach whatever reuses its descriptor.
   for (size_t i = 0; i < active_batches_; ++i)
     if (batches_[i].fd == fd) batches_[i].batch.clear();
@@ -202,7 +206,7 @@ gboolean TurnService::on_relays_readable_trampoline(gint, GIOCondition, gpointer
 // Level triggered: a socket with datagrams left after its turn is reported again.
 void TurnService::on_relays_readable() {
   std::array<epoll_event, kMaxDatagramsPerWakeup> events;
-  const int n = epoll_wait(relay_epoll_, events.data(), static_cast<int>(events.size()), 0);
+  const int n = epoll_wait(relay_epoll_.get(), events.data(), static_cast<int>(events.size()), 0);
   BatchedSends batched(*this);
   for (int i = 0; i < n; ++i) {
     auto it = relays_.find(events[static_cast<size_t>(i)].data.u64);
