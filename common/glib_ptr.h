@@ -12,6 +12,7 @@
 #include <utility>
 
 #include <gio/gio.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -95,6 +96,22 @@ class SourceId {
 
  private:
   guint id_ = 0;
+};
+
+// A file descriptor of our own (an epoll set, a socket outside GSocket), closed with
+// its owner; -1 holds none.
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd = -1) : fd_(fd) {}
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
 };
 
 // Deletes `object` from an idle callback: for an object whose own callback is running

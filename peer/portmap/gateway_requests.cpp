@@ -20,6 +20,8 @@
 #include <miniupnpc/upnperrors.h>
 #include <natpmp.h>
 
+#include "glib_ptr.h"
+
 namespace natfwd::portmap {
 namespace {
 
@@ -33,20 +35,6 @@ MapAnswer failure(std::string error) {
   answer.error = std::move(error);
   return answer;
 }
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 bool parse_ipv4(const std::string& text, in_addr* out) {
   return inet_pton(AF_INET, text.c_str(), out) == 1;
@@ -64,7 +52,7 @@ MapAnswer pcp_request(const MapJob& job) {
   request.suggested_external_port = job.external_port;
   request.lifetime_seconds = job.lifetime_seconds;
   request.nonce = job.nonce;
-  Fd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return failure(std::string("socket: ") + std::strerror(errno));
   // The request's client address must be its source address (RFC 6887 section 8.1),
   // so bind to it.
@@ -305,7 +293,7 @@ std::string local_address_toward(const std::string& gateway) {
   server.sin_family = AF_INET;
   server.sin_port = htons(kPcpServerPort);
   if (!parse_ipv4(gateway, &server.sin_addr)) return "";
-  Fd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0 || connect(fd.get(), reinterpret_cast<sockaddr*>(&server), sizeof server) != 0)
     return "";
   sockaddr_in local{};

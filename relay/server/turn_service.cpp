@@ -67,10 +67,6 @@ TurnService::~TurnService() {
   relays_.clear();
 }
 
-TurnService::FdOwner::~FdOwner() {
-  if (fd_ >= 0) close(fd_);
-}
-
 // ---- UDP clients -------------------------------------------------------------------
 
 turn::TurnServer::Result TurnService::on_udp_message(std::span<const std::byte> datagram,

@@ -106,18 +106,6 @@ class TurnService : public turn::TurnIo {
                     std::span<const std::byte> bytes) override;
 
  private:
-  // A descriptor GLib has no handle type for (the epoll set), closed with its owner.
-  class FdOwner {
-   public:
-    explicit FdOwner(int fd) : fd_(fd) {}
-    ~FdOwner();
-    FdOwner(const FdOwner&) = delete;
-    FdOwner& operator=(const FdOwner&) = delete;
-    int get() const { return fd_; }
-
-   private:
-    int fd_;
-  };
   struct RelaySocket {
     turn::AllocationId id;
     GObjectPtr<GSocket> socket;  // in relay_epoll_ while it lives
@@ -190,7 +178,7 @@ class TurnService : public turn::TurnIo {
   // every source's descriptor on each loop iteration, which with 10,000 allocations
   // costs more than the datagrams a wakeup carries.
   // Declared before its source: the source is destroyed first.
-  FdOwner relay_epoll_;
+  UniqueFd relay_epoll_;
   GSourcePtr relay_epoll_source_;
   std::unordered_map<uint64_t, std::unique_ptr<StreamClient>> streams_;
   ConnectionBudget stream_budget_;
