@@ -2,7 +2,8 @@
 """relay --metrics: a real relay serves Prometheus text; a direct tunnel and a tunnel
 forced through the relay's TURN move the numbers as they should.
 
-The relay's ready line names the endpoint (`..., metrics http://ADDR:PORT/metrics)`).
+The relay's ready line names the endpoint (`..., metrics http://ADDR:PORT/metrics` followed by
+`)` or, with publishing on, `, publish ...`).
 Every scrape is parsed strictly (exposition format 0.0.4: # HELP and # TYPE once per
 family and before its samples, metric and label names, quoted label values, numeric
 values). Also: other paths get 404, a malformed request is closed without an answer,
@@ -15,7 +16,7 @@ from harness import Failure, both_ways, connect, echo, run
 
 SIZE = 2 * 1024 * 1024
 PATH_RE = r"^path (\S+): (.*)$"
-URL_RE = r", metrics http://(\S+)/metrics\)"
+URL_RE = r", metrics http://(\S+?)/metrics[,)]"
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*"'
