@@ -49,7 +49,19 @@ PublisherStats* VisitorLimits::stats_of(const std::string& publisher) {
   return stats_ ? &stats_->publishers[publisher] : nullptr;
 }
 
+void VisitorLimits::forget_idle(TimePoint now) {
+  std::erase_if(publishers_, [&](const auto& entry) {
+    const Budget& budget = entry.second;
+    const bool idle = budget.open == 0 && budget.new_connections.full_at(now) &&
+                      budget.to_home.full_at(now) && budget.to_visitor.full_at(now);
+    if (idle && stats_) stats_->publishers.erase(entry.first);
+    return idle;
+  });
+  next_sweep_size_ = std::max(kMinSweepSize, 2 * publishers_.size());
+}
+
 VisitorLimits::Admission VisitorLimits::admit(const std::string& publisher, TimePoint now) {
+  if (publishers_.size() >= next_sweep_size_) forget_idle(now);
   Budget& own = budget_of(publisher, now);
   Admission verdict = Admission::kAccepted;
   // Places before rates: a refused visitor does not spend a token it never used.

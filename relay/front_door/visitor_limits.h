@@ -68,6 +68,9 @@ class VisitorLimits {
   const Limits& limits() const { return limits_; }
 
   static constexpr size_t kMinGrantBytes = 16 * 1024;
+  // Idle publishers are swept when the map has doubled since the last sweep, and not
+  // below this size (amortised O(1) per admission).
+  static constexpr size_t kMinSweepSize = 1024;
 
  private:
   struct Budget {
@@ -82,12 +85,17 @@ class VisitorLimits {
     return direction == Direction::kToHome ? budget.to_home : budget.to_visitor;
   }
   PublisherStats* stats_of(const std::string& publisher);
+  // Forgets publishers with no open visitor whose buckets are full again (a fresh
+  // budget would be the same), with their counters: under `--allow-publisher any`
+  // strangers' keys come and go, and each must not cost memory for ever.
+  void forget_idle(TimePoint now);
 
   Limits limits_;
   RelayStats* stats_;
   Budget total_;
   size_t open_total_ = 0;
   std::map<std::string, Budget> publishers_;
+  size_t next_sweep_size_ = kMinSweepSize;
 };
 
 const char* admission_text(VisitorLimits::Admission admission);

@@ -96,9 +96,11 @@ std::string render_prometheus(const RelayStats& s, const RelayGauges& g) {
   w.family("natfwd_relay_errors_total", "counter",
            "Errors answered or dropped, by kind (protocol errors, TURN error codes, "
            "malformed datagrams).");
-  std::lock_guard lock(s.errors_mutex);
-  for (const auto& [kind, count] : s.errors)
-    w.sample("natfwd_relay_errors_total", count, "kind=\"" + label_value(kind) + "\"");
+  {
+    std::lock_guard lock(s.errors_mutex);
+    for (const auto& [kind, count] : s.errors)
+      w.sample("natfwd_relay_errors_total", count, "kind=\"" + label_value(kind) + "\"");
+  }
   if (s.publishers.empty() && g.publish_visitors.empty()) return w.take();
   auto publisher_label = [](const std::string& key) {
     return "publisher=\"" + label_value(key) + "\"";

@@ -38,7 +38,9 @@ struct RelayStats {
   std::atomic<uint64_t> relayed_bytes_to_client = 0;      // peer -> relay -> client (payload)
   std::atomic<uint64_t> relayed_packets_to_client = 0;
   std::map<std::string, uint64_t> errors;    // kind -> count
-  std::map<std::string, PublisherStats> publishers;  // publisher key id -> counters
+  // Publisher key id -> counters (main thread only; an idle publisher is forgotten,
+  // so its counters may start again from 0, see VisitorLimits::forget_idle).
+  std::map<std::string, PublisherStats> publishers;
   mutable std::mutex errors_mutex;
 
   void error(std::string_view kind) {

@@ -108,3 +108,38 @@ TEST_CASE("visitor limits: refusals by allow-from are counted, nothing else") {
   CHECK(stats.publishers[kHome].refused_allow_from == 2);
   CHECK(limits.admit(kHome, kStart) == Admission::kAccepted);
 }
+
+TEST_CASE("visitor limits: idle publishers are forgotten, busy or rate-limited ones kept") {
+  RelayStats stats;
+  // 1 new visitor per minute per publisher, so a publisher that just had one is not
+  // idle until its bucket has refilled.
+  VisitorLimits limits({{0, 1, 0}, {0, 0, 0}}, kStart, &stats);
+  const size_t sweep_size = VisitorLimits::kMinSweepSize;
+  auto strangers_visited = [&](size_t count, const std::string& prefix, auto when) {
+    for (size_t i = 0; i < count; ++i) {
+      const std::string key = prefix + std::to_string(i);
+      REQUIRE(limits.admit(key, when) == Admission::kAccepted);
+      limits.release(key);
+    }
+  };
+  // Holding a visitor: kept whatever the time.
+  REQUIRE(limits.admit(kHome, kStart) == Admission::kAccepted);
+  strangers_visited(sweep_size - 1, "stranger", kStart);
+  CHECK(stats.publishers.size() == sweep_size);
+
+  // A minute later every stranger's bucket is full again: the next admission sweeps.
+  const auto later = kStart + 61s;
+  REQUIRE(limits.admit(kOther, later) == Admission::kAccepted);
+  limits.release(kOther);
+  CHECK(stats.publishers.size() == 2);
+  CHECK(stats.publishers.count(kHome) == 1);
+  CHECK(stats.publishers.count(kOther) == 1);
+  CHECK(limits.open(kHome) == 1);
+  CHECK(limits.open_by_publisher().size() == 2);
+
+  // The next sweep comes while kOther's bucket is still empty: its rate limit holds.
+  strangers_visited(sweep_size - 2, "late", later + 1s);
+  CHECK(limits.admit(kOther, later + 2s) == Admission::kPublisherRate);
+  CHECK(stats.publishers.count(kOther) == 1);
+  CHECK(stats.publishers.count("late0") == 1);  // its bucket too is not full yet
+}
