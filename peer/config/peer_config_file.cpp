@@ -67,15 +67,11 @@ std::string check_ip(const std::string& text) {
 }
 
 std::string check_turn_transports(const std::string& text) {
-  std::string problem;
-  gchar** names = g_strsplit(text.c_str(), ",", -1);
-  for (gchar** name = names; *name && problem.empty(); ++name) {
-    const std::string transport = g_strstrip(*name);
-    if (transport != "udp" && transport != "tcp" && transport != "tls")
-      problem = "'" + transport + "' is not udp, tcp or tls";
-  }
-  g_strfreev(names);
-  return problem;
+  return problem_of(parse_choice_list(text, kTurnTransportNames));
+}
+
+std::string check_port_mapping(const std::string& text) {
+  return problem_of(parse_choice_list(text, kPortMappingNames));
 }
 
 std::string check_serve(const std::string& text) { return problem_of(parse_serve_spec(text)); }
@@ -136,7 +132,7 @@ std::string check_socks_listen(const std::string& text) {
 
 const char* const kRelayLinkKeys[] = {"relay",   "relay-key",      "relay-ca",
                                       "insecure-relay", "proxy", "force-relay",
-                                      "no-port-mapping", "turn-transport", "state-dir", "ice-address", "verbose"};
+                                      "no-port-mapping", "port-mapping", "turn-transport", "state-dir", "ice-address", "verbose"};
 
 // What `peer netcheck` understands of the relay link (it makes no tunnel).
 const char* const kNetcheckKeys[] = {"relay", "relay-key", "insecure-relay", "proxy",
@@ -173,6 +169,7 @@ const config::ConfigSchema& peer_config_schema() {
            {"proxy", ValueKind::kText, check_proxy},
            {"force-relay", ValueKind::kSwitch, nullptr},
            {"no-port-mapping", ValueKind::kSwitch, nullptr},
+           {"port-mapping", ValueKind::kText, check_port_mapping},
            {"turn-transport", ValueKind::kText, check_turn_transports},
            {"name", ValueKind::kText, check_peer_name},
            {"serve", ValueKind::kList, check_serve},
@@ -222,7 +219,7 @@ const std::vector<config::FlagSpec>& peer_flags() {
       {"config", 0, true},         {"expires", 0, true},     {"help", 'h', false},
       {"dynamic", 'D', true},      {"json", 0, false},       {"timeout", 0, true},
       {"stun-port", 0, true},      {"label", 0, true},       {"publish", 0, true},
-      {"no-port-mapping", 0, false},
+      {"no-port-mapping", 0, false}, {"port-mapping", 0, true},
   };
   return flags;
 }

@@ -2,6 +2,7 @@
 
 #include <gio/gio.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -40,6 +41,7 @@ struct Flags {
   gboolean force_relay = FALSE;
   gboolean no_port_mapping = FALSE;
   gchar* turn_transports = nullptr;
+  gchar* port_mapping = nullptr;
   gboolean insecure_relay = FALSE;
   gchar* relay_key = nullptr;
   gchar* relay_ca = nullptr;
@@ -48,7 +50,8 @@ struct Flags {
   gboolean version = FALSE;
 
   ~Flags() {
-    for (gchar* text : {config, name, state_dir, proxy, turn_transports, relay_key, relay_ca})
+    for (gchar* text : {config, name, state_dir, proxy, turn_transports, port_mapping, relay_key,
+                         relay_ca})
       g_free(text);
     for (gchar** list : {relays, serves, publishes, forwards, socks, ice_addresses, allow}) g_strfreev(list);
   }
@@ -207,6 +210,9 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       {"no-port-mapping", 0, 0, G_OPTION_ARG_NONE, &o.no_port_mapping,
        "Do not ask the gateway for a UDP port mapping (PCP, NAT-PMP, UPnP IGD) to offer as a 'mapped' candidate (default: ask)",
        nullptr},
+      {"port-mapping", 0, 0, G_OPTION_ARG_STRING, &o.port_mapping,
+       "Ask the gateway for a port mapping only with these, comma-separated, tried in the order pcp, nat-pmp, upnp (default: all three)",
+       "LIST"},
       {"turn-transport", 0, 0, G_OPTION_ARG_STRING, &o.turn_transports,
        "Reach TURN servers only over these, comma-separated: udp,tcp,tls (default: all three)",
        "LIST"},
@@ -435,17 +441,26 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       usage_error(std::string("--relay-ca: cannot read ") + o.relay_ca);
     options.relay_ca = o.relay_ca;
   }
+  auto chosen = [](const char* flag, const char* text, const std::vector<std::string>& allowed) {
+    auto words = parse_choice_list(text, allowed);
+    if (auto* problem = std::get_if<std::string>(&words))
+      usage_error(std::string(flag) + ": " + *problem);
+    return [words = std::get<std::vector<std::string>>(words)](const std::string& word) {
+      return std::find(words.begin(), words.end(), word) != words.end();
+    };
+  };
   if (o.turn_transports) {
-    options.turn_udp = options.turn_tcp = options.turn_tls = false;
-    gchar** names = g_strsplit(o.turn_transports, ",", -1);
-    std::unique_ptr<gchar*, decltype(&g_strfreev)> owned(names, g_strfreev);
-    for (gchar** name = names; *name; ++name) {
-      const std::string transport = g_strstrip(*name);
-      if (transport == "udp") options.turn_udp = true;
-      else if (transport == "tcp") options.turn_tcp = true;
-      else if (transport == "tls") options.turn_tls = true;
-      else usage_error("--turn-transport: '" + transport + "' is not udp, tcp or tls");
-    }
+    auto named = chosen("--turn-transport", o.turn_transports, kTurnTransportNames);
+    options.turn_udp = named("udp");
+    options.turn_tcp = named("tcp");
+    options.turn_tls = named("tls");
+  }
+  if (o.port_mapping) {
+    if (o.no_port_mapping) usage_error("--port-mapping and --no-port-mapping contradict each other");
+    auto named = chosen("--port-mapping", o.port_mapping, kPortMappingNames);
+    options.map_pcp = named("pcp");
+    options.map_nat_pmp = named("nat-pmp");
+    options.map_upnp = named("upnp");
   }
   for (const std::string& text : list_of(o.ice_addresses)) {
     GInetAddress* address = g_inet_address_new_from_string(text.c_str());
@@ -483,6 +498,27 @@ std::vector<std::string> subcommand_first(const std::vector<std::string>& args) 
     return reordered;
   }
   return args;
+}
+
+std::variant<std::vector<std::string>, std::string> parse_choice_list(
+    const std::string& text, const std::vector<std::string>& allowed) {
+  auto one_of = [&] {
+    std::string names;
+    for (size_t i = 0; i < allowed.size(); ++i)
+      names += (i == 0 ? "" : i + 1 == allowed.size() ? " or " : ", ") + allowed[i];
+    return names;
+  };
+  std::vector<std::string> words;
+  gchar** parts = g_strsplit(text.c_str(), ",", -1);
+  std::unique_ptr<gchar*, decltype(&g_strfreev)> owned(parts, g_strfreev);
+  for (gchar** part = parts; *part; ++part) {
+    const std::string word = g_strstrip(*part);
+    if (std::find(allowed.begin(), allowed.end(), word) == allowed.end())
+      return "'" + word + "' is not " + one_of();
+    words.push_back(word);
+  }
+  if (words.empty()) return "names none of " + one_of();
+  return words;
 }
 
 PeerCommandLine parse_peer_command_line(const std::vector<std::string>& args) {

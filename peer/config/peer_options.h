@@ -18,6 +18,7 @@
 
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "address.h"
@@ -62,6 +63,9 @@ struct PeerOptions {
   // A UDP mapping at the gateway (PCP, NAT-PMP, UPnP IGD) offered as an ICE candidate;
   // default on, off with --no-port-mapping.
   bool port_mapping = true;
+  // --port-mapping: which protocols are asked, always in the order PCP, NAT-PMP, UPnP
+  // (the next only when the one before gets no mapping); all three by default.
+  bool map_pcp = true, map_nat_pmp = true, map_upnp = true;
   bool turn_udp = true, turn_tcp = true, turn_tls = true;  // --turn-transport; all
   bool verbose = false;                     // -v
 
@@ -76,6 +80,13 @@ enum class PeerSubcommand {
   kNone, kId, kInvite, kStatus, kNetcheck, kPair, kNc, kAuthorized, kHandover
 };
 PeerSubcommand peer_subcommand(const std::string& word);
+
+// The words of a comma-separated option value ("udp, tls"), each one of `allowed`, or
+// the problem in one line: "'quic' is not udp, tcp or tls", "names none of ...".
+std::variant<std::vector<std::string>, std::string> parse_choice_list(
+    const std::string& text, const std::vector<std::string>& allowed);
+inline const std::vector<std::string> kTurnTransportNames = {"udp", "tcp", "tls"};
+inline const std::vector<std::string> kPortMappingNames = {"pcp", "nat-pmp", "upnp"};
 
 // args (args[0] the program) with the subcommand, if the first positional word is one,
 // moved to args[1]; unchanged otherwise. Words after "--" are never a subcommand.

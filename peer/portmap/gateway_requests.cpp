@@ -264,6 +264,15 @@ MapAnswer upnp_request(const MapJob& job) {
 }  // namespace
 
 MapAnswer run_map_job(const MapJob& job) {
+  if (job.discover_only) {
+    if (job.protocol != MapProtocol::kUpnp) return failure("nothing to discover");
+    UpnpGateway gateway;
+    std::string error;
+    if (!upnp_discover(&gateway, &error)) return failure(error);
+    MapAnswer answer;
+    answer.ok = true;
+    return answer;
+  }
   switch (job.protocol) {
     case MapProtocol::kPcp: return pcp_request(job);
     case MapProtocol::kNatPmp: return natpmp_request(job);

@@ -23,6 +23,8 @@ struct MapJob {
   uint16_t external_port = 0;  // suggested; for a delete, the one granted
   uint32_t lifetime_seconds = kRequestedLifetimeSeconds;  // 0 deletes
   PcpNonce nonce{};        // PCP: the same for a mapping's create, renewals and delete
+  // UPnP: only find the gateway's control URL (kept for the process), map nothing.
+  bool discover_only = false;
 };
 
 MapAnswer run_map_job(const MapJob& job);

@@ -1,5 +1,7 @@
 #include "portmap/port_mapper.h"
 
+#include <algorithm>
+
 #include "log.h"
 
 namespace natfwd::portmap {
@@ -104,7 +106,8 @@ struct PortMapper::Pending {
   MapAnswer answer;
 };
 
-PortMapper::PortMapper(std::string gateway) : fixed_gateway_(std::move(gateway)) {}
+PortMapper::PortMapper(std::string gateway, std::vector<MapProtocol> protocols)
+    : fixed_gateway_(std::move(gateway)), protocols_(std::move(protocols)) {}
 
 PortMapper::~PortMapper() { drain(kDrainUs); }
 
@@ -128,8 +131,8 @@ std::unique_ptr<PortMapping> PortMapper::map(const std::string& internal_ip,
   job.internal_port = internal_port;
   job.external_port = internal_port;
   job.nonce = random_nonce();
-  std::vector<MapProtocol> order = {MapProtocol::kPcp, MapProtocol::kNatPmp, MapProtocol::kUpnp};
-  if (working_) {
+  std::vector<MapProtocol> order = protocols_;
+  if (working_ && std::find(order.begin(), order.end(), *working_) != order.end()) {
     // The one that answered goes first; the others stay as fallbacks.
     std::erase(order, *working_);
     order.insert(order.begin(), *working_);
@@ -142,13 +145,28 @@ std::unique_ptr<PortMapping> PortMapper::map(const std::string& internal_ip,
   return mapping;
 }
 
+void PortMapper::prepare() {
+  if (prepared_) return;
+  prepared_ = true;
+  if (std::find(protocols_.begin(), protocols_.end(), MapProtocol::kUpnp) == protocols_.end())
+    return;
+  MapJob job;
+  job.protocol = MapProtocol::kUpnp;
+  job.discover_only = true;
+  job.gateway = gateway();
+  if (job.gateway.empty()) return;
+  job.client_ip = local_address();
+  submit(0, job);
+}
+
 void PortMapper::submit(uint64_t owner, const MapJob& job) {
   auto* pending = new Pending{alive_, this, owner, job, {}};
   GTask* task = g_task_new(nullptr, nullptr, &PortMapper::on_done, nullptr);
   g_task_set_task_data(task, pending, [](gpointer p) { delete static_cast<Pending*>(p); });
   ++running_;
   log::debug("port mapping: %s %s %s:%u at %s", std::string(to_string(job.protocol)).c_str(),
-             job.lifetime_seconds ? "request" : "delete", job.client_ip.c_str(),
+             job.discover_only ? "discovery" : job.lifetime_seconds ? "request" : "delete",
+             job.client_ip.c_str(),
              job.internal_port, job.gateway.c_str());
   g_task_run_in_thread(task, &PortMapper::run_in_thread);
   g_object_unref(task);  // the thread and the callback hold their own references
@@ -176,6 +194,14 @@ void PortMapper::finished(Pending& pending) {
   const MapJob& job = pending.job;
   const MapAnswer& answer = pending.answer;
   const std::string protocol(to_string(job.protocol));
+  if (job.discover_only) {
+    if (answer.ok)
+      log::info("port mapping: found the UPnP gateway at %s", job.gateway.c_str());
+    else
+      log::debug("port mapping: no UPnP gateway at %s: %s", job.gateway.c_str(),
+                 answer.error.c_str());
+    return;
+  }
   if (job.lifetime_seconds == 0) {
     if (answer.ok)
       log::info("port mapping: deleted %s:%u -> external port %u (%s)", job.client_ip.c_str(),

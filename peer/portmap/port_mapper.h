@@ -67,7 +67,10 @@ class PortMapping {
 class PortMapper {
  public:
   // `gateway`: an IPv4 literal; "" takes the default route's gateway at each map().
-  explicit PortMapper(std::string gateway = "");
+  // `protocols`: those asked, in this order (not empty).
+  explicit PortMapper(std::string gateway = "",
+                      std::vector<MapProtocol> protocols = {MapProtocol::kPcp, MapProtocol::kNatPmp,
+                                                            MapProtocol::kUpnp});
   ~PortMapper();
   PortMapper(const PortMapper&) = delete;
   PortMapper& operator=(const PortMapper&) = delete;
@@ -79,6 +82,10 @@ class PortMapper {
   // or no protocol answered within the last kNoGatewayRetryUs: nothing to wait for.
   std::unique_ptr<PortMapping> map(const std::string& internal_ip, uint16_t internal_port,
                                    PortMapping::Callbacks callbacks);
+  // Finds the UPnP gateway in the background, once, when UPnP is among the protocols:
+  // its discovery and description take seconds on many routers, longer than a tunnel's
+  // candidates wait for a mapping, so a serving peer does it before anyone connects.
+  void prepare();
   // Runs the default main context until no request is running, at most timeout_us.
   void drain(int64_t timeout_us);
 
@@ -96,6 +103,8 @@ class PortMapper {
   std::string gateway() const;
 
   std::string fixed_gateway_;
+  std::vector<MapProtocol> protocols_;
+  bool prepared_ = false;
   std::shared_ptr<Alive> alive_ = std::make_shared<Alive>();
   std::map<uint64_t, PortMapping*> live_;
   uint64_t next_id_ = 1;

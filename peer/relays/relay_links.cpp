@@ -13,6 +13,17 @@ bool is_loopback_ip(const std::string& ip) {
   return loopback;
 }
 
+// --no-port-mapping: none; --port-mapping: the protocols named, in their fixed order.
+std::unique_ptr<portmap::PortMapper> port_mapper_for(const PeerOptions& options) {
+  using portmap::MapProtocol;
+  std::vector<MapProtocol> protocols;
+  if (options.map_pcp) protocols.push_back(MapProtocol::kPcp);
+  if (options.map_nat_pmp) protocols.push_back(MapProtocol::kNatPmp);
+  if (options.map_upnp) protocols.push_back(MapProtocol::kUpnp);
+  if (!options.port_mapping || protocols.empty()) return nullptr;
+  return std::make_unique<portmap::PortMapper>("", std::move(protocols));
+}
+
 }  // namespace
 
 std::string RelayLink::turn_label(const std::string& server) const {
@@ -24,7 +35,7 @@ RelayLinks::RelayLinks(const PeerOptions& options, const Identity& identity, Eve
     : options_(options),
       identity_(identity),
       events_(std::move(events)),
-      port_mapper_(options.port_mapping ? std::make_unique<portmap::PortMapper>() : nullptr),
+      port_mapper_(port_mapper_for(options)),
       known_relays_(options.state_dir + "/known_relays") {
   for (size_t i = 0; i < options_.relays.size(); ++i)
     links_.push_back(make_link(i, options_.relays[i]));
@@ -204,7 +215,10 @@ void RelayLinks::use_ice_servers(
   }
   // A relay on loopback is a test or a demo on this machine: its gateway has nothing
   // to do with it, and tests send nothing beyond what they built.
-  if (!is_loopback_ip(link.ip)) options.port_mapper = port_mapper_.get();
+  if (!is_loopback_ip(link.ip) && port_mapper_) {
+    options.port_mapper = port_mapper_.get();
+    port_mapper_->prepare();
+  }
   log::debug("ice servers of relay %s: stun %s:%u, %zu turn", link.address.to_string().c_str(),
              options.stun_server.ip.c_str(), options.stun_server.port,
              options.turn_servers.size());

@@ -20,7 +20,8 @@
                                           miniupnpd (PCP, NAT-PMP, UPnP IGD), laptop behind
                                           another symmetric NAT: direct through the mapped
                                           candidate; the mapping goes when the peer exits;
-                                          `peer netcheck` behind it reports the mapping
+                                          `peer netcheck` behind it reports the mapping;
+                                          then again with NAT-PMP alone and UPnP alone
     lab_test.py demo                      (test/lab/demo_nat.py) see there
 
 Environment: LAB_DELAY=20ms LAB_LOSS=0.5% (internet round-trip delay and loss per
@@ -1186,14 +1187,15 @@ def wait_no_mappings(lab: Lab, site: L.Site, what: str) -> None:
 
 def test_port_mapping(lab: Lab, workdir: str, args) -> bool:
     """symmetric x symmetric is relayed (the matrix says so); with miniupnpd in front of
-    home, home's peer maps its port and the pair goes direct."""
+    home, home's peer maps its port and the pair goes direct: with PCP (what it asks
+    first), then with NAT-PMP alone and UPnP IGD alone (--port-mapping)."""
     del args
     lab.build([SiteSpec("a-portmap", "portmap", ("home", "buffalo")),
                SiteSpec("b-symmetric", "symmetric", ("laptop",))])
     hs, ls = lab.sites["a-portmap"], lab.sites["b-symmetric"]
     t = Tunnels(lab, workdir)
     sshd = lab.start_sshd(hs)
-    t.start_relay()
+    relay, _ = t.start_relay()
     buffalo = f"{hs.ip['buffalo']}:{L.SSHD_PORT}"
     serving = t.start_serving(hs, buffalo)
     fwd, port = t.start_forward(ls, buffalo)
@@ -1238,6 +1240,42 @@ def test_port_mapping(lab: Lab, workdir: str, args) -> bool:
     if "reachability: direct with peers behind any NAT" not in r.stdout:
         raise Failure("netcheck's verdict does not count the mapping")
     wait_no_mappings(lab, hs, "netcheck exited")
+    # The same box also speaks NAT-PMP and UPnP IGD, but answers PCP first, so those two
+    # are reached only when the peer is told to ask with them alone.
+    for protocol in ("nat-pmp", "upnp"):
+        # A fresh relay: the name home is bound to the key of the home before.
+        relay.stop()
+        relay, _ = t.start_relay()
+        serving = t.start_serving(hs, buffalo, extra=["--port-mapping", protocol])
+        if protocol == "upnp":
+            # UPnP discovery outlasts a tunnel's wait for its mapping; the serving peer
+            # finds the gateway once, at start, and says so.
+            serving.wait_stderr(r"port mapping: found the UPnP gateway at ", READY_TIMEOUT,
+                                what="UPnP gateway found")
+        fwd, port = t.start_forward(ls, buffalo)
+        path, at, _ = t.wait_path(fwd, "home", PATH_TIMEOUT)
+        print(f"\nhome with --port-mapping {protocol}: path home: {path} "
+              f"(setup {(at - fwd.started_at) * 1000:.0f} ms)")
+        m = MAPPED_PATH_RE.match(path)
+        if not m or m.group(2) != hs.public_ip:
+            raise Failure(f"--port-mapping {protocol}: not direct to a mapped candidate at "
+                          f"{hs.public_ip}: {path!r}")
+        said = [l for l in serving.stderr_lines if "port mapping: " in l]
+        if not any(f"port mapping: {protocol} maps " in l and f"{hs.public_ip}:{m.group(3)}" in l
+                   for l in said):
+            raise Failure(f"--port-mapping {protocol}: the serving peer does not say which "
+                          f"protocol mapped {hs.public_ip}:{m.group(3)}: {said}")
+        print(said[-1])
+        rules = lab.port_mappings(hs)
+        if not any(f"dnat ip to {hs.ip['home']}:" in r for r in rules):
+            raise Failure(f"--port-mapping {protocol}: miniupnpd holds no mapping: {rules}")
+        master, control = t.open_master(ls.ns["laptop"], sshd, port)
+        t.check_command(ls.ns["laptop"], sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
+        master.stop()
+        fwd.stop()
+        serving.stop()
+        wait_no_mappings(lab, hs, f"the peers with --port-mapping {protocol} exited")
+        print(f"after the peers exited: no {protocol} mapping left in miniupnpd")
     return True
 
 

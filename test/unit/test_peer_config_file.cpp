@@ -99,6 +99,13 @@ TEST_CASE("no-port-mapping in peer.conf becomes --no-port-mapping") {
   CHECK(words_of("[peer]\nno-port-mapping = false\n", {"-L", "1:a:22", "home"}).empty());
 }
 
+TEST_CASE("port-mapping in peer.conf becomes --port-mapping, checked") {
+  CHECK(words_of("[peer]\nport-mapping = nat-pmp,upnp\n", {"-L", "1:a:22", "home"}) ==
+        std::vector<std::string>{"--port-mapping=nat-pmp,upnp"});
+  CHECK(error_of("[peer]\nport-mapping = natpmp\n") ==
+        "peer.conf:2: key 'port-mapping': 'natpmp' is not pcp, nat-pmp or upnp");
+}
+
 TEST_CASE("bad peer.conf values name the line and the key") {
   CHECK(error_of("[peer]\nname = Home\n") ==
         "peer.conf:2: key 'name': 'Home' is not a valid peer name (lowercase letters, digits, '.', '_', '-')");

@@ -129,6 +129,22 @@ TEST_CASE("--no-port-mapping turns the gateway mapping off") {
   CHECK(options_of({"-L", "1:a:22", "home"}).port_mapping);
 }
 
+TEST_CASE("--port-mapping names the gateway protocols asked") {
+  PeerOptions all = options_of({"-L", "1:a:22", "home"});
+  CHECK((all.map_pcp && all.map_nat_pmp && all.map_upnp));
+  PeerOptions some = options_of({"--port-mapping", "upnp, nat-pmp", "-L", "1:a:22", "home"});
+  CHECK(some.port_mapping);
+  CHECK_FALSE(some.map_pcp);
+  CHECK(some.map_nat_pmp);
+  CHECK(some.map_upnp);
+  CHECK(error_of({"--port-mapping", "pcp,igd", "-L", "1:a:22", "home"}) ==
+        "--port-mapping: 'igd' is not pcp, nat-pmp or upnp");
+  CHECK(error_of({"--port-mapping", "", "-L", "1:a:22", "home"}) ==
+        "--port-mapping: names none of pcp, nat-pmp or upnp");
+  CHECK(error_of({"--port-mapping", "pcp", "--no-port-mapping", "-L", "1:a:22", "home"}) ==
+        "--port-mapping and --no-port-mapping contradict each other");
+}
+
 TEST_CASE("nc and pair name one remote peer") {
   PeerOptions nc = options_of({"nc", "home", "buffalo:22"});
   REQUIRE(nc.remotes.size() == 1);

@@ -87,8 +87,11 @@ TEST_CASE("a peer that publishes nothing never admits a front door") {
 TEST_CASE("a publish that needs allow-from or proxy-protocol stops at a relay not listing it") {
   PeerOptions options = publishing_options();
   options.publishes[0].allow_from = {"10.0.0.0/8"};
-  options.publishes.push_back(
-      {PublishSpec::Kind::kTcp, {"127.0.0.1", 22}, 0, /*proxy_protocol=*/true, {}, {}});
+  PublishSpec ssh;
+  ssh.kind = PublishSpec::Kind::kTcp;
+  ssh.target = {"127.0.0.1", 22};
+  ssh.proxy_protocol = true;
+  options.publishes.push_back(ssh);
   ServingPolicy policy(options);
   RelayLink link;
   link.address = {"relay.test", 3478};
