@@ -138,9 +138,15 @@ void BirthdayPunch::give_up_if_due(Micros now) {
 
 void BirthdayPunch::timers(Micros now, Actions& out) {
   if (role_ == Role::kHard) {
+    if (chosen_ && acks_left_ == 0 && next_ack_at_ <= now) {
+      // No confirm for any ack: the easy side never heard us on this pair (its NAT
+      // lets nothing in from there after all). Search on.
+      chosen_.reset();
+      next_open_at_ = std::max(next_open_at_, now);
+    }
     // Catch up on the sockets due by now (a late timer must not lower the bound, only
     // send the due ones together).
-    while (!open_stopped_ && counters_.sockets_opened < limits_.sockets && next_open_at_ <= now) {
+    while (opening() && next_open_at_ <= now) {
       const int socket = counters_.sockets_opened++;
       Action open;
       open.kind = Action::Kind::kOpenSocket;
@@ -213,7 +219,6 @@ BirthdayPunch::Actions BirthdayPunch::on_datagram(int socket, const TransportAdd
         chosen_ = Win{socket, from};
         chosen_seq_ = packet.seq;
         acks_left_ = limits_.acks;
-        open_stopped_ = true;
       } else if (chosen_->socket != socket || !(chosen_->remote == from)) {
         return out;
       }
@@ -233,9 +238,10 @@ BirthdayPunch::Actions BirthdayPunch::on_datagram(int socket, const TransportAdd
   }
   switch (packet.kind) {
     case PacketKind::kOpener:
-      // Our NAT let the opener in: probe its source directly, within the budget.
+      // Our NAT let the opener in: probe its source directly, within the budget (even
+      // a port the random search tried already: it may have come before the mapping).
       if (state_ == State::kSearching && counters_.probes_sent < limits_.probes &&
-          probed_ports_.insert(from.port).second)
+          opener_sources_.insert(from.port).second)
         send(out, 0, from, PacketKind::kProbe, static_cast<uint32_t>(counters_.probes_sent++));
       break;
     case PacketKind::kAck:
@@ -260,16 +266,20 @@ BirthdayPunch::Actions BirthdayPunch::on_datagram(int socket, const TransportAdd
 
 void BirthdayPunch::socket_failed(int socket) {
   (void)socket;
-  open_stopped_ = true;
+  open_failed_ = true;
+}
+
+bool BirthdayPunch::opening() const {
+  return role_ == Role::kHard && !open_failed_ && !chosen_ &&
+         counters_.sockets_opened < limits_.sockets;
 }
 
 std::optional<Micros> BirthdayPunch::next_deadline() const {
   if (state_ != State::kSearching) return std::nullopt;
   Micros next = give_up_at_;
   if (role_ == Role::kHard) {
-    if (!open_stopped_ && counters_.sockets_opened < limits_.sockets)
-      next = std::min(next, next_open_at_);
-    if (chosen_ && acks_left_ > 0) next = std::min(next, next_ack_at_);
+    if (opening()) next = std::min(next, next_open_at_);
+    if (chosen_) next = std::min(next, next_ack_at_);
   } else if (counters_.probes_sent < limits_.probes) {
     next = std::min(next, next_probe_at_);
   }

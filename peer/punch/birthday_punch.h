@@ -110,7 +110,8 @@ struct Limits {
   // 9 kB/s of 36-byte packets, 4.1 s in all).
   int probes = 1024;
   Micros probe_interval{4000};
-  // Hard side: the ack is repeated this often, this many times, until a confirm.
+  // Hard side: the ack is repeated this often, this many times, until a confirm;
+  // without one the pair is dropped one ack_interval after the last ack.
   Micros ack_interval{100'000};
   int acks = 10;
   // Either side gives up this long after start() unless it has won.
@@ -190,14 +191,18 @@ class BirthdayPunch {
   Micros give_up_at_{0};
   // Hard side.
   Micros next_open_at_{0};
-  bool open_stopped_ = false;
-  std::optional<Win> chosen_;  // the first probe's socket and source, until confirmed
+  bool open_failed_ = false;   // a socket could not be opened: no more are tried
+  // The first probe's socket and source, until confirmed; no sockets are opened
+  // meanwhile. Dropped when every ack went unconfirmed, and the search goes on.
+  std::optional<Win> chosen_;
   Micros next_ack_at_{0};
   int acks_left_ = 0;
   uint32_t chosen_seq_ = 0;
   // Easy side.
   Micros next_probe_at_{0};
-  std::unordered_set<uint16_t> probed_ports_;
+  std::unordered_set<uint16_t> probed_ports_;    // the random search's
+  std::unordered_set<uint16_t> opener_sources_;  // openers already answered
+  bool opening() const;
 };
 
 }  // namespace natfwd::punch

@@ -306,6 +306,39 @@ TEST_CASE("a lost confirm is repaired by the repeated ack") {
   FAIL("no seed won");
 }
 
+TEST_CASE("a pair whose acks are never confirmed is dropped and the search goes on") {
+  BirthdayPunch hard(Role::kHard, kSession, kKey, kEasyPublic, 1);
+  (void)hard.start(kStart);
+  (void)hard.on_timer(kStart + 2ms);  // sockets 0 and 1
+  auto ack = hard.on_datagram(1, kEasyPublic, bytes_of(packet(PacketKind::kProbe, Role::kEasy, 9)),
+                              kStart + 3ms);
+  REQUIRE(ack.size() == 1);
+  CHECK(ack[0].socket == 1);
+  // No sockets are opened while the pair waits for its confirm; the ack repeats.
+  Micros now = kStart + 3ms;
+  int acks = 1;
+  while (acks < 10) {
+    now = *hard.next_deadline();
+    REQUIRE(now < kStart + 10s);
+    for (const auto& a : hard.on_timer(now)) {
+      REQUIRE(a.kind == BirthdayPunch::Action::Kind::kSend);
+      CHECK(parse_packet(bytes_of(a.bytes), kKey, kSession).packet.kind == PacketKind::kAck);
+      ++acks;
+    }
+  }
+  CHECK(hard.counters().sockets_opened == 2);
+  CHECK(hard.counters().acks_sent == 10);
+  // One interval after the tenth ack the pair is dropped and opening resumes.
+  now = *hard.next_deadline();
+  CHECK(now == kStart + 3ms + 10 * 100ms);
+  CHECK(count(hard.on_timer(now), BirthdayPunch::Action::Kind::kOpenSocket) == 1);
+  CHECK(hard.counters().sockets_opened == 3);
+  // A confirm for the dropped pair no longer wins it.
+  (void)hard.on_datagram(1, kEasyPublic, bytes_of(packet(PacketKind::kConfirm, Role::kEasy, 9)),
+                         now);
+  CHECK(hard.state() == BirthdayPunch::State::kSearching);
+}
+
 TEST_CASE("forged, foreign and reflected packets are ignored") {
   BirthdayPunch hard(Role::kHard, kSession, kKey, kEasyPublic, 1);
   (void)hard.start(kStart);
@@ -375,6 +408,14 @@ TEST_CASE("an opener that gets through the easy NAT is answered by a probe to it
   CHECK(probe[0].to == hard_mapping);
   CHECK(parse_packet(bytes_of(probe[0].bytes), kKey, kSession).packet.kind == PacketKind::kProbe);
   CHECK(easy.counters().probes_sent == 2);  // within the same budget
+  // Even on a port the random search tried before (the mapping may be younger).
+  TransportAddress tried = kHardPublic;
+  tried.port = BirthdayPunch(Role::kEasy, kSession, kKey, kHardPublic, 1).start(kStart)[0].to.port;
+  auto again = easy.on_datagram(0, tried, bytes_of(packet(PacketKind::kOpener, Role::kHard, 3)),
+                                kStart + 1ms);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].to == tried);
+  CHECK(easy.counters().probes_sent == 3);
   // The same opener again costs nothing more.
   CHECK(easy.on_datagram(0, hard_mapping, bytes_of(packet(PacketKind::kOpener, Role::kHard, 17)),
                          kStart + 2ms)
