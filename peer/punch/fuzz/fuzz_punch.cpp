@@ -9,7 +9,6 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace natfwd::punch;
-  using namespace std::chrono_literals;
   const auto input = std::as_bytes(std::span(data, size));
   // A fixed key, so that a packet the fuzzer built from the seeds (encoded with this
   // key) passes the tag and reaches the search's deeper checks.
@@ -20,8 +19,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (size != kPacketSize || parse.packet.session_id != session))
     __builtin_trap();  // only a whole packet of our session is ever accepted
   const auto peer = TransportAddress::ipv4({192, 0, 2, 1}, 4000);
+  // Few sockets and probes: each costs an HMAC, and the parser is the point.
+  Limits limits;
+  limits.sockets = 4;
+  limits.probes = 8;
   for (Role role : {Role::kHard, Role::kEasy}) {
-    BirthdayPunch punch(role, session, key, peer, 1);
+    BirthdayPunch punch(role, session, key, peer, 1, limits);
     (void)punch.start(Micros(0));
     (void)punch.on_datagram(0, peer, input, Micros(1000));
     (void)punch.on_datagram(0, peer, encode_packet({PacketKind::kAck, Role::kHard, session, 0}, key),
