@@ -4,14 +4,15 @@
 # relay's Binding responder, TURN framing and TURN core) and fuzz_frame (rendezvous
 # frames, Envelopes), fuzz_stream_open (the stream-open header codec) and
 # fuzz_front_door (the publishing front door's HTTP head and ClientHello parsers) and
-# fuzz_pcp (the peer's PCP MAP response parser, what answers on the gateway's 5351). Exit
+# fuzz_pcp (the peer's PCP MAP response parser, what answers on the gateway's 5351) and
+# fuzz_punch (the hard-NAT punch packet parser and the search behind it). Exit
 # status: 0 when no crash was found, 77 when clang or libFuzzer is missing, else the fuzzer's.
 #
 #   test/fuzz/run_fuzz.sh [SECONDS] [TARGET...]   env: FUZZ_BUILD_DIR (default build-fuzz)
 set -eu
 seconds=${1:-20}
 [ $# -gt 0 ] && shift
-targets=${*:-fuzz_stun fuzz_turn fuzz_frame fuzz_stream_open fuzz_front_door fuzz_pcp}
+targets=${*:-fuzz_stun fuzz_turn fuzz_frame fuzz_stream_open fuzz_front_door fuzz_pcp fuzz_punch}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 
@@ -32,6 +33,7 @@ for target in $targets; do
     fuzz_stream_open) path=proto/fuzz_stream_open ;;
     fuzz_front_door) path=relay/fuzz_front_door ;;
     fuzz_pcp) path=peer/fuzz_pcp ;;
+    fuzz_punch) path=peer/fuzz_punch ;;
     *) echo "unknown fuzz target $target"; exit 2 ;;
   esac
   ninja -C "$build" "$path" >/dev/null
@@ -53,6 +55,10 @@ for target in $targets; do
     # and a NAT-PMP server's version-0 answer.
     seed map '\002\201\000\000\000\000\016\020\000\000\000\052\000\000\000\000\000\000\000\000\000\000\000\000abcdefghijkl\021\000\000\000\240\050\240\050\000\000\000\000\000\000\000\000\000\000\377\377\013\000\000\002'
     seed natpmp '\000\201\000\001\000\000\000\011'
+  elif [ "$target" = fuzz_punch ]; then
+    # A probe (easy -> hard) of session 0x0102030405060708, seq 0, tagged with the
+    # target's all-zero key, so the fuzzer starts from a packet that passes the tag.
+    seed probe '\000NFP\001\002\001\000\001\002\003\004\005\006\007\010\000\000\000\000\232\230\355\253J\301\037\256\033\352\233zLY\216\351'
   elif [ "$target" = fuzz_stream_open ]; then
     # StreamOpen to [::1]:22 and a StreamOpenResult NOT_SERVED "no".
     seed open '\305F\001\000\000\000\000\007\012\003::1\020\026'
