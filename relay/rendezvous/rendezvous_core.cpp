@@ -1118,6 +1118,7 @@ void RendezvousCore::on_domains_checked(ConnectionId id, uint64_t check,
   auto it = connections_.find(id);
   if (it == connections_.end() || it->second.check_id != check) return;
   Connection& connection = it->second;
+  connection.check_id = 0;  // answered: another answer to it counts for nothing
   std::optional<wire::Register> pending = std::move(connection.pending_register);
   connection.pending_register.reset();
   std::vector<std::string> domains;
@@ -1172,7 +1173,7 @@ void RendezvousCore::on_domains_checked(ConnectionId id, uint64_t check,
   if (pending) complete_register(id, connection, *pending, now);
   // complete_register may have failed the connection (a name taken, say).
   auto still = connections_.find(id);
-  if (still == connections_.end() || still->second.check_id != check) return;
+  if (still == connections_.end()) return;
   schedule_recheck(id, still->second,
                    now + (retry_soon ? config_.publish.claim_retry
                                      : config_.publish.claim_recheck));
