@@ -17,7 +17,8 @@ records for _natfwd.NAME.
   elsewhere each end the claiming peer with exit status 3 and one line (at the peer
   and in the relay's log) naming the record and the exact record text to add;
 - a second key claiming www.custom.test is refused although the DNS names it too:
-  the name is held by the first key.
+  the name is held by the first key, also after the relay restarts, and `relay
+  domains` lists the claim.
 """
 import os
 import re
@@ -164,6 +165,15 @@ def test(w):
     print(f"relay domains: {listed.stdout.strip()}")
     home.check_running("at the end")
     relay.check_running("at the end")
+
+    # The claim outlives the relay: after a restart the second key is still refused.
+    home.stop()
+    relay.stop()
+    relay, relay_addr = nf.relay(state_dir=relay_dir, listen=relay_addr, extra=[
+        "--publish-domain", DOMAIN, "--publish-http", "127.0.0.1:0", "--allow-publisher",
+        "any", "--publish-address", RELAY_PUBLIC])
+    refused_claim(w, relay, relay_addr, "other", other_dir, HOST, web_port,
+                  f"custom domain {HOST} is held at this relay by key {home_id}")
 
 
 if __name__ == "__main__":
