@@ -372,7 +372,7 @@ int main(int argc, char** argv) {
   // relay.conf's flags go in front of the command line's (which win).
   std::vector<std::string> args;
   // Subcommands take the relay's own options: `relay id [OPTIONS]`, `relay names
-  // [list | release NAME] [OPTIONS]`.
+  // [list | release NAME] [OPTIONS]`, `relay domains [list | release NAME] [OPTIONS]`.
   const std::string subcommand = argc >= 2 ? argv[1] : "";
   const bool print_id_only = subcommand == "id";
   const bool domains = subcommand == "domains";

@@ -293,7 +293,9 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       "SIGINT or SIGTERM stop it. Logs go to "
       "stderr.\n\n`relay id [OPTIONS]` prints the relay's TLS key fingerprint (SHA256:...), "
       "the value peers pin with --relay-key, and exits; it reads the same --state-dir, "
-      "--cert and --config as the relay.\n");
+      "--cert and --config as the relay.\n`relay names [list | release NAME]` and `relay "
+      "domains [list | release NAME]` list or free the state dir's name bindings and "
+      "custom domain claims.\n");
 
   struct Strings {
     std::vector<gchar**> values;
