@@ -55,6 +55,27 @@ bool is_valid_host(std::string_view host) {
   return true;
 }
 
+bool is_custom_domain_name(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  size_t labels = 0;
+  bool all_digits = true;  // every label numeric: an IPv4 literal, not a name
+  while (true) {
+    const size_t dot = name.find('.');
+    const std::string_view label = name.substr(0, dot);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
+      return false;
+    for (char c : label) {
+      const bool digit = c >= '0' && c <= '9';
+      if (!digit && !(c >= 'a' && c <= 'z') && c != '-') return false;
+      all_digits = all_digits && digit;
+    }
+    ++labels;
+    if (dot == std::string_view::npos) break;
+    name.remove_prefix(dot + 1);
+  }
+  return labels >= 2 && !all_digits;
+}
+
 Parsed<HostPort> parse_host_port(std::string_view text, std::optional<uint16_t> default_port,
                                  bool allow_zero_port) {
   // A bare IPv6 literal ("::1") has several colons and no brackets.

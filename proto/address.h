@@ -39,4 +39,10 @@ Parsed<HostPort> parse_host_port(std::string_view text,
 // A plausible host name or IP literal (letters, digits, '-', '.', ':', '_').
 bool is_valid_host(std::string_view host);
 
+// A DNS name a publisher may claim as its own (`--publish https:www.example.org=PORT`):
+// lowercase letters, digits and '-' in labels of 1-63 characters (RFC 1035 section
+// 2.3.1, with RFC 1123 section 2.1's leading digits), at least two labels, 253
+// characters at most, no trailing dot and no IP literal.
+bool is_custom_domain_name(std::string_view name);
+
 }  // namespace natfwd

@@ -25,6 +25,8 @@
 #include "log.h"
 #include "path_safety.h"
 #include "state_dir.h"
+#include "front_door/domain_claims.h"
+#include "front_door/domain_resolver.h"
 #include "front_door/front_door_peer.h"
 #include "front_door/http_front_door.h"
 #include "front_door/publishers_file.h"
@@ -107,21 +109,34 @@ std::unique_ptr<natfwd::relay::NameStore> open_name_store(
                                                    options.state_dir + "/names", store);
 }
 
+// Custom domain claims (Publish.custom_domain), kept like names but never expiring: a
+// claim is the DNS owner's word, held until the operator releases it.
+std::unique_ptr<natfwd::relay::NameStore> open_domain_store(
+    const natfwd::relay::RelayOptions& options) {
+  natfwd::relay::NameStore::Options store;
+  store.expiry = std::chrono::seconds(0);
+  return std::make_unique<natfwd::relay::NameStore>(options.state_dir + "/domains.db",
+                                                   options.state_dir + "/domains", store);
+}
+
 // `relay names [list]` and `relay names release NAME`: the bindings in the state dir,
 // read and changed beside a running relay (NameStore reads the database on every
-// lookup, so a released name is free at once).
+// lookup, so a released name is free at once). `domains` does the same for the
+// custom domains' claims.
 int names_command(const natfwd::relay::RelayOptions& options,
-                  const std::vector<std::string>& words) {
+                  const std::vector<std::string>& words, bool domains) {
   using namespace natfwd;
   if (!open_state_dir(options)) return kExitFailure;
   try {
-    auto store = open_name_store(options);
+    auto store = domains ? open_domain_store(options) : open_name_store(options);
     if (words.size() == 2 && words[0] == "release") {
       if (!store->release(words[1])) {
-        log::error("no name '%s' is bound at this relay", words[1].c_str());
+        log::error("no %s '%s' is %s at this relay", domains ? "custom domain" : "name",
+                   words[1].c_str(), domains ? "claimed" : "bound");
         return kExitFailure;
       }
-      printf("released '%s': the next key to register it gets it\n", words[1].c_str());
+      printf("released '%s': the next key to %s it gets it\n", words[1].c_str(),
+             domains ? "claim" : "register");
       return 0;
     }
     for (const auto& binding : store->list()) {
@@ -211,15 +226,26 @@ int run(const natfwd::relay::RelayOptions& options) {
     config.tls = relay::load_or_create_tls_identity(options.cert_file, options.key_file,
                                                     options.state_dir);
     std::optional<Identity> front_door_key;
+    // Custom domains must resolve to one of these (none: custom domains are off).
+    std::vector<std::string> domain_addresses = options.publish_addresses;
+    if (domain_addresses.empty() && options.listen.host != "0.0.0.0" &&
+        options.listen.host != "::")
+      domain_addresses.push_back(options.listen.host);
     if (!options.publish_domain.empty()) {
       const auto publishers = relay::front_door::load_publishers(
           options.state_dir + "/publishers", options.allow_publishers);
       front_door_key = relay::front_door::FrontDoorPeer::load_identity(options.state_dir);
       const PublicKey& key = front_door_key->public_key();
-      config.rendezvous.publish = {options.publish_domain, std::string(key.begin(), key.end()),
-                                   publishers.any, publishers.key_ids,
-                                   options.publish_port_min, options.publish_port_max};
+      relay::PublishConfig& publish = config.rendezvous.publish;
+      publish.domain = options.publish_domain;
+      publish.relay_key = std::string(key.begin(), key.end());
+      publish.any_publisher = publishers.any;
+      publish.publishers = publishers.key_ids;
+      publish.tcp_port_min = options.publish_port_min;
+      publish.tcp_port_max = options.publish_port_max;
+      if (!domain_addresses.empty()) publish.domain_claims = open_domain_store(options);
     }
+    const bool config_has_domains = config.rendezvous.publish.domain_claims != nullptr;
     relay::RelayServer server(std::move(config));
     std::string services = "stun/udp, rendezvous/tcp";
     if (!options.no_turn) services += ", turn/udp+tcp";
@@ -233,6 +259,7 @@ int run(const natfwd::relay::RelayOptions& options) {
     std::unique_ptr<relay::front_door::HttpFrontDoor> http_front_door;
     std::unique_ptr<relay::front_door::TlsFrontDoor> tls_front_door;
     std::unique_ptr<relay::front_door::TcpFrontDoor> tcp_front_door;
+    std::unique_ptr<relay::front_door::DomainResolver> domain_resolver;
     std::string publish_services;
     if (front_door_key) {
       visitor_limits = std::make_shared<relay::front_door::VisitorLimits>(
@@ -269,6 +296,34 @@ int run(const natfwd::relay::RelayOptions& options) {
             return door->route(socket, server_name);
           }))
         publish_services += " https *." + options.publish_domain;
+      if (config_has_domains) {
+        // An https publish's custom domain answers plain HTTP with the redirect, as
+        // NAME.DOMAIN does; a tls one is not plain HTTP at all.
+        http_front_door->set_custom_lookup([&server](const std::string& host) {
+          auto custom = server.rendezvous().published_custom(host);
+          return custom && custom->second.tls_at_home ? custom : std::nullopt;
+        });
+        tls_front_door->set_custom_lookup([&server](const std::string& host) {
+          return server.rendezvous().published_custom(host);
+        });
+        domain_resolver = std::make_unique<relay::front_door::DomainResolver>(
+            relay::front_door::DomainClaimCheck(domain_addresses),
+            [&server](relay::ConnectionId id, uint64_t check,
+                      const std::vector<relay::DomainVerdict>& verdicts) {
+              server.domains_checked(id, check, verdicts);
+            });
+        server.set_domain_checker(
+            [resolver = domain_resolver.get()](const relay::CheckDomainsAction& action) {
+              resolver->check(action);
+            });
+        std::string addresses;
+        for (const std::string& address : domain_addresses)
+          addresses += (addresses.empty() ? "" : ", ") + address;
+        log::info("custom domains: taken when they resolve to %s and TXT _natfwd.NAME holds "
+                  "the peer's key id", addresses.c_str());
+      } else {
+        log::info("custom domains: off (no --publish-address)");
+      }
       if (options.publish_port_max != 0) {
         tcp_front_door = std::make_unique<relay::front_door::TcpFrontDoor>(
             server.local_address().host, options.publish_port_min, options.publish_port_max,
@@ -298,6 +353,7 @@ int run(const natfwd::relay::RelayOptions& options) {
                services.c_str());
     g_main_loop_run(loop);
     if (front_door) front_door->shutdown();
+    server.set_domain_checker(nullptr);  // the resolver goes first
   } catch (const std::exception& e) {
     // log::error, so that under journald the line carries the error priority.
     log::error("%s", e.what());
@@ -316,10 +372,11 @@ int main(int argc, char** argv) {
   // relay.conf's flags go in front of the command line's (which win).
   std::vector<std::string> args;
   // Subcommands take the relay's own options: `relay id [OPTIONS]`, `relay names
-  // [list | release NAME] [OPTIONS]`.
+  // [list | release NAME] [OPTIONS]`, `relay domains [list | release NAME] [OPTIONS]`.
   const std::string subcommand = argc >= 2 ? argv[1] : "";
   const bool print_id_only = subcommand == "id";
-  const bool names = subcommand == "names";
+  const bool domains = subcommand == "domains";
+  const bool names = subcommand == "names" || domains;
   std::vector<char*> command_line(argv, argv + argc);
   std::vector<std::string> names_words;
   if (print_id_only) command_line.erase(command_line.begin() + 1);
@@ -329,7 +386,8 @@ int main(int argc, char** argv) {
       command_line.erase(command_line.begin() + 1);
     } else if (command_line.size() > 1 && std::string(command_line[1]) == "release") {
       if (command_line.size() < 3 || command_line[2][0] == '-') {
-        fprintf(stderr, "relay: names release: which name? (relay names release NAME)\n");
+        fprintf(stderr, "relay: %s release: which name? (relay %s release NAME)\n",
+                subcommand.c_str(), subcommand.c_str());
         return kExitUsage;
       }
       names_words = {"release", command_line[2]};
@@ -366,7 +424,7 @@ int main(int argc, char** argv) {
   }
   log::init("relay", options.verbose ? log::Level::kDebug : log::Level::kInfo);
   const int status = print_id_only ? print_id(options)
-                     : names      ? names_command(options, names_words)
+                     : names      ? names_command(options, names_words, domains)
                                   : run(options);
   google::protobuf::ShutdownProtobufLibrary();
   return status;

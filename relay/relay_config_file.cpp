@@ -64,6 +64,7 @@ const config::ConfigSchema& relay_config_schema() {
            text("publish-domain"),
            text("publish-http"),
            list("allow-publisher"),
+           list("publish-address"),
            text("publish-ports"),
            text("publish-max-visitors"),
            text("publish-max-visitors-total"),

@@ -105,6 +105,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* publish_domain_text = nullptr;
   gchar* publish_http_text = nullptr;
   gchar** allow_publisher_texts = nullptr;
+  gchar** publish_address_texts = nullptr;
   gchar* publish_ports_text = nullptr;
   gchar* publish_max_visitors_text = nullptr;
   gchar* publish_max_visitors_total_text = nullptr;
@@ -255,6 +256,12 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "A peer key id (`peer id`) that may publish, or `any`; repeatable; beside the state "
        "dir's publishers file (one key id per line) [default: none]",
        "KEYID"},
+      {"publish-address", 0, 0, G_OPTION_ARG_STRING_ARRAY, &publish_address_texts,
+       "A public IP address of this relay; repeatable. Custom domains (peer --publish "
+       "https:www.example.org=PORT) are taken when the name resolves to one of them and "
+       "TXT _natfwd.NAME holds the peer's key id [default: the --listen address unless "
+       "it is a wildcard; else custom domains are off]",
+       "ADDR"},
       {"publish-ports", 0, 0, G_OPTION_ARG_STRING, &publish_ports_text,
        "Ports for raw TCP publishing (peer --publish tcp:), one per published target; "
        "the relay listens on all of them; needs --publish-domain [default: none]",
@@ -286,7 +293,9 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       "SIGINT or SIGTERM stop it. Logs go to "
       "stderr.\n\n`relay id [OPTIONS]` prints the relay's TLS key fingerprint (SHA256:...), "
       "the value peers pin with --relay-key, and exits; it reads the same --state-dir, "
-      "--cert and --config as the relay.\n");
+      "--cert and --config as the relay.\n`relay names [list | release NAME]` and `relay "
+      "domains [list | release NAME]` list or free the state dir's name bindings and "
+      "custom domain claims.\n");
 
   struct Strings {
     std::vector<gchar**> values;
@@ -304,7 +313,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
              &publish_ports_text, &publish_max_visitors_text, &publish_max_visitors_total_text,
              &publish_max_new_text, &publish_max_new_total_text, &publish_bandwidth_text,
              &publish_bandwidth_total_text},
-            {&turn_server_texts, &allow_peer_texts, &allow_publisher_texts}};
+            {&turn_server_texts, &allow_peer_texts, &allow_publisher_texts,
+             &publish_address_texts}};
 
   GError* raw_error = nullptr;
   if (!g_option_context_parse(context.get(), &argc, &argv, &raw_error)) {
@@ -518,6 +528,15 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       return false;
     }
     options.allow_publishers.emplace_back(*text);
+  }
+  for (gchar** text = publish_address_texts; text && *text; ++text) {
+    const GObjectPtr<GInetAddress> parsed(g_inet_address_new_from_string(*text));
+    if (!parsed || g_inet_address_get_is_any(parsed.get())) {
+      error = std::string("--publish-address: '") + *text +
+              "' is not an IP address of this relay (such as 203.0.113.7 or 2001:db8::7)";
+      return false;
+    }
+    options.publish_addresses.emplace_back(*text);
   }
   return true;
 }

@@ -84,6 +84,10 @@ struct RelayOptions {
   // --allow-publisher (repeatable): key ids that may publish, or `any`; beside the
   // state dir's publishers file. None by default: only the file's.
   std::vector<std::string> allow_publishers;
+  // --publish-address (repeatable): the relay's public IP addresses, those a custom
+  // domain (peer --publish https:www.example.org=PORT) must resolve to. None by
+  // default: the --listen address when it is not a wildcard, else custom domains off.
+  std::vector<std::string> publish_addresses;
   // --publish-ports MIN-MAX: the relay's ports for raw TCP publishing; 0-0 = none.
   uint16_t publish_port_min = 0;
   uint16_t publish_port_max = 0;

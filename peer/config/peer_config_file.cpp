@@ -96,6 +96,11 @@ std::string check_publish_target(const std::string& text) {
   return problem_of(parse_publish_spec("http:" + text));
 }
 
+// DOMAIN of a [publish NAME] group: the custom domain of a tls or https publish.
+std::string check_custom_domain(const std::string& text) {
+  return problem_of(parse_publish_spec("tls:" + text + "=1"));
+}
+
 std::string check_public_port(const std::string& text) {
   return problem_of(parse_port(text, true));
 }
@@ -105,6 +110,7 @@ std::string check_public_port(const std::string& text) {
 std::string publish_spec_of(const config::Section& section) {
   const std::string kind = section.find("kind")->values[0];
   std::string spec = kind + ":";
+  if (const config::Value* domain = section.find("domain")) spec += domain->values[0] + "=";
   if (const config::Value* port = section.find("public-port")) spec += port->values[0] + ":";
   spec += section.find("target")->values[0];
   if (const config::Value* proxy = section.find("proxy-protocol");
@@ -192,6 +198,7 @@ const config::ConfigSchema& peer_config_schema() {
            {"kind", ValueKind::kText, check_publish_kind, /*required=*/true},
            {"target", ValueKind::kText, check_publish_target, /*required=*/true},
            {"public-port", ValueKind::kText, check_public_port},
+           {"domain", ValueKind::kText, check_custom_domain},
            {"proxy-protocol", ValueKind::kSwitch, nullptr},
            {"allow-from", ValueKind::kList, nullptr},
            {"auth", ValueKind::kText, nullptr},

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <vector>
 
@@ -101,7 +103,23 @@ Parsed<PublishSpec> parse_target(std::string_view text) {
   else if (kind == "https") spec.kind = PublishSpec::Kind::kHttps;
   else return "'" + std::string(kind) + "' in '" + whole + "' is not a kind that can be "
               "published (http, tls, https, tcp)";
-  auto fields_or = split_colon_fields(text.substr(colon + 1));
+  std::string_view target = text.substr(colon + 1);
+  // tls and https: a custom domain before '=' (a host or port never holds one).
+  if (const size_t equals = target.find('='); equals != std::string_view::npos) {
+    if (spec.kind != PublishSpec::Kind::kTls && spec.kind != PublishSpec::Kind::kHttps)
+      return "'" + whole + "': a custom domain (DOMAIN=PORT) is for tls and https";
+    spec.custom_domain = target.substr(0, equals);
+    std::transform(spec.custom_domain.begin(), spec.custom_domain.end(),
+                   spec.custom_domain.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (!spec.custom_domain.empty() && spec.custom_domain.back() == '.')
+      spec.custom_domain.pop_back();
+    if (!is_custom_domain_name(spec.custom_domain))
+      return "'" + std::string(target.substr(0, equals)) + "' in '" + whole +
+             "' is not a domain name (such as www.example.org)";
+    target.remove_prefix(equals + 1);
+  }
+  auto fields_or = split_colon_fields(target);
   if (auto* error = std::get_if<std::string>(&fields_or)) return *error;
   auto& fields = std::get<std::vector<std::string>>(fields_or);
   spec.target.host = "127.0.0.1";
@@ -122,7 +140,8 @@ Parsed<PublishSpec> parse_target(std::string_view text) {
     fields.erase(fields.begin());
   } else if (fields.size() != 1) {
     return "'" + whole + "' is not " + std::string(kind) +
-           (spec.kind == PublishSpec::Kind::kTcp ? ":[PUBLICPORT:][HOST:]PORT" : ":[HOST:]PORT");
+           (spec.kind == PublishSpec::Kind::kTcp ? ":[PUBLICPORT:][HOST:]PORT"
+                                                 : ":[DOMAIN=][HOST:]PORT");
   }
   auto port = parse_port(fields[0], false);
   if (auto* error = std::get_if<std::string>(&port)) return *error;

@@ -11,6 +11,12 @@
 //                                  as for tls, but terminated by this peer with the
 //                                  PEM certificate chain FILE and its key; HOST:PORT
 //                                  gets the plaintext (HTTP/1.1)
+//   --publish https:DOMAIN=[HOST:]PORT,cert=FILE,key=FILE
+//   --publish tls:DOMAIN=[HOST:]PORT
+//                                  the same at https://DOMAIN/, a custom domain (such
+//                                  as www.example.org) in place of NAME.DOMAIN: the
+//                                  relay routes it once the DNS says so (DOMAIN resolves
+//                                  to the relay, TXT _natfwd.DOMAIN holds `peer id`)
 //   --publish tcp:[PUBLICPORT:][HOST:]PORT
 //                                  raw TCP on the relay's PUBLICPORT (0 or none: any
 //                                  free one of its --publish-ports), like ssh -g -R
@@ -47,6 +53,7 @@ struct PublishSpec {
   std::string auth_file;  // http: the htpasswd file of basic auth; empty: none
   std::string cert_file;  // https: PEM certificate chain to serve; required
   std::string key_file;   // https: its PEM private key; required with cert_file
+  std::string custom_domain;  // tls, https: the name visitors use; empty: NAME.DOMAIN
 };
 
 Parsed<PublishSpec> parse_publish_spec(std::string_view text);

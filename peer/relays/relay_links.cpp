@@ -160,6 +160,7 @@ std::unique_ptr<RelayLink> RelayLinks::make_link(size_t index, const HostPort& a
     publish.set_public_port(spec.public_port);
     publish.set_proxy_protocol(spec.proxy_protocol);
     publish.set_tls_at_home(spec.kind == PublishSpec::Kind::kHttps);
+    publish.set_custom_domain(spec.custom_domain);
     for (const std::string& range : spec.allow_from) publish.add_allow_from(range);
     publish.set_host(spec.target.host);
     publish.set_port(spec.target.port);

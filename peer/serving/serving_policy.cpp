@@ -176,7 +176,9 @@ std::optional<std::string> ServingPolicy::on_registered(RelayLink& link,
   for (const PublishSpec& publish : options_.publishes) {
     const char* missing = !publish.allow_from.empty() && !has("allow-from") ? "allow-from"
                           : publish.proxy_protocol && !has("proxy-protocol") ? "proxy-protocol"
-                                                                             : nullptr;
+                          : !publish.custom_domain.empty() && !has("custom-domain")
+                              ? "custom domains"
+                              : nullptr;
     if (missing)
       return "relay " + link.address.to_string() + " does not support " + missing +
              " (too old?): not publishing " + publish_kind_name(publish.kind) + ":" +
@@ -188,16 +190,19 @@ std::optional<std::string> ServingPolicy::on_registered(RelayLink& link,
   for (size_t i = 0; i < options_.publishes.size(); ++i) {
     const PublishSpec& publish = options_.publishes[i];
     if (publish.kind == PublishSpec::Kind::kTcp) continue;
+    // A custom domain in place of NAME.DOMAIN: the relay looked up its DNS records
+    // before it granted the publish.
+    const std::string host = publish.custom_domain.empty()
+                                 ? name + "." + link.publish_domain
+                                 : publish.custom_domain;
     if (publish.kind == PublishSpec::Kind::kHttps) {
-      https_->on_published(name + "." + link.publish_domain);
+      https_->on_published(host);
       continue;
     }
     const bool tls = publish.kind == PublishSpec::Kind::kTls;
-    publish_urls_[i] = std::string(tls ? "https" : "http") + "://" + name + "." +
-                       link.publish_domain + "/";
-    log::ready("published %s://%s.%s/ -> %s%s", tls ? "https" : "http", name.c_str(),
-               link.publish_domain.c_str(), publish.target.to_string().c_str(),
-               tls ? " (tls passthrough)" : "");
+    publish_urls_[i] = std::string(tls ? "https" : "http") + "://" + host + "/";
+    log::ready("published %s://%s/ -> %s%s", tls ? "https" : "http", host.c_str(),
+               publish.target.to_string().c_str(), tls ? " (tls passthrough)" : "");
   }
   // TCP: the ports the relay gave, on the relay's own address.
   for (const wire::Publish& publish : registered.publish().published()) {

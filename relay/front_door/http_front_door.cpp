@@ -137,8 +137,12 @@ void HttpFrontDoor::route(Visitor& visitor, const HttpHead& head) {
   // The head goes to home with the visitor's address added, whatever followed it as it
   // came.
   const std::string& host = head.host;
-  const std::optional<std::string> name = published_name(host, domain_);
-  const std::optional<PublishedService> service = name ? lookup_(*name) : std::nullopt;
+  std::optional<std::string> name = published_name(host, domain_);
+  std::optional<PublishedService> service = name ? lookup_(*name) : std::nullopt;
+  if (auto custom = name || !custom_lookup_ ? std::nullopt : custom_lookup_(host)) {
+    name = custom->first;
+    service = custom->second;
+  }
   if (!service) {
     // Any visitor can ask for any name, as often as it likes: debug only.
     log::debug("publish http: %s asked for %s: not published here", visitor.remote.c_str(),

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include <gio/gio.h>
 
@@ -41,6 +42,12 @@ class HttpFrontDoor {
   HttpFrontDoor& operator=(const HttpFrontDoor&) = delete;
 
   const HostPort& local_address() const { return local_address_; }
+
+  // Custom domains: the name of the peer that publishes the full host name `host`
+  // (RendezvousCore::published_custom), and its service; for hosts outside DOMAIN.
+  using CustomLookup = std::function<std::optional<std::pair<std::string, PublishedService>>(
+      const std::string& host)>;
+  void set_custom_lookup(CustomLookup lookup) { custom_lookup_ = std::move(lookup); }
 
  private:
   struct Visitor {
@@ -74,6 +81,7 @@ class HttpFrontDoor {
 
   std::string domain_;
   Lookup lookup_;
+  CustomLookup custom_lookup_;
   FrontDoorPeer& peer_;
   std::shared_ptr<VisitorLimits> limits_;
   HostPort local_address_;

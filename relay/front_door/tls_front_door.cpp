@@ -18,9 +18,13 @@ TlsFrontDoor::TlsFrontDoor(std::string domain, HttpFrontDoor::Lookup lookup, Fro
       limits_(std::move(limits)) {}
 
 bool TlsFrontDoor::route(GSocket* socket, const std::string& server_name) {
-  const std::optional<std::string> name = published_name(server_name, domain_);
+  std::optional<std::string> name = published_name(server_name, domain_);
+  std::optional<PublishedService> service = name ? lookup_(*name) : std::nullopt;
+  if (auto custom = name || !custom_lookup_ ? std::nullopt : custom_lookup_(server_name)) {
+    name = custom->first;
+    service = custom->second;
+  }
   if (!name) return false;
-  const std::optional<PublishedService> service = lookup_(*name);
   if (!service) {
     // Any visitor can ask for any name: debug only.
     log::debug("publish tls: %s is not published here; the relay's own TLS answers",

@@ -27,10 +27,15 @@ class TlsFrontDoor {
   // went to it; false leaves it to the relay's own TLS (its own name, a name nobody
   // publishes: the client then meets the relay's certificate and gives up).
   bool route(GSocket* socket, const std::string& server_name);
+  // Custom domains: server names outside DOMAIN that a peer publishes.
+  void set_custom_lookup(HttpFrontDoor::CustomLookup lookup) {
+    custom_lookup_ = std::move(lookup);
+  }
 
  private:
   std::string domain_;
   HttpFrontDoor::Lookup lookup_;
+  HttpFrontDoor::CustomLookup custom_lookup_;
   FrontDoorPeer& peer_;
   std::shared_ptr<VisitorLimits> limits_;
 };

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cinttypes>
 #include <ctime>
 #include <stdexcept>
@@ -35,6 +36,8 @@ constexpr size_t kMaxIceFieldLength = 256;
 constexpr size_t kMaxCandidateLength = 4096;
 // Welcome.challenge: fresh random bytes per connection, signed in Register.
 constexpr size_t kChallengeSize = 32;
+// Custom domains one Register may claim: a home's few names, each two DNS look-ups.
+constexpr size_t kMaxCustomDomains = 4;
 // Rate limit buckets refill over this period; full buckets are swept this often.
 constexpr std::chrono::seconds kRatePeriod{60};
 constexpr std::chrono::seconds kNewNamePeriod{3600};
@@ -307,6 +310,21 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
     fail(id, refusal->first, refusal->second);
     return;
   }
+  if (const std::vector<std::string> domains = custom_domains_of(message); !domains.empty()) {
+    // The Registered waits for the DNS (on_domains_checked).
+    connection.pending_register = message;
+    request_domain_check(id, connection, domains, name);
+    return;
+  }
+  connection.pending_register.reset();  // an earlier Register's look-up no longer counts
+  connection.check_id = 0;
+  complete_register(id, connection, message, now);
+}
+
+void RendezvousCore::complete_register(ConnectionId id, Connection& connection,
+                                       const wire::Register& message, TimePoint now) {
+  const std::string& name = message.name();
+  const PublicKey key = to_public_key(connection.public_key);
   const std::optional<std::string> bound = names_policy_->bound_key(name);
   // The holder of the name handed it to this key (`peer handover`).
   const bool inherits = bound && *bound != connection.public_key &&
@@ -380,6 +398,13 @@ void RendezvousCore::handle_register(ConnectionId id, Connection& connection,
     publish.set_public_port(ports.at(next_port++));
     tcp_ports_[static_cast<uint16_t>(publish.public_port())] = id;
   }
+  for (auto it = custom_domains_.begin(); it != custom_domains_.end();)
+    it = it->second == id ? custom_domains_.erase(it) : std::next(it);
+  const std::vector<std::string> domains = custom_domains_of(message);
+  for (const std::string& domain : domains) custom_domains_[domain] = id;
+  schedule_recheck(id, connection,
+                   domains.empty() ? std::nullopt
+                                   : std::optional<TimePoint>(now + config_.publish.claim_recheck));
   count(&RelayStats::registrations_total);
   log::info("registered '%s' for %s (key %s)%s", name.c_str(),
             connection.remote.to_string().c_str(), short_key_id(connection.public_key).c_str(),
@@ -497,14 +522,16 @@ std::optional<std::pair<wire::Error::Code, std::string>> RendezvousCore::check_p
         std::string("this relay publishes nothing (it runs without --publish-domain)")};
   // One HTTP and one TLS service: the front door routes a name to one target. TCP
   // services have a port each.
-  std::set<int> kinds;
+  // A TLS service per custom domain besides.
+  std::set<std::pair<int, std::string>> kinds;
   bool tcp = false;
   for (const wire::Publish& publish : message.publish()) {
     const bool is_tcp = publish.kind() == wire::Publish::TCP;
     tcp = tcp || is_tcp;
     if (publish.host().empty() || publish.host().size() > kMaxHostLength ||
         publish.port() == 0 || publish.port() > 65535 || publish.public_port() > 65535 ||
-        (!is_tcp && (publish.public_port() != 0 || !kinds.insert(publish.kind()).second)) ||
+        (!is_tcp && (publish.public_port() != 0 ||
+                     !kinds.insert({publish.kind(), publish.custom_domain()}).second)) ||
         publish.kind() > wire::Publish::TCP || message.publish().size() > kMaxPublishes)
       return std::pair{wire::Error::BAD_MESSAGE,
                        std::string("a publish list holds one http and one tls service and a "
@@ -519,6 +546,7 @@ std::optional<std::pair<wire::Error::Code, std::string>> RendezvousCore::check_p
   const std::string key = key_id(to_public_key(connection.public_key));
   if (!config_.publish.any_publisher && !config_.publish.publishers.contains(key))
     return refuse_publisher(key, message.name(), connection.remote.host);
+  if (auto refusal = check_custom_domains(connection, message)) return refusal;
   if (tcp && config_.publish.tcp_port_max == 0)
     return std::pair{wire::Error::NOT_PUBLISHER,
                      std::string("this relay publishes no tcp ports (it runs without "
@@ -549,8 +577,23 @@ std::optional<PublishedService> RendezvousCore::published(std::string_view name,
   if (holder == names_.end()) return std::nullopt;
   const Connection& connection = connections_.at(holder->second);
   for (const wire::Publish& publish : connection.publishes)
-    if (publish.kind() == kind)
+    if (publish.kind() == kind && publish.custom_domain().empty())
       return service_of(publish, connection.public_key);
+  return std::nullopt;
+}
+
+std::optional<std::pair<std::string, PublishedService>> RendezvousCore::published_custom(
+    std::string_view host) const {
+  std::string domain(host);
+  std::transform(domain.begin(), domain.end(), domain.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (!domain.empty() && domain.back() == '.') domain.pop_back();  // the absolute form
+  auto holder = custom_domains_.find(domain);
+  if (holder == custom_domains_.end()) return std::nullopt;
+  const Connection& connection = connections_.at(holder->second);
+  for (const wire::Publish& publish : connection.publishes)
+    if (publish.custom_domain() == domain)
+      return std::pair{connection.name, service_of(publish, connection.public_key)};
   return std::nullopt;
 }
 
@@ -858,6 +901,9 @@ void RendezvousCore::forget(ConnectionId id, std::string_view reason) {
   }
   for (auto port = tcp_ports_.begin(); port != tcp_ports_.end();)
     port = port->second == id ? tcp_ports_.erase(port) : std::next(port);
+  for (auto domain = custom_domains_.begin(); domain != custom_domains_.end();)
+    domain = domain->second == id ? custom_domains_.erase(domain) : std::next(domain);
+  if (connection.recheck) rechecks_.erase({*connection.recheck, id});
   deadlines_.erase({connection.deadline, id});
   if (connection.refresh) refreshes_.erase({*connection.refresh, id});
   if (auto count = connections_per_address_.find(connection.remote.host);
@@ -947,6 +993,18 @@ void RendezvousCore::on_tick(TimePoint now) {
     send(id, std::move(update));
     schedule_refresh(id, connection, now);
   }
+  // Held custom domains: the DNS still backs them, or the route ends.
+  while (!rechecks_.empty() && rechecks_.begin()->first <= now) {
+    const ConnectionId id = rechecks_.begin()->second;
+    Connection& connection = connections_.at(id);
+    schedule_recheck(id, connection, std::nullopt);
+    std::vector<std::string> domains;
+    for (const wire::Publish& publish : connection.publishes)
+      if (!publish.custom_domain().empty()) domains.push_back(publish.custom_domain());
+    // A Register being looked up covers the claims.
+    if (!connection.pending_register && !domains.empty())
+      request_domain_check(id, connection, domains, connection.name);
+  }
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
     const ConnectionId id = deadlines_.begin()->second;
     const bool hello_done = connections_.at(id).hello_done;
@@ -969,6 +1027,8 @@ std::optional<TimePoint> RendezvousCore::next_deadline() const {
   if (!deadlines_.empty()) next = deadlines_.begin()->first;
   if (!refreshes_.empty() && (!next || refreshes_.begin()->first < *next))
     next = refreshes_.begin()->first;
+  if (!rechecks_.empty() && (!next || rechecks_.begin()->first < *next))
+    next = rechecks_.begin()->first;
   return next;
 }
 
@@ -990,6 +1050,133 @@ std::string RendezvousCore::describe(ConnectionId id) const {
   const Connection& connection = it->second;
   if (connection.name.empty()) return connection.remote.to_string();
   return "'" + connection.name + "' (" + connection.remote.to_string() + ")";
+}
+
+std::vector<std::string> RendezvousCore::custom_domains_of(const wire::Register& message) {
+  std::vector<std::string> out;
+  for (const wire::Publish& publish : message.publish())
+    if (!publish.custom_domain().empty()) out.push_back(publish.custom_domain());
+  return out;
+}
+
+std::optional<std::pair<wire::Error::Code, std::string>> RendezvousCore::check_custom_domains(
+    const Connection& connection, const wire::Register& message) const {
+  const std::vector<std::string> domains = custom_domains_of(message);
+  if (domains.empty()) return std::nullopt;
+  const PublishConfig& config = config_.publish;
+  if (!config.domain_claims)
+    return std::pair{wire::Error::NOT_PUBLISHER,
+                     std::string("this relay takes no custom domains (its operator turns them "
+                                 "on with --publish-address)")};
+  if (domains.size() > kMaxCustomDomains)
+    return std::pair{wire::Error::BAD_MESSAGE, "a publish list claims up to " +
+                                                   std::to_string(kMaxCustomDomains) +
+                                                   " custom domains"};
+  for (const wire::Publish& publish : message.publish()) {
+    const std::string& domain = publish.custom_domain();
+    if (domain.empty()) continue;
+    if (publish.kind() != wire::Publish::TLS || !is_custom_domain_name(domain))
+      return std::pair{wire::Error::BAD_MESSAGE,
+                       "'" + domain.substr(0, 64) + "' is not a custom domain a tls or https "
+                       "publish can claim (a lowercase DNS name such as www.example.org)"};
+    if (domain == config.domain || domain.ends_with("." + config.domain))
+      return std::pair{wire::Error::NOT_PUBLISHER,
+                       domain + " is under this relay's own domain " + config.domain +
+                           ": publish it as NAME." + config.domain + " instead"};
+    // Held by another key: refused before any look-up, whatever the DNS says now.
+    if (auto holder = config.domain_claims->bound_key(domain);
+        holder && *holder != connection.public_key)
+      return std::pair{wire::Error::NOT_PUBLISHER,
+                       "custom domain " + domain + " is held at this relay by key " +
+                           key_id(to_public_key(*holder)) + "; its operator frees it with "
+                           "`relay domains release " + domain + "`"};
+  }
+  return std::nullopt;
+}
+
+void RendezvousCore::request_domain_check(ConnectionId id, Connection& connection,
+                                          const std::vector<std::string>& domains,
+                                          const std::string& name) {
+  connection.check_id = next_check_id_++;
+  CheckDomainsAction action{id, connection.check_id, {}};
+  const std::string key = key_id(to_public_key(connection.public_key));
+  for (const std::string& domain : domains)
+    action.domains.push_back({domain, key, name + "." + config_.publish.domain});
+  actions_.push_back(std::move(action));
+}
+
+void RendezvousCore::schedule_recheck(ConnectionId id, Connection& connection,
+                                      std::optional<TimePoint> at) {
+  if (connection.recheck) rechecks_.erase({*connection.recheck, id});
+  connection.recheck = at;
+  if (at) rechecks_.insert({*at, id});
+}
+
+void RendezvousCore::on_domains_checked(ConnectionId id, uint64_t check,
+                                        const std::vector<DomainVerdict>& verdicts,
+                                        TimePoint now) {
+  auto it = connections_.find(id);
+  if (it == connections_.end() || it->second.check_id != check) return;
+  Connection& connection = it->second;
+  connection.check_id = 0;  // answered: another answer to it counts for nothing
+  std::optional<wire::Register> pending = std::move(connection.pending_register);
+  connection.pending_register.reset();
+  std::vector<std::string> domains;
+  if (pending) {
+    domains = custom_domains_of(*pending);
+  } else {
+    for (const wire::Publish& publish : connection.publishes)
+      if (!publish.custom_domain().empty()) domains.push_back(publish.custom_domain());
+  }
+  if (verdicts.size() != domains.size())
+    throw std::invalid_argument("on_domains_checked: one verdict per domain looked up");
+  NameBindingPolicy& claims = *config_.publish.domain_claims;
+  const std::string key = key_id(to_public_key(connection.public_key));
+  bool retry_soon = false;
+  for (size_t i = 0; i < domains.size(); ++i) {
+    const DomainVerdict& verdict = verdicts[i];
+    const std::optional<std::string> holder = claims.bound_key(domains[i]);
+    const bool held = holder == connection.public_key;
+    if (verdict.outcome == DomainVerdict::Outcome::kRefused) {
+      // Any allowed publisher can ask, as often as its registrations allow: limited.
+      log::warn_limited("custom-domain-refused", "custom domain for %s (key %s) refused: %s",
+                        describe(id).c_str(), key.c_str(), verdict.reason.c_str());
+      fail(id, wire::Error::NOT_PUBLISHER, verdict.reason);
+      return;
+    }
+    if (verdict.outcome == DomainVerdict::Outcome::kRetry) {
+      log::warn_limited("custom-domain-retry", "custom domain for %s (key %s): %s",
+                        describe(id).c_str(), key.c_str(), verdict.reason.c_str());
+      // A claim the DNS backed before stays through a DNS outage; a new one waits.
+      if (!held) {
+        fail(id, wire::Error::UNKNOWN, verdict.reason);
+        return;
+      }
+      retry_soon = true;
+      continue;
+    }
+    if (holder && !held) {  // another key's claim passed while this one was looked up
+      fail(id, wire::Error::NOT_PUBLISHER,
+           "custom domain " + domains[i] + " is held at this relay by key " +
+               key_id(to_public_key(*holder)));
+      return;
+    }
+    if (held) {
+      claims.used(domains[i]);
+    } else if (!claims.bind(domains[i], connection.public_key, connection.remote.host)) {
+      fail(id, wire::Error::UNKNOWN, "the relay could not record the claim; try again later");
+      return;
+    } else {
+      log::info("custom domain %s claimed by key %s", domains[i].c_str(), key.c_str());
+    }
+  }
+  if (pending) complete_register(id, connection, *pending, now);
+  // complete_register may have failed the connection (a name taken, say).
+  auto still = connections_.find(id);
+  if (still == connections_.end()) return;
+  schedule_recheck(id, still->second,
+                   now + (retry_soon ? config_.publish.claim_retry
+                                     : config_.publish.claim_recheck));
 }
 
 }  // namespace natfwd::relay

@@ -71,10 +71,41 @@ struct PublishConfig {
   // --publish-ports: the relay's ports for raw TCP publishing; 0-0: none.
   uint16_t tcp_port_min = 0;
   uint16_t tcp_port_max = 0;
+  // Custom domains (Publish.custom_domain) are on when the relay has a store for
+  // their claims (a domain is held by the first key whose claim the DNS backed, until
+  // the operator releases it; default: none, custom domains refused).
+  std::shared_ptr<NameBindingPolicy> domain_claims;
+  // A held claim is looked up again this often while its publisher is connected, so
+  // that a TXT record removed from the DNS ends the route.
+  std::chrono::seconds claim_recheck{24 * 3600};
+  // After a look-up that could not decide (timeout, server failure) the held claim
+  // stays and is looked up again this soon.
+  std::chrono::seconds claim_retry{3600};
 };
 
 // What the front door enforces of a publish beyond routing (PublishGrant.features).
-inline constexpr const char* kPublishFeatures[] = {"allow-from", "proxy-protocol"};
+inline constexpr const char* kPublishFeatures[] = {"allow-from", "proxy-protocol",
+                                                   "custom-domain"};
+
+// A custom domain to look up for a claim: what the DNS must say, and the name a CNAME
+// for it may point at (the publisher's NAME.DOMAIN, which the relay's wildcard record
+// covers), for the record text a refusal suggests.
+struct DomainCheck {
+  std::string domain;
+  std::string key_id;        // the TXT record at _natfwd.DOMAIN must hold this
+  std::string cname_target;  // NAME.DOMAIN
+};
+
+// What the DNS said of one DomainCheck (front_door/domain_claims.h decides it).
+struct DomainVerdict {
+  enum class Outcome {
+    kPass,     // both records are there
+    kRefused,  // a record is missing or wrong: `reason` says which and what to add
+    kRetry,    // the DNS did not answer (timeout, server failure): decide later
+  };
+  Outcome outcome = Outcome::kRetry;
+  std::string reason;  // one line, for the relay's log and the publisher
+};
 
 // What a registered peer publishes, for the front door: the target its StreamOpen
 // names and the key the peer proved (the front door pins it).
@@ -138,7 +169,13 @@ struct CloseAction {
   ConnectionId connection;
   std::string reason;  // for logs
 };
-using Action = std::variant<SendAction, CloseAction>;
+// Look the domains up and answer with on_domains_checked(connection, check, ...).
+struct CheckDomainsAction {
+  ConnectionId connection;
+  uint64_t check;  // which request the answer is for
+  std::vector<DomainCheck> domains;
+};
+using Action = std::variant<SendAction, CloseAction, CheckDomainsAction>;
 
 enum class Admission { kAccepted, kTooManyFromAddress, kTooManyConnections };
 
@@ -161,6 +198,12 @@ class RendezvousCore {
   void on_connection_closed(ConnectionId id, std::string_view reason, TimePoint now);
   // Expires connections whose deadline has passed.
   void on_tick(TimePoint now);
+  // The DNS answers for a CheckDomainsAction, one verdict per domain in its order. A
+  // Register waiting for them completes or is refused; a held claim that the DNS no
+  // longer backs ends its publisher's registration. Answers for a connection that is
+  // gone or a check that was superseded are ignored.
+  void on_domains_checked(ConnectionId id, uint64_t check,
+                          const std::vector<DomainVerdict>& verdicts, TimePoint now);
 
   // Actions queued since the last call, oldest first.
   std::vector<Action> take_actions();
@@ -177,6 +220,10 @@ class RendezvousCore {
                                             wire::Publish::Kind kind) const;
   // The TCP service published on the relay's `port`, and the name publishing it.
   std::optional<std::pair<std::string, PublishedService>> published_tcp(uint16_t port) const;
+  // The service published under the custom domain `host` (any case), and the name of
+  // the peer publishing it.
+  std::optional<std::pair<std::string, PublishedService>> published_custom(
+      std::string_view host) const;
   const RendezvousConfig& config() const { return config_; }
 
  private:
@@ -193,6 +240,11 @@ class RendezvousCore {
     std::set<SessionId> sessions;
     TimePoint deadline;      // hello or idle deadline, mirrored in deadlines_
     std::optional<TimePoint> refresh;  // next IceServersUpdate, mirrored in refreshes_
+    // A Register whose custom domains are being looked up (check_id names the look-up);
+    // with no pending Register, a look-up of the held claims.
+    std::optional<wire::Register> pending_register;
+    uint64_t check_id = 0;
+    std::optional<TimePoint> recheck;  // next look-up of held claims, in rechecks_
   };
   struct Session {
     ConnectionId caller;
@@ -220,6 +272,19 @@ class RendezvousCore {
   std::optional<std::vector<uint16_t>> assign_tcp_ports(ConnectionId id,
                                                         const Connection& connection,
                                                         const wire::Register& message) const;
+  // Register after its checks (and the DNS look-up of its custom domains, if any):
+  // binds the name and installs the publishes.
+  void complete_register(ConnectionId id, Connection& connection, const wire::Register& message,
+                         TimePoint now);
+  // The custom domains of `message`, lowercase, in order.
+  static std::vector<std::string> custom_domains_of(const wire::Register& message);
+  // Empty when `message`'s custom domains may be looked up; else the Error to send.
+  std::optional<std::pair<wire::Error::Code, std::string>> check_custom_domains(
+      const Connection& connection, const wire::Register& message) const;
+  // Queues a look-up of `domains` for the connection, superseding any earlier one.
+  void request_domain_check(ConnectionId id, Connection& connection,
+                            const std::vector<std::string>& domains, const std::string& name);
+  void schedule_recheck(ConnectionId id, Connection& connection, std::optional<TimePoint> at);
   void handle_open_session(ConnectionId id, Connection& connection,
                            const wire::OpenSession& message, TimePoint now);
   void handle_accept_session(ConnectionId id, const wire::AcceptSession& message);
@@ -298,6 +363,10 @@ class RendezvousCore {
   uint64_t next_netcheck_id_ = 1;
   // --publish-ports: which connection's TCP publish holds each port.
   std::map<uint16_t, ConnectionId> tcp_ports_;
+  // Custom domains routed now, to the connection whose publish names them.
+  std::map<std::string, ConnectionId, std::less<>> custom_domains_;
+  std::set<std::pair<TimePoint, ConnectionId>> rechecks_;
+  uint64_t next_check_id_ = 1;
   Buckets registration_buckets_;
   Buckets session_buckets_;
   Buckets new_name_buckets_;  // by source_group(), refilled over an hour

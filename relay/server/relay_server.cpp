@@ -157,6 +157,15 @@ RelayServer::RelayServer(RelayServerConfig config) {
 
 const RendezvousCore& RelayServer::rendezvous() const { return rendezvous_->core(); }
 
+void RelayServer::set_domain_checker(std::function<void(const CheckDomainsAction&)> checker) {
+  rendezvous_->set_domain_checker(std::move(checker));
+}
+
+void RelayServer::domains_checked(ConnectionId id, uint64_t check,
+                                  const std::vector<DomainVerdict>& verdicts) {
+  rendezvous_->domains_checked(id, check, verdicts);
+}
+
 RelayGauges RelayServer::gauges() const {
   RelayGauges g;
   const RendezvousCore& rendezvous = rendezvous_->core();

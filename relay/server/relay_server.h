@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -69,6 +70,10 @@ class RelayServer {
     if (tls_) tls_->set_sni_route(std::move(route));
     return tls_ != nullptr;
   }
+  // Custom domains: the DNS look-ups of claims (RendezvousService::set_domain_checker),
+  // and their answers.
+  void set_domain_checker(std::function<void(const CheckDomainsAction&)> checker);
+  void domains_checked(ConnectionId id, uint64_t check, const std::vector<DomainVerdict>& verdicts);
   // RFC 5780: the OTHER-ADDRESS of the main port (alternate IP and port), if on.
   const std::optional<HostPort>& discovery_address() const { return discovery_address_; }
 

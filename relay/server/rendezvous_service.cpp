@@ -247,10 +247,32 @@ void RendezvousService::apply_actions() {
         log::debug("rendezvous: closing connection %llu: %s",
                    static_cast<unsigned long long>(close->connection), close->reason.c_str());
         retire(close->connection);
+      } else if (auto* check = std::get_if<CheckDomainsAction>(&action)) {
+        if (domain_checker_) {
+          domain_checker_(*check);
+        } else {
+          core_.on_domains_checked(
+              check->connection, check->check,
+              std::vector<DomainVerdict>(check->domains.size(),
+                                         {DomainVerdict::Outcome::kRetry,
+                                          "this relay cannot look up custom domains"}),
+              now());
+        }
       }
     }
   }
   arm_timer();
+}
+
+void RendezvousService::domains_checked(ConnectionId id, uint64_t check,
+                                        const std::vector<DomainVerdict>& verdicts) {
+  try {
+    core_.on_domains_checked(id, check, verdicts, now());
+    apply_actions();
+  } catch (const std::exception& e) {
+    log::error("rendezvous: custom domains of connection %llu: %s",
+               static_cast<unsigned long long>(id), e.what());
+  }
 }
 
 void RendezvousService::retire(ConnectionId id) {

@@ -8,12 +8,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <gio/gio.h>
 
@@ -40,6 +42,13 @@ class RendezvousService {
 
   size_t client_count() const { return clients_.size(); }
   const RendezvousCore& core() const { return core_; }
+
+  // Custom domains: who looks up the DNS for the core's CheckDomainsActions. It answers
+  // with domains_checked, later or from inside the call. Unset: a custom domain claim
+  // is answered with a "retry" verdict.
+  using DomainChecker = std::function<void(const CheckDomainsAction&)>;
+  void set_domain_checker(DomainChecker checker) { domain_checker_ = std::move(checker); }
+  void domains_checked(ConnectionId id, uint64_t check, const std::vector<DomainVerdict>& verdicts);
 
   // A rendezvous connection that arrived another way (TLS): `already_read` are the
   // plaintext bytes the sniffer consumed.
@@ -90,6 +99,7 @@ class RendezvousService {
   std::set<ConnectionId> to_reap_;
   GSourcePtr reap_source_;
   bool applying_actions_ = false;
+  DomainChecker domain_checker_;
 };
 
 }  // namespace natfwd::relay

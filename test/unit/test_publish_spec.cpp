@@ -159,3 +159,24 @@ TEST_CASE("tls and https both answer https://NAME.DOMAIN/: one of them per peer"
   INFO(ok.error);
   CHECK(ok.outcome == PeerCommandLine::Outcome::kRun);
 }
+
+TEST_CASE("--publish https:DOMAIN= and tls:DOMAIN= name a custom domain, lowercased") {
+  auto a = std::get<PublishSpec>(parse_publish_spec(
+      "https:WWW.Example.org=192.168.1.5:8000,cert=/etc/home.crt,key=/etc/home.key"));
+  CHECK(a.kind == PublishSpec::Kind::kHttps);
+  CHECK(a.custom_domain == "www.example.org");
+  CHECK(a.target == HostPort{"192.168.1.5", 8000});
+  auto b = std::get<PublishSpec>(parse_publish_spec("tls:shop.example.net.=8443,proxy-protocol"));
+  CHECK(b.custom_domain == "shop.example.net");
+  CHECK(b.target == HostPort{"127.0.0.1", 8443});
+  CHECK(b.proxy_protocol);
+  CHECK(std::get<PublishSpec>(parse_publish_spec("tls:8443")).custom_domain.empty());
+  for (const char* bad : {"http:www.example.org=8000", "tcp:www.example.org=22",
+                          "tls:=8443", "tls:localhost=8443", "tls:a_b.example=8443",
+                          "tls:192.0.2.1=8443", "tls:www.example.org=", "tls:www.example.org=x"}) {
+    INFO(bad);
+    REQUIRE(std::holds_alternative<std::string>(parse_publish_spec(bad)));
+  }
+  CHECK(std::get<std::string>(parse_publish_spec("http:www.example.org=8000"))
+            .find("tls and https") != std::string::npos);
+}

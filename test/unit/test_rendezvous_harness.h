@@ -8,6 +8,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "frame.h"
 #include "identity.h"
@@ -141,6 +143,14 @@ class Harness {
 
   bool closed(ConnectionId id) const { return closed_.contains(id); }
 
+  // Custom domain look-ups the core asked for since the last call.
+  std::vector<CheckDomainsAction> take_checks() { return std::exchange(checks_, {}); }
+  // Answers a look-up as the resolver glue does.
+  void answer(const CheckDomainsAction& check, const std::vector<DomainVerdict>& verdicts) {
+    core_.on_domains_checked(check.connection, check.check, verdicts, now_);
+    pump();
+  }
+
   // Register signed as the peer does: with the Hello key, over this connection's
   // challenge and the name (unsigned when the connection said no Hello here).
   wire::Envelope make_register(ConnectionId id, const std::string& name) const {
@@ -181,6 +191,8 @@ class Harness {
         // The I/O side must never be asked to write to a connection it closed.
         REQUIRE_FALSE(closed_.contains(send->connection));
         inbox_[send->connection].push_back(send->envelope);
+      } else if (auto* check = std::get_if<CheckDomainsAction>(&action)) {
+        checks_.push_back(*check);
       } else {
         auto& close = std::get<CloseAction>(action);
         REQUIRE_FALSE(closed_.contains(close.connection));
@@ -195,6 +207,7 @@ class Harness {
   uint16_t next_port_ = 40000;
   std::map<ConnectionId, std::deque<wire::Envelope>> inbox_;
   std::map<ConnectionId, std::string> closed_;
+  std::vector<CheckDomainsAction> checks_;
   std::map<ConnectionId, std::string> challenges_;  // from each Welcome
   std::map<ConnectionId, std::string> keys_;        // from each Hello
 };

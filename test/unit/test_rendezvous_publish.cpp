@@ -51,7 +51,7 @@ TEST_CASE("an allowed publisher is registered with a grant and found by the fron
   // What the front door enforces, so that a peer can tell an older relay that would not.
   const auto& features = reply.registered().publish().features();
   CHECK(std::vector<std::string>(features.begin(), features.end()) ==
-        std::vector<std::string>{"allow-from", "proxy-protocol"});
+        std::vector<std::string>{"allow-from", "proxy-protocol", "custom-domain"});
 
   const auto found = h.core().published("home", wire::Publish::HTTP);
   REQUIRE(found);

@@ -17,7 +17,7 @@ PeerOptions publishing_options() {
   options.name = "home";
   options.state_dir = "/nonexistent/natfwd-test-state";
   options.serves.push_back({std::nullopt, {"buffalo", 22}});
-  options.publishes.push_back({PublishSpec::Kind::kHttp, {"127.0.0.1", 8000}, 0, false, {}, {}, {}, {}});
+  options.publishes.push_back({PublishSpec::Kind::kHttp, {"127.0.0.1", 8000}, 0, false, {}, {}, {}, {}, {}});
   return options;
 }
 
@@ -117,4 +117,31 @@ TEST_CASE("a publish that needs allow-from or proxy-protocol stops at a relay no
   CHECK(status[0].url == "http://home.share.test/");
   CHECK(status[0].allow_from == std::vector<std::string>{"10.0.0.0/8"});
   CHECK(status[1].proxy_protocol);
+}
+
+TEST_CASE("a custom domain stops at a relay without custom-domain and is published by name") {
+  PeerOptions options = publishing_options();
+  options.publishes.push_back({PublishSpec::Kind::kTls, {"127.0.0.1", 8443}, 0, false, {}, {}, {}, {}, {}});
+  options.publishes.back().custom_domain = "www.example.org";
+  ServingPolicy policy(options);
+  RelayLink link;
+  link.address = {"relay.test", 3478};
+  link.front_door_key = Identity::generate().public_key();
+  link.publish_domain = "share.test";
+  wire::Registered registered;
+  registered.set_name("home");
+  registered.mutable_publish()->set_domain("share.test");
+  registered.mutable_publish()->add_features("allow-from");
+  registered.mutable_publish()->add_features("proxy-protocol");
+  // An older relay would route nothing at www.example.org.
+  auto stop = policy.on_registered(link, registered);
+  REQUIRE(stop);
+  CHECK(*stop == "relay relay.test:3478 does not support custom domains (too old?): not "
+                 "publishing tls:127.0.0.1:8443 without it; update the relay or drop custom "
+                 "domains");
+  registered.mutable_publish()->add_features("custom-domain");
+  CHECK_FALSE(policy.on_registered(link, registered));
+  const auto status = policy.publish_status();
+  REQUIRE(status.size() == 2);
+  CHECK(status[1].url == "https://www.example.org/");
 }
