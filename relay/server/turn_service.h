@@ -101,6 +101,11 @@ class TurnService : public turn::TurnIo {
       turn::AllocationId id, const turn::ClientKey& client,
       turn::TransportAddress::Family family, bool even_port) override;
   void close_relay(turn::AllocationId id) override;
+  std::optional<RelayPair> open_relay_pair(turn::AllocationId id, const turn::ClientKey& client,
+                                           turn::TransportAddress::Family family) override;
+  std::optional<turn::TransportAddress> adopt_relay(
+      turn::AllocationId id, const turn::ClientKey& client,
+      std::unique_ptr<turn::ReservedRelay> reserved) override;
   void send_to_client(const turn::ClientKey& client, std::span<const std::byte> bytes) override;
   void send_to_peer(turn::AllocationId id, const turn::TransportAddress& peer,
                     std::span<const std::byte> bytes) override;
@@ -147,6 +152,16 @@ class TurnService : public turn::TurnIo {
                      std::span<const std::byte> bytes, const char* what);
   GObjectPtr<GSocket> bind_relay_socket(turn::TransportAddress::Family family,
                                         const std::string& ip, bool even_port);
+  // A UDP socket bound to ip:port (0: the kernel picks); null when the port is taken.
+  static GObjectPtr<GSocket> bind_udp(turn::TransportAddress::Family family,
+                                      const std::string& ip, uint16_t port);
+  // An even port and the one above it (RFC 8656 section 7.2, EVEN-PORT R=1).
+  std::optional<std::pair<GObjectPtr<GSocket>, GObjectPtr<GSocket>>> bind_relay_pair(
+      turn::TransportAddress::Family family, const std::string& ip);
+  // Makes `socket` the relayed socket of allocation `id` (buffers, epoll set).
+  std::optional<turn::TransportAddress> install_relay(turn::AllocationId id,
+                                                      const turn::ClientKey& client,
+                                                      GObjectPtr<GSocket> socket);
   std::string relay_ip_for(const turn::ClientKey& client, turn::TransportAddress::Family family);
   void flush_sends() noexcept;
   void flush_batch(int fd, net::DatagramBatch& batch) noexcept;
