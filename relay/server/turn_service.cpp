@@ -339,6 +339,15 @@ void TurnService::send_datagram(GSocket* socket, const TransportAddress& to,
 void TurnService::flush_sends() noexcept {
   for (size_t i = 0; i < active_batches_; ++i) flush_batch(batches_[i].fd, batches_[i].batch);
   active_batches_ = 0;
+  // A flush may close a stream (a write error): look each one up again.
+  std::vector<uint64_t> ids;
+  ids.swap(streams_to_flush_);
+  for (uint64_t id : ids) {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) continue;
+    it->second->flush_queued = false;
+    guard_callback("turn: stream write", [&] { flush(*it->second); });
+  }
 }
 
 void TurnService::flush_batch(int fd, net::DatagramBatch& batch) noexcept {
@@ -365,7 +374,14 @@ void TurnService::send_to_client(const turn::ClientKey& client, std::span<const 
     return;
   }
   stream.output.insert(stream.output.end(), bytes.begin(), bytes.end());
-  flush(stream);
+  // Over TLS each message is a record of its own: coturn's client (turnutils_uclient
+  // -S) takes one message per record and loses the rest of a record that holds more.
+  if (batch_depth_ == 0 || client.transport == turn::Transport::kTls) {
+    flush(stream);
+  } else if (!stream.flush_queued) {
+    stream.flush_queued = true;
+    streams_to_flush_.push_back(stream.id);
+  }
 }
 
 // ---- TURN over TCP/TLS -----------------------------------------------------------------
@@ -421,6 +437,8 @@ gboolean TurnService::on_stream_readable_trampoline(GSocket*, GIOCondition, gpoi
   auto* client = static_cast<StreamClient*>(data);
   TurnService* service = client->service;
   try {
+    // The datagrams this read makes for peers go out in one sendmmsg per socket.
+    BatchedSends batched(*service);
     if (!client->closed) service->on_stream_readable(*client);
   } catch (const std::exception& e) {
     log::error("turn: %s: %s", client->key.to_string().c_str(), e.what());

@@ -78,8 +78,9 @@ class TurnService : public turn::TurnIo {
                     const turn::TransportAddress& remote, std::span<const std::byte> already_read);
 
   // While one of these lives, datagrams toward UDP clients and peers are queued per
-  // socket and go out together (net/datagram_batch.h) when the outermost one ends: a
-  // wakeup that reads a burst sends its answers in a few system calls.
+  // socket and go out together (net/datagram_batch.h) when the outermost one ends, and
+  // messages toward a TCP client gather in its output and are written once: a wakeup
+  // that reads a burst sends its answers in a few system calls.
   class BatchedSends {
    public:
     explicit BatchedSends(TurnService& service) : service_(service) { ++service_.batch_depth_; }
@@ -130,6 +131,7 @@ class TurnService : public turn::TurnIo {
     size_t output_offset = 0;
     bool closed = false;
     bool allocated = false;  // the core holds an allocation for it: no idle timeout
+    bool flush_queued = false;  // in streams_to_flush_ until the batch ends
   };
 
   static gboolean on_relays_readable_trampoline(gint fd, GIOCondition, gpointer self);
@@ -212,6 +214,8 @@ class TurnService : public turn::TurnIo {
   std::vector<PendingBatch> batches_;
   size_t active_batches_ = 0;
   int batch_depth_ = 0;
+  // TCP/TLS clients with output written at the end of the batch.
+  std::vector<uint64_t> streams_to_flush_;
   net::DatagramReader reader_{io_mode_};
 };
 
