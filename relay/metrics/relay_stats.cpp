@@ -78,6 +78,16 @@ std::string render_prometheus(const RelayStats& s, const RelayGauges& g) {
   w.sample("natfwd_relay_turn_allocations", g.turn_allocations);
   w.family("natfwd_relay_turn_allocations_total", "counter", "TURN allocations made.");
   w.sample("natfwd_relay_turn_allocations_total", s.turn_allocations_total);
+  w.family("natfwd_relay_turn_reservations_total", "counter",
+           "TURN relayed ports reserved for a RESERVATION-TOKEN (EVEN-PORT R=1).");
+  w.sample("natfwd_relay_turn_reservations_total", s.turn_reservations_total);
+  w.family("natfwd_relay_turn_reservations_redeemed_total", "counter",
+           "Reserved TURN ports taken by a RESERVATION-TOKEN, by the data-plane thread that "
+           "took it: the one that reserved it, or another.");
+  w.sample("natfwd_relay_turn_reservations_redeemed_total",
+           s.turn_reservations_redeemed_same_shard, "shard=\"same\"");
+  w.sample("natfwd_relay_turn_reservations_redeemed_total",
+           s.turn_reservations_redeemed_other_shard, "shard=\"other\"");
   w.family("natfwd_relay_turn_permissions", "gauge", "TURN permissions installed now.");
   w.sample("natfwd_relay_turn_permissions", g.turn_permissions);
   w.family("natfwd_relay_turn_channels", "gauge", "TURN channels bound now.");

@@ -33,6 +33,11 @@ struct RelayStats {
   uint64_t rate_limited_new_names = 0;       // --max-new-names-per-hour
   std::atomic<uint64_t> stun_binding_requests = 0;        // answered Binding requests (udp)
   std::atomic<uint64_t> turn_allocations_total = 0;
+  // Ports reserved by EVEN-PORT R=1, and those taken in by a RESERVATION-TOKEN on the
+  // data-plane thread that reserved them or on another (turn_shards.h).
+  std::atomic<uint64_t> turn_reservations_total = 0;
+  std::atomic<uint64_t> turn_reservations_redeemed_same_shard = 0;
+  std::atomic<uint64_t> turn_reservations_redeemed_other_shard = 0;
   std::atomic<uint64_t> relayed_bytes_to_peer = 0;        // client -> relay -> peer (payload)
   std::atomic<uint64_t> relayed_packets_to_peer = 0;
   std::atomic<uint64_t> relayed_bytes_to_client = 0;      // peer -> relay -> client (payload)

@@ -34,6 +34,21 @@ std::string ip_of(const TransportAddress& address) {
 
 bool is_wildcard(const std::string& ip) { return ip == "0.0.0.0" || ip == "::" || ip.empty(); }
 
+// The odd port of an EVEN-PORT R=1 pair while it waits for its RESERVATION-TOKEN:
+// bound, in no epoll set and no GLib source, so any shard's thread may take it in or
+// close it.
+class ReservedSocket : public turn::ReservedRelay {
+ public:
+  ReservedSocket(GObjectPtr<GSocket> socket, const TransportAddress& address)
+      : socket_(std::move(socket)), address_(address) {}
+  TransportAddress address() const override { return address_; }
+  GObjectPtr<GSocket> take() { return std::move(socket_); }
+
+ private:
+  GObjectPtr<GSocket> socket_;
+  TransportAddress address_;
+};
+
 }  // namespace
 
 TurnService::TurnService(GSocket* udp, TurnServiceConfig config)
@@ -95,18 +110,21 @@ std::string TurnService::relay_ip_for(const turn::ClientKey& client,
   return "0.0.0.0";
 }
 
-GObjectPtr<GSocket> TurnService::bind_relay_socket(TransportAddress::Family family,
-                                                   const std::string& ip, bool even_port) {
+GObjectPtr<GSocket> TurnService::bind_udp(TransportAddress::Family family, const std::string& ip,
+                                          uint16_t port) {
   const GSocketFamily socket_family =
       family == TransportAddress::Family::kIPv6 ? G_SOCKET_FAMILY_IPV6 : G_SOCKET_FAMILY_IPV4;
-  auto try_port = [&](uint16_t port) -> GObjectPtr<GSocket> {
-    GObjectPtr<GSocket> socket(
-        g_socket_new(socket_family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
-    if (!socket) return nullptr;
-    GObjectPtr<GSocketAddress> address(net::make_socket_address(ip, port));
-    if (!address || !g_socket_bind(socket.get(), address.get(), FALSE, nullptr)) return nullptr;
-    return socket;
-  };
+  GObjectPtr<GSocket> socket(
+      g_socket_new(socket_family, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, nullptr));
+  if (!socket) return nullptr;
+  GObjectPtr<GSocketAddress> address(net::make_socket_address(ip, port));
+  if (!address || !g_socket_bind(socket.get(), address.get(), FALSE, nullptr)) return nullptr;
+  return socket;
+}
+
+GObjectPtr<GSocket> TurnService::bind_relay_socket(TransportAddress::Family family,
+                                                   const std::string& ip, bool even_port) {
+  auto try_port = [&](uint16_t port) { return bind_udp(family, ip, port); };
   if (config_.min_port == 0) {
     // The kernel picks; for an even port, ask again until it gives one (half the
     // time at each try).
@@ -140,6 +158,70 @@ std::optional<TransportAddress> TurnService::open_relay(turn::AllocationId id,
   const std::string ip = relay_ip_for(client, family);
   if (ip.empty()) return std::nullopt;
   auto socket = bind_relay_socket(family, ip, even_port);
+  if (!socket) return std::nullopt;
+  return install_relay(id, client, std::move(socket));
+}
+
+std::optional<std::pair<GObjectPtr<GSocket>, GObjectPtr<GSocket>>> TurnService::bind_relay_pair(
+    TransportAddress::Family family, const std::string& ip) {
+  auto port_of = [](GSocket* socket) -> uint32_t {
+    GObjectPtr<GSocketAddress> local(g_socket_get_local_address(socket, nullptr));
+    return local ? g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(local.get())) : 0;
+  };
+  if (config_.min_port == 0) {
+    // The kernel picks the even port (half the time at each try); the odd one above
+    // it is free most of the time, or the next try finds another pair.
+    for (int attempt = 0; attempt < 64; ++attempt) {
+      auto even = bind_udp(family, ip, 0);
+      if (!even) return std::nullopt;
+      const uint32_t port = port_of(even.get());
+      if (port == 0 || port % 2 != 0 || port >= 65535) continue;
+      if (auto odd = bind_udp(family, ip, static_cast<uint16_t>(port + 1)))
+        return std::make_pair(std::move(even), std::move(odd));
+    }
+    return std::nullopt;
+  }
+  // A range: both ports inside it, walked from where the last search stopped.
+  const uint32_t span = uint32_t{config_.max_port} - config_.min_port + 1;
+  for (uint32_t i = 0; i < span; ++i) {
+    const uint32_t offset = (next_port_offset_ + i) % span;
+    const uint32_t port = config_.min_port + offset;
+    if (port % 2 != 0 || port + 1 > config_.max_port) continue;
+    auto even = bind_udp(family, ip, static_cast<uint16_t>(port));
+    if (!even) continue;
+    if (auto odd = bind_udp(family, ip, static_cast<uint16_t>(port + 1))) {
+      next_port_offset_ = (offset + 2) % span;
+      return std::make_pair(std::move(even), std::move(odd));
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<turn::TurnIo::RelayPair> TurnService::open_relay_pair(
+    turn::AllocationId id, const turn::ClientKey& client, TransportAddress::Family family) {
+  const std::string ip = relay_ip_for(client, family);
+  if (ip.empty()) return std::nullopt;
+  auto pair = bind_relay_pair(family, ip);
+  if (!pair) return std::nullopt;
+  GObjectPtr<GSocketAddress> odd_local(g_socket_get_local_address(pair->second.get(), nullptr));
+  if (!odd_local) return std::nullopt;
+  const TransportAddress odd = net::to_transport_address(odd_local.get());
+  const auto relayed = install_relay(id, client, std::move(pair->first));
+  if (!relayed) return std::nullopt;
+  return RelayPair{*relayed, std::make_unique<ReservedSocket>(std::move(pair->second), odd)};
+}
+
+std::optional<TransportAddress> TurnService::adopt_relay(
+    turn::AllocationId id, const turn::ClientKey& client,
+    std::unique_ptr<turn::ReservedRelay> reserved) {
+  auto* socket = dynamic_cast<ReservedSocket*>(reserved.get());
+  if (!socket) return std::nullopt;
+  return install_relay(id, client, socket->take());
+}
+
+std::optional<TransportAddress> TurnService::install_relay(turn::AllocationId id,
+                                                           const turn::ClientKey& client,
+                                                           GObjectPtr<GSocket> socket) {
   if (!socket) return std::nullopt;
   g_socket_set_blocking(socket.get(), FALSE);
   // Every relayed datagram of a tunnel passes this socket; the default buffer drops
@@ -257,6 +339,15 @@ void TurnService::send_datagram(GSocket* socket, const TransportAddress& to,
 void TurnService::flush_sends() noexcept {
   for (size_t i = 0; i < active_batches_; ++i) flush_batch(batches_[i].fd, batches_[i].batch);
   active_batches_ = 0;
+  // A flush may close a stream (a write error): look each one up again.
+  std::vector<uint64_t> ids;
+  ids.swap(streams_to_flush_);
+  for (uint64_t id : ids) {
+    auto it = streams_.find(id);
+    if (it == streams_.end()) continue;
+    it->second->flush_queued = false;
+    guard_callback("turn: stream write", [&] { flush(*it->second); });
+  }
 }
 
 void TurnService::flush_batch(int fd, net::DatagramBatch& batch) noexcept {
@@ -283,7 +374,14 @@ void TurnService::send_to_client(const turn::ClientKey& client, std::span<const 
     return;
   }
   stream.output.insert(stream.output.end(), bytes.begin(), bytes.end());
-  flush(stream);
+  // Over TLS each message is a record of its own: coturn's client (turnutils_uclient
+  // -S) takes one message per record and loses the rest of a record that holds more.
+  if (batch_depth_ == 0 || client.transport == turn::Transport::kTls) {
+    flush(stream);
+  } else if (!stream.flush_queued) {
+    stream.flush_queued = true;
+    streams_to_flush_.push_back(stream.id);
+  }
 }
 
 // ---- TURN over TCP/TLS -----------------------------------------------------------------
@@ -339,6 +437,8 @@ gboolean TurnService::on_stream_readable_trampoline(GSocket*, GIOCondition, gpoi
   auto* client = static_cast<StreamClient*>(data);
   TurnService* service = client->service;
   try {
+    // The datagrams this read makes for peers go out in one sendmmsg per socket.
+    BatchedSends batched(*service);
     if (!client->closed) service->on_stream_readable(*client);
   } catch (const std::exception& e) {
     log::error("turn: %s: %s", client->key.to_string().c_str(), e.what());

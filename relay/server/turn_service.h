@@ -78,8 +78,9 @@ class TurnService : public turn::TurnIo {
                     const turn::TransportAddress& remote, std::span<const std::byte> already_read);
 
   // While one of these lives, datagrams toward UDP clients and peers are queued per
-  // socket and go out together (net/datagram_batch.h) when the outermost one ends: a
-  // wakeup that reads a burst sends its answers in a few system calls.
+  // socket and go out together (net/datagram_batch.h) when the outermost one ends, and
+  // messages toward a TCP client gather in its output and are written once: a wakeup
+  // that reads a burst sends its answers in a few system calls.
   class BatchedSends {
    public:
     explicit BatchedSends(TurnService& service) : service_(service) { ++service_.batch_depth_; }
@@ -101,6 +102,11 @@ class TurnService : public turn::TurnIo {
       turn::AllocationId id, const turn::ClientKey& client,
       turn::TransportAddress::Family family, bool even_port) override;
   void close_relay(turn::AllocationId id) override;
+  std::optional<RelayPair> open_relay_pair(turn::AllocationId id, const turn::ClientKey& client,
+                                           turn::TransportAddress::Family family) override;
+  std::optional<turn::TransportAddress> adopt_relay(
+      turn::AllocationId id, const turn::ClientKey& client,
+      std::unique_ptr<turn::ReservedRelay> reserved) override;
   void send_to_client(const turn::ClientKey& client, std::span<const std::byte> bytes) override;
   void send_to_peer(turn::AllocationId id, const turn::TransportAddress& peer,
                     std::span<const std::byte> bytes) override;
@@ -125,6 +131,7 @@ class TurnService : public turn::TurnIo {
     size_t output_offset = 0;
     bool closed = false;
     bool allocated = false;  // the core holds an allocation for it: no idle timeout
+    bool flush_queued = false;  // in streams_to_flush_ until the batch ends
   };
 
   static gboolean on_relays_readable_trampoline(gint fd, GIOCondition, gpointer self);
@@ -147,6 +154,16 @@ class TurnService : public turn::TurnIo {
                      std::span<const std::byte> bytes, const char* what);
   GObjectPtr<GSocket> bind_relay_socket(turn::TransportAddress::Family family,
                                         const std::string& ip, bool even_port);
+  // A UDP socket bound to ip:port (0: the kernel picks); null when the port is taken.
+  static GObjectPtr<GSocket> bind_udp(turn::TransportAddress::Family family,
+                                      const std::string& ip, uint16_t port);
+  // An even port and the one above it (RFC 8656 section 7.2, EVEN-PORT R=1).
+  std::optional<std::pair<GObjectPtr<GSocket>, GObjectPtr<GSocket>>> bind_relay_pair(
+      turn::TransportAddress::Family family, const std::string& ip);
+  // Makes `socket` the relayed socket of allocation `id` (buffers, epoll set).
+  std::optional<turn::TransportAddress> install_relay(turn::AllocationId id,
+                                                      const turn::ClientKey& client,
+                                                      GObjectPtr<GSocket> socket);
   std::string relay_ip_for(const turn::ClientKey& client, turn::TransportAddress::Family family);
   void flush_sends() noexcept;
   void flush_batch(int fd, net::DatagramBatch& batch) noexcept;
@@ -197,6 +214,8 @@ class TurnService : public turn::TurnIo {
   std::vector<PendingBatch> batches_;
   size_t active_batches_ = 0;
   int batch_depth_ = 0;
+  // TCP/TLS clients with output written at the end of the batch.
+  std::vector<uint64_t> streams_to_flush_;
   net::DatagramReader reader_{io_mode_};
 };
 

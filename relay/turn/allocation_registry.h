@@ -7,13 +7,20 @@
 // operations, and a relayed datagram only for a lookup when its peer is not already
 // let through by the peer policy (one relay relaying to itself).
 //
+// It also holds the ports reserved for RESERVATION-TOKENs (RFC 8656 section 7.2): the
+// reservation is server-wide, and the Allocate that redeems the token comes from
+// another 5-tuple, which the kernel may hash to another shard, so the reserved socket
+// passes from the shard that made it to the one that redeems it through here.
+//
 // I/O free; thread safe.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -23,8 +30,19 @@
 
 #include "admission/connection_budget.h"
 #include "stun/stun_message.h"
+#include "turn/turn_constants.h"
 
 namespace natfwd::turn {
+
+// A relayed port held under a RESERVATION-TOKEN: the I/O side's socket, opaque here.
+// Destroying it gives the port back. It may be destroyed on any shard's thread.
+class ReservedRelay {
+ public:
+  virtual ~ReservedRelay() = default;
+  virtual stun::TransportAddress address() const = 0;
+};
+
+using ReservationToken = std::array<uint8_t, kReservationTokenBytes>;
 
 class AllocationRegistry {
  public:
@@ -43,30 +61,71 @@ class AllocationRegistry {
   AllocationRegistry(const AllocationRegistry&) = delete;
   AllocationRegistry& operator=(const AllocationRegistry&) = delete;
 
-  // Checks the quotas in the order user, address, total and, when all have room,
-  // counts the allocation at once (two shards cannot both take the last place).
-  Verdict admit(std::string_view user_id, const relay::SourceKey& source);
+  using TimePoint = std::chrono::steady_clock::time_point;
+
+  // Checks the quotas in the order user, address, total for `places` allocations and,
+  // when all have room, counts them at once (two shards cannot both take the last
+  // place). An Allocate with EVEN-PORT R=1 takes two: its own and its reservation's.
+  Verdict admit(std::string_view user_id, const relay::SourceKey& source, size_t places = 1);
   // Gives back what admit() counted; an allocation that failed to open a relayed
   // socket after admit() gives its place back here too.
   void release(std::string_view user_id, const relay::SourceKey& source);
+
+  // Holds `relay` until `expires` under a fresh unguessable token, on one of the
+  // places admit() counted for `user_id` and `source`: a reservation counts in the
+  // quotas like an allocation, or one allocation that is deleted and made again could
+  // hold ports without end.
+  // `owner`: the core that reserves, only compared with the one that redeems.
+  ReservationToken reserve(std::string_view user_id, const relay::SourceKey& source,
+                           std::unique_ptr<ReservedRelay> relay, TimePoint expires,
+                           const void* owner);
+  struct Redeemed {
+    Admission admission = Admission::kAdmitted;
+    // Null: no live reservation of this user under the token (RFC 8656 section 7.2:
+    // 508), or a quota refused it (admission says which; the reservation stays).
+    std::unique_ptr<ReservedRelay> relay;
+    size_t held = 0;
+    bool other_owner = false;  // reserved by another core (shard) than the redeeming one
+  };
+  // The port reserved under `token`, if it is live and `user_id` reserved it: the
+  // reservation ends and its place passes to the allocation being made, counted under
+  // `source` (the address quota is checked when that is another address). A token is
+  // good once; another user's token is unknown to this user and stays reserved.
+  Redeemed redeem(const ReservationToken& token, std::string_view user_id,
+                  const relay::SourceKey& source, TimePoint now, const void* owner);
+  // Ends the reservation under `token` if it has not been redeemed and its time is
+  // up at `now`, and gives back its place.
+  void expire_reservation(const ReservationToken& token, TimePoint now);
+  size_t reservation_count() const;
 
   void add_relayed(const stun::TransportAddress& relayed);
   void remove_relayed(const stun::TransportAddress& relayed);
   // A live relayed address: exactly, or (`any_port`) any port of that IP.
   bool is_relayed(const stun::TransportAddress& address, bool any_port) const;
 
+  // Allocations, without the places reservations hold.
   size_t allocation_count() const;
   const Limits& limits() const { return limits_; }
 
  private:
   using AddressKey = std::tuple<uint8_t, std::array<uint8_t, 16>, uint16_t>;
+  struct Reservation {
+    std::string user_id;
+    relay::SourceKey source;
+    TimePoint expires;
+    std::unique_ptr<ReservedRelay> relay;
+    const void* owner = nullptr;
+  };
+
+  void release_locked(const std::string& user_id, const relay::SourceKey& source);
 
   const Limits limits_;
   mutable std::mutex mutex_;
   std::unordered_map<std::string, size_t> per_user_;
   std::map<relay::SourceKey, size_t> per_source_;
-  size_t total_ = 0;
+  size_t total_ = 0;  // allocations and reservations
   std::set<AddressKey> relayed_;
+  std::map<ReservationToken, Reservation> reservations_;
 };
 
 }  // namespace natfwd::turn

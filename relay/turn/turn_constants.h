@@ -61,6 +61,11 @@ inline constexpr std::chrono::seconds kChannelLifetime = 600s;
 // Section 12: after a binding expires, the channel number and the peer address stay
 // tied to each other for "5 minutes" more, so that late packets are not misdelivered.
 inline constexpr std::chrono::seconds kChannelRebindGuard = 300s;
+// Section 7.2: the server "SHOULD hold the reservation for approximately 30 seconds".
+inline constexpr std::chrono::seconds kReservationLifetime = 30s;
+// Section 18.10: RESERVATION-TOKEN is 8 bytes; section 18.7: EVEN-PORT's R bit.
+inline constexpr size_t kReservationTokenBytes = 8;
+inline constexpr uint8_t kEvenPortReserveBit = 0x80;
 // Not from the RFC: an allocation nobody installs a permission or channel on within
 // this time is given back. An ICE agent allocates while gathering and asks for a
 // permission as soon as it pairs the first remote candidate (RFC 8445 section 6.1.2.6,

@@ -31,8 +31,7 @@ std::string_view text_of(const Attribute& attribute) {
 }
 
 // Comprehension-required attributes this server knows (it may ignore some); others
-// in a request get a 420 (RFC 8489 section 6.3.1). RESERVATION-TOKEN is deliberately
-// absent: no port pairs are reserved here (EVEN-PORT with R=1 gets a 508).
+// in a request get a 420 (RFC 8489 section 6.3.1).
 bool understands(uint16_t type) {
   switch (type) {
     case stun::attr::kMappedAddress:
@@ -57,6 +56,7 @@ bool understands(uint16_t type) {
     case attr::kRequestedTransport:
     case attr::kDontFragment:
     case attr::kEvenPort:
+    case attr::kReservationToken:
       return true;
     default:
       return !stun::attr::is_comprehension_required(type);
@@ -284,11 +284,14 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
     }
     const auto left = std::chrono::duration_cast<std::chrono::seconds>(existing->expires - now);
     const TransportAddress relayed = existing->relayed;
+    const auto reservation = existing->reservation;
     send_success(client, request, auth, [&](MessageBuilder& builder) {
       builder.add_attribute(attr::kXorRelayedAddress,
                             stun::encode_xor_address(relayed, request.transaction_id));
       builder.add_attribute(attr::kLifetime,
                             u32_value(static_cast<uint32_t>(std::max<int64_t>(left.count(), 0))));
+      if (reservation)
+        builder.add_attribute(attr::kReservationToken, std::as_bytes(std::span(*reservation)));
       builder.add_xor_mapped_address(client.address);
     });
     return;
@@ -301,6 +304,16 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
   if (std::to_integer<uint8_t>(transport->value[0]) != kProtocolUdp) {
     send_error(client, request, error_code::kUnsupportedTransportProtocol,
                "Unsupported Transport Protocol", &auth);
+    return;
+  }
+  // Section 7.2: a RESERVATION-TOKEN names the relayed address already, so it comes
+  // with neither EVEN-PORT nor an address family (400); its length is fixed
+  // (section 18.10).
+  const Attribute* token = request.find(attr::kReservationToken);
+  if (token && (token->value.size() != kReservationTokenBytes || request.find(attr::kEvenPort) ||
+                request.find(attr::kRequestedAddressFamily) ||
+                request.find(attr::kAdditionalAddressFamily))) {
+    send_error(client, request, error_code::kBadRequest, "Bad RESERVATION-TOKEN", &auth);
     return;
   }
   auto family = TransportAddress::Family::kIPv4;
@@ -319,18 +332,15 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
     }
   }
   // Section 7.2: EVEN-PORT asks for an even relayed port; its R bit asks to reserve
-  // the next one too, which this server does not do: 508, as the RFC allows.
+  // the next one too (allocate_pair).
   bool even_port = false;
+  bool reserve_next = false;
   if (const Attribute* even = request.find(attr::kEvenPort)) {
     if (even->value.empty()) {
       send_error(client, request, error_code::kBadRequest, "Bad EVEN-PORT", &auth);
       return;
     }
-    if ((std::to_integer<uint8_t>(even->value[0]) & 0x80) != 0) {
-      send_error(client, request, error_code::kInsufficientCapacity,
-                 "Port reservations not supported", &auth);
-      return;
-    }
+    reserve_next = (std::to_integer<uint8_t>(even->value[0]) & kEvenPortReserveBit) != 0;
     even_port = true;
   }
   const auto lifetime = desired_lifetime(request, /*allow_zero=*/false);
@@ -338,35 +348,20 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
     send_error(client, request, error_code::kBadRequest, "Bad LIFETIME", &auth);
     return;
   }
+  if (token) {
+    ReservationToken value{};
+    std::transform(token->value.begin(), token->value.end(), value.begin(),
+                   [](std::byte b) { return std::to_integer<uint8_t>(b); });
+    allocate_reserved(client, request, auth, value, *lifetime, now);
+    return;
+  }
+  if (reserve_next) {
+    allocate_pair(client, request, auth, family, *lifetime, now);
+    return;
+  }
   const std::string user_id(rest_user_id(auth.username));
   const relay::SourceKey source = relay::source_key(client.address);
-  const auto admitted = registry_->admit(user_id, source);
-  switch (admitted.admission) {
-    case AllocationRegistry::Admission::kAdmitted:
-      break;
-    case AllocationRegistry::Admission::kUserQuota:
-      log::warn_limited("turn-quota",
-                        "turn: %s: user '%.64s' has %zu allocations, the most allowed",
-                        client.to_string().c_str(), user_id.c_str(), admitted.held);
-      count_kind("turn_quota_user");
-      send_error(client, request, error_code::kAllocationQuotaReached,
-                 "Allocation Quota Reached", &auth);
-      return;
-    case AllocationRegistry::Admission::kAddressQuota:
-      log::warn_limited("turn-quota-address",
-                        "turn: %s: its address has %zu allocations, the most allowed",
-                        client.to_string().c_str(), admitted.held);
-      count_kind("turn_quota_address");
-      send_error(client, request, error_code::kAllocationQuotaReached,
-                 "Allocation Quota Reached", &auth);
-      return;
-    case AllocationRegistry::Admission::kFull:
-      log::warn_limited("turn-capacity", "turn: %zu allocations, the most allowed; refusing %s",
-                        admitted.held, client.to_string().c_str());
-      send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity",
-                 &auth);
-      return;
-  }
+  if (refuse_admission(client, request, auth, user_id, registry_->admit(user_id, source))) return;
   const AllocationId id = next_id_++;
   const auto relayed = io_.open_relay(id, client, family, even_port);
   if (!relayed) {
@@ -376,29 +371,137 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
     send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity", &auth);
     return;
   }
+  install_allocation(client, request, auth, id, *relayed, *lifetime, std::nullopt, now);
+}
+
+bool TurnServer::refuse_admission(const ClientKey& client, const Message& request,
+                                  const Auth& auth, const std::string& user_id,
+                                  const AllocationRegistry::Verdict& verdict) {
+  switch (verdict.admission) {
+    case AllocationRegistry::Admission::kAdmitted:
+      return false;
+    case AllocationRegistry::Admission::kUserQuota:
+      log::warn_limited("turn-quota",
+                        "turn: %s: user '%.64s' has %zu allocations, the most allowed",
+                        client.to_string().c_str(), user_id.c_str(), verdict.held);
+      count_kind("turn_quota_user");
+      send_error(client, request, error_code::kAllocationQuotaReached,
+                 "Allocation Quota Reached", &auth);
+      return true;
+    case AllocationRegistry::Admission::kAddressQuota:
+      log::warn_limited("turn-quota-address",
+                        "turn: %s: its address has %zu allocations, the most allowed",
+                        client.to_string().c_str(), verdict.held);
+      count_kind("turn_quota_address");
+      send_error(client, request, error_code::kAllocationQuotaReached,
+                 "Allocation Quota Reached", &auth);
+      return true;
+    case AllocationRegistry::Admission::kFull:
+      log::warn_limited("turn-capacity", "turn: %zu allocations, the most allowed; refusing %s",
+                        verdict.held, client.to_string().c_str());
+      send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity",
+                 &auth);
+      return true;
+  }
+  return true;
+}
+
+// Section 7.2, EVEN-PORT with R=1: two places in the quotas (the allocation and the
+// reservation), an even port, and the next one held under a token for
+// reservation_lifetime.
+void TurnServer::allocate_pair(const ClientKey& client, const Message& request,
+                               const Auth& auth, TransportAddress::Family family,
+                               std::chrono::seconds lifetime, TimePoint now) {
+  const std::string user_id(rest_user_id(auth.username));
+  const relay::SourceKey source = relay::source_key(client.address);
+  if (refuse_admission(client, request, auth, user_id, registry_->admit(user_id, source, 2)))
+    return;
+  const AllocationId id = next_id_++;
+  auto pair = io_.open_relay_pair(id, client, family);
+  if (!pair || !pair->reserved) {
+    if (pair) io_.close_relay(id);
+    registry_->release(user_id, source);
+    registry_->release(user_id, source);
+    log::warn_limited("turn-capacity", "turn: no relayed port pair for %s",
+                      client.to_string().c_str());
+    send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity", &auth);
+    return;
+  }
+  const TimePoint expires = now + config_.reservation_lifetime;
+  const ReservationToken token =
+      registry_->reserve(user_id, source, std::move(pair->reserved), expires, this);
+  if (config_.stats) ++config_.stats->turn_reservations_total;
+  Timer timer{expires, 0, TimerKind::kReservation, {}};
+  std::copy(token.begin(), token.end(), timer.key.begin());
+  timers_.insert(timer);
+  install_allocation(client, request, auth, id, pair->relayed, lifetime, token, now);
+}
+
+// Section 7.2: the Allocate that brings a RESERVATION-TOKEN gets the reserved port,
+// wherever (on whichever shard) it was reserved; a token that is unknown, expired,
+// used already or another user's gets a 508.
+void TurnServer::allocate_reserved(const ClientKey& client, const Message& request,
+                                   const Auth& auth, const ReservationToken& token,
+                                   std::chrono::seconds lifetime, TimePoint now) {
+  const std::string user_id(rest_user_id(auth.username));
+  auto redeemed =
+      registry_->redeem(token, user_id, relay::source_key(client.address), now, this);
+  if (!redeemed.relay) {
+    if (refuse_admission(client, request, auth, user_id, {redeemed.admission, redeemed.held}))
+      return;
+    log::warn_limited("turn-reservation", "turn: %s: no reservation under its token",
+                      client.to_string().c_str());
+    count_kind("turn_reservation_unknown");
+    send_error(client, request, error_code::kInsufficientCapacity, "Unknown reservation", &auth);
+    return;
+  }
+  const AllocationId id = next_id_++;
+  const auto relayed = io_.adopt_relay(id, client, std::move(redeemed.relay));
+  if (!relayed) {
+    registry_->release(user_id, relay::source_key(client.address));
+    log::warn_limited("turn-capacity", "turn: reserved port not taken in for %s",
+                      client.to_string().c_str());
+    send_error(client, request, error_code::kInsufficientCapacity, "Insufficient Capacity", &auth);
+    return;
+  }
+  if (config_.stats)
+    ++(redeemed.other_owner ? config_.stats->turn_reservations_redeemed_other_shard
+                            : config_.stats->turn_reservations_redeemed_same_shard);
+  install_allocation(client, request, auth, id, *relayed, lifetime, std::nullopt, now);
+}
+
+void TurnServer::install_allocation(const ClientKey& client, const Message& request,
+                                    const Auth& auth, AllocationId id,
+                                    const TransportAddress& relayed,
+                                    std::chrono::seconds lifetime,
+                                    std::optional<ReservationToken> reservation, TimePoint now) {
   Allocation& allocation = allocations_[id];
   if (config_.stats) ++config_.stats->turn_allocations_total;
   allocation.id = id;
   allocation.client = client;
-  allocation.relayed = *relayed;
-  registry_->add_relayed(*relayed);
+  allocation.relayed = relayed;
+  registry_->add_relayed(relayed);
   allocation.username = auth.username;
-  allocation.user_id = user_id;
+  allocation.user_id = rest_user_id(auth.username);
   allocation.key = auth.key;
   allocation.allocate_transaction = request.transaction_id;
+  allocation.reservation = reservation;
   allocation.bucket =
       TokenBucket(static_cast<double>(config_.bandwidth_cap), std::chrono::seconds(1), now);
-  set_allocation_expiry(allocation, now + *lifetime);
+  set_allocation_expiry(allocation, now + lifetime);
   allocation.unused_deadline = now + config_.unused_allocation_timeout;
   timers_.insert({*allocation.unused_deadline, id, TimerKind::kUnused, {}});
   by_client_[client] = id;
-  log::debug("turn: allocation %" PRIu64 " for %s (%s): relayed %s, %lld s", id,
-             client.to_string().c_str(), auth.username.c_str(), relayed->to_string().c_str(),
-             static_cast<long long>(lifetime->count()));
+  log::debug("turn: allocation %" PRIu64 " for %s (%s): relayed %s, %lld s%s", id,
+             client.to_string().c_str(), auth.username.c_str(), relayed.to_string().c_str(),
+             static_cast<long long>(lifetime.count()),
+             reservation ? ", next port reserved" : "");
   send_success(client, request, auth, [&](MessageBuilder& builder) {
     builder.add_attribute(attr::kXorRelayedAddress,
-                          stun::encode_xor_address(*relayed, request.transaction_id));
-    builder.add_attribute(attr::kLifetime, u32_value(static_cast<uint32_t>(lifetime->count())));
+                          stun::encode_xor_address(relayed, request.transaction_id));
+    builder.add_attribute(attr::kLifetime, u32_value(static_cast<uint32_t>(lifetime.count())));
+    if (reservation)
+      builder.add_attribute(attr::kReservationToken, std::as_bytes(std::span(*reservation)));
     builder.add_xor_mapped_address(client.address);
   });
 }
@@ -675,6 +778,12 @@ void TurnServer::on_tick(TimePoint now) {
 // Every entry in timers_ is current: a refresh replaces its entry, and remove()
 // takes all of an allocation's.
 void TurnServer::expire(const Timer& timer) {
+  if (timer.kind == TimerKind::kReservation) {
+    ReservationToken token{};
+    std::copy_n(timer.key.begin(), token.size(), token.begin());
+    registry_->expire_reservation(token, timer.when);
+    return;
+  }
   auto it = allocations_.find(timer.id);
   if (it == allocations_.end()) return;
   Allocation& allocation = it->second;
@@ -693,6 +802,8 @@ void TurnServer::expire(const Timer& timer) {
     case TimerKind::kChannel:
       if (allocation.channels.erase(static_cast<uint16_t>((timer.key[0] << 8) | timer.key[1])) > 0)
         --channel_count_;
+      return;
+    case TimerKind::kReservation:
       return;
   }
 }

@@ -74,6 +74,24 @@ class TurnIo {
                                                      TransportAddress::Family family,
                                                      bool even_port) = 0;
   virtual void close_relay(AllocationId id) = 0;
+  // EVEN-PORT with the R bit (RFC 8656 section 7.2): a relayed socket on an even port
+  // for allocation `id`, as open_relay() makes, and the next port held for a
+  // RESERVATION-TOKEN. nullopt when no such pair is free (508); an I/O side that
+  // keeps no pairs refuses them all.
+  struct RelayPair {
+    TransportAddress relayed;
+    std::unique_ptr<ReservedRelay> reserved;
+  };
+  virtual std::optional<RelayPair> open_relay_pair(AllocationId, const ClientKey&,
+                                                   TransportAddress::Family) {
+    return std::nullopt;
+  }
+  // The relayed socket of allocation `id` is `reserved`, a port open_relay_pair() held
+  // (on this shard or another); nullopt when it cannot be taken in (508).
+  virtual std::optional<TransportAddress> adopt_relay(AllocationId, const ClientKey&,
+                                                      std::unique_ptr<ReservedRelay>) {
+    return std::nullopt;
+  }
   virtual void send_to_client(const ClientKey& client, std::span<const std::byte> bytes) = 0;
   virtual void send_to_peer(AllocationId id, const TransportAddress& peer,
                             std::span<const std::byte> bytes) = 0;
@@ -101,6 +119,9 @@ struct TurnConfig {
   // Peer IPs with a permission, and channels, per allocation (508 beyond,
   // RFC 8656 sections 9.2 and 12.2 let a server refuse for lack of capacity).
   size_t max_permissions_per_allocation = kMaxPermissionsPerAllocation;
+  // RFC 8656 section 7.2: a port reserved by EVEN-PORT R=1 is held "for approximately
+  // 30 seconds" for the Allocate that brings its RESERVATION-TOKEN.
+  std::chrono::seconds reservation_lifetime = kReservationLifetime;
   // An allocation with no permission or channel this long after it was made is
   // given back (kUnusedAllocationTimeout says why this figure).
   std::chrono::seconds unused_allocation_timeout = kUnusedAllocationTimeout;
@@ -165,7 +186,9 @@ class TurnServer {
   };
   // One lifetime, keyed by when it ends. `key`: the peer IP of a permission, the
   // channel number (first two bytes) of a channel, zero otherwise.
-  enum class TimerKind : uint8_t { kAllocation, kUnused, kPermission, kChannel };
+  // kReservation: a RESERVATION-TOKEN this core handed out (id 0, key the token); the
+  // registry holds the port, this core's timer ends it.
+  enum class TimerKind : uint8_t { kAllocation, kUnused, kPermission, kChannel, kReservation };
   struct Timer {
     TimePoint when;
     AllocationId id = 0;
@@ -183,6 +206,9 @@ class TurnServer {
     std::string user_id;
     std::vector<std::byte> key;  // long-term key
     stun::TransactionId allocate_transaction{};
+    // EVEN-PORT R=1: the token of the port reserved beside this one, repeated in the
+    // answer to a retransmitted Allocate.
+    std::optional<ReservationToken> reservation;
     TimePoint expires;
     // Until a permission or channel is installed: when it goes back unused.
     std::optional<TimePoint> unused_deadline;
@@ -201,6 +227,23 @@ class TurnServer {
   void handle_request(const ClientKey& client, const stun::Message& request, TimePoint now);
   void handle_allocate(const ClientKey& client, const stun::Message& request, const Auth& auth,
                        TimePoint now);
+  // The Allocate's checks passed and its places are counted: EVEN-PORT R=1 opens an
+  // even port and reserves the next; RESERVATION-TOKEN takes a reserved port.
+  void allocate_pair(const ClientKey& client, const stun::Message& request, const Auth& auth,
+                     TransportAddress::Family family, std::chrono::seconds lifetime,
+                     TimePoint now);
+  void allocate_reserved(const ClientKey& client, const stun::Message& request,
+                         const Auth& auth, const ReservationToken& token,
+                         std::chrono::seconds lifetime, TimePoint now);
+  // Records allocation `id` on `relayed` and sends the success response.
+  void install_allocation(const ClientKey& client, const stun::Message& request,
+                          const Auth& auth, AllocationId id, const TransportAddress& relayed,
+                          std::chrono::seconds lifetime,
+                          std::optional<ReservationToken> reservation, TimePoint now);
+  // 486/508 for a quota refusal of the registry; false when admitted.
+  bool refuse_admission(const ClientKey& client, const stun::Message& request,
+                        const Auth& auth, const std::string& user_id,
+                        const AllocationRegistry::Verdict& verdict);
   void handle_refresh(const ClientKey& client, Allocation& allocation,
                       const stun::Message& request, const Auth& auth, TimePoint now);
   void handle_create_permission(const ClientKey& client, Allocation& allocation,

@@ -14,38 +14,9 @@ import sys
 
 from harness import (SKIP, Failure, PatternStream, connect, recv_all, run, scaled, send_stream,
                      write_private)
-from turn_interop import SECRET
+from turn_interop import SECRET, start_coturn
 
 SIZE = int(os.environ.get("E2E_RELAYED_BYTES", 100 * 1024 * 1024))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_coturn(w, attempts: int = 10) -> int:
-    """coturn cannot listen on port 0: pick a port the kernel says is free, start it,
-    and wait for its 'listener opened' lines; if it lost the race, try another."""
-    for _ in range(attempts):
-        port = free_port()
-        argv = ["turnserver", "-n", "--listening-ip", "127.0.0.1", "--listening-port", str(port),
-                "--relay-ip", "127.0.0.1", "--use-auth-secret", "--static-auth-secret", SECRET,
-                "--realm", "natfwd", "--allow-loopback-peers", "--no-tls", "--no-dtls",
-                "--no-cli", "--no-rfc5780", "--no-stun-backward-compatibility",
-                "--log-file", "stdout", "--simple-log", "--pidfile",
-                os.path.join(w.tmpdir, f"turnserver-{port}.pid")]
-        proc = w.group.start(f"coturn:{port}", argv)
-        try:
-            proc.wait_stdout(r"(IPv4\. TCP listener opened on|Total General servers)", 10,
-                             what="coturn listening")
-            if proc.running():
-                return port
-        except Failure:
-            pass
-        proc.stop()
-    raise Failure("could not start coturn on a free loopback port")
 
 
 def test(w):

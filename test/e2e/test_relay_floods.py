@@ -36,10 +36,10 @@ import threading
 import time
 
 from harness import Failure, connect, echo, run, scaled, wait_until, write_private
+from relay_metrics import URL_RE, scrape
 from turn_wire import TurnClient, binding_rtt
 
 SECRET = "natfwd-flood-secret"
-URL_RE = r", metrics http://(\S+)/metrics\)"
 PATH_RE = r"^path home: (.*)$"
 FLOODER = "127.0.0.2"
 
@@ -52,21 +52,6 @@ def relay_with_metrics(w, extra: list[str]) -> tuple[object, str, str]:
                                         secret_file, "--metrics", "127.0.0.1:0", *extra])
     metrics = re.search(URL_RE, " ".join(relay.stdout_lines)).group(1)
     return relay, addr, metrics
-
-
-def scrape(metrics: str) -> dict[str, float]:
-    """{'name{labels}': value} of the relay's /metrics."""
-    with connect(metrics, timeout=10) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    samples = {}
-    for line in data.partition(b"\r\n\r\n")[2].decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name.removeprefix("natfwd_relay_")] = float(value)
-    return samples
 
 
 def error_count(metrics: str, kind: str) -> float:

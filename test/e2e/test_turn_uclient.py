@@ -28,7 +28,7 @@ def test(w):
     relay_proc = w.group.procs[-1]
     tls_port = int(relay_proc.wait_stdout(r"tls \S+:(\d+)\)").group(1))
     peer_port = run_echo_peer(w)
-    # -c: no RTCP port pairs (they need RESERVATION-TOKEN, which we do not offer).
+    # -c: no RTCP port pairs (test_turn_uclient_pairs.py runs the default mode).
     common = ["-c", "-n", str(MESSAGES), "-m", str(SESSIONS), "-z", "5",
               "-e", "127.0.0.1", "-r", str(peer_port)]
     expected = MESSAGES * SESSIONS

@@ -18,6 +18,36 @@ from turn_wire import rest_credentials  # noqa: F401 - test_turn_uclient imports
 SECRET = "natfwd-interop-secret"
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_coturn(w: World, extra: list[str] = (), attempts: int = 10) -> int:
+    """coturn on loopback with SECRET (REST credentials), relaying to loopback. It cannot
+    listen on port 0: pick a port the kernel says is free, start it, and wait for its
+    'listener opened' lines; if it lost the race, try another. Returns its port."""
+    for _ in range(attempts):
+        port = free_udp_port()
+        argv = ["turnserver", "-n", "--listening-ip", "127.0.0.1", "--listening-port", str(port),
+                "--relay-ip", "127.0.0.1", "--use-auth-secret", "--static-auth-secret", SECRET,
+                "--realm", "natfwd", "--allow-loopback-peers", "--no-tls", "--no-dtls",
+                "--no-cli", "--no-rfc5780", "--no-stun-backward-compatibility",
+                "--log-file", "stdout", "--simple-log", "--pidfile",
+                os.path.join(w.tmpdir, f"turnserver-{port}.pid"), *extra]
+        proc = w.group.start(f"coturn:{port}", argv)
+        try:
+            proc.wait_stdout(r"(IPv4\. TCP listener opened on|Total General servers)", 10,
+                             what="coturn listening")
+            if proc.running():
+                return port
+        except Failure:
+            pass
+        proc.stop()
+    raise Failure("could not start coturn on a free loopback port")
+
+
 def require_tools(*names: str) -> None:
     missing = [n for n in names if shutil.which(n) is None]
     if missing:
@@ -73,17 +103,22 @@ SUMMARY_SENT = re.compile(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)")
 SUMMARY_LOST = re.compile(r"Total lost packets (\d+)")
 
 
-def run_uclient(w: World, label: str, args: list[str], expected: int,
-                timeout: float = 40) -> dict:
-    """Runs turnutils_uclient to completion; checks its summary: every message sent came
-    back through the relay and none was lost. Returns the numbers."""
-    started = time.monotonic()
+def uclient_outcome(w: World, label: str, args: list[str], timeout: float = 40):
+    """Runs turnutils_uclient to completion: (exit code, its output, the process)."""
     proc = w.group.start(f"turnutils_uclient {label}", ["turnutils_uclient", *args])
     try:
         code = proc.wait_exit(timeout)
     except Failure:
         raise Failure(f"uclient {label}: did not finish within {timeout} s\n" + proc.describe())
-    output = "\n".join(proc.stdout_lines + proc.stderr_lines)
+    return code, "\n".join(proc.stdout_lines + proc.stderr_lines), proc
+
+
+def run_uclient(w: World, label: str, args: list[str], expected: int,
+                timeout: float = 40) -> dict:
+    """Runs turnutils_uclient to completion; checks its summary: every message sent came
+    back through the relay and none was lost. Returns the numbers."""
+    started = time.monotonic()
+    code, output, proc = uclient_outcome(w, label, args, timeout)
     sent = SUMMARY_SENT.findall(output)
     lost = SUMMARY_LOST.findall(output)
     if code != 0 or not sent or not lost:

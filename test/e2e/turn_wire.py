@@ -17,6 +17,8 @@ MAGIC = 0x2112A442
 BINDING, ALLOCATE, REFRESH, CREATE_PERMISSION = 0x001, 0x003, 0x004, 0x008
 USERNAME, MESSAGE_INTEGRITY, ERROR_CODE = 0x0006, 0x0008, 0x0009
 REALM, NONCE, XOR_PEER_ADDRESS, REQUESTED_TRANSPORT = 0x0014, 0x0015, 0x0012, 0x0019
+XOR_RELAYED_ADDRESS, EVEN_PORT, RESERVATION_TOKEN = 0x0016, 0x0018, 0x0022
+DATA_INDICATION, DATA = 0x0017, 0x0013
 
 
 def rest_credentials(secret: str, user: str, lifetime: int = 3600) -> tuple[str, str]:
@@ -43,6 +45,12 @@ def message(method: int, attrs: bytes, txid: bytes, key: bytes | None = None) ->
     head = struct.pack("!HHI", method, len(attrs) + 24, MAGIC) + txid
     mac = hmac.new(key, head + attrs, hashlib.sha1).digest()
     return head + attrs + attribute(MESSAGE_INTEGRITY, mac)
+
+
+def xor_address_of(value: bytes) -> tuple[str, int]:
+    """(ip, port) of an IPv4 XOR-*-ADDRESS value."""
+    _, _, port, raw = struct.unpack("!BBHI", value[:8])
+    return str(ipaddress.IPv4Address(raw ^ MAGIC)), port ^ (MAGIC >> 16)
 
 
 def parse(data: bytes) -> tuple[int, bytes, dict]:
@@ -73,6 +81,7 @@ class TurnClient:
         self.realm = realm
         self.key = hashlib.md5(f"{self.username}:{realm}:{password}".encode()).digest()
         self.nonce = b""
+        self.answer: dict = {}  # the attributes of the last answer
 
     def _exchange(self, data: bytes) -> bytes:
         if self.tcp:
@@ -102,14 +111,20 @@ class TurnClient:
                      attribute(REALM, self.realm.encode()) + attribute(NONCE, self.nonce))
             _, _, got = parse(self._exchange(message(method, attrs + creds, os.urandom(12),
                                                      self.key)))
+            self.answer = got
             code = error_of(got)
             if code != 438:
                 return code
             self.nonce = got.get(NONCE, b"")
         return code
 
-    def allocate(self) -> int:
-        return self.request(ALLOCATE, attribute(REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])))
+    def allocate(self, extra: bytes = b"") -> int:
+        return self.request(ALLOCATE,
+                            attribute(REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])) + extra)
+
+    def relayed(self) -> tuple[str, int]:
+        """The XOR-RELAYED-ADDRESS of the last answer."""
+        return xor_address_of(self.answer[XOR_RELAYED_ADDRESS])
 
     def create_permission(self, ip: str) -> int:
         return self.request(CREATE_PERMISSION, attribute(XOR_PEER_ADDRESS, xor_address(ip, 9)))

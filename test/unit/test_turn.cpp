@@ -55,6 +55,35 @@ struct FakeIo : TurnIo {
     return address;
   }
   void close_relay(AllocationId id) override { open.erase(id); }
+  // EVEN-PORT R=1: the reserved port is a FakeReserved; reserved_alive() counts the
+  // ones not yet destroyed (a port given back).
+  // The count is shared: a registry may outlive the FakeIo that reserved.
+  struct FakeReserved : ReservedRelay {
+    TransportAddress where;
+    std::shared_ptr<int> alive;
+    FakeReserved(TransportAddress a, std::shared_ptr<int> count) : where(a), alive(count) {
+      ++*alive;
+    }
+    ~FakeReserved() override { --*alive; }
+    TransportAddress address() const override { return where; }
+  };
+  std::shared_ptr<int> alive_count = std::make_shared<int>(0);
+  int reserved_alive() const { return *alive_count; }
+  std::optional<RelayPair> open_relay_pair(AllocationId id, const ClientKey& client,
+                                           TransportAddress::Family family) override {
+    if (refuse) return std::nullopt;
+    auto even = open_relay(id, client, family, true);
+    auto odd = *even;
+    ++odd.port;
+    ++next_port;
+    return RelayPair{*even, std::make_unique<FakeReserved>(odd, alive_count)};
+  }
+  std::optional<TransportAddress> adopt_relay(AllocationId id, const ClientKey&,
+                                              std::unique_ptr<ReservedRelay> reserved) override {
+    if (refuse) return std::nullopt;
+    open[id] = reserved->address();
+    return reserved->address();
+  }
   void send_to_client(const ClientKey& client, std::span<const std::byte> bytes) override {
     to_client.emplace_back(client, std::vector<std::byte>(bytes.begin(), bytes.end()));
   }
@@ -159,6 +188,20 @@ struct Fixture {
     b.add_attribute(attr::kRequestedTransport, value);
   }
   Response allocate() { return request(stun::method::kAllocate, udp_transport); }
+  // EVEN-PORT with the R bit (RFC 8656 section 18.7).
+  Response allocate_pair() {
+    return request(stun::method::kAllocate, [](MessageBuilder& b, const stun::TransactionId& id) {
+      udp_transport(b, id);
+      const std::byte reserve[1] = {std::byte{0x80}};
+      b.add_attribute(attr::kEvenPort, reserve);
+    });
+  }
+  Response allocate_reserved(std::span<const std::byte> token) {
+    return request(stun::method::kAllocate, [&](MessageBuilder& b, const stun::TransactionId& id) {
+      udp_transport(b, id);
+      b.add_attribute(attr::kReservationToken, token);
+    });
+  }
   Response refresh(uint32_t lifetime) {
     return request(stun::method::kRefresh, [&](MessageBuilder& b, const stun::TransactionId&) {
       const std::byte value[4] = {static_cast<std::byte>(lifetime >> 24),
@@ -370,7 +413,8 @@ TEST_CASE("unknown comprehension-required attributes get 420") {
   Fixture f;
   auto response = f.request(stun::method::kAllocate, [](MessageBuilder& b, auto& id) {
     Fixture::udp_transport(b, id);
-    b.add_attribute(0x0022 /* RESERVATION-TOKEN */, std::vector<std::byte>(8));
+    // CONNECTION-ID (RFC 6062): TCP relaying, which this server does not offer.
+    b.add_attribute(0x002A, std::vector<std::byte>(4));
   });
   CHECK(response.error == 420);
   CHECK(response.message.find(stun::attr::kUnknownAttributes));
@@ -873,4 +917,193 @@ TEST_CASE("shards: one shard's relayed address is a permitted peer on another, w
   CHECK(shard_b.io.to_peer.size() == 1);
   CHECK(shard_b.server.channel_count() == 1);
   CHECK(shard_b.server.permission_count() == 1);
+}
+
+// ---- EVEN-PORT with the R bit and RESERVATION-TOKEN (RFC 8656 section 7.2) ----
+
+namespace {
+
+std::vector<std::byte> token_of(const Response& response) {
+  const auto* token = response.message.find(attr::kReservationToken);
+  REQUIRE(token);
+  return {token->value.begin(), token->value.end()};
+}
+
+TransportAddress relayed_of(const Response& response) {
+  const auto* relayed = response.message.find(attr::kXorRelayedAddress);
+  REQUIRE(relayed);
+  auto address = stun::decode_xor_address(relayed->value, response.message.transaction_id);
+  REQUIRE(address);
+  return *address;
+}
+
+}  // namespace
+
+TEST_CASE("EVEN-PORT R=1: an even port, the next one under a token another 5-tuple redeems") {
+  Fixture f;
+  const auto pair = f.allocate_pair();
+  REQUIRE(pair.error == 0);
+  const auto rtp = relayed_of(pair);
+  CHECK(rtp.port % 2 == 0);
+  const auto token = token_of(pair);
+  CHECK(token.size() == 8);
+  CHECK(f.io.reserved_alive() == 1);
+  // Another pair gets another token: they are random, not counted.
+  Fixture g;
+  const auto other = g.allocate_pair();
+  REQUIRE(other.error == 0);
+  CHECK(token_of(other) != token);
+  // The RTCP allocation from another port of the client gets the odd port.
+  f.client.address.port = 40001;
+  f.nonce.clear();
+  const auto rtcp = f.allocate_reserved(token);
+  REQUIRE(rtcp.error == 0);
+  CHECK(relayed_of(rtcp).port == rtp.port + 1);
+  CHECK_FALSE(rtcp.message.find(attr::kReservationToken));
+  CHECK(f.server.allocation_count() == 2);
+  CHECK(f.io.reserved_alive() == 0);  // taken in: no longer a reservation
+}
+
+TEST_CASE("RESERVATION-TOKEN: good once, for ~30 s, for its own user only; 508 otherwise") {
+  auto registry = std::make_shared<AllocationRegistry>(AllocationRegistry::Limits{10, 10, 100});
+  // Allocations stay while the reservation's clock runs.
+  auto shared = [&registry](TurnConfig& c) {
+    c.registry = registry;
+    c.unused_allocation_timeout = 1h;
+  };
+  Fixture f(shared);
+  const auto pair = f.allocate_pair();
+  REQUIRE(pair.error == 0);
+  const auto token = token_of(pair);
+  CHECK(registry->reservation_count() == 1);
+
+  SECTION("another user's token is unknown to this user, and stays reserved") {
+    f.client.address.port = 40001;
+    f.username = rest_username(kUnixNow + 3600, "mallory");
+    f.nonce.clear();
+    CHECK(f.allocate_reserved(token).error == 508);
+    CHECK(registry->reservation_count() == 1);
+    CHECK(f.io.reserved_alive() == 1);
+  }
+  SECTION("used twice: the second Allocate gets 508") {
+    f.client.address.port = 40001;
+    f.nonce.clear();
+    REQUIRE(f.allocate_reserved(token).error == 0);
+    f.client.address.port = 40002;
+    f.nonce.clear();
+    CHECK(f.allocate_reserved(token).error == 508);
+    CHECK(registry->allocation_count() == 2);
+  }
+  SECTION("expired: the port and its place go back when the timer fires") {
+    f.advance(29s);
+    CHECK(registry->reservation_count() == 1);
+    f.advance(1s);
+    CHECK(registry->reservation_count() == 0);
+    CHECK(f.io.reserved_alive() == 0);
+    CHECK(registry->allocation_count() == 1);
+    f.client.address.port = 40001;
+    f.nonce.clear();
+    CHECK(f.allocate_reserved(token).error == 508);
+  }
+  SECTION("past its time it is refused even before the timer fires") {
+    f.now += 31s;  // no on_tick
+    f.client.address.port = 40001;
+    f.nonce.clear();
+    CHECK(f.allocate_reserved(token).error == 508);
+    CHECK(registry->reservation_count() == 0);
+    CHECK(f.io.reserved_alive() == 0);
+  }
+  SECTION("an unknown token: 508") {
+    auto wrong = token;
+    wrong[0] ^= std::byte{1};
+    f.client.address.port = 40001;
+    f.nonce.clear();
+    CHECK(f.allocate_reserved(wrong).error == 508);
+  }
+  SECTION("the reservation outlives the allocation that made it (server-wide, section 7.2)") {
+    REQUIRE(f.refresh(0).error == 0);
+    CHECK(registry->reservation_count() == 1);
+    f.client.address.port = 40001;
+    f.nonce.clear();
+    CHECK(f.allocate_reserved(token).error == 0);
+  }
+}
+
+TEST_CASE("RESERVATION-TOKEN with EVEN-PORT or an address family, or of the wrong size: 400") {
+  Fixture f;
+  const auto token = token_of(f.allocate_pair());
+  f.client.address.port = 40001;
+  f.nonce.clear();
+  auto with = [&](uint16_t type, std::vector<std::byte> value, std::span<const std::byte> t) {
+    return f.request(stun::method::kAllocate, [&](MessageBuilder& b, const stun::TransactionId& id) {
+      Fixture::udp_transport(b, id);
+      b.add_attribute(attr::kReservationToken, t);
+      if (type) b.add_attribute(type, value);
+    });
+  };
+  CHECK(with(attr::kEvenPort, {std::byte{0}}, token).error == 400);
+  CHECK(with(attr::kRequestedAddressFamily, {std::byte{1}, {}, {}, {}}, token).error == 400);
+  CHECK(with(0, {}, std::span(token).first(4)).error == 400);
+  // None of that used the token up.
+  CHECK(f.allocate_reserved(token).error == 0);
+}
+
+TEST_CASE("a reservation holds a place in the quotas until it is redeemed or expires") {
+  auto registry = std::make_shared<AllocationRegistry>(AllocationRegistry::Limits{3, 10, 100});
+  Fixture f([&registry](TurnConfig& c) {
+    c.registry = registry;
+    c.unused_allocation_timeout = 1h;
+  });
+  REQUIRE(f.allocate_pair().error == 0);  // 2 of 3: the allocation and the reservation
+  f.client.address.port = 40001;
+  f.nonce.clear();
+  CHECK(f.allocate_pair().error == 486);  // needs 2 more
+  REQUIRE(f.allocate().error == 0);       // 3 of 3
+  f.client.address.port = 40002;
+  f.nonce.clear();
+  CHECK(f.allocate().error == 486);
+  CHECK(registry->allocation_count() == 2);
+  CHECK(registry->reservation_count() == 1);
+  // Expired: its place is free again.
+  f.advance(30s);
+  CHECK(f.allocate().error == 0);
+  // A refused pair counts nothing; one with no port pair free gives both places back.
+  AllocationRegistry alone({4, 10, 100});
+  const auto source = natfwd::relay::source_key(v4(192, 0, 2, 1, 1));
+  REQUIRE(alone.admit("u", source, 2).admission == AllocationRegistry::Admission::kAdmitted);
+  CHECK(alone.admit("u", source, 3).admission == AllocationRegistry::Admission::kUserQuota);
+  CHECK(alone.admit("u", source, 2).admission == AllocationRegistry::Admission::kAdmitted);
+  Fixture g;
+  g.io.refuse = true;
+  CHECK(g.allocate_pair().error == 508);
+  g.io.refuse = false;
+  for (int i = 0; i < 5; ++i) {
+    g.client.address.port = static_cast<uint16_t>(41000 + i);
+    g.nonce.clear();
+    REQUIRE(g.allocate_pair().error == 0);  // 10 places: none leaked by the 508
+  }
+}
+
+TEST_CASE("shards: a port reserved on one shard is taken in by the shard that gets the token") {
+  auto registry = std::make_shared<AllocationRegistry>(AllocationRegistry::Limits{10, 10, 100});
+  auto shared = [&registry](TurnConfig& c) {
+    c.registry = registry;
+    c.unused_allocation_timeout = 1h;
+  };
+  Fixture shard_a(shared), shard_b(shared);
+  shard_b.io.next_port = 60000;
+  const auto pair = shard_a.allocate_pair();
+  REQUIRE(pair.error == 0);
+  shard_b.client = ClientKey{Transport::kUdp, v4(192, 0, 2, 10, 40001), 0};
+  const auto rtcp = shard_b.allocate_reserved(token_of(pair));
+  REQUIRE(rtcp.error == 0);
+  CHECK(relayed_of(rtcp).port == relayed_of(pair).port + 1);
+  CHECK(shard_b.server.allocation_count() == 1);
+  CHECK(shard_b.io.open.begin()->second.port == relayed_of(pair).port + 1);
+  CHECK(shard_a.io.reserved_alive() == 0);
+  // Shard A's timer for the token finds it redeemed: nothing to give back twice.
+  shard_a.advance(30s);
+  CHECK(registry->allocation_count() == 2);
+  // Its relayed address is a live one for the other shard's allocations.
+  CHECK(registry->is_relayed(relayed_of(rtcp), false));
 }
