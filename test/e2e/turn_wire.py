@@ -36,6 +36,14 @@ def xor_address(ip: str, port: int) -> bytes:
     return struct.pack("!BBHI", 0, 1, port ^ (MAGIC >> 16), raw ^ MAGIC)
 
 
+def decode_xor_address(value: bytes, txid: bytes) -> tuple[str, int]:
+    """(ip, port) of an XOR-*-ADDRESS value, IPv4 or IPv6 (RFC 8489 section 14.2)."""
+    family, port = value[1], struct.unpack("!H", value[2:4])[0] ^ (MAGIC >> 16)
+    key = struct.pack("!I", MAGIC) + (txid if family == 2 else b"")
+    raw = bytes(a ^ b for a, b in zip(value[4:], key))
+    return str(ipaddress.ip_address(raw)), port
+
+
 def message(method: int, attrs: bytes, txid: bytes, key: bytes | None = None) -> bytes:
     if key is None:
         return struct.pack("!HHI", method, len(attrs), MAGIC) + txid + attrs
@@ -73,6 +81,8 @@ class TurnClient:
         self.realm = realm
         self.key = hashlib.md5(f"{self.username}:{realm}:{password}".encode()).digest()
         self.nonce = b""
+        # The last authenticated answer: its transaction id and attributes.
+        self.last_txid, self.last = b"", {}
 
     def _exchange(self, data: bytes) -> bytes:
         if self.tcp:
@@ -100,8 +110,9 @@ class TurnClient:
                 self.nonce = got.get(NONCE, b"")
             creds = (attribute(USERNAME, self.username.encode()) +
                      attribute(REALM, self.realm.encode()) + attribute(NONCE, self.nonce))
-            _, _, got = parse(self._exchange(message(method, attrs + creds, os.urandom(12),
-                                                     self.key)))
+            _, self.last_txid, got = parse(self._exchange(message(method, attrs + creds,
+                                                                  os.urandom(12), self.key)))
+            self.last = got
             code = error_of(got)
             if code != 438:
                 return code
