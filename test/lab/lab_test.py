@@ -303,6 +303,8 @@ def clean_env() -> dict:
 class Tunnels:
     """Starts relay and peers in the lab for one test and measures the tunnel."""
 
+    relay_listen = f"{L.RELAY_IP}:{L.RELAY_PORT}"  # the relay's --listen
+
     def __init__(self, lab: Lab, workdir: str):
         self.lab = lab
         self.workdir = workdir
@@ -330,7 +332,7 @@ class Tunnels:
 
     def start_relay(self, state_dir: Optional[str] = None,
                     extra: Sequence[str] = ()) -> tuple[Proc, str]:
-        argv = [self.natfwd.relay_bin, "--listen", f"{L.RELAY_IP}:{L.RELAY_PORT}",
+        argv = [self.natfwd.relay_bin, "--listen", self.relay_listen,
                 "--state-dir", state_dir or self.natfwd.state_dir("relay"),
                 *self.relay_argv_extra(), *extra]
         p = self.lab.start("relay", argv, self.lab.relay_ns, echo=self.natfwd.echo,
