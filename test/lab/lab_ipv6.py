@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lab as L  # noqa: E402
 import lab_test  # noqa: E402
 from lab import Failure, Lab, SiteSpec, log  # noqa: E402
-from lab_test import PATH_TIMEOUT, Tunnels, wait_serving_path  # noqa: E402
+from lab_test import PATH_TIMEOUT, Tunnels, pair_processes, wait_serving_path  # noqa: E402
 
 
 class DualStackTunnels(Tunnels):
@@ -55,33 +55,25 @@ class Row:
 def run_pair(t: DualStackTunnels, home: L.Site, laptop: L.Site, sshd, row: Row, check) -> None:
     """Relay, serving peer on home, -L peer on laptop, ssh to buffalo; `check(row)`
     returns the problems with the path lines."""
-    procs_before = len(t.lab.group.procs)
     buffalo = f"{home.ip['buffalo']}:{L.SSHD_PORT}"
     try:
-        t.start_relay()
-        serving = t.start_serving(home, buffalo)
-        fwd, port = t.start_forward(laptop, buffalo)
-        row.path, at, _ = t.wait_path(fwd, "home", PATH_TIMEOUT)
-        row.setup_ms = (at - fwd.started_at) * 1000
-        row.serving_path = wait_serving_path(serving)
-        problems = check(row)
-        netns = laptop.ns["laptop"]
-        _, control = t.open_master(netns, sshd, port)
-        t.check_command(netns, sshd, port, control, home.ip["home"], home.ip["buffalo"])
-        row.mbps = t.copy(netns, sshd, port, control)
-        if problems:
-            raise Failure("; ".join(problems))
+        with pair_processes(t.lab):
+            t.start_relay()
+            serving = t.start_serving(home, buffalo)
+            fwd, port = t.start_forward(laptop, buffalo)
+            row.path, at, _ = t.wait_path(fwd, "home", PATH_TIMEOUT)
+            row.setup_ms = (at - fwd.started_at) * 1000
+            row.serving_path = wait_serving_path(serving)
+            problems = check(row)
+            netns = laptop.ns["laptop"]
+            _, control = t.open_master(netns, sshd, port)
+            t.check_command(netns, sshd, port, control, home.ip["home"], home.ip["buffalo"])
+            row.mbps = t.copy(netns, sshd, port, control)
+            if problems:
+                raise Failure("; ".join(problems))
     except Failure as e:
         row.error = str(e).split("\n")[0]
         log(f"FAIL {row.pair}:\n{e}")
-        for p in t.lab.group.procs[procs_before:]:
-            if p.name.startswith(("peer", "relay")):
-                log(p.describe(stderr_tail=15))
-    finally:
-        mine = t.lab.group.procs[procs_before:]
-        for p in reversed(mine):
-            p.stop()
-        del t.lab.group.procs[procs_before:]
 
 
 def direct_over_ipv6(laptop: L.Site, home: L.Site):
