@@ -36,6 +36,7 @@
 #include "relay_config_file.h"
 #include "relay_options.h"
 #include "metrics/relay_stats.h"
+#include "net/socket_address.h"
 #include "server/metrics_service.h"
 #include "server/name_store.h"
 #include "server/relay_server.h"
@@ -195,7 +196,21 @@ int run(const natfwd::relay::RelayOptions& options) {
   turn.max_allocations = options.max_allocations;
   turn.bandwidth_cap = options.bandwidth_cap;
   for (const auto& range : options.allow_peers) turn.peers.allow(range);
-  config.turn.ipv6_address = relay::add_host_addresses(turn.peers);
+  const std::string host_ipv6 = relay::add_host_addresses(turn.peers);
+  // The relayed addresses (--relay-address): IPv4 falls back in the TURN service,
+  // which knows the client; IPv6 to an IPv6 --listen address, then the host's.
+  config.turn.ipv4_address = options.relay_ipv4;
+  const bool listen_v6 = options.listen.host.find(':') != std::string::npos;
+  if (!options.relay_ipv6.empty())
+    config.turn.ipv6_address = options.relay_ipv6;
+  else if (listen_v6 && options.listen.host != "::")
+    config.turn.ipv6_address = options.listen.host;
+  else
+    config.turn.ipv6_address = host_ipv6;
+  for (const std::string& ip : {options.relay_ipv4, options.relay_ipv6}) {
+    GObjectPtr<GSocketAddress> own(net::make_socket_address(ip, 0));
+    if (own) turn.peers.add_own_address(net::to_transport_address(own.get()));
+  }
   turn.ipv6_available = !config.turn.ipv6_address.empty();
   config.turn.min_port = options.relay_port_min;
   config.turn.max_port = options.relay_port_max;

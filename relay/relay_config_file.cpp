@@ -57,6 +57,7 @@ const config::ConfigSchema& relay_config_schema() {
            text("max-allocations"),
            text("threads"),
            text("bandwidth-cap"),
+           list("relay-address"),
            text("relay-ports"),
            text("alternate-address"),
            text("alternate-port"),

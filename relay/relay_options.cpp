@@ -102,6 +102,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
   gchar* metrics_text = nullptr;
   gchar** turn_server_texts = nullptr;
   gchar** allow_peer_texts = nullptr;
+  gchar** relay_address_texts = nullptr;
   gchar* publish_domain_text = nullptr;
   gchar* publish_http_text = nullptr;
   gchar** allow_publisher_texts = nullptr;
@@ -119,7 +120,8 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
 
   const std::string listen_help =
       "Address and port for STUN/TURN (udp) and rendezvous/TURN (tcp); port 0 picks a free "
-      "port [default: " + defaults.listen.to_string() + "]";
+      "port. [::]:PORT listens on IPv6 and IPv4 both (dual-stack), 0.0.0.0 on IPv4 only, "
+      "a specific address on that one only [default: " + defaults.listen.to_string() + "]";
   const std::string state_dir_help =
       "Directory for the relay's state (name bindings, TURN secret, self-signed "
       "certificate), created mode "
@@ -230,6 +232,13 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
        "Most bytes per second relayed per TURN allocation; excess is dropped [default: 0, "
        "no cap]",
        "BYTES_PER_SEC"},
+      {"relay-address", 0, 0, G_OPTION_ARG_STRING_ARRAY, &relay_address_texts,
+       "The address TURN relays from, one of each family at most (repeat for both): "
+       "relayed sockets bind to it and allocations report it [default: IPv4: the --listen "
+       "address, or with a wildcard the one the kernel uses toward the client (its "
+       "default route's for an IPv6 client); IPv6: an IPv6 --listen address, else the "
+       "host's first global IPv6 address, none: no IPv6 allocations]",
+       "IP"},
       {"relay-ports", 0, 0, G_OPTION_ARG_STRING, &relay_ports_text,
        "Port range for relayed UDP sockets [default: any port the kernel picks]", "MIN-MAX"},
       {"alternate-address", 0, 0, G_OPTION_ARG_STRING, &alternate_address_text,
@@ -314,7 +323,7 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
              &publish_max_new_text, &publish_max_new_total_text, &publish_bandwidth_text,
              &publish_bandwidth_total_text},
             {&turn_server_texts, &allow_peer_texts, &allow_publisher_texts,
-             &publish_address_texts}};
+             &publish_address_texts, &relay_address_texts}};
 
   GError* raw_error = nullptr;
   if (!g_option_context_parse(context.get(), &argc, &argv, &raw_error)) {
@@ -433,6 +442,21 @@ bool parse_relay_options(int argc, char** argv, RelayOptions& options, std::stri
       return false;
     }
     options.allow_peers.push_back(*cidr);
+  }
+  for (gchar** text = relay_address_texts; text && *text; ++text) {
+    GObjectPtr<GInetAddress> address(g_inet_address_new_from_string(*text));
+    if (!address || g_inet_address_get_is_any(address.get())) {
+      error = std::string("--relay-address: '") + *text + "' is not an IP address of this host";
+      return false;
+    }
+    const bool v6 = g_inet_address_get_family(address.get()) == G_SOCKET_FAMILY_IPV6;
+    std::string& slot = v6 ? options.relay_ipv6 : options.relay_ipv4;
+    if (!slot.empty()) {
+      error = std::string("--relay-address: two ") + (v6 ? "IPv6" : "IPv4") + " addresses (" +
+              slot + ", " + *text + "); give one of each family at most";
+      return false;
+    }
+    slot = *text;
   }
   if (name_expiry_text) {
     uint64_t value = 0;

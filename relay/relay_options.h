@@ -16,7 +16,8 @@ namespace natfwd::relay {
 
 struct RelayOptions {
   // --listen: address and port for STUN/TURN on udp and rendezvous/TURN on tcp; port
-  // 0 picks one.
+  // 0 picks one. The IPv6 wildcard [::] is dual-stack: one socket per protocol takes
+  // IPv4 too (IPv4-mapped, which net/socket_address.h turns back into IPv4).
   HostPort listen{"0.0.0.0", 3478};
   // --state-dir: default_state_dir("relay"), created 0700. Holds the name bindings
   // (names.db), and the TURN secret and self-signed TLS certificate when generated.
@@ -65,6 +66,12 @@ struct RelayOptions {
   size_t threads = 0;
   // --bandwidth-cap: bytes per second per allocation; 0 = off.
   uint64_t bandwidth_cap = 0;
+  // --relay-address (repeatable, one per family): relayed sockets of that family bind
+  // to it and TURN reports it; "" for none. Default (server/turn_service.h): IPv4 the
+  // --listen IP or the kernel's source address, IPv6 an IPv6 --listen IP or the host's
+  // first global IPv6 address.
+  std::string relay_ipv4;
+  std::string relay_ipv6;
   // --relay-ports MIN-MAX: ports of relayed sockets; 0-0 = ephemeral from the kernel.
   uint16_t relay_port_min = 0;
   uint16_t relay_port_max = 0;

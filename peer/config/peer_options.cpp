@@ -191,7 +191,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   GOptionEntry entries[] = {
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &o.config, config_help.c_str(), "FILE"},
       {"relay", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.relays,
-       "Relay to meet other peers at, HOST[:PORT] (default port 3478; TLS; tls:// may prefix it). Repeatable: a serving peer registers at every relay, a connecting peer tries them in turn (default from $NATFWD_RELAY, comma-separated; no built-in relay)",
+       "Relay to meet other peers at, HOST[:PORT] (default port 3478; an IPv6 literal in brackets, [2001:db8::1]:3478; TLS; tls:// may prefix it). Repeatable: a serving peer registers at every relay, a connecting peer tries them in turn (default from $NATFWD_RELAY, comma-separated; no built-in relay)",
        "HOST:PORT"},
       {"relay-key", 0, 0, G_OPTION_ARG_STRING, &o.relay_key,
        "Trust the relay only with this key, as known_relays prints it (default: trust on first use, recorded in STATE_DIR/known_relays)",

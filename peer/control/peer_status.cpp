@@ -42,6 +42,7 @@ std::string path_json(const TunnelStatus& tunnel) {
   JsonObject object;
   object.str("kind", path.relayed ? "relayed" : "direct")
       .str("transport", path.transport)
+      .str("family", path.family())
       .str("local_type", path.local_type)
       .str("local_address", path.local_address)
       .str("remote_type", path.remote_type)

@@ -141,6 +141,11 @@ std::string SelectedPath::describe() const {
          remote_type + " " + remote_address;
 }
 
+std::string SelectedPath::family() const {
+  // address_text() writes IPv6 as "[ip]:port".
+  return !local_address.empty() && local_address.front() == '[' ? "ipv6" : "ipv4";
+}
+
 IceSession::IceSession(const Options& options, Callbacks callbacks)
     : options_(options), callbacks_(std::move(callbacks)) {
   // Regular nomination: with aggressive nomination libnice ignores remote ICE-TCP
@@ -550,9 +555,8 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
     NiceAddress server;
     nice_address_init(&server);
     nice_candidate_relay_address(live_local, &server);
-    gchar text[NICE_ADDRESS_STRING_LEN];
-    nice_address_to_string(&server, text);
-    path.local_relay_server = std::string(text) + ":" + std::to_string(nice_address_get_port(&server));
+    // Bracketed for IPv6, as RelayLinks' labels are keyed.
+    path.local_relay_server = address_text(server);
   }
   path.remote_address = address_text(remote->addr);
   if (std::find(remote_mapped_.begin(), remote_mapped_.end(), path.remote_address) !=

@@ -47,6 +47,10 @@ struct SelectedPath {
   // "direct udp host 1.2.3.4:5 <-> srflx 6.7.8.9:10"; a side whose address is a port
   // mapping at its gateway shows as "mapped EXTERNAL" ("<-> mapped 198.51.100.2:41000").
   std::string describe() const;
+  // "ipv6" or "ipv4": the candidate pair's family (ICE pairs only candidates of one
+  // family, RFC 8445 section 6.1.2.2); for a relayed path the relayed addresses',
+  // whatever family reaches the TURN server.
+  std::string family() const;
 };
 
 class IceSession {

@@ -34,6 +34,11 @@ std::string ip_of(const TransportAddress& address) {
 
 bool is_wildcard(const std::string& ip) { return ip == "0.0.0.0" || ip == "::" || ip.empty(); }
 
+bool is_ipv6(const std::string& ip) { return ip.find(':') != std::string::npos; }
+
+// Never sent to: only routed, to learn the default route's IPv4 source address.
+constexpr const char* kDefaultRouteProbeIp = "192.0.2.1";
+
 // The odd port of an EVEN-PORT R=1 pair while it waits for its RESERVATION-TOKEN:
 // bound, in no epoll set and no GLib source, so any shard's thread may take it in or
 // close it.
@@ -97,12 +102,18 @@ turn::TurnServer::Result TurnService::on_udp_message(std::span<const std::byte> 
 std::string TurnService::relay_ip_for(const turn::ClientKey& client,
                                       TransportAddress::Family family) {
   if (family == TransportAddress::Family::kIPv6) return config_.ipv6_address;
-  if (!is_wildcard(config_.listen_ip)) return config_.listen_ip;
+  if (!config_.ipv4_address.empty()) return config_.ipv4_address;
+  if (!is_wildcard(config_.listen_ip) && !is_ipv6(config_.listen_ip)) return config_.listen_ip;
   // The source address the kernel picks toward the client: a connected UDP socket
-  // sends nothing, it only routes.
+  // sends nothing, it only routes. A client of the other family (IPv6 asking for an
+  // IPv4 relayed address, RFC 8656 section 7.2's default) has no IPv4 route of its
+  // own: take the default route's source, toward a documentation address (RFC 5737).
+  const std::string toward =
+      client.address.family == TransportAddress::Family::kIPv4 ? ip_of(client.address)
+                                                               : kDefaultRouteProbeIp;
   GObjectPtr<GSocket> probe(g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_DATAGRAM,
                                          G_SOCKET_PROTOCOL_UDP, nullptr));
-  GObjectPtr<GSocketAddress> target(net::make_socket_address(ip_of(client.address), 9));
+  GObjectPtr<GSocketAddress> target(net::make_socket_address(toward, 9));
   if (probe && target && g_socket_connect(probe.get(), target.get(), nullptr, nullptr)) {
     GObjectPtr<GSocketAddress> local(g_socket_get_local_address(probe.get(), nullptr));
     if (local) return net::to_host_port(local.get()).host;

@@ -43,13 +43,18 @@ namespace natfwd::relay {
 
 struct TurnServiceConfig {
   turn::TurnConfig turn;
-  // Relayed sockets bind to this IP (the --listen host; a wildcard means: the
+  // Relayed sockets of the --listen host's family bind to it (a wildcard means: the
   // address the kernel would use toward the client).
   std::string listen_ip = "0.0.0.0";
   // --relay-ports: 0/0 lets the kernel pick.
   uint16_t min_port = 0;
   uint16_t max_port = 0;
-  // A global IPv6 address of this host for IPv6 allocations ("" if none).
+  // The IPv4 --relay-address: IPv4 relayed sockets bind to it, whatever listen_ip
+  // says; "" for none.
+  std::string ipv4_address;
+  // IPv6 relayed sockets bind to this: the IPv6 --relay-address, else an IPv6
+  // --listen host, else a global IPv6 address of this host ("" if none: no IPv6
+  // allocations).
   std::string ipv6_address;
   // TURN over TCP/TLS connections in total.
   size_t max_stream_clients = 20000;

@@ -82,6 +82,61 @@ std::array<uint8_t, 16> channel_key(uint16_t number) {
   return {static_cast<uint8_t>(number >> 8), static_cast<uint8_t>(number)};
 }
 
+// RFC 8656 section 7.2: the family of the relayed address an Allocate asks for.
+struct FamilyChoice {
+  TransportAddress::Family family = TransportAddress::Family::kIPv4;
+  // ADDITIONAL-ADDRESS-FAMILY asked for an IPv6 address beside the IPv4 one.
+  bool ipv6_refused = false;
+  int error = 0;  // an error response instead, with `reason`
+  const char* reason = "";
+};
+
+FamilyChoice relayed_family(const Message& request, bool ipv6_available) {
+  FamilyChoice choice;
+  const Attribute* requested = request.find(attr::kRequestedAddressFamily);
+  const Attribute* additional = request.find(attr::kAdditionalAddressFamily);
+  auto bad = [&](const char* reason) {
+    choice.error = error_code::kBadRequest;
+    choice.reason = reason;
+    return choice;
+  };
+  // Section 7.2: both attributes at once, or an ADDITIONAL-ADDRESS-FAMILY other than
+  // IPv6 (IPv4 is always the first family then), are a 400.
+  if (requested && additional) return bad("Both REQUESTED- and ADDITIONAL-ADDRESS-FAMILY");
+  if (additional) {
+    if (additional->value.size() != 4 ||
+        std::to_integer<uint8_t>(additional->value[0]) != kFamilyIPv6)
+      return bad("Bad ADDITIONAL-ADDRESS-FAMILY");
+    // One allocation here holds one relayed address: the server "is unable to
+    // allocate" the IPv6 one, so it gives the IPv4 one and an ADDRESS-ERROR-CODE
+    // (section 18.12) saying 440 for IPv6. A client that wants both allocates twice.
+    choice.ipv6_refused = true;
+    return choice;
+  }
+  if (!requested) return choice;  // section 7.2: IPv4 by default
+  if (requested->value.size() != 4) return bad("Bad REQUESTED-ADDRESS-FAMILY");
+  const auto value = std::to_integer<uint8_t>(requested->value[0]);
+  if (value == kFamilyIPv6 && ipv6_available) {
+    choice.family = TransportAddress::Family::kIPv6;
+  } else if (value != kFamilyIPv4) {
+    // Section 7.2: a family the server does not support (or has no address of): 440.
+    choice.error = error_code::kAddressFamilyNotSupported;
+    choice.reason = "Address Family not Supported";
+  }
+  return choice;
+}
+
+// Section 18.12: ADDRESS-ERROR-CODE for the IPv6 half of a dual allocation: family,
+// reserved, then the error code as in ERROR-CODE (class, number) and its reason.
+std::vector<std::byte> ipv6_refused_value() {
+  constexpr std::string_view kReason = "Address Family not Supported";
+  std::vector<std::byte> value = {std::byte{kFamilyIPv6}, std::byte{0},
+                                  std::byte{error_code::kAddressFamilyNotSupported / 100},
+                                  std::byte{error_code::kAddressFamilyNotSupported % 100}};
+  for (char c : kReason) value.push_back(static_cast<std::byte>(c));
+  return value;
+}
+
 }  // namespace
 
 const char* to_string(Transport transport) {
@@ -293,6 +348,8 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
       if (reservation)
         builder.add_attribute(attr::kReservationToken, std::as_bytes(std::span(*reservation)));
       builder.add_xor_mapped_address(client.address);
+      if (relayed_family(request, config_.ipv6_available).ipv6_refused)
+        builder.add_attribute(attr::kAddressErrorCode, ipv6_refused_value());
     });
     return;
   }
@@ -316,20 +373,10 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
     send_error(client, request, error_code::kBadRequest, "Bad RESERVATION-TOKEN", &auth);
     return;
   }
-  auto family = TransportAddress::Family::kIPv4;
-  if (const Attribute* requested = request.find(attr::kRequestedAddressFamily)) {
-    if (requested->value.size() != 4) {
-      send_error(client, request, error_code::kBadRequest, "Bad REQUESTED-ADDRESS-FAMILY", &auth);
-      return;
-    }
-    const auto value = std::to_integer<uint8_t>(requested->value[0]);
-    if (value == kFamilyIPv6 && config_.ipv6_available) {
-      family = TransportAddress::Family::kIPv6;
-    } else if (value != kFamilyIPv4) {
-      send_error(client, request, error_code::kAddressFamilyNotSupported,
-                 "Address Family not Supported", &auth);
-      return;
-    }
+  const FamilyChoice family = relayed_family(request, config_.ipv6_available);
+  if (family.error != 0) {
+    send_error(client, request, family.error, family.reason, &auth);
+    return;
   }
   // Section 7.2: EVEN-PORT asks for an even relayed port; its R bit asks to reserve
   // the next one too (allocate_pair).
@@ -356,14 +403,14 @@ void TurnServer::handle_allocate(const ClientKey& client, const Message& request
     return;
   }
   if (reserve_next) {
-    allocate_pair(client, request, auth, family, *lifetime, now);
+    allocate_pair(client, request, auth, family.family, *lifetime, now);
     return;
   }
   const std::string user_id(rest_user_id(auth.username));
   const relay::SourceKey source = relay::source_key(client.address);
   if (refuse_admission(client, request, auth, user_id, registry_->admit(user_id, source))) return;
   const AllocationId id = next_id_++;
-  const auto relayed = io_.open_relay(id, client, family, even_port);
+  const auto relayed = io_.open_relay(id, client, family.family, even_port);
   if (!relayed) {
     registry_->release(user_id, source);
     log::warn_limited("turn-capacity", "turn: no relayed port for %s",
@@ -503,6 +550,8 @@ void TurnServer::install_allocation(const ClientKey& client, const Message& requ
     if (reservation)
       builder.add_attribute(attr::kReservationToken, std::as_bytes(std::span(*reservation)));
     builder.add_xor_mapped_address(client.address);
+    if (relayed_family(request, config_.ipv6_available).ipv6_refused)
+      builder.add_attribute(attr::kAddressErrorCode, ipv6_refused_value());
   });
 }
 

@@ -4,7 +4,7 @@ the connection phases a person sees on stderr.
 
 relay + `peer --serve` + `peer -L` to an echo target. Checked: the progress lines
 in order (relay reached, peer found, gathering, checks, connected direct), status of
-both peers as JSON (path direct udp with addresses, the role, the key ids of each
+both peers as JSON (path direct udp, family ipv4, with addresses, the role, the key ids of each
 other), one open stream while a connection is held open and bytes counted after
 2 MB each way, then zero open streams; the text form; `peer status` with no peer
 running (one line, exit 1); a second peer with the same state dir that must not take
@@ -96,6 +96,7 @@ def test(w):
     for side, t in (("client", ct), ("server", st)):
         path = t["path"]
         if not path or path["kind"] != "direct" or path["transport"] != "udp" or \
+                path.get("family") != "ipv4" or \
                 not path["local_address"].startswith("127.0.0.1:") or \
                 not path["remote_address"].startswith("127.0.0.1:"):
             raise Failure(f"{side}: path {path}, want direct udp on loopback")

@@ -35,7 +35,7 @@ def client(server: tuple[str, int], user: str) -> TurnClient:
 def check_data_reaches(rtcp: TurnClient, relayed: tuple[str, int]) -> None:
     """A peer's datagram to the relayed port comes to the client as a Data indication."""
     if rtcp.create_permission("127.0.0.1") != 0:
-        raise Failure(f"CreatePermission on the reserved port: {rtcp.answer}")
+        raise Failure(f"CreatePermission on the reserved port: {rtcp.last}")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
         peer.bind(("127.0.0.1", 0))
         payload = os.urandom(32)
@@ -60,13 +60,13 @@ def test(w):
     while pairs < MAX_PAIRS:
         rtp, rtcp = client(server, "rtp"), client(server, "rtp")
         if rtp.allocate(attribute(EVEN_PORT, b"\x80")) != 0:
-            raise Failure(f"EVEN-PORT R=1 refused: {rtp.answer}")
+            raise Failure(f"EVEN-PORT R=1 refused: {rtp.last}")
         even_ip, even_port = rtp.relayed()
-        token = rtp.answer.get(RESERVATION_TOKEN, b"")
+        token = rtp.last.get(RESERVATION_TOKEN, b"")
         if even_port % 2 != 0 or len(token) != 8:
             raise Failure(f"pair {pairs}: port {even_port}, token {token.hex()}")
         if rtcp.allocate(attribute(RESERVATION_TOKEN, token)) != 0:
-            raise Failure(f"pair {pairs}: the token was refused: {rtcp.answer}")
+            raise Failure(f"pair {pairs}: the token was refused: {rtcp.last}")
         odd = rtcp.relayed()
         if odd != (even_ip, even_port + 1):
             raise Failure(f"pair {pairs}: reserved {even_ip}:{even_port + 1}, got {odd}")
@@ -75,7 +75,7 @@ def test(w):
             check_data_reaches(rtcp, odd)
             again = client(server, "rtp")
             if again.allocate(attribute(RESERVATION_TOKEN, token)) != 508:
-                raise Failure(f"a token used twice: {again.answer}")
+                raise Failure(f"a token used twice: {again.last}")
         samples = scrape(metrics)
         if threads == 1 or samples.get('turn_reservations_redeemed_total{shard="other"}', 0):
             break

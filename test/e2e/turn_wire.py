@@ -38,6 +38,14 @@ def xor_address(ip: str, port: int) -> bytes:
     return struct.pack("!BBHI", 0, 1, port ^ (MAGIC >> 16), raw ^ MAGIC)
 
 
+def decode_xor_address(value: bytes, txid: bytes) -> tuple[str, int]:
+    """(ip, port) of an XOR-*-ADDRESS value, IPv4 or IPv6 (RFC 8489 section 14.2)."""
+    family, port = value[1], struct.unpack("!H", value[2:4])[0] ^ (MAGIC >> 16)
+    key = struct.pack("!I", MAGIC) + (txid if family == 2 else b"")
+    raw = bytes(a ^ b for a, b in zip(value[4:], key))
+    return str(ipaddress.ip_address(raw)), port
+
+
 def message(method: int, attrs: bytes, txid: bytes, key: bytes | None = None) -> bytes:
     if key is None:
         return struct.pack("!HHI", method, len(attrs), MAGIC) + txid + attrs
@@ -81,7 +89,8 @@ class TurnClient:
         self.realm = realm
         self.key = hashlib.md5(f"{self.username}:{realm}:{password}".encode()).digest()
         self.nonce = b""
-        self.answer: dict = {}  # the attributes of the last answer
+        # The last authenticated answer: its transaction id and attributes.
+        self.last_txid, self.last = b"", {}
 
     def _exchange(self, data: bytes) -> bytes:
         if self.tcp:
@@ -109,9 +118,9 @@ class TurnClient:
                 self.nonce = got.get(NONCE, b"")
             creds = (attribute(USERNAME, self.username.encode()) +
                      attribute(REALM, self.realm.encode()) + attribute(NONCE, self.nonce))
-            _, _, got = parse(self._exchange(message(method, attrs + creds, os.urandom(12),
-                                                     self.key)))
-            self.answer = got
+            _, self.last_txid, got = parse(self._exchange(message(method, attrs + creds,
+                                                                  os.urandom(12), self.key)))
+            self.last = got
             code = error_of(got)
             if code != 438:
                 return code
@@ -124,7 +133,7 @@ class TurnClient:
 
     def relayed(self) -> tuple[str, int]:
         """The XOR-RELAYED-ADDRESS of the last answer."""
-        return xor_address_of(self.answer[XOR_RELAYED_ADDRESS])
+        return xor_address_of(self.last[XOR_RELAYED_ADDRESS])
 
     def create_permission(self, ip: str) -> int:
         return self.request(CREATE_PERMISSION, attribute(XOR_PEER_ADDRESS, xor_address(ip, 9)))

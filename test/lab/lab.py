@@ -37,6 +37,17 @@ established/related, so nothing unsolicited reaches the LAN):
                miniupnpd 2.3.1 refuses to map on any reserved address (RFC 5737 and
                RFC 6890 included), and no lab address is routed anywhere outside the lab.
 
+IPv6 (a site's `ipv6`, SiteSpec; the core gets IPv6 when any site has it): the relay
+also has 2001:db8:ffff::10/64 (router 2001:db8:ffff::1); site S's WAN link is
+2001:db8:fffe:S::/64 (router ::1, box ::2) and its LAN 2001:db8:(10+S)::/64 (box ::1,
+hosts ::2, ::3, ...), routed, no NAT66.
+    dual   the hosts have IPv4 as the NAT type says and a global IPv6 address behind
+           the box's stateful firewall: replies only (ct state established,related
+           accept; new inbound dropped), the way home routers do IPv6
+    only   the same IPv6, and no IPv4 at all on the hosts
+Duplicate address detection is off in every namespace (accept_dad=0, addresses added
+`nodad`): an address is usable the moment it is added, nothing waits for DAD.
+
 Delay and loss (this kernel has no netem): every packet crossing the router is dropped
 with probability LOSS (nft numgen) and held DELAY/2 by test/tools/nfq_delay (NFQUEUE), so
 any path across the internet gets DELAY more round-trip time.
@@ -74,6 +85,9 @@ EXTRA_TYPES = ("portmap",)
 RELAY_IP = "203.0.113.10"
 RELAY_IP2 = "203.0.113.11"
 ROUTER_RELAY_SIDE = "203.0.113.1"
+RELAY_IP6 = "2001:db8:ffff::10"
+ROUTER_RELAY_SIDE6 = "2001:db8:ffff::1"
+IPV6_MODES = ("", "dual", "only")
 RELAY_PORT = 3478
 RELAY_TLS_PORT = 443
 COTURN_PORT = 3480       # coturn (RFC 5780 discovery only) beside the relay, on both IPs
@@ -186,6 +200,7 @@ class SiteSpec:
     name: str                 # short, e.g. "a-eim"; namespaces are TAG-NAME-ROLE
     nat: str                  # one of TYPES
     hosts: tuple[str, ...]    # roles on the LAN, e.g. ("home", "buffalo")
+    ipv6: str = ""            # "", "dual" or "only" (see the module's docstring)
 
 
 @dataclass
@@ -196,6 +211,7 @@ class Site:
     carrier_ns: Optional[str]                # cgnat only
     ns: dict[str, str] = field(default_factory=dict)   # role -> namespace
     ip: dict[str, str] = field(default_factory=dict)   # role -> LAN address
+    ip6: dict[str, str] = field(default_factory=dict)  # role -> global IPv6 address
     gateway: str = ""                        # the box's LAN address
     public_ip: str = ""                      # what the internet sees (none: per host)
     proxy: Optional[str] = None              # proxyonly: http://GW:3128
@@ -226,6 +242,7 @@ class Lab:
         self.router_ns = ""
         self._none_count = 0
         self._closed = False
+        self.ipv6 = False  # the core and some sites have IPv6 (set by build)
         self.coturn: Optional[Proc] = None
         self.sshd_dirs: dict[str, ThrowawaySshd] = {}
         self._moves = 0
@@ -254,6 +271,10 @@ class Lab:
         sh(["ip", "netns", "add", name])
         self.namespaces.append(name)
         sh(["ip", "-n", name, "link", "set", "lo", "up"])
+        if self.ipv6:
+            # Devices made in this namespace from now on skip DAD (link-local ones too).
+            for scope in ("all", "default"):
+                self.sysctl(name, f"net/ipv6/conf/{scope}/accept_dad", 0)
         return name
 
     def ip_batch(self, netns: str, commands: list[str]) -> None:
@@ -306,6 +327,12 @@ class Lab:
 
     def build(self, specs: Sequence[SiteSpec]) -> None:
         t0 = time.monotonic()
+        for spec in specs:
+            if spec.ipv6 not in IPV6_MODES:
+                raise ValueError(f"unknown ipv6 mode {spec.ipv6!r}")
+            if spec.ipv6 and spec.nat in ("cgnat", "proxyonly", "portmap"):
+                raise ValueError(f"ipv6 sites are not built behind {spec.nat}")
+        self.ipv6 = any(spec.ipv6 for spec in specs)
         self._build_core()
         for i, spec in enumerate(specs):
             self._build_site(i, spec)
@@ -331,6 +358,11 @@ class Lab:
                                       f"addr add {RELAY_IP2}/24 dev {relay_dev}",
                                       f"link set {relay_dev} up",
                                       f"route add default via {ROUTER_RELAY_SIDE}"])
+        if self.ipv6:
+            self.sysctl(self.router_ns, "net/ipv6/conf/all/forwarding", 1)
+            self.ip_batch(self.router_ns, [f"addr add {ROUTER_RELAY_SIDE6}/64 dev {r_dev} nodad"])
+            self.ip_batch(self.relay_ns, [f"addr add {RELAY_IP6}/64 dev {relay_dev} nodad",
+                                          f"route add ::/0 via {ROUTER_RELAY_SIDE6}"])
         if self.loss:
             per_10k = max(1, round(self.loss * 10000))
             self.nft(self.router_ns, f"""
@@ -403,17 +435,29 @@ table ip lab_loss {{
         # Bridged frames are not IP-forwarded: keep br_netfilter out of it.
         sh(["sh", "-c", "echo 0 > /proc/sys/net/bridge/bridge-nf-call-iptables"], netns=box,
            check=False)
+        if spec.ipv6:
+            sh(["sh", "-c", "echo 0 > /proc/sys/net/bridge/bridge-nf-call-ip6tables"], netns=box,
+               check=False)
+        lan6 = f"2001:db8:{10 + s:x}::"
+        if spec.ipv6:
+            self._build_site_ipv6(s, box, r_dev, wan, br, lan6)
         for i, role in enumerate(spec.hosts, start=1):
             host = self.add_ns(f"{spec.name}-{role}")
             port, eth = self.dev(f"p{i}"), self.dev("e0")
             self.veth(box, port, host, eth)
             self.ip_batch(box, [f"link set {port} master {br}", f"link set {port} up"])
-            cmds = [f"addr add {lan_addr(i)}/{prefix} dev {eth}", f"link set {eth} up"]
-            if spec.nat != "proxyonly":
-                cmds.append(f"route add default via {site.gateway}")
+            cmds = [f"link set {eth} up"]
+            if spec.ipv6 != "only":
+                cmds.append(f"addr add {lan_addr(i)}/{prefix} dev {eth}")
+                if spec.nat != "proxyonly":
+                    cmds.append(f"route add default via {site.gateway}")
+                site.ip[role] = lan_addr(i)
+            if spec.ipv6:
+                site.ip6[role] = f"{lan6}{1 + i:x}"
+                cmds += [f"addr add {site.ip6[role]}/64 dev {eth} nodad",
+                         f"route add ::/0 via {lan6}1"]
             self.ip_batch(host, cmds)
             site.ns[role] = host
-            site.ip[role] = lan_addr(i)
         site.public_ip = w_ip
         ruleset = self._box_rules(spec.nat, br, box_wan)
         if ruleset:
@@ -424,6 +468,26 @@ table ip lab_loss {{
             self.nft(box, MINIUPNPD_TABLES)
             self._start_miniupnpd(site, box_wan, br, f"{lan_addr(0)}/{prefix}")
         self.sites[spec.name] = site
+
+    def _build_site_ipv6(self, s: int, box: str, r_dev: str, wan: str, br: str,
+                         lan6: str) -> None:
+        """Routed IPv6 for site S: no NAT, and a firewall that lets in only replies."""
+        link6 = f"2001:db8:fffe:{s:x}::"
+        self.ip_batch(self.router_ns, [f"addr add {link6}1/64 dev {r_dev} nodad",
+                                       f"route add {lan6}/64 via {link6}2"])
+        self.sysctl(box, "net/ipv6/conf/all/forwarding", 1)
+        self.ip_batch(box, [f"addr add {link6}2/64 dev {wan} nodad",
+                            f"route add ::/0 via {link6}1",
+                            f"addr add {lan6}1/64 dev {br} nodad"])
+        self.nft(box, f"""
+table ip6 lab6 {{
+  {INPUT_DROP.format(wan=wan)}
+  chain filter_forward {{ type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "{br}" oifname "{wan}" accept
+  }}
+}}
+""")
 
     @staticmethod
     def _box_rules(nat: str, lan: str, wan: str) -> str:

@@ -41,6 +41,7 @@ rule names one side's transport (1, 2) it is checked on that side's own path lin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import re
@@ -304,6 +305,8 @@ def clean_env() -> dict:
 class Tunnels:
     """Starts relay and peers in the lab for one test and measures the tunnel."""
 
+    relay_listen = f"{L.RELAY_IP}:{L.RELAY_PORT}"  # the relay's --listen
+
     def __init__(self, lab: Lab, workdir: str):
         self.lab = lab
         self.workdir = workdir
@@ -331,7 +334,7 @@ class Tunnels:
 
     def start_relay(self, state_dir: Optional[str] = None,
                     extra: Sequence[str] = ()) -> tuple[Proc, str]:
-        argv = [self.natfwd.relay_bin, "--listen", f"{L.RELAY_IP}:{L.RELAY_PORT}",
+        argv = [self.natfwd.relay_bin, "--listen", self.relay_listen,
                 "--state-dir", state_dir or self.natfwd.state_dir("relay"),
                 *self.relay_argv_extra(), *extra]
         p = self.lab.start("relay", argv, self.lab.relay_ns, echo=self.natfwd.echo,
@@ -528,48 +531,58 @@ def check_proxy_logs(expect: Expect, home_site: L.Site, laptop_site: L.Site) -> 
     return problems
 
 
+@contextlib.contextmanager
+def pair_processes(lab: Lab):
+    """The processes started inside are one pair's: on a Failure their output is shown,
+    and at the end they are stopped (newest first); the lab's own services stay."""
+    before = len(lab.group.procs)
+    try:
+        yield
+    except Failure:
+        for p in lab.group.procs[before:]:
+            if p.name.startswith(("peer", "relay")):
+                log(p.describe(stderr_tail=15))
+        raise
+    finally:
+        mine = lab.group.procs[before:]
+        for p in reversed(mine):
+            p.stop()
+        del lab.group.procs[before:]
+
+
 def run_pair(t: Tunnels, home_site: L.Site, laptop_site: L.Site, sshd) -> PairResult:
     res = PairResult(home_site.nat, laptop_site.nat,
                      expected_path(home_site.nat, laptop_site.nat, lossy=bool(t.lab.loss)))
-    procs_before = len(t.lab.group.procs)
     buffalo = f"{home_site.ip['buffalo']}:{L.SSHD_PORT}"
     try:
-        t.start_relay()
-        serving = t.start_serving(home_site, buffalo)
-        fwd, port = t.start_forward(laptop_site, buffalo)
-        started = fwd.started_at
-        try:
-            res.path, at, _ = t.wait_path(fwd, "home", PATH_TIMEOUT)
-        finally:
-            # Whatever happened, take the serving side's line if it has one.
-            for line in serving.stdout_lines:
-                if line.startswith("path peer "):
-                    res.serving_path = line.split(": ", 1)[1]
-        res.setup_ms = (at - started) * 1000
-        if res.expect.kind == "relayed" and not res.serving_path:
-            res.serving_path = wait_serving_path(serving)
-        problems = check_path(res.expect, res.path, res.serving_path, home_site, laptop_site)
-        netns = laptop_site.ns["laptop"]
-        master, control = t.open_master(netns, sshd, port)
-        t.check_command(netns, sshd, port, control, home_site.ip["home"],
-                        home_site.ip["buffalo"])
-        res.mbps = t.copy(netns, sshd, port, control)
-        if problems:
-            raise Failure("; ".join(problems))
-        res.ok = True
+        with pair_processes(t.lab):
+            t.start_relay()
+            serving = t.start_serving(home_site, buffalo)
+            fwd, port = t.start_forward(laptop_site, buffalo)
+            started = fwd.started_at
+            try:
+                res.path, at, _ = t.wait_path(fwd, "home", PATH_TIMEOUT)
+            finally:
+                # Whatever happened, take the serving side's line if it has one.
+                for line in serving.stdout_lines:
+                    if line.startswith("path peer "):
+                        res.serving_path = line.split(": ", 1)[1]
+            res.setup_ms = (at - started) * 1000
+            if res.expect.kind == "relayed" and not res.serving_path:
+                res.serving_path = wait_serving_path(serving)
+            problems = check_path(res.expect, res.path, res.serving_path, home_site, laptop_site)
+            netns = laptop_site.ns["laptop"]
+            master, control = t.open_master(netns, sshd, port)
+            t.check_command(netns, sshd, port, control, home_site.ip["home"],
+                            home_site.ip["buffalo"])
+            res.mbps = t.copy(netns, sshd, port, control)
+            if problems:
+                raise Failure("; ".join(problems))
+            res.ok = True
     except Failure as e:
         res.error = str(e).split("\n")[0]
         detail = str(e)
         log(f"FAIL {res.label} (details):\n{detail}")
-        for p in t.lab.group.procs[procs_before:]:
-            if p.name.startswith(("peer", "relay")):
-                log(p.describe(stderr_tail=15))
-    finally:
-        # Stop this pair's processes (newest first), keep the lab's own services.
-        mine = t.lab.group.procs[procs_before:]
-        for p in reversed(mine):
-            p.stop()
-        del t.lab.group.procs[procs_before:]
     if res.ok:
         problems = check_proxy_logs(res.expect, home_site, laptop_site)
         if problems:

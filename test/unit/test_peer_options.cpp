@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "config/peer_options.h"
+#include "config/relay_list.h"
 
 using namespace natfwd;
 
@@ -189,4 +190,17 @@ TEST_CASE("a subcommand is found wherever it stands among the flags") {
   CHECK(subcommand_first({"peer", "status"}) == Words{"peer", "status"});
   CHECK(peer_subcommand("authorized") == PeerSubcommand::kAuthorized);
   CHECK(peer_subcommand("home") == PeerSubcommand::kNone);
+}
+
+TEST_CASE("--relay takes IPv6 literals in brackets, with and without a port") {
+  auto parsed = parse_relay_list({"[2001:db8::1]:3478", "tls://[2001:db8::2]", "[::1]:4000"},
+                                 false);
+  REQUIRE(std::holds_alternative<std::vector<HostPort>>(parsed));
+  const auto& relays = std::get<std::vector<HostPort>>(parsed);
+  REQUIRE(relays.size() == 3);
+  CHECK(relays[0] == HostPort{"2001:db8::1", 3478});
+  CHECK(relays[1] == HostPort{"2001:db8::2", kDefaultRelayPort});
+  CHECK(relays[2] == HostPort{"::1", 4000});
+  CHECK(relays[0].to_string() == "[2001:db8::1]:3478");
+  CHECK(std::holds_alternative<std::string>(parse_relay_list({"[2001:db8::1"}, false)));
 }

@@ -56,7 +56,7 @@ TEST_CASE("status JSON carries every field, versioned") {
           R"("listeners":[{"address":"127.0.0.1:2222","kind":"forward","target":"buffalo:22","peer":"home"},)"
           R"({"address":"127.0.0.1:1080","kind":"socks","target":"","peer":"home"}],)"
           R"("tunnels":[{"name":"home","key_id":"iiiijjjjkkkkllllmmmmnnnnoooopppp","role":"connecting",)"
-          R"("state":"up","path":{"kind":"relayed","transport":"udp","local_type":"relay",)"
+          R"("state":"up","path":{"kind":"relayed","transport":"udp","family":"ipv4","local_type":"relay",)"
           R"("local_address":"203.0.113.10:50000","remote_type":"srflx","remote_address":"198.51.100.7:4000",)"
           R"("turn_server":"turn-tls 203.0.113.10:443"},"rtt_ms":12.250,"min_rtt_ms":10.000,)"
           R"("bytes_sent":1536,"bytes_received":5242880,"datagram_bytes_sent":4000,)"
@@ -79,6 +79,20 @@ TEST_CASE("status JSON of a serving peer with a tunnel still connecting") {
   REQUIRE(json.find(R"("serves":["buffalo:22","[::1]:80"],"publishes":[],"remote_peer":null,"remote_peers":[],"listeners":[])") !=
           std::string::npos);
   REQUIRE(json.find(R"("state":"connecting","path":null)") != std::string::npos);
+}
+
+TEST_CASE("status JSON says the path's address family") {
+  PeerStatus status = sample();
+  SelectedPath& path = status.tunnels[0].path;
+  path.relayed = false;
+  path.local_type = "host";
+  path.local_address = "[2001:db8:10::2]:40000";
+  path.remote_type = "host";
+  path.remote_address = "[2001:db8:11::2]:50000";
+  REQUIRE(status_json(status).find(R"("kind":"direct","transport":"udp","family":"ipv6",)") !=
+          std::string::npos);
+  REQUIRE(path.describe() ==
+          "direct udp host [2001:db8:10::2]:40000 <-> host [2001:db8:11::2]:50000");
 }
 
 TEST_CASE("JSON strings are escaped") {

@@ -85,6 +85,31 @@ TEST_CASE("relay.conf gives options; the command line overrides them") {
   CHECK(options.realm == "example.org");
 }
 
+TEST_CASE("--relay-address: one IP of each family; [::] listens dual-stack") {
+  RelayOptions options =
+      options_of("[relay]\nrelay-address = 203.0.113.5;2001:db8::5\n", {"--listen", "[::]:3478"});
+  CHECK(options.relay_ipv4 == "203.0.113.5");
+  CHECK(options.relay_ipv6 == "2001:db8::5");
+  CHECK(options.listen == HostPort{"::", 3478});
+  CHECK(RelayOptions{}.relay_ipv4.empty());
+  CHECK(RelayOptions{}.relay_ipv6.empty());
+  CHECK(error_of("[relay]\nrelay-address = relay.example\n") ==
+        "relay.conf:2: key 'relay-address': 'relay.example' is not an IP address of this host");
+  CHECK(error_of("[relay]\nrelay-address = ::\n") ==
+        "relay.conf:2: key 'relay-address': '::' is not an IP address of this host");
+  std::vector<std::string> args = {"relay", "--relay-address", "203.0.113.5", "--relay-address",
+                                   "203.0.113.6"};
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  std::string error;
+  RelayOptions twice;
+  REQUIRE_FALSE(parse_relay_options(static_cast<int>(args.size()), argv.data(), twice, error));
+  CHECK(error ==
+        "--relay-address: two IPv4 addresses (203.0.113.5, 203.0.113.6); give one of each "
+        "family at most");
+}
+
 TEST_CASE("the shipped relay.conf.example loads") {
   config::FileText example = config::read_config_file(NATFWD_SOURCE_DIR "/dist/relay.conf.example");
   REQUIRE(example.found);

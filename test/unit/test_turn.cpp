@@ -202,6 +202,14 @@ struct Fixture {
       b.add_attribute(attr::kReservationToken, token);
     });
   }
+  // RFC 8656 section 7.2: REQUESTED-ADDRESS-FAMILY IPv6.
+  Response allocate_ipv6() {
+    return request(stun::method::kAllocate, [](MessageBuilder& b, const stun::TransactionId& id) {
+      udp_transport(b, id);
+      const std::byte v6[4] = {std::byte{2}, {}, {}, {}};
+      b.add_attribute(attr::kRequestedAddressFamily, v6);
+    });
+  }
   Response refresh(uint32_t lifetime) {
     return request(stun::method::kRefresh, [&](MessageBuilder& b, const stun::TransactionId&) {
       const std::byte value[4] = {static_cast<std::byte>(lifetime >> 24),
@@ -400,13 +408,78 @@ TEST_CASE("REQUESTED-TRANSPORT other than UDP: 442; missing: 400; IPv6 without I
            b.add_attribute(attr::kRequestedAddressFamily, v6);
          }).error == 440);
   Fixture with_v6([](TurnConfig& c) { c.ipv6_available = true; });
-  auto response = with_v6.request(stun::method::kAllocate, [](MessageBuilder& b, auto& id) {
-    Fixture::udp_transport(b, id);
-    const std::byte v6[4] = {std::byte{2}, {}, {}, {}};
-    b.add_attribute(attr::kRequestedAddressFamily, v6);
-  });
+  auto response = with_v6.allocate_ipv6();
   CHECK(response.error == 0);
   CHECK(with_v6.io.open.begin()->second.family == TransportAddress::Family::kIPv6);
+}
+
+TEST_CASE("an IPv6 client gets an IPv4 relayed address by default, and relays to IPv4 only") {
+  // RFC 8656 section 7.2: without REQUESTED-ADDRESS-FAMILY the relayed address is
+  // IPv4 whatever the client's own family, which is how a peer with only IPv6 reaches
+  // one with only IPv4; section 9.1: peers of the other family get 443.
+  Fixture f([](TurnConfig& c) { c.ipv6_available = true; });
+  f.client = {Transport::kUdp, TransportAddress::ipv6({0x20, 0x01, 0x0d, 0xb8, 0, 1}, 40000), 0};
+  auto response = f.allocate();
+  REQUIRE(response.error == 0);
+  auto relayed = stun::decode_xor_address(
+      response.message.find(attr::kXorRelayedAddress)->value, response.message.transaction_id);
+  REQUIRE(relayed);
+  CHECK(relayed->family == TransportAddress::Family::kIPv4);
+  auto mapped = stun::decode_xor_address(
+      response.message.find(stun::attr::kXorMappedAddress)->value,
+      response.message.transaction_id);
+  REQUIRE(mapped);
+  CHECK(*mapped == f.client.address);
+  const auto v6_peer = TransportAddress::ipv6({0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0,
+                                               0, 0, 7},
+                                              5000);
+  CHECK(f.create_permission(v6_peer).error == 443);
+  CHECK(f.channel_bind(0x4001, v6_peer).error == 443);
+  CHECK(f.create_permission(kPeer).error == 0);
+  f.send_indication(kPeer, "to an IPv4 peer");
+  REQUIRE(f.io.to_peer.size() == 1);
+  CHECK(f.io.to_peer[0].peer == kPeer);
+}
+
+TEST_CASE("an IPv6 allocation refuses IPv4 peers with 443 and refreshes only as IPv6") {
+  Fixture f([](TurnConfig& c) { c.ipv6_available = true; });
+  REQUIRE(f.allocate_ipv6().error == 0);
+  CHECK(f.create_permission(kPeer).error == 443);
+  // Section 7.3: a Refresh naming the other family is a 443 too.
+  CHECK(f.request(stun::method::kRefresh, [](MessageBuilder& b, auto&) {
+           const std::byte v4_family[4] = {std::byte{1}, {}, {}, {}};
+           b.add_attribute(attr::kRequestedAddressFamily, v4_family);
+         }).error == 443);
+}
+
+TEST_CASE("ADDITIONAL-ADDRESS-FAMILY: IPv4 allocated, IPv6 refused in ADDRESS-ERROR-CODE") {
+  const std::byte v4_family[4] = {std::byte{1}, {}, {}, {}};
+  const std::byte v6_family[4] = {std::byte{2}, {}, {}, {}};
+  Fixture f([](TurnConfig& c) { c.ipv6_available = true; });
+  // Section 7.2: IPv4 as the additional family, or both attributes at once: 400.
+  CHECK(f.request(stun::method::kAllocate, [&](MessageBuilder& b, auto& id) {
+           Fixture::udp_transport(b, id);
+           b.add_attribute(attr::kAdditionalAddressFamily, v4_family);
+         }).error == 400);
+  CHECK(f.request(stun::method::kAllocate, [&](MessageBuilder& b, auto& id) {
+           Fixture::udp_transport(b, id);
+           b.add_attribute(attr::kRequestedAddressFamily, v6_family);
+           b.add_attribute(attr::kAdditionalAddressFamily, v6_family);
+         }).error == 400);
+  CHECK(f.io.open.empty());
+  auto response = f.request(stun::method::kAllocate, [&](MessageBuilder& b, auto& id) {
+    Fixture::udp_transport(b, id);
+    b.add_attribute(attr::kAdditionalAddressFamily, v6_family);
+  });
+  REQUIRE(response.error == 0);
+  REQUIRE(f.io.open.size() == 1);
+  CHECK(f.io.open.begin()->second.family == TransportAddress::Family::kIPv4);
+  const auto* refused = response.message.find(attr::kAddressErrorCode);
+  REQUIRE(refused);
+  REQUIRE(refused->value.size() > 4);
+  CHECK(std::to_integer<int>(refused->value[0]) == 2);  // the family not allocated: IPv6
+  CHECK(std::to_integer<int>(refused->value[2]) * 100 + std::to_integer<int>(refused->value[3]) ==
+        440);
 }
 
 TEST_CASE("unknown comprehension-required attributes get 420") {
