@@ -12,6 +12,10 @@ serving peer; pebble-challtestsrv is pebble's DNS and answers every name with
 - curl trusting only pebble's root (from its management port, /roots/0) loads the page
   through the relay with no certificate error; the certificate and its key are in
   STATE_DIR/acme/ with mode 0600;
+- pebble issues certificates valid for VALIDITY_SECONDS, so the peer renews during the
+  run at two thirds of that: it says so, a TLS connection opened before the renewal
+  still carries a request afterwards (with the old certificate), and new visitors get
+  the new one;
 - with pebble stopped, the peer restarted on the same state dir serves the stored
   certificate at once (the CA is not asked: it is gone);
 - a peer whose CA is down says so in one line, keeps running and tries again; it serves
@@ -21,6 +25,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import stat
 import subprocess
 
@@ -28,6 +33,9 @@ from harness import Failure, run, scaled
 from test_publish_https import curl_https
 
 DOMAIN = "share.test"
+# Short enough to see a renewal (at two thirds) within the test, long enough for the
+# restart after it to find the renewed certificate still valid.
+VALIDITY_SECONDS = 24
 
 
 def free_port() -> int:
@@ -85,7 +93,8 @@ def test(w):
                     "managementListenAddress": f"127.0.0.1:{management}",
                     "certificate": pebble_cert, "privateKey": pebble_key,
                     "httpPort": free_port(), "tlsPort": relay_port,
-                    "ocspResponderURL": "", "externalAccountBindingRequired": False}}, f)
+                    "ocspResponderURL": "", "externalAccountBindingRequired": False,
+                    "certificateValidityPeriod": VALIDITY_SECONDS}}, f)
             return ["pebble", "-config", config, "-dnsserver", f"127.0.0.1:{dns_port}"]
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
         return start_on_free_ports(w, "pebble", argv, r"ACME directory available at",
@@ -136,6 +145,35 @@ def test(w):
         raise Failure(f"curl trusting pebble's root: exit {code}, {body[:200]!r} {err}\n"
                       f"{home.describe()}")
     print("curl trusting only pebble's root loads the page through the relay")
+
+    # Renewal while visitors come and go: a connection from before keeps its
+    # certificate and still gets the page after the swap.
+    context = ssl.create_default_context(cafile=root)
+    early = context.wrap_socket(socket.create_connection(("127.0.0.1", relay_port),
+                                                         timeout=scaled(30)),
+                                server_hostname=host)
+    old_der = early.getpeercert(binary_form=True)
+    home.wait_stderr(re.escape(f"acme {host}: serving the renewed certificate"),
+                     timeout=scaled(VALIDITY_SECONDS + 15), what="renewal")
+    early.sendall(f"GET /index.html HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    answer = b""
+    while chunk := early.recv(65536):
+        answer += chunk
+    early.close()
+    if not answer.endswith(page):
+        raise Failure(f"a connection from before the renewal: {answer[:300]!r}")
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", relay_port),
+                                                      timeout=scaled(30)),
+                             server_hostname=host) as late:
+        if late.getpeercert(binary_form=True) == old_der:
+            raise Failure("a visitor after the renewal still got the old certificate")
+    print("renewed during the run: open connection served, new visitors get the new "
+          "certificate")
+    not_after = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-enddate",
+                                "-dateopt", "iso_8601"], check=True, capture_output=True,
+                               text=True).stdout.strip().split("=", 1)[1][:10]
+    expected = (f"published https://{host}/ -> 127.0.0.1:{web_port} "
+                f"(certificate from ACME, expires {not_after})")
 
     # The CA goes away; the restarted peer needs it not.
     pebble.stop()
