@@ -92,8 +92,13 @@ bool AcmeAgent::load_stored(bool from_disk) {
     return false;
   }
   const Validity validity = certificate_validity(read_pem_certificate(chain).get());
+  try {
+    events_.certificate({cert_file, key_file, validity, from_disk});
+  } catch (const std::exception& e) {
+    log::warn("acme %s: cannot serve %s: %s", host_name_.c_str(), cert_file.c_str(), e.what());
+    return false;
+  }
   schedule_.on_certificate(validity.not_before, validity.not_after);
-  events_.certificate({cert_file, key_file, validity, from_disk});
   return true;
 }
 

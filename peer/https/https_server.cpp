@@ -192,8 +192,15 @@ void HttpsServer::on_published(const std::string& host_name) {
     events.certificate = [this](const acme::AcmeAgent::Certificate& certificate) {
       use_certificate(certificate);
     };
-    agent_ = std::make_unique<acme::AcmeAgent>(acme_settings_, host_name, std::move(events));
-    agent_->start();
+    try {
+      agent_ = std::make_unique<acme::AcmeAgent>(acme_settings_, host_name, std::move(events));
+      agent_->start();
+    } catch (const std::exception& e) {
+      // The state dir or the CA file went bad after start: this publish stays without
+      // a certificate, the rest of the peer goes on.
+      agent_.reset();
+      log::error("acme %s: cannot get certificates: %s", host_name.c_str(), e.what());
+    }
     return;
   }
   ready_ = true;
