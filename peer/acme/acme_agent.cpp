@@ -226,7 +226,7 @@ void AcmeAgent::order_issued() {
   arm_timer();
 }
 
-void AcmeAgent::order_failed(const std::string& why) {
+void AcmeAgent::order_failed(std::string why) {
   order_.reset();
   if (challenge_certificate_) {
     challenge_certificate_.reset();

@@ -67,7 +67,7 @@ class AcmeAgent {
   void on_response(const AcmeOrder::Response& response);
   void after_step();
   void order_issued();
-  void order_failed(const std::string& why);
+  void order_failed(std::string why);  // a copy: the order holding it goes first
   void arm_timer();
   bool load_stored(bool from_disk);
   std::string path(const std::string& file) const;
