@@ -103,6 +103,18 @@ const char* step_name(AcmeOrder::Step step) {
   return "?";
 }
 
+const char* AcmeOrder::progress() const {
+  switch (phase_) {
+    case Phase::kAccount: return "registering the account key";
+    case Phase::kNewOrder: return "ordering a certificate";
+    case Phase::kChallenge: return "answering the tls-alpn-01 challenge";
+    case Phase::kPollAuthorization: return "waiting for the CA to validate";
+    case Phase::kFinalize: return "finalizing with a CSR";
+    case Phase::kCertificate: return "downloading the certificate";
+    default: return nullptr;
+  }
+}
+
 AcmeOrder::AcmeOrder(Config config) : config_(std::move(config)) {}
 
 void AcmeOrder::start(int64_t) { send(Phase::kDirectory); }
@@ -193,8 +205,10 @@ void AcmeOrder::handle(const Response& response, int64_t now_us) {
   const std::string what = phase_name(static_cast<int>(phase_));
   if (response.status == 0 || response.status >= 500) {
     retry_later(response, now_us,
-                response.status == 0 ? "no answer from the CA for " + what
-                                     : "the CA failed on " + what + " (HTTP " +
+                response.status == 0
+                    ? "no answer from the CA for " + what +
+                          (response.body.empty() ? "" : " (" + response.body + ")")
+                    : "the CA failed on " + what + " (HTTP " +
                                            std::to_string(response.status) + ")");
     return;
   }
@@ -214,6 +228,7 @@ void AcmeOrder::handle(const Response& response, int64_t now_us) {
   }
   bad_nonces_ = 0;
   failures_ = 0;
+  retrying_.clear();
   switch (phase_) {
     case Phase::kDirectory:
       if (!handle_directory(response.body)) return;
@@ -361,6 +376,7 @@ bool AcmeOrder::handle_authorization(const std::string& body, int64_t now_us,
 }
 
 void AcmeOrder::retry_later(const Response& response, int64_t now_us, const std::string& why) {
+  retrying_ = why;
   if (++failures_ > kMaxFailures) {
     fail(why + " (" + std::to_string(kMaxFailures) + " retries)");
     return;

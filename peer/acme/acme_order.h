@@ -71,6 +71,11 @@ class AcmeOrder {
   const std::string& certificate_pem() const { return certificate_; }
   // kFailed: why, for one line.
   const std::string& error() const { return error_; }
+  // Why the request now waiting for deadline_us() is a retry; empty once one succeeds.
+  const std::string& retrying() const { return retrying_; }
+  // The step under way, for a progress line ("ordering a certificate"); null for the
+  // steps not worth one (the directory, nonces, polls).
+  const char* progress() const;
 
  private:
   enum class Phase {
@@ -106,6 +111,7 @@ class AcmeOrder {
   std::string key_authorization_;
   std::string certificate_;
   std::string error_;
+  std::string retrying_;
 };
 
 const char* step_name(AcmeOrder::Step step);

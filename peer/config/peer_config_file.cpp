@@ -185,6 +185,9 @@ const config::ConfigSchema& peer_config_schema() {
            {"state-dir", ValueKind::kText, nullptr},
            {"ice-address", ValueKind::kList, check_ip},
            {"verbose", ValueKind::kSwitch, nullptr},
+           {"acme-directory", ValueKind::kText, nullptr},
+           {"acme-email", ValueKind::kText, nullptr},
+           {"acme-ca-file", ValueKind::kText, nullptr},
        }},
       {"serve",
        true,
@@ -227,6 +230,7 @@ const std::vector<config::FlagSpec>& peer_flags() {
       {"dynamic", 'D', true},      {"json", 0, false},       {"timeout", 0, true},
       {"stun-port", 0, true},      {"label", 0, true},       {"publish", 0, true},
       {"no-port-mapping", 0, false}, {"port-mapping", 0, true},
+      {"acme-directory", 0, true}, {"acme-email", 0, true},  {"acme-ca-file", 0, true},
   };
   return flags;
 }

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <unistd.h>
 #include <memory>
 
 #include "config/peer_config_file.h"
@@ -45,13 +46,16 @@ struct Flags {
   gboolean insecure_relay = FALSE;
   gchar* relay_key = nullptr;
   gchar* relay_ca = nullptr;
+  gchar* acme_directory = nullptr;
+  gchar* acme_email = nullptr;
+  gchar* acme_ca_file = nullptr;
   gchar** allow = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
 
   ~Flags() {
     for (gchar* text : {config, name, state_dir, proxy, turn_transports, port_mapping, relay_key,
-                         relay_ca})
+                         relay_ca, acme_directory, acme_email, acme_ca_file})
       g_free(text);
     for (gchar** list : {relays, serves, publishes, forwards, socks, ice_addresses, allow}) g_strfreev(list);
   }
@@ -223,8 +227,16 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
        "Let connecting peers reach HOST:HOSTPORT (repeatable; exact allowlist; default: none)",
        "[PORT:]HOST:HOSTPORT"},
       {"publish", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.publishes,
-       "Let visitors with only a browser reach HOST:PORT (default HOST 127.0.0.1) through the relay's front door: http: at http://NAME.DOMAIN/, tls: (a server with its own certificate, passed through by SNI) at https://NAME.DOMAIN/, https: (passed through by SNI, TLS terminated by this peer with ,cert=FILE,key=FILE: a PEM certificate chain and its key; HOST:PORT gets plain HTTP/1.1) at https://NAME.DOMAIN/, tcp: on the relay's PUBLICPORT (0 or none: any of its --publish-ports) (DOMAIN: the relay's --publish-domain; the relay must allow this peer's key); http: requests carry X-Forwarded-For with the visitor's address, and ,proxy-protocol after a tcp:, tls: or https: spec puts a PROXY protocol v2 header before the visitor's bytes; ,allow-from=CIDR (repeatable) lets only visitors from those ranges through, refused at the relay; ,auth=FILE after an http: spec lets through only requests with a user and password of FILE (htpasswd: bcrypt, SHA-crypt, apr1 MD5), checked by this peer on every request; tls:DOMAIN=[HOST:]PORT and https:DOMAIN=[HOST:]PORT publish at https://DOMAIN/, a custom domain such as www.example.org, which the relay routes once DOMAIN resolves to it and a TXT record _natfwd.DOMAIN holds this peer's key id (`peer id`) (repeatable; one http, one tls or https; default: none)",
+       "Let visitors with only a browser reach HOST:PORT (default HOST 127.0.0.1) through the relay's front door: http: at http://NAME.DOMAIN/, tls: (a server with its own certificate, passed through by SNI) at https://NAME.DOMAIN/, https: (passed through by SNI, TLS terminated by this peer with ,cert=FILE,key=FILE: a PEM certificate chain and its key, or without them a certificate from --acme-directory; HOST:PORT gets plain HTTP/1.1) at https://NAME.DOMAIN/, tcp: on the relay's PUBLICPORT (0 or none: any of its --publish-ports) (DOMAIN: the relay's --publish-domain; the relay must allow this peer's key); http: requests carry X-Forwarded-For with the visitor's address, and ,proxy-protocol after a tcp:, tls: or https: spec puts a PROXY protocol v2 header before the visitor's bytes; ,allow-from=CIDR (repeatable) lets only visitors from those ranges through, refused at the relay; ,auth=FILE after an http: spec lets through only requests with a user and password of FILE (htpasswd: bcrypt, SHA-crypt, apr1 MD5), checked by this peer on every request; tls:DOMAIN=[HOST:]PORT and https:DOMAIN=[HOST:]PORT publish at https://DOMAIN/, a custom domain such as www.example.org, which the relay routes once DOMAIN resolves to it and a TXT record _natfwd.DOMAIN holds this peer's key id (`peer id`) (repeatable; one http, one tls or https; default: none)",
        "KIND:[HOST:]PORT[,OPTION...]"},
+      {"acme-directory", 0, 0, G_OPTION_ARG_STRING, &o.acme_directory,
+       "Get the certificate of an https: publish without cert=/key= from this ACME directory (RFC 8555; TLS-ALPN-01 through the relay's port 443), e.g. Let's Encrypt's https://acme-v02.api.letsencrypt.org/directory or, to try things, its staging https://acme-staging-v02.api.letsencrypt.org/directory; the account key and certificates live in STATE_DIR/acme/ (default: none; such a publish is refused)",
+       "URL"},
+      {"acme-email", 0, 0, G_OPTION_ARG_STRING, &o.acme_email,
+       "Contact address given to the ACME CA for expiry notices (default: none)", "ADDRESS"},
+      {"acme-ca-file", 0, 0, G_OPTION_ARG_FILENAME, &o.acme_ca_file,
+       "Trust only the PEM roots in FILE for the ACME directory's HTTPS, e.g. a test CA's (default: the system's roots)",
+       "FILE"},
       {"allow", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.allow,
        "Accept connecting peers with this key id (repeatable; beside STATE_DIR/authorized_peers; default: only those)",
        "KEYID"},
@@ -384,6 +396,31 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
                     "; give each its own target");
   if (!options.publishes.empty() && !o.name)
     usage_error("--publish needs --name NAME: visitors reach it as NAME.DOMAIN");
+  if (o.acme_directory) {
+    const std::string url = o.acme_directory;
+    if (!(url.starts_with("https://") || url.starts_with("http://")) ||
+        !g_uri_is_valid(o.acme_directory, G_URI_FLAGS_NONE, nullptr))
+      usage_error("--acme-directory: '" + url + "' is not an http(s) URL");
+    options.acme_directory = url;
+  }
+  if (o.acme_email) {
+    options.acme_email = o.acme_email;
+    if (options.acme_email.find('@') == std::string::npos ||
+        options.acme_email.find_first_of(" ,<>\"") != std::string::npos)
+      usage_error("--acme-email: '" + options.acme_email + "' is not an e-mail address");
+  }
+  if (o.acme_ca_file) {
+    options.acme_ca_file = o.acme_ca_file;
+    if (access(o.acme_ca_file, R_OK) != 0)
+      usage_error("--acme-ca-file: cannot read " + options.acme_ca_file);
+  }
+  for (const PublishSpec& https : options.publishes)
+    if (https.kind == PublishSpec::Kind::kHttps && https.cert_file.empty() &&
+        options.acme_directory.empty())
+      usage_error("--publish https:" + https.target.to_string() +
+                  " needs cert=FILE,key=FILE (the certificate chain and key to serve), or "
+                  "--acme-directory URL to get one by ACME (Let's Encrypt: "
+                  "https://acme-v02.api.letsencrypt.org/directory)");
   if (!options.remotes.empty() && forwards.empty() && socks.empty() && !options.pair_secret &&
       !options.netcat_target && !options.handover)
     usage_error("a peer name was given but no -L [BIND:]PORT:HOST:HOSTPORT or -D [BIND:]PORT to forward");

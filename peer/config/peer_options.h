@@ -42,6 +42,12 @@ struct PeerOptions {
   std::optional<std::string> name;          // --name: register and serve under it
   std::vector<ServeSpec> serves;            // --serve; default none
   std::vector<PublishSpec> publishes;       // --publish; default none
+  // An https publish without cert=/key= gets its certificate from this ACME directory
+  // (RFC 8555 section 7.1.1); default none: such a publish is refused, so nothing
+  // reaches a CA unless asked to.
+  std::string acme_directory;               // --acme-directory URL
+  std::string acme_email;                   // --acme-email; default: no contact
+  std::string acme_ca_file;                 // --acme-ca-file; default: system roots
   // The serving peers of -L/-D, `peer nc` and `peer pair`, in command-line order.
   std::vector<RemotePeerOptions> remotes;
   std::vector<std::string> allow;           // --allow KEYID (beside authorized_peers)

@@ -83,8 +83,10 @@ Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
     if (next == std::string_view::npos) break;
     options.remove_prefix(next + 1);
   }
-  if (spec.kind == PublishSpec::Kind::kHttps && (spec.cert_file.empty() || spec.key_file.empty()))
-    return "'" + whole + "' needs cert=FILE,key=FILE (the certificate chain and key to serve)";
+  // Neither: the certificate comes from ACME (--acme-directory).
+  if (spec.kind == PublishSpec::Kind::kHttps && spec.cert_file.empty() != spec.key_file.empty())
+    return "'" + whole + "' needs cert=FILE,key=FILE together (the certificate chain and key "
+           "to serve), or neither for a certificate from --acme-directory";
   return spec;
 }
 

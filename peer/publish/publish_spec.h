@@ -6,10 +6,11 @@
 //   --publish tls:[HOST:]PORT      TLS at https://NAME.DOMAIN/, routed by the relay by
 //                                  the ClientHello's SNI and passed through untouched:
 //                                  HOST:PORT terminates TLS with its own certificate
-//   --publish https:[HOST:]PORT,cert=FILE,key=FILE
+//   --publish https:[HOST:]PORT[,cert=FILE,key=FILE]
 //                                  TLS at https://NAME.DOMAIN/ passed through by SNI
 //                                  as for tls, but terminated by this peer with the
-//                                  PEM certificate chain FILE and its key; HOST:PORT
+//                                  PEM certificate chain FILE and its key, or without
+//                                  them one from ACME (--acme-directory); HOST:PORT
 //                                  gets the plaintext (HTTP/1.1)
 //   --publish https:DOMAIN=[HOST:]PORT,cert=FILE,key=FILE
 //   --publish tls:DOMAIN=[HOST:]PORT
@@ -51,8 +52,8 @@ struct PublishSpec {
   bool proxy_protocol = false;  // tcp, tls: PROXY v2 header first; default off
   std::vector<std::string> allow_from;  // visitor ranges as written; empty: everyone
   std::string auth_file;  // http: the htpasswd file of basic auth; empty: none
-  std::string cert_file;  // https: PEM certificate chain to serve; required
-  std::string key_file;   // https: its PEM private key; required with cert_file
+  std::string cert_file;  // https: PEM certificate chain to serve; empty: from ACME
+  std::string key_file;   // https: its PEM private key; given with cert_file
   std::string custom_domain;  // tls, https: the name visitors use; empty: NAME.DOMAIN
 };
 

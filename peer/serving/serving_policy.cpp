@@ -26,7 +26,9 @@ ServingPolicy::ServingPolicy(const PeerOptions& options)
       publish_connector_(options.publishes, options.name.value_or("natfwd")) {
   for (const PublishSpec& publish : options.publishes)
     if (publish.kind == PublishSpec::Kind::kHttps) {
-      https_ = std::make_unique<HttpsServer>(publish);
+      https_ = std::make_unique<HttpsServer>(
+          publish, acme::AcmeAgent::Settings{options.acme_directory, options.acme_email,
+                                             options.acme_ca_file, options.state_dir});
       publish_connector_.route_to(publish.target, https_.get());
     }
   if (!serves()) return;

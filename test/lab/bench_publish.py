@@ -32,7 +32,9 @@ very first visit, which waits for the front door's tunnel to home), and the CPU 
 of every process in the relay's namespace per GB carried; beside them what `ss -ti`
 showed each kernel TCP leg using, and the CPU home's namespace spent in the 2 s after a
 capped download (a visitor who leaves must stop home's upload). No pass/fail: the
-issue's targets are printed beside the numbers.
+issue's targets are printed beside the numbers. A second table has the HTTPS page load
+(measure_https_page_load): natfwd's `--publish https:` against `ssh -g -R` to a TLS
+server at home.
 """
 
 from __future__ import annotations
@@ -354,6 +356,68 @@ class PublishBench:
         sys.stdout.flush()
 
 
+HTTPS_SERVER = """
+import http.server, ssl, sys
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("serving https on port", server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def measure_https_page_load(bench: PublishBench) -> list[str]:
+    """The HTTPS page load (TLS handshake done, first byte) of a small page, median of
+    ROUNDS_FIRST_BYTE fresh visits, at the lab's 20 ms RTT per leg without loss: natfwd's
+    `--publish https:` (TLS passed through by the relay, ended by the home peer) against
+    `ssh -g -R` to a TLS server at home (Python's ssl on http.server), both with the
+    same self-signed P-256 certificate for HOST. Returns the table's lines."""
+    set_loss(bench.lab, 0)
+    cert, key = (os.path.join(bench.workdir, f"https.{ext}") for ext in ("crt", "key"))
+    sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=DNS:{HOST}", "-days",
+        "1", "-keyout", key, "-out", cert])
+    site = os.path.join(bench.workdir, "site")
+    tls_web = bench.lab.start("https server (home)", [
+        "python3", "-u", "-c", HTTPS_SERVER, cert, key], bench.home_ns, cwd=site)
+    tls_port = int(tls_web.wait_stdout(r"serving https on port (\d+)", 20,
+                                       what="https server ready").group(1))
+    plain_web = bench.lab.start("http.server for https (home)", [
+        "python3", "-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", site,
+        "0"], bench.home_ns)
+    plain_port = int(plain_web.wait_stdout(r"Serving HTTP on \S+ port (\d+)", 20,
+                                           what="http.server ready").group(1))
+    bench.home.stop()
+    bench.home = bench.lab.start("peer --publish https (home)", [
+        *bench.home_argv, "--publish", f"https:{plain_port},cert={cert},key={key}"],
+        bench.home_ns, env=lab_test.clean_env())
+    bench.home.wait_stdout(r"^published https://", 30, what="published https ready line")
+    bench.web_port, web_port = tls_port, bench.web_port
+    bench.start_ssh_forward()
+    bench.web_port = web_port
+    rows = []
+    for label, port in (("natfwd publish https (TLS ended at home)", L.RELAY_TLS_PORT),
+                        ("ssh -g -R + TLS server at home", bench.ssh_port)):
+        figures = []
+        for _ in range(ROUNDS_FIRST_BYTE + (1 if port == L.RELAY_TLS_PORT else 0)):
+            out = sh(["curl", "-sS", "-o", "/dev/null", "--max-time", "30", "--cacert", cert,
+                      "--resolve", f"{HOST}:{port}:{L.RELAY_IP}", "-w",
+                      "%{http_code} %{time_appconnect} %{time_starttransfer}",
+                      f"https://{HOST}:{port}/index.html"], netns=bench.visitor_ns,
+                     check=False).stdout.split()
+            if len(out) != 3 or out[0] != "200":
+                raise Failure(f"{label}: curl said {out}")
+            figures.append((float(out[1]) * 1000, float(out[2]) * 1000))
+        if port == L.RELAY_TLS_PORT:
+            figures = figures[1:]  # the first waits for the front door's tunnel to home
+        rows.append(f"| {label} | {statistics.median(f[0] for f in figures):.0f} | "
+                    f"{statistics.median(f[1] for f in figures):.0f} |")
+    return ["", "HTTPS page load, 20 ms RTT per leg, no loss (median of "
+            f"{ROUNDS_FIRST_BYTE} fresh visits)",
+            "| system | TLS handshake done ms | first byte ms |", "|---|---:|---:|", *rows]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", help="build dir (relay, peer, test/tools/nfq_delay)")
@@ -373,6 +437,7 @@ def main() -> int:
     try:
         bench.run()
         bench.print_table()
+        print("\n".join(measure_https_page_load(bench)), flush=True)
     except KeyboardInterrupt:
         code = 130
     except Exception:  # noqa: BLE001

@@ -196,7 +196,7 @@ TEST_CASE("[publish NAME] groups become --publish specs with their options") {
   CHECK(words_of(text, {"--publish", "http:9000"}) == std::vector<std::string>{"--name=home"});
   CHECK(error_of("[publish web]\nkind = ftp\ntarget = 21\n") ==
         "peer.conf:2: key 'kind': 'ftp' is not http, tls, https or tcp");
-  CHECK(error_of("[publish shop]\nkind = https\ntarget = 8080\n")
+  CHECK(error_of("[publish shop]\nkind = https\ntarget = 8080\ncert = /x.pem\n")
             .find("needs cert=FILE,key=FILE") != std::string::npos);
   CHECK(error_of("[publish web]\nkind = http\n") == "peer.conf:1: [publish web] needs key 'target'");
   // The spec's own rules: proxy-protocol is not for http, auth= only for http.

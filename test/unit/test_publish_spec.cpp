@@ -133,14 +133,44 @@ TEST_CASE("--publish https: takes the certificate and key to serve; both are nee
   CHECK(a.cert_file == "/etc/home.crt");
   CHECK(a.key_file == "/etc/home.key");
   CHECK(a.proxy_protocol);
-  for (const char* bad : {"https:8000", "https:8000,cert=a.crt", "https:8000,key=a.key",
+  for (const char* bad : {"https:8000,cert=a.crt", "https:8000,key=a.key",
                           "https:8000,cert=,key=a.key", "tls:8443,cert=a.crt,key=a.key"}) {
     INFO(bad);
     auto r = parse_publish_spec(bad);
     REQUIRE(std::holds_alternative<std::string>(r));
   }
-  CHECK(std::get<std::string>(parse_publish_spec("https:8000")).find("cert=FILE,key=FILE") !=
-        std::string::npos);
+  CHECK(std::get<std::string>(parse_publish_spec("https:8000,cert=a.crt"))
+            .find("cert=FILE,key=FILE together") != std::string::npos);
+  // Neither file: the certificate comes from ACME.
+  auto acme = std::get<PublishSpec>(parse_publish_spec("https:8000"));
+  CHECK(acme.kind == PublishSpec::Kind::kHttps);
+  CHECK(acme.cert_file.empty());
+  CHECK(acme.key_file.empty());
+}
+
+TEST_CASE("https without cert=/key= needs --acme-directory, an http(s) URL") {
+  PeerCommandLine none = parse_peer({"--name", "home", "--publish", "https:8000"});
+  REQUIRE(none.outcome == PeerCommandLine::Outcome::kUsageError);
+  CHECK(none.error.find("cert=FILE,key=FILE") != std::string::npos);
+  CHECK(none.error.find("--acme-directory URL") != std::string::npos);
+  PeerCommandLine acme = parse_peer({"--name", "home", "--publish", "https:8000",
+                                     "--acme-directory", "https://ca.test/dir",
+                                     "--acme-email", "me@example.org"});
+  REQUIRE(acme.outcome == PeerCommandLine::Outcome::kRun);
+  CHECK(acme.options.acme_directory == "https://ca.test/dir");
+  CHECK(acme.options.acme_email == "me@example.org");
+  CHECK(acme.options.acme_ca_file.empty());
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--acme-directory", "ftp://ca.test/dir"},
+        std::vector<std::string>{"--acme-directory", "https://ca.test/dir", "--acme-email",
+                                 "nobody"},
+        std::vector<std::string>{"--acme-directory", "https://ca.test/dir", "--acme-ca-file",
+                                 "/nonexistent/ca.pem"}}) {
+    std::vector<std::string> args = {"--name", "home", "--publish", "https:8000"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    INFO(bad.back());
+    CHECK(parse_peer(args).outcome == PeerCommandLine::Outcome::kUsageError);
+  }
 }
 
 TEST_CASE("tls and https both answer https://NAME.DOMAIN/: one of them per peer") {
