@@ -72,7 +72,8 @@ class ReadyAttempt final : public LocalConnector::Attempt {
 
 }  // namespace
 
-HttpsServer::HttpsServer(const PublishSpec& publish) : publish_(publish) {
+HttpsServer::HttpsServer(const PublishSpec& publish, LocalConnector& targets)
+    : publish_(publish), targets_(targets) {
   if (publish.cert_file.empty())
     throw std::logic_error("an https publish without a certificate file");
   ctx_ = make_https_context(publish.cert_file, publish.key_file);
@@ -91,7 +92,9 @@ void HttpsServer::on_published(const std::string& host_name) {
 std::unique_ptr<LocalConnector::Attempt> HttpsServer::connect(const HostPort& target,
                                                               Done done) {
   if (!(target == publish_.target)) return tcp_.connect(target, std::move(done));
-  auto open_target = [this](Done opened) { return tcp_.connect(publish_.target, std::move(opened)); };
+  auto open_target = [this](Done opened) {
+    return targets_.connect(publish_.target, std::move(opened));
+  };
   return std::make_unique<ReadyAttempt>(
       std::make_unique<TlsTerminator>(ctx_.get(), std::move(open_target), publish_.proxy_protocol),
       std::move(done));

@@ -21,8 +21,10 @@ namespace natfwd {
 class HttpsServer final : public LocalConnector {
  public:
   // `publish`: the https publish (kind kHttps), which outlives this. Throws with a
-  // one-line reason when its certificate or key cannot be used.
-  explicit HttpsServer(const PublishSpec& publish);
+  // one-line reason when its certificate or key cannot be used. `targets` opens the
+  // plaintext's connection to the target (with the publish's auth gate, say) and
+  // outlives this.
+  HttpsServer(const PublishSpec& publish, LocalConnector& targets);
 
   // The relay granted the publish as NAME.DOMAIN: the ready line, once a certificate
   // is in hand.
@@ -35,6 +37,7 @@ class HttpsServer final : public LocalConnector {
   const PublishSpec& publish_;
   SslCtxPtr ctx_;
   X509Ptr certificate_;  // the leaf being served
+  LocalConnector& targets_;
   TcpConnector tcp_;
 };
 

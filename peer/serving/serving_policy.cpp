@@ -26,7 +26,7 @@ ServingPolicy::ServingPolicy(const PeerOptions& options)
       publish_connector_(options.publishes, options.name.value_or("natfwd")) {
   for (const PublishSpec& publish : options.publishes)
     if (publish.kind == PublishSpec::Kind::kHttps) {
-      https_ = std::make_unique<HttpsServer>(publish);
+      https_ = std::make_unique<HttpsServer>(publish, publish_connector_.target_connector());
       publish_connector_.route_to(publish.target, https_.get());
     }
   if (!serves()) return;
