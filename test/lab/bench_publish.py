@@ -33,7 +33,8 @@ relay's and home's output there.
 Figures: MB/s (10^6 bytes/s) over the whole download, the visitor's time to first byte
 (curl's time_starttransfer, median of 5 fetches of a small page; for natfwd also the
 very first visit, which waits for the front door's tunnel to home), and the CPU seconds
-of every process in the relay's namespace per GB carried; beside them what `ss -ti`
+of every process in the relay's namespace per GB carried (and in home's, where the web
+server runs too); beside them what `ss -ti`
 showed each kernel TCP leg using, and the CPU home's namespace spent in the 2 s after a
 capped download (a visitor who leaves must stop home's upload). No pass/fail: the
 issue's targets are printed beside the numbers.
@@ -291,15 +292,19 @@ class PublishBench:
     def download(self, system: str, condition: str, cc: tuple, first: float) -> None:
         key = (system, condition, cc)
         cpu0 = namespace_cpu_seconds(self.lab.relay_ns)
+        home_cpu0 = namespace_cpu_seconds(self.home_ns)
         size, _, total = self.curl(self.url(system, "/big.bin"), self.max_seconds,
                                    during=self.sample_cc(system, key))
         cpu = namespace_cpu_seconds(self.lab.relay_ns) - cpu0
+        home_cpu = namespace_cpu_seconds(self.home_ns) - home_cpu0
         # A download the visitor gave up on should stop at home too: what home's
         # namespace burns in the seconds after says whether it did.
         home0 = namespace_cpu_seconds(self.home_ns)
         time.sleep(AFTER_SECONDS)  # a measuring window, not a synchronisation
         self.results[key + ("home_cpu_after",)] = namespace_cpu_seconds(self.home_ns) - home0
         self.results.setdefault(key + ("mbps",), []).append((size / 1e6 / total, size < self.bytes))
+        self.results.setdefault(key + ("home_cpu_per_gb",), []).append(
+            home_cpu / (size / 1e9) if size else None)
         self.results.setdefault(key + ("cpu_per_gb",), []).append(
             cpu / (size / 1e9) if size else None)
         log(f"{condition}, relay {cc[0]} home {cc[1]}, {system}: {size / 1e6:.0f} MB in {total:.1f} s = "
@@ -364,9 +369,9 @@ class PublishBench:
               f"({self.bytes / 1e6:.0f} MB, * = stopped after {self.max_seconds:g} s); "
               f"load average {load} on {os.cpu_count()} CPUs")
         print("| system | namespace default CC: relay, home | condition | MB/s | "
-              f"first byte ms | relay CPU s/GB | home CPU s in the {AFTER_SECONDS:g} s after | "
-              "kernel TCP legs used (ss -ti) |")
-        print("|---|---|---|---:|---:|---:|---:|---|")
+              "first byte ms | relay CPU s/GB | home CPU s/GB (its web server too) | "
+              f"home CPU s in the {AFTER_SECONDS:g} s after | kernel TCP legs used (ss -ti) |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---|")
         for cc in self.ccs:
             for condition, _ in self.conditions:
                 for system in self.systems:
@@ -376,6 +381,7 @@ class PublishBench:
                     print(f"| {label} | {cc[0]}, {cc[1]} | {condition} | "
                           f"{self.cell(key + ('mbps',))} | {self.cell(key + ('first_byte',))} | "
                           f"{self.cell(key + ('cpu_per_gb',))} | "
+                          f"{self.cell(key + ('home_cpu_per_gb',))} | "
                           f"{self.cell(key + ('home_cpu_after',))} | "
                           f"{self.results.get(key + ('cc_used',), '-')} |")
         if "natfwd" in self.systems:
