@@ -122,8 +122,9 @@ class ReadyAttempt final : public LocalConnector::Attempt {
 
 }  // namespace
 
-HttpsServer::HttpsServer(const PublishSpec& publish, acme::AcmeAgent::Settings acme)
-    : publish_(publish), acme_settings_(std::move(acme)) {
+HttpsServer::HttpsServer(const PublishSpec& publish, LocalConnector& targets,
+                         acme::AcmeAgent::Settings acme)
+    : publish_(publish), targets_(targets), acme_settings_(std::move(acme)) {
   if (publish.cert_file.empty()) {
     if (acme_settings_.directory_url.empty())
       throw std::logic_error("an https publish without a certificate file or ACME");
@@ -215,7 +216,9 @@ void HttpsServer::on_published(const std::string& host_name) {
 std::unique_ptr<LocalConnector::Attempt> HttpsServer::connect(const HostPort& target,
                                                               Done done) {
   if (!(target == publish_.target)) return tcp_.connect(target, std::move(done));
-  auto open_target = [this](Done opened) { return tcp_.connect(publish_.target, std::move(opened)); };
+  auto open_target = [this](Done opened) {
+    return targets_.connect(publish_.target, std::move(opened));
+  };
   return std::make_unique<ReadyAttempt>(
       std::make_unique<TlsTerminator>(ctx_.get(), std::move(open_target), publish_.proxy_protocol),
       std::move(done));

@@ -29,9 +29,12 @@ namespace natfwd {
 class HttpsServer final : public LocalConnector {
  public:
   // `publish`: the https publish (kind kHttps), which outlives this. Throws with a
-  // one-line reason when its certificate or key cannot be used. `acme`: where a
-  // publish without cert= gets its certificate (directory_url empty: it has one).
-  HttpsServer(const PublishSpec& publish, acme::AcmeAgent::Settings acme);
+  // one-line reason when its certificate or key cannot be used. `targets` opens the
+  // plaintext's connection to the target (with the publish's auth gate, say) and
+  // outlives this. `acme`: where a publish without cert= gets its certificate
+  // (directory_url empty: it has one).
+  HttpsServer(const PublishSpec& publish, LocalConnector& targets,
+              acme::AcmeAgent::Settings acme);
   ~HttpsServer() override;
 
   // The relay granted the publish as NAME.DOMAIN: the ready line, once a certificate
@@ -47,6 +50,7 @@ class HttpsServer final : public LocalConnector {
   void use_challenge(X509* certificate, EVP_PKEY* key);
 
   const PublishSpec& publish_;
+  LocalConnector& targets_;
   acme::AcmeAgent::Settings acme_settings_;
   std::string host_name_;  // NAME.DOMAIN once published
   SslCtxPtr ctx_;          // for new connections; each SSL holds its own reference

@@ -65,9 +65,9 @@ Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
                " allow-from ranges";
       spec.allow_from.emplace_back(range);
     } else if (option.starts_with(kAuth)) {
-      if (spec.kind != PublishSpec::Kind::kHttp)
-        return "'auth=' in '" + whole + "' is for http (the peer reads the requests; tls "
-               "and tcp bytes pass untouched)";
+      if (spec.kind != PublishSpec::Kind::kHttp && spec.kind != PublishSpec::Kind::kHttps)
+        return "'auth=' in '" + whole + "' is for http and https (the peer reads the "
+               "requests; tls and tcp bytes pass untouched)";
       if (option.size() == kAuth.size()) return "'auth=' in '" + whole + "' names no file";
       spec.auth_file = std::string(option.substr(kAuth.size()));
     } else if ((option.starts_with(kCert) || option.starts_with(kKey)) &&
@@ -78,7 +78,7 @@ Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
       (cert ? spec.cert_file : spec.key_file) = file;
     } else {
       return "'" + std::string(option) + "' in '" + whole + "' is not a publish option "
-             "(proxy-protocol, allow-from=CIDR; http: auth=FILE; https: cert=FILE, key=FILE)";
+             "(proxy-protocol, allow-from=CIDR; http, https: auth=FILE; https: cert=FILE, key=FILE)";
     }
     if (next == std::string_view::npos) break;
     options.remove_prefix(next + 1);
@@ -87,6 +87,11 @@ Parsed<PublishSpec> parse_publish_spec(std::string_view text) {
   if (spec.kind == PublishSpec::Kind::kHttps && spec.cert_file.empty() != spec.key_file.empty())
     return "'" + whole + "' needs cert=FILE,key=FILE together (the certificate chain and key "
            "to serve), or neither for a certificate from --acme-directory";
+  // The PROXY header goes to the target ahead of the first request, where the peer
+  // reads requests to check their credentials.
+  if (spec.proxy_protocol && !spec.auth_file.empty())
+    return "'" + whole + "' has both proxy-protocol and auth=; the peer checks requests "
+           "only without a PROXY header in front of them";
   return spec;
 }
 

@@ -81,8 +81,12 @@ struct Config {
   Timestamp keepalive_interval = to_ns(std::chrono::seconds(1));
   // Give up a handshake that has not completed after this long.
   Timestamp handshake_timeout = to_ns(std::chrono::seconds(10));
-  // BBR2 (ngtcp2's "BBRv2"): measured under 2 % loss in test_quic.cpp.
-  ngtcp2_cc_algo cc = NGTCP2_CC_ALGO_BBR2;
+  // BBR (v1), which does not take random loss for congestion: ssh's CUBIC falls to
+  // ~1 MB/s at 20 ms RTT with 0.5 % loss. Not ngtcp2 0.12's BBRv2: on a real path with
+  // loss and queueing jitter its congestion window shrank with every round that saw
+  // loss and never grew back (450 KB to 3 KB over 30 s in `scripts/bench publish`,
+  // each download over the tunnel slower than the one before), where BBR held steady.
+  ngtcp2_cc_algo cc = NGTCP2_CC_ALGO_BBR;
 };
 
 // How long to wait when the connection's deadline is already past and a pass at it

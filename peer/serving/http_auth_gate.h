@@ -1,7 +1,8 @@
 // HTTP basic authentication (RFC 7617) in front of a published web server at home
-// (`peer --publish http:PORT,auth=FILE`): the relay only carries bytes, so the home
-// peer reads each request's head on the visitor's connection and lets it through to
-// the target, unchanged, only with a user and password of the file.
+// (`peer --publish http:PORT,auth=FILE`, and `https:` after home's TLS end): the relay
+// only carries bytes, so the home peer reads each request's head on the visitor's
+// connection and lets it through to the target, unchanged, only with a user and
+// password of the file.
 //
 // Every request of a keep-alive connection is checked, not only the first: a proxy
 // between visitors and the relay may send several people's requests on one

@@ -142,7 +142,7 @@ PublishConnector::PublishConnector(const std::vector<PublishSpec>& publishes, st
   for (const PublishSpec& publish : publishes) {
     if (publish.auth_file.empty()) continue;
     auto users = std::make_shared<Htpasswd>(Htpasswd::load(publish.auth_file));
-    log::info("publish http %s: basic auth for %zu user%s of %s",
+    log::info("publish %s %s: basic auth for %zu user%s of %s", publish_kind_name(publish.kind),
               publish.target.to_string().c_str(), users->users(), users->users() == 1 ? "" : "s",
               publish.auth_file.c_str());
     auth_[publish.target.to_string()] = std::move(users);
@@ -154,6 +154,11 @@ std::unique_ptr<LocalConnector::Attempt> PublishConnector::connect(const HostPor
   ++visitors_[target.to_string()];
   if (auto route = routes_.find(target.to_string()); route != routes_.end())
     return route->second->connect(target, std::move(done));
+  return connect_target(target, std::move(done));
+}
+
+std::unique_ptr<LocalConnector::Attempt> PublishConnector::connect_target(const HostPort& target,
+                                                                          Done done) {
   auto it = auth_.find(target.to_string());
   if (it == auth_.end()) return tcp_.connect(target, std::move(done));
   return tcp_.connect(target, [done = std::move(done), users = it->second,

@@ -1,8 +1,9 @@
 // The serving side's connector for the streams of a relay's front door: connects the
 // --publish target as TcpConnector does (an `https:` publish's through its TLS end),
-// and for an `http:` publish with `auth=FILE`
-// puts an HttpAuthGate (http_auth_gate.h) between the visitor's stream and the target,
-// so that only requests with a user and password of the file reach the web server.
+// and for a publish with `auth=FILE` puts an HttpAuthGate (http_auth_gate.h) in front
+// of the target, so that only requests with a user and password of the file reach the
+// web server: for `http:` between the visitor's stream and the target, for `https:`
+// between the TLS end's plaintext and the target (target_connector()).
 #pragma once
 
 #include <map>
@@ -29,13 +30,30 @@ class PublishConnector final : public LocalConnector {
   void route_to(const HostPort& target, LocalConnector* connector) {
     routes_[target.to_string()] = connector;
   }
+  // Connects targets with their auth gate and never through a route: what an https
+  // publish's TLS end (the route) opens for the plaintext. Lives as long as this.
+  LocalConnector& target_connector() { return targets_; }
   // Whether `target` is behind basic auth.
   bool has_auth(const HostPort& target) const { return auth_.count(target.to_string()) != 0; }
   // Visitor connections made to `target` so far.
   uint64_t visitors(const HostPort& target) const;
 
  private:
+  class TargetConnector final : public LocalConnector {
+   public:
+    explicit TargetConnector(PublishConnector& owner) : owner_(owner) {}
+    std::unique_ptr<Attempt> connect(const HostPort& target, Done done) override {
+      return owner_.connect_target(target, std::move(done));
+    }
+
+   private:
+    PublishConnector& owner_;
+  };
+  // TCP to `target`, behind its auth gate when it has one.
+  std::unique_ptr<Attempt> connect_target(const HostPort& target, Done done);
+
   TcpConnector tcp_;
+  TargetConnector targets_{*this};
   std::string realm_;
   // By target ("host:port"): the password file of the http publish there.
   std::map<std::string, std::shared_ptr<Htpasswd>> auth_;

@@ -27,8 +27,9 @@ ServingPolicy::ServingPolicy(const PeerOptions& options)
   for (const PublishSpec& publish : options.publishes)
     if (publish.kind == PublishSpec::Kind::kHttps) {
       https_ = std::make_unique<HttpsServer>(
-          publish, acme::AcmeAgent::Settings{options.acme_directory, options.acme_email,
-                                             options.acme_ca_file, options.state_dir});
+          publish, publish_connector_.target_connector(),
+          acme::AcmeAgent::Settings{options.acme_directory, options.acme_email,
+                                    options.acme_ca_file, options.state_dir});
       publish_connector_.route_to(publish.target, https_.get());
     }
   if (!serves()) return;

@@ -11,6 +11,9 @@ plain HTTP/1.1 to `python3 -m http.server` at home.
   a forward-secret AEAD suite; a 4 MB file arrives byte for byte;
 - the relay's --publish-http port answers http://home.DOMAIN/PATH with a 308 redirect
   to https://home.DOMAIN/PATH (the peer told it the publish ends TLS at home);
+- `,auth=FILE` on an https publish (a second peer, "locked"): the password is checked
+  after home's TLS end; no credentials or a wrong password get a 401 page over TLS,
+  the right ones the page;
 - with home's web server stopped, the visitor gets a 502 page over TLS, not a reset;
 - a spec without cert=/key= is refused with a line that says what is missing.
 """
@@ -116,6 +119,34 @@ def test(w):
         raise Failure(f"big file: curl exit {code}, {len(body)} of {BIG_BYTES} bytes\n"
                       f"{verbose[-2000:]}")
     print(f"{BIG_BYTES} bytes byte for byte over https")
+
+    locked_host = f"locked.{DOMAIN}"
+    locked_cert, locked_key = w.self_signed_cert("locked", locked_host, days=3,
+                                                 dns=locked_host)
+    users = os.path.join(w.tmpdir, "users")
+    with open(users, "w") as f:
+        f.write("alice:" + subprocess.run(["openssl", "passwd", "-6", "secret"],
+                                          capture_output=True, check=True,
+                                          text=True).stdout)
+    locked = w.group.start("peer --publish https,auth=", [
+        nf.peer_bin, "--relay", relay_addr, "--name", "locked", "--state-dir",
+        nf.state_dir("locked"), "--publish",
+        f"https:{web_port},cert={locked_cert},key={locked_key},auth={users}"])
+    locked.wait_stdout(r"^published https://locked\.", timeout=30,
+                       what="published ready line (auth=)")
+    for label, extra, status in [("no credentials", [], b"401"),
+                                 ("wrong password", ["-u", "alice:nope"], b"401"),
+                                 ("right password", ["-u", "alice:secret"], b"200")]:
+        code, body, verbose = curl_https(locked_host, relay_port, "/index.html", locked_cert,
+                                         [*extra, "-w", "\n%{http_code}"])
+        if code != 0 or not body.endswith(b"\n" + status) or \
+                (status == b"200") != body.startswith(page):
+            raise Failure(f"https with auth=, {label}: curl exit {code}, {body[-300:]!r}\n"
+                          f"{verbose[-1500:]}\n{locked.describe()}")
+        if status == b"401" and b'realm="locked"' not in verbose.encode() + body:
+            raise Failure(f"https with auth=, {label}: no challenge\n{verbose}")
+    print("https with auth=: 401 over TLS without the password, the page with it")
+    locked.stop()
 
     web.stop()
     code, body, verbose = curl_https(host, relay_port, "/index.html", cert,

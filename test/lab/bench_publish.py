@@ -13,23 +13,28 @@ TSO and GRO are off on every lab link, so a lost packet is one wire packet.
 - natfwd: `relay --publish-http 203.0.113.10:80`, home `peer --publish http:PORT`
   (restarted for each row, as ssh is: a fresh tunnel); the
   front door reaches home by ICE (direct UDP through the eim NAT) and QUIC (ngtcp2's
-  BBRv2); the visitor's TCP connection ends at the relay.
+  BBR); the visitor's TCP connection ends at the relay.
 - ssh: a real sshd in the relay's namespace with GatewayPorts yes; home runs
   `ssh -N -R 0.0.0.0:8080:127.0.0.1:PORT` (aes128-gcm, ssh's fastest cipher here); the
   visitor fetches http://203.0.113.10:8080/. Every byte crosses two kernel TCP
   connections: home -> relay (inside ssh) and relay -> visitor.
 
 Each cell: one download of BENCH_BYTES (default 1 GB, a sparse file) with curl, capped at
-BENCH_MAX_SECONDS (default 10). The kernel TCP congestion control is set per row in the
+BENCH_MAX_SECONDS (default 10), repeated BENCH_REPEAT times (default 1; the cell shows
+each figure, so a tunnel that slows down over its life shows). Narrowing a run:
+BENCH_CCS=cubic/cubic,bbr/cubic (relay/home rows), BENCH_CONDITIONS=0,0.005 (loss rates
+at 20 ms), BENCH_SYSTEMS=natfwd,ssh. The kernel TCP congestion control is set per row in the
 relay's and home's namespaces (CCS: Debian's CUBIC everywhere, BBR on the relay only,
 BBR on both; the kernel default here is BBR); the visitor keeps CUBIC. What each leg
 uses: ssh's home -> relay connection home's CC, relay -> visitor the relay's; natfwd's
-relay <-> home leg is QUIC with its own BBRv2 whatever the row says, relay -> visitor
-the relay's.
+relay <-> home leg is QUIC with its own BBR whatever the row says, relay -> visitor
+BBR (the front door asks for it on each visitor's socket). BENCH_LOGS=DIR keeps the
+relay's and home's output there.
 Figures: MB/s (10^6 bytes/s) over the whole download, the visitor's time to first byte
 (curl's time_starttransfer, median of 5 fetches of a small page; for natfwd also the
 very first visit, which waits for the front door's tunnel to home), and the CPU seconds
-of every process in the relay's namespace per GB carried; beside them what `ss -ti`
+of every process in the relay's namespace per GB carried (and in home's, where the web
+server runs too); beside them what `ss -ti`
 showed each kernel TCP leg using, and the CPU home's namespace spent in the 2 s after a
 capped download (a visitor who leaves must stop home's upload). No pass/fail: the
 issue's targets are printed beside the numbers. A second table has the HTTPS page load
@@ -70,6 +75,20 @@ CONDITIONS = (("20 ms RTT", 0.0), ("20 ms + 0.5 % loss", 0.005))
 # visitor (a friend's laptop) keeps CUBIC: it only receives.
 CCS = (("cubic", "cubic"), ("bbr", "cubic"), ("bbr", "bbr"))
 SYSTEMS = ("natfwd", "ssh")
+# The relay's front door prints one each time its tunnel to home takes a path.
+PATH_LINE = re.compile(r"^path home: (.*)$")
+
+
+def narrowed(name: str, rows: tuple, key: Callable[[object], str]) -> tuple:
+    """The `rows` the comma list in environment variable `name` names (all without it)."""
+    wanted = os.environ.get(name)
+    if not wanted:
+        return rows
+    names = [w.strip() for w in wanted.split(",") if w.strip()]
+    picked = tuple(r for r in rows if key(r) in names)
+    if len(picked) != len(names):
+        raise SystemExit(f"{name}={wanted}: known are {', '.join(key(r) for r in rows)}")
+    return picked
 
 
 def set_namespace_cc(netns: str, cc: str) -> None:
@@ -130,6 +149,10 @@ class PublishBench:
         self.workdir = workdir
         self.bytes = int(float(os.environ.get("BENCH_BYTES", 1e9)))
         self.max_seconds = float(os.environ.get("BENCH_MAX_SECONDS", 10))
+        self.repeat = max(1, int(os.environ.get("BENCH_REPEAT", 1)))
+        self.ccs = narrowed("BENCH_CCS", CCS, lambda r: f"{r[0]}/{r[1]}")
+        self.conditions = narrowed("BENCH_CONDITIONS", CONDITIONS, lambda r: f"{r[1]:g}")
+        self.systems = narrowed("BENCH_SYSTEMS", SYSTEMS, lambda r: r)
         self.results: dict[tuple, object] = {}
         self.notes: list[str] = []
 
@@ -180,8 +203,8 @@ class PublishBench:
 
     def start_home_peer(self) -> None:
         """(Re)starts the publishing peer: each row gets a fresh tunnel from the front
-        door, as ssh gets a fresh connection (a tunnel that carried a lossy cell was
-        seen to carry less afterwards; a row must not inherit that)."""
+        door, as ssh gets a fresh connection (BENCH_REPEAT shows what one tunnel does
+        over several downloads)."""
         if self.home is not None:
             self.home.stop()
         self.home = self.lab.start("peer --publish (home)", self.home_argv, self.home_ns,
@@ -191,8 +214,8 @@ class PublishBench:
         # The first visitor waits for the front door's tunnel to home.
         _, first, _ = self.curl(f"http://{HOST}/index.html")
         self.first_visits.append(first * 1000)
-        self.path = self.relay.wait_stdout(r"^path home: (.*)$", 10, start=line,
-                                           what="the front door's path line").group(1)
+        self.relay.wait_stdout(PATH_LINE.pattern, 10, start=line,
+                               what="the front door's path line")
 
     def start_ssh_forward(self) -> None:
         """(Re)starts `ssh -g -R` from home: its TCP connection takes the namespaces'
@@ -265,19 +288,29 @@ class PublishBench:
         firsts = [self.curl(self.url(system, "/index.html"))[1]
                   for _ in range(ROUNDS_FIRST_BYTE)]
         self.results[key + ("first_byte",)] = statistics.median(firsts) * 1000
+        for _ in range(self.repeat):
+            self.download(system, condition, cc, statistics.median(firsts))
+
+    def download(self, system: str, condition: str, cc: tuple, first: float) -> None:
+        key = (system, condition, cc)
         cpu0 = namespace_cpu_seconds(self.lab.relay_ns)
+        home_cpu0 = namespace_cpu_seconds(self.home_ns)
         size, _, total = self.curl(self.url(system, "/big.bin"), self.max_seconds,
                                    during=self.sample_cc(system, key))
         cpu = namespace_cpu_seconds(self.lab.relay_ns) - cpu0
+        home_cpu = namespace_cpu_seconds(self.home_ns) - home_cpu0
         # A download the visitor gave up on should stop at home too: what home's
         # namespace burns in the seconds after says whether it did.
         home0 = namespace_cpu_seconds(self.home_ns)
         time.sleep(AFTER_SECONDS)  # a measuring window, not a synchronisation
         self.results[key + ("home_cpu_after",)] = namespace_cpu_seconds(self.home_ns) - home0
-        self.results[key + ("mbps",)] = (size / 1e6 / total, size < self.bytes)
-        self.results[key + ("cpu_per_gb",)] = cpu / (size / 1e9) if size else None
+        self.results.setdefault(key + ("mbps",), []).append((size / 1e6 / total, size < self.bytes))
+        self.results.setdefault(key + ("home_cpu_per_gb",), []).append(
+            home_cpu / (size / 1e9) if size else None)
+        self.results.setdefault(key + ("cpu_per_gb",), []).append(
+            cpu / (size / 1e9) if size else None)
         log(f"{condition}, relay {cc[0]} home {cc[1]}, {system}: {size / 1e6:.0f} MB in {total:.1f} s = "
-            f"{size / 1e6 / total:.1f} MB/s, first byte {statistics.median(firsts) * 1000:.0f} "
+            f"{size / 1e6 / total:.1f} MB/s, first byte {first * 1000:.0f} "
             f"ms, relay CPU {cpu:.2f} s; TCP {self.results.get(key + ('cc_used',))}")
 
     def ping_ms(self, src_ns: str, dst: str) -> float:
@@ -290,18 +323,18 @@ class PublishBench:
     def run(self) -> None:
         self.build()
         set_namespace_cc(self.visitor_ns, "cubic")
-        for cc in CCS:
+        for cc in self.ccs:
             set_namespace_cc(self.lab.relay_ns, cc[0])
             set_namespace_cc(self.home_ns, cc[1])
             self.start_ssh_forward()
             self.start_home_peer()
-            for condition, loss in CONDITIONS:
+            for condition, loss in self.conditions:
                 set_loss(self.lab, loss)
-                if cc == CCS[0]:
+                if cc == self.ccs[0]:
                     self.results[("rtt", condition)] = (
                         self.ping_ms(self.visitor_ns, L.RELAY_IP),
                         self.ping_ms(self.home_ns, L.RELAY_IP))
-                for system in SYSTEMS:
+                for system in self.systems:
                     try:
                         self.measure(system, condition, cc)
                     except Failure as e:
@@ -316,10 +349,20 @@ class PublishBench:
         v = self.results.get(key)
         if v is None:
             return "-"
-        if isinstance(v, tuple):
-            mbps, capped = v
-            return f"{mbps:.1f}" + ("*" if capped else "")
+        if isinstance(v, list):
+            if key[-1] == "mbps":
+                return " / ".join(f"{mbps:.1f}" + ("*" if capped else "") for mbps, capped in v)
+            return " / ".join("-" if x is None else f"{x:.1f}" for x in v)
         return f"{v:.0f}" if key[-1] == "first_byte" else f"{v:.1f}"
+
+    def save_logs(self, directory: str) -> None:
+        """The relay's and the last home peer's output, for a look at what the tunnel did."""
+        os.makedirs(directory, exist_ok=True)
+        for name, proc in (("relay", self.relay), ("home", self.home)):
+            if proc is None:
+                continue
+            with open(os.path.join(directory, name + ".log"), "w") as f:
+                f.write("\n".join(proc.stdout_lines + ["--- stderr"] + proc.stderr_lines) + "\n")
 
     def print_table(self) -> None:
         with open("/proc/loadavg") as f:
@@ -328,25 +371,28 @@ class PublishBench:
               f"({self.bytes / 1e6:.0f} MB, * = stopped after {self.max_seconds:g} s); "
               f"load average {load} on {os.cpu_count()} CPUs")
         print("| system | namespace default CC: relay, home | condition | MB/s | "
-              f"first byte ms | relay CPU s/GB | home CPU s in the {AFTER_SECONDS:g} s after | "
-              "kernel TCP legs used (ss -ti) |")
-        print("|---|---|---|---:|---:|---:|---:|---|")
-        for cc in CCS:
-            for condition, _ in CONDITIONS:
-                for system in SYSTEMS:
-                    label = ("natfwd publish http (relay <-> home: QUIC, BBRv2)"
+              "first byte ms | relay CPU s/GB | home CPU s/GB (its web server too) | "
+              f"home CPU s in the {AFTER_SECONDS:g} s after | kernel TCP legs used (ss -ti) |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---|")
+        for cc in self.ccs:
+            for condition, _ in self.conditions:
+                for system in self.systems:
+                    label = ("natfwd publish http (relay <-> home: QUIC, BBR)"
                              if system == "natfwd" else "ssh -g -R (aes128-gcm)")
                     key = (system, condition, cc)
                     print(f"| {label} | {cc[0]}, {cc[1]} | {condition} | "
                           f"{self.cell(key + ('mbps',))} | {self.cell(key + ('first_byte',))} | "
                           f"{self.cell(key + ('cpu_per_gb',))} | "
+                          f"{self.cell(key + ('home_cpu_per_gb',))} | "
                           f"{self.cell(key + ('home_cpu_after',))} | "
                           f"{self.results.get(key + ('cc_used',), '-')} |")
-        print(f"\nnatfwd's first visitor of each row (the front door sets its tunnel to "
-              f"home up on demand): first byte "
-              f"{', '.join(f'{v:.0f}' for v in self.first_visits)} ms; front door path: "
-              f"{self.path}")
-        for condition, _ in CONDITIONS:
+        if "natfwd" in self.systems:
+            paths = [m.group(1) for m in map(PATH_LINE.search, self.relay.stdout_lines) if m]
+            print(f"\nnatfwd's first visitor of each row (the front door sets its tunnel to "
+                  f"home up on demand): first byte "
+                  f"{', '.join(f'{v:.0f}' for v in self.first_visits)} ms; front door paths "
+                  f"taken: {'; '.join(paths)}")
+        for condition, _ in self.conditions:
             v, h = self.results.get(("rtt", condition), (float("nan"), float("nan")))
             print(f"ping {condition}: visitor -> relay {v:.1f} ms, home -> relay {h:.1f} ms")
         for n in self.notes:
@@ -438,6 +484,8 @@ def main() -> int:
         bench.run()
         bench.print_table()
         print("\n".join(measure_https_page_load(bench)), flush=True)
+        if os.environ.get("BENCH_LOGS"):
+            bench.save_logs(os.environ["BENCH_LOGS"])
     except KeyboardInterrupt:
         code = 130
     except Exception:  # noqa: BLE001

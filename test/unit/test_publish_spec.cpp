@@ -173,6 +173,21 @@ TEST_CASE("https without cert=/key= needs --acme-directory, an http(s) URL") {
   }
 }
 
+TEST_CASE("--publish auth=FILE: http and https (checked after home's TLS end), not with a PROXY header") {
+  auto https = std::get<PublishSpec>(
+      parse_publish_spec("https:8000,cert=a.crt,key=a.key,auth=/etc/natfwd/users"));
+  CHECK(https.auth_file == "/etc/natfwd/users");
+  CHECK(std::get<PublishSpec>(parse_publish_spec("http:8000,auth=users")).auth_file == "users");
+  for (const char* bad : {"tls:8443,auth=users", "tcp:22,auth=users",
+                          "https:8000,cert=a.crt,key=a.key,auth=users,proxy-protocol",
+                          "https:8000,cert=a.crt,key=a.key,auth="}) {
+    INFO(bad);
+    REQUIRE(std::holds_alternative<std::string>(parse_publish_spec(bad)));
+  }
+  CHECK(std::get<std::string>(parse_publish_spec("tcp:22,auth=users")).find("http and https") !=
+        std::string::npos);
+}
+
 TEST_CASE("tls and https both answer https://NAME.DOMAIN/: one of them per peer") {
   PeerCommandLine both = parse_peer({"--name", "home", "--publish", "tls:8443", "--publish",
                                      "https:8000,cert=a.crt,key=a.key"});
