@@ -220,8 +220,10 @@ int main(int argc, char** argv) {
   const uint64_t megabytes = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 200;
   const int streams = argc > 2 ? std::atoi(argv[2]) : 1;
   const char* cc_name = g_getenv("QUIC_CC");
-  ngtcp2_cc_algo cc = NGTCP2_CC_ALGO_BBR2;
+  // The tunnel's own default unless QUIC_CC=bbr|bbr2|cubic says otherwise.
+  ngtcp2_cc_algo cc = Config{}.cc;
   if (cc_name && std::strcmp(cc_name, "bbr") == 0) cc = NGTCP2_CC_ALGO_BBR;
+  if (cc_name && std::strcmp(cc_name, "bbr2") == 0) cc = NGTCP2_CC_ALGO_BBR2;
   if (cc_name && std::strcmp(cc_name, "cubic") == 0) cc = NGTCP2_CC_ALGO_CUBIC;
   try {
     Identity client_id = Identity::generate(), server_id = Identity::generate();
