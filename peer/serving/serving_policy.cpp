@@ -198,12 +198,12 @@ std::optional<std::string> ServingPolicy::on_registered(RelayLink& link,
     const std::string host = publish.custom_domain.empty()
                                  ? name + "." + link.publish_domain
                                  : publish.custom_domain;
+    const bool tls = publish.kind != PublishSpec::Kind::kHttp;
+    publish_urls_[i] = std::string(tls ? "https" : "http") + "://" + host + "/";
     if (publish.kind == PublishSpec::Kind::kHttps) {
-      https_->on_published(host);
+      https_->on_published(host);  // its ready line waits for a certificate
       continue;
     }
-    const bool tls = publish.kind == PublishSpec::Kind::kTls;
-    publish_urls_[i] = std::string(tls ? "https" : "http") + "://" + host + "/";
     log::ready("published %s://%s/ -> %s%s", tls ? "https" : "http", host.c_str(),
                publish.target.to_string().c_str(), tls ? " (tls passthrough)" : "");
   }

@@ -18,6 +18,7 @@ plain HTTP/1.1 to `python3 -m http.server` at home.
 - a spec without cert=/key= is refused with a line that says what is missing.
 """
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -70,15 +71,24 @@ def test(w):
         raise Failure(f"https without a certificate: exit {missing.returncode}, "
                       f"{missing.stderr!r}")
 
+    home_dir = nf.state_dir("home")
     home = w.group.start("peer --publish https", [
         nf.peer_bin, "--relay", relay_addr, "--name", "home", "--state-dir",
-        nf.state_dir("home"), "--publish", f"https:{web_port},cert={cert},key={key}"])
+        home_dir, "--publish", f"https:{web_port},cert={cert},key={key}"])
     home.wait_stdout(r"^published ", timeout=30, what="published ready line")
     line = next(l for l in home.stdout_lines if l.startswith("published "))
     expected = (f"published https://{host}/ -> 127.0.0.1:{web_port} "
                 f"(certificate from {cert}, expires {not_after})")
     if line != expected:
         raise Failure(f"ready line {line!r}, expected {expected!r}")
+    # `peer status` lists the https publish with the URL visitors open.
+    status = subprocess.run([nf.peer_bin, "status", "--state-dir", home_dir, "--json"],
+                            capture_output=True, text=True, timeout=30)
+    publishes = json.loads(status.stdout or "{}").get("publishes", [])
+    if [(p.get("kind"), p.get("url")) for p in publishes] != [("https", f"https://{host}/")]:
+        raise Failure(f"peer status --json publishes {publishes!r} (exit {status.returncode}, "
+                      f"{status.stderr.strip()!r}), want https at https://{host}/")
+    print(f"peer status: https publish at https://{host}/")
 
     for label, extra, version in [("TLS 1.3", [], "TLSv1.3"),
                                   ("TLS 1.2", ["--tls-max", "1.2"], "TLSv1.2")]:
