@@ -294,6 +294,17 @@ class World:
     def on_cleanup(self, fn: Callable[[], None]) -> None:
         self._cleanups.append(fn)
 
+    def site_with_page(self, text: str) -> tuple[str, bytes]:
+        """A new site directory whose index.html is a page saying `text` with a random
+        marker (a capture or a response can then be searched for it); returns the
+        directory and the page."""
+        site = os.path.join(self.tmpdir, "site")
+        os.makedirs(site)
+        page = f"<html><body>{text} ".encode() + os.urandom(8).hex().encode() + b"</body></html>"
+        with open(os.path.join(site, "index.html"), "wb") as f:
+            f.write(page)
+        return site, page
+
     def serve_directory(self, site: str) -> tuple[Proc, int]:
         """Starts `python3 -m http.server` on site, the web server a user publishes from
         home; returns it and its port once it says it is serving."""

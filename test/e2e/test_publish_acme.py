@@ -109,11 +109,7 @@ def test(w):
     with open(root, "wb") as f:
         f.write(body)
 
-    site = os.path.join(w.tmpdir, "site")
-    os.makedirs(site)
-    page = b"<html><body>acme from home " + os.urandom(8).hex().encode() + b"</body></html>"
-    with open(os.path.join(site, "index.html"), "wb") as f:
-        f.write(page)
+    site, page = w.site_with_page("acme from home")
     web, web_port = w.serve_directory(site)
 
     state = nf.state_dir("home")

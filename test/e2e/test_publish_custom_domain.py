@@ -104,11 +104,7 @@ def test(w):
                               relay.stdout_lines[0]).group(1))
 
     cert, key = w.self_signed_cert("custom", HOST, days=3, dns=HOST)
-    site = os.path.join(w.tmpdir, "site")
-    os.makedirs(site)
-    page = b"<html><body>custom domain at home " + os.urandom(8).hex().encode() + b"</body></html>"
-    with open(os.path.join(site, "index.html"), "wb") as f:
-        f.write(page)
+    site, page = w.site_with_page("custom domain at home")
     web, web_port = w.serve_directory(site)
 
     home = w.group.start("peer --publish https:custom", [

@@ -54,11 +54,7 @@ def test(w):
         raise Failure(f"relay ready line without the publish part: {relay.stdout_lines[0]!r}")
     http_port = int(m.group(1))
 
-    site = os.path.join(w.tmpdir, "site")
-    os.makedirs(site)
-    page = b"<html><body>published from home " + os.urandom(8).hex().encode() + b"</body></html>"
-    with open(os.path.join(site, "index.html"), "wb") as f:
-        f.write(page)
+    site, page = w.site_with_page("published from home")
     big = os.urandom(BIG_BYTES)
     with open(os.path.join(site, "big.bin"), "wb") as f:
         f.write(big)

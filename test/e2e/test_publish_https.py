@@ -53,11 +53,7 @@ def test(w):
                                 "-dateopt", "iso_8601"], check=True, capture_output=True,
                                text=True).stdout.strip().split("=", 1)[1][:10]
 
-    site = os.path.join(w.tmpdir, "site")
-    os.makedirs(site)
-    page = b"<html><body>https from home " + os.urandom(8).hex().encode() + b"</body></html>"
-    with open(os.path.join(site, "index.html"), "wb") as f:
-        f.write(page)
+    site, page = w.site_with_page("https from home")
     big = os.urandom(BIG_BYTES)
     with open(os.path.join(site, "big.bin"), "wb") as f:
         f.write(big)
