@@ -96,10 +96,7 @@ void DomainResolver::on_addresses_trampoline(GObject* source, GAsyncResult* resu
         answer.values.emplace_back(text.get());
       }
     }
-    if (const std::shared_ptr<Job> job = ticket->job.lock()) {  // else finished or gone
-      job->addresses[ticket->domain] = std::move(answer);
-      job->owner->answered(*job);
-    }
+    deliver(*ticket, std::move(answer));
   });
   if (list) g_resolver_free_addresses(list);
 }
@@ -125,12 +122,16 @@ void DomainResolver::on_txt_trampoline(GObject* source, GAsyncResult* result, gp
         answer.values.push_back(std::move(value));
       }
     }
-    if (const std::shared_ptr<Job> job = ticket->job.lock()) {
-      job->txt[ticket->domain] = std::move(answer);
-      job->owner->answered(*job);
-    }
+    deliver(*ticket, std::move(answer));
   });
   if (list) g_list_free_full(list, reinterpret_cast<GDestroyNotify>(g_variant_unref));
+}
+
+void DomainResolver::deliver(const Ticket& ticket, DnsAnswer answer) {
+  const std::shared_ptr<Job> job = ticket.job.lock();
+  if (!job) return;
+  (ticket.txt ? job->txt : job->addresses)[ticket.domain] = std::move(answer);
+  job->owner->answered(*job);
 }
 
 gboolean DomainResolver::on_timeout_trampoline(gpointer data) {

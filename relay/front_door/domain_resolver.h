@@ -54,6 +54,8 @@ class DomainResolver {
 
   static void on_addresses_trampoline(GObject* source, GAsyncResult* result, gpointer ticket);
   static void on_txt_trampoline(GObject* source, GAsyncResult* result, gpointer ticket);
+  // One look-up's answer goes to its job, unless the job finished or went meanwhile.
+  static void deliver(const Ticket& ticket, DnsAnswer answer);
   static gboolean on_timeout_trampoline(gpointer job);
 
   void start(const CheckDomainsAction& action);
