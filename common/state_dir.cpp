@@ -25,6 +25,16 @@ void open_state_dir(const std::string& dir) {
   if (!unsafe.empty()) throw std::runtime_error(unsafe);
 }
 
+std::string write_private_file(const std::string& path, const std::string& text) {
+  GError* error = nullptr;
+  if (g_file_set_contents_full(path.c_str(), text.data(), static_cast<gssize>(text.size()),
+                               G_FILE_SET_CONTENTS_CONSISTENT, 0600, &error))
+    return {};
+  std::string why = error ? error->message : "cannot write " + path;
+  g_clear_error(&error);
+  return why;
+}
+
 Identity load_identity(const std::string& dir) {
   open_state_dir(dir);
   return Identity::load_or_create(dir);

@@ -16,6 +16,10 @@ std::string default_state_dir(const std::string& program);
 // the lists of who may connect. Throws std::runtime_error with one line.
 void open_state_dir(const std::string& dir);
 
+// Writes `text` to `path` readable by this user only (0600), whole or not at all: a
+// crash leaves the old file. "" when written, else one line saying why not.
+std::string write_private_file(const std::string& path, const std::string& text);
+
 // open_state_dir, then the identity key in it (made on first use).
 Identity load_identity(const std::string& dir);
 

@@ -8,6 +8,7 @@
 
 #include "acme/acme_crypto.h"
 #include "log.h"
+#include "state_dir.h"
 
 namespace natfwd::acme {
 namespace {
@@ -16,7 +17,6 @@ namespace {
 // renews on time (the schedule is in wall-clock seconds, GLib timers are monotonic).
 constexpr std::time_t kMaxSleepSeconds = 3600;
 constexpr int64_t kMicrosPerSecond = 1'000'000;
-constexpr int kPrivateFileMode = 0600;
 constexpr int kPrivateDirMode = 0700;
 
 std::string read_file(const std::string& path) {
@@ -28,14 +28,10 @@ std::string read_file(const std::string& path) {
   return out;
 }
 
-// Written whole or not at all (a crash leaves the old file), readable by us only.
 bool write_private(const std::string& path, const std::string& text) {
-  GError* error = nullptr;
-  if (g_file_set_contents_full(path.c_str(), text.data(), static_cast<gssize>(text.size()),
-                               G_FILE_SET_CONTENTS_CONSISTENT, kPrivateFileMode, &error))
-    return true;
-  GErrorPtr owned(error);
-  log::error("acme: cannot write %s: %s", path.c_str(), owned->message);
+  const std::string why = write_private_file(path, text);
+  if (why.empty()) return true;
+  log::error("acme: cannot write %s: %s", path.c_str(), why.c_str());
   return false;
 }
 

@@ -21,6 +21,7 @@
 
 #include "identity.h"
 #include "log.h"
+#include "state_dir.h"
 #include "server/rendezvous_service.h"
 #include "net/socket_address.h"
 #include "server/turn_service.h"
@@ -32,15 +33,6 @@ namespace {
 struct FileClose {
   void operator()(FILE* f) const { fclose(f); }
 };
-
-// Writes a file readable only by us (the key), atomically enough for a first run.
-void write_private_file(const std::string& path, const std::string& text) {
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) throw std::runtime_error("cannot create " + path + ": " + g_strerror(errno));
-  const ssize_t n = write(fd, text.data(), text.size());
-  close(fd);
-  if (n != static_cast<ssize_t>(text.size())) throw std::runtime_error("cannot write " + path);
-}
 
 // Self-signed ECDSA P-256 certificate, valid for ten years; peers pin its key, not
 // its name or dates.
@@ -78,7 +70,8 @@ void create_self_signed(const std::string& cert_file, const std::string& key_fil
     PEM_write_bio_PrivateKey(bio, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
   });
   const std::string cert_pem = to_pem([&](BIO* bio) { PEM_write_bio_X509(bio, cert.get()); });
-  write_private_file(key_file, key_pem);
+  if (const std::string why = write_private_file(key_file, key_pem); !why.empty())
+    throw std::runtime_error(why);
   std::unique_ptr<FILE, FileClose> out(fopen(cert_file.c_str(), "wx"));
   if (!out || fwrite(cert_pem.data(), 1, cert_pem.size(), out.get()) != cert_pem.size())
     throw std::runtime_error("cannot write " + cert_file);
