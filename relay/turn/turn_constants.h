@@ -44,9 +44,9 @@ inline constexpr int kAllocationQuotaReached = 486;
 inline constexpr int kInsufficientCapacity = 508;
 }  // namespace error_code
 
-// REQUESTED-TRANSPORT carries an IANA protocol number (section 18.6); only UDP relays.
+// REQUESTED-TRANSPORT carries an IANA protocol number (section 18.8); only UDP relays.
 inline constexpr uint8_t kProtocolUdp = 17;
-// REQUESTED-ADDRESS-FAMILY values (section 18.8), the same as in XOR-*-ADDRESS.
+// REQUESTED-ADDRESS-FAMILY values (section 18.6), the same as in XOR-*-ADDRESS.
 inline constexpr uint8_t kFamilyIPv4 = 0x01;
 inline constexpr uint8_t kFamilyIPv6 = 0x02;
 
