@@ -18,11 +18,12 @@ import os
 import re
 import secrets
 import shutil
-import signal
+import socket
 import subprocess
 import sys
 
 from harness import echo, echo_roundtrip, SKIP, Failure, run, scaled, write_private
+import pcap_streams  # noqa: E402 - harness put test/tools on the path
 
 
 def tls_checks(w, target) -> None:
@@ -68,7 +69,8 @@ def capture_check(w, target) -> None:
     pcap = os.path.join(w.tmpdir, "capture.pcap")
     # Capture everything on loopback from before the relay starts, so that every
     # registration, Welcome (with TURN credentials), session setup and handshake is in.
-    dump = w.group.start("tcpdump", ["tcpdump", "-i", "lo", "-U", "-s", "0", "-w", pcap])
+    dump = w.group.start("tcpdump", ["tcpdump", "-i", "lo", *pcap_streams.TCPDUMP_FLAGS,
+                                     "-w", pcap])
     dump.wait_stderr(r"listening on lo", 10, what="tcpdump ready")
     _, relay = w.natfwd.relay(extra=["--allow-peer", "127.0.0.0/8",
                                      "--auth-secret-file", secret_file])
@@ -90,8 +92,12 @@ def capture_check(w, target) -> None:
                         "pair", code], capture_output=True, text=True, timeout=scaled(60))
     if r.returncode != 0:
         raise Failure(f"pairing during the capture failed: {r.stderr}")
-    dump.send_signal(signal.SIGINT)
-    dump.wait_exit(10)
+    sentinel_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        pcap_streams.finish(dump, pcap,
+                            lambda token: sentinel_socket.sendto(token, ("127.0.0.1", 9)))
+    finally:
+        sentinel_socket.close()
     # Leave out the two plaintext legs natfwd does not own: the client's connection to
     # the -L port and the serving peer's connection to the target.
     lport = laddr.rpartition(":")[2]
@@ -113,8 +119,11 @@ def capture_check(w, target) -> None:
     for username in usernames:
         digest = hmac.new(turn_secret.encode(), username, hashlib.sha1).digest()
         needles.append((base64.b64encode(digest), f"the TURN password of {username.decode()}"))
+    # Also in what the TCP streams carried once reassembled: a secret split between two
+    # segments is not in the file as one piece.
+    carried = [data, *pcap_streams.streams(data)]
     for needle, what in needles:
-        if needle in data:
+        if any(needle in piece for piece in carried):
             raise Failure(f"{what} is readable in the capture {pcap}")
     print(f"capture of {len(data)} bytes (relay port {relay_port}, TURN, tunnel): no marker, "
           f"no TURN secret, no TURN password of {len(usernames)} usernames, no invite "

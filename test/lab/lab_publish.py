@@ -19,9 +19,11 @@ the visitor:
 - tls:  fetches the same page from `openssl s_server` at home (a certificate of a lab CA)
   through https://home.share.test/ (SNI passthrough on the relay's 443): curl verifies
   against the lab CA only, and the chain it saw must be home's leaf and CA, byte for
-  byte. tcpdump in the relay's namespace records the whole exchange: the capture must
-  hold the server name (it saw the connection) and must not hold the marker. The same
-  capture during the http fetch must hold the marker, so the search can fail.
+  byte. tcpdump in the relay's namespace records the whole exchange (a capture whose
+  kernel ring dropped a packet fails the cell): its TCP streams, reassembled, and
+  datagrams must hold the server name (it saw the connection) and must not hold the
+  marker. The same capture during the http fetch must hold the marker, so the search
+  can fail.
 
 Prints a table (home NAT type x http/tls/tcp: ok or FAIL, with times) and fails if any
 cell failed. Each cell stands alone: a failure is recorded with its reason and the next
@@ -47,7 +49,8 @@ import lab as L  # noqa: E402
 import lab_test  # noqa: E402
 from chromium_cdp import HeadlessChromium  # noqa: E402
 from lab import Failure, Lab, SiteSpec, log, scaled, sh  # noqa: E402
-from procs import wait_until  # noqa: E402
+import pcap_streams  # noqa: E402
+from pcap_streams import carried  # noqa: E402
 from sshd_inetd import ssh_argv  # noqa: E402
 
 DOMAIN = "share.test"
@@ -150,32 +153,20 @@ class Capture:
     def __init__(self, lab: Lab, path: str):
         self.lab = lab
         self.path = path
-        # --immediate-mode: each packet is handed over as it comes, not when a ring
-        # block fills (a stop would lose the block); -U: and written to the file at once;
         # -Z root: as root (tcpdump otherwise drops to its own user).
         self.proc = lab.start("tcpdump (relay)", [
-            "tcpdump", "-i", "any", "-n", "--immediate-mode", "-U", "-s", "0", "-Z", "root",
+            "tcpdump", "-i", "any", "-n", *pcap_streams.TCPDUMP_FLAGS, "-Z", "root",
             "-w", path], lab.relay_ns)
         self.proc.wait_stderr(r"listening on any", 20, what="tcpdump ready")
 
     def stop(self) -> bytes:
-        """Ends the capture once everything before now is in the file: a datagram sent
-        to the relay after the visit is, and packets are written in order."""
-        sentinel = "natfwd-capture-end-" + secrets.token_hex(8)
+        """Ends the capture once everything before now is in the file (a datagram the
+        router sends to the relay after the visit is) and it lost nothing."""
         send = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                 f"s.sendto(sys.argv[1].encode(), ({L.RELAY_IP!r}, 9))")
-
-        def captured() -> bool:
-            sh(["python3", "-c", send, sentinel], netns=self.lab.router_ns)
-            with open(self.path, "rb") as f:
-                return sentinel.encode() in f.read()
-        try:
-            wait_until(captured, 20, "the capture to reach the end of the visit",
-                       interval=0.1)
-        finally:
-            self.proc.stop()
-        with open(self.path, "rb") as f:
-            data = f.read()
+        data = pcap_streams.finish(
+            self.proc, self.path,
+            lambda token: sh(["python3", "-c", send, token.decode()], netns=self.lab.router_ns))
         if not os.environ.get("LAB_KEEP_PCAP"):
             os.unlink(self.path)
         return data
@@ -337,7 +328,7 @@ def check_http(lab: Lab, visitor: Visitor, browser: HeadlessChromium, marker: st
         raise Failure(f"curl got a page without the marker: {body[:200]!r}")
     # The plaintext leg (visitor -> relay) is in the capture: the tls cell's search
     # for the marker would find it too.
-    if marker.encode() not in seen:
+    if not carried(seen, marker.encode()):
         raise Failure("the relay's capture of a plain HTTP visit lacks the page's marker: "
                       "the capture does not see visitor traffic")
     dom, browser_s = browser.load(f"http://{HOST}/", timeout=STEP_TIMEOUT)
@@ -387,10 +378,10 @@ def check_tls(lab: Lab, visitor: Visitor, certs: dict[str, str], home_chain: lis
     if chain != home_chain:
         raise Failure(f"the visitor saw a chain of {len(chain)} certificates that is not "
                       f"home's leaf and lab CA")
-    if HOST.encode() not in seen:
+    if not carried(seen, HOST.encode()):
         raise Failure("the relay's capture does not show the visitor's ClientHello "
                       f"(no {HOST} in it): it did not see the connection")
-    if marker.encode() in seen:
+    if carried(seen, marker.encode()):
         raise Failure("the page's plaintext (its marker) is in the relay's capture")
     return f"curl {seconds:.2f} s, home's chain, capture {len(seen) // 1024} KiB clean"
 
