@@ -174,7 +174,9 @@ GOptionContext* relay_link_subcommand_context(PeerSubcommand subcommand, GOption
         "Run it with the state dir of the key that holds NAME (the old machine's, or a\n"
         "backup); KEYID is what `peer id` prints on the new one, which may then register\n"
         "NAME. The old key keeps NAME until then. Exit 0 when every relay took it, 3 when\n"
-        "a relay refused (this key does not hold NAME there)."}},
+        "a relay refused (this key does not hold NAME there).\n"
+        "NAME may be a custom domain this key holds (--publish https:www.example.org=...):\n"
+        "the new key claims it once its TXT record _natfwd.www.example.org holds KEYID."}},
       {PeerSubcommand::kNc,
        {"NAME HOST:PORT - carry stdin/stdout to HOST:PORT as the serving peer NAME sees it",
         "ssh:     ssh -o ProxyCommand='peer --relay vps.example:3478 nc home %h:%p' buffalo\n"
@@ -332,8 +334,9 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   if (!positional.empty() && positional[0] == "handover") {
     if (positional.size() != 3)
       usage_error("handover: give the name and the new key: peer handover NAME KEYID");
-    if (!is_valid_peer_name(positional[1]))
-      usage_error("handover: '" + positional[1] + "' is not a valid peer name");
+    if (!is_valid_peer_name(positional[1]) && !is_custom_domain_name(positional[1]))
+      usage_error("handover: '" + positional[1] +
+                  "' is neither a peer name nor a custom domain (lowercase, as published)");
     if (!is_valid_key_id(positional[2]))
       usage_error("handover: '" + positional[2] +
                   "' is not a key id (32 characters, as `peer id` prints it on the new machine)");

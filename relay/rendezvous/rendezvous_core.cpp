@@ -671,30 +671,41 @@ void RendezvousCore::handle_open_session(ConnectionId id, Connection& connection
 void RendezvousCore::handle_hand_over(ConnectionId id, Connection& connection,
                                       const wire::HandOver& message) {
   const std::string& name = message.name();
-  if (!is_valid_peer_name(name)) {
-    fail(id, wire::Error::NAME_INVALID, "'" + name.substr(0, 64) + "' is not a valid name");
+  // A peer name has no dot; a custom domain has one at least (address.h). A custom
+  // domain goes to the new key only once the DNS backs that key too (its claim is
+  // looked up as any other), so the hand-over only waives the rule that a held domain
+  // is refused to other keys whatever the DNS says.
+  const bool domain = config_.publish.domain_claims && is_custom_domain_name(name);
+  if (!domain && !is_valid_peer_name(name)) {
+    fail(id, wire::Error::NAME_INVALID,
+         "'" + name.substr(0, 64) + "' is not a valid name" +
+             (config_.publish.domain_claims ? " or custom domain" : ""));
     return;
   }
+  NameBindingPolicy& policy = domain ? *config_.publish.domain_claims : *names_policy_;
+  const std::string what = domain ? "custom domain " + name : "'" + name + "'";
   if (!is_valid_key_id(message.to_key_id())) {
     fail(id, wire::Error::BAD_MESSAGE, "the key to hand over to is not a key id (as `peer id` "
                                        "prints it)");
     return;
   }
   const PublicKey key = to_public_key(connection.public_key);
-  const std::optional<std::string> bound = names_policy_->bound_key(name);
+  const std::optional<std::string> bound = policy.bound_key(name);
   if (!bound || *bound != connection.public_key) {
     fail(id, wire::Error::NOT_HOLDER,
-         "'" + name + "' is " + (bound ? "bound to another key" : "not bound to any key") +
+         what + " is " + (bound ? "bound to another key" : "not bound to any key") +
              ", not to this one (" + key_id(key) + "): only its holder can hand it over" +
-             (bound ? "" : "; the new key can simply register it"));
+             (bound ? "" : domain ? "; the new key can simply claim it"
+                                  : "; the new key can simply register it"));
     return;
   }
-  if (!names_policy_->hand_over(name, message.to_key_id())) {
+  if (!policy.hand_over(name, message.to_key_id())) {
     fail(id, wire::Error::UNKNOWN, "the relay could not record the hand-over; try again later");
     return;
   }
-  log::info("'%s' handed over by key %s to key %s, which may now register it", name.c_str(),
-            key_id(key).c_str(), message.to_key_id().c_str());
+  log::info("%s handed over by key %s to key %s, which may now %s", what.c_str(),
+            key_id(key).c_str(), message.to_key_id().c_str(),
+            domain ? "claim it where the DNS backs it" : "register it");
   wire::Envelope reply;
   reply.mutable_handed_over()->set_name(name);
   reply.mutable_handed_over()->set_to_key_id(message.to_key_id());
@@ -1083,9 +1094,11 @@ std::optional<std::pair<wire::Error::Code, std::string>> RendezvousCore::check_c
       return std::pair{wire::Error::NOT_PUBLISHER,
                        domain + " is under this relay's own domain " + config.domain +
                            ": publish it as NAME." + config.domain + " instead"};
-    // Held by another key: refused before any look-up, whatever the DNS says now.
+    // Held by another key: refused before any look-up, whatever the DNS says now,
+    // unless the holder handed it to this key (`peer handover DOMAIN KEYID`).
     if (auto holder = config.domain_claims->bound_key(domain);
-        holder && *holder != connection.public_key)
+        holder && *holder != connection.public_key &&
+        config.domain_claims->handed_over_to(domain) != key_id(to_public_key(connection.public_key)))
       return std::pair{wire::Error::NOT_PUBLISHER,
                        "custom domain " + domain + " is held at this relay by key " +
                            key_id(to_public_key(*holder)) + "; its operator frees it with "
@@ -1155,13 +1168,27 @@ void RendezvousCore::on_domains_checked(ConnectionId id, uint64_t check,
       retry_soon = true;
       continue;
     }
-    if (holder && !held) {  // another key's claim passed while this one was looked up
+    const bool inherits = holder && !held && claims.handed_over_to(domains[i]) == key;
+    if (holder && !held && !inherits) {  // another key's claim passed meanwhile
       fail(id, wire::Error::NOT_PUBLISHER,
            "custom domain " + domains[i] + " is held at this relay by key " +
                key_id(to_public_key(*holder)));
       return;
     }
-    if (held) {
+    if (inherits) {
+      if (!claims.bind(domains[i], connection.public_key, connection.remote.host)) {
+        fail(id, wire::Error::UNKNOWN, "the relay could not record the claim; try again later");
+        return;
+      }
+      log::info("custom domain %s handed over from key %s to key %s", domains[i].c_str(),
+                key_id(to_public_key(*holder)).c_str(), key.c_str());
+      // The old key's registration that routes the name ends, as a handed-over name's.
+      if (auto route = custom_domains_.find(domains[i]);
+          route != custom_domains_.end() && route->second != id)
+        fail(route->second, wire::Error::NOT_PUBLISHER,
+             "custom domain " + domains[i] + " was handed over to key " + key +
+                 ", which claimed it");
+    } else if (held) {
       claims.used(domains[i]);
     } else if (!claims.bind(domains[i], connection.public_key, connection.remote.host)) {
       fail(id, wire::Error::UNKNOWN, "the relay could not record the claim; try again later");

@@ -18,7 +18,8 @@ records for _natfwd.NAME.
   and in the relay's log) naming the record and the exact record text to add;
 - a second key claiming www.custom.test is refused although the DNS names it too:
   the name is held by the first key, also after the relay restarts, and `relay
-  domains` lists the claim.
+  domains` lists the claim; once the first key runs `peer handover www.custom.test
+  KEYID`, the second key's claim passes and it serves the name.
 """
 import os
 import re
@@ -170,6 +171,24 @@ def test(w):
         "any", "--publish-address", RELAY_PUBLIC])
     refused_claim(w, relay, relay_addr, "other", other_dir, HOST, web_port,
                   f"custom domain {HOST} is held at this relay by key {home_id}")
+
+    # The holder hands the name to the second key (a reinstall), which the DNS names
+    # too: its claim now passes and it serves the name.
+    handed = subprocess.run([nf.peer_bin, "--relay", relay_addr, "--state-dir", home_dir,
+                             "handover", HOST, other_id],
+                            capture_output=True, text=True, timeout=scaled(30))
+    if handed.returncode != 0:
+        raise Failure(f"peer handover {HOST}: exit {handed.returncode}: {handed.stderr!r}")
+    heir = w.group.start("peer --publish https:custom (the heir)", [
+        nf.peer_bin, "--relay", relay_addr, "--name", "other", "--state-dir", other_dir,
+        "--publish", f"https:{HOST}={web_port},cert={cert},key={key}"])
+    heir.wait_stdout(r"^published https://" + re.escape(HOST) + "/ ", timeout=30,
+                     what="the heir's published ready line")
+    listed = subprocess.run([nf.relay_bin, "domains", "--state-dir", relay_dir],
+                            capture_output=True, text=True, timeout=scaled(20))
+    if not listed.stdout.startswith(f"{HOST} {other_id} "):
+        raise Failure(f"relay domains after the hand-over: {listed.stdout!r}")
+    print(f"handed over: relay domains: {listed.stdout.strip()}")
 
 
 if __name__ == "__main__":

@@ -201,6 +201,72 @@ TEST_CASE("a name claimed by one key is refused to another without a look-up") {
   CHECK(h.pop(third).has_error());
 }
 
+TEST_CASE("the holder hands a custom domain to a new key, whose claim then needs the DNS") {
+  RendezvousConfig config = custom_domain_config();
+  auto claims = std::make_shared<MemoryNameBinding>();
+  config.publish.domain_claims = claims;
+  Harness h(config);
+  const ConnectionId old_home = h.hello(key_of('a'));
+  h.deliver(old_home, register_custom(h, old_home, "home", "www.example.org"));
+  h.answer(h.take_checks().at(0), {{Outcome::kPass, ""}});
+  REQUIRE(h.pop(old_home).has_registered());
+
+  auto hand_over = [](const std::string& name, const std::string& to) {
+    wire::Envelope envelope;
+    envelope.mutable_hand_over()->set_name(name);
+    envelope.mutable_hand_over()->set_to_key_id(to);
+    return envelope;
+  };
+  // Only the holder: another key's hand-over of it is refused.
+  const ConnectionId thief = h.hello(key_of('t'), "198.51.100.9");
+  h.deliver(thief, hand_over("www.example.org", id_of('t')));
+  const auto refused = h.pop(thief);
+  CHECK(refused.error().code() == wire::Error::NOT_HOLDER);
+  CHECK(refused.error().detail().find("custom domain www.example.org is bound to another key") !=
+        std::string::npos);
+
+  const ConnectionId handing = h.hello(key_of('a'));
+  h.deliver(handing, hand_over("www.example.org", id_of('n')));
+  REQUIRE(h.pop(handing).has_handed_over());
+  CHECK(claims->bound_key("www.example.org") == key_of('a'));  // until the heir's claim passes
+
+  // A third key is still refused without a look-up.
+  const ConnectionId other = h.hello(key_of('b'), "198.51.100.2");
+  h.deliver(other, register_custom(h, other, "other", "www.example.org"));
+  CHECK(h.take_checks().empty());
+  CHECK(h.pop(other).error().code() == wire::Error::NOT_PUBLISHER);
+
+  // The heir is looked up like any claim: a DNS that does not back it refuses it.
+  const ConnectionId early = h.hello(key_of('n'), "198.51.100.40");
+  h.deliver(early, register_custom(h, early, "home2", "www.example.org"));
+  auto checks = h.take_checks();
+  REQUIRE(checks.size() == 1);
+  CHECK(checks[0].domains.at(0).key_id == id_of('n'));
+  h.answer(checks[0], {{Outcome::kRefused, "custom domain www.example.org is not this peer's: z"}});
+  CHECK(h.pop(early).error().code() == wire::Error::NOT_PUBLISHER);
+  CHECK(claims->bound_key("www.example.org") == key_of('a'));
+  CHECK(h.core().published_custom("www.example.org")->first == "home");
+
+  // Once the TXT record names it, the heir holds the domain and the old route ends.
+  const ConnectionId heir = h.hello(key_of('n'), "198.51.100.40");
+  h.deliver(heir, register_custom(h, heir, "home2", "www.example.org"));
+  h.answer(h.take_checks().at(0), {{Outcome::kPass, ""}});
+  REQUIRE(h.pop(heir).has_registered());
+  CHECK(claims->bound_key("www.example.org") == key_of('n'));
+  CHECK(h.core().published_custom("www.example.org")->first == "home2");
+  const auto gone = h.pop(old_home);
+  CHECK(gone.error().code() == wire::Error::NOT_PUBLISHER);
+  CHECK(gone.error().detail() == "custom domain www.example.org was handed over to key " +
+                                     id_of('n') + ", which claimed it");
+  CHECK(h.closed(old_home));
+
+  // Now the old key is the stranger.
+  const ConnectionId old_key = h.hello(key_of('a'));
+  h.deliver(old_key, register_custom(h, old_key, "home", "www.example.org"));
+  CHECK(h.take_checks().empty());
+  CHECK(h.pop(old_key).error().code() == wire::Error::NOT_PUBLISHER);
+}
+
 TEST_CASE("a held claim is looked up again daily and a removed record ends the route") {
   RendezvousConfig config = custom_domain_config();
   config.idle_timeout = std::chrono::hours(48);  // only the claim decides here
