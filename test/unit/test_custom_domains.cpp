@@ -59,6 +59,14 @@ wire::Envelope register_custom(Harness& h, ConnectionId id, const std::string& n
   return envelope;
 }
 
+// A connection of key `letter` whose Register of `name` claims `domain`, which the DNS backs.
+ConnectionId claimed(Harness& h, char letter, const std::string& name, const std::string& domain) {
+  const ConnectionId id = h.hello(key_of(letter));
+  h.deliver(id, register_custom(h, id, name, domain));
+  h.answer(h.take_checks().at(0), {{Outcome::kPass, ""}});
+  REQUIRE(h.pop(id).has_registered());
+  return id;
+}
 }  // namespace
 
 TEST_CASE("a claim passes when the name resolves to the relay and the TXT record holds the key id") {
@@ -175,14 +183,10 @@ TEST_CASE("a claim the DNS does not back is refused at the peer with the record 
 }
 
 TEST_CASE("a name claimed by one key is refused to another without a look-up") {
-  RendezvousConfig config = custom_domain_config();
-  auto claims = std::make_shared<MemoryNameBinding>();
-  config.publish.domain_claims = claims;
+  const RendezvousConfig config = custom_domain_config();
+  const std::shared_ptr<NameBindingPolicy> claims = config.publish.domain_claims;
   Harness h(config);
-  const ConnectionId first = h.hello(key_of('a'));
-  h.deliver(first, register_custom(h, first, "home", "www.example.org"));
-  h.answer(h.take_checks().at(0), {{Outcome::kPass, ""}});
-  REQUIRE(h.pop(first).has_registered());
+  const ConnectionId first = claimed(h, 'a', "home", "www.example.org");
   CHECK(claims->bound_key("www.example.org") == key_of('a'));
 
   const ConnectionId second = h.hello(key_of('b'), "198.51.100.2");
@@ -202,14 +206,10 @@ TEST_CASE("a name claimed by one key is refused to another without a look-up") {
 }
 
 TEST_CASE("the holder hands a custom domain to a new key, whose claim then needs the DNS") {
-  RendezvousConfig config = custom_domain_config();
-  auto claims = std::make_shared<MemoryNameBinding>();
-  config.publish.domain_claims = claims;
+  const RendezvousConfig config = custom_domain_config();
+  const std::shared_ptr<NameBindingPolicy> claims = config.publish.domain_claims;
   Harness h(config);
-  const ConnectionId old_home = h.hello(key_of('a'));
-  h.deliver(old_home, register_custom(h, old_home, "home", "www.example.org"));
-  h.answer(h.take_checks().at(0), {{Outcome::kPass, ""}});
-  REQUIRE(h.pop(old_home).has_registered());
+  const ConnectionId old_home = claimed(h, 'a', "home", "www.example.org");
 
   auto hand_over = [](const std::string& name, const std::string& to) {
     wire::Envelope envelope;
@@ -271,10 +271,7 @@ TEST_CASE("a held claim is looked up again daily and a removed record ends the r
   RendezvousConfig config = custom_domain_config();
   config.idle_timeout = std::chrono::hours(48);  // only the claim decides here
   Harness h(config);
-  const ConnectionId home = h.hello(key_of('a'));
-  h.deliver(home, register_custom(h, home, "home", "www.example.org"));
-  h.answer(h.take_checks().at(0), {{Outcome::kPass, ""}});
-  REQUIRE(h.pop(home).has_registered());
+  const ConnectionId home = claimed(h, 'a', "home", "www.example.org");
   h.advance(std::chrono::hours(24) - std::chrono::seconds(1));
   CHECK(h.take_checks().empty());
   h.advance(std::chrono::seconds(1));
