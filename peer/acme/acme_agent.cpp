@@ -54,11 +54,27 @@ std::string unusable(const std::string& chain, EVP_PKEY* key, const std::string&
 }  // namespace
 
 AcmeAgent::AcmeAgent(Settings settings, std::string host_name, Events events)
+    : AcmeAgent(std::move(settings), std::move(host_name), std::move(events), Io{}) {
+  http_ = std::make_unique<AcmeHttp>(settings_.ca_file, settings_.proxy_url);
+  io_.wall_now = [] { return std::time(nullptr); };
+  io_.monotonic_us = [] { return g_get_monotonic_time(); };
+  io_.send = [this](const AcmeOrder::Request& request, AcmeHttp::Done done) {
+    http_->send(request, std::move(done));
+  };
+  io_.set_timer = [this](std::optional<int64_t> wait_us) {
+    timer_ = SourceId();
+    if (!wait_us) return;
+    const auto ms = static_cast<guint>(std::max<int64_t>(*wait_us, 0) / 1000);
+    timer_ = SourceId(g_timeout_add(ms, &AcmeAgent::on_glib_timer, this));
+  };
+}
+
+AcmeAgent::AcmeAgent(Settings settings, std::string host_name, Events events, Io io)
     : settings_(std::move(settings)),
       host_name_(std::move(host_name)),
       events_(std::move(events)),
       dir_(settings_.state_dir + "/acme"),
-      http_(settings_.ca_file) {
+      io_(std::move(io)) {
   // The name becomes a file name: a DNS name never holds a '/' (RFC 1035 section 2.3.1).
   if (host_name_.empty() || host_name_.find('/') != std::string::npos || host_name_[0] == '.')
     throw std::runtime_error("acme: '" + host_name_ + "' is not a host name");
@@ -82,7 +98,7 @@ bool AcmeAgent::load_stored(bool from_disk) {
   const std::string chain = read_file(cert_file);
   if (chain.empty()) return false;
   EvpPkeyPtr key = read_private_key_pem(read_file(key_file));
-  const std::string why = unusable(chain, key.get(), host_name_, std::time(nullptr));
+  const std::string why = unusable(chain, key.get(), host_name_, io_.wall_now());
   if (!why.empty()) {
     log::info("acme %s: not using %s: %s", host_name_.c_str(), cert_file.c_str(), why.c_str());
     return false;
@@ -98,37 +114,40 @@ bool AcmeAgent::load_stored(bool from_disk) {
   return true;
 }
 
-gboolean AcmeAgent::on_timer(gpointer data) {
+gboolean AcmeAgent::on_glib_timer(gpointer data) {
   auto* self = static_cast<AcmeAgent*>(data);
   self->timer_.release();
-  guard_callback("acme timer", [self] {
-    if (self->order_) {
-      self->order_->on_timer(g_get_monotonic_time());
-      self->pump();
-    } else {
-      self->run_due();
-    }
-  });
+  guard_callback("acme timer", [self] { self->on_timer(); });
   return G_SOURCE_REMOVE;
 }
 
+void AcmeAgent::on_timer() {
+  if (order_) {
+    order_->on_timer(io_.monotonic_us());
+    pump();
+  } else {
+    run_due();
+  }
+}
+
 void AcmeAgent::run_due() {
-  if (!order_ && std::time(nullptr) >= schedule_.next_order_at()) begin_order();
+  if (!order_ && io_.wall_now() >= schedule_.next_order_at()) begin_order();
   arm_timer();
 }
 
 void AcmeAgent::arm_timer() {
-  timer_ = SourceId();
   int64_t wait_us = kMaxSleepSeconds * kMicrosPerSecond;
   if (order_) {
-    if (!order_->deadline_us()) return;  // a request is out: its answer moves on
-    wait_us = *order_->deadline_us() - g_get_monotonic_time();
+    if (!order_->deadline_us()) {  // a request is out: its answer moves on
+      io_.set_timer(std::nullopt);
+      return;
+    }
+    wait_us = *order_->deadline_us() - io_.monotonic_us();
   } else {
-    const std::time_t wait = schedule_.next_order_at() - std::time(nullptr);
+    const std::time_t wait = schedule_.next_order_at() - io_.wall_now();
     wait_us = std::min<int64_t>(wait_us, std::max<std::time_t>(wait, 0) * kMicrosPerSecond);
   }
-  const auto ms = static_cast<guint>(std::max<int64_t>(wait_us, 0) / 1000);
-  timer_ = SourceId(g_timeout_add(ms, &AcmeAgent::on_timer, this));
+  io_.set_timer(std::max<int64_t>(wait_us, 0));
 }
 
 void AcmeAgent::begin_order() {
@@ -156,7 +175,7 @@ void AcmeAgent::begin_order() {
   told_retry_ = false;
   log::info("acme %s: asking %s for a certificate", host_name_.c_str(),
             settings_.directory_url.c_str());
-  order_->start(g_get_monotonic_time());
+  order_->start(io_.monotonic_us());
   pump();
 }
 
@@ -165,10 +184,10 @@ void AcmeAgent::pump() {
   after_step();
   if (!order_) return;
   if (auto request = order_->take_request()) {
-    timer_ = SourceId();
+    io_.set_timer(std::nullopt);
     log::debug("acme %s: %s %s", host_name_.c_str(), request->method.c_str(),
                request->url.c_str());
-    http_.send(*request, [this](const AcmeOrder::Response& response) { on_response(response); });
+    io_.send(*request, [this](const AcmeOrder::Response& response) { on_response(response); });
     return;
   }
   arm_timer();
@@ -176,7 +195,7 @@ void AcmeAgent::pump() {
 
 void AcmeAgent::on_response(const AcmeOrder::Response& response) {
   if (!order_) return;
-  order_->on_response(response, g_get_monotonic_time());
+  order_->on_response(response, io_.monotonic_us());
   pump();
 }
 
@@ -203,7 +222,7 @@ void AcmeAgent::after_step() {
 
 void AcmeAgent::order_issued() {
   const std::string chain = order_->certificate_pem();
-  const std::string why = unusable(chain, certificate_key_.get(), host_name_, std::time(nullptr));
+  const std::string why = unusable(chain, certificate_key_.get(), host_name_, io_.wall_now());
   if (!why.empty()) {
     order_failed("the CA's certificate cannot be served: " + why);
     return;
@@ -229,7 +248,7 @@ void AcmeAgent::order_failed(std::string why) {
     challenge_key_.reset();
     events_.challenge(nullptr, nullptr);
   }
-  const std::time_t now = std::time(nullptr);
+  const std::time_t now = io_.wall_now();
   schedule_.on_failure(now);
   log::warn("acme %s: no certificate: %s; next try in %lld s", host_name_.c_str(), why.c_str(),
             static_cast<long long>(schedule_.next_order_at() - now));

@@ -2,7 +2,9 @@
 // certificate for one host name in STATE_DIR/acme/ and orders a new one when the
 // RenewalSchedule says so. The thin glue around the I/O-free parts: AcmeOrder's
 // requests go out through AcmeHttp, one GLib timer follows the order's deadline and
-// the schedule's next order, and the files hold what must survive a restart.
+// the schedule's next order, and the files hold what must survive a restart. The
+// clocks, the requests and the timer go through Io, so a test can run the agent on a
+// fake clock against a canned CA.
 //
 //   STATE_DIR/acme/account.key       the account key (the account itself: newAccount
 //                                    with a known key returns its account, RFC 8555
@@ -17,6 +19,7 @@
 #include <ctime>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "acme/acme_http.h"
@@ -35,6 +38,10 @@ class AcmeAgent {
     std::string email;          // --acme-email; empty: no contact
     std::string ca_file;        // --acme-ca-file; empty: the system's roots
     std::string state_dir;      // --state-dir: the files live in its acme/
+    // --proxy (or https_proxy) as http://HOST:PORT: the CA is reached through the same
+    // CONNECT proxy as the relay, so a home whose only way out is that proxy gets its
+    // certificate too; empty: straight to the CA.
+    std::string proxy_url;
   };
   struct Certificate {
     std::string cert_file;  // PEM chain, leaf first
@@ -50,17 +57,30 @@ class AcmeAgent {
     std::function<void(const Certificate& certificate)> certificate;
   };
 
+  // What the agent does outside itself; default: the real clocks, AcmeHttp and a GLib
+  // timer.
+  struct Io {
+    std::function<std::time_t()> wall_now;  // seconds since the epoch (the schedule)
+    std::function<int64_t()> monotonic_us;  // the order's deadlines
+    std::function<void(const AcmeOrder::Request& request, AcmeHttp::Done done)> send;
+    // Calls on_timer() after `wait_us`, replacing any earlier one; empty: none.
+    std::function<void(std::optional<int64_t> wait_us)> set_timer;
+  };
+
   // Throws when STATE_DIR/acme cannot be made or the CA file read.
   AcmeAgent(Settings settings, std::string host_name, Events events);
+  AcmeAgent(Settings settings, std::string host_name, Events events, Io io);
   ~AcmeAgent();
   AcmeAgent(const AcmeAgent&) = delete;
   AcmeAgent& operator=(const AcmeAgent&) = delete;
 
   // Uses the stored certificate if it is good, then orders when the schedule says.
   void start();
+  // The timer Io::set_timer asked for is due.
+  void on_timer();
 
  private:
-  static gboolean on_timer(gpointer data);
+  static gboolean on_glib_timer(gpointer data);
   void run_due();
   void begin_order();
   void pump();
@@ -76,7 +96,8 @@ class AcmeAgent {
   std::string host_name_;
   Events events_;
   std::string dir_;  // STATE_DIR/acme
-  AcmeHttp http_;
+  Io io_;
+  std::unique_ptr<AcmeHttp> http_;  // the default Io's requests
   RenewalSchedule schedule_;
   EvpPkeyPtr account_key_;
   EvpPkeyPtr certificate_key_;  // the key of the order under way
@@ -85,7 +106,7 @@ class AcmeAgent {
   std::unique_ptr<AcmeOrder> order_;  // null between orders
   const char* last_progress_ = nullptr;
   bool told_retry_ = false;  // this order's first retry has had its line
-  SourceId timer_;           // after the state it reaches
+  SourceId timer_;           // the default Io's timer; after the state it reaches
 };
 
 }  // namespace natfwd::acme

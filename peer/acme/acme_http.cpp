@@ -29,10 +29,15 @@ std::optional<int64_t> retry_after(const std::string& text) {
 
 }  // namespace
 
-AcmeHttp::AcmeHttp(const std::string& ca_file) {
+AcmeHttp::AcmeHttp(const std::string& ca_file, const std::string& proxy_url) {
   session_.reset(soup_session_new_with_options("timeout", kRequestTimeoutSeconds,
                                                "idle-timeout", kRequestTimeoutSeconds,
                                                "user-agent", kUserAgent, nullptr));
+  if (!proxy_url.empty()) {
+    // Every scheme through the one proxy: https requests become CONNECT tunnels.
+    GObjectPtr<GProxyResolver> proxy(g_simple_proxy_resolver_new(proxy_url.c_str(), nullptr));
+    soup_session_set_proxy_resolver(session_.get(), proxy.get());
+  }
   if (!ca_file.empty()) {
     GError* error = nullptr;
     GObjectPtr<GTlsDatabase> roots(g_tls_file_database_new(ca_file.c_str(), &error));

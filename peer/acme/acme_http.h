@@ -22,8 +22,10 @@ class AcmeHttp {
   static constexpr unsigned kRequestTimeoutSeconds = 20;
 
   // `ca_file`: PEM roots that alone are trusted for the directory's HTTPS (a test CA
-  // such as pebble); empty: the system's. Throws when the file cannot be read.
-  explicit AcmeHttp(const std::string& ca_file);
+  // such as pebble); empty: the system's. `proxy_url`: http://HOST:PORT of an HTTP
+  // CONNECT proxy every request goes through; empty: none. Throws when the file cannot
+  // be read.
+  AcmeHttp(const std::string& ca_file, const std::string& proxy_url);
   ~AcmeHttp();
   AcmeHttp(const AcmeHttp&) = delete;
   AcmeHttp& operator=(const AcmeHttp&) = delete;

@@ -209,7 +209,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
        "Talk to the relay over plain TCP (it then sees the rendezvous in clear; peer-to-peer traffic stays encrypted) (default: off)",
        nullptr},
       {"proxy", 0, 0, G_OPTION_ARG_STRING, &o.proxy,
-       "Reach the relay and TURN over TCP/TLS through this HTTP CONNECT proxy (default: $https_proxy/$HTTPS_PROXY, else none)",
+       "Reach the relay, TURN over TCP/TLS and the --acme-directory CA through this HTTP CONNECT proxy (default: $https_proxy/$HTTPS_PROXY, else none)",
        "http://HOST:PORT"},
       {"force-relay", 0, 0, G_OPTION_ARG_NONE, &o.force_relay,
        "Use relayed (TURN) candidates only, never a direct path (default: off)", nullptr},

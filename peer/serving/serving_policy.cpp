@@ -29,7 +29,9 @@ ServingPolicy::ServingPolicy(const PeerOptions& options)
       https_ = std::make_unique<HttpsServer>(
           publish, publish_connector_.target_connector(),
           acme::AcmeAgent::Settings{options.acme_directory, options.acme_email,
-                                    options.acme_ca_file, options.state_dir});
+                                    options.acme_ca_file, options.state_dir,
+                                    options.proxy ? "http://" + options.proxy->to_string()
+                                                  : std::string()});
       publish_connector_.route_to(publish.target, https_.get());
     }
   if (!serves()) return;

@@ -19,7 +19,12 @@ serving peer; pebble-challtestsrv is pebble's DNS and answers every name with
 - with pebble stopped, the peer restarted on the same state dir serves the stored
   certificate at once (the CA is not asked: it is gone);
 - a peer whose CA is down says so in one line, keeps running and tries again; it serves
-  no certificate meanwhile (a visitor's handshake fails).
+  no certificate meanwhile (a visitor's handshake fails);
+- a failed challenge: pebble's DNS (pebble-challtestsrv, told through its management
+  API) sends astray.share.test to 127.0.0.2, where no relay listens, so pebble's
+  TLS-ALPN-01 connection fails and the authorization goes invalid. The peer says so in
+  one line with the CA's detail and when it tries again, keeps running, and serves no
+  certificate: neither a visitor's handshake nor one offering acme-tls/1 gets one.
 """
 import json
 import os
@@ -28,6 +33,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import urllib.request
 
 from harness import Failure, run, scaled
 from test_publish_https import curl_https
@@ -77,7 +83,7 @@ def test(w):
                     pebble_key, "-out", pebble_cert], check=True, capture_output=True,
                    timeout=scaled(30))
 
-    dns, (dns_port, _) = start_on_free_ports(
+    dns, (dns_port, dns_management) = start_on_free_ports(
         w, "pebble-challtestsrv", lambda port, management: [
             "pebble-challtestsrv", "-dns01", f"127.0.0.1:{port}", "-management",
             f"127.0.0.1:{management}", "-http01", "", "-https01", "", "-tlsalpn01", "",
@@ -142,6 +148,19 @@ def test(w):
                       f"{home.describe()}")
     print("curl trusting only pebble's root loads the page through the relay")
 
+    # A failed challenge, beside the renewal below: the CA cannot reach this peer.
+    astray_host = f"astray.{DOMAIN}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{dns_management}/add-a", method="POST",
+        data=json.dumps({"host": astray_host + ".", "addresses": ["127.0.0.2"]}).encode())
+    with urllib.request.urlopen(request, timeout=scaled(10)) as answer:
+        if answer.status != 200:
+            raise Failure(f"pebble-challtestsrv add-a: HTTP {answer.status}")
+    astray = w.group.start("peer --publish https (challenge fails)", [
+        nf.peer_bin, "--relay", relay_addr, "--name", "astray", "--state-dir",
+        nf.state_dir("astray"), "--publish", f"https:{web_port}", "--acme-directory",
+        directory, "--acme-ca-file", pebble_cert])
+
     # Renewal while visitors come and go: a connection from before keeps its
     # certificate and still gets the page after the swap.
     context = ssl.create_default_context(cafile=root)
@@ -170,6 +189,33 @@ def test(w):
                                text=True).stdout.strip().split("=", 1)[1][:10]
     expected = (f"published https://{host}/ -> 127.0.0.1:{web_port} "
                 f"(certificate from ACME, expires {not_after})")
+
+    failed = astray.wait_stderr(
+        re.escape(f"acme {astray_host}: no certificate: ") + r"(.+); next try in (\d+) s$",
+        timeout=scaled(30), what="failed challenge line")
+    if "127.0.0.2" not in failed.group(1) or int(failed.group(2)) != 60:
+        raise Failure(f"the failed challenge's line: {failed.group(0)!r}")
+    lines = [l for l in astray.stderr_lines if f"acme {astray_host}: no certificate" in l]
+    if len(lines) != 1:
+        raise Failure(f"a failed challenge gave {len(lines)} lines: {lines}")
+    print(f"failed challenge: {failed.group(0).split('] ')[-1]}")
+    code, _, err = curl_https(astray_host, relay_port, "/", root)
+    if code == 0:
+        raise Failure("a visitor got a page from a peer whose challenge failed")
+    acme_hello = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    acme_hello.check_hostname = False
+    acme_hello.verify_mode = ssl.CERT_NONE
+    acme_hello.set_alpn_protocols(["acme-tls/1"])
+    try:
+        with acme_hello.wrap_socket(socket.create_connection(("127.0.0.1", relay_port),
+                                                             timeout=scaled(30)),
+                                    server_hostname=astray_host) as s:
+            raise Failure(f"after the failed challenge an acme-tls/1 handshake got a "
+                          f"certificate: {s.getpeercert(binary_form=True)[:40]!r}")
+    except (ssl.SSLError, ConnectionError):
+        pass
+    astray.check_running("after the failed challenge")
+    print("failed challenge: the peer runs on and serves no certificate")
 
     # The CA goes away; the restarted peer needs it not.
     pebble.stop()

@@ -10,7 +10,9 @@ machine), loading a page through it well under one. It talks over
 and written to fd 4: no port to pick, nothing listening). Each load runs in a fresh
 browser context (its own cookies, cache and connections), so one page cannot be served
 from what an earlier one left behind. Names resolve only through
-`--host-resolver-rules`, as `curl --resolve` does. As root Chromium needs
+`--host-resolver-rules`, as `curl --resolve` does. Chromium on Linux trusts the roots
+of the NSS database in $HOME/.pki/nssdb beside its own: `env` with a HOME whose
+database holds a test CA's root (nss_home_trusting) makes that CA trusted. As root Chromium needs
 `--no-sandbox`. The browser is ours: close() asks it to quit and kills it by PID if it
 will not.
 """
@@ -35,6 +37,20 @@ QUIET_FLAGS = ("--no-first-run", "--no-default-browser-check", "--disable-extens
                "--disable-dev-shm-usage")
 
 
+def nss_home_trusting(home: str, root_pem: str) -> str:
+    """A HOME for Chromium whose NSS database trusts `root_pem` (and no other root of
+    its own) to issue server certificates; returns `home`."""
+    db = os.path.join(home, ".pki", "nssdb")
+    os.makedirs(db, mode=0o700, exist_ok=True)
+    for argv in (["certutil", "-N", "-d", f"sql:{db}", "--empty-password"],
+                 ["certutil", "-A", "-d", f"sql:{db}", "-n", "test root", "-t", "C,,",
+                  "-i", root_pem]):
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=scaled(30))
+        if r.returncode != 0:
+            raise Failure(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
+    return home
+
+
 def high_fd(fd: int) -> int:
     """`fd` moved to a number above 9 (close-on-exec, as Python makes every fd)."""
     high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
@@ -44,7 +60,7 @@ def high_fd(fd: int) -> int:
 
 class HeadlessChromium:
     def __init__(self, netns: str, user_data_dir: str, hosts: dict[str, str],
-                 binary: str = "chromium"):
+                 binary: str = "chromium", env: Optional[dict[str, str]] = None):
         rules = ", ".join(f"MAP {name} {ip}" for name, ip in hosts.items())
         argv = ["ip", "netns", "exec", netns, binary, "--headless=new", "--no-sandbox",
                 f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe",
@@ -62,7 +78,7 @@ class HeadlessChromium:
         os.makedirs(user_data_dir, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=self._log, close_fds=False,
+                                      stderr=self._log, close_fds=False, env=env,
                                       preexec_fn=child_fds, start_new_session=True)
         self.pid = self.popen.pid
         self.started = time.monotonic()

@@ -25,17 +25,36 @@ the visitor:
   marker. The same capture during the http fetch must hold the marker, so the search
   can fail.
 
-Prints a table (home NAT type x http/tls/tcp: ok or FAIL, with times) and fails if any
-cell failed. Each cell stands alone: a failure is recorded with its reason and the next
+- https: a real ACME CA on the internet side: Debian's pebble (Let's Encrypt's test CA)
+  in a namespace of the visitor's public site, validating with TLS-ALPN-01 (RFC 8737)
+  through the relay's 443 (no "always valid" shortcut, no authorization reuse), its DNS
+  a dnsmasq there that answers *.share.test and www.custom.test (a CNAME to the relay,
+  and TXT _natfwd.www.custom.test with the custom peer's key id); the relay resolves
+  custom domains through the same dnsmasq (its namespace's resolv.conf). The home peer
+  is restarted as `--publish https:PORT` and a second peer at home publishes
+  `https:www.custom.test=PORT`, both with `--acme-directory` (through the proxy for
+  proxyonly), each issued anew for every NAT type (one pebble for all). curl trusting
+  only pebble's root and Chromium whose NSS database trusts only pebble's root (beside
+  its built-in ones, which pebble is not under) load https://home.share.test/ and
+  https://www.custom.test/. A capture on the relay during the curl loads holds both
+  server names and none of: the page's marker, the home certificate key's PEM, DER or
+  private scalar. No file in the relay's state dir holds a certificate naming either
+  host or that key material.
+
+Prints a table (home NAT type x http/tls/tcp/https: ok or FAIL, with times) and fails if
+any cell failed. Each cell stands alone: a failure is recorded with its reason and the next
 cell runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -47,7 +66,7 @@ sys.path.insert(0, HERE)
 
 import lab as L  # noqa: E402
 import lab_test  # noqa: E402
-from chromium_cdp import HeadlessChromium  # noqa: E402
+from chromium_cdp import HeadlessChromium, nss_home_trusting  # noqa: E402
 from lab import Failure, Lab, SiteSpec, log, scaled, sh  # noqa: E402
 import pcap_streams  # noqa: E402
 from pcap_streams import carried  # noqa: E402
@@ -61,7 +80,15 @@ SSH_PUBLIC_PORT = 20022
 COPY_BYTES = 20 * 1000 * 1000
 STEP_TIMEOUT = 60.0
 COPY_TIMEOUT = 120.0
-CELLS = ("http", "tcp", "tls")
+CELLS = ("http", "tcp", "tls", "https")
+CUSTOM_HOST = "www.custom.test"
+CA_PORT = 443            # pebble's directory: the port a proxy-only home's squid CONNECTs to
+CA_MANAGEMENT_PORT = 15000
+DNS_PORT = 53
+# Long enough that no renewal starts during the run, well under the 398 days browsers
+# accept for a leaf.
+CERT_VALIDITY_SECONDS = 7 * 86400
+ISSUE_TIMEOUT = 90.0
 
 
 @dataclass
@@ -127,11 +154,11 @@ class Visitor:
             raise Failure(f"{argv[0]} did not finish within {scaled(timeout):.0f} s") from None
 
     def curl(self, url: str, port: int, extra: tuple[str, ...] = (),
-             write_out: str = "") -> tuple[bytes, bytes, float]:
+             write_out: str = "", host: str = HOST) -> tuple[bytes, bytes, float]:
         """(body, write-out, seconds); Failure unless curl succeeds with HTTP 200."""
         body = os.path.join(self.workdir, "visitor-body")
         argv = ["curl", "-sS", "--max-time", str(int(scaled(STEP_TIMEOUT))), "--resolve",
-                f"{HOST}:{port}:{L.RELAY_IP}", "-o", body, "-w",
+                f"{host}:{port}:{L.RELAY_IP}", "-o", body, "-w",
                 "%{http_code} %{time_total}\n" + write_out, *extra, url]
         r = self.run(argv, STEP_TIMEOUT + 10)
         head, _, rest = r.stdout.partition(b"\n")
@@ -170,6 +197,92 @@ class Capture:
         if not os.environ.get("LAB_KEEP_PCAP"):
             os.unlink(self.path)
         return data
+
+
+# -- the ACME CA on the internet side ----------------------------------------------------
+
+class AcmeLab:
+    """pebble and its DNS (dnsmasq) in a namespace of the visitor's public site. The
+    DNS answers every *.share.test name with the relay's address, as the wildcard
+    record of a real deployment does, and holds the custom domain's records; the relay
+    resolves through it too (its namespace's /etc/netns resolv.conf, which `ip netns
+    exec` mounts over /etc/resolv.conf)."""
+
+    def __init__(self, lab: Lab, workdir: str, netns: str, ip: str, custom_key_id: str):
+        self.lab, self.ip = lab, ip
+        self.netns_etc = f"/etc/netns/{lab.relay_ns}"
+        os.makedirs(self.netns_etc)
+        with open(os.path.join(self.netns_etc, "resolv.conf"), "w") as f:
+            f.write(f"nameserver {ip}\noptions timeout:2 attempts:2\n")
+        dns = lab.start("dnsmasq (lab DNS)", [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+            "--no-hosts", "--no-poll", "--pid-file=", f"--listen-address={ip}",
+            "--bind-interfaces", f"--port={DNS_PORT}", "--local=/test/", "--log-facility=-",
+            f"--address=/{DOMAIN}/{L.RELAY_IP}",
+            f"--host-record=relay.custom.test,{L.RELAY_IP}",
+            f"--cname={CUSTOM_HOST},relay.custom.test",
+            f"--txt-record=_natfwd.{CUSTOM_HOST},{custom_key_id}"], netns)
+        dns.wait_stderr(r"started, version", 20, what="dnsmasq start line")
+        # pebble's own HTTPS (directory, management) has a certificate made here: the
+        # Debian package ships none. Peers trust it through --acme-ca-file.
+        self.server_cert = os.path.join(workdir, "pebble.crt")
+        key = os.path.join(workdir, "pebble.key")
+        sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-subj", "/CN=pebble", "-addext", f"subjectAltName=IP:{ip}", "-days",
+            "1", "-keyout", key, "-out", self.server_cert])
+        config = os.path.join(workdir, "pebble.json")
+        with open(config, "w") as f:
+            json.dump({"pebble": {
+                "listenAddress": f"{ip}:{CA_PORT}",
+                "managementListenAddress": f"{ip}:{CA_MANAGEMENT_PORT}",
+                "certificate": self.server_cert, "privateKey": key,
+                "httpPort": 80, "tlsPort": L.RELAY_TLS_PORT, "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+                "certificateValidityPeriod": CERT_VALIDITY_SECONDS}}, f)
+        # No sleep before validating; every nonce good (the client's badNonce retry is
+        # unit-tested); every order validated anew (no authorization reuse), so each
+        # home's certificate is a TLS-ALPN-01 validation through the relay.
+        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
+                   PEBBLE_AUTHZREUSE="0")
+        self.pebble = lab.start("pebble", ["pebble", "-config", config, "-dnsserver",
+                                           f"{ip}:{DNS_PORT}"], netns, env=env)
+        self.pebble.wait_stdout(r"ACME directory available at", 30, what="pebble ready")
+        self.directory = f"https://{ip}:{CA_PORT}/dir"
+        self.root = os.path.join(workdir, "pebble-root.pem")
+        r = sh(["curl", "-sS", "--max-time", "20", "--cacert", self.server_cert,
+                f"https://{ip}:{CA_MANAGEMENT_PORT}/roots/0"], netns=netns)
+        if "BEGIN CERTIFICATE" not in r.stdout:
+            raise Failure(f"pebble's root: {r.stdout[:200]!r} {r.stderr!r}")
+        with open(self.root, "w") as f:
+            f.write(r.stdout)
+
+    def close(self) -> None:
+        shutil.rmtree(self.netns_etc, ignore_errors=True)
+
+
+def key_material(key_file: str) -> dict[str, bytes]:
+    """What of a private key must never cross the relay: its PEM body, its DER and its
+    private scalar."""
+    with open(key_file, "rb") as f:
+        pem = f.read()
+    body = b"\n".join(l for l in pem.splitlines() if not l.startswith(b"-----"))
+    der = subprocess.run(["openssl", "pkey", "-in", key_file, "-outform", "DER"],
+                         capture_output=True, check=True, timeout=scaled(20)).stdout
+    text = sh(["openssl", "pkey", "-in", key_file, "-noout", "-text"]).stdout
+    m = re.search(r"^priv:\n((?:\s+[0-9a-f:]+\n)+)", text, re.M)
+    if not m or not der:
+        raise Failure(f"cannot read the private key {key_file}")
+    scalar = bytes.fromhex("".join(m.group(1).split()).replace(":", ""))
+    # The scalar is printed with a leading zero when its top bit is set.
+    return {"PEM": body, "DER": der, "private scalar": scalar.lstrip(b"\0")}
+
+
+def key_leaks(data: bytes, material: dict[str, bytes]) -> list[str]:
+    """Which of `material` `data` holds; the PEM by any one of its lines."""
+    found = [name for name, blob in material.items() if name != "PEM" and blob in data]
+    if any(line in data for line in material["PEM"].splitlines() if len(line) >= 32):
+        found.append("PEM")
+    return found
 
 
 # -- one home ---------------------------------------------------------------------------------
@@ -228,28 +341,40 @@ def test_publish(lab: Lab, workdir: str, args) -> bool:
     bad = [x for x in types if x not in L.TYPES]
     if bad:
         raise Failure(f"LAB_PUBLISH_TYPES: unknown types {bad}; types are {L.TYPES}")
-    L.ensure_packages(["chromium"])
+    L.ensure_packages(["chromium", "pebble", "dnsmasq-base", "libnss3-tools"])
     lab.build([SiteSpec(f"a-{x}", x, ("home",)) for x in types] +
-              [SiteSpec("v-none", "none", ("visitor",))])
-    visitor_ns = lab.sites["v-none"].ns["visitor"]
-    # The browser starts while the relay and the first home come up.
-    browser = HeadlessChromium(visitor_ns, os.path.join(workdir, "chromium"),
-                               {HOST: L.RELAY_IP})
-    try:
-        return run_homes(lab, workdir, types, visitor_ns, browser)
-    finally:
-        browser.close()
-
-
-def run_homes(lab: Lab, workdir: str, types: list[str], visitor_ns: str,
-              browser: HeadlessChromium) -> bool:
+              [SiteSpec("v-none", "none", ("visitor", "ca"))])
+    visitor_site = lab.sites["v-none"]
     t = lab_test.Tunnels(lab, workdir)
-    home_state = t.natfwd.state_dir("home")
+    states = {name: t.natfwd.state_dir(name) for name in ("home", "www")}
+    acme = AcmeLab(lab, workdir, visitor_site.ns["ca"], visitor_site.ip["ca"],
+                   t.natfwd.key_id(states["www"]))
+    try:
+        # The browser starts while the relay and the first home come up.
+        home = nss_home_trusting(os.path.join(workdir, "chromium-home"), acme.root)
+        browser = HeadlessChromium(visitor_site.ns["visitor"], os.path.join(workdir, "chromium"),
+                                   {HOST: L.RELAY_IP, CUSTOM_HOST: L.RELAY_IP},
+                                   env=dict(os.environ, HOME=home))
+        try:
+            return run_homes(lab, t, workdir, types, visitor_site.ns["visitor"], browser, acme,
+                             states)
+        finally:
+            browser.close()
+    finally:
+        acme.close()
+
+
+def run_homes(lab: Lab, t: lab_test.Tunnels, workdir: str, types: list[str], visitor_ns: str,
+              browser: HeadlessChromium, acme: AcmeLab, states: dict[str, str]) -> bool:
+    home_state = states["home"]
     home_id = t.natfwd.key_id(home_state)
-    relay, _ = t.start_relay(extra=[
+    relay_state = t.natfwd.state_dir("relay")
+    # --publish-address: custom domains are on; the relay checks their DNS records.
+    relay, _ = t.start_relay(state_dir=relay_state, extra=[
         "--publish-domain", DOMAIN, "--publish-http", f"{L.RELAY_IP}:{HTTP_PORT}",
         "--publish-ports", f"{PUBLISH_PORTS[0]}-{PUBLISH_PORTS[1]}",
-        "--allow-publisher", home_id])
+        "--allow-publisher", home_id, "--allow-publisher", t.natfwd.key_id(states["www"]),
+        "--publish-address", L.RELAY_IP])
     want = (f", publish http {L.RELAY_IP}:{HTTP_PORT} https *.{DOMAIN}, "
             f"tcp {PUBLISH_PORTS[0]}-{PUBLISH_PORTS[1]})")
     if not relay.stdout_lines[0].endswith(want):
@@ -296,6 +421,8 @@ def run_homes(lab: Lab, workdir: str, types: list[str], visitor_ns: str,
                                                   workdir))
         timed_cell(row, "tls", lambda: check_tls(lab, visitor, certs, home_chain, marker,
                                                   workdir))
+        timed_cell(row, "https", lambda: check_https(lab, t, site, home, acme, visitor, browser,
+                                                      states, relay_state, marker, workdir))
         row.path = next((l.split(": ", 1)[1] for l in reversed(relay.stdout_lines[relay_line:])
                          if l.startswith("path home: ")), "(no path line)")
         row.home_path = next((l.split(": ", 1)[1] for l in reversed(home.peer.stdout_lines)
@@ -386,16 +513,120 @@ def check_tls(lab: Lab, visitor: Visitor, certs: dict[str, str], home_chain: lis
     return f"curl {seconds:.2f} s, home's chain, capture {len(seen) // 1024} KiB clean"
 
 
+def start_acme_peer(lab: Lab, t: lab_test.Tunnels, site: L.Site, acme: AcmeLab,
+                    name: str, state: str, spec: str, host: str):
+    """A peer at home publishing `spec` with a certificate from the lab's pebble,
+    issued anew (the stored one of the previous home is removed first)."""
+    for suffix in (".crt", ".key"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(state, "acme", host + suffix))
+    argv = [t.natfwd.peer_bin, *t.peer_relay_args(site), "--name", name, "--state-dir", state,
+            "--publish", spec, "--acme-directory", acme.directory, "--acme-ca-file",
+            acme.server_cert, "--acme-email", "lab@example.org"]
+    argv += ["-v"] if lab_test.VERBOSE else []
+    return lab.start(f"peer --publish https ({name}, {site.name})", argv, site.ns["home"],
+                     echo=t.natfwd.echo, env=lab_test.clean_env()), host
+
+
+def check_https(lab: Lab, t: lab_test.Tunnels, site: L.Site, home: Home, acme: AcmeLab,
+                visitor: Visitor, browser: HeadlessChromium, states: dict[str, str],
+                relay_state: str, marker: str, workdir: str) -> str:
+    # tls: and https: both answer https://home.share.test/: the tls publish goes first.
+    home.peer.stop()
+    started = time.monotonic()
+    peers = [start_acme_peer(lab, t, site, acme, "home", states["home"],
+                             f"https:{home.web_port}", HOST),
+             start_acme_peer(lab, t, site, acme, "www", states["www"],
+                             f"https:{CUSTOM_HOST}={home.web_port}", CUSTOM_HOST)]
+    try:
+        return https_visits(lab, peers, home, acme, visitor, browser, states, relay_state,
+                            marker, workdir, started)
+    except Failure as e:
+        raise Failure(f"{e}\n" + "\n".join(p.describe(stderr_tail=15) for p, _ in peers)) from None
+
+
+def https_visits(lab: Lab, peers: list, home: Home, acme: AcmeLab, visitor: Visitor,
+                 browser: HeadlessChromium, states: dict[str, str], relay_state: str,
+                 marker: str, workdir: str, started: float) -> str:
+    for peer, host in peers:
+        peer.wait_stdout(
+            "^" + re.escape(f"published https://{host}/ -> 127.0.0.1:{home.web_port} "
+                            "(certificate from ACME, expires ") + r"\d{4}-\d\d-\d\d\)$",
+            ISSUE_TIMEOUT, what=f"published ready line of {host}")
+        # Issued just now by a validation through the relay, not read from disk.
+        peer.wait_stderr(re.escape(f"acme {host}: answering the tls-alpn-01 challenge"), 5,
+                         what=f"{host}'s tls-alpn-01 step")
+    issued_s = time.monotonic() - started
+    material = {host: key_material(os.path.join(states[name], "acme", host + ".key"))
+                for name, host in (("home", HOST), ("www", CUSTOM_HOST))}
+
+    capture = Capture(lab, os.path.join(workdir, "https.pcap"))
+    try:
+        # --cacert: pebble's root alone (no system roots, no lab CA).
+        times = []
+        for host in (HOST, CUSTOM_HOST):
+            body, _, seconds = visitor.curl(f"https://{host}/index.html", L.RELAY_TLS_PORT,
+                                            extra=("--cacert", acme.root), host=host)
+            if marker.encode() not in body:
+                raise Failure(f"https://{host}/ lacks the marker: {body[:200]!r}")
+            times.append(seconds)
+    finally:
+        seen = capture.stop()
+    for host in (HOST, CUSTOM_HOST):
+        if host.encode() not in seen:
+            raise Failure(f"the relay's capture does not show {host}'s ClientHello: it did "
+                          "not see the connection")
+        leaks = key_leaks(seen, material[host])
+        if leaks:
+            raise Failure(f"the relay's capture holds {host}'s private key ({', '.join(leaks)})")
+    if marker.encode() in seen:
+        raise Failure("the page's plaintext (its marker) is in the relay's capture of https")
+    check_relay_state(relay_state, material)
+    browser_times = []
+    for host in (HOST, CUSTOM_HOST):
+        dom, seconds = browser.load(f"https://{host}/", timeout=STEP_TIMEOUT)
+        if f'<p id="m">{marker}</p>' not in dom:
+            raise Failure(f"Chromium's https://{host}/ lacks the marker (a certificate "
+                          f"error page?): {dom[:200]!r}")
+        browser_times.append(seconds)
+    return (f"issued {issued_s:.1f} s, curl {times[0]:.2f}/{times[1]:.2f} s, chromium "
+            f"{browser_times[0]:.2f}/{browser_times[1]:.2f} s, capture "
+            f"{len(seen) // 1024} KiB clean")
+
+
+def check_relay_state(relay_state: str, material: dict[str, dict[str, bytes]]) -> None:
+    """No file the relay keeps holds a certificate for a published name or its key."""
+    for top, _, files in os.walk(relay_state):
+        for name in files:
+            path = os.path.join(top, name)
+            with open(path, "rb") as f:
+                data = f.read()
+            for host, blobs in material.items():
+                leaks = key_leaks(data, blobs)
+                if leaks:
+                    raise Failure(f"the relay's {path} holds {host}'s private key "
+                                  f"({', '.join(leaks)})")
+            for block in PEM_RE.findall(data):
+                r = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName",
+                                    "-subject"], input=block, capture_output=True,
+                                   timeout=scaled(20))
+                names = r.stdout.decode(errors="replace")
+                for host in material:
+                    if host in names:
+                        raise Failure(f"the relay's {path} holds a certificate for {host}")
+
+
 def print_table(rows: list[Row], seconds: float) -> None:
     print(f"\nPublishing through the relay's front door, one visitor, each home NAT type "
           f"({seconds:.0f} s):")
     print("| home NAT | front door's path line | home's path line | http: curl + Chromium | "
-          "tcp: ssh, 20 MB | tls: SNI passthrough |")
-    print("|---|---|---|---|---|---|")
+          "tcp: ssh, 20 MB | tls: SNI passthrough | https: ACME (pebble), home + custom "
+          "domain, curl + Chromium |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r.nat} | {r.path or '-'} | {r.home_path or '-'} | "
               f"{r.cells.get('http', '-')} | {r.cells.get('tcp', '-')} | "
-              f"{r.cells.get('tls', '-')} |")
+              f"{r.cells.get('tls', '-')} | {r.cells.get('https', '-')} |")
     failed = [(r.nat, c, e) for r in rows for c, e in r.errors.items()]
     if failed:
         print("\nfailed cells:")

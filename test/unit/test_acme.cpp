@@ -1,6 +1,9 @@
 // The ACME order core (peer/acme/acme_order.h) against canned CA answers with a fake
 // clock, its cryptography (peer/acme/acme_crypto.h: RFC 7638 thumbprint, ES256 JWS
-// that OpenSSL verifies, the RFC 8737 challenge certificate) and the renewal schedule.
+// that OpenSSL verifies, the RFC 8737 challenge certificate), the renewal schedule, and
+// the agent (peer/acme/acme_agent.h) on fake clocks and a fake timer against a canned
+// CA that signs the agent's CSRs: no network, no real time (its files go to a
+// temporary state dir).
 #include <catch2/catch.hpp>
 
 #include <openssl/bn.h>
@@ -8,6 +11,11 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <openssl/pem.h>
+
+#include "acme/acme_agent.h"
 #include "acme/acme_crypto.h"
 #include "acme/acme_order.h"
 #include "acme/renewal_schedule.h"
@@ -266,4 +274,270 @@ TEST_CASE("renewal at two thirds of the lifetime, with a doubling pause after fa
   schedule.on_certificate(now, now + 6 * 3600);  // a short-lived one, as pebble gives
   CHECK(schedule.failures() == 0);
   CHECK(schedule.next_order_at() == now + 4 * 3600);
+}
+
+namespace {
+
+constexpr const char* kHost = "home.share.test";
+constexpr std::time_t kDay = 86400;
+constexpr int64_t kUs = 1'000'000;
+// The agent's own waits (a renewal, a retry after a failed order) are a minute or more;
+// an order's polls and retries are seconds.
+constexpr int64_t kOrderWaitUs = 30 * kUs;
+
+// A certificate for the key of a CSR (or `instead`), as a CA issues it.
+std::string issue(const std::string& csr_der, EVP_PKEY* instead, EVP_PKEY* ca_key,
+                  std::time_t not_before, std::time_t not_after) {
+  const auto* p = reinterpret_cast<const unsigned char*>(csr_der.data());
+  X509_REQ* request = d2i_X509_REQ(nullptr, &p, static_cast<long>(csr_der.size()));
+  REQUIRE(request);
+  EVP_PKEY* requested = X509_REQ_get_pubkey(request);
+  X509_REQ_free(request);
+  X509* x = X509_new();
+  static long serial = 1;
+  ASN1_INTEGER_set(X509_get_serialNumber(x), ++serial);
+  X509_set_version(x, 2);
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(kHost), -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  ASN1_TIME_set(X509_getm_notBefore(x), not_before);
+  ASN1_TIME_set(X509_getm_notAfter(x), not_after);
+  X509_set_pubkey(x, instead ? instead : requested);
+  EVP_PKEY_free(requested);
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
+  X509_EXTENSION* san = X509V3_EXT_conf_nid(nullptr, &ctx, NID_subject_alt_name,
+                                            (std::string("DNS:") + kHost).c_str());
+  X509_add_ext(x, san, -1);
+  X509_EXTENSION_free(san);
+  X509_sign(x, ca_key, EVP_sha256());
+  BIO* bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(bio, x);
+  X509_free(x);
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(bio, &data);
+  std::string pem(data, static_cast<size_t>(size));
+  BIO_free(bio);
+  return pem;
+}
+
+// The agent with its clocks, requests and timer in the test's hands, and a canned CA.
+struct AgentRig {
+  enum class Ca { kIssues, kInvalidAuthorization, kWrongKey };
+
+  std::string state_dir;
+  std::time_t wall = 1'700'000'000;
+  int64_t mono_us = 10 * kUs;
+  std::optional<AcmeOrder::Request> request;
+  AcmeHttp::Done done;
+  std::optional<int64_t> timer_us;  // armed, from the moment it was set
+  std::vector<AcmeAgent::Certificate> served;
+  int challenges = 0;
+  Ca ca = Ca::kIssues;
+  std::time_t lifetime = 90 * kDay;
+  bool challenged = false;
+  std::string csr;
+  EvpPkeyPtr ca_key = make_p256_key();
+  EvpPkeyPtr stranger = make_p256_key();
+  std::unique_ptr<AcmeAgent> agent;
+
+  explicit AgentRig(std::string dir = {}) : state_dir(std::move(dir)) {
+    if (state_dir.empty()) {
+      gchar* made = g_dir_make_tmp("natfwd-acme-XXXXXX", nullptr);
+      REQUIRE(made);
+      state_dir = made;
+      g_free(made);
+    }
+    make_agent();
+  }
+
+  void make_agent() {
+    AcmeAgent::Events events;
+    events.challenge = [this](X509* certificate, EVP_PKEY*) { challenges += certificate != nullptr; };
+    events.certificate = [this](const AcmeAgent::Certificate& c) { served.push_back(c); };
+    AcmeAgent::Io io;
+    io.wall_now = [this] { return wall; };
+    io.monotonic_us = [this] { return mono_us; };
+    io.send = [this](const AcmeOrder::Request& r, AcmeHttp::Done d) {
+      CHECK_FALSE(request);  // one at a time
+      request = r;
+      done = std::move(d);
+    };
+    io.set_timer = [this](std::optional<int64_t> wait_us) { timer_us = wait_us; };
+    agent = std::make_unique<AcmeAgent>(AcmeAgent::Settings{kDir, "", "", state_dir, ""},
+                                        kHost, std::move(events), std::move(io));
+  }
+
+  void remove_state() {
+    agent.reset();
+    for (const char* name : {"account.key", "home.share.test.crt", "home.share.test.key"})
+      g_remove((state_dir + "/acme/" + name).c_str());
+    g_rmdir((state_dir + "/acme").c_str());
+    g_rmdir(state_dir.c_str());
+  }
+
+  // Both clocks move on by `us` and the timer fires.
+  void fire() {
+    REQUIRE(timer_us);
+    const int64_t us = *timer_us;
+    timer_us.reset();
+    mono_us += us;
+    wall += static_cast<std::time_t>(us / kUs);
+    agent->on_timer();
+  }
+
+  AcmeOrder::Response respond(const AcmeOrder::Request& r) {
+    const std::string order = "https://ca.test/order/1";
+    if (r.url == kDir) return directory();
+    if (r.method == "HEAD") return answer(200, "");
+    if (r.url == "https://ca.test/acct") return answer(201, "{}", "https://ca.test/acct/7");
+    if (r.url == "https://ca.test/order") {
+      challenged = false;
+      return answer(201, kOrderPending, order);
+    }
+    if (r.url == "https://ca.test/authz/1") {
+      if (!challenged) return answer(200, kAuthzPending);
+      if (ca == Ca::kInvalidAuthorization)
+        return answer(200, R"({"status":"invalid","challenges":[{"type":"tls-alpn-01",)"
+                           R"("url":"u","token":"t","error":{"type":)"
+                           R"("urn:ietf:params:acme:error:connection",)"
+                           R"("detail":"connection refused"}}]})");
+      return answer(200, R"({"status":"valid","challenges":[]})");
+    }
+    if (r.url == "https://ca.test/ch/t") {
+      challenged = true;
+      return answer(200, R"({"status":"processing"})");
+    }
+    if (r.url == "https://ca.test/fin/1") {
+      const std::string payload = unbase64url(member(r.body, "payload"));
+      csr = unbase64url(member(payload, "csr"));
+      return answer(200, R"({"status":"processing"})");
+    }
+    if (r.url == order)
+      return answer(200, R"({"status":"valid","certificate":"https://ca.test/cert/1"})");
+    if (r.url == "https://ca.test/cert/1")
+      return answer(200, issue(csr, ca == Ca::kWrongKey ? stranger.get() : nullptr,
+                               ca_key.get(), wall, wall + lifetime));
+    FAIL("unexpected request " << r.method << " " << r.url);
+    return {};
+  }
+
+  // Answers requests and lets the order's own short waits pass until the order is
+  // over: the timer left is the agent's (a renewal or a retry) and nothing is out.
+  void run_order() {
+    for (int i = 0; i < 200; ++i) {
+      if (request) {
+        const AcmeOrder::Request r = *request;
+        request.reset();
+        AcmeHttp::Done d = std::move(done);
+        d(respond(r));
+      } else if (timer_us && *timer_us < kOrderWaitUs) {
+        fire();
+      } else {
+        return;
+      }
+    }
+    FAIL("the order did not end");
+  }
+
+  // Lets the agent's timer run, without a request, until it sends one; returns how
+  // often it woke.
+  int wake_until_request(int limit) {
+    int wakes = 0;
+    while (!request) {
+      REQUIRE(wakes < limit);
+      REQUIRE(timer_us);
+      CHECK(*timer_us <= 3600 * kUs);  // at least hourly: a clock set forward renews on time
+      fire();
+      ++wakes;
+    }
+    return wakes;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the agent renews at two thirds on its timer, backs off on failure, swaps only on success") {
+  AgentRig rig;
+  rig.agent->start();
+  REQUIRE(rig.request);  // no certificate: an order at once
+  CHECK(rig.request->url == kDir);
+  rig.run_order();
+  REQUIRE(rig.served.size() == 1);
+  CHECK(rig.challenges == 1);
+  CHECK_FALSE(rig.served[0].from_disk);
+  const std::time_t issued_at = rig.served[0].validity.not_before;
+  CHECK(rig.served[0].validity.not_after == issued_at + 90 * kDay);
+
+  // Nothing is asked of the CA until two thirds of the lifetime.
+  rig.wake_until_request(61 * 24);
+  CHECK(rig.wall == issued_at + 60 * kDay);
+  CHECK(rig.request->url == kDir);
+
+  // A renewal the CA refuses: the served certificate stays, the next try after 60 s,
+  // then after 120 s.
+  rig.ca = AgentRig::Ca::kInvalidAuthorization;
+  rig.run_order();
+  CHECK(rig.served.size() == 1);
+  REQUIRE(rig.timer_us);
+  CHECK(*rig.timer_us == RenewalSchedule::kFirstRetrySeconds * kUs);
+  CHECK(rig.wake_until_request(1) == 1);
+  rig.run_order();
+  CHECK(rig.served.size() == 1);
+  REQUIRE(rig.timer_us);
+  CHECK(*rig.timer_us == 2 * RenewalSchedule::kFirstRetrySeconds * kUs);
+
+  // A certificate that does not match the key the agent asked for is not served.
+  rig.ca = AgentRig::Ca::kWrongKey;
+  rig.wake_until_request(1);
+  rig.run_order();
+  CHECK(rig.served.size() == 1);
+  REQUIRE(rig.timer_us);
+  CHECK(*rig.timer_us == 4 * RenewalSchedule::kFirstRetrySeconds * kUs);
+
+  // The CA issues again: the renewed certificate is served, failures are forgotten.
+  rig.ca = AgentRig::Ca::kIssues;
+  rig.wake_until_request(1);
+  rig.run_order();
+  REQUIRE(rig.served.size() == 2);
+  CHECK(rig.served[1].validity.not_before == rig.wall);
+  CHECK(rig.served[1].validity.not_after == rig.wall + 90 * kDay);
+  CHECK(rig.challenges == 5);
+  const std::time_t renewed_at = rig.wall;
+  rig.wake_until_request(61 * 24);
+  CHECK(rig.wall == renewed_at + 60 * kDay);
+  rig.remove_state();
+}
+
+TEST_CASE("the agent serves a stored certificate without asking the CA, and not an expired one") {
+  std::string dir;
+  std::time_t not_after = 0;
+  {
+    AgentRig first;
+    first.lifetime = 6 * 3600;  // short-lived, as pebble gives
+    first.agent->start();
+    first.run_order();
+    REQUIRE(first.served.size() == 1);
+    not_after = first.served[0].validity.not_after;
+    dir = first.state_dir;
+    first.agent.reset();
+  }
+  AgentRig again(dir);
+  again.wall = not_after - 3600;  // past two thirds, not expired
+  again.agent->start();
+  REQUIRE(again.served.size() == 1);
+  CHECK(again.served[0].from_disk);
+  CHECK(again.served[0].validity.not_after == not_after);
+  // It is due for renewal: an order starts, while the stored one is served.
+  REQUIRE(again.request);
+  again.agent.reset();
+
+  AgentRig expired(dir);
+  expired.wall = not_after;
+  expired.agent->start();
+  CHECK(expired.served.empty());
+  CHECK(expired.request);
+  expired.remove_state();
 }
