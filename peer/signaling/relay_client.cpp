@@ -9,6 +9,8 @@ namespace {
 
 constexpr guint kInitialBackoffMs = 500;
 constexpr guint kMaxBackoffMs = 30000;
+constexpr guint kClaimFirstRetryMs = 10'000;
+constexpr guint kClaimMaxRetryMs = 600'000;
 constexpr guint kConnectTimeoutSeconds = 10;
 // After a network change the relay has this long to answer a Ping. A live relay
 // answers within one RTT; a link over an address that is gone never does.
@@ -218,6 +220,7 @@ void RelayClient::handle(const wire::Envelope& envelope) {
       break;
     }
     case wire::Envelope::kRegistered:
+      claim_backoff_ms_ = 0;
       if (callbacks_.on_registered) callbacks_.on_registered(envelope.registered());
       break;
     case wire::Envelope::kPong:
@@ -245,6 +248,15 @@ void RelayClient::handle(const wire::Envelope& envelope) {
         disconnected("relay " + relay().to_string() + " and this peer speak different natfwd "
                          "protocols: " + error.detail() + (says_which ? "" : "; upgrade the relay"),
                      true);
+        break;
+      }
+      if (error.code() == wire::Error::CLAIM_UNCONFIRMED) {
+        claim_backoff_ms_ = claim_backoff_ms_ == 0
+                                ? kClaimFirstRetryMs
+                                : std::min(claim_backoff_ms_ * 2, kClaimMaxRetryMs);
+        disconnected("relay refused us: " + error.detail() + " (asking again in " +
+                         std::to_string(claim_backoff_ms_ / 1000) + " s)",
+                     false, claim_backoff_ms_);
         break;
       }
       disconnected("relay refused us: " + error.detail(), fatal);
@@ -287,7 +299,7 @@ gboolean RelayClient::on_ping_timer(gpointer self) {
   });
 }
 
-void RelayClient::disconnected(const std::string& reason, bool fatal) {
+void RelayClient::disconnected(const std::string& reason, bool fatal, guint at_least_ms) {
   welcomed_ = false;
   welcome_timer_.reset();
   probe_timer_.reset();
@@ -298,14 +310,16 @@ void RelayClient::disconnected(const std::string& reason, bool fatal) {
     delete_later(std::move(link_));
   }
   if (callbacks_.on_disconnected) callbacks_.on_disconnected(reason, fatal);
-  if (!fatal && !stopped_) schedule_reconnect();
+  if (!fatal && !stopped_) schedule_reconnect(at_least_ms);
 }
 
-void RelayClient::schedule_reconnect() {
+void RelayClient::schedule_reconnect(guint at_least_ms) {
   backoff_ms_ = backoff_ms_ == 0 ? kInitialBackoffMs : std::min(backoff_ms_ * 2, kMaxBackoffMs);
   // Full jitter between half and all of the backoff, so that many peers that lost
   // the same relay do not come back in lockstep.
-  const guint delay = backoff_ms_ / 2 + g_random_int_range(0, static_cast<gint32>(backoff_ms_ / 2 + 1));
+  const guint delay = std::max(
+      at_least_ms,
+      backoff_ms_ / 2 + g_random_int_range(0, static_cast<gint32>(backoff_ms_ / 2 + 1)));
   log::debug("reconnecting to the relay in %u ms", delay);
   reconnect_timer_.reset(g_timeout_add(delay, on_reconnect_timer, this));
 }

@@ -77,8 +77,9 @@ class RelayClient {
   void attempt_failed(const std::string& reason);
   void not_a_relay(const std::string& foreign);
   void handle(const wire::Envelope& envelope);
-  void disconnected(const std::string& reason, bool fatal);
-  void schedule_reconnect();
+  // `at_least_ms`: the reconnect waits at least this long.
+  void disconnected(const std::string& reason, bool fatal, guint at_least_ms = 0);
+  void schedule_reconnect(guint at_least_ms = 0);
 
   ConnectOptions link_options_;
   const Identity& identity_;
@@ -102,6 +103,10 @@ class RelayClient {
   SourceId probe_timer_;
   SourceId welcome_timer_;
   guint backoff_ms_ = 0;
+  // A custom domain's claim the DNS did not back (Error CLAIM_UNCONFIRMED): the user
+  // may be adding the record now, so the peer asks again, but at this slower pace
+  // (each ask costs the relay DNS look-ups); back to the start once registered.
+  guint claim_backoff_ms_ = 0;
   gint64 last_pong_us_ = 0;
   guint keepalive_seconds_ = 15;
 };

@@ -1154,7 +1154,9 @@ void RendezvousCore::on_domains_checked(ConnectionId id, uint64_t check,
       // Any allowed publisher can ask, as often as its registrations allow: limited.
       log::warn_limited("custom-domain-refused", "custom domain for %s (key %s) refused: %s",
                         describe(id).c_str(), key.c_str(), verdict.reason.c_str());
-      fail(id, wire::Error::NOT_PUBLISHER, verdict.reason);
+      // The record may be on its way (the user adds it after starting the peer): the
+      // peer tries again later, and a held claim the DNS dropped ends its route now.
+      fail(id, wire::Error::CLAIM_UNCONFIRMED, verdict.reason);
       return;
     }
     if (verdict.outcome == DomainVerdict::Outcome::kRetry) {
@@ -1162,7 +1164,7 @@ void RendezvousCore::on_domains_checked(ConnectionId id, uint64_t check,
                         describe(id).c_str(), key.c_str(), verdict.reason.c_str());
       // A claim the DNS backed before stays through a DNS outage; a new one waits.
       if (!held) {
-        fail(id, wire::Error::UNKNOWN, verdict.reason);
+        fail(id, wire::Error::CLAIM_UNCONFIRMED, verdict.reason);
         return;
       }
       retry_soon = true;

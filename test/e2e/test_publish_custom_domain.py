@@ -14,8 +14,9 @@ records for _natfwd.NAME.
   self-signed certificate loads the page from home by SNI www.custom.test, and the
   relay's --publish-http port answers http://www.custom.test/ with a 308 to https;
 - a missing TXT record, a TXT record with another value and a name that resolves
-  elsewhere each end the claiming peer with exit status 3 and one line (at the peer
-  and in the relay's log) naming the record and the exact record text to add;
+  elsewhere each give one line (at the peer and in the relay's log) naming the record
+  and the exact record text to add, and the peer asks again in 10 s: once the missing
+  record is added, the waiting peer publishes the name without a restart;
 - a second key claiming www.custom.test is refused although the DNS names it too:
   the name is held by the first key, also after the relay restarts, and `relay
   domains` lists the claim; once the first key runs `peer handover www.custom.test
@@ -58,8 +59,8 @@ def in_namespace():
 
 
 def refused_claim(w, relay, relay_addr, name, state_dir, domain, web_port, wanted):
-    """A peer claiming `domain` stops with exit 3 and one line holding `wanted`, which
-    the relay logs too."""
+    """A peer claiming `domain`, which the relay holds for another key, stops with exit 3
+    and one line holding `wanted`, which the relay logs too."""
     nf = w.natfwd
     out = subprocess.run([nf.peer_bin, "--relay", relay_addr, "--name", name,
                           "--state-dir", state_dir, "--publish", f"tls:{domain}={web_port}"],
@@ -70,6 +71,23 @@ def refused_claim(w, relay, relay_addr, name, state_dir, domain, web_port, wante
                       f"with {wanted!r}:\n{out.stderr}")
     relay.wait_stderr(re.escape(wanted), timeout=30, what=f"relay log line for {domain}")
     print(f"{domain}: {lines[0].split(': ', 1)[-1]}")
+
+
+def unbacked_claim(w, relay, relay_addr, name, state_dir, domain, web_port, wanted):
+    """A peer claiming `domain`, which the DNS does not back, says so in one line holding
+    `wanted` (the relay logs it too) and that it asks again in 10 s, and keeps running.
+    Returns the peer."""
+    nf = w.natfwd
+    peer = w.group.start(f"peer claiming {domain}", [
+        nf.peer_bin, "--relay", relay_addr, "--name", name, "--state-dir", state_dir,
+        "--publish", f"tls:{domain}={web_port}"])
+    peer.wait_stderr(re.escape(wanted) + r".*\(asking again in 10 s\)", timeout=30,
+                     what=f"the refusal of {domain}")
+    relay.wait_stderr(re.escape(wanted), timeout=30, what=f"relay log line for {domain}")
+    peer.check_running(f"after the refusal of {domain}")
+    line = next(l for l in peer.stderr_lines if wanted in l)
+    print(f"{domain}: {line.split('relay refused us: ', 1)[-1]}")
+    return peer
 
 
 def test(w):
@@ -89,12 +107,15 @@ def test(w):
         f"--host-record=elsewhere.custom.test,{ELSEWHERE}",
         f"--txt-record=_natfwd.elsewhere.custom.test,{other_id}",
     ]
-    dns = w.group.start("dnsmasq", [
-        "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-        "--no-hosts", "--no-poll", "--pid-file=", "--listen-address=127.0.0.1",
-        "--bind-interfaces", "--port=53", "--local=/test/", "--log-queries",
-        "--log-facility=-", *records])
-    dns.wait_stderr(r"started, version", timeout=30, what="dnsmasq start line")
+    def start_dns(records):
+        dns = w.group.start("dnsmasq", [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+            "--no-hosts", "--no-poll", "--pid-file=", "--listen-address=127.0.0.1",
+            "--bind-interfaces", "--port=53", "--local=/test/", "--log-queries",
+            "--log-facility=-", "--no-negcache", *records])
+        dns.wait_stderr(r"started, version", timeout=30, what="dnsmasq start line")
+        return dns
+    dns = start_dns(records)
 
     relay_dir = nf.state_dir("relay")
     relay, relay_addr = nf.relay(state_dir=relay_dir, extra=[
@@ -135,16 +156,27 @@ def test(w):
         raise Failure(f"plain http to the custom domain: {redirect.stdout!r} {redirect.stderr!r}")
     print(f"http://{HOST}/a?b=1 -> 308 https://{HOST}/a?b=1")
 
-    refused_claim(w, relay, relay_addr, "a", nf.state_dir("a"), "notxt.custom.test", web_port,
-                  "there is no TXT record _natfwd.notxt.custom.test: add "
-                  "`_natfwd.notxt.custom.test. TXT \"")
-    refused_claim(w, relay, relay_addr, "b", nf.state_dir("b"), "wrongtxt.custom.test", web_port,
-                  "the TXT record _natfwd.wrongtxt.custom.test holds \"somebody-else\", not "
-                  "this peer's key id: make it `_natfwd.wrongtxt.custom.test. TXT \"")
-    refused_claim(w, relay, relay_addr, "c", other_dir, "elsewhere.custom.test", web_port,
-                  f"elsewhere.custom.test resolves to {ELSEWHERE}, not to this relay: make it "
-                  f"`elsewhere.custom.test. CNAME c.{DOMAIN}.` (or `elsewhere.custom.test. "
-                  f"A {RELAY_PUBLIC}`)")
+    a_dir = nf.state_dir("a")
+    waiting = unbacked_claim(w, relay, relay_addr, "a", a_dir, "notxt.custom.test", web_port,
+                             "there is no TXT record _natfwd.notxt.custom.test: add "
+                             "`_natfwd.notxt.custom.test. TXT \"")
+    for name, state_dir, domain, wanted in (
+            ("b", nf.state_dir("b"), "wrongtxt.custom.test",
+             "the TXT record _natfwd.wrongtxt.custom.test holds \"somebody-else\", not "
+             "this peer's key id: make it `_natfwd.wrongtxt.custom.test. TXT \""),
+            ("c", other_dir, "elsewhere.custom.test",
+             f"elsewhere.custom.test resolves to {ELSEWHERE}, not to this relay: make it "
+             f"`elsewhere.custom.test. CNAME c.{DOMAIN}.` (or `elsewhere.custom.test. "
+             f"A {RELAY_PUBLIC}`)")):
+        unbacked_claim(w, relay, relay_addr, name, state_dir, domain, web_port,
+                       wanted).stop()
+    # The user adds the missing record: the waiting peer's next ask passes.
+    dns.stop()
+    dns = start_dns(records + [f"--txt-record=_natfwd.notxt.custom.test,{nf.key_id(a_dir)}"])
+    waiting.wait_stdout(r"^published https://notxt\.custom\.test/ ", timeout=40,
+                        what="the claim once its TXT record is there")
+    print("notxt.custom.test: published once its TXT record was added, without a restart")
+    waiting.stop()
     refused_claim(w, relay, relay_addr, "other", other_dir, HOST, web_port,
                   f"custom domain {HOST} is held at this relay by key {home_id}")
 
@@ -157,9 +189,10 @@ def test(w):
         raise Failure(f"after the refusals: {again.stderr!r}")
     listed = subprocess.run([nf.relay_bin, "domains", "--state-dir", relay_dir],
                             capture_output=True, text=True, timeout=scaled(20))
-    if not listed.stdout.startswith(f"{HOST} {home_id} "):
+    claim = [l for l in listed.stdout.splitlines() if l.startswith(f"{HOST} ")]
+    if len(claim) != 1 or not claim[0].startswith(f"{HOST} {home_id} "):
         raise Failure(f"relay domains: {listed.stdout!r} {listed.stderr!r}")
-    print(f"relay domains: {listed.stdout.strip()}")
+    print(f"relay domains: {claim[0]}")
     home.check_running("at the end")
     relay.check_running("at the end")
 
@@ -186,9 +219,10 @@ def test(w):
                      what="the heir's published ready line")
     listed = subprocess.run([nf.relay_bin, "domains", "--state-dir", relay_dir],
                             capture_output=True, text=True, timeout=scaled(20))
-    if not listed.stdout.startswith(f"{HOST} {other_id} "):
+    claim = [l for l in listed.stdout.splitlines() if l.startswith(f"{HOST} ")]
+    if len(claim) != 1 or not claim[0].startswith(f"{HOST} {other_id} "):
         raise Failure(f"relay domains after the hand-over: {listed.stdout!r}")
-    print(f"handed over: relay domains: {listed.stdout.strip()}")
+    print(f"handed over: relay domains: {claim[0]}")
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ TEST_CASE("a claim the DNS does not back is refused at the peer with the record 
   h.answer(checks[0], {{Outcome::kRefused, "custom domain www.example.org is not this peer's: x"}});
   const auto reply = h.pop(home);
   REQUIRE(reply.has_error());
-  CHECK(reply.error().code() == wire::Error::NOT_PUBLISHER);
+  CHECK(reply.error().code() == wire::Error::CLAIM_UNCONFIRMED);
   CHECK(reply.error().detail() == "custom domain www.example.org is not this peer's: x");
   CHECK(h.closed(home));
   CHECK_FALSE(h.core().published_custom("www.example.org"));
@@ -243,7 +243,7 @@ TEST_CASE("the holder hands a custom domain to a new key, whose claim then needs
   REQUIRE(checks.size() == 1);
   CHECK(checks[0].domains.at(0).key_id == id_of('n'));
   h.answer(checks[0], {{Outcome::kRefused, "custom domain www.example.org is not this peer's: z"}});
-  CHECK(h.pop(early).error().code() == wire::Error::NOT_PUBLISHER);
+  CHECK(h.pop(early).error().code() == wire::Error::CLAIM_UNCONFIRMED);
   CHECK(claims->bound_key("www.example.org") == key_of('a'));
   CHECK(h.core().published_custom("www.example.org")->first == "home");
 
@@ -296,7 +296,7 @@ TEST_CASE("a new claim without a DNS answer is refused for now, not for good") {
   h.answer(h.take_checks().at(0), {{Outcome::kRetry, "custom domain www.example.org: no answer"}});
   const auto reply = h.pop(home);
   REQUIRE(reply.has_error());
-  CHECK(reply.error().code() == wire::Error::UNKNOWN);  // the peer tries again
+  CHECK(reply.error().code() == wire::Error::CLAIM_UNCONFIRMED);  // the peer tries again
 }
 
 TEST_CASE("custom domains a relay does not take are refused at once") {
