@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
@@ -11,7 +12,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <glib-unix.h>
 #include <nice/interfaces.h>
+#include <openssl/rand.h>
 
 #include "log.h"
 #include "net/socket_address.h"
@@ -198,7 +201,7 @@ IceSession::IceSession(const Options& options, Callbacks callbacks)
 }
 
 IceSession::~IceSession() {
-  drop_direct_socket();
+  drop_own_sends();
   for (gulong handler : signal_handlers_) g_signal_handler_disconnect(agent_.get(), handler);
   nice_agent_attach_recv(agent_.get(), stream_id_, kComponent, g_main_context_default(), nullptr,
                          nullptr);
@@ -342,17 +345,21 @@ bool IceSession::send(std::span<const std::byte> datagram) {
     pending_.emplace_back(datagram.begin(), datagram.end());
     return true;
   }
-  if (!direct_socket_) return send_now(datagram);
+  if (!send_fd_) return send_now(datagram);
   if (writable_source_) return false;  // the socket is full: on_writable says when not
-  queued_.insert(queued_.end(), datagram.begin(), datagram.end());
-  queued_sizes_.push_back(static_cast<uint16_t>(datagram.size()));
+  const size_t before = queued_.size();
+  if (framer_)
+    framer_->append(datagram, queued_);
+  else
+    queued_.insert(queued_.end(), datagram.begin(), datagram.end());
+  queued_sizes_.push_back(static_cast<uint16_t>(queued_.size() - before));
   if (queued_sizes_.size() >= kMaxQueuedDatagrams) flush_sends();
   return true;
 }
 
 void IceSession::flush_sends() {
-  if (!direct_socket_ || writable_source_) return;
-  const int fd = g_socket_get_fd(direct_socket_.get());
+  if (!send_fd_ || writable_source_) return;
+  const int fd = send_fd_->get();
   while (queued_next_ < queued_sizes_.size()) {
     // A run of equal sizes (the last one may be shorter) goes out in one call.
     const size_t first = queued_next_;
@@ -367,8 +374,8 @@ void IceSession::flush_sends() {
     }
     iovec iov{queued_.data() + queued_next_offset_, bytes};
     msghdr message{};
-    message.msg_name = &direct_remote_;
-    message.msg_namelen = direct_remote_length_;
+    message.msg_name = &send_to_;
+    message.msg_namelen = send_to_length_;
     message.msg_iov = &iov;
     message.msg_iovlen = 1;
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(uint16_t))] = {};
@@ -385,9 +392,8 @@ void IceSession::flush_sends() {
     if (sendmsg(fd, &message, MSG_DONTWAIT) < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
         // Full: the rest waits for the socket, and QUIC for on_writable.
-        writable_source_.reset(
-            g_socket_create_source(direct_socket_.get(), G_IO_OUT, nullptr));
-        g_source_set_callback(writable_source_.get(), G_SOURCE_FUNC(on_direct_writable), this,
+        writable_source_.reset(g_unix_fd_source_new(fd, G_IO_OUT));
+        g_source_set_callback(writable_source_.get(), G_SOURCE_FUNC(on_send_writable), this,
                               nullptr);
         g_source_attach(writable_source_.get(), nullptr);
         return;
@@ -411,7 +417,7 @@ void IceSession::flush_sends() {
   queued_next_offset_ = 0;
 }
 
-gboolean IceSession::on_direct_writable(GSocket*, GIOCondition, gpointer self) {
+gboolean IceSession::on_send_writable(gint, GIOCondition, gpointer self) {
   auto* session = static_cast<IceSession*>(self);
   // Destroying the source from its own callback is safe: GLib holds a reference
   // while it dispatches.
@@ -424,35 +430,82 @@ gboolean IceSession::on_direct_writable(GSocket*, GIOCondition, gpointer self) {
   });
 }
 
-void IceSession::use_direct_socket(NiceCandidate* local, NiceCandidate* remote) {
-  drop_direct_socket();
-  // Our own relayed candidate needs TURN framing, which libnice adds; a TCP pair
-  // needs RFC 4571 framing. A remote relayed candidate is plain UDP to its TURN server.
-  if (local->type == NICE_CANDIDATE_TYPE_RELAYED ||
-      local->transport != NICE_CANDIDATE_TRANSPORT_UDP)
+void IceSession::use_own_sends(NiceCandidate* local, NiceCandidate* remote, bool live) {
+  drop_own_sends();
+  // A TCP pair needs RFC 4571 framing on libnice's stream: libnice sends there.
+  if (local->transport != NICE_CANDIDATE_TRANSPORT_UDP) return;
+  int fd = -1;
+  sockaddr_storage to{};
+  if (local->type == NICE_CANDIDATE_TYPE_RELAYED) {
+    // Our relayed candidate: Send indications (send_indication.h) to its TURN server,
+    // from the base socket libnice allocated on. libnice's connectivity checks to
+    // this remote candidate installed the permission they need (RFC 8656 section 9)
+    // and its timers keep it.
+    if (!live) return;
+    auto server = udp_turn_server_of(local);
+    if (!server) return;
+    sockaddr_storage base{};
+    nice_address_copy_to_sockaddr(&local->base_addr, reinterpret_cast<sockaddr*>(&base));
+    fd = find_socket_bound_to(SOCK_DGRAM, base);
+    if (fd < 0) return;
+    sockaddr_storage peer{};
+    nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&peer));
+    const auto peer_address = net::to_transport_address(peer);
+    if (peer_address.port == 0) return;
+    stun::TransactionId first{};
+    RAND_bytes(reinterpret_cast<unsigned char*>(first.data()), static_cast<int>(first.size()));
+    framer_.emplace(peer_address, first);
+    to = *server;
+  } else {
+    GObjectPtr<GSocket> socket(
+        nice_agent_get_selected_socket(agent_.get(), stream_id_, kComponent));
+    if (!socket) return;
+    fd = g_socket_get_fd(socket.get());
+    nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&to));
+  }
+  const socklen_t length = to.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
+                           : to.ss_family == AF_INET ? sizeof(sockaddr_in)
+                                                     : 0;
+  const int copy = length == 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) {
+    framer_.reset();
     return;
-  GObjectPtr<GSocket> socket(
-      nice_agent_get_selected_socket(agent_.get(), stream_id_, kComponent));
-  if (!socket) return;
-  sockaddr_storage remote_address{};
-  nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&remote_address));
-  const socklen_t length = remote_address.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
-                           : remote_address.ss_family == AF_INET ? sizeof(sockaddr_in)
-                                                                 : 0;
-  if (length == 0) return;
-  direct_socket_ = std::move(socket);
-  direct_remote_ = remote_address;
-  direct_remote_length_ = length;
+  }
+  send_fd_.emplace(copy);
+  send_to_ = to;
+  send_to_length_ = length;
+  if (framer_)
+    log::debug("ice: relayed sends as TURN Send indications to %s",
+               net::to_transport_address(to).to_string().c_str());
 }
 
-void IceSession::drop_direct_socket() {
+std::optional<sockaddr_storage> IceSession::udp_turn_server_of(NiceCandidate* local) const {
+  NiceAddress server;
+  nice_address_init(&server);
+  nice_candidate_relay_address(local, &server);
+  for (const auto& turn : options_.turn_servers) {
+    if (turn.tcp) continue;
+    NiceAddress configured;
+    nice_address_init(&configured);
+    if (!nice_address_set_from_string(&configured, turn.ip.c_str())) continue;
+    nice_address_set_port(&configured, turn.port);
+    if (!nice_address_equal(&configured, &server)) continue;
+    sockaddr_storage out{};
+    nice_address_copy_to_sockaddr(&server, reinterpret_cast<sockaddr*>(&out));
+    return out;
+  }
+  return std::nullopt;
+}
+
+void IceSession::drop_own_sends() {
   flush_sends();  // what is queued still goes to the old pair
   writable_source_.reset();
   queued_.clear();
   queued_sizes_.clear();
   queued_next_ = 0;
   queued_next_offset_ = 0;
-  direct_socket_.reset();
+  send_fd_.reset();
+  framer_.reset();
 }
 
 bool IceSession::send_now(std::span<const std::byte> datagram) {
@@ -576,8 +629,8 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   const bool first = !selected_;
   selected_ = true;
   tune_socket_buffers(local);
-  use_direct_socket(live_local && live_remote ? live_local : local,
-                    live_local && live_remote ? live_remote : remote);
+  const bool live = live_local && live_remote;
+  use_own_sends(live ? live_local : local, live ? live_remote : remote, live);
   if (callbacks_.on_selected_pair) callbacks_.on_selected_pair(path);
   if (first) {
     // The controlled side may have queued QUIC datagrams before it had a pair.
