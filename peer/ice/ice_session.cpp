@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
 
@@ -57,13 +58,20 @@ bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
   return false;
 }
 
-// The fd of this process's socket of `type` bound to exactly `address`, or -1. libnice
-// binds each host candidate's socket (and each TURN-over-TCP connection) to its own
-// address and port, so the match is unique.
-int find_socket_bound_to(int wanted_type, const sockaddr_storage& address) {
+bool connected_to(int fd, const sockaddr_storage& peer) {
+  sockaddr_storage connected{};
+  socklen_t length = sizeof connected;
+  return getpeername(fd, reinterpret_cast<sockaddr*>(&connected), &length) == 0 &&
+         same_address(connected, peer);
+}
+
+// The fds of this process's sockets of `wanted_type` for which `match(fd)` holds; the
+// first one only when `first_only`.
+template <typename Match>
+std::vector<int> own_sockets(int wanted_type, bool first_only, Match&& match) {
+  std::vector<int> found;
   DIR* dir = opendir("/proc/self/fd");
-  if (!dir) return -1;
-  int found = -1;
+  if (!dir) return found;
   while (dirent* entry = readdir(dir)) {
     char* end = nullptr;
     const long fd = std::strtol(entry->d_name, &end, 10);
@@ -71,19 +79,31 @@ int find_socket_bound_to(int wanted_type, const sockaddr_storage& address) {
     int type = 0;
     socklen_t type_length = sizeof type;
     if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_TYPE, &type, &type_length) != 0 ||
-        type != wanted_type)
+        type != wanted_type || !match(static_cast<int>(fd)))
       continue;
-    sockaddr_storage bound{};
-    socklen_t bound_length = sizeof bound;
-    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&bound),
-                    &bound_length) == 0 &&
-        same_address(bound, address)) {
-      found = static_cast<int>(fd);
-      break;
-    }
+    found.push_back(static_cast<int>(fd));
+    if (first_only) break;
   }
   closedir(dir);
   return found;
+}
+
+// The fd of this process's socket of `type` bound to exactly `address`, or -1. libnice
+// binds each host candidate's socket to its own address and port, so the match is
+// unique.
+int find_socket_bound_to(int wanted_type, const sockaddr_storage& address) {
+  const auto found = own_sockets(wanted_type, true, [&](int fd) {
+    sockaddr_storage bound{};
+    socklen_t bound_length = sizeof bound;
+    return getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_length) == 0 &&
+           same_address(bound, address);
+  });
+  return found.empty() ? -1 : found.front();
+}
+
+// The fds of this process's TCP sockets connected to `peer`.
+std::vector<int> find_streams_to(const sockaddr_storage& peer) {
+  return own_sockets(SOCK_STREAM, false, [&](int fd) { return connected_to(fd, peer); });
 }
 
 // One GSO send: at most 64 segments (UDP_MAX_SEGMENTS) and one IP datagram's worth
@@ -345,6 +365,13 @@ bool IceSession::send(std::span<const std::byte> datagram) {
     pending_.emplace_back(datagram.begin(), datagram.end());
     return true;
   }
+  if (!cork_fds_.empty()) {
+    if (corked_blocked_) return false;  // on_writable_trampoline says when not
+    queued_.insert(queued_.end(), datagram.begin(), datagram.end());
+    queued_sizes_.push_back(static_cast<uint16_t>(datagram.size()));
+    if (queued_sizes_.size() >= kMaxQueuedDatagrams) flush_sends();
+    return true;
+  }
   if (!send_fd_) return send_now(datagram);
   if (writable_source_) return false;  // the socket is full: on_writable says when not
   const size_t before = queued_.size();
@@ -357,7 +384,56 @@ bool IceSession::send(std::span<const std::byte> datagram) {
   return true;
 }
 
+void IceSession::flush_corked() {
+  if (corked_blocked_ || queued_next_ >= queued_sizes_.size()) return;
+  std::vector<GOutputVector> vectors;
+  std::vector<NiceOutputMessage> messages;
+  vectors.reserve(queued_sizes_.size() - queued_next_);
+  size_t offset = queued_next_offset_;
+  for (size_t i = queued_next_; i < queued_sizes_.size(); ++i) {
+    vectors.push_back({queued_.data() + offset, queued_sizes_[i]});
+    offset += queued_sizes_[i];
+  }
+  for (auto& vector : vectors) messages.push_back({&vector, 1});
+  // TCP_CORK holds partial segments until it is lifted (tcp(7)): libnice writes each
+  // datagram with its own send, and with TCP_NODELAY each would be a segment of its
+  // own, each costing a pass through the TCP transmit path.
+  // The descriptors are libnice's: one that no longer leads to the TURN server is
+  // left alone (closed, or reused for something else).
+  const int on = 1, off = 0;
+  std::vector<int> corked;
+  for (int fd : cork_fds_)
+    if (connected_to(fd, cork_peer_) && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0)
+      corked.push_back(fd);
+  GError* raw_error = nullptr;
+  const gint sent =
+      nice_agent_send_messages_nonblocking(agent_.get(), stream_id_, kComponent,
+                                           messages.data(), messages.size(), nullptr, &raw_error);
+  for (int fd : corked) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+  GErrorPtr error(raw_error);
+  size_t done = sent > 0 ? static_cast<size_t>(sent) : 0;
+  if (done < messages.size()) {
+    if (sent > 0 || (error && g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))) {
+      // Full: the rest waits for reliable-transport-writable.
+      corked_blocked_ = true;
+      for (size_t i = 0; i < done; ++i) queued_next_offset_ += queued_sizes_[queued_next_ + i];
+      queued_next_ += done;
+      return;
+    }
+    // Any other error drops the lot, as send_now does; QUIC retransmits.
+    if (error) log::debug("ice send failed: %s", error->message);
+  }
+  queued_.clear();
+  queued_sizes_.clear();
+  queued_next_ = 0;
+  queued_next_offset_ = 0;
+}
+
 void IceSession::flush_sends() {
+  if (!cork_fds_.empty()) {
+    flush_corked();
+    return;
+  }
   if (!send_fd_ || writable_source_) return;
   const int fd = send_fd_->get();
   while (queued_next_ < queued_sizes_.size()) {
@@ -443,7 +519,24 @@ void IceSession::use_own_sends(NiceCandidate* local, NiceCandidate* remote, bool
     // and its timers keep it.
     if (!live) return;
     auto server = udp_turn_server_of(local);
-    if (!server) return;
+    if (!server) {
+      // TURN over TCP (to a TurnBridge on loopback, relay_links.cpp): libnice frames,
+      // we batch (flush_corked) on its connection to the server, when we can tell
+      // which one that is.
+      NiceAddress tcp_server;
+      nice_address_init(&tcp_server);
+      nice_candidate_relay_address(local, &tcp_server);
+      sockaddr_storage connected_to{};
+      nice_address_copy_to_sockaddr(&tcp_server, reinterpret_cast<sockaddr*>(&connected_to));
+      // libnice may hold more than one connection to it (a relayed candidate per
+      // host base) and shows none of them: cork them all; one that carries nothing
+      // in the meantime is left as it was.
+      cork_fds_ = find_streams_to(connected_to);
+      cork_peer_ = connected_to;
+      if (!cork_fds_.empty())
+        log::debug("ice: relayed sends over TURN-over-TCP in corked batches");
+      return;
+    }
     sockaddr_storage base{};
     nice_address_copy_to_sockaddr(&local->base_addr, reinterpret_cast<sockaddr*>(&base));
     fd = find_socket_bound_to(SOCK_DGRAM, base);
@@ -506,6 +599,8 @@ void IceSession::drop_own_sends() {
   queued_next_offset_ = 0;
   send_fd_.reset();
   framer_.reset();
+  cork_fds_.clear();
+  corked_blocked_ = false;
 }
 
 bool IceSession::send_now(std::span<const std::byte> datagram) {
@@ -582,6 +677,11 @@ void IceSession::on_writable_trampoline(NiceAgent*, guint stream, guint, gpointe
   auto* session = static_cast<IceSession*>(self);
   if (stream != session->stream_id_) return;
   guard_callback("ice: writable", [&] {
+    if (session->corked_blocked_) {
+      session->corked_blocked_ = false;
+      session->flush_corked();
+      if (session->corked_blocked_) return;
+    }
     while (!session->pending_.empty()) {
       if (!session->send_now(session->pending_.front())) return;
       session->pending_.pop_front();
@@ -663,3 +763,4 @@ void IceSession::tune_socket_buffers(const NiceCandidate* local) {
 }
 
 }  // namespace natfwd
+

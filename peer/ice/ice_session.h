@@ -130,6 +130,9 @@ class IceSession {
   // for TURN over TCP, where libnice's framing on the stream must stay whole.
   std::optional<sockaddr_storage> udp_turn_server_of(NiceCandidate* local) const;
   static gboolean on_send_writable(gint fd, GIOCondition, gpointer self);
+  // Our relayed candidate over TURN-over-TCP: the queue goes to libnice in one call
+  // with the connection corked, so that its one write per datagram fills segments.
+  void flush_corked();
   void tune_socket_buffers(const NiceCandidate* local);
   bool send_now(std::span<const std::byte> datagram);
 
@@ -161,6 +164,12 @@ class IceSession {
   sockaddr_storage send_to_{};
   socklen_t send_to_length_ = 0;
   std::optional<SendIndicationFramer> framer_;
+  // TURN over TCP (see flush_corked): libnice's connections to the TURN server (its
+  // descriptors, checked before each use), and whether libnice said it would block
+  // (then reliable-transport-writable resumes).
+  std::vector<int> cork_fds_;
+  sockaddr_storage cork_peer_{};
+  bool corked_blocked_ = false;
   bool gso_works_ = true;  // cleared if the kernel refuses UDP_SEGMENT
   std::vector<std::byte> queued_;
   std::vector<uint16_t> queued_sizes_;
