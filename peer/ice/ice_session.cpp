@@ -405,23 +405,32 @@ void IceSession::flush_corked() {
   for (int fd : cork_fds_)
     if (connected_to(fd, cork_peer_) && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0)
       corked.push_back(fd);
-  GError* raw_error = nullptr;
-  const gint sent =
-      nice_agent_send_messages_nonblocking(agent_.get(), stream_id_, kComponent,
-                                           messages.data(), messages.size(), nullptr, &raw_error);
-  for (int fd : corked) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
-  GErrorPtr error(raw_error);
-  size_t done = sent > 0 ? static_cast<size_t>(sent) : 0;
-  if (done < messages.size()) {
-    if (sent > 0 || (error && g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))) {
-      // Full: the rest waits for reliable-transport-writable.
-      corked_blocked_ = true;
-      for (size_t i = 0; i < done; ++i) queued_next_offset_ += queued_sizes_[queued_next_ + i];
-      queued_next_ += done;
-      return;
+  // libnice stops at the first message it could not send, would-block or error alike:
+  // go on from there until it says which.
+  size_t done = 0;
+  bool blocked = false;
+  while (done < messages.size()) {
+    GError* raw_error = nullptr;
+    const gint sent = nice_agent_send_messages_nonblocking(
+        agent_.get(), stream_id_, kComponent, messages.data() + done, messages.size() - done,
+        nullptr, &raw_error);
+    GErrorPtr error(raw_error);
+    if (sent > 0) {
+      done += static_cast<size_t>(sent);
+      continue;
     }
-    // Any other error drops the lot, as send_now does; QUIC retransmits.
-    if (error) log::debug("ice send failed: %s", error->message);
+    blocked = error && g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+    // Any other error drops the rest, as send_now does; QUIC retransmits.
+    if (!blocked && error) log::debug("ice send failed: %s", error->message);
+    break;
+  }
+  for (int fd : corked) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+  if (blocked) {
+    // Full: the rest waits for reliable-transport-writable.
+    corked_blocked_ = true;
+    for (size_t i = 0; i < done; ++i) queued_next_offset_ += queued_sizes_[queued_next_ + i];
+    queued_next_ += done;
+    return;
   }
   queued_.clear();
   queued_sizes_.clear();
