@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
 
@@ -11,7 +13,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <glib-unix.h>
 #include <nice/interfaces.h>
+#include <openssl/rand.h>
 
 #include "log.h"
 #include "net/socket_address.h"
@@ -54,13 +58,20 @@ bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
   return false;
 }
 
-// The fd of this process's socket of `type` bound to exactly `address`, or -1. libnice
-// binds each host candidate's socket (and each TURN-over-TCP connection) to its own
-// address and port, so the match is unique.
-int find_socket_bound_to(int wanted_type, const sockaddr_storage& address) {
+bool connected_to(int fd, const sockaddr_storage& peer) {
+  sockaddr_storage connected{};
+  socklen_t length = sizeof connected;
+  return getpeername(fd, reinterpret_cast<sockaddr*>(&connected), &length) == 0 &&
+         same_address(connected, peer);
+}
+
+// The fds of this process's sockets of `wanted_type` for which `match(fd)` holds; the
+// first one only when `first_only`.
+template <typename Match>
+std::vector<int> own_sockets(int wanted_type, bool first_only, Match&& match) {
+  std::vector<int> found;
   DIR* dir = opendir("/proc/self/fd");
-  if (!dir) return -1;
-  int found = -1;
+  if (!dir) return found;
   while (dirent* entry = readdir(dir)) {
     char* end = nullptr;
     const long fd = std::strtol(entry->d_name, &end, 10);
@@ -68,19 +79,31 @@ int find_socket_bound_to(int wanted_type, const sockaddr_storage& address) {
     int type = 0;
     socklen_t type_length = sizeof type;
     if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_TYPE, &type, &type_length) != 0 ||
-        type != wanted_type)
+        type != wanted_type || !match(static_cast<int>(fd)))
       continue;
-    sockaddr_storage bound{};
-    socklen_t bound_length = sizeof bound;
-    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&bound),
-                    &bound_length) == 0 &&
-        same_address(bound, address)) {
-      found = static_cast<int>(fd);
-      break;
-    }
+    found.push_back(static_cast<int>(fd));
+    if (first_only) break;
   }
   closedir(dir);
   return found;
+}
+
+// The fd of this process's socket of `type` bound to exactly `address`, or -1. libnice
+// binds each host candidate's socket to its own address and port, so the match is
+// unique.
+int find_socket_bound_to(int wanted_type, const sockaddr_storage& address) {
+  const auto found = own_sockets(wanted_type, true, [&](int fd) {
+    sockaddr_storage bound{};
+    socklen_t bound_length = sizeof bound;
+    return getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_length) == 0 &&
+           same_address(bound, address);
+  });
+  return found.empty() ? -1 : found.front();
+}
+
+// The fds of this process's TCP sockets connected to `peer`.
+std::vector<int> find_streams_to(const sockaddr_storage& peer) {
+  return own_sockets(SOCK_STREAM, false, [&](int fd) { return connected_to(fd, peer); });
 }
 
 // One GSO send: at most 64 segments (UDP_MAX_SEGMENTS) and one IP datagram's worth
@@ -198,7 +221,7 @@ IceSession::IceSession(const Options& options, Callbacks callbacks)
 }
 
 IceSession::~IceSession() {
-  drop_direct_socket();
+  drop_own_sends();
   for (gulong handler : signal_handlers_) g_signal_handler_disconnect(agent_.get(), handler);
   nice_agent_attach_recv(agent_.get(), stream_id_, kComponent, g_main_context_default(), nullptr,
                          nullptr);
@@ -342,17 +365,86 @@ bool IceSession::send(std::span<const std::byte> datagram) {
     pending_.emplace_back(datagram.begin(), datagram.end());
     return true;
   }
-  if (!direct_socket_) return send_now(datagram);
+  if (!cork_fds_.empty()) {
+    if (corked_blocked_) return false;  // on_writable_trampoline says when not
+    queued_.insert(queued_.end(), datagram.begin(), datagram.end());
+    queued_sizes_.push_back(static_cast<uint16_t>(datagram.size()));
+    if (queued_sizes_.size() >= kMaxQueuedDatagrams) flush_sends();
+    return true;
+  }
+  if (!send_fd_) return send_now(datagram);
   if (writable_source_) return false;  // the socket is full: on_writable says when not
-  queued_.insert(queued_.end(), datagram.begin(), datagram.end());
-  queued_sizes_.push_back(static_cast<uint16_t>(datagram.size()));
+  const size_t before = queued_.size();
+  if (framer_)
+    framer_->append(datagram, queued_);
+  else
+    queued_.insert(queued_.end(), datagram.begin(), datagram.end());
+  queued_sizes_.push_back(static_cast<uint16_t>(queued_.size() - before));
   if (queued_sizes_.size() >= kMaxQueuedDatagrams) flush_sends();
   return true;
 }
 
+void IceSession::flush_corked() {
+  if (corked_blocked_ || queued_next_ >= queued_sizes_.size()) return;
+  std::vector<GOutputVector> vectors;
+  std::vector<NiceOutputMessage> messages;
+  vectors.reserve(queued_sizes_.size() - queued_next_);
+  size_t offset = queued_next_offset_;
+  for (size_t i = queued_next_; i < queued_sizes_.size(); ++i) {
+    vectors.push_back({queued_.data() + offset, queued_sizes_[i]});
+    offset += queued_sizes_[i];
+  }
+  for (auto& vector : vectors) messages.push_back({&vector, 1});
+  // TCP_CORK holds partial segments until it is lifted (tcp(7)): libnice writes each
+  // datagram with its own send, and with TCP_NODELAY each would be a segment of its
+  // own, each costing a pass through the TCP transmit path.
+  // The descriptors are libnice's: one that no longer leads to the TURN server is
+  // left alone (closed, or reused for something else).
+  const int on = 1, off = 0;
+  std::vector<int> corked;
+  for (int fd : cork_fds_)
+    if (connected_to(fd, cork_peer_) && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0)
+      corked.push_back(fd);
+  // libnice stops at the first message it could not send, would-block or error alike:
+  // go on from there until it says which.
+  size_t done = 0;
+  bool blocked = false;
+  while (done < messages.size()) {
+    GError* raw_error = nullptr;
+    const gint sent = nice_agent_send_messages_nonblocking(
+        agent_.get(), stream_id_, kComponent, messages.data() + done, messages.size() - done,
+        nullptr, &raw_error);
+    GErrorPtr error(raw_error);
+    if (sent > 0) {
+      done += static_cast<size_t>(sent);
+      continue;
+    }
+    blocked = error && g_error_matches(error.get(), G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+    // Any other error drops the rest, as send_now does; QUIC retransmits.
+    if (!blocked && error) log::debug("ice send failed: %s", error->message);
+    break;
+  }
+  for (int fd : corked) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+  if (blocked) {
+    // Full: the rest waits for reliable-transport-writable.
+    corked_blocked_ = true;
+    for (size_t i = 0; i < done; ++i) queued_next_offset_ += queued_sizes_[queued_next_ + i];
+    queued_next_ += done;
+    return;
+  }
+  queued_.clear();
+  queued_sizes_.clear();
+  queued_next_ = 0;
+  queued_next_offset_ = 0;
+}
+
 void IceSession::flush_sends() {
-  if (!direct_socket_ || writable_source_) return;
-  const int fd = g_socket_get_fd(direct_socket_.get());
+  if (!cork_fds_.empty()) {
+    flush_corked();
+    return;
+  }
+  if (!send_fd_ || writable_source_) return;
+  const int fd = send_fd_->get();
   while (queued_next_ < queued_sizes_.size()) {
     // A run of equal sizes (the last one may be shorter) goes out in one call.
     const size_t first = queued_next_;
@@ -367,8 +459,8 @@ void IceSession::flush_sends() {
     }
     iovec iov{queued_.data() + queued_next_offset_, bytes};
     msghdr message{};
-    message.msg_name = &direct_remote_;
-    message.msg_namelen = direct_remote_length_;
+    message.msg_name = &send_to_;
+    message.msg_namelen = send_to_length_;
     message.msg_iov = &iov;
     message.msg_iovlen = 1;
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(uint16_t))] = {};
@@ -385,9 +477,8 @@ void IceSession::flush_sends() {
     if (sendmsg(fd, &message, MSG_DONTWAIT) < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
         // Full: the rest waits for the socket, and QUIC for on_writable.
-        writable_source_.reset(
-            g_socket_create_source(direct_socket_.get(), G_IO_OUT, nullptr));
-        g_source_set_callback(writable_source_.get(), G_SOURCE_FUNC(on_direct_writable), this,
+        writable_source_.reset(g_unix_fd_source_new(fd, G_IO_OUT));
+        g_source_set_callback(writable_source_.get(), G_SOURCE_FUNC(on_send_writable), this,
                               nullptr);
         g_source_attach(writable_source_.get(), nullptr);
         return;
@@ -411,7 +502,7 @@ void IceSession::flush_sends() {
   queued_next_offset_ = 0;
 }
 
-gboolean IceSession::on_direct_writable(GSocket*, GIOCondition, gpointer self) {
+gboolean IceSession::on_send_writable(gint, GIOCondition, gpointer self) {
   auto* session = static_cast<IceSession*>(self);
   // Destroying the source from its own callback is safe: GLib holds a reference
   // while it dispatches.
@@ -424,35 +515,101 @@ gboolean IceSession::on_direct_writable(GSocket*, GIOCondition, gpointer self) {
   });
 }
 
-void IceSession::use_direct_socket(NiceCandidate* local, NiceCandidate* remote) {
-  drop_direct_socket();
-  // Our own relayed candidate needs TURN framing, which libnice adds; a TCP pair
-  // needs RFC 4571 framing. A remote relayed candidate is plain UDP to its TURN server.
-  if (local->type == NICE_CANDIDATE_TYPE_RELAYED ||
-      local->transport != NICE_CANDIDATE_TRANSPORT_UDP)
+void IceSession::use_own_sends(NiceCandidate* local, NiceCandidate* remote, bool live) {
+  drop_own_sends();
+  // A TCP pair needs RFC 4571 framing on libnice's stream: libnice sends there.
+  if (local->transport != NICE_CANDIDATE_TRANSPORT_UDP) return;
+  int fd = -1;
+  sockaddr_storage to{};
+  if (local->type == NICE_CANDIDATE_TYPE_RELAYED) {
+    // Our relayed candidate: Send indications (send_indication.h) to its TURN server,
+    // from the base socket libnice allocated on. libnice's connectivity checks to
+    // this remote candidate installed the permission they need (RFC 8656 section 9)
+    // and its timers keep it.
+    if (!live) return;
+    auto server = udp_turn_server_of(local);
+    if (!server) {
+      // TURN over TCP (to a TurnBridge on loopback, relay_links.cpp): libnice frames,
+      // we batch (flush_corked) on its connection to the server, when we can tell
+      // which one that is.
+      NiceAddress tcp_server;
+      nice_address_init(&tcp_server);
+      nice_candidate_relay_address(local, &tcp_server);
+      sockaddr_storage connected_to{};
+      nice_address_copy_to_sockaddr(&tcp_server, reinterpret_cast<sockaddr*>(&connected_to));
+      // libnice may hold more than one connection to it (a relayed candidate per
+      // host base) and shows none of them: cork them all; one that carries nothing
+      // in the meantime is left as it was.
+      cork_fds_ = find_streams_to(connected_to);
+      cork_peer_ = connected_to;
+      if (!cork_fds_.empty())
+        log::debug("ice: relayed sends over TURN-over-TCP in corked batches");
+      return;
+    }
+    sockaddr_storage base{};
+    nice_address_copy_to_sockaddr(&local->base_addr, reinterpret_cast<sockaddr*>(&base));
+    fd = find_socket_bound_to(SOCK_DGRAM, base);
+    if (fd < 0) return;
+    sockaddr_storage peer{};
+    nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&peer));
+    const auto peer_address = net::to_transport_address(peer);
+    if (peer_address.port == 0) return;
+    stun::TransactionId first{};
+    RAND_bytes(reinterpret_cast<unsigned char*>(first.data()), static_cast<int>(first.size()));
+    framer_.emplace(peer_address, first);
+    to = *server;
+  } else {
+    GObjectPtr<GSocket> socket(
+        nice_agent_get_selected_socket(agent_.get(), stream_id_, kComponent));
+    if (!socket) return;
+    fd = g_socket_get_fd(socket.get());
+    nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&to));
+  }
+  const socklen_t length = to.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
+                           : to.ss_family == AF_INET ? sizeof(sockaddr_in)
+                                                     : 0;
+  const int copy = length == 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) {
+    framer_.reset();
     return;
-  GObjectPtr<GSocket> socket(
-      nice_agent_get_selected_socket(agent_.get(), stream_id_, kComponent));
-  if (!socket) return;
-  sockaddr_storage remote_address{};
-  nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&remote_address));
-  const socklen_t length = remote_address.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
-                           : remote_address.ss_family == AF_INET ? sizeof(sockaddr_in)
-                                                                 : 0;
-  if (length == 0) return;
-  direct_socket_ = std::move(socket);
-  direct_remote_ = remote_address;
-  direct_remote_length_ = length;
+  }
+  send_fd_.emplace(copy);
+  send_to_ = to;
+  send_to_length_ = length;
+  if (framer_)
+    log::debug("ice: relayed sends as TURN Send indications to %s",
+               net::to_transport_address(to).to_string().c_str());
 }
 
-void IceSession::drop_direct_socket() {
+std::optional<sockaddr_storage> IceSession::udp_turn_server_of(NiceCandidate* local) const {
+  NiceAddress server;
+  nice_address_init(&server);
+  nice_candidate_relay_address(local, &server);
+  for (const auto& turn : options_.turn_servers) {
+    if (turn.tcp) continue;
+    NiceAddress configured;
+    nice_address_init(&configured);
+    if (!nice_address_set_from_string(&configured, turn.ip.c_str())) continue;
+    nice_address_set_port(&configured, turn.port);
+    if (!nice_address_equal(&configured, &server)) continue;
+    sockaddr_storage out{};
+    nice_address_copy_to_sockaddr(&server, reinterpret_cast<sockaddr*>(&out));
+    return out;
+  }
+  return std::nullopt;
+}
+
+void IceSession::drop_own_sends() {
   flush_sends();  // what is queued still goes to the old pair
   writable_source_.reset();
   queued_.clear();
   queued_sizes_.clear();
   queued_next_ = 0;
   queued_next_offset_ = 0;
-  direct_socket_.reset();
+  send_fd_.reset();
+  framer_.reset();
+  cork_fds_.clear();
+  corked_blocked_ = false;
 }
 
 bool IceSession::send_now(std::span<const std::byte> datagram) {
@@ -529,6 +686,11 @@ void IceSession::on_writable_trampoline(NiceAgent*, guint stream, guint, gpointe
   auto* session = static_cast<IceSession*>(self);
   if (stream != session->stream_id_) return;
   guard_callback("ice: writable", [&] {
+    if (session->corked_blocked_) {
+      session->corked_blocked_ = false;
+      session->flush_corked();
+      if (session->corked_blocked_) return;
+    }
     while (!session->pending_.empty()) {
       if (!session->send_now(session->pending_.front())) return;
       session->pending_.pop_front();
@@ -576,8 +738,8 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   const bool first = !selected_;
   selected_ = true;
   tune_socket_buffers(local);
-  use_direct_socket(live_local && live_remote ? live_local : local,
-                    live_local && live_remote ? live_remote : remote);
+  const bool live = live_local && live_remote;
+  use_own_sends(live ? live_local : local, live ? live_remote : remote, live);
   if (callbacks_.on_selected_pair) callbacks_.on_selected_pair(path);
   if (first) {
     // The controlled side may have queued QUIC datagrams before it had a pair.
@@ -610,3 +772,4 @@ void IceSession::tune_socket_buffers(const NiceCandidate* local) {
 }
 
 }  // namespace natfwd
+

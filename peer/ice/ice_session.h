@@ -11,6 +11,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -21,6 +22,7 @@
 #include <agent.h>
 
 #include "glib_ptr.h"
+#include "ice/send_indication.h"
 #include "portmap/port_mapper.h"
 
 namespace natfwd {
@@ -91,13 +93,13 @@ class IceSession {
 
   // Sends one datagram. Before a pair is selected it is queued (bounded; the oldest
   // are dropped, QUIC retransmits). Returns false when the path would block: retry
-  // after on_writable. On a direct UDP pair the datagram is only queued until
-  // flush_sends(), which sends the queue in as few system calls as it can.
+  // after on_writable. On a UDP pair (see use_own_sends) the datagram is only queued
+  // until flush_sends(), which sends the queue in as few system calls as it can.
   bool send(std::span<const std::byte> datagram);
-  // Sends what send() queued: on a direct UDP pair, runs of equal-sized datagrams go
-  // out as one sendmsg with UDP generic segmentation offload (UDP_SEGMENT; the kernel
-  // splits them), where libnice makes one sendmsg per datagram: measured here, one
-  // sender core moves 390 MB/s of 1350-byte datagrams one by one, 1740 MB/s batched.
+  // Sends what send() queued: on a UDP pair, runs of equal-sized datagrams go out as
+  // one sendmsg with UDP generic segmentation offload (UDP_SEGMENT; the kernel splits
+  // them), where libnice makes one sendmsg per datagram: measured here, one sender
+  // core moves 390 MB/s of 1350-byte datagrams one by one, 1740 MB/s batched.
   void flush_sends();
   bool has_selected_pair() const { return selected_; }
 
@@ -118,9 +120,19 @@ class IceSession {
   void on_port_mapped(const std::string& external_ip, uint16_t external_port);
   void port_mapping_settled();  // mapped, failed or waited long enough
   static gboolean on_mapping_wait_over(gpointer self);
-  void use_direct_socket(NiceCandidate* local, NiceCandidate* remote);
-  void drop_direct_socket();
-  static gboolean on_direct_writable(GSocket*, GIOCondition, gpointer self);
+  // Sends on the selected UDP pair ourselves: to the remote candidate from the
+  // pair's socket, or, when our candidate is relayed over UDP, as Send indications to
+  // its TURN server from the relayed candidate's base socket. `live` says the
+  // candidates are the agent's own (a relayed copy has lost its TURN server).
+  void use_own_sends(NiceCandidate* local, NiceCandidate* remote, bool live);
+  void drop_own_sends();
+  // The TURN server of our relayed candidate when it is one of ours over UDP; nullopt
+  // for TURN over TCP, where libnice's framing on the stream must stay whole.
+  std::optional<sockaddr_storage> udp_turn_server_of(NiceCandidate* local) const;
+  static gboolean on_send_writable(gint fd, GIOCondition, gpointer self);
+  // Our relayed candidate over TURN-over-TCP: the queue goes to libnice in one call
+  // with the connection corked, so that its one write per datagram fills segments.
+  void flush_corked();
   void tune_socket_buffers(const NiceCandidate* local);
   bool send_now(std::span<const std::byte> datagram);
 
@@ -144,12 +156,20 @@ class IceSession {
   // The other side's mapped candidates ("ip:port"), told by their foundation.
   std::vector<std::string> remote_mapped_;
 
-  // A UDP pair whose local candidate is not relayed (see use_direct_socket): the
-  // selected pair's socket and the remote address, and the datagrams queued for the
-  // next flush_sends().
-  GObjectPtr<GSocket> direct_socket_;
-  sockaddr_storage direct_remote_{};
-  socklen_t direct_remote_length_ = 0;
+  // A UDP pair we send on ourselves (see use_own_sends): a duplicate of its socket's
+  // descriptor (valid whatever libnice does with its own), where the datagrams go, the
+  // Send indication framing on a relayed pair, and the datagrams queued for the next
+  // flush_sends().
+  std::optional<UniqueFd> send_fd_;
+  sockaddr_storage send_to_{};
+  socklen_t send_to_length_ = 0;
+  std::optional<SendIndicationFramer> framer_;
+  // TURN over TCP (see flush_corked): libnice's connections to the TURN server (its
+  // descriptors, checked before each use), and whether libnice said it would block
+  // (then reliable-transport-writable resumes).
+  std::vector<int> cork_fds_;
+  sockaddr_storage cork_peer_{};
+  bool corked_blocked_ = false;
   bool gso_works_ = true;  // cleared if the kernel refuses UDP_SEGMENT
   std::vector<std::byte> queued_;
   std::vector<uint16_t> queued_sizes_;

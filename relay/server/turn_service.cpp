@@ -78,6 +78,7 @@ TurnService::~TurnService() {
   for (auto& [id, client] : streams_) {
     client->read_source.reset();
     client->write_source.reset();
+    client->resume_source.reset();
     if (client->stream) client->stream->shutdown_write();
   }
   streams_.clear();
@@ -468,10 +469,20 @@ gboolean TurnService::on_stream_writable_trampoline(GSocket*, GIOCondition, gpoi
   return G_SOURCE_CONTINUE;
 }
 
+gboolean TurnService::on_stream_resume_trampoline(gpointer data) {
+  auto* client = static_cast<StreamClient*>(data);
+  // Destroying the source from its own callback is safe: GLib holds a reference
+  // while it dispatches.
+  client->resume_source.reset();
+  on_stream_readable_trampoline(nullptr, G_IO_IN, data);
+  return G_SOURCE_REMOVE;
+}
+
 void TurnService::on_stream_readable(StreamClient& client) {
   // Bounded, so that one sender cannot monopolise the loop; TLS may hold decrypted
   // bytes that the socket will not announce again, so read until it would block.
-  for (int i = 0; i < 64 && !client.closed; ++i) {
+  constexpr int kMaxReadsPerWakeup = 64;
+  for (int i = 0; i < kMaxReadsPerWakeup && !client.closed; ++i) {
     std::array<std::byte, 16384> buffer;
     size_t n = 0;
     std::string error;
@@ -491,6 +502,14 @@ void TurnService::on_stream_readable(StreamClient& client) {
         close_stream(client, error);
         return;
     }
+  }
+  // Stopped at the bound. Bytes left in the kernel wake the read source again; bytes
+  // left inside TLS do not: come back from the main loop, after the other sources.
+  if (!client.closed && !client.resume_source && client.stream->has_buffered_input()) {
+    client.resume_source.reset(g_idle_source_new());
+    g_source_set_callback(client.resume_source.get(), on_stream_resume_trampoline, &client,
+                          nullptr);
+    g_source_attach(client.resume_source.get(), g_main_context_get_thread_default());
   }
 }
 
@@ -570,6 +589,7 @@ void TurnService::close_stream(StreamClient& client, const std::string& reason) 
   log::debug("turn: %s closed: %s", client.key.to_string().c_str(), reason.c_str());
   client.read_source.reset();
   client.write_source.reset();
+  client.resume_source.reset();
   core_.on_client_closed(client.key);
   stream_budget_.release(client.id);
   to_reap_.insert(client.id);

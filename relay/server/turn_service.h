@@ -131,6 +131,9 @@ class TurnService : public turn::TurnIo {
     GIOCondition read_condition = G_IO_IN;
     GSourcePtr write_source;
     GIOCondition write_condition = G_IO_OUT;
+    // Set when a read burst stopped at its bound with bytes still inside TLS, which
+    // the socket will not announce: reading resumes from the main loop.
+    GSourcePtr resume_source;
     std::vector<std::byte> input;
     std::vector<std::byte> output;
     size_t output_offset = 0;
@@ -142,6 +145,7 @@ class TurnService : public turn::TurnIo {
   static gboolean on_relays_readable_trampoline(gint fd, GIOCondition, gpointer self);
   static gboolean on_stream_readable_trampoline(GSocket*, GIOCondition, gpointer client);
   static gboolean on_stream_writable_trampoline(GSocket*, GIOCondition, gpointer client);
+  static gboolean on_stream_resume_trampoline(gpointer client);
   static gboolean on_reap_trampoline(gpointer self);
 
   void on_relays_readable();
