@@ -108,12 +108,13 @@ def set_namespace_cc(netns: str, cc: str) -> None:
 
 
 def offload_off(lab: Lab) -> None:
-    """GSO, TSO and GRO off on every veth of the lab (delay and loss per wire packet)."""
+    """GSO (UDP's too), TSO and GRO off on every veth of the lab (delay and loss per
+    wire packet)."""
     for ns in lab.namespaces:
         for line in sh(["ip", "-n", ns, "-o", "link", "show", "type", "veth"]).stdout.splitlines():
             dev = line.split(":")[1].strip().split("@")[0]
-            sh(["ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off"], netns=ns,
-               check=False)
+            sh(["ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off",
+                "tx-udp-segmentation", "off"], netns=ns, check=False)
 
 
 def set_loss(lab: Lab, loss: float) -> None:

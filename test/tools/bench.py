@@ -11,8 +11,9 @@ only gets a number if the -L peer's path line says `relayed via turn-T`.
 
 The kernel here has no netem: delay is test/tools/nfq_delay holding each packet arriving
 in a namespace for 10 ms (NFQUEUE in mangle/PREROUTING, fail-open, --queue-bypass), loss
-is `iptables -m statistic --mode random --probability 0.005 -j DROP` before it. TSO is
-off on the veth pair (GSO stays on) so each emulated packet is one wire packet.
+is `iptables -m statistic --mode random --probability 0.005 -j DROP` before it. GSO
+(UDP's too), TSO and GRO are off on the veth pair, so each emulated packet is one wire
+packet.
 
 Everything runs on loopback or in the namespaces created here, which are deleted at the
 end with everything in them; every process is ours and stopped by PID. No pass/fail: the
@@ -113,13 +114,17 @@ class Bench:
             dev = self.veth[ns]
             run(["ip", "addr", "add", addr, "dev", dev], netns=ns)
             run(["ip", "link", "set", dev, "up"], netns=ns)
-            # No TSO on the veth: TCP still builds large (GSO) packets and paces them as
-            # with a real NIC, but they are cut into wire-sized segments before the veth,
-            # so delay and loss apply per packet as on a real link.
-            r = run(["ethtool", "-K", dev, "tso", "off", "gro", "off"], netns=ns, check=False)
+            # No segmentation offload on the veth: TCP and UDP senders still build large
+            # (GSO) packets and pace them as with a real NIC, but they are cut into
+            # wire-sized packets before the veth, so delay and loss apply per packet as on
+            # a real link. A UDP GSO send (natfwd's batched datagrams) crosses a veth
+            # whole unless tx-udp-segmentation is off too: then one drop would take a
+            # whole batch, and count once.
+            r = run(["ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off",
+                     "tx-udp-segmentation", "off"], netns=ns, check=False)
             if r.returncode != 0:
-                self.notes.append("could not turn TSO off on the veth pair (ethtool): "
-                                  "loss then hits whole 64 KB TCP bursts")
+                self.notes.append("could not turn segmentation offload off on the veth pair "
+                                  "(ethtool): loss then hits whole 64 KB bursts")
         env = Env("veth", a, b, "198.51.100.1", "198.51.100.2")
         self.set_default_cc(a, "cubic")
         self.set_default_cc(b, "cubic")
@@ -478,7 +483,7 @@ class Bench:
         for n in dict.fromkeys(self.notes):
             print(f"note: {n}")
         print("delay: NFQUEUE (test/tools/nfq_delay), 10 ms each way; loss: iptables "
-              "statistic 0.5 % each way; TSO off on the veth pair")
+              "statistic 0.5 % each way; GSO, UDP GSO, TSO and GRO off on the veth pair")
         print("first byte: from `peer -L` start to the byte's arrival at the target "
               "(path = when the -L peer printed its path line, about ICE ready)")
 
