@@ -10,7 +10,11 @@ test/lab/README.md).
       symmetric x eim    the roles the other way round
     In each, the tunnel comes up relayed and ssh runs over it at once; then both
     peers print `direct udp punched LOCAL <-> REMOTE` path lines (the birthday search of
-    peer/punch/ won), and 20 MB go through ssh, sha256 checked.
+    peer/punch/ won), `peer status --json` shows the punched path, and 20 MB go through
+    ssh, sha256 checked. In the first pair the internet router then drops UDP between
+    the two sites: the -L peer goes back to a relayed path (the punched path's silence
+    limit, 3 s, or a path restart when the network changed lately) and the same ssh
+    connection carries another command.
 
 Prints a table: pair, the -L peer's first and punched path lines, the time from
 `peer -L` start to each, MB/s through ssh after the move. Exit 0 passed, 1 failed,
@@ -19,8 +23,9 @@ Prints a table: pair, the -L peer's first and punched path lines, the time from
 
 from __future__ import annotations
 
+import json
 import os
-import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -53,7 +58,51 @@ class Row:
     error: str = ""
 
 
-def run_pair(t: Tunnels, home: L.Site, laptop: L.Site, sshd, row: Row) -> None:
+def check_status(t: Tunnels, laptop: L.Site) -> None:
+    """`peer status --json` of the -L peer shows the punched path."""
+    r = subprocess.run(["ip", "netns", "exec", laptop.ns["laptop"], t.natfwd.peer_bin, "status",
+                        "--state-dir", t.laptop_state, "--json"],
+                       capture_output=True, text=True, timeout=scaled(20))
+    try:
+        tunnels = json.loads(r.stdout)["tunnels"]
+    except (ValueError, KeyError) as e:
+        raise Failure(f"peer status --json: {e}: {r.stdout!r} {r.stderr!r}") from None
+    paths = [tn.get("path") or {} for tn in tunnels if tn.get("state") == "up"]
+    if not any(p.get("kind") == "direct" and p.get("local_type") == "punched" for p in paths):
+        raise Failure(f"peer status --json shows no punched path: {paths!r}")
+
+
+def cut_direct_udp(lab: Lab, a: L.Site, b: L.Site) -> None:
+    """The internet router drops UDP between the two sites' public addresses (the
+    relay's paths stay)."""
+    lab.nft(lab.router_ns, f"""
+table ip punch_cut {{
+  chain forward {{ type filter hook forward priority -10; policy accept;
+    ip saddr {a.public_ip} ip daddr {b.public_ip} meta l4proto udp drop
+    ip saddr {b.public_ip} ip daddr {a.public_ip} meta l4proto udp drop
+  }}
+}}
+""")
+
+
+def check_fallback(t: Tunnels, fwd, start: int, home: L.Site, laptop: L.Site, sshd, port: int,
+                   control: str) -> None:
+    cut_direct_udp(t.lab, home, laptop)
+    t0 = time.monotonic()
+    m = fwd.wait_stdout(r"^path home: (relayed .*)$", 10, start=start,
+                        what="the -L peer's path line back on the relay")
+    # The punched path's own silence check ("punched path lost"), or the path health
+    # check when the network changed lately (a path restart), whichever comes first.
+    how = [line.strip() for line in fwd.stderr_lines
+           if "punched path lost" in line or "path restarted" in line]
+    log(f"  punched path cut: back on {m.group(1)} after {time.monotonic() - t0:.1f} s "
+        f"({how[-1] if how else 'no reason logged'})")
+    t.check_command(laptop.ns["laptop"], sshd, port, control, home.ip["home"],
+                    home.ip["buffalo"])
+
+
+def run_pair(t: Tunnels, home: L.Site, laptop: L.Site, sshd, row: Row,
+             fallback: bool = False) -> None:
     buffalo = f"{home.ip['buffalo']}:{L.SSHD_PORT}"
     try:
         with pair_processes(t.lab):
@@ -83,6 +132,7 @@ def run_pair(t: Tunnels, home: L.Site, laptop: L.Site, sshd, row: Row) -> None:
             if f" <-> {laptop.public_ip}:" not in row.serving_path:
                 raise Failure(f"the serving peer's punched path does not lead to the laptop's "
                               f"public address {laptop.public_ip}: {row.serving_path!r}")
+            check_status(t, laptop)
             # The ssh connection opened over the relay carries on, and the copy goes
             # over the punched path.
             t.check_command(netns, sshd, port, control, home.ip["home"], home.ip["buffalo"])
@@ -91,6 +141,8 @@ def run_pair(t: Tunnels, home: L.Site, laptop: L.Site, sshd, row: Row) -> None:
                      if line.startswith("path home: ")]
             if later:
                 raise Failure(f"the path changed again after the punch: {later!r}")
+            if fallback:
+                check_fallback(t, fwd, punched_index + 1, home, laptop, sshd, port, control)
     except Failure as e:
         row.error = str(e).split("\n")[0]
         log(f"FAIL {row.pair}:\n{e}")
@@ -105,11 +157,12 @@ def test_punch(lab: Lab, workdir: str, args) -> bool:
     a, b, c, d = (lab.sites[n] for n in ("a-eim", "b-symmetric", "c-symmetric", "d-eim"))
     t = Tunnels(lab, workdir)
     rows = []
-    for home, laptop, label in ((a, b, "eim x symmetric"), (c, d, "symmetric x eim")):
+    for home, laptop, label, fallback in ((a, b, "eim x symmetric", True),
+                                          (c, d, "symmetric x eim", False)):
         sshd = lab.start_sshd(home)
         row = Row(label)
         t0 = time.monotonic()
-        run_pair(t, home, laptop, sshd, row)
+        run_pair(t, home, laptop, sshd, row, fallback)
         log(f"{'ok  ' if not row.error else 'FAIL'} {label}: {row.punched_path or row.error} "
             f"({time.monotonic() - t0:.1f} s)")
         rows.append(row)
