@@ -14,7 +14,7 @@ test/lab/README.md).
     ssh, sha256 checked. In the first pair the internet router then drops UDP between
     the two sites: the -L peer goes back to a relayed path (the punched path's silence
     limit, 3 s, or a path restart when the network changed lately) and the same ssh
-    connection carries another command.
+    connection carries another command and the 20 MB copy once more.
 
 Prints a table: pair, the -L peer's first and punched path lines, the time from
 `peer -L` start to each, MB/s through ssh after the move. Exit 0 passed, 1 failed,
@@ -99,6 +99,9 @@ def check_fallback(t: Tunnels, fwd, start: int, home: L.Site, laptop: L.Site, ss
         f"({how[-1] if how else 'no reason logged'})")
     t.check_command(laptop.ns["laptop"], sshd, port, control, home.ip["home"],
                     home.ip["buffalo"])
+    # The same copy over the relay, for comparison with the punched path's.
+    log(f"  the 20 MB copy over the relayed path again: "
+        f"{t.copy(laptop.ns['laptop'], sshd, port, control):.1f} MB/s")
 
 
 def run_pair(t: Tunnels, home: L.Site, laptop: L.Site, sshd, row: Row,
