@@ -27,6 +27,9 @@ constexpr int kPunchAsks = 10;
 // missed keepalives.
 constexpr gint64 kPunchSilenceUs = 3'000'000;
 constexpr guint kPunchCheckMs = 500;
+// Serving side: a connecting peer that has not offered a punch this long after our
+// probe finished will not (it has no RFC 5780 relay, or is older): the socket goes.
+constexpr guint kPunchOfferWaitMs = 10'000;
 
 // What a timeout or idle source of a Tunnel calls.
 struct SourceCall {
@@ -613,7 +616,11 @@ void Tunnel::start_punch_probe() {
 }
 
 void Tunnel::punch_probed() {
-  if (role_ != Role::kConnecting || closed_) return;
+  if (closed_) return;
+  if (role_ == Role::kServing) {
+    punch_timer_ = add_timeout_ms(kPunchOfferWaitMs, &Tunnel::punch_not_offered);
+    return;
+  }
   // The attempt's session id and key: fresh, and seen only inside the tunnel.
   uint64_t session_id = 0;
   punch::PunchKey key{};
@@ -670,10 +677,10 @@ StreamDecision Tunnel::answer_punch(const wire::PunchOffer& offer) {
 void Tunnel::begin_punch(const wire::PunchOffer& local, const wire::PunchOffer& remote,
                          const wire::PunchOffer& key_offer) {
   punch_done_ = true;
+  punch_timer_.reset();
   const punch::PlanOutcome outcome = punch::plan_punch(local, remote, key_offer);
   if (!outcome.plan) {
-    log::info("%s: no punch: %s", remote_label_.c_str(), outcome.why_not.c_str());
-    punch_.reset();
+    punch_failed(outcome.why_not);
     return;
   }
   log::info("%s: punching a direct path as the %s side toward %s", remote_label_.c_str(),
@@ -699,10 +706,19 @@ void Tunnel::punch_won() {
 
 void Tunnel::punch_failed(const std::string& why) {
   punch_done_ = true;
-  punch_timer_.reset();
   log::info("%s: no punched path: %s", remote_label_.c_str(), why.c_str());
-  // The leg closed its sockets; it goes with the tunnel (not here: this may be its
-  // own callback).
+  // Its sockets go from a timer: this may be the leg's own callback.
+  punch_timer_ = add_timeout_ms(0, &Tunnel::drop_punch);
+}
+
+void Tunnel::punch_not_offered() {
+  punch_timer_.reset();
+  if (!punch_done_) punch_failed("the other side offered no punch");
+}
+
+void Tunnel::drop_punch() {
+  punch_timer_.reset();
+  if (!punched_) punch_.reset();
 }
 
 void Tunnel::check_punched_path() {
@@ -723,6 +739,7 @@ void Tunnel::leave_punched_path(const std::string& why) {
   core_.move_to_new_path(CoreLoop::now());
   loop_.resume_write();
   print_path_line();
+  punch_.reset();  // from our own timer, not the leg's callback
 }
 
 SelectedPath Tunnel::punched_path() const {

@@ -188,6 +188,8 @@ class Tunnel : private TunnelCore::Io {
                    const wire::PunchOffer& key_offer);
   void punch_won();
   void punch_failed(const std::string& why);
+  void punch_not_offered();
+  void drop_punch();
   void check_punched_path();
   void leave_punched_path(const std::string& why);
   SelectedPath punched_path() const;
@@ -245,7 +247,9 @@ class Tunnel : private TunnelCore::Io {
   bool punch_done_ = false;  // the search started, failed or was refused: once a tunnel
   bool punched_ = false;     // QUIC's datagrams take punch_
   int punch_asks_ = 0;       // connecting side: asks while the other side still probes
-  GSourcePtr punch_timer_;   // the next ask; then the punched path's silence check
+  // The next ask, the wait for an offer, dropping a failed leg, or the punched
+  // path's silence check.
+  GSourcePtr punch_timer_;
 };
 
 }  // namespace natfwd
