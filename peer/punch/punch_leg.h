@@ -41,7 +41,8 @@ class PunchLeg {
     std::function<void(std::span<const std::byte>)> on_datagram;
   };
 
-  // `stun_server`: the relay's STUN address (IPv4; it must offer RFC 5780 discovery).
+  // `stun_ip`:`stun_port`: the relay's STUN server (IPv4; the probe needs its RFC 5780
+  // alternate address).
   PunchLeg(const std::string& stun_ip, uint16_t stun_port, Limits limits, Callbacks callbacks);
   ~PunchLeg();
   PunchLeg(const PunchLeg&) = delete;
