@@ -44,10 +44,20 @@ std::vector<std::byte> encode_pair_request(std::string_view secret) {
   return out;
 }
 
-std::vector<std::byte> encode_stream_open_result(int status, std::string_view detail) {
+std::vector<std::byte> encode_punch_request(const PunchOffer& offer) {
+  StreamOpen open;
+  *open.mutable_punch() = offer;
+  std::vector<std::byte> out;
+  encode_message(open, out);
+  return out;
+}
+
+std::vector<std::byte> encode_stream_open_result(int status, std::string_view detail,
+                                                 const PunchOffer* punch) {
   StreamOpenResult answer;
   answer.set_status(static_cast<StreamOpenResult::Status>(status));
   answer.set_detail(std::string(utf8_prefix(detail, kMaxStreamOpenDetail)));
+  if (punch) *answer.mutable_punch() = *punch;
   std::vector<std::byte> out;
   encode_message(answer, out);
   return out;
@@ -83,6 +93,10 @@ StreamOpenDecode decode_stream_open(std::span<const std::byte> input) {
     out.request.pair_secret = open.pair_secret();
     return out;
   }
+  if (open.has_punch()) {
+    out.request.punch = open.punch();
+    return out;
+  }
   if (open.port() == 0 || open.port() > 65535 || !is_valid_host(open.host())) {
     out.status = DecodeStatus::kInvalid;
     out.consumed = 0;
@@ -99,6 +113,7 @@ StreamOpenResultDecode decode_stream_open_result(std::span<const std::byte> inpu
   if (!parse_header(input, answer, out, "malformed answer")) return out;
   out.result = answer.status();
   out.detail = answer.detail();
+  if (answer.has_punch()) out.punch = answer.punch();
   return out;
 }
 

@@ -1,8 +1,9 @@
 // Codec of the stream-open header: the first frame of each QUIC stream of a tunnel.
 //
-//   connecting side -> serving side: StreamOpen (a target host:port, or the secret of a
-//                                    pairing request)
-//   serving side -> connecting side: StreamOpenResult (a status and a detail sentence)
+//   connecting side -> serving side: StreamOpen (a target host:port, the secret of a
+//                                    pairing request, or a punch offer)
+//   serving side -> connecting side: StreamOpenResult (a status and a detail sentence,
+//                                    and the serving side's punch offer in answer to one)
 //
 // Each is one frame (frame.h) with a protobuf payload (rendezvous.proto) of at most
 // kMaxStreamHeaderPayload bytes; the raw bytes of the forwarded connection follow it.
@@ -12,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -49,8 +51,9 @@ inline constexpr uint64_t kStreamErrorRefused = 2;   // the stream is refused or
 
 // What a connecting side asks for on a new stream.
 struct StreamRequest {
-  HostPort target;          // when pair_secret is empty
+  HostPort target;          // when neither of the next two is set
   std::string pair_secret;  // a pairing request (`peer invite` code), no target
+  std::optional<PunchOffer> punch;  // a hard-NAT punch offer, no target
   bool is_pairing() const { return !pair_secret.empty(); }
 };
 
@@ -66,6 +69,7 @@ struct StreamOpenResultDecode {
   size_t consumed = 0;     // kComplete
   int result = 0;          // kComplete: a StreamStatus value (others are possible)
   std::string detail;      // kComplete
+  std::optional<PunchOffer> punch;  // kComplete, when the answer carries one
   std::string_view error;  // kInvalid: static sentence
 };
 
@@ -73,9 +77,12 @@ struct StreamOpenResultDecode {
 std::vector<std::byte> encode_stream_open(const HostPort& target);
 // The header of a pairing request.
 std::vector<std::byte> encode_pair_request(std::string_view secret);
+// The header of a punch offer.
+std::vector<std::byte> encode_punch_request(const PunchOffer& offer);
 // The serving side's answer; `detail` is cut to at most kMaxStreamOpenDetail bytes
-// (at a UTF-8 character boundary).
-std::vector<std::byte> encode_stream_open_result(int status, std::string_view detail);
+// (at a UTF-8 character boundary). `punch`: its own offer, answering one.
+std::vector<std::byte> encode_stream_open_result(int status, std::string_view detail,
+                                                 const PunchOffer* punch = nullptr);
 
 // The first header in `input` (the stream's bytes so far). A target must be a valid
 // host (is_valid_host) with a port 1..65535.

@@ -37,7 +37,8 @@ FORBIDDEN = {
 CONNECT_LIBRARY = ["peer/config", "peer/control/peer_status.h", "peer/forward/forward_spec.h",
                    "peer/health", "peer/ice", "peer/outgoing", "peer/publish", "peer/quic",
                    "peer/relays", "peer/routing", "peer/signaling", "peer/transport",
-                   "peer/portmap", "peer/punch", "peer/trust", "peer/tunnel"]
+                   "peer/portmap", "peer/punch", "peer/netcheck/nat_behaviour_probe.h",
+                   "peer/trust", "peer/tunnel"]
 # The only relay folder that may include it.
 CONNECT_USERS = ["relay/front_door"]
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')

@@ -138,7 +138,7 @@ std::string check_socks_listen(const std::string& text) {
 
 const char* const kRelayLinkKeys[] = {"relay",   "relay-key",      "relay-ca",
                                       "insecure-relay", "proxy", "force-relay",
-                                      "no-port-mapping", "port-mapping", "turn-transport", "state-dir", "ice-address", "verbose"};
+                                      "no-port-mapping", "port-mapping", "no-punch", "turn-transport", "state-dir", "ice-address", "verbose"};
 
 // What `peer netcheck` understands of the relay link (it makes no tunnel).
 const char* const kNetcheckKeys[] = {"relay", "relay-key", "insecure-relay", "proxy",
@@ -175,6 +175,7 @@ const config::ConfigSchema& peer_config_schema() {
            {"proxy", ValueKind::kText, check_proxy},
            {"force-relay", ValueKind::kSwitch, nullptr},
            {"no-port-mapping", ValueKind::kSwitch, nullptr},
+           {"no-punch", ValueKind::kSwitch, nullptr},
            {"port-mapping", ValueKind::kText, check_port_mapping},
            {"turn-transport", ValueKind::kText, check_turn_transports},
            {"name", ValueKind::kText, check_peer_name},
@@ -230,6 +231,7 @@ const std::vector<config::FlagSpec>& peer_flags() {
       {"dynamic", 'D', true},      {"json", 0, false},       {"timeout", 0, true},
       {"stun-port", 0, true},      {"label", 0, true},       {"publish", 0, true},
       {"no-port-mapping", 0, false}, {"port-mapping", 0, true},
+      {"no-punch", 0, false},
       {"acme-directory", 0, true}, {"acme-email", 0, true},  {"acme-ca-file", 0, true},
   };
   return flags;

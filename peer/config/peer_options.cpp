@@ -41,6 +41,7 @@ struct Flags {
   gchar* proxy = nullptr;
   gboolean force_relay = FALSE;
   gboolean no_port_mapping = FALSE;
+  gboolean no_punch = FALSE;
   gchar* turn_transports = nullptr;
   gchar* port_mapping = nullptr;
   gboolean insecure_relay = FALSE;
@@ -215,6 +216,9 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
        "Use relayed (TURN) candidates only, never a direct path (default: off)", nullptr},
       {"no-port-mapping", 0, 0, G_OPTION_ARG_NONE, &o.no_port_mapping,
        "Do not ask the gateway for a UDP port mapping (PCP, NAT-PMP, UPnP IGD) to offer as a 'mapped' candidate (default: ask)",
+       nullptr},
+      {"no-punch", 0, 0, G_OPTION_ARG_NONE, &o.no_punch,
+       "Do not try a hard-NAT punch (birthday probing toward the other side's public address) when a tunnel starts relayed (default: try)",
        nullptr},
       {"port-mapping", 0, 0, G_OPTION_ARG_STRING, &o.port_mapping,
        "Ask the gateway for a port mapping only with these, comma-separated, tried in the order pcp, nat-pmp, upnp (default: all three)",
@@ -465,6 +469,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   }
   options.force_relay = o.force_relay;
   options.port_mapping = !o.no_port_mapping;
+  options.punch = !o.no_punch;
   if (o.relay_key && o.relay_ca) usage_error("give --relay-key or --relay-ca, not both");
   if (o.relay_key && options.relays.size() > 1)
     usage_error("--relay-key pins one relay; with several relays use --relay-ca or the keys recorded in known_relays");

@@ -72,6 +72,9 @@ struct PeerOptions {
   // --port-mapping: which protocols are asked, always in the order PCP, NAT-PMP, UPnP
   // (the next only when the one before gets no mapping); all three by default.
   bool map_pcp = true, map_nat_pmp = true, map_upnp = true;
+  // A tunnel that starts relayed tries a hard-NAT punch (peer/punch/) for a direct UDP
+  // path; default on, off with --no-punch (and always with --force-relay).
+  bool punch = true;
   bool turn_udp = true, turn_tcp = true, turn_tls = true;  // --turn-transport; all
   bool verbose = false;                     // -v
 

@@ -158,6 +158,9 @@ bool is_mapped_foundation(const char* foundation) {
 }  // namespace
 
 std::string SelectedPath::describe() const {
+  // A path a hard-NAT punch found (peer/punch/) rather than a candidate pair.
+  if (local_type == "punched")
+    return "direct " + transport + " punched " + local_address + " <-> " + remote_address;
   if (relayed) return "relayed " + transport + " " + local_type + " " + local_address +
                       " <-> " + remote_type + " " + remote_address;
   return "direct " + transport + " " + local_type + " " + local_address + " <-> " +

@@ -48,6 +48,8 @@ struct SelectedPath {
   std::string local_address, remote_address;
   // "direct udp host 1.2.3.4:5 <-> srflx 6.7.8.9:10"; a side whose address is a port
   // mapping at its gateway shows as "mapped EXTERNAL" ("<-> mapped 198.51.100.2:41000").
+  // A hard-NAT punched path (local_type "punched") reads "direct udp punched LOCAL <->
+  // REMOTE": this side's socket and the other side's public address.
   std::string describe() const;
   // "ipv6" or "ipv4": the candidate pair's family (ICE pairs only candidates of one
   // family, RFC 8445 section 6.1.2.2); for a relayed path the relayed addresses',
@@ -76,6 +78,9 @@ class IceSession {
     // Asks the gateway to map our host candidate's UDP port and offers the mapping
     // as a candidate; nullptr: no port mapping. Borrowed: RelayLinks owns it.
     portmap::PortMapper* port_mapper = nullptr;
+    // Not libnice's: a tunnel that starts relayed tries a hard-NAT punch for a direct
+    // UDP path (peer/punch/; Tunnel does it). --no-punch turns it off.
+    bool punch = false;
   };
 
   IceSession(const Options& options, Callbacks callbacks);

@@ -174,6 +174,7 @@ void RelayLinks::use_ice_servers(
     RelayLink& link, const google::protobuf::RepeatedPtrField<wire::IceServer>& servers) {
   IceSession::Options options;
   options.force_relay = options_.force_relay;
+  options.punch = options_.punch && !options_.force_relay;
   link.labels.clear();
   for (const auto& server : servers) {
     // An empty host means "the relay you are talking to".

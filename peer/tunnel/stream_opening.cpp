@@ -22,10 +22,17 @@ StreamOpening StreamOpening::pairing(const std::string& secret) {
   return opening;
 }
 
-StreamOpening StreamOpening::serving(TargetPolicy policy, PairHandler pair) {
+StreamOpening StreamOpening::punching(const wire::PunchOffer& offer) {
+  StreamOpening opening(Role::kConnecting);
+  opening.request_ = wire::encode_punch_request(offer);
+  return opening;
+}
+
+StreamOpening StreamOpening::serving(TargetPolicy policy, PairHandler pair, PunchHandler punch) {
   StreamOpening opening(Role::kServing);
   opening.policy_ = std::move(policy);
   opening.pair_ = std::move(pair);
+  opening.punch_ = std::move(punch);
   return opening;
 }
 
@@ -58,6 +65,11 @@ StreamOpening::Outcome StreamOpening::decide_serving() {
                       : refusal(wire::StreamStatus::kNotAuthorized, "pairing not possible");
     return Outcome::kRefuse;
   }
+  if (header.request.punch) {
+    decision_ = punch_ ? punch_(*header.request.punch)
+                       : refusal(wire::StreamStatus::kNotServed, "no punching here");
+    return Outcome::kRefuse;
+  }
   target_ = header.request.target;
   decision_ = policy_ ? policy_(target_) : refusal(wire::StreamStatus::kNotServed, "no policy");
   return decision_.status == static_cast<int>(wire::StreamStatus::kOk) ? Outcome::kConnect
@@ -76,7 +88,7 @@ StreamOpening::Outcome StreamOpening::decide_connecting() {
     return Outcome::kBroken;
   }
   header_size_ = answer.consumed;
-  decision_ = StreamDecision{answer.result, answer.detail};
+  decision_ = StreamDecision{answer.result, answer.detail, answer.punch};
   return Outcome::kAnswered;
 }
 

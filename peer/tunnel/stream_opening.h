@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -25,11 +26,16 @@ namespace natfwd {
 struct StreamDecision {
   int status = static_cast<int>(wire::StreamStatus::kOk);
   std::string detail;
+  // A punch offer's answer: the serving side's own offer.
+  std::optional<wire::PunchOffer> punch = std::nullopt;
 };
 // May the serving side connect this target (the --serve allowlist, authorisation)?
 using TargetPolicy = std::function<StreamDecision(const HostPort& target)>;
 // A pairing request (StreamOpen.pair_secret) from the other side.
 using PairHandler = std::function<StreamDecision(const std::string& secret)>;
+// A hard-NAT punch offer (StreamOpen.punch) from the other side; an OK answer carries
+// this side's offer.
+using PunchHandler = std::function<StreamDecision(const wire::PunchOffer& offer)>;
 // Connecting side: the serving peer's answer to a stream open (a StreamOpenResult
 // status, OK = 0), or kOpenFailedLocally when the stream ended before any answer (the
 // tunnel failed, the relay link was down). Called once. With such a handler the local
@@ -57,8 +63,11 @@ class StreamOpening {
   static StreamOpening connecting(const HostPort& target);
   // Connecting side: the stream carries a pairing request.
   static StreamOpening pairing(const std::string& secret);
-  // Serving side: the header decides; without a pair handler pairing is refused.
-  static StreamOpening serving(TargetPolicy policy, PairHandler pair);
+  // Connecting side: the stream carries a punch offer.
+  static StreamOpening punching(const wire::PunchOffer& offer);
+  // Serving side: the header decides; without a pair (punch) handler pairing
+  // (punching) is refused.
+  static StreamOpening serving(TargetPolicy policy, PairHandler pair, PunchHandler punch = {});
 
   // Connecting side: the header to write first on the stream.
   const std::vector<std::byte>& request() const { return request_; }
@@ -92,6 +101,7 @@ class StreamOpening {
   std::vector<std::byte> request_;
   TargetPolicy policy_;
   PairHandler pair_;
+  PunchHandler punch_;
   std::vector<std::byte> buffer_;  // stream bytes until the header is whole, then rest
   bool fin_ = false;
   bool decided_ = false;

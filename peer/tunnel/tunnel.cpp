@@ -2,6 +2,8 @@
 
 #include <exception>
 
+#include <openssl/rand.h>
+
 #include "log.h"
 #include "tcp_reset.h"
 
@@ -16,6 +18,18 @@ constexpr guint kSetupTimeoutSeconds = 30;
 constexpr guint kRestartTimeoutSeconds = 15;
 // TCP connections held while the tunnel is being set up.
 constexpr size_t kMaxPendingForwards = 256;
+// Connecting side: while the serving side's punch probe runs (a few round trips to
+// the relay), its offer is asked for again this often, this many times.
+constexpr guint kPunchAskIntervalMs = 300;
+constexpr int kPunchAsks = 10;
+// The punched path is given up when nothing came over it for this long: QUIC sends a
+// PING after 1 s without traffic (quic::Config::keepalive_interval), so 3 s is three
+// missed keepalives.
+constexpr gint64 kPunchSilenceUs = 3'000'000;
+constexpr guint kPunchCheckMs = 500;
+// Serving side: a connecting peer that has not offered a punch this long after our
+// probe finished will not (it has no RFC 5780 relay, or is older): the socket goes.
+constexpr guint kPunchOfferWaitMs = 10'000;
 
 // What a timeout or idle source of a Tunnel calls.
 struct SourceCall {
@@ -29,7 +43,7 @@ TunnelCore::Options core_options(Tunnel::Role role, const std::string& remote_la
                                  const Identity& identity,
                                  std::function<bool(const PublicKey&)> verify_remote_key,
                                  TargetPolicy target_policy, PairHandler pair,
-                                 LocalConnector& connector) {
+                                 PunchHandler punch, LocalConnector& connector) {
   TunnelCore::Options options;
   options.role = role == Tunnel::Role::kServing ? TunnelCore::Role::kServing
                                                 : TunnelCore::Role::kConnecting;
@@ -38,6 +52,7 @@ TunnelCore::Options core_options(Tunnel::Role role, const std::string& remote_la
   options.log_label = remote_label;
   options.target_policy = std::move(target_policy);
   options.pair = std::move(pair);
+  options.punch = std::move(punch);
   options.connector = &connector;
   options.max_waiting = kMaxPendingForwards;
   return options;
@@ -57,6 +72,7 @@ Tunnel::Tunnel(Role role, uint64_t session_id, std::string remote_label,
                 role, remote_label_, identity,
                 [this](const PublicKey& key) { return verify_remote_key(key); },
                 std::move(target_policy), hooks_.pair,
+                [this](const wire::PunchOffer& offer) { return answer_punch(offer); },
                 hooks_.connector ? *hooks_.connector : connector_),
             *this),
       loop_(core_) {
@@ -66,6 +82,8 @@ Tunnel::Tunnel(Role role, uint64_t session_id, std::string remote_label,
 }
 
 Tunnel::~Tunnel() {
+  punch_timer_.reset();
+  punch_.reset();
   setup_timer_.reset();
   restart_timer_.reset();
   drop_old_idle_.reset();
@@ -78,20 +96,24 @@ Tunnel::~Tunnel() {
   old_legs_.clear();
 }
 
-GSourcePtr Tunnel::add_timeout(guint seconds, void (Tunnel::*member)()) {
-  GSourcePtr source(g_timeout_source_new_seconds(seconds));
+GSourcePtr Tunnel::attach_source(GSource* raw, void (Tunnel::*member)()) {
+  GSourcePtr source(raw);
   g_source_set_callback(source.get(), &Tunnel::on_source, new SourceCall{this, member},
                         delete_source_call);
   g_source_attach(source.get(), nullptr);
   return source;
 }
 
+GSourcePtr Tunnel::add_timeout(guint seconds, void (Tunnel::*member)()) {
+  return attach_source(g_timeout_source_new_seconds(seconds), member);
+}
+
+GSourcePtr Tunnel::add_timeout_ms(guint ms, void (Tunnel::*member)()) {
+  return attach_source(g_timeout_source_new(ms), member);
+}
+
 GSourcePtr Tunnel::add_idle(void (Tunnel::*member)()) {
-  GSourcePtr source(g_idle_source_new());
-  g_source_set_callback(source.get(), &Tunnel::on_source, new SourceCall{this, member},
-                        delete_source_call);
-  g_source_attach(source.get(), nullptr);
-  return source;
+  return attach_source(g_idle_source_new(), member);
 }
 
 gboolean Tunnel::on_source(gpointer data) {
@@ -117,14 +139,7 @@ std::unique_ptr<IceLeg> Tunnel::make_leg(uint64_t session_id,
   callbacks.send_to_relay = [this](const wire::Envelope& envelope) {
     if (!closed_) hooks_.send_to_relay(envelope);
   };
-  callbacks.on_datagram = [this](std::span<const std::byte> datagram) {
-    // From the current leg or a restarting one: QUIC does not care which path a
-    // packet took (its path label never changes, quic_connection.cpp).
-    last_receive_us_ = g_get_monotonic_time();
-    if (!core_.started()) return;
-    core_.receive(datagram, CoreLoop::now());
-    if (path_line_pending_) print_path_line();
-  };
+  callbacks.on_datagram = [this](std::span<const std::byte> datagram) { on_datagram(datagram); };
   callbacks.on_selected_pair = [this](IceLeg& leg) { on_leg_selected_pair(&leg); };
   callbacks.on_writable = [this](IceLeg& leg) {
     if (core_.started() && &leg == leg_.get()) loop_.resume_write();
@@ -161,14 +176,27 @@ void Tunnel::start_quic() {
   loop_.write_now();  // the client's Initial
 }
 
+void Tunnel::on_datagram(std::span<const std::byte> datagram) {
+  // From the current leg, a restarting one or the punched path: QUIC does not care
+  // which path a packet took (it checks every one).
+  last_receive_us_ = g_get_monotonic_time();
+  if (!core_.started()) return;
+  core_.receive(datagram, CoreLoop::now());
+  if (path_line_pending_) print_path_line();
+}
+
 bool Tunnel::send_datagram(std::span<const std::byte> datagram) {
+  if (punched_) {
+    punch_->send(datagram);
+    return true;
+  }
   if (!leg_ || leg_->ice().send(datagram)) return true;
   loop_.blocked();
   return false;
 }
 
 void Tunnel::end_of_pass() {
-  if (leg_) leg_->ice().flush_sends();
+  if (leg_ && !punched_) leg_->ice().flush_sends();
 }
 
 void Tunnel::start_outgoing(const std::string& target_name, const std::string& pairing_proof) {
@@ -311,6 +339,10 @@ void Tunnel::on_leg_selected_pair(IceLeg* leg) {
       hooks_.send_to_relay(envelope);
     }
     if (hooks_.on_session_moved) hooks_.on_session_moved(*this, old_session);
+    // A restart follows a network change: the punched path's addresses are gone too.
+    punched_ = false;
+    punch_timer_.reset();
+    punch_.reset();
     if (core_.started()) core_.move_to_new_path(CoreLoop::now());
     print_path_line();
     return;
@@ -480,6 +512,7 @@ void Tunnel::on_established() {
   }
   if (hooks_.on_established) hooks_.on_established(*this);
   forward_pending();
+  if (!closed_ && leg_ && leg_->has_path() && leg_->path().relayed) start_punch_probe();
 }
 
 void Tunnel::print_path_line() {
@@ -494,7 +527,9 @@ void Tunnel::print_path_line() {
   const SelectedPath& path_ = leg_->path();
   const auto rtt_ms = stats.min_rtt / 1000000;
   std::string line = "path " + remote_label_ + ": ";
-  if (path_.relayed) {
+  if (punched_) {
+    line += punched_path().describe();
+  } else if (path_.relayed) {
     if (!path_.local_relay_server.empty()) {
       line += "relayed via " + (hooks_.relay_label ? hooks_.relay_label(path_.local_relay_server)
                                                    : "turn " + path_.local_relay_server);
@@ -540,7 +575,7 @@ TunnelStatus Tunnel::status() const {
   if (established_ || role_ == Role::kServing || (leg_ && leg_->has_remote_params()))
     status.key_id = key_id(expected_remote_key_);
   status.have_path = leg_ && leg_->has_path();
-  if (status.have_path) status.path = leg_->path();
+  if (status.have_path) status.path = punched_ ? punched_path() : leg_->path();
   if (status.have_path && status.path.relayed && !status.path.local_relay_server.empty())
     status.turn_server = hooks_.relay_label ? hooks_.relay_label(status.path.local_relay_server)
                                             : "turn " + status.path.local_relay_server;
@@ -558,6 +593,163 @@ TunnelStatus Tunnel::status() const {
     status.uptime_s = static_cast<double>(g_get_monotonic_time() - established_us_) / 1e6;
   status.last_refusal = core_.last_refusal();
   return status;
+}
+
+// ---- hard-NAT punching ------------------------------------------------------------
+
+void Tunnel::start_punch_probe() {
+  if (punch_ || punch_done_ || closed_ || !ice_options_.punch) return;
+  punch::PunchLeg::Callbacks callbacks;
+  callbacks.on_probed = [this](punch::PunchLeg&) { punch_probed(); };
+  callbacks.on_won = [this](punch::PunchLeg&) { punch_won(); };
+  callbacks.on_failed = [this](punch::PunchLeg&, const std::string& why) { punch_failed(why); };
+  callbacks.on_datagram = [this](std::span<const std::byte> datagram) { on_datagram(datagram); };
+  punch_ = std::make_unique<punch::PunchLeg>(ice_options_.stun_server.ip,
+                                             ice_options_.stun_server.port, punch::Limits(),
+                                             std::move(callbacks));
+  if (!punch_->probe()) {
+    punch_.reset();
+    punch_done_ = true;
+    log::debug("%s: no punch: no IPv4 STUN server to probe the NAT against",
+               remote_label_.c_str());
+  }
+}
+
+void Tunnel::punch_probed() {
+  if (closed_) return;
+  if (role_ == Role::kServing) {
+    punch_timer_ = add_timeout_ms(kPunchOfferWaitMs, &Tunnel::punch_not_offered);
+    return;
+  }
+  // The attempt's session id and key: fresh, and seen only inside the tunnel.
+  uint64_t session_id = 0;
+  punch::PunchKey key{};
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(&session_id), sizeof session_id) != 1 ||
+      RAND_bytes(key.data(), static_cast<int>(key.size())) != 1) {
+    punch_failed("no random bytes for the punch key");
+    return;
+  }
+  punch_offer_ = punch::make_offer(punch_->endpoint_dependent(), punch_->public_address(),
+                                   session_id, &key);
+  ask_punch();
+}
+
+void Tunnel::ask_punch() {
+  punch_timer_.reset();
+  if (closed_ || punch_done_ || !punch_offer_) return;
+  ++punch_asks_;
+  core_.request_punch(*punch_offer_, [this](const StreamDecision& answer) {
+    punch_answered(answer);
+  });
+}
+
+void Tunnel::punch_answered(const StreamDecision& answer) {
+  if (closed_ || punch_done_) return;
+  if (answer.status == static_cast<int>(wire::StreamStatus::kOk) && answer.punch) {
+    begin_punch(*punch_offer_, *answer.punch, *punch_offer_);
+    return;
+  }
+  if (answer.detail == punch::kPunchNotReady && punch_asks_ < kPunchAsks) {
+    punch_timer_ = add_timeout_ms(kPunchAskIntervalMs, &Tunnel::ask_punch);
+    return;
+  }
+  punch_failed(answer.detail.empty() ? "the other side does not punch" : answer.detail);
+}
+
+StreamDecision Tunnel::answer_punch(const wire::PunchOffer& offer) {
+  auto refusal = [](std::string why) {
+    return StreamDecision{static_cast<int>(wire::StreamStatus::kNotServed), std::move(why),
+                          std::nullopt};
+  };
+  if (!ice_options_.punch) return refusal("punching is off here");
+  if (punch_done_) return refusal("no punch on this tunnel");
+  start_punch_probe();
+  if (!punch_ || punch_done_) return refusal("no punch on this tunnel");
+  if (!punch_->probed()) return refusal(std::string(punch::kPunchNotReady));
+  const wire::PunchOffer local = punch::make_offer(
+      punch_->endpoint_dependent(), punch_->public_address(), offer.session_id(), nullptr);
+  begin_punch(local, offer, offer);
+  StreamDecision answer;
+  answer.punch = local;
+  return answer;
+}
+
+void Tunnel::begin_punch(const wire::PunchOffer& local, const wire::PunchOffer& remote,
+                         const wire::PunchOffer& key_offer) {
+  punch_done_ = true;
+  punch_timer_.reset();
+  const punch::PlanOutcome outcome = punch::plan_punch(local, remote, key_offer);
+  if (!outcome.plan) {
+    punch_failed(outcome.why_not);
+    return;
+  }
+  log::info("%s: punching a direct path as the %s side toward %s", remote_label_.c_str(),
+            std::string(punch::to_string(outcome.plan->role)).c_str(),
+            outcome.plan->remote.to_string().c_str());
+  punch_->start(*outcome.plan);
+}
+
+void Tunnel::punch_won() {
+  if (closed_ || !core_.started()) return;
+  punched_ = true;
+  const auto* counters = punch_->counters();
+  log::info("%s: punched a direct path %s <-> %s after %d socket(s), %d probe(s); moving the "
+            "tunnel (%zu open connection(s)) onto it",
+            remote_label_.c_str(), punch_->local_address().c_str(),
+            punch_->remote_address().c_str(), counters ? counters->sockets_opened : 0,
+            counters ? counters->probes_sent : 0, core_.open_streams());
+  core_.move_to_new_path(CoreLoop::now());
+  loop_.resume_write();
+  print_path_line();
+  punch_timer_ = add_timeout_ms(kPunchCheckMs, &Tunnel::check_punched_path);
+}
+
+void Tunnel::punch_failed(const std::string& why) {
+  punch_done_ = true;
+  log::info("%s: no punched path: %s", remote_label_.c_str(), why.c_str());
+  // Its sockets go from a timer: this may be the leg's own callback.
+  punch_timer_ = add_timeout_ms(0, &Tunnel::drop_punch);
+}
+
+void Tunnel::punch_not_offered() {
+  punch_timer_.reset();
+  if (!punch_done_) punch_failed("the other side offered no punch");
+}
+
+void Tunnel::drop_punch() {
+  punch_timer_.reset();
+  if (!punched_) punch_.reset();
+}
+
+void Tunnel::check_punched_path() {
+  punch_timer_.reset();
+  if (!punched_ || closed_) return;
+  if (g_get_monotonic_time() - punch_->last_receive_us() > kPunchSilenceUs) {
+    leave_punched_path("nothing came over it for " + std::to_string(kPunchSilenceUs / 1000000) +
+                       " s");
+    return;
+  }
+  punch_timer_ = add_timeout_ms(kPunchCheckMs, &Tunnel::check_punched_path);
+}
+
+void Tunnel::leave_punched_path(const std::string& why) {
+  punched_ = false;
+  log::warn("%s: punched path lost (%s); back to the ICE path", remote_label_.c_str(),
+            why.c_str());
+  core_.move_to_new_path(CoreLoop::now());
+  loop_.resume_write();
+  print_path_line();
+  punch_.reset();  // from our own timer, not the leg's callback
+}
+
+SelectedPath Tunnel::punched_path() const {
+  SelectedPath path;
+  path.relayed = false;
+  path.transport = "udp";
+  path.local_type = path.remote_type = "punched";
+  path.local_address = punch_->local_address();
+  path.remote_address = punch_->remote_address();
+  return path;
 }
 
 // ---- teardown ----------------------------------------------------------------------
@@ -592,6 +784,7 @@ void Tunnel::close(const std::string& reason) {
 void Tunnel::fail(const std::string& cause) {
   if (closed_) return;
   closed_ = true;
+  punch_timer_.reset();
   // The connecting side names the phase that failed: this sentence is what the user
   // sees (in the log, and from nc).
   const std::string reason =

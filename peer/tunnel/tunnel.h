@@ -5,6 +5,12 @@
 // relay signalling, the ICE legs and path restarts, the setup and restart timers, and
 // the progress and path lines a person reads.
 //
+// A tunnel that comes up on a relayed path tries a hard-NAT punch (peer/punch/): both
+// sides learn their NAT's mapping behaviour against the relay, agree roles, addresses
+// and a key on a stream of the QUIC connection, and when the search wins, QUIC's
+// datagrams take the punched UDP path instead of the ICE leg (which stays up, and
+// takes them back when the punched path goes silent).
+//
 // The connecting side (-L) is ICE-controlling and the QUIC client; the serving side is
 // ICE-controlled and the QUIC server. The relay only carries the setup messages
 // (OpenSession/IncomingSession, AcceptSession, Candidate); once QUIC is up the tunnel
@@ -22,6 +28,7 @@
 #include "control/peer_status.h"
 #include "identity.h"
 #include "ice/ice_session.h"
+#include "punch/punch_leg.h"
 #include "rendezvous.pb.h"
 #include "glib_ptr.h"
 #include "tunnel/connect_progress.h"
@@ -170,9 +177,27 @@ class Tunnel : private TunnelCore::Io {
   void send_close_session(uint64_t session_id, const std::string& detail);
   void print_path_line();
   void setup_timed_out();
+  void on_datagram(std::span<const std::byte> datagram);
+  // Hard-NAT punching.
+  void start_punch_probe();
+  void punch_probed();
+  void ask_punch();
+  void punch_answered(const StreamDecision& answer);
+  StreamDecision answer_punch(const wire::PunchOffer& offer);
+  void begin_punch(const wire::PunchOffer& local, const wire::PunchOffer& remote,
+                   const wire::PunchOffer& key_offer);
+  void punch_won();
+  void punch_failed(const std::string& why);
+  void punch_not_offered();
+  void drop_punch();
+  void check_punched_path();
+  void leave_punched_path(const std::string& why);
+  SelectedPath punched_path() const;
   // One GLib timeout or idle source calling a member; the member may not throw into
   // GLib (the trampoline logs what it catches).
+  GSourcePtr attach_source(GSource* source, void (Tunnel::*member)());
   GSourcePtr add_timeout(guint seconds, void (Tunnel::*member)());
+  GSourcePtr add_timeout_ms(guint ms, void (Tunnel::*member)());
   GSourcePtr add_idle(void (Tunnel::*member)());
   static gboolean on_source(gpointer data);
 
@@ -215,6 +240,16 @@ class Tunnel : private TunnelCore::Io {
   std::optional<ConnectProgress> progress_;
   bool key_refused_ = false;
   bool peer_not_registered_ = false;
+
+  // Hard-NAT punching; the leg's callbacks reach core_, so it is declared after it.
+  std::unique_ptr<punch::PunchLeg> punch_;
+  std::optional<wire::PunchOffer> punch_offer_;  // ours, once probed
+  bool punch_done_ = false;  // the search started, failed or was refused: once a tunnel
+  bool punched_ = false;     // QUIC's datagrams take punch_
+  int punch_asks_ = 0;       // connecting side: asks while the other side still probes
+  // The next ask, the wait for an offer, dropping a failed leg, or the punched
+  // path's silence check.
+  GSourcePtr punch_timer_;
 };
 
 }  // namespace natfwd

@@ -124,10 +124,17 @@ void TunnelCore::abort(const std::string& reason) {
       w.endpoint->close(true);
     }
   }
-  pairing_over(false, reason);
+  if (pair_done_) {
+    auto done = std::move(pair_done_);
+    pair_done_ = nullptr;
+    done(false, reason);
+  }
+  std::vector<int64_t> requests;
+  for (const auto& [id, exchange] : exchanges_) requests.push_back(id);
+  for (int64_t id : requests) exchange_over(id, reason);
 }
 
-// ---- pairing -------------------------------------------------------------------------
+// ---- pairing and punching: one request stream each ------------------------------
 
 void TunnelCore::request_pairing(const std::string& secret, PairDone done) {
   pair_secret_ = secret;
@@ -136,39 +143,60 @@ void TunnelCore::request_pairing(const std::string& secret, PairDone done) {
 }
 
 void TunnelCore::send_pairing_request() {
-  auto stream_id = quic_->open_stream();
-  if (!stream_id) {
-    pairing_over(false, "the serving peer accepts no stream");
+  auto done = std::move(pair_done_);
+  pair_done_ = nullptr;
+  start_exchange(StreamOpening::pairing(pair_secret_), [done](const StreamDecision& answer) {
+    done(answer.status == static_cast<int>(wire::StreamStatus::kOk), answer.detail);
+  });
+}
+
+void TunnelCore::request_punch(const wire::PunchOffer& offer, ExchangeDone done) {
+  if (!established_) {
+    done(StreamDecision{kOpenFailedLocally, "the tunnel is not up", std::nullopt});
     return;
   }
-  pair_stream_ = *stream_id;
-  pair_opening_ = std::make_unique<StreamOpening>(StreamOpening::pairing(pair_secret_));
-  quic_->stream_write(pair_stream_, pair_opening_->request());
-  quic_->stream_shutdown_write(pair_stream_);
+  start_exchange(StreamOpening::punching(offer), std::move(done));
+}
+
+void TunnelCore::start_exchange(StreamOpening opening, ExchangeDone done) {
+  auto stream_id = quic_->open_stream();
+  if (!stream_id) {
+    done(StreamDecision{kOpenFailedLocally, "the serving peer accepts no stream", std::nullopt});
+    return;
+  }
+  auto& exchange = exchanges_[*stream_id];
+  exchange.opening = std::make_unique<StreamOpening>(std::move(opening));
+  exchange.done = std::move(done);
+  quic_->stream_write(*stream_id, exchange.opening->request());
+  quic_->stream_shutdown_write(*stream_id);
   io_.wake();
 }
 
-void TunnelCore::pairing_data(std::span<const std::byte> data, bool fin) {
-  quic_->stream_consumed(pair_stream_, data.size());
-  if (!pair_opening_ || pair_opening_->decided()) return;
-  switch (pair_opening_->receive(data, fin)) {
+void TunnelCore::exchange_data(int64_t stream_id, std::span<const std::byte> data, bool fin) {
+  quic_->stream_consumed(stream_id, data.size());
+  auto it = exchanges_.find(stream_id);
+  if (it == exchanges_.end() || it->second.opening->decided()) return;
+  switch (it->second.opening->receive(data, fin)) {
     case StreamOpening::Outcome::kWaiting:
       return;
-    case StreamOpening::Outcome::kAnswered:
-      pairing_over(pair_opening_->decision().status == static_cast<int>(wire::StreamStatus::kOk),
-                   pair_opening_->decision().detail);
+    case StreamOpening::Outcome::kAnswered: {
+      auto exchange = std::move(it->second);
+      exchanges_.erase(it);
+      exchange.done(exchange.opening->decision());
       return;
+    }
     default:
-      pairing_over(false, "no valid answer from the serving peer");
+      exchange_over(stream_id, "no valid answer from the serving peer");
       return;
   }
 }
 
-void TunnelCore::pairing_over(bool ok, const std::string& detail) {
-  if (!pair_done_) return;
-  auto done = std::move(pair_done_);
-  pair_done_ = nullptr;
-  done(ok, detail);
+void TunnelCore::exchange_over(int64_t stream_id, const std::string& why) {
+  auto it = exchanges_.find(stream_id);
+  if (it == exchanges_.end()) return;
+  auto exchange = std::move(it->second);
+  exchanges_.erase(it);
+  exchange.done(StreamDecision{kOpenFailedLocally, why, std::nullopt});
 }
 
 // ---- QUIC observer -----------------------------------------------------------------
@@ -178,7 +206,7 @@ void TunnelCore::on_handshake_complete(const PublicKey&) {
   io_.on_established();
   if (!quic_ || quic_->closed()) return;
   open_waiting_streams();
-  if (pair_done_ && pair_stream_ < 0) send_pairing_request();
+  if (pair_done_) send_pairing_request();
 }
 
 void TunnelCore::on_remote_stream_opened(int64_t stream_id) {
@@ -188,13 +216,14 @@ void TunnelCore::on_remote_stream_opened(int64_t stream_id) {
     return;
   }
   streams_[stream_id] = TunnelStream::serving(
-      stream_context(), stream_id, options_.target_policy, options_.pair, options_.connector,
+      stream_context(), stream_id, options_.target_policy, options_.pair, options_.punch,
+      options_.connector,
       options_.log_label + " stream " + std::to_string(stream_id));
 }
 
 void TunnelCore::on_stream_data(int64_t stream_id, std::span<const std::byte> data, bool fin) {
-  if (stream_id == pair_stream_ && pair_stream_ >= 0) {
-    pairing_data(data, fin);
+  if (exchanges_.count(stream_id)) {
+    exchange_data(stream_id, data, fin);
     return;
   }
   auto it = streams_.find(stream_id);
@@ -208,8 +237,8 @@ void TunnelCore::on_stream_data(int64_t stream_id, std::span<const std::byte> da
 }
 
 void TunnelCore::on_stream_reset(int64_t stream_id, uint64_t app_error) {
-  if (stream_id == pair_stream_ && pair_stream_ >= 0) {
-    pairing_over(false, "the serving peer reset the pairing request");
+  if (exchanges_.count(stream_id)) {
+    exchange_over(stream_id, "the serving peer reset the request");
     return;
   }
   auto it = streams_.find(stream_id);
@@ -222,8 +251,8 @@ void TunnelCore::on_stream_send_space(int64_t stream_id) {
 }
 
 void TunnelCore::on_stream_closed(int64_t stream_id) {
-  if (stream_id == pair_stream_ && pair_stream_ >= 0) {
-    pairing_over(false, "no valid answer from the serving peer");
+  if (exchanges_.count(stream_id)) {
+    exchange_over(stream_id, "no valid answer from the serving peer");
     return;
   }
   auto it = streams_.find(stream_id);

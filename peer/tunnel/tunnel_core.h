@@ -59,6 +59,7 @@ class TunnelCore final : public quic::Connection::Observer {
     std::string log_label;          // e.g. the remote peer's name
     TargetPolicy target_policy;     // serving side
     PairHandler pair;               // serving side
+    PunchHandler punch;             // serving side; empty: punch offers are refused
     LocalConnector* connector = nullptr;  // serving side; outlives the core
     // Connecting side: local connections held while no stream can be opened.
     size_t max_waiting = 256;
@@ -96,6 +97,10 @@ class TunnelCore final : public quic::Connection::Observer {
                OpenResultHandler on_result = {});
   // Connecting side, once established: ask the serving peer to redeem an invite secret.
   void request_pairing(const std::string& secret, PairDone done);
+  // Connecting side, established: offer a hard-NAT punch (peer/punch/); `done` gets
+  // the serving peer's answer (OK with its own offer), or kOpenFailedLocally.
+  using ExchangeDone = std::function<void(const StreamDecision& answer)>;
+  void request_punch(const wire::PunchOffer& offer, ExchangeDone done);
   // The tunnel is gone: reset every stream and waiting connection, fail the pairing.
   void abort(const std::string& reason);
 
@@ -125,9 +130,16 @@ class TunnelCore final : public quic::Connection::Observer {
   void open_waiting_streams();
   void stream_done(int64_t stream_id);
   void reap_finished();
+  // A request on a stream of its own whose answer goes to a callback (pairing,
+  // punching): the stream carries nothing else.
+  struct Exchange {
+    std::unique_ptr<StreamOpening> opening;
+    ExchangeDone done;
+  };
+  void start_exchange(StreamOpening opening, ExchangeDone done);
+  void exchange_data(int64_t stream_id, std::span<const std::byte> data, bool fin);
+  void exchange_over(int64_t stream_id, const std::string& why);
   void send_pairing_request();
-  void pairing_data(std::span<const std::byte> data, bool fin);
-  void pairing_over(bool ok, const std::string& detail);
 
   Options options_;
   Io& io_;
@@ -139,9 +151,8 @@ class TunnelCore final : public quic::Connection::Observer {
   std::vector<Waiting> waiting_;
 
   std::string pair_secret_;
-  PairDone pair_done_;
-  int64_t pair_stream_ = -1;
-  std::unique_ptr<StreamOpening> pair_opening_;
+  PairDone pair_done_;  // until the pairing request is sent
+  std::map<int64_t, Exchange> exchanges_;
 };
 
 }  // namespace natfwd

@@ -41,11 +41,13 @@ std::unique_ptr<TunnelStream> TunnelStream::connecting(const Context& context, i
 
 std::unique_ptr<TunnelStream> TunnelStream::serving(const Context& context, int64_t stream_id,
                                                     TargetPolicy policy, PairHandler pair,
+                                                    PunchHandler punch,
                                                     LocalConnector* connector,
                                                     std::string log_prefix) {
   std::unique_ptr<TunnelStream> stream(new TunnelStream(
       Role::kServing, context, stream_id,
-      StreamOpening::serving(std::move(policy), std::move(pair)), std::move(log_prefix)));
+      StreamOpening::serving(std::move(policy), std::move(pair), std::move(punch)),
+      std::move(log_prefix)));
   stream->connector_ = connector;
   return stream;
 }
@@ -171,7 +173,8 @@ void TunnelStream::send_result(int status, const std::string& detail) {
 // Serving side: tells the connecting side why (or answers a pairing request), ends our
 // direction and ignores what the other side still sends.
 void TunnelStream::refuse(const StreamDecision& decision) {
-  send_result(decision.status, decision.detail);
+  write_to_stream(wire::encode_stream_open_result(
+      decision.status, decision.detail, decision.punch ? &*decision.punch : nullptr));
   if (to_quic_.empty()) {
     quic_.stream_shutdown_write(stream_id_);
     fin_sent_ = true;

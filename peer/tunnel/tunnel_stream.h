@@ -48,7 +48,7 @@ class TunnelStream final : public LocalEndpoint::Stream {
   // Serving side: the other side opened `stream_id`; its header decides.
   static std::unique_ptr<TunnelStream> serving(const Context& context, int64_t stream_id,
                                                TargetPolicy policy, PairHandler pair,
-                                               LocalConnector* connector,
+                                               PunchHandler punch, LocalConnector* connector,
                                                std::string log_prefix);
   ~TunnelStream() override;
   TunnelStream(const TunnelStream&) = delete;

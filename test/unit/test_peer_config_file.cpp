@@ -99,6 +99,12 @@ TEST_CASE("no-port-mapping in peer.conf becomes --no-port-mapping") {
   CHECK(words_of("[peer]\nno-port-mapping = false\n", {"-L", "1:a:22", "home"}).empty());
 }
 
+TEST_CASE("no-punch in peer.conf becomes --no-punch") {
+  CHECK(words_of("[peer]\nno-punch = true\n", {"-L", "1:a:22", "home"}) ==
+        std::vector<std::string>{"--no-punch"});
+  CHECK(words_of("[peer]\nno-punch = false\n", {"-L", "1:a:22", "home"}).empty());
+}
+
 TEST_CASE("port-mapping in peer.conf becomes --port-mapping, checked") {
   CHECK(words_of("[peer]\nport-mapping = nat-pmp,upnp\n", {"-L", "1:a:22", "home"}) ==
         std::vector<std::string>{"--port-mapping=nat-pmp,upnp"});

@@ -130,6 +130,11 @@ TEST_CASE("--no-port-mapping turns the gateway mapping off") {
   CHECK(options_of({"-L", "1:a:22", "home"}).port_mapping);
 }
 
+TEST_CASE("--no-punch turns hard-NAT punching off") {
+  CHECK_FALSE(options_of({"--no-punch", "-L", "1:a:22", "home"}).punch);
+  CHECK(options_of({"-L", "1:a:22", "home"}).punch);
+}
+
 TEST_CASE("--port-mapping names the gateway protocols asked") {
   PeerOptions all = options_of({"-L", "1:a:22", "home"});
   CHECK((all.map_pcp && all.map_nat_pmp && all.map_upnp));

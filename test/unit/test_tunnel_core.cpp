@@ -316,6 +316,14 @@ class Sim {
         return StreamDecision{static_cast<int>(wire::StreamStatus::kNotAuthorized),
                               "unknown invite"};
       };
+      o.punch = [](const wire::PunchOffer& offer) {
+        StreamDecision answer;
+        answer.punch.emplace();
+        answer.punch->set_session_id(offer.session_id());
+        answer.punch->set_address("198.51.100.7:50123");
+        answer.punch->set_endpoint_dependent(!offer.endpoint_dependent());
+        return answer;
+      };
       o.connector = &serving.connector;
     }
     return o;
@@ -545,6 +553,28 @@ TEST_CASE("tunnel core: a pairing request gets the serving side's answer") {
   REQUIRE(sim.run_until([&] { return answers.size() == 2; }, kSecond));
   CHECK(answers[1] == std::make_pair(false, std::string("unknown invite")));
   CHECK(sim.serving.connector.connected.empty());
+}
+
+TEST_CASE("tunnel core: a punch offer gets the serving side's own offer back") {
+  Sim sim;
+  REQUIRE(sim.handshake());
+  wire::PunchOffer offer;
+  offer.set_session_id(0x1234567890abcdefULL);
+  offer.set_address("203.0.113.5:41234");
+  offer.set_endpoint_dependent(true);
+  offer.set_key(std::string(32, 'k'));
+  std::vector<StreamDecision> answers;
+  sim.connecting.core->request_punch(offer, [&](const StreamDecision& answer) {
+    answers.push_back(answer);
+  });
+  REQUIRE(sim.run_until([&] { return answers.size() == 1; }, kSecond));
+  CHECK(answers[0].status == kOk);
+  REQUIRE(answers[0].punch);
+  CHECK(answers[0].punch->session_id() == offer.session_id());
+  CHECK(answers[0].punch->address() == "198.51.100.7:50123");
+  CHECK_FALSE(answers[0].punch->endpoint_dependent());
+  CHECK(sim.serving.connector.connected.empty());
+  CHECK(sim.connecting.core->open_streams() == 0);
 }
 
 TEST_CASE("tunnel core: abort resets open streams and answers waiting connections") {
