@@ -22,6 +22,10 @@
                                           candidate; the mapping goes when the peer exits;
                                           `peer netcheck` behind it reports the mapping;
                                           then again with NAT-PMP alone and UPnP alone
+    lab_test.py port-mapping-bad-gateway  the symmetric box's port-mapping service answers
+                                          garbage, then lies (maps to an address nothing
+                                          forwards): still relayed, ssh works, the serving
+                                          peer says what it got
     lab_test.py demo                      (test/lab/demo_nat.py) see there
 
 Environment: LAB_DELAY=20ms LAB_LOSS=0.5% (internet round-trip delay and loss per
@@ -1321,6 +1325,56 @@ def test_port_mapping(lab: Lab, workdir: str, args) -> bool:
     return True
 
 
+def test_port_mapping_bad_gateway(lab: Lab, workdir: str, args) -> bool:
+    """A gateway whose port-mapping service answers garbage, or lies (a PCP/NAT-PMP
+    mapping to an address nothing forwards from): symmetric x symmetric still ends
+    relayed as the matrix says, in about the same time, over a tunnel that works; the
+    serving peer (-v) says what the gateway answered."""
+    del args
+    lab.build([SiteSpec("a-symmetric", "symmetric", ("home", "buffalo")),
+               SiteSpec("b-symmetric", "symmetric", ("laptop",))])
+    hs, ls = lab.sites["a-symmetric"], lab.sites["b-symmetric"]
+    t = Tunnels(lab, workdir)
+    sshd = lab.start_sshd(hs)
+    buffalo = f"{hs.ip['buffalo']}:{L.SSHD_PORT}"
+    claim = "203.0.113.99"
+    ok = True
+    for mode, said in (
+            ("garbage", r"port mapping of \S+: "),
+            ("lie", rf"port mapping: (pcp|nat-pmp) maps \S+ to {re.escape(claim)}:\d+")):
+        with pair_processes(lab):
+            gateway = lab.start(f"fake gateway ({mode})", [
+                sys.executable, os.path.join(HERE, "fake_gateway.py"), "--listen",
+                hs.gateway, "--mode", mode, "--claim", claim], hs.box_ns)
+            gateway.wait_stdout(r"^listening on ", READY_TIMEOUT, what="fake gateway ready")
+            # A fresh relay each time: the name home is bound to the key of the home before.
+            t.start_relay()
+            serving = t.start_serving(hs, buffalo, extra=["-v"])
+            fwd, port = t.start_forward(ls, buffalo)
+            path, at, _ = t.wait_path(fwd, "home", PATH_TIMEOUT)
+            setup_ms = (at - fwd.started_at) * 1000
+            print(f"gateway answering {mode}: path home: {path} (setup {setup_ms:.0f} ms)")
+            problems = check_path(expected_path("symmetric", "symmetric"), path,
+                                  wait_serving_path(serving), hs, ls)
+            if claim in path:
+                problems.append(f"the path uses the mapping the gateway lied about: {path!r}")
+            asked = [l for l in gateway.stdout_lines if " request from " in l]
+            if not asked:
+                problems.append("the serving peer never asked the gateway for a mapping")
+            serving.wait_stderr(said, PATH_TIMEOUT, what=f"the {mode} answer said")
+            line = next(l for l in serving.stderr_lines if re.search(said, l))
+            print(f"  the gateway: {asked[0] if asked else '(not asked)'}")
+            print(f"  the serving peer: {line.strip()}")
+            netns = ls.ns["laptop"]
+            master, control = t.open_master(netns, sshd, port)
+            t.check_command(netns, sshd, port, control, hs.ip["home"], hs.ip["buffalo"])
+            master.stop()
+            if problems:
+                log(f"FAIL gateway answering {mode}: {'; '.join(problems)}")
+                ok = False
+    return ok
+
+
 TESTS = {
     "discovery": test_discovery,
     "netcheck": test_netcheck,
@@ -1332,6 +1386,7 @@ TESTS = {
     "several-relays": test_several_relays,
     "multi-peer": test_multi_peer,
     "port-mapping": test_port_mapping,
+    "port-mapping-bad-gateway": test_port_mapping_bad_gateway,
 }
 
 
