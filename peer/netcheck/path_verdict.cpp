@@ -28,6 +28,14 @@ bool open_to_anyone(const SideFacts& s) {
 
 bool proxy_only(const SideFacts& s) { return !s.udp && !s.tcp && s.proxy; }
 
+// Hard-NAT punching (peer/punch/): one side's NAT maps each destination to a new port,
+// the other's keeps one mapping. Both mappings must be known: the punch's own probe
+// needs what told them apart, the relay's RFC 5780 alternate address.
+bool punchable(const SideFacts& a, const SideFacts& b) {
+  return a.udp && b.udp && a.mapping != Mapping::kUnknown && b.mapping != Mapping::kUnknown &&
+         mapping_independent(a.mapping) != mapping_independent(b.mapping);
+}
+
 std::string side_text(const SideFacts& s) {
   if (proxy_only(s)) return "reaches the relay only through the proxy";
   if (!s.udp) return "has no UDP to the Internet";
@@ -101,6 +109,14 @@ PathVerdict predict(const SideFacts& local, const SideFacts& remote,
             (open_side >= 0 ? names[open_side] + " takes UDP from anyone at its reflexive address"
                             : std::string("ICE checks from both sides open the way (hole "
                                           "punching)"));
+    return v;
+  }
+  if (punchable(local, remote)) {
+    v.path = PathKind::kDirectUdp;
+    const std::string& hard = names[mapping_independent(local.mapping) ? 1 : 0];
+    v.why = facts + ": ICE alone would relay it; the tunnel starts relayed and moves to a "
+                    "direct path once a birthday search finds a port " + hard +
+            "'s NAT opened (hard-NAT punching, unless a side runs with --no-punch)";
     return v;
   }
   if (!local.udp || !remote.udp) {
