@@ -189,6 +189,8 @@ const config::ConfigSchema& peer_config_schema() {
            {"acme-directory", ValueKind::kText, nullptr},
            {"acme-email", ValueKind::kText, nullptr},
            {"acme-ca-file", ValueKind::kText, nullptr},
+           {"publish-cert", ValueKind::kText, nullptr},
+           {"publish-key", ValueKind::kText, nullptr},
        }},
       {"serve",
        true,
@@ -233,6 +235,7 @@ const std::vector<config::FlagSpec>& peer_flags() {
       {"no-port-mapping", 0, false}, {"port-mapping", 0, true},
       {"no-punch", 0, false},
       {"acme-directory", 0, true}, {"acme-email", 0, true},  {"acme-ca-file", 0, true},
+      {"publish-cert", 0, true},   {"publish-key", 0, true},
   };
   return flags;
 }

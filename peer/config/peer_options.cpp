@@ -50,13 +50,16 @@ struct Flags {
   gchar* acme_directory = nullptr;
   gchar* acme_email = nullptr;
   gchar* acme_ca_file = nullptr;
+  gchar* publish_cert = nullptr;
+  gchar* publish_key = nullptr;
   gchar** allow = nullptr;
   gboolean verbose = FALSE;
   gboolean version = FALSE;
 
   ~Flags() {
     for (gchar* text : {config, name, state_dir, proxy, turn_transports, port_mapping, relay_key,
-                         relay_ca, acme_directory, acme_email, acme_ca_file})
+                         relay_ca, acme_directory, acme_email, acme_ca_file, publish_cert,
+                         publish_key})
       g_free(text);
     for (gchar** list : {relays, serves, publishes, forwards, socks, ice_addresses, allow}) g_strfreev(list);
   }
@@ -240,6 +243,11 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
        "URL"},
       {"acme-email", 0, 0, G_OPTION_ARG_STRING, &o.acme_email,
        "Contact address given to the ACME CA for expiry notices (default: none)", "ADDRESS"},
+      {"publish-cert", 0, 0, G_OPTION_ARG_FILENAME, &o.publish_cert,
+       "The PEM certificate chain the https: publish without cert=/key= serves, instead of one from ACME (with --publish-key; default: none)",
+       "FILE"},
+      {"publish-key", 0, 0, G_OPTION_ARG_FILENAME, &o.publish_key,
+       "The PEM private key of --publish-cert (default: none)", "FILE"},
       {"acme-ca-file", 0, 0, G_OPTION_ARG_FILENAME, &o.acme_ca_file,
        "Trust only the PEM roots in FILE for the ACME directory's HTTPS, e.g. a test CA's (default: the system's roots)",
        "FILE"},
@@ -421,11 +429,28 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
     if (access(o.acme_ca_file, R_OK) != 0)
       usage_error("--acme-ca-file: cannot read " + options.acme_ca_file);
   }
+  // --publish-cert/--publish-key: what cert=/key= say, for the https publish that names
+  // none of its own.
+  if (!o.publish_cert != !o.publish_key)
+    usage_error("--publish-cert and --publish-key go together (the certificate chain and its "
+                "key)");
+  if (o.publish_cert) {
+    bool used = false;
+    for (PublishSpec& https : options.publishes)
+      if (https.kind == PublishSpec::Kind::kHttps && https.cert_file.empty()) {
+        https.cert_file = o.publish_cert;
+        https.key_file = o.publish_key;
+        used = true;
+      }
+    if (!used)
+      usage_error("--publish-cert: no --publish https: without its own cert=/key= to serve it");
+  }
   for (const PublishSpec& https : options.publishes)
     if (https.kind == PublishSpec::Kind::kHttps && https.cert_file.empty() &&
         options.acme_directory.empty())
       usage_error("--publish https:" + https.target.to_string() +
-                  " needs cert=FILE,key=FILE (the certificate chain and key to serve), or "
+                  " needs cert=FILE,key=FILE or --publish-cert/--publish-key (the certificate "
+                  "chain and key to serve), or "
                   "--acme-directory URL to get one by ACME (Let's Encrypt: "
                   "https://acme-v02.api.letsencrypt.org/directory)");
   if (!options.remotes.empty() && forwards.empty() && socks.empty() && !options.pair_secret &&

@@ -3,7 +3,8 @@
 by SNI, the serving peer terminates it with the certificate it was given and carries
 plain HTTP/1.1 to `python3 -m http.server` at home.
 
-- `peer --publish https:PORT,cert=FILE,key=FILE` prints exactly
+- `peer --publish https:PORT --publish-cert FILE --publish-key FILE` (what
+  `,cert=FILE,key=FILE` says, which the basic-auth publish uses) prints exactly
   `published https://home.DOMAIN/ -> 127.0.0.1:PORT (certificate from FILE, expires
   YYYY-MM-DD)` with the certificate's own notAfter date;
 - curl trusting only that certificate (--cacert, --resolve to the relay's TLS port)
@@ -68,9 +69,11 @@ def test(w):
                       f"{missing.stderr!r}")
 
     home_dir = nf.state_dir("home")
+    # --publish-cert/--publish-key here; the basic-auth publish below says cert=/key=.
     home = w.group.start("peer --publish https", [
         nf.peer_bin, "--relay", relay_addr, "--name", "home", "--state-dir",
-        home_dir, "--publish", f"https:{web_port},cert={cert},key={key}"])
+        home_dir, "--publish", f"https:{web_port}", "--publish-cert", cert, "--publish-key",
+        key])
     home.wait_stdout(r"^published ", timeout=30, what="published ready line")
     line = next(l for l in home.stdout_lines if l.startswith("published "))
     expected = (f"published https://{host}/ -> 127.0.0.1:{web_port} "

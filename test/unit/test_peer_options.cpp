@@ -209,3 +209,21 @@ TEST_CASE("--relay takes IPv6 literals in brackets, with and without a port") {
   CHECK(relays[0].to_string() == "[2001:db8::1]:3478");
   CHECK(std::holds_alternative<std::string>(parse_relay_list({"[2001:db8::1"}, false)));
 }
+
+TEST_CASE("--publish-cert/--publish-key serve the https publish without its own") {
+  const PeerOptions o =
+      options_of({"--name", "home", "--publish", "https:www.example.org=8001", "--publish",
+                  "tcp:22", "--publish-cert", "all.crt", "--publish-key", "all.key"});
+  REQUIRE(o.publishes.size() == 2);
+  CHECK(o.publishes[0].cert_file == "all.crt");
+  CHECK(o.publishes[0].key_file == "all.key");
+  CHECK(o.publishes[1].cert_file.empty());
+  CHECK(error_of({"--name", "home", "--publish", "https:8000", "--publish-cert", "a.crt"}) ==
+        "--publish-cert and --publish-key go together (the certificate chain and its key)");
+  CHECK(error_of({"--name", "home", "--publish", "https:9000,cert=own.crt,key=own.key",
+                  "--publish-cert", "a.crt", "--publish-key", "a.key"}) ==
+        "--publish-cert: no --publish https: without its own cert=/key= to serve it");
+  CHECK(error_of({"--name", "home", "--publish", "http:8000", "--publish-cert", "a.crt",
+                  "--publish-key", "a.key"}) ==
+        "--publish-cert: no --publish https: without its own cert=/key= to serve it");
+}
