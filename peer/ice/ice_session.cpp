@@ -389,8 +389,11 @@ bool IceSession::send(std::span<const std::byte> datagram) {
 
 void IceSession::flush_corked() {
   if (corked_blocked_ || queued_next_ >= queued_sizes_.size()) return;
-  std::vector<GOutputVector> vectors;
-  std::vector<NiceOutputMessage> messages;
+  // Scratch kept between flushes: no allocation per batch once they have grown.
+  std::vector<GOutputVector>& vectors = cork_vectors_;
+  std::vector<NiceOutputMessage>& messages = cork_messages_;
+  vectors.clear();
+  messages.clear();
   vectors.reserve(queued_sizes_.size() - queued_next_);
   size_t offset = queued_next_offset_;
   for (size_t i = queued_next_; i < queued_sizes_.size(); ++i) {
@@ -404,7 +407,8 @@ void IceSession::flush_corked() {
   // The descriptors are libnice's: one that no longer leads to the TURN server is
   // left alone (closed, or reused for something else).
   const int on = 1, off = 0;
-  std::vector<int> corked;
+  std::vector<int>& corked = corked_fds_;
+  corked.clear();
   for (int fd : cork_fds_)
     if (connected_to(fd, cork_peer_) && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0)
       corked.push_back(fd);

@@ -178,6 +178,10 @@ class IceSession {
   bool gso_works_ = true;  // cleared if the kernel refuses UDP_SEGMENT
   std::vector<std::byte> queued_;
   std::vector<uint16_t> queued_sizes_;
+  // flush_corked()'s scratch, reused from batch to batch.
+  std::vector<GOutputVector> cork_vectors_;
+  std::vector<NiceOutputMessage> cork_messages_;
+  std::vector<int> corked_fds_;
   size_t queued_next_ = 0;          // first datagram not sent yet
   size_t queued_next_offset_ = 0;   // its offset in queued_
   GSourcePtr writable_source_;  // set while the socket is full
