@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "log.h"
+#include "net/datagrams.h"
 #include "net/socket_address.h"
 #include "socket_buffers.h"
 
@@ -98,19 +99,16 @@ gboolean PunchLeg::on_readable(GSocket*, GIOCondition, gpointer data) {
 }
 
 void PunchLeg::readable(int index) {
+  if (index >= static_cast<int>(sockets_.size()) || !sockets_[index]) return;
   std::byte buffer[2048];
-  // A bounded batch: the main loop comes back for the rest.
-  for (int i = 0; i < 64; ++i) {
-    if (index >= static_cast<int>(sockets_.size()) || !sockets_[index]) return;
-    GSocketAddress* from_raw = nullptr;
-    const gssize n = g_socket_receive_from(sockets_[index]->socket.get(), &from_raw,
-                                           reinterpret_cast<gchar*>(buffer), sizeof buffer,
-                                           nullptr, nullptr);
-    GObjectPtr<GSocketAddress> from(from_raw);
-    if (n < 0) return;
-    if (!from) continue;
-    datagram(index, to_transport_address(from.get()), std::span(buffer, static_cast<size_t>(n)));
-  }
+  // A bounded batch: the main loop comes back for the rest. A datagram may end the
+  // socket (a win or a failure closes sockets): then the batch stops.
+  net::receive_datagrams(
+      g_socket_get_fd(sockets_[index]->socket.get()), buffer, 64, "punch",
+      [&](std::span<const std::byte> bytes, const sockaddr_storage& from, socklen_t) {
+        datagram(index, net::to_transport_address(from), bytes);
+        return index < static_cast<int>(sockets_.size()) && sockets_[index] != nullptr;
+      });
 }
 
 void PunchLeg::datagram(int index, const TransportAddress& from,
