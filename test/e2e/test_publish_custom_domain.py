@@ -90,6 +90,17 @@ def unbacked_claim(w, relay, relay_addr, name, state_dir, domain, web_port, want
     return peer
 
 
+def held_by(nf, relay_dir, key_id):
+    """`relay domains`' line for HOST, which must name `key_id`."""
+    listed = subprocess.run([nf.relay_bin, "domains", "--state-dir", relay_dir],
+                            capture_output=True, text=True, timeout=scaled(20))
+    claim = [l for l in listed.stdout.splitlines() if l.startswith(f"{HOST} ")]
+    if len(claim) != 1 or not claim[0].startswith(f"{HOST} {key_id} "):
+        raise Failure(f"relay domains: {listed.stdout!r} {listed.stderr!r}, want {HOST} "
+                      f"held by {key_id}")
+    return claim[0]
+
+
 def test(w):
     nf = w.natfwd
     home_dir, other_dir = nf.state_dir("home"), nf.state_dir("other")
@@ -187,12 +198,7 @@ def test(w):
         capture_output=True, timeout=scaled(30) + 10)
     if again.stdout != page:
         raise Failure(f"after the refusals: {again.stderr!r}")
-    listed = subprocess.run([nf.relay_bin, "domains", "--state-dir", relay_dir],
-                            capture_output=True, text=True, timeout=scaled(20))
-    claim = [l for l in listed.stdout.splitlines() if l.startswith(f"{HOST} ")]
-    if len(claim) != 1 or not claim[0].startswith(f"{HOST} {home_id} "):
-        raise Failure(f"relay domains: {listed.stdout!r} {listed.stderr!r}")
-    print(f"relay domains: {claim[0]}")
+    print(f"relay domains: {held_by(nf, relay_dir, home_id)}")
     home.check_running("at the end")
     relay.check_running("at the end")
 
@@ -217,12 +223,7 @@ def test(w):
         "--publish", f"https:{HOST}={web_port},cert={cert},key={key}"])
     heir.wait_stdout(r"^published https://" + re.escape(HOST) + "/ ", timeout=30,
                      what="the heir's published ready line")
-    listed = subprocess.run([nf.relay_bin, "domains", "--state-dir", relay_dir],
-                            capture_output=True, text=True, timeout=scaled(20))
-    claim = [l for l in listed.stdout.splitlines() if l.startswith(f"{HOST} ")]
-    if len(claim) != 1 or not claim[0].startswith(f"{HOST} {other_id} "):
-        raise Failure(f"relay domains after the hand-over: {listed.stdout!r}")
-    print(f"handed over: relay domains: {claim[0]}")
+    print(f"handed over: relay domains: {held_by(nf, relay_dir, other_id)}")
 
 
 if __name__ == "__main__":
