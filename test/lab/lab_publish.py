@@ -72,7 +72,7 @@ from chromium_cdp import HeadlessChromium, nss_home_trusting  # noqa: E402
 from lab import Failure, Lab, SiteSpec, log, scaled, sh  # noqa: E402
 import pcap_streams  # noqa: E402
 from pcap_streams import carried  # noqa: E402
-from procs import Proc  # noqa: E402
+from procs import Proc, wait_until  # noqa: E402
 from sshd_inetd import ssh_argv  # noqa: E402
 
 DOMAIN = "share.test"
@@ -623,20 +623,20 @@ def renewal_visits(peer: Proc, acme: AcmeLab, visitor: Visitor, marker: str) -> 
             raise Failure("curl showed no certificate for a visit")
         return blocks[0]
     before = leaf()
-    started, visits = time.monotonic(), 1
-    deadline = started + scaled(CERT_VALIDITY_SECONDS + 20)
-    while not any(re.search(renewed, line) for line in peer.stderr_lines):
-        if time.monotonic() > deadline:
-            raise Failure(f"no renewal within {CERT_VALIDITY_SECONDS + 20} s of a "
-                          f"{CERT_VALIDITY_SECONDS} s certificate")
-        if leaf() != before:
-            break  # the new certificate is served already; its log line follows
-        visits += 1
-        time.sleep(1)  # a visitor's pace, not a synchronisation: the loop waits on the log
+    started, visits = time.monotonic(), [1]
+
+    def renewed_or_visited() -> bool:
+        """One visit a second (wait_until's pace) until the renewal is logged or served."""
+        if any(re.search(renewed, line) for line in peer.stderr_lines):
+            return True
+        visits[0] += 1
+        return leaf() != before  # the new certificate is served already; its log line follows
+    wait_until(renewed_or_visited, CERT_VALIDITY_SECONDS + 20,
+               f"the renewal of a {CERT_VALIDITY_SECONDS} s certificate", interval=1)
     peer.wait_stderr(renewed, 10, what="the renewal's log line")
     if leaf() == before:
         raise Failure("after the renewal a new visitor still got the old certificate")
-    return (f"; renewed {time.monotonic() - started:.0f} s later, {visits + 1} visits "
+    return (f"; renewed {time.monotonic() - started:.0f} s later, {visits[0] + 1} visits "
             "served throughout, then a new certificate")
 
 
