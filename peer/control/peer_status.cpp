@@ -65,6 +65,9 @@ std::string tunnel_json(const TunnelStatus& tunnel) {
       .raw("datagram_bytes_sent", number(tunnel.udp_bytes_sent))
       .raw("datagram_bytes_received", number(tunnel.udp_bytes_received))
       .raw("open_streams", number(tunnel.open_streams))
+      .raw("cwnd_bytes", number(tunnel.cwnd_bytes))
+      .raw("bytes_in_flight", number(tunnel.bytes_in_flight))
+      .raw("delivery_rate_bytes_per_s", number(tunnel.delivery_rate_bytes_per_s))
       .raw("uptime_s", number(tunnel.uptime_s))
       .raw("last_refusal", tunnel.last_refusal.empty() ? "null" : json_quote(tunnel.last_refusal))
       .done();
@@ -222,6 +225,13 @@ std::string status_text(const PeerStatus& status) {
            ", received " + bytes_text(tunnel.stream_bytes_received) + ", " +
            std::to_string(tunnel.open_streams) + " open stream" +
            (tunnel.open_streams == 1 ? "" : "s") + "\n";
+    // What a sender with data waits on: its congestion window (RFC 9002 section 7).
+    if (tunnel.cwnd_bytes) {
+      char rate[32];
+      snprintf(rate, sizeof rate, "%.1f MB/s", static_cast<double>(tunnel.delivery_rate_bytes_per_s) / 1e6);
+      out += "  congestion window " + bytes_text(tunnel.cwnd_bytes) + ", " +
+             bytes_text(tunnel.bytes_in_flight) + " in flight, delivering " + rate + "\n";
+    }
     if (!tunnel.last_refusal.empty()) out += "  last refused: " + tunnel.last_refusal + "\n";
   }
   return out;

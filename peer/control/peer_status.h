@@ -28,6 +28,8 @@ struct TunnelStatus {
   uint64_t stream_bytes_sent = 0, stream_bytes_received = 0;  // application bytes
   uint64_t udp_bytes_sent = 0, udp_bytes_received = 0;        // QUIC datagrams
   uint64_t open_streams = 0;
+  // The sender's congestion state (quic_connection.h Stats).
+  uint64_t cwnd_bytes = 0, bytes_in_flight = 0, delivery_rate_bytes_per_s = 0;
   double uptime_s = 0;  // since the tunnel came up (0 while connecting)
   // The serving peer's last refusal of a stream through this tunnel, "TARGET: STATUS:
   // DETAIL" (e.g. what it serves instead); empty when none.

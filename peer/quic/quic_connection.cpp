@@ -661,6 +661,9 @@ Connection::Stats Connection::stats() const {
     stats.smoothed_rtt = cs.smoothed_rtt;
     stats.min_rtt = cs.min_rtt == UINT64_MAX ? cs.smoothed_rtt : cs.min_rtt;
     stats.rtt_sampled = cs.min_rtt != UINT64_MAX;
+    stats.cwnd = cs.cwnd;
+    stats.bytes_in_flight = cs.bytes_in_flight;
+    stats.delivery_rate = cs.delivery_rate_sec;
   }
   stats.bytes_sent = bytes_sent_;
   stats.bytes_received = bytes_received_;

@@ -176,6 +176,10 @@ class Connection {
     // Application bytes: taken by stream_write, delivered to on_stream_data.
     uint64_t stream_bytes_sent, stream_bytes_received;
     size_t open_streams;
+    // Congestion control's view (RFC 9002 section 7): what limits a sender that has
+    // data and flow-control credit.
+    uint64_t cwnd, bytes_in_flight;
+    uint64_t delivery_rate;  // bytes per second, the estimate BBR paces by
   };
   Stats stats() const;
 

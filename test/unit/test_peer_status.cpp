@@ -39,6 +39,9 @@ PeerStatus sample() {
   tunnel.udp_bytes_sent = 4000;
   tunnel.udp_bytes_received = 5400000;
   tunnel.open_streams = 1;
+  tunnel.cwnd_bytes = 3 * 1024 * 1024;
+  tunnel.bytes_in_flight = 1536 * 1024;
+  tunnel.delivery_rate_bytes_per_s = 41'500'000;
   tunnel.uptime_s = 61;
   status.tunnels = {tunnel};
   return status;
@@ -60,7 +63,9 @@ TEST_CASE("status JSON carries every field, versioned") {
           R"("local_address":"203.0.113.10:50000","remote_type":"srflx","remote_address":"198.51.100.7:4000",)"
           R"("turn_server":"turn-tls 203.0.113.10:443"},"rtt_ms":12.250,"min_rtt_ms":10.000,)"
           R"("bytes_sent":1536,"bytes_received":5242880,"datagram_bytes_sent":4000,)"
-          R"("datagram_bytes_received":5400000,"open_streams":1,"uptime_s":61.000,"last_refusal":null}]})");
+          R"("datagram_bytes_received":5400000,"open_streams":1,"cwnd_bytes":3145728,)"
+          R"("bytes_in_flight":1572864,"delivery_rate_bytes_per_s":41500000,"uptime_s":61.000,)"
+          R"("last_refusal":null}]})");
 }
 
 TEST_CASE("status JSON of a serving peer with a tunnel still connecting") {
@@ -112,7 +117,8 @@ TEST_CASE("status text reads as a summary") {
           "listening on 127.0.0.1:1080 -> home socks\n"
           "tunnel home (outgoing, key iiiijjjjkkkkllllmmmmnnnnoooopppp): up for 1m01s\n"
           "  path relayed udp relay 203.0.113.10:50000 <-> srflx 198.51.100.7:4000 via turn-tls 203.0.113.10:443\n"
-          "  rtt 12.2 ms (min 10.0 ms), sent 1.5 KiB, received 5.0 MiB, 1 open stream\n");
+          "  rtt 12.2 ms (min 10.0 ms), sent 1.5 KiB, received 5.0 MiB, 1 open stream\n"
+          "  congestion window 3.0 MiB, 1.5 MiB in flight, delivering 41.5 MB/s\n");
   PeerStatus idle;
   idle.key_id = "k";
   idle.relay = "r:1";
@@ -124,7 +130,7 @@ TEST_CASE("a refused stream shows under its tunnel, text and JSON") {
   status.tunnels[0].last_refusal =
       "buffalo:22: not served: home does not serve buffalo:22; it serves 192.168.1.20:22";
   const std::string text = status_text(status);
-  CHECK(text.find("1 open stream\n  last refused: buffalo:22: not served: home does not serve "
+  CHECK(text.find("41.5 MB/s\n  last refused: buffalo:22: not served: home does not serve "
                   "buffalo:22; it serves 192.168.1.20:22\n") != std::string::npos);
   CHECK(status_json(status).find(R"("last_refusal":"buffalo:22: not served: home does not)") !=
         std::string::npos);
