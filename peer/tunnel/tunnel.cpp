@@ -588,6 +588,9 @@ TunnelStatus Tunnel::status() const {
     status.udp_bytes_sent = stats.bytes_sent;
     status.udp_bytes_received = stats.bytes_received;
     status.open_streams = stats.open_streams;
+    status.cwnd_bytes = stats.cwnd;
+    status.bytes_in_flight = stats.bytes_in_flight;
+    status.delivery_rate_bytes_per_s = stats.delivery_rate;
   }
   if (established_)
     status.uptime_s = static_cast<double>(g_get_monotonic_time() - established_us_) / 1e6;

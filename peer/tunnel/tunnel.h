@@ -157,6 +157,7 @@ class Tunnel : private TunnelCore::Io {
   bool send_datagram(std::span<const std::byte> datagram) override;
   void end_of_pass() override;
   void wake() override { loop_.wake(); }
+  void write_due() override { loop_.write_now(); }
   void on_established() override;
   void on_closed(const std::string& reason) override;
   void on_stream_finished() override;

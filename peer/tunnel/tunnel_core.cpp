@@ -26,12 +26,16 @@ void TunnelCore::receive(std::span<const std::byte> datagram, quic::Timestamp no
   if (!quic_) return;
   reap_finished();
   quic_->receive(datagram, now);
-  io_.wake();
+  if (++received_since_write_ >= kWriteEveryDatagrams)
+    io_.write_due();
+  else
+    io_.wake();
 }
 
 void TunnelCore::write(quic::Timestamp now) {
   if (!quic_) return;
   reap_finished();
+  received_since_write_ = 0;
   quic_->write(now, [this](std::span<const std::byte> datagram) {
     return io_.send_datagram(datagram);
   });
