@@ -236,7 +236,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
        "Let connecting peers reach HOST:HOSTPORT (repeatable; exact allowlist; default: none)",
        "[PORT:]HOST:HOSTPORT"},
       {"publish", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.publishes,
-       "Let visitors with only a browser reach HOST:PORT (default HOST 127.0.0.1) through the relay's front door: http: at http://NAME.DOMAIN/, tls: (a server with its own certificate, passed through by SNI) at https://NAME.DOMAIN/, https: (passed through by SNI, TLS terminated by this peer with ,cert=FILE,key=FILE: a PEM certificate chain and its key, or without them a certificate from --acme-directory; HOST:PORT gets plain HTTP/1.1) at https://NAME.DOMAIN/, tcp: on the relay's PUBLICPORT (0 or none: any of its --publish-ports) (DOMAIN: the relay's --publish-domain; the relay must allow this peer's key); http: requests carry X-Forwarded-For with the visitor's address, and ,proxy-protocol after a tcp:, tls: or https: spec puts a PROXY protocol v2 header before the visitor's bytes; ,allow-from=CIDR (repeatable) lets only visitors from those ranges through, refused at the relay; ,auth=FILE after an http: or https: spec (not with proxy-protocol) lets through only requests with a user and password of FILE (htpasswd: bcrypt, SHA-crypt, apr1 MD5), checked by this peer on every request; tls:DOMAIN=[HOST:]PORT and https:DOMAIN=[HOST:]PORT publish at https://DOMAIN/, a custom domain such as www.example.org, which the relay routes once DOMAIN resolves to it and a TXT record _natfwd.DOMAIN holds this peer's key id (`peer id`) (repeatable; one http, one tls or https; default: none)",
+       "Let visitors with only a browser reach HOST:PORT (default HOST 127.0.0.1) through the relay's front door: http: at http://NAME.DOMAIN/, tls: (a server with its own certificate, passed through by SNI) at https://NAME.DOMAIN/, https: (passed through by SNI, TLS terminated by this peer with ,cert=FILE,key=FILE: a PEM certificate chain and its key, or without them a certificate from --acme-directory; HOST:PORT gets plain HTTP/1.1) at https://NAME.DOMAIN/, tcp: on the relay's PUBLICPORT (0 or none: any of its --publish-ports) (DOMAIN: the relay's --publish-domain; the relay must allow this peer's key); http: requests carry X-Forwarded-For with the visitor's address, and ,proxy-protocol after a tcp:, tls: or https: spec puts a PROXY protocol v2 header before the visitor's bytes; ,allow-from=CIDR (repeatable) lets only visitors from those ranges through, refused at the relay; ,auth=FILE after an http: or https: spec (not with proxy-protocol) lets through only requests with a user and password of FILE (htpasswd: bcrypt, SHA-crypt, apr1 MD5), checked by this peer on every request; tls:DOMAIN=[HOST:]PORT and https:DOMAIN=[HOST:]PORT publish at https://DOMAIN/, a custom domain such as www.example.org, which the relay routes once DOMAIN resolves to it and a TXT record _natfwd.DOMAIN holds this peer's key id (`peer id`) (repeatable; one http, and one tls or https for NAME.DOMAIN and for each custom domain, each https with its own target; default: none)",
        "KIND:[HOST:]PORT[,OPTION...]"},
       {"acme-directory", 0, 0, G_OPTION_ARG_STRING, &o.acme_directory,
        "Get the certificate of an https: publish without cert=/key= from this ACME directory (RFC 8555; TLS-ALPN-01 through the relay's port 443), e.g. Let's Encrypt's https://acme-v02.api.letsencrypt.org/directory or, to try things, its staging https://acme-staging-v02.api.letsencrypt.org/directory; the account key and certificates live in STATE_DIR/acme/ (default: none; such a publish is refused)",
@@ -244,7 +244,7 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
       {"acme-email", 0, 0, G_OPTION_ARG_STRING, &o.acme_email,
        "Contact address given to the ACME CA for expiry notices (default: none)", "ADDRESS"},
       {"publish-cert", 0, 0, G_OPTION_ARG_FILENAME, &o.publish_cert,
-       "The PEM certificate chain the https: publish without cert=/key= serves, instead of one from ACME (with --publish-key; default: none)",
+       "The PEM certificate chain every https: publish without cert=/key= serves, instead of one from ACME (with --publish-key; default: none)",
        "FILE"},
       {"publish-key", 0, 0, G_OPTION_ARG_FILENAME, &o.publish_key,
        "The PEM private key of --publish-cert (default: none)", "FILE"},
@@ -381,19 +381,34 @@ PeerOptions parse(const std::vector<std::string>& args, bool& version) {
   }
   options.serves = parse_each(o.serves, "--serve", parse_serve_spec);
   options.publishes = parse_each(o.publishes, "--publish", parse_publish_spec);
-  // tls and https both answer https://NAME.DOMAIN/ (routed by SNI): one of them.
+  // tls and https both answer https://NAME.DOMAIN/ (routed by SNI): one of them for
+  // NAME.DOMAIN and one per custom domain.
   const auto by_sni = [](PublishSpec::Kind kind) {
     return kind == PublishSpec::Kind::kHttps ? PublishSpec::Kind::kTls : kind;
   };
   for (size_t i = 0; i < options.publishes.size(); ++i)
+    for (size_t j = 0; j < i; ++j) {
+      const PublishSpec& a = options.publishes[i];
+      const PublishSpec& b = options.publishes[j];
+      if (by_sni(a.kind) != by_sni(b.kind) || a.kind == PublishSpec::Kind::kTcp ||
+          a.custom_domain != b.custom_domain)
+        continue;
+      const std::string where = a.custom_domain.empty() ? "NAME.DOMAIN" : a.custom_domain;
+      usage_error(std::string("--publish: one ") +
+                  (by_sni(a.kind) == PublishSpec::Kind::kTls ? "tls or https"
+                                                             : publish_kind_name(a.kind)) +
+                  " service for " + where + " (the relay routes a name to one target)");
+    }
+  // Each https publish ends TLS with its own certificate, chosen by the stream's target.
+  for (size_t i = 0; i < options.publishes.size(); ++i)
     for (size_t j = 0; j < i; ++j)
-      if (by_sni(options.publishes[i].kind) == by_sni(options.publishes[j].kind) &&
-          options.publishes[i].kind != PublishSpec::Kind::kTcp)
-        usage_error(std::string("--publish: one ") +
-                    (by_sni(options.publishes[i].kind) == PublishSpec::Kind::kTls
-                         ? "tls or https"
-                         : publish_kind_name(options.publishes[i].kind)) +
-                    " service per peer (the relay routes NAME.DOMAIN to one target)");
+      if (options.publishes[i].kind == PublishSpec::Kind::kHttps &&
+          options.publishes[j].kind == PublishSpec::Kind::kHttps &&
+          options.publishes[i].target == options.publishes[j].target)
+        usage_error("--publish: " + options.publishes[i].target.to_string() +
+                    " is the target of two https publishes; give each its own target (this "
+                    "peer picks the certificate by target), or publish it once as tls: to a "
+                    "server that holds both certificates");
   // The front door names only the target of a stream: a target behind basic auth
   // must not be reachable through another publish without it.
   for (const PublishSpec& auth : options.publishes)

@@ -24,15 +24,16 @@ ServingPolicy::ServingPolicy(const PeerOptions& options)
     : options_(options),
       authorization_(options.state_dir, options.allow),
       publish_connector_(options.publishes, options.name.value_or("natfwd")) {
-  for (const PublishSpec& publish : options.publishes)
-    if (publish.kind == PublishSpec::Kind::kHttps) {
-      https_ = std::make_unique<HttpsServer>(
+  https_.resize(options.publishes.size());
+  for (size_t i = 0; i < options.publishes.size(); ++i)
+    if (const PublishSpec& publish = options.publishes[i]; publish.kind == PublishSpec::Kind::kHttps) {
+      https_[i] = std::make_unique<HttpsServer>(
           publish, publish_connector_.target_connector(),
           acme::AcmeAgent::Settings{options.acme_directory, options.acme_email,
                                     options.acme_ca_file, options.state_dir,
                                     options.proxy ? "http://" + options.proxy->to_string()
                                                   : std::string()});
-      publish_connector_.route_to(publish.target, https_.get());
+      publish_connector_.route_to(publish.target, https_[i].get());
     }
   if (!serves()) return;
   // Answers go back through the relay each query came through (answer_netcheck), not
@@ -203,7 +204,7 @@ std::optional<std::string> ServingPolicy::on_registered(RelayLink& link,
     const bool tls = publish.kind != PublishSpec::Kind::kHttp;
     publish_urls_[i] = std::string(tls ? "https" : "http") + "://" + host + "/";
     if (publish.kind == PublishSpec::Kind::kHttps) {
-      https_->on_published(host);  // its ready line waits for a certificate
+      https_[i]->on_published(host);  // its ready line waits for a certificate
       continue;
     }
     log::ready("published %s://%s/ -> %s%s", tls ? "https" : "http", host.c_str(),

@@ -62,7 +62,8 @@ class ServingPolicy {
   Authorization authorization_;
   PublishConnector publish_connector_;  // the front door's streams
   std::unique_ptr<netcheck::NetcheckResponder> netcheck_;  // serving peers only
-  std::unique_ptr<HttpsServer> https_;  // the https publish's TLS; null without one
+  // Each https publish's TLS, by --publish index (null for other kinds).
+  std::vector<std::unique_ptr<HttpsServer>> https_;
   bool announced_ = false;
   bool published_ = false;  // the `published` ready lines are out
   std::vector<std::string> publish_urls_;  // by --publish index; empty: not granted

@@ -298,8 +298,7 @@ class World:
         """A new site directory whose index.html is a page saying `text` with a random
         marker (a capture or a response can then be searched for it); returns the
         directory and the page."""
-        site = os.path.join(self.tmpdir, "site")
-        os.makedirs(site)
+        site = tempfile.mkdtemp(prefix="site-", dir=self.tmpdir)
         page = f"<html><body>{text} ".encode() + os.urandom(8).hex().encode() + b"</body></html>"
         with open(os.path.join(site, "index.html"), "wb") as f:
             f.write(page)

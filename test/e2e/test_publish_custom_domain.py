@@ -140,15 +140,34 @@ def test(w):
     site, page = w.site_with_page("custom domain at home")
     web, web_port = w.serve_directory(site)
 
+    # A second site from the same home at home.DOMAIN, with its own certificate and
+    # target: each https publish ends TLS with its own.
+    own_host = f"home.{DOMAIN}"
+    own_cert, own_key = w.self_signed_cert("own", own_host, days=3, dns=own_host)
+    own_site, own_page = w.site_with_page("home's own name")
+    _, own_port = w.serve_directory(own_site)
+
     home = w.group.start("peer --publish https:custom", [
         nf.peer_bin, "--relay", relay_addr, "--name", "home", "--state-dir", home_dir,
-        "--publish", f"https:{HOST}={web_port},cert={cert},key={key}"])
-    home.wait_stdout(r"^published ", timeout=30, what="published ready line")
-    line = next(l for l in home.stdout_lines if l.startswith("published "))
-    if not line.startswith(f"published https://{HOST}/ -> 127.0.0.1:{web_port} "
-                           f"(certificate from {cert}, expires "):
-        raise Failure(f"ready line {line!r}")
-    print(line)
+        "--publish", f"https:{HOST}={web_port},cert={cert},key={key}",
+        "--publish", f"https:{own_port},cert={own_cert},key={own_key}"])
+    _, at = home.wait_stdout_at(r"^published ", timeout=30, what="published ready line")
+    home.wait_stdout(r"^published ", timeout=30, start=at + 1, what="second published line")
+    lines = [l for l in home.stdout_lines if l.startswith("published ")]
+    for host, port, pem in ((HOST, web_port, cert), (own_host, own_port, own_cert)):
+        if not any(l.startswith(f"published https://{host}/ -> 127.0.0.1:{port} "
+                                f"(certificate from {pem}, expires ") for l in lines):
+            raise Failure(f"no ready line for https://{host}/ in {lines!r}")
+    print("\n".join(lines))
+    own = subprocess.run(
+        ["curl", "-sS", "--max-time", str(scaled(30)), "--resolve",
+         f"{own_host}:{relay_port}:127.0.0.1", "--cacert", own_cert,
+         f"https://{own_host}:{relay_port}/"],
+        capture_output=True, timeout=scaled(30) + 10)
+    if own.returncode != 0 or own.stdout != own_page:
+        raise Failure(f"https://{own_host}/: curl exit {own.returncode}, {own.stdout[:200]!r} "
+                      f"{own.stderr!r}\n{home.describe()}\n{relay.describe()}")
+    print(f"https://{own_host}/: its own page, its own certificate trusted")
 
     got = subprocess.run(
         ["curl", "-sS", "--max-time", str(scaled(30)), "--resolve",

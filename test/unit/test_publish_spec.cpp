@@ -188,11 +188,33 @@ TEST_CASE("--publish auth=FILE: http and https (checked after home's TLS end), n
         std::string::npos);
 }
 
-TEST_CASE("tls and https both answer https://NAME.DOMAIN/: one of them per peer") {
+TEST_CASE("tls and https both answer https://NAME.DOMAIN/: one of them per name") {
   PeerCommandLine both = parse_peer({"--name", "home", "--publish", "tls:8443", "--publish",
                                      "https:8000,cert=a.crt,key=a.key"});
   REQUIRE(both.outcome == PeerCommandLine::Outcome::kUsageError);
-  CHECK(both.error.find("one tls or https service") != std::string::npos);
+  CHECK(both.error.find("one tls or https service for NAME.DOMAIN") != std::string::npos);
+
+  PeerCommandLine same_domain = parse_peer(
+      {"--name", "home", "--publish", "tls:www.example.org=8443", "--publish",
+       "https:WWW.example.org=8000,cert=a.crt,key=a.key"});
+  REQUIRE(same_domain.outcome == PeerCommandLine::Outcome::kUsageError);
+  CHECK(same_domain.error.find("one tls or https service for www.example.org") !=
+        std::string::npos);
+
+  // Several sites from one home: NAME.DOMAIN and custom domains, each its own service.
+  PeerCommandLine sites = parse_peer(
+      {"--name", "home", "--publish", "https:8000,cert=a.crt,key=a.key", "--publish",
+       "https:blog.example.org=8001,cert=b.crt,key=b.key", "--publish",
+       "tls:shop.example.org=443", "--publish", "tls:wiki.example.org=443"});
+  INFO(sites.error);
+  CHECK(sites.outcome == PeerCommandLine::Outcome::kRun);
+
+  PeerCommandLine one_target = parse_peer(
+      {"--name", "home", "--publish", "https:8000,cert=a.crt,key=a.key", "--publish",
+       "https:blog.example.org=8000,cert=b.crt,key=b.key"});
+  REQUIRE(one_target.outcome == PeerCommandLine::Outcome::kUsageError);
+  CHECK(one_target.error.find("127.0.0.1:8000 is the target of two https publishes") !=
+        std::string::npos);
 
   PeerCommandLine shared = parse_peer({"--name", "home", "--publish", "http:8000", "--publish",
                                        "https:8000,cert=a.crt,key=a.key"});
