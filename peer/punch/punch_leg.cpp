@@ -195,7 +195,12 @@ void PunchLeg::run(BirthdayPunch::Actions actions) {
   if (search_->state() == BirthdayPunch::State::kWon && !won_) {
     won_ = true;
     won_socket_ = search_->win().socket;
-    won_remote_ = make_socket_address(search_->win().remote);
+    won_remote_length_ = net::to_sockaddr(
+        search_->win().remote,
+        g_socket_get_family(sockets_[won_socket_]->socket.get()) == G_SOCKET_FAMILY_IPV6
+            ? AF_INET6
+            : AF_INET,
+        won_remote_);
     last_receive_us_ = now_us();
     keep_only(won_socket_);
     raise_socket_buffers(g_socket_get_fd(sockets_[won_socket_]->socket.get()), kSocketBufferBytes);
@@ -220,10 +225,21 @@ void PunchLeg::keep_only(int index) {
 }
 
 void PunchLeg::send(std::span<const std::byte> datagram) {
-  if (!won_ || failed_ || !sockets_[won_socket_]) return;
-  g_socket_send_to(sockets_[won_socket_]->socket.get(), won_remote_.get(),
-                   reinterpret_cast<const gchar*>(datagram.data()), datagram.size(), nullptr,
-                   nullptr);
+  if (!won_ || failed_ || !sockets_[won_socket_] || won_remote_length_ == 0) return;
+  sends_.add(won_remote_, won_remote_length_, datagram);
+  if (sends_.full()) flush();
+}
+
+void PunchLeg::flush() {
+  if (sends_.empty()) return;
+  if (!won_ || failed_ || !sockets_[won_socket_]) {
+    sends_.clear();
+    return;
+  }
+  const auto outcome = sends_.flush(g_socket_get_fd(sockets_[won_socket_]->socket.get()));
+  if (outcome.dropped)
+    log::debug("punch: %zu datagram(s) dropped on send: %s", outcome.dropped,
+               g_strerror(outcome.last_error));
 }
 
 std::string PunchLeg::local_address() const {

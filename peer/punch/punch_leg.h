@@ -24,6 +24,7 @@
 #include <gio/gio.h>
 
 #include "glib_ptr.h"
+#include "net/datagram_batch.h"
 #include "netcheck/nat_behaviour_probe.h"
 #include "punch/birthday_punch.h"
 #include "punch/punch_plan.h"
@@ -58,9 +59,13 @@ class PunchLeg {
   // After on_probed: search as `plan` says.
   void start(const PunchPlan& plan);
   bool won() const { return won_; }
-  // The won path: one datagram to the other side. A full socket buffer drops it (QUIC
-  // recovers it), so this never blocks.
+  // The won path: one datagram to the other side, queued until flush() (or until a
+  // batch is full). A full socket buffer drops it (QUIC recovers it), so this never
+  // blocks.
   void send(std::span<const std::byte> datagram);
+  // Sends what send() queued in as few system calls as it can: sendmmsg, and equal
+  // sizes as one UDP GSO message (net::DatagramBatch), as the direct ICE pair does.
+  void flush();
   // The won path's ends, "ip:port": this side's socket and the other side's public
   // address.
   std::string local_address() const;
@@ -106,7 +111,9 @@ class PunchLeg {
   bool won_ = false;
   bool failed_ = false;
   int won_socket_ = -1;
-  GObjectPtr<GSocketAddress> won_remote_;
+  sockaddr_storage won_remote_{};
+  socklen_t won_remote_length_ = 0;
+  net::DatagramBatch sends_{net::udp_io_mode_from_environment()};
   gint64 last_receive_us_ = 0;
   GSourcePtr timer_;
 };

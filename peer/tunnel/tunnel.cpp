@@ -196,7 +196,10 @@ bool Tunnel::send_datagram(std::span<const std::byte> datagram) {
 }
 
 void Tunnel::end_of_pass() {
-  if (leg_ && !punched_) leg_->ice().flush_sends();
+  if (punched_)
+    punch_->flush();
+  else if (leg_)
+    leg_->ice().flush_sends();
 }
 
 void Tunnel::start_outgoing(const std::string& target_name, const std::string& pairing_proof) {
