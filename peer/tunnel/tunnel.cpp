@@ -30,6 +30,12 @@ constexpr guint kPunchCheckMs = 500;
 // Serving side: a connecting peer that has not offered a punch this long after our
 // probe finished will not (it has no RFC 5780 relay, or is older): the socket goes.
 constexpr guint kPunchOfferWaitMs = 10'000;
+// Connecting side: after a punched path was lost (a NAT's mapping timed out, a router
+// restarted, the network changed) the tunnel is relayed again; a new search follows
+// this long after, doubling each time up to the cap, as long as it stays relayed. A
+// search costs up to punch::Limits' sockets and probes for a few seconds.
+constexpr guint kRepunchFirstMs = 10'000;
+constexpr guint kRepunchMaxMs = 600'000;
 
 // What a timeout or idle source of a Tunnel calls.
 struct SourceCall {
@@ -342,10 +348,15 @@ void Tunnel::on_leg_selected_pair(IceLeg* leg) {
       hooks_.send_to_relay(envelope);
     }
     if (hooks_.on_session_moved) hooks_.on_session_moved(*this, old_session);
-    // A restart follows a network change: the punched path's addresses are gone too.
+    // A restart follows a network change: the punched path's addresses are gone too,
+    // and the new network's NAT may punch where the old one did not.
+    const bool punch_tried = punch_done_ || punch_ || punch_timer_;
     punched_ = false;
-    punch_timer_.reset();
     punch_.reset();
+    if (!repunch_pending_) {  // a lost punched path may have scheduled one already
+      punch_timer_.reset();
+      if (punch_tried) schedule_repunch();
+    }
     if (core_.started()) core_.move_to_new_path(CoreLoop::now());
     print_path_line();
     return;
@@ -668,6 +679,9 @@ StreamDecision Tunnel::answer_punch(const wire::PunchOffer& offer) {
                           std::nullopt};
   };
   if (!ice_options_.punch) return refusal("punching is off here");
+  // A new offer while we still use a punched path: the other side lost it (its
+  // silence check, a network change) and searches again.
+  if (punched_) leave_punched_path("the other side punches again");
   if (punch_done_) return refusal("no punch on this tunnel");
   start_punch_probe();
   if (!punch_ || punch_done_) return refusal("no punch on this tunnel");
@@ -746,6 +760,29 @@ void Tunnel::leave_punched_path(const std::string& why) {
   loop_.resume_write();
   print_path_line();
   punch_.reset();  // from our own timer, not the leg's callback
+  schedule_repunch();
+}
+
+void Tunnel::schedule_repunch() {
+  punch_done_ = false;
+  punch_offer_.reset();
+  punch_asks_ = 0;
+  punch_timer_.reset();
+  // The serving side answers the connecting side's next offer (answer_punch).
+  if (role_ != Role::kConnecting || closed_ || !ice_options_.punch) return;
+  if (repunch_delay_ms_ == 0) repunch_delay_ms_ = kRepunchFirstMs;
+  log::info("%s: punching again in %u s if the tunnel is still relayed then",
+            remote_label_.c_str(), repunch_delay_ms_ / 1000);
+  punch_timer_ = add_timeout_ms(repunch_delay_ms_, &Tunnel::repunch);
+  repunch_pending_ = true;
+  repunch_delay_ms_ = std::min(repunch_delay_ms_ * 2, kRepunchMaxMs);
+}
+
+void Tunnel::repunch() {
+  punch_timer_.reset();
+  repunch_pending_ = false;
+  if (closed_ || punched_ || punch_ || punch_done_) return;
+  if (leg_ && leg_->has_path() && leg_->path().relayed) start_punch_probe();
 }
 
 SelectedPath Tunnel::punched_path() const {

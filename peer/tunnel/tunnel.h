@@ -193,6 +193,8 @@ class Tunnel : private TunnelCore::Io {
   void drop_punch();
   void check_punched_path();
   void leave_punched_path(const std::string& why);
+  void schedule_repunch();
+  void repunch();
   SelectedPath punched_path() const;
   // One GLib timeout or idle source calling a member; the member may not throw into
   // GLib (the trampoline logs what it catches).
@@ -248,6 +250,8 @@ class Tunnel : private TunnelCore::Io {
   bool punch_done_ = false;  // the search started, failed or was refused: once a tunnel
   bool punched_ = false;     // QUIC's datagrams take punch_
   int punch_asks_ = 0;       // connecting side: asks while the other side still probes
+  bool repunch_pending_ = false;  // punch_timer_ waits for repunch()
+  guint repunch_delay_ms_ = 0;  // the next search after a lost punched path (0: the first)
   // The next ask, the wait for an offer, dropping a failed leg, or the punched
   // path's silence check.
   GSourcePtr punch_timer_;

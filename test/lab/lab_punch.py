@@ -14,7 +14,9 @@ test/lab/README.md).
     ssh, sha256 checked. In the first pair the internet router then drops UDP between
     the two sites: the -L peer goes back to a relayed path (the punched path's silence
     limit, 3 s, or a path restart when the network changed lately) and the same ssh
-    connection carries another command and the 20 MB copy once more.
+    connection carries another command and the 20 MB copy once more. Then UDP comes
+    back: 10 s after the loss the -L peer punches again, and the same ssh connection
+    carries a command over the new punched path.
 
 Prints a table: pair, the -L peer's first and punched path lines, the time from
 `peer -L` start to each, MB/s through ssh after the move. Exit 0 passed, 1 failed,
@@ -102,6 +104,15 @@ def check_fallback(t: Tunnels, fwd, start: int, home: L.Site, laptop: L.Site, ss
     # The same copy over the relay, for comparison with the punched path's.
     log(f"  the 20 MB copy over the relayed path again: "
         f"{t.copy(laptop.ns['laptop'], sshd, port, control):.1f} MB/s")
+    # UDP between the sites comes back: the -L peer punches again (10 s after the loss)
+    # and the same ssh connection moves back onto a punched path.
+    L.sh(["nft", "delete", "table", "ip", "punch_cut"], netns=t.lab.router_ns)
+    t0 = time.monotonic()
+    m = fwd.wait_stdout(PUNCHED_RE, 10 + PUNCH_TIMEOUT, start=len(fwd.stdout_lines),
+                        what="the -L peer's punched path line after UDP came back")
+    log(f"  UDP back: punched again after {time.monotonic() - t0:.1f} s: {m.group(1)}")
+    t.check_command(laptop.ns["laptop"], sshd, port, control, home.ip["home"],
+                    home.ip["buffalo"])
 
 
 def run_pair(t: Tunnels, home: L.Site, laptop: L.Site, sshd, row: Row,
