@@ -39,9 +39,18 @@ __all__ = ["Failure", "Natfwd", "Proc", "World", "TargetServer", "run", "run_wit
            "scaled", "echo",
            "both_ways", "assert_refused", "connect_to_refused", "answer_of_refused",
            "split_hostport", "wait_until", "PatternStream", "connect", "recv_all",
-           "send_stream", "ssh_copy_check", "SKIP"]
+           "send_stream", "ssh_copy_check", "rss_kib", "SKIP"]
 
 SKIP = 77
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident memory (VmRSS), KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise Failure(f"no VmRSS for {pid}")
 IO_TIMEOUT = 120.0  # a socket operation that makes no progress for this long fails
 
 

@@ -19,7 +19,7 @@ import threading
 import time
 
 from harness import (Failure, PatternStream, connect, echo, recv_all, run, scaled,
-                     send_stream, wait_until)
+                     rss_kib, send_stream, wait_until)
 
 PEERS = int(os.environ.get("LOAD_PEERS", 5000))
 SESSIONS = int(os.environ.get("LOAD_SESSIONS", 200))
@@ -34,14 +34,6 @@ def find_relay_load() -> str:
         return env
     relay = os.environ.get("RELAY", "build/relay/relay")
     return os.path.join(os.path.dirname(os.path.dirname(relay)), "test", "tools", "relay_load")
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise Failure(f"no VmRSS for {pid}")
 
 
 def fds(pid: int) -> int:

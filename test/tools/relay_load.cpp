@@ -2,6 +2,7 @@
 // load test (test/e2e/test_relay_load.py) and scripts/bench.
 //
 //   relay_load --relay HOST:PORT --peers N [--sessions S] [--window W] [--bind-from A.B.C]
+//              [--probe-seconds S [--probe-interval-ms MS]]
 //
 // Opens N plain-TCP rendezvous connections (the relay tells frames from TLS by the
 // first byte), each with its own Ed25519 key: Hello, Welcome, a Register signed over
@@ -12,7 +13,12 @@
 //   registered N peers in S s
 //   sessions S established in S s
 //   peak: N peers, S sessions open
-// then waits for a line on stdin ("close"), closes every connection and prints
+// With --probe-seconds, then for that long a new peer connects every --probe-interval-ms
+// (default 50), registers a fresh key and closes once registered; prints
+//   registration latency ms: count=N median=M p99=P max=X
+// (connect() to Registered: TCP handshake, Hello, Challenge, Prove, Welcome, Register)
+// for a load test to judge how the rendezvous answers under load.
+// Then it waits for a line on stdin ("close"), closes every connection and prints
 //   closed
 // Any failure (a connection closed by the relay, an Error, a phase over its time limit)
 // prints "FAIL: ..." and exits 1. Bad arguments exit 2 with one line.
@@ -48,7 +54,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using natfwd::wire::Envelope;
 
-enum class State { kConnecting, kHello, kRegistering, kRegistered, kFailed };
+enum class State { kConnecting, kHello, kRegistering, kRegistered, kFailed, kProbeDone };
 
 struct Peer {
   int fd = -1;
@@ -57,6 +63,8 @@ struct Peer {
   std::string name;
   std::vector<std::byte> in;
   std::vector<std::byte> out;
+  bool probe = false;                // closes once registered (--probe-seconds)
+  Clock::time_point connect_started, registered_at;
 };
 
 struct Session {
@@ -117,6 +125,41 @@ class Load {
       if (done == sessions_.size()) break;
       pump(100);
     }
+  }
+
+  // One fresh registration every `interval` for `seconds`; returns each one's latency
+  // (connect() to Registered), in ms.
+  std::vector<double> probe_registrations(double seconds, std::chrono::milliseconds interval) {
+    std::vector<double> latencies;
+    const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                        std::chrono::duration<double>(seconds));
+    auto next = Clock::now();
+    size_t open = 0;
+    while (Clock::now() < end || open > 0) {
+      deadline_ = end + std::chrono::seconds(30);
+      if (Clock::now() >= next && Clock::now() < end) {
+        const size_t i = peers_.size();
+        peers_.emplace_back();
+        peers_[i].name = "probe-" + std::to_string(i);
+        peers_[i].probe = true;
+        peers_[i].connect_started = Clock::now();
+        connect_peer(i);
+        ++open;
+        next += interval;
+      }
+      pump(5);
+      for (Peer& p : peers_) {
+        if (!p.probe || p.state != State::kRegistered) continue;
+        latencies.push_back(
+            std::chrono::duration<double, std::milli>(p.registered_at - p.connect_started)
+                .count());
+        ::close(p.fd);
+        p.fd = -1;
+        p.state = State::kProbeDone;
+        --open;
+      }
+    }
+    return latencies;
   }
 
   void keepalive_until_stdin() {
@@ -258,6 +301,7 @@ class Load {
       p.state = State::kRegistering;
     } else if (e.has_registered()) {
       p.state = State::kRegistered;
+      p.registered_at = Clock::now();
     } else if (e.has_incoming_session()) {
       auto it = sessions_.find(e.incoming_session().session_id());
       if (it == sessions_.end() || it->second.callee != i) fail(p.name + ": stray session");
@@ -319,7 +363,8 @@ size_t number(const char* text, const char* flag) {
 int main(int argc, char** argv) {
   std::string relay;
   std::string bind_prefix;
-  size_t peers = 0, sessions = 0, window = 64;
+  size_t peers = 0, sessions = 0, window = 64, probe_interval_ms = 50;
+  double probe_seconds = 0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> const char* {
@@ -331,6 +376,8 @@ int main(int argc, char** argv) {
     else if (a == "--sessions") sessions = number(value(), "--sessions");
     else if (a == "--window") window = number(value(), "--window");
     else if (a == "--bind-from") bind_prefix = value();
+    else if (a == "--probe-seconds") probe_seconds = static_cast<double>(number(value(), "--probe-seconds"));
+    else if (a == "--probe-interval-ms") probe_interval_ms = number(value(), "--probe-interval-ms");
     else usage("unknown argument '" + a + "'");
   }
   auto colon = relay.rfind(':');
@@ -362,6 +409,20 @@ int main(int argc, char** argv) {
   std::printf("sessions %zu established in %.2f s\n", sessions, secs(t0));
   std::printf("peak: %zu peers, %zu sessions open\n", peers, sessions);
   std::fflush(stdout);
+  if (probe_seconds > 0) {
+    if (probe_interval_ms == 0) usage("--probe-interval-ms must be at least 1");
+    auto latencies =
+        load.probe_registrations(probe_seconds, std::chrono::milliseconds(probe_interval_ms));
+    std::sort(latencies.begin(), latencies.end());
+    const auto at = [&](double q) {
+      return latencies.empty() ? 0.0
+                               : latencies[std::min(latencies.size() - 1,
+                                                    static_cast<size_t>(q * latencies.size()))];
+    };
+    std::printf("registration latency ms: count=%zu median=%.1f p99=%.1f max=%.1f\n",
+                latencies.size(), at(0.5), at(0.99), latencies.empty() ? 0.0 : latencies.back());
+    std::fflush(stdout);
+  }
   load.keepalive_until_stdin();
   load.close_all();
   std::printf("closed\n");
