@@ -49,6 +49,24 @@ class Writer {
 
 }  // namespace
 
+RelayedCounters& RelayStats::relayed_counters() {
+  std::lock_guard lock(relayed_mutex_);
+  return *relayed_blocks_.emplace_back(std::make_unique<RelayedCounters>());
+}
+
+RelayedTotals RelayStats::relayed() const {
+  constexpr auto kRelaxed = std::memory_order_relaxed;
+  RelayedTotals sum;
+  std::lock_guard lock(relayed_mutex_);
+  for (const auto& block : relayed_blocks_) {
+    sum.bytes_to_peer += block->bytes_to_peer.load(kRelaxed);
+    sum.packets_to_peer += block->packets_to_peer.load(kRelaxed);
+    sum.bytes_to_client += block->bytes_to_client.load(kRelaxed);
+    sum.packets_to_client += block->packets_to_client.load(kRelaxed);
+  }
+  return sum;
+}
+
 std::string render_prometheus(const RelayStats& s, const RelayGauges& g) {
   Writer w;
   w.family("natfwd_relay_build_info", "gauge", "Always 1; the version is a label.");
@@ -92,16 +110,17 @@ std::string render_prometheus(const RelayStats& s, const RelayGauges& g) {
   w.sample("natfwd_relay_turn_permissions", g.turn_permissions);
   w.family("natfwd_relay_turn_channels", "gauge", "TURN channels bound now.");
   w.sample("natfwd_relay_turn_channels", g.turn_channels);
+  const RelayedTotals relayed = s.relayed();
   w.family("natfwd_relay_relayed_bytes_total", "counter",
            "Payload bytes relayed by TURN, by direction.");
-  w.sample("natfwd_relay_relayed_bytes_total", s.relayed_bytes_to_peer, "direction=\"to_peer\"");
-  w.sample("natfwd_relay_relayed_bytes_total", s.relayed_bytes_to_client,
+  w.sample("natfwd_relay_relayed_bytes_total", relayed.bytes_to_peer, "direction=\"to_peer\"");
+  w.sample("natfwd_relay_relayed_bytes_total", relayed.bytes_to_client,
            "direction=\"to_client\"");
   w.family("natfwd_relay_relayed_packets_total", "counter",
            "Packets relayed by TURN, by direction.");
-  w.sample("natfwd_relay_relayed_packets_total", s.relayed_packets_to_peer,
+  w.sample("natfwd_relay_relayed_packets_total", relayed.packets_to_peer,
            "direction=\"to_peer\"");
-  w.sample("natfwd_relay_relayed_packets_total", s.relayed_packets_to_client,
+  w.sample("natfwd_relay_relayed_packets_total", relayed.packets_to_client,
            "direction=\"to_client\"");
   w.family("natfwd_relay_errors_total", "counter",
            "Errors answered or dropped, by kind (protocol errors, TURN error codes, "

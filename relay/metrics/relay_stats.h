@@ -7,9 +7,11 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace natfwd::relay {
 
@@ -22,9 +24,46 @@ struct PublisherStats {
   uint64_t bytes_to_visitor = 0;    // home -> visitor
 };
 
+// Two cores that write the same cache line keep taking it from each other; x86's
+// adjacent-line prefetcher fetches lines in pairs, so 128 bytes apart (as folly's
+// hardware_destructive_interference_size) keeps two writers from meeting.
+inline constexpr size_t kCacheLineBytes = 128;
+
+// The relayed-data counters of one TurnServer (one data-plane shard, or the main
+// thread's core for TURN over TCP/TLS), written per relayed datagram. One thread
+// writes a block, so a relaxed load and store adds (no locked read-modify-write), and
+// the block has its cache line to itself; a scrape reads every block from another
+// thread and sums them (RelayStats::relayed()).
+struct alignas(kCacheLineBytes) RelayedCounters {
+  std::atomic<uint64_t> bytes_to_peer = 0;  // client -> relay -> peer (payload)
+  std::atomic<uint64_t> packets_to_peer = 0;
+  std::atomic<uint64_t> bytes_to_client = 0;  // peer -> relay -> client (payload)
+  std::atomic<uint64_t> packets_to_client = 0;
+
+  // Only from the thread that owns this block.
+  void count(bool to_peer, uint64_t bytes) {
+    add(to_peer ? bytes_to_peer : bytes_to_client, bytes);
+    add(to_peer ? packets_to_peer : packets_to_client, 1);
+  }
+
+ private:
+  static void add(std::atomic<uint64_t>& counter, uint64_t n) {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+};
+
+// The sum of every RelayedCounters block, as one scrape sees it.
+struct RelayedTotals {
+  uint64_t bytes_to_peer = 0;
+  uint64_t packets_to_peer = 0;
+  uint64_t bytes_to_client = 0;
+  uint64_t packets_to_client = 0;
+};
+
 // The counters the TURN data-plane shards (`relay --threads N`) write from their
-// own threads are atomic, and `errors` is guarded by errors_mutex; the rendezvous
-// counters are written on the main thread only.
+// own threads are atomic (the relayed data in a block per core, relayed_counters()),
+// and `errors` is guarded by errors_mutex; the rendezvous counters are written on the
+// main thread only.
 struct RelayStats {
   uint64_t registrations_total = 0;          // names registered (first time or again)
   uint64_t sessions_total = 0;               // OpenSession routed to a registered peer
@@ -38,10 +77,6 @@ struct RelayStats {
   std::atomic<uint64_t> turn_reservations_total = 0;
   std::atomic<uint64_t> turn_reservations_redeemed_same_shard = 0;
   std::atomic<uint64_t> turn_reservations_redeemed_other_shard = 0;
-  std::atomic<uint64_t> relayed_bytes_to_peer = 0;        // client -> relay -> peer (payload)
-  std::atomic<uint64_t> relayed_packets_to_peer = 0;
-  std::atomic<uint64_t> relayed_bytes_to_client = 0;      // peer -> relay -> client (payload)
-  std::atomic<uint64_t> relayed_packets_to_client = 0;
   std::map<std::string, uint64_t> errors;    // kind -> count
   // Publisher key id -> counters (main thread only; an idle publisher is forgotten,
   // so its counters may start again from 0, see VisitorLimits::forget_idle).
@@ -52,6 +87,17 @@ struct RelayStats {
     std::lock_guard lock(errors_mutex);
     ++errors[std::string(kind)];
   }
+
+  // A fresh block for one core to count its relayed data in; it lives as long as
+  // these stats, so the counts of a core that has gone stay in the sum. Thread safe.
+  RelayedCounters& relayed_counters();
+  // Every block summed; thread safe. Each counter is read whole; a block's bytes and
+  // packets may be read between the two additions of one datagram.
+  RelayedTotals relayed() const;
+
+ private:
+  mutable std::mutex relayed_mutex_;
+  std::vector<std::unique_ptr<RelayedCounters>> relayed_blocks_;
 };
 
 // What the cores hold right now.

@@ -11,7 +11,8 @@
 // What the shards share is explicit: the allocation quotas and relayed addresses
 // (turn::AllocationRegistry, given in the TurnConfig), the nonce key (one NonceMint
 // copied into each core; it is stateless), the REST secret (read-only), the counters
-// (RelayStats: atomic where shards write) and the log (thread safe). The rendezvous,
+// (RelayStats: atomic where shards write; the relayed data, counted per datagram, in
+// a cache line per core, summed by a scrape) and the log (thread safe). The rendezvous,
 // TURN over TCP/TLS and metrics stay on the main thread.
 #pragma once
 

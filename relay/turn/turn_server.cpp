@@ -162,7 +162,8 @@ TurnServer::TurnServer(TurnConfig config, TurnIo& io, std::optional<NonceMint> n
                                  : std::make_shared<AllocationRegistry>(AllocationRegistry::Limits{
                                        config_.max_allocations_per_user,
                                        config_.max_allocations_per_address,
-                                       config_.max_allocations})) {}
+                                       config_.max_allocations})),
+      relayed_(config_.stats ? &config_.stats->relayed_counters() : nullptr) {}
 
 // The I/O side owns the relayed sockets and closes them itself at shutdown.
 TurnServer::~TurnServer() = default;
@@ -732,10 +733,7 @@ void TurnServer::on_peer_data(AllocationId id, const TransportAddress& peer,
 }
 
 void TurnServer::count_relayed(bool to_peer, size_t bytes) {
-  if (!config_.stats) return;
-  auto& s = *config_.stats;
-  (to_peer ? s.relayed_bytes_to_peer : s.relayed_bytes_to_client) += bytes;
-  ++(to_peer ? s.relayed_packets_to_peer : s.relayed_packets_to_client);
+  if (relayed_) relayed_->count(to_peer, bytes);
 }
 
 bool TurnServer::take_tokens(Allocation& allocation, size_t bytes, TimePoint now) {

@@ -307,6 +307,9 @@ class TurnServer {
   std::set<Timer> timers_;
   std::atomic<size_t> permission_count_ = 0;
   std::atomic<size_t> channel_count_ = 0;
+  // This core's own block of config_.stats (null: not counted): shards never write a
+  // shared counter per datagram.
+  relay::RelayedCounters* relayed_ = nullptr;
   uint64_t data_indications_ = 0;  // makes their transaction ids unique
 };
 

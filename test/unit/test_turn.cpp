@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <deque>
+#include <memory>
 #include <map>
 #include <string>
 
@@ -597,6 +598,36 @@ TEST_CASE("channels: data both ways, expiry after 600 s, rebinding rules") {
   CHECK(fallback.message.method() == stun::method::kData);  // a Data indication now
   // Within 5 minutes after expiry the number is still tied to its peer.
   CHECK(f.channel_bind(0x4001, v4(198, 51, 100, 8, 5000)).error == 400);
+}
+
+TEST_CASE("relayed data counted per core: two cores on one RelayStats, summed for a scrape") {
+  natfwd::relay::RelayStats stats;
+  auto udp = std::make_unique<Fixture>([&stats](TurnConfig& c) { c.stats = &stats; });
+  Fixture tcp([&stats](TurnConfig& c) { c.stats = &stats; });
+  tcp.client = ClientKey{Transport::kTcp, v4(192, 0, 2, 10, 40000), 7};
+  for (Fixture* f : {udp.get(), &tcp}) {
+    REQUIRE(f->allocate().error == 0);
+    REQUIRE(f->channel_bind(0x4000, kPeer).error == 0);
+  }
+  const auto channel_data = encode_channel_data(0x4000, bytes_of("twelve bytes"), false);
+  udp->server.on_client_message(udp->client, channel_data, udp->now);
+  udp->server.on_client_message(udp->client, channel_data, udp->now);
+  udp->server.on_peer_data(udp->allocation_id(), kPeer, bytes_of("abc"), udp->now);
+  tcp.server.on_client_message(tcp.client, channel_data, tcp.now);
+  tcp.server.on_peer_data(tcp.allocation_id(), kPeer, bytes_of("abcde"), tcp.now);
+  // Not relayed (no permission for this peer): not counted.
+  udp->server.on_peer_data(udp->allocation_id(), v4(198, 51, 100, 99, 1), bytes_of("x"),
+                           udp->now);
+  auto sum = stats.relayed();
+  CHECK(sum.packets_to_peer == 3);
+  CHECK(sum.bytes_to_peer == 36);
+  CHECK(sum.packets_to_client == 2);
+  CHECK(sum.bytes_to_client == 8);  // payload, without the ChannelData header or padding
+  // A core that goes leaves its counts in the sum.
+  udp.reset();
+  sum = stats.relayed();
+  CHECK(sum.packets_to_peer == 3);
+  CHECK(sum.bytes_to_client == 8);
 }
 
 TEST_CASE("ChannelData over TCP is padded to 4 bytes") {
