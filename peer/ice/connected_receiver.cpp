@@ -47,16 +47,21 @@ std::unique_ptr<ConnectedReceiver> ConnectedReceiver::open(int ice_fd,
                                                            OnDatagram on_datagram) {
   sockaddr_storage local{};
   socklen_t local_length = sizeof local;
-  if (getsockname(ice_fd, reinterpret_cast<sockaddr*>(&local), &local_length) != 0 ||
-      local.ss_family != remote.ss_family || length_of(remote) == 0) {
-    log::debug("ice: pair stays on libnice's socket (its address: %s)", g_strerror(errno));
+  if (getsockname(ice_fd, reinterpret_cast<sockaddr*>(&local), &local_length) != 0) {
+    log::debug("ice: pair stays on libnice's socket (getsockname: %s)", g_strerror(errno));
+    return nullptr;
+  }
+  if (local.ss_family != remote.ss_family || length_of(remote) == 0) {
+    // ICE pairs candidates of one family (RFC 8445 section 6.1.2.2): not expected.
+    log::debug("ice: pair stays on libnice's socket (the remote is of another family)");
     return nullptr;
   }
   const std::string label = net::to_transport_address(local).to_string() + " <- " +
                             net::to_transport_address(remote).to_string();
-  // Linux lets a second UDP socket bind an address in use only when both set
-  // SO_REUSEADDR; libnice's is cleared at its bind and set back afterwards, so that no
-  // third socket can join them later (it would take the datagrams from anyone else).
+  // Linux lets a second UDP socket bind an address in use only when both have
+  // SO_REUSEADDR. GLib binds libnice's socket with it off; it is on, on both, only
+  // around our bind, so that no third socket can join later (a newer unconnected one
+  // would take the datagrams from everyone else).
   const int ice_reuse = reuse_address_of(ice_fd);
   const int fd = socket(local.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   const char* failed = nullptr;
