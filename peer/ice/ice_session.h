@@ -108,9 +108,6 @@ class IceSession {
   // core moves 390 MB/s of 1350-byte datagrams one by one, 1740 MB/s batched.
   void flush_sends();
   bool has_selected_pair() const { return selected_; }
-  // The selected direct UDP pair's datagrams are read on our own connected socket
-  // (connected_receiver.h) rather than through libnice.
-  bool reads_on_connected_socket() const { return receiver_ != nullptr; }
 
  private:
   static void on_recv_trampoline(NiceAgent*, guint stream, guint component, guint length,
@@ -192,7 +189,8 @@ class IceSession {
   size_t queued_next_ = 0;          // first datagram not sent yet
   size_t queued_next_offset_ = 0;   // its offset in queued_
   GSourcePtr writable_source_;  // set while the socket is full
-  // Set while the selected pair's datagrams come through our own socket.
+  // Set while the selected direct UDP pair's datagrams come through our own connected
+  // socket (connected_receiver.h) rather than through libnice.
   std::unique_ptr<ConnectedReceiver> receiver_;
 };
 
