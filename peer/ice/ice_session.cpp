@@ -126,6 +126,16 @@ const char* candidate_type_name(NiceCandidateType type) {
   return "unknown";
 }
 
+CandidateKind candidate_kind(NiceCandidateType type) {
+  switch (type) {
+    case NICE_CANDIDATE_TYPE_HOST: return CandidateKind::kHost;
+    case NICE_CANDIDATE_TYPE_SERVER_REFLEXIVE: return CandidateKind::kServerReflexive;
+    case NICE_CANDIDATE_TYPE_PEER_REFLEXIVE: return CandidateKind::kPeerReflexive;
+    case NICE_CANDIDATE_TYPE_RELAYED: return CandidateKind::kRelayed;
+  }
+  return CandidateKind::kRelayed;  // unknown: leave it to libnice
+}
+
 // "ip:port" ("[ip]:port" for IPv6) through the shared conversions.
 std::string address_text(const NiceAddress& address) {
   sockaddr_storage storage{};
@@ -224,6 +234,7 @@ IceSession::IceSession(const Options& options, Callbacks callbacks)
 }
 
 IceSession::~IceSession() {
+  receiver_.reset();
   drop_own_sends();
   for (gulong handler : signal_handlers_) g_signal_handler_disconnect(agent_.get(), handler);
   nice_agent_attach_recv(agent_.get(), stream_id_, kComponent, g_main_context_default(), nullptr,
@@ -588,6 +599,25 @@ void IceSession::use_own_sends(NiceCandidate* local, NiceCandidate* remote, bool
                net::to_transport_address(to).to_string().c_str());
 }
 
+void IceSession::use_connected_receive(NiceCandidate* local, NiceCandidate* remote) {
+  // The pair changed: datagrams from the old remote go back to libnice at once.
+  receiver_.reset();
+  const PairShape shape{local->transport == NICE_CANDIDATE_TRANSPORT_UDP,
+                        candidate_kind(local->type), candidate_kind(remote->type)};
+  if (!receives_on_connected_socket(shape)) return;
+  // The base socket of our host, server- or peer-reflexive candidate.
+  GObjectPtr<GSocket> socket(nice_agent_get_selected_socket(agent_.get(), stream_id_, kComponent));
+  if (!socket) return;
+  sockaddr_storage to{};
+  nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&to));
+  auto [ufrag, password] = local_credentials();
+  receiver_ = ConnectedReceiver::open(
+      g_socket_get_fd(socket.get()), to, CheckResponder(std::move(ufrag), std::move(password)),
+      [this](std::span<const std::byte> datagram) {
+        if (callbacks_.on_datagram) callbacks_.on_datagram(datagram);
+      });
+}
+
 std::optional<sockaddr_storage> IceSession::udp_turn_server_of(NiceCandidate* local) const {
   NiceAddress server;
   nice_address_init(&server);
@@ -674,6 +704,7 @@ void IceSession::on_state_changed_trampoline(NiceAgent*, guint stream, guint, gu
   log::debug("ice state: %s", nice_component_state_to_string(static_cast<NiceComponentState>(state)));
   if (state == NICE_COMPONENT_STATE_FAILED && !session->failed_) {
     session->failed_ = true;
+    session->receiver_.reset();  // the path is dead; what still comes is libnice's
     guard_callback("ice: failed", [&] {
       if (session->callbacks_.on_failed)
         session->callbacks_.on_failed("ICE failed: no candidate pair works");
@@ -747,6 +778,7 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   tune_socket_buffers(local);
   const bool live = live_local && live_remote;
   use_own_sends(live ? live_local : local, live ? live_remote : remote, live);
+  use_connected_receive(local, remote);
   if (callbacks_.on_selected_pair) callbacks_.on_selected_pair(path);
   if (first) {
     // The controlled side may have queued QUIC datagrams before it had a pair.

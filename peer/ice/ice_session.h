@@ -22,6 +22,7 @@
 #include <agent.h>
 
 #include "glib_ptr.h"
+#include "ice/connected_receiver.h"
 #include "ice/send_indication.h"
 #include "portmap/port_mapper.h"
 
@@ -131,6 +132,9 @@ class IceSession {
   // candidates are the agent's own (a relayed copy has lost its TURN server).
   void use_own_sends(NiceCandidate* local, NiceCandidate* remote, bool live);
   void drop_own_sends();
+  // Reads a direct UDP pair's datagrams on a connected socket of our own; any other
+  // pair (relayed, TCP) or a step the kernel refuses leaves them to libnice.
+  void use_connected_receive(NiceCandidate* local, NiceCandidate* remote);
   // The TURN server of our relayed candidate when it is one of ours over UDP; nullopt
   // for TURN over TCP, where libnice's framing on the stream must stay whole.
   std::optional<sockaddr_storage> udp_turn_server_of(NiceCandidate* local) const;
@@ -185,6 +189,9 @@ class IceSession {
   size_t queued_next_ = 0;          // first datagram not sent yet
   size_t queued_next_offset_ = 0;   // its offset in queued_
   GSourcePtr writable_source_;  // set while the socket is full
+  // Set while the selected direct UDP pair's datagrams come through our own connected
+  // socket (connected_receiver.h) rather than through libnice.
+  std::unique_ptr<ConnectedReceiver> receiver_;
 };
 
 }  // namespace natfwd

@@ -100,6 +100,26 @@ def both_ways(sock: socket.socket, seed: str, size: int) -> dict:
     return {"sent": sent["hash"], "received": received, "count": count}
 
 
+def bulk_both_ways(w: "World", size: int, name: str = "home"):
+    """A tunnel to a target that sends `size` bytes while the client sends as many;
+    checks both counts and SHA-256s. Returns the serving peer, the -L peer and both
+    sides' both_ways results (client, target)."""
+    target = w.target(lambda conn, _: both_ways(conn, "down", size))
+    _, serving, fwd, (laddr,) = w.tunnel([target.addr], [f"0:{target.addr}"], name=name)
+    with connect(laddr) as s:
+        client = both_ways(s, "up", size)
+    target.wait_results(1, timeout=60)
+    server = target.results[0]
+    if client["count"] != size or server["count"] != size:
+        raise Failure(f"byte counts: client received {client['count']}, target received "
+                      f"{server['count']}, expected {size} each")
+    if server["received"] != client["sent"]:
+        raise Failure("upstream data corrupted: target's SHA-256 differs from the client's")
+    if client["received"] != server["sent"]:
+        raise Failure("downstream data corrupted: client's SHA-256 differs from the target's")
+    return serving, fwd, client, server
+
+
 def connect_to_refused(addr: str, timeout: float = 60) -> Optional[socket.socket]:
     """Connects to a port whose connections are refused by a reset; None when the reset
     came before connect() returned (Python's connect with a timeout reads SO_ERROR after

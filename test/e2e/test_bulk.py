@@ -7,25 +7,13 @@ E2E_BULK_BYTES overrides the size per direction.
 """
 import os
 
-from harness import Failure, both_ways, connect, run
+from harness import bulk_both_ways, run
 
 SIZE = int(os.environ.get("E2E_BULK_BYTES", 200 * 1024 * 1024))
 
 
 def test(w):
-    target = w.target(lambda conn, _: both_ways(conn, "down", SIZE))
-    _, _, fwd, (laddr,) = w.tunnel([target.addr], [f"0:{target.addr}"])
-    with connect(laddr) as s:
-        client = both_ways(s, "up", SIZE)
-    target.wait_results(1, timeout=60)
-    server = target.results[0]
-    if client["count"] != SIZE or server["count"] != SIZE:
-        raise Failure(f"byte counts: client received {client['count']}, target received "
-                      f"{server['count']}, expected {SIZE} each")
-    if server["received"] != client["sent"]:
-        raise Failure("upstream data corrupted: target's SHA-256 differs from the client's")
-    if client["received"] != server["sent"]:
-        raise Failure("downstream data corrupted: client's SHA-256 differs from the target's")
+    _, fwd, client, server = bulk_both_ways(w, SIZE)
     fwd.check_running("after the transfer")
     print(f"{SIZE} bytes each way, SHA-256 up {client['sent'][:16]}..., "
           f"down {server['sent'][:16]}...")

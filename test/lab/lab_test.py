@@ -857,6 +857,9 @@ def roam(lab: Lab, workdir: str, mover: str) -> bool:
     (symmetric: relayed) and back (direct). The laptop's sshd target is buffalo on the
     home LAN; the home box's is its own loopback, which moves with it."""
     moving_home = mover == "home"
+    # The laptop's connected-socket lines (checked at the end) are debug lines.
+    if not moving_home:
+        os.environ["NATFWD_DEBUG"] = "1"
     lab.build([SiteSpec("a-eim", "eim", ("home",) if moving_home else ("home", "buffalo")),
                SiteSpec("b-eim", "eim", ("laptop",)),
                SiteSpec("c-sym", "symmetric", ())])
@@ -922,11 +925,32 @@ def roam(lab: Lab, workdir: str, mover: str) -> bool:
     print(f"20 MB through the ssh opened before both moves: intact, {rate:.1f} MB/s")
     for p in (serving, fwd):
         p.check_running("after the moves")
+    if not moving_home:
+        check_connected_sockets(fwd)
     print(f"\n{'serving side roaming' if moving_home else 'roaming'}: move, time until a "
           f"new ssh works, ICE path restart, path afterwards")
     for move, recovery, restart, path in rows:
         print(f"  {move:<16} {recovery:5.1f} s   restart {restart:<8} {path}")
     return True
+
+
+def check_connected_sockets(fwd: Proc) -> None:
+    """The laptop read its first direct pair on a connected socket of its own, closed it
+    when the path moved (relayed pairs stay on libnice), and read the direct pair it
+    found on coming back on a new one."""
+    opened = [m.group(1) for l in fwd.stderr_lines
+              if (m := re.search(r"ice: reading pair (\S+ <- \S+) on a connected socket", l))]
+    closed = {m.group(1): int(m.group(2)) for l in fwd.stderr_lines
+              if (m := re.search(r"ice: connected socket of pair (\S+ <- \S+) closed after "
+                                 r"(\d+) datagram", l))}
+    if len(opened) < 2 or opened[0] == opened[-1]:
+        raise Failure(f"the laptop's connected sockets: {opened}; expected one for the first "
+                      "direct pair and another after coming back\n" + fwd.describe())
+    if closed.get(opened[0], 0) == 0:
+        raise Failure(f"the first pair's connected socket {opened[0]} was not closed after "
+                      f"carrying datagrams: {closed}\n" + fwd.describe())
+    print(f"laptop's connected sockets: {opened[0]} (closed after {closed[opened[0]]} "
+          f"datagrams when the path moved), then {opened[-1]}")
 
 
 def last_restart(fwd: Proc) -> str:
