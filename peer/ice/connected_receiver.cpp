@@ -99,6 +99,7 @@ ConnectedReceiver::ConnectedReceiver(int fd, std::string label, const sockaddr_s
       on_datagram_(std::move(on_datagram)),
       reader_(net::udp_io_mode_from_environment()) {
   watch_.reset(g_unix_fd_source_new(fd_.get(), G_IO_IN));
+  keep_polled_while_dispatched(watch_.get());  // the direct tunnel's receive path
   g_source_set_callback(watch_.get(), G_SOURCE_FUNC(&ConnectedReceiver::on_readable), this,
                         nullptr);
   g_source_attach(watch_.get(), nullptr);

@@ -82,6 +82,7 @@ bool PunchLeg::open_socket(int index) {
   entry->index = index;
   entry->socket = std::move(socket);
   entry->watch.reset(g_socket_create_source(entry->socket.get(), G_IO_IN, nullptr));
+  keep_polled_while_dispatched(entry->watch.get());  // the punched tunnel's receive path
   g_source_set_callback(entry->watch.get(), G_SOURCE_FUNC(&PunchLeg::on_readable), entry.get(),
                         nullptr);
   g_source_attach(entry->watch.get(), nullptr);

@@ -155,6 +155,7 @@ class TurnBridge::Link {
     current = wanted;
     if (!socket || wanted == 0) return;
     source.reset(g_socket_create_source(socket, wanted, nullptr));
+    keep_polled_while_dispatched(source.get());  // every relayed TCP byte passes here
     g_source_set_callback(source.get(), G_SOURCE_FUNC(on_event), this, nullptr);
     g_source_attach(source.get(), nullptr);
   }

@@ -42,6 +42,7 @@ gboolean guarded(const char* what, F&& f) {
 GSourcePtr socket_source(GSocket* socket, GIOCondition condition, GSourceFunc callback,
                                 gpointer self) {
   GSourcePtr source(g_socket_create_source(socket, condition, nullptr));
+  keep_polled_while_dispatched(source.get());
   g_source_set_callback(source.get(), callback, self, nullptr);
   g_source_attach(source.get(), nullptr);
   return source;
