@@ -680,8 +680,13 @@ StreamDecision Tunnel::answer_punch(const wire::PunchOffer& offer) {
   };
   if (!ice_options_.punch) return refusal("punching is off here");
   // A new offer while we still use a punched path: the other side lost it (its
-  // silence check, a network change) and searches again.
-  if (punched_) leave_punched_path("the other side punches again");
+  // silence check, a network change) and searches again. We leave it from the loop,
+  // not from inside the stream's callback (which runs within QUIC's packet
+  // processing), and the other side asks again shortly.
+  if (punched_) {
+    punch_timer_ = add_timeout_ms(0, &Tunnel::leave_punched_for_new_offer);
+    return refusal(std::string(punch::kPunchNotReady));
+  }
   if (punch_done_) return refusal("no punch on this tunnel");
   start_punch_probe();
   if (!punch_ || punch_done_) return refusal("no punch on this tunnel");
@@ -761,6 +766,11 @@ void Tunnel::leave_punched_path(const std::string& why) {
   print_path_line();
   punch_.reset();  // from our own timer, not the leg's callback
   schedule_repunch();
+}
+
+void Tunnel::leave_punched_for_new_offer() {
+  punch_timer_.reset();
+  if (punched_ && !closed_) leave_punched_path("the other side punches again");
 }
 
 void Tunnel::schedule_repunch() {

@@ -193,6 +193,7 @@ class Tunnel : private TunnelCore::Io {
   void drop_punch();
   void check_punched_path();
   void leave_punched_path(const std::string& why);
+  void leave_punched_for_new_offer();
   void schedule_repunch();
   void repunch();
   SelectedPath punched_path() const;
