@@ -9,6 +9,11 @@
 
 namespace natfwd {
 
+// What a socket carrying a QUIC tunnel asks for (the selected ICE socket, our connected
+// receive socket, a punched path's socket): libnice leaves ~208 KiB, QUIC needs a few
+// MiB (NOTES-transport.md).
+inline constexpr int kTunnelSocketBufferBytes = 8 << 20;
+
 // Asks for `bytes` of receive and send buffer on `fd`; returns the receive buffer the
 // kernel granted, in the same unit as `bytes` (getsockopt reports double), or -1.
 int raise_socket_buffers(int fd, int bytes);

@@ -71,6 +71,12 @@ stun::TransportAddress to_transport_address(const sockaddr_storage& address) {
   return stun::TransportAddress::ipv6(v6, port);
 }
 
+socklen_t sockaddr_length(const sockaddr_storage& address) {
+  return address.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
+         : address.ss_family == AF_INET ? sizeof(sockaddr_in)
+                                        : 0;
+}
+
 socklen_t to_sockaddr(const stun::TransportAddress& address, int socket_family,
                       sockaddr_storage& out) {
   out = {};

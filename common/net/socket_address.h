@@ -41,5 +41,8 @@ stun::TransportAddress to_transport_address(const sockaddr_storage& address);
 // 0 when the address cannot go out on such a socket (IPv6 on an IPv4 socket).
 socklen_t to_sockaddr(const stun::TransportAddress& address, int socket_family,
                       sockaddr_storage& out);
+// The length to pass with `address` to connect or sendto: by its family, 0 for
+// another family than AF_INET and AF_INET6.
+socklen_t sockaddr_length(const sockaddr_storage& address);
 
 }  // namespace natfwd::net

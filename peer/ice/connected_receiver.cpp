@@ -17,17 +17,9 @@
 namespace natfwd {
 namespace {
 
-// As libnice's socket for the pair gets (ice_session.cpp): QUIC needs a few MiB.
-constexpr int kSocketBufferBytes = 8 << 20;
 // Datagrams read per wakeup: a bound, so that a busy pair cannot starve the rest of the
 // main loop (libnice reads until the socket is empty); eight recvmmsg calls.
 constexpr int kMaxDatagramsPerWakeup = 256;
-
-socklen_t length_of(const sockaddr_storage& address) {
-  return address.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
-         : address.ss_family == AF_INET ? sizeof(sockaddr_in)
-                                        : 0;
-}
 
 int reuse_address_of(int fd) {
   int value = 0;
@@ -51,7 +43,7 @@ std::unique_ptr<ConnectedReceiver> ConnectedReceiver::open(int ice_fd,
     log::debug("ice: pair stays on libnice's socket (getsockname: %s)", g_strerror(errno));
     return nullptr;
   }
-  if (local.ss_family != remote.ss_family || length_of(remote) == 0) {
+  if (local.ss_family != remote.ss_family || net::sockaddr_length(remote) == 0) {
     // ICE pairs candidates of one family (RFC 8445 section 6.1.2.2): not expected.
     log::debug("ice: pair stays on libnice's socket (the remote is of another family)");
     return nullptr;
@@ -71,7 +63,7 @@ std::unique_ptr<ConnectedReceiver> ConnectedReceiver::open(int ice_fd,
     failed = "SO_REUSEADDR";
   } else if (bind(fd, reinterpret_cast<const sockaddr*>(&local), local_length) != 0) {
     failed = "bind";
-  } else if (connect(fd, reinterpret_cast<const sockaddr*>(&remote), length_of(remote)) != 0) {
+  } else if (connect(fd, reinterpret_cast<const sockaddr*>(&remote), net::sockaddr_length(remote)) != 0) {
     failed = "connect";
   }
   const int error = errno;
@@ -83,7 +75,7 @@ std::unique_ptr<ConnectedReceiver> ConnectedReceiver::open(int ice_fd,
                g_strerror(error));
     return nullptr;
   }
-  raise_socket_buffers(fd, kSocketBufferBytes);
+  raise_socket_buffers(fd, kTunnelSocketBufferBytes);
   log::debug("ice: reading pair %s on a connected socket", label.c_str());
   return std::unique_ptr<ConnectedReceiver>(
       new ConnectedReceiver(fd, label, remote, std::move(responder), std::move(on_datagram)));

@@ -28,8 +28,6 @@ constexpr guint kComponent = 1;
 // Datagrams held while no pair is selected: enough for QUIC's first flight and a few
 // retransmissions; older ones are dropped (QUIC recovers them).
 constexpr size_t kMaxPendingDatagrams = 256;
-// NOTES-transport.md: libnice leaves UDP buffers at ~208 KiB; QUIC needs a few MiB.
-constexpr int kSocketBufferBytes = 8 << 20;
 // How long the end of our candidates waits for the gateway's port mapping: PCP and
 // NAT-PMP answer on the LAN within milliseconds, UPnP discovery takes
 // portmap::kUpnpDiscoverMs; the relay candidates are held longer than that anyway
@@ -583,9 +581,7 @@ void IceSession::use_own_sends(NiceCandidate* local, NiceCandidate* remote, bool
     fd = g_socket_get_fd(socket.get());
     nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&to));
   }
-  const socklen_t length = to.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
-                           : to.ss_family == AF_INET ? sizeof(sockaddr_in)
-                                                     : 0;
+  const socklen_t length = net::sockaddr_length(to);
   const int copy = length == 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) {
     framer_.reset();
@@ -795,14 +791,14 @@ void IceSession::tune_socket_buffers(const NiceCandidate* local) {
   // base, a host UDP socket of this agent that libnice does not hand out.
   if (GObjectPtr<GSocket> socket{
           nice_agent_get_selected_socket(agent_.get(), stream_id_, kComponent)}) {
-    raise_socket_buffers(g_socket_get_fd(socket.get()), kSocketBufferBytes);
+    raise_socket_buffers(g_socket_get_fd(socket.get()), kTunnelSocketBufferBytes);
     return;
   }
   if (local->type != NICE_CANDIDATE_TYPE_RELAYED) return;
   sockaddr_storage base{};
   nice_address_copy_to_sockaddr(&local->base_addr, reinterpret_cast<sockaddr*>(&base));
   if (int fd = find_socket_bound_to(SOCK_DGRAM, base); fd >= 0) {
-    raise_socket_buffers(fd, kSocketBufferBytes);
+    raise_socket_buffers(fd, kTunnelSocketBufferBytes);
   } else if (int tcp = find_socket_bound_to(SOCK_STREAM, base); tcp >= 0) {
     // TURN over TCP (libnice's own connection, or to our TLS/proxy bridge on loopback,
     // whose upstream is set up in TurnBridge): the whole tunnel in one TCP flow.

@@ -15,10 +15,6 @@ namespace {
 using net::make_socket_address;
 using net::to_transport_address;
 
-// As for the ICE leg's selected socket (NOTES-transport.md: default buffers drop
-// datagrams at tunnel rates).
-constexpr int kSocketBufferBytes = 8 << 20;
-
 gint64 now_us() { return g_get_monotonic_time(); }
 // The probe's clock: CLOCK_MONOTONIC like GLib's, in its own type.
 netcheck::TimePoint now_tp() { return netcheck::TimePoint(std::chrono::microseconds(now_us())); }
@@ -204,7 +200,7 @@ void PunchLeg::run(BirthdayPunch::Actions actions) {
         won_remote_);
     last_receive_us_ = now_us();
     keep_only(won_socket_);
-    raise_socket_buffers(g_socket_get_fd(sockets_[won_socket_]->socket.get()), kSocketBufferBytes);
+    raise_socket_buffers(g_socket_get_fd(sockets_[won_socket_]->socket.get()), kTunnelSocketBufferBytes);
     arm(search_->next_deadline() ? std::optional<gint64>(search_->next_deadline()->count())
                                  : std::nullopt);
     callbacks_.on_won(*this);
