@@ -112,7 +112,7 @@ gboolean ConnectedReceiver::on_readable(gint, GIOCondition, gpointer self) {
   return G_SOURCE_CONTINUE;
 }
 
-bool ConnectedReceiver::read_batch() {
+void ConnectedReceiver::read_batch() {
   bool destroyed = false;
   destroyed_ = &destroyed;
   try {
@@ -131,9 +131,7 @@ bool ConnectedReceiver::read_batch() {
     if (!destroyed) destroyed_ = nullptr;
     throw;
   }
-  if (destroyed) return false;
-  destroyed_ = nullptr;
-  return true;
+  if (!destroyed) destroyed_ = nullptr;
 }
 
 void ConnectedReceiver::handle_stun(std::span<const std::byte> datagram,

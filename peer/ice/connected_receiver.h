@@ -52,8 +52,8 @@ class ConnectedReceiver {
   ConnectedReceiver(int fd, std::string label, const sockaddr_storage& remote,
                     CheckResponder responder, OnDatagram on_datagram);
   static gboolean on_readable(gint fd, GIOCondition, gpointer self);
-  // Reads one wakeup's batch; false when this object was destroyed meanwhile.
-  bool read_batch();
+  // Reads one wakeup's batch; stops when on_datagram_ destroyed this object.
+  void read_batch();
   void handle_stun(std::span<const std::byte> datagram, const sockaddr_storage& from);
 
   UniqueFd fd_;
