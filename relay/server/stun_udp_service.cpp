@@ -44,12 +44,7 @@ void StunUdpService::add_listener(GSocket* socket, stun::ServerEndpoint endpoint
   listener->read_source.reset(g_socket_create_source(socket, G_IO_IN, nullptr));
   g_source_set_callback(listener->read_source.get(), G_SOURCE_FUNC(on_readable_trampoline),
                         listener.get(), nullptr);
-  // GLib blocks a source that may not recurse while it is dispatched: it takes the
-  // descriptor out of the context's poll set and puts it back, and each of the two
-  // signals the context's wakeup eventfd, so every wakeup of a busy data thread cost
-  // two writes, a read and one more loop iteration (measured: 6 % of a relay thread's
-  // CPU under a flood). No callback here iterates the context, so it never recurses.
-  g_source_set_can_recurse(listener->read_source.get(), TRUE);
+  keep_polled_while_dispatched(listener->read_source.get());
   g_source_attach(listener->read_source.get(), g_main_context_get_thread_default());
   listeners_.push_back(std::move(listener));
 }

@@ -69,10 +69,7 @@ TurnService::TurnService(GSocket* udp, TurnServiceConfig config)
   relay_epoll_source_.reset(g_unix_fd_source_new(relay_epoll_.get(), G_IO_IN));
   g_source_set_callback(relay_epoll_source_.get(),
                         G_SOURCE_FUNC(on_relays_readable_trampoline), this, nullptr);
-  // Not blocked while dispatched (stun_udp_service.cpp says why: two eventfd writes, a
-  // read and one more loop iteration saved per wakeup); the same for the TCP/TLS
-  // clients' sources (watch()).
-  g_source_set_can_recurse(relay_epoll_source_.get(), TRUE);
+  keep_polled_while_dispatched(relay_epoll_source_.get());  // and the TCP/TLS clients' (watch())
   g_source_attach(relay_epoll_source_.get(), g_main_context_get_thread_default());
 }
 
@@ -446,7 +443,7 @@ void TurnService::watch(StreamClient& client, GSourcePtr& source, GIOCondition& 
                         write ? G_SOURCE_FUNC(on_stream_writable_trampoline)
                               : G_SOURCE_FUNC(on_stream_readable_trampoline),
                         &client, nullptr);
-  g_source_set_can_recurse(source.get(), TRUE);  // as the relayed sockets' source
+  keep_polled_while_dispatched(source.get());
   g_source_attach(source.get(), g_main_context_get_thread_default());
 }
 
