@@ -100,6 +100,13 @@ PeerCommandLine parse_peer(std::vector<std::string> words) {
   return parse_peer_command_line(words);
 }
 
+// The one line a command line that must be refused gets.
+std::string usage_error_of(std::vector<std::string> words) {
+  const PeerCommandLine parsed = parse_peer(std::move(words));
+  REQUIRE(parsed.outcome == PeerCommandLine::Outcome::kUsageError);
+  return parsed.error;
+}
+
 }  // namespace
 
 TEST_CASE("peer --publish is typed, needs --name, and is enough to run") {
@@ -189,17 +196,12 @@ TEST_CASE("--publish auth=FILE: http and https (checked after home's TLS end), n
 }
 
 TEST_CASE("tls and https both answer https://NAME.DOMAIN/: one of them per name") {
-  PeerCommandLine both = parse_peer({"--name", "home", "--publish", "tls:8443", "--publish",
-                                     "https:8000,cert=a.crt,key=a.key"});
-  REQUIRE(both.outcome == PeerCommandLine::Outcome::kUsageError);
-  CHECK(both.error.find("one tls or https service for NAME.DOMAIN") != std::string::npos);
-
-  PeerCommandLine same_domain = parse_peer(
-      {"--name", "home", "--publish", "tls:www.example.org=8443", "--publish",
-       "https:WWW.example.org=8000,cert=a.crt,key=a.key"});
-  REQUIRE(same_domain.outcome == PeerCommandLine::Outcome::kUsageError);
-  CHECK(same_domain.error.find("one tls or https service for www.example.org") !=
-        std::string::npos);
+  CHECK(usage_error_of({"--name", "home", "--publish", "tls:8443", "--publish",
+                        "https:8000,cert=a.crt,key=a.key"})
+            .find("one tls or https service for NAME.DOMAIN") != std::string::npos);
+  CHECK(usage_error_of({"--name", "home", "--publish", "tls:www.example.org=8443", "--publish",
+                        "https:WWW.example.org=8000,cert=a.crt,key=a.key"})
+            .find("one tls or https service for www.example.org") != std::string::npos);
 
   // Several sites from one home: NAME.DOMAIN and custom domains, each its own service.
   PeerCommandLine sites = parse_peer(
@@ -209,17 +211,13 @@ TEST_CASE("tls and https both answer https://NAME.DOMAIN/: one of them per name"
   INFO(sites.error);
   CHECK(sites.outcome == PeerCommandLine::Outcome::kRun);
 
-  PeerCommandLine one_target = parse_peer(
-      {"--name", "home", "--publish", "https:8000,cert=a.crt,key=a.key", "--publish",
-       "https:blog.example.org=8000,cert=b.crt,key=b.key"});
-  REQUIRE(one_target.outcome == PeerCommandLine::Outcome::kUsageError);
-  CHECK(one_target.error.find("127.0.0.1:8000 is the target of two https publishes") !=
-        std::string::npos);
+  CHECK(usage_error_of({"--name", "home", "--publish", "https:8000,cert=a.crt,key=a.key",
+                        "--publish", "https:blog.example.org=8000,cert=b.crt,key=b.key"})
+            .find("127.0.0.1:8000 is the target of two https publishes") != std::string::npos);
 
-  PeerCommandLine shared = parse_peer({"--name", "home", "--publish", "http:8000", "--publish",
-                                       "https:8000,cert=a.crt,key=a.key"});
-  REQUIRE(shared.outcome == PeerCommandLine::Outcome::kUsageError);
-  CHECK(shared.error.find("published as https and as http") != std::string::npos);
+  CHECK(usage_error_of({"--name", "home", "--publish", "http:8000", "--publish",
+                        "https:8000,cert=a.crt,key=a.key"})
+            .find("published as https and as http") != std::string::npos);
 
   PeerCommandLine ok = parse_peer({"--name", "home", "--publish", "http:8080", "--publish",
                                    "https:8000,cert=a.crt,key=a.key"});
