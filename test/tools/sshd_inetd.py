@@ -86,6 +86,12 @@ class ThrowawaySshd:
             "PidFile none",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
+            # The session's shell gets this directory as its home, not the invoking
+            # user's: Debian's bash reads ~/.bashrc when started by sshd, and root's
+            # .bashrc on our build machines runs `pyenv init` (2 s a session), whose
+            # rehash takes a lock that waits up to 60 s: concurrent lab sessions queued
+            # on it past the tests' 30 s.
+            f"SetEnv HOME={self.dir} BASH_ENV=",
         ]
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
