@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <exception>
 
 #include "log.h"
@@ -21,8 +22,8 @@ constexpr int kMaxReadsPerEvent = 16;
 // send is a segment and a wake-up of the reader, which cost the receiving peer most of
 // its CPU at 100 MB/s). Past this many pending bytes they are written at once.
 constexpr size_t kTcpWriteBatch = 256 * 1024;
-// Written bytes are dropped from the front of the buffer past this offset.
-constexpr size_t kCompactOffset = 1u << 20;
+// Pieces of the stream -> TCP queue given to one sendmsg (ByteQueue blocks: 512 KiB).
+constexpr size_t kSendPieces = 8;
 // GSocketClient gives up a connect after this long.
 constexpr guint kConnectTimeoutSeconds = 15;
 
@@ -104,8 +105,8 @@ gboolean StreamBridge::on_first_bytes_idle(gpointer self) {
 
 void StreamBridge::receive(std::span<const std::byte> data) {
   if (closed_) return;
-  to_tcp_.insert(to_tcp_.end(), data.begin(), data.end());
-  if (to_tcp_.size() - to_tcp_offset_ >= kTcpWriteBatch) {
+  to_tcp_.append(data);
+  if (to_tcp_.size() >= kTcpWriteBatch) {
     pump_stream_to_tcp();
   } else if (!write_source_ && !pump_idle_) {
     // An idle source runs after the sources ready now, i.e. after libnice has read
@@ -229,33 +230,33 @@ void StreamBridge::pump_tcp_to_stream() {
 
 void StreamBridge::pump_stream_to_tcp() {
   if (closed_ || !stream_) return;
-  while (to_tcp_offset_ < to_tcp_.size()) {
-    const size_t wanted =
-        metered(TrafficMeter::Direction::kToLocal, to_tcp_.size() - to_tcp_offset_);
+  while (!to_tcp_.empty()) {
+    size_t wanted = metered(TrafficMeter::Direction::kToLocal, to_tcp_.size());
     if (wanted == 0) break;
+    std::array<std::span<const std::byte>, kSendPieces> pieces;
+    std::array<GOutputVector, kSendPieces> vectors;
+    const size_t count = to_tcp_.front(pieces);
+    gint used = 0;
+    for (size_t i = 0; i < count && wanted > 0; ++i, ++used) {
+      const size_t n = std::min(wanted, pieces[i].size());
+      vectors[i] = GOutputVector{pieces[i].data(), n};
+      wanted -= n;
+    }
     GError* error = nullptr;
-    gssize n = g_socket_send(socket_,
-                             reinterpret_cast<const gchar*>(to_tcp_.data() + to_tcp_offset_),
-                             wanted, nullptr, &error);
+    gssize n = g_socket_send_message(socket_, nullptr, vectors.data(), used, nullptr, 0, 0,
+                                     nullptr, &error);
     if (n < 0) {
       GErrorPtr owned(error);
       if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) break;
       stream_->failed(std::string("write: ") + error->message);  // closes us
       return;
     }
-    to_tcp_offset_ += static_cast<size_t>(n);
+    to_tcp_.consume(static_cast<size_t>(n));
     if (meter_) meter_->spent(TrafficMeter::Direction::kToLocal, static_cast<size_t>(n));
     stream_->delivered(static_cast<size_t>(n));
     if (closed_) return;
   }
-  const bool pending = to_tcp_offset_ < to_tcp_.size();
-  if (!pending) {
-    to_tcp_.clear();
-    to_tcp_offset_ = 0;
-  } else if (to_tcp_offset_ > kCompactOffset) {
-    to_tcp_.erase(to_tcp_.begin(), to_tcp_.begin() + static_cast<ptrdiff_t>(to_tcp_offset_));
-    to_tcp_offset_ = 0;
-  }
+  const bool pending = !to_tcp_.empty();
   if (write_throttled_) {
     write_source_.reset();  // the throttle timer pumps again
   } else if (pending && !write_source_) {

@@ -17,11 +17,11 @@
 #include <memory>
 #include <span>
 #include <string>
-#include <string>
 #include <vector>
 
 #include <gio/gio.h>
 
+#include "byte_queue.h"
 #include "glib_ptr.h"
 #include "tunnel/local_endpoint.h"
 #include "tunnel/stream_opening.h"
@@ -73,8 +73,7 @@ class StreamBridge final : public LocalEndpoint {
   GSourcePtr pump_idle_;  // stream -> TCP write deferred to the batch's end
   std::string first_bytes_;  // to the stream before the socket's bytes
   GSourcePtr first_bytes_idle_;  // sends them after start() returned
-  std::vector<std::byte> to_tcp_;  // from the stream, not yet written to TCP
-  size_t to_tcp_offset_ = 0;
+  ByteQueue to_tcp_;  // from the stream, not yet written to TCP
   std::shared_ptr<TrafficMeter> meter_;
   bool read_throttled_ = false;   // the meter allows no TCP reads until the timer
   bool write_throttled_ = false;  // nor TCP writes
