@@ -12,14 +12,17 @@ ByteQueue::ByteQueue(size_t block_size) : block_size_(block_size) {
 
 ByteQueue::Block ByteQueue::take_block() {
   Block block;
-  if (spare_.bytes) {
-    block = std::move(spare_);
-    spare_ = Block{};
-    block.used = 0;
+  if (!spares_.empty()) {
+    block.bytes = std::move(spares_.back());
+    spares_.pop_back();
   } else {
-    block.bytes = std::make_unique<std::byte[]>(block_size_);
+    block.bytes = std::make_unique_for_overwrite<std::byte[]>(block_size_);  // not zeroed
   }
   return block;
+}
+
+void ByteQueue::give_back(Block& block) {
+  if (spares_.size() < kMaxSpareBlocks) spares_.push_back(std::move(block.bytes));
 }
 
 void ByteQueue::append(std::span<const std::byte> data) {
@@ -59,7 +62,7 @@ void ByteQueue::consume(size_t n) {
     }
     n -= available;
     front_offset_ = 0;
-    if (!spare_.bytes) spare_ = std::move(first);
+    give_back(first);
     blocks_.pop_front();
   }
 }
@@ -67,7 +70,7 @@ void ByteQueue::consume(size_t n) {
 void ByteQueue::clear() { consume(size_); }
 
 size_t ByteQueue::capacity() const {
-  return (blocks_.size() + (spare_.bytes ? 1 : 0)) * block_size_;
+  return (blocks_.size() + spares_.size()) * block_size_;
 }
 
 }  // namespace natfwd
