@@ -522,10 +522,14 @@ def check_tls(lab: Lab, visitor: Visitor, certs: dict[str, str], home_chain: lis
 def start_acme_peer(lab: Lab, t: lab_test.Tunnels, site: L.Site, acme: AcmeLab,
                     name: str, state: str, spec: str, host: str):
     """A peer at home publishing `spec` with a certificate from the lab's pebble,
-    issued anew (the stored one of the previous home is removed first)."""
-    for suffix in (".crt", ".key"):
+    issued anew: the previous home's certificate and ACME account key are removed
+    first. A new account matters: pebble reuses an account's valid authorization 1 %
+    of the time even with PEBBLE_AUTHZREUSE=0 (wfe.go: `rand.Intn(100) > percent`),
+    and the order then completes without the validation through the relay that this
+    home must show."""
+    for stored in (host + ".crt", host + ".key", "account.key"):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(state, "acme", host + suffix))
+            os.unlink(os.path.join(state, "acme", stored))
     argv = [t.natfwd.peer_bin, *t.peer_relay_args(site), "--name", name, "--state-dir", state,
             "--publish", spec, "--acme-directory", acme.directory, "--acme-ca-file",
             acme.server_cert, "--acme-email", "lab@example.org"]
