@@ -743,7 +743,13 @@ void Tunnel::punch_not_offered() {
 
 void Tunnel::drop_punch() {
   punch_timer_.reset();
-  if (!punched_) punch_.reset();
+  if (punched_) return;
+  punch_.reset();
+  // A birthday search can miss by chance (1024 probes at the hard side's 256 mappings
+  // among ~64k ports miss about 1.7 % of the time), and a refusal or a plan that saw
+  // no chance may not hold once either side's network changes: search again, backing
+  // off as after a lost punched path.
+  schedule_repunch();
 }
 
 void Tunnel::check_punched_path() {
