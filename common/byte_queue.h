@@ -1,5 +1,6 @@
 // A FIFO of bytes in fixed-size blocks: appending copies once, consuming from the
-// front moves nothing, and memory stays within one block of what is queued.
+// front moves nothing, and memory stays within two blocks of what is queued, plus up
+// to kMaxSpareBlocks emptied ones kept for reuse.
 //
 // For a stream's bytes waiting for a slow reader (a visitor on a phone, while home
 // sends at the full stream window): a flat buffer with a moving front either holds
@@ -50,9 +51,8 @@ class ByteQueue {
   size_t front_offset_ = 0;  // bytes consumed from blocks_.front()
   size_t size_ = 0;
   // Emptied blocks kept for the next appends, up to kMaxSpareBlocks (one sendmsg's
-  // worth): a steady stream allocates nothing. With one spare, relayed tunnels in
-  // scripts/bench ran 30 % slower: freed blocks went back to the heap and new ones came
-  // zeroed, often from fresh pages.
+  // worth), so a steady stream allocates nothing: blocks freed to the heap and taken
+  // back fresh cost relayed tunnels 30 % in scripts/bench.
   std::vector<std::unique_ptr<std::byte[]>> spares_;
 };
 

@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
-#include <numeric>
 #include <span>
 #include <vector>
 
