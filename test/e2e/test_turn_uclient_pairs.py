@@ -14,6 +14,11 @@ sequence (a uclient quirk, not a difference in quota handling). Run with
 NATFWD_RELAY_THREADS=2 too (meson: turn_uclient_default_mode_threads_2), where a pair's
 two legs may land on different data-plane threads. Skipped (77) when the coturn tools
 are missing.
+
+Each uclient run binds its own loopback address (-L). Its sockets take ephemeral ports,
+and one that lands on the port of an earlier run's leftover allocation would present a
+new REST username on that allocation's 5-tuple, which the relay must answer with 441
+(RFC 8656 section 5), not the quota's 486.
 """
 
 import os
@@ -29,6 +34,14 @@ MESSAGES = 30
 SESSIONS = 4
 
 
+def local_addresses():
+    """127.0.0.10, 127.0.0.11, ...: a client address per uclient run."""
+    n = 10
+    while True:
+        yield ["-L", f"127.0.0.{n}"]
+        n += 1
+
+
 def test(w):
     require_tools("turnutils_uclient", "turnutils_peer")
     _, host, port = start_relay(w)  # the default quotas
@@ -36,19 +49,21 @@ def test(w):
     common = ["-n", str(MESSAGES), "-z", "5", "-e", "127.0.0.1", "-r", str(peer_port),
               "-W", SECRET, "-p", str(port)]
     expected = MESSAGES * SESSIONS
-    run_uclient(w, "udp default mode", ["-m", str(SESSIONS), "-u", "pairs-udp", *common, host],
-                expected)
-    run_uclient(w, "tcp default mode", ["-t", "-m", str(SESSIONS), "-u", "pairs-tcp", *common,
-                                        host], expected)
+    local = local_addresses()
+    run_uclient(w, "udp default mode", ["-m", str(SESSIONS), "-u", "pairs-udp", *next(local),
+                                        *common, host], expected)
+    run_uclient(w, "tcp default mode", ["-t", "-m", str(SESSIONS), "-u", "pairs-tcp",
+                                        *next(local), *common, host], expected)
     coturn_port = start_coturn(w, ["--user-quota", "10"])
     for server, server_port in (("natfwd", port), ("coturn", coturn_port)):
         args = ["-n", "5", "-z", "5", "-e", "127.0.0.1", "-r", str(peer_port), "-W", SECRET,
                 "-p", str(server_port)]
         for i in range(3):
             run_uclient(w, f"{server} -c -m 2 run {i + 1} of 3",
-                        ["-c", "-m", "2", "-u", "again", *args, host], 5 * 2)
+                        ["-c", "-m", "2", "-u", "again", *next(local), *args, host], 5 * 2)
         outcomes = [uclient_outcome(w, f"{server} -c -m 4 run {i + 1} of 2",
-                                    ["-c", "-m", "4", "-u", "more", *args, host])
+                                    ["-c", "-m", "4", "-u", "more", *next(local), *args,
+                                     host])
                     for i in range(2)]
         refused = ["486" in output for _, output, _ in outcomes]
         print(f"{server}: -c -m 4 twice under user quota 10: 486 in run 1 {refused[0]}, "
