@@ -63,7 +63,27 @@ TEST_CASE("byte queue: consuming part of a block and across blocks") {
   CHECK(queue.front(one) == 0);
 }
 
-TEST_CASE("byte queue: memory stays within a few blocks of what is queued") {
+TEST_CASE("byte queue: pieces from a point past the front") {
+  ByteQueue queue(8);
+  const auto data = counting(30);
+  queue.append(data);
+  queue.consume(3);  // front block: bytes 3..7
+  std::array<std::span<const std::byte>, 3> three;
+
+  REQUIRE(queue.front(three, 2) == 3);  // from byte 5: 5..7, 8..15, 16..23
+  CHECK(three[0].size() == 3);
+  CHECK(three[0][0] == std::byte{5});
+  CHECK(three[1].size() == 8);
+  CHECK(three[2][0] == std::byte{16});
+
+  REQUIRE(queue.front(three, 21) == 1);  // from byte 24: the last block's 6 bytes
+  CHECK(three[0].size() == 6);
+  CHECK(three[0][0] == std::byte{24});
+  CHECK(queue.front(three, 27) == 0);  // nothing past the end
+  CHECK(queue.front(three, 100) == 0);
+}
+
+TEST_CASE("byte queue: memory stays within two blocks of what is queued") {
   // A slow reader behind a fast writer: 4 MiB appended and consumed in steps, 1 MiB
   // or less waiting at any time.
   ByteQueue queue;  // 64 KiB blocks
@@ -77,32 +97,53 @@ TEST_CASE("byte queue: memory stays within a few blocks of what is queued") {
       consumed += 200 * 1024;
     }
     most = std::max(most, queue.capacity());
-    // At most: the front block's consumed part, the back block's unfilled part, the
-    // spares.
-    REQUIRE(queue.capacity() <=
-            queue.size() + (2 + ByteQueue::kMaxSpareBlocks) * ByteQueue::kDefaultBlockSize);
+    // At most: the front block's consumed part and the back block's unfilled part.
+    REQUIRE(queue.capacity() <= queue.size() + 2 * ByteQueue::kDefaultBlockSize);
   }
   CHECK(queue.size() == appended - consumed);
-  CHECK(most <= (1u << 20) + (3 + ByteQueue::kMaxSpareBlocks) * ByteQueue::kDefaultBlockSize);
+  CHECK(most <= (1u << 20) + 3 * ByteQueue::kDefaultBlockSize);
+  CHECK(ByteQueue::pooled_bytes(ByteQueue::kDefaultBlockSize) <= ByteQueue::kPoolBytes);
 }
 
-TEST_CASE("byte queue: a steady stream reuses its emptied blocks") {
-  ByteQueue queue(16);
-  const auto data = counting(16);
-  for (int i = 0; i < 100; ++i) {
-    queue.append(data);
-    CHECK(contents(queue) == data);
-    queue.consume(16);
-    CHECK(queue.empty());
-    CHECK(queue.capacity() == 16);  // the spare, nothing more
-  }
-  queue.append(std::span(data).first(4));
-  queue.clear();
-  CHECK(queue.empty());
+TEST_CASE("byte queue: emptied blocks go to the thread's pool, not to the heap") {
+  // A block size no other test uses, so this thread's shelf for it starts empty.
+  constexpr size_t kBlock = 24;
+  const auto data = counting(kBlock);
+  REQUIRE(ByteQueue::pooled_bytes(kBlock) == 0);
+  {
+    ByteQueue queue(kBlock);
+    for (int i = 0; i < 100; ++i) {
+      queue.append(data);
+      CHECK(contents(queue) == data);
+      queue.consume(kBlock);
+      CHECK(queue.empty());
+      CHECK(queue.capacity() == 0);  // an empty queue holds nothing
+      CHECK(ByteQueue::pooled_bytes(kBlock) == kBlock);  // one block, going round
+    }
 
-  // A backlog of 20 blocks, written out: only kMaxSpareBlocks stay.
-  for (int i = 0; i < 20; ++i) queue.append(data);
-  CHECK(queue.capacity() == 20 * 16);
-  queue.clear();
-  CHECK(queue.capacity() == ByteQueue::kMaxSpareBlocks * 16);
+    // A backlog of 20 blocks, written out: the pool keeps them all (well under its
+    // bound), and a second queue takes from it.
+    for (int i = 0; i < 20; ++i) queue.append(data);
+    CHECK(queue.capacity() == 20 * kBlock);
+    CHECK(ByteQueue::pooled_bytes(kBlock) == 0);
+    queue.clear();
+    CHECK(ByteQueue::pooled_bytes(kBlock) == 20 * kBlock);
+
+    ByteQueue other(kBlock);
+    other.append(counting(3 * kBlock));
+    CHECK(ByteQueue::pooled_bytes(kBlock) == 17 * kBlock);
+    // `other` goes out of scope holding 3 blocks: they return to the pool.
+  }
+  CHECK(ByteQueue::pooled_bytes(kBlock) == 20 * kBlock);
+}
+
+TEST_CASE("byte queue: the pool is bounded") {
+  constexpr size_t kBlock = 64 * 1024 + 8;  // again a size of this test's own
+  {
+    ByteQueue queue(kBlock);
+    queue.append(std::vector<std::byte>(40 * kBlock));
+    queue.clear();
+  }
+  CHECK(ByteQueue::pooled_bytes(kBlock) <= ByteQueue::kPoolBytes);
+  CHECK(ByteQueue::pooled_bytes(kBlock) > ByteQueue::kPoolBytes - kBlock);
 }
