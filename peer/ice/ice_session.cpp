@@ -412,15 +412,20 @@ void IceSession::flush_corked() {
   for (auto& vector : vectors) messages.push_back({&vector, 1});
   // TCP_CORK holds partial segments until it is lifted (tcp(7)): libnice writes each
   // datagram with its own send, and with TCP_NODELAY each would be a segment of its
-  // own, each costing a pass through the TCP transmit path.
+  // own, each costing a pass through the TCP transmit path. One datagram (a lone ACK,
+  // the receiving side's usual batch) is one send and one segment either way: corking
+  // it would only add three system calls.
   // The descriptors are libnice's: one that no longer leads to the TURN server is
   // left alone (closed, or reused for something else).
   const int on = 1, off = 0;
   std::vector<int>& corked = corked_fds_;
   corked.clear();
-  for (int fd : cork_fds_)
-    if (connected_to(fd, cork_peer_) && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0)
-      corked.push_back(fd);
+  if (messages.size() > 1) {
+    for (int fd : cork_fds_)
+      if (connected_to(fd, cork_peer_) &&
+          setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0)
+        corked.push_back(fd);
+  }
   // libnice stops at the first message it could not send, would-block or error alike:
   // go on from there until it says which.
   size_t done = 0;
