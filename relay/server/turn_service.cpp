@@ -421,14 +421,13 @@ void TurnService::adopt_stream(std::unique_ptr<ByteStream> stream, turn::Transpo
   client->id = id;
   client->key = turn::ClientKey{transport, remote, client->id};
   client->stream = std::move(stream);
-  client->input.assign(already_read.begin(), already_read.end());
   StreamClient& ref = *client;
   streams_.emplace(ref.id, std::move(client));
   log::debug("turn: %s connected", ref.key.to_string().c_str());
   watch(ref, ref.read_source, ref.read_condition, G_IO_IN, false);
   // Bytes already read (or buffered inside TLS) are not announced by the socket.
-  if (!ref.input.empty() || ref.stream->has_buffered_input()) {
-    if (deliver_stream_messages(ref)) on_stream_readable(ref);
+  if (!already_read.empty() || ref.stream->has_buffered_input()) {
+    if (deliver_stream_messages(ref, already_read)) on_stream_readable(ref);
   }
   arm_timer();
 }
@@ -481,17 +480,17 @@ gboolean TurnService::on_stream_resume_trampoline(gpointer data) {
 }
 
 void TurnService::on_stream_readable(StreamClient& client) {
-  // Bounded, so that one sender cannot monopolise the loop; TLS may hold decrypted
-  // bytes that the socket will not announce again, so read until it would block.
-  constexpr int kMaxReadsPerWakeup = 64;
+  // Bounded (1 MiB), so that one sender cannot monopolise the loop; TLS may hold
+  // decrypted bytes that the socket will not announce again, so read until it would
+  // block.
+  constexpr int kMaxReadsPerWakeup = 16;
+  std::byte* const fresh = stream_read_area_.get() + kMaxStreamMessageBytes;
   for (int i = 0; i < kMaxReadsPerWakeup && !client.closed; ++i) {
-    std::array<std::byte, 16384> buffer;
     size_t n = 0;
     std::string error;
-    switch (client.stream->read(buffer, n, error)) {
+    switch (client.stream->read(std::span(fresh, kStreamReadBytes), n, error)) {
       case ByteStream::Io::kOk:
-        client.input.insert(client.input.end(), buffer.begin(), buffer.begin() + n);
-        if (!deliver_stream_messages(client)) return;
+        if (!deliver_stream_messages(client, std::span(fresh, n))) return;
         continue;
       case ByteStream::Io::kWouldBlock:
         watch(client, client.read_source, client.read_condition,
@@ -515,10 +514,29 @@ void TurnService::on_stream_readable(StreamClient& client) {
   }
 }
 
-bool TurnService::deliver_stream_messages(StreamClient& client) {
+bool TurnService::deliver_stream_messages(StreamClient& client,
+                                          std::span<const std::byte> bytes) {
+  std::span<const std::byte> input = bytes;
+  std::vector<std::byte> joined;
+  if (!client.input.empty()) {
+    // The incomplete message goes just before the new bytes in the read area, where
+    // there is room for the longest. Bytes from elsewhere (none today: the sniffer's
+    // come before the client has any) are joined to it in a copy.
+    const size_t held = client.input.size();
+    std::byte* const fresh = stream_read_area_.get() + kMaxStreamMessageBytes;
+    if (bytes.data() == fresh && held <= kMaxStreamMessageBytes) {
+      std::memcpy(fresh - held, client.input.data(), held);
+      input = std::span<const std::byte>(fresh - held, held + bytes.size());
+    } else {
+      joined = client.input;
+      joined.insert(joined.end(), bytes.begin(), bytes.end());
+      input = joined;
+    }
+    client.input.clear();
+  }
   size_t offset = 0;
   while (!client.closed) {
-    const auto rest = std::span<const std::byte>(client.input).subspan(offset);
+    const auto rest = input.subspan(offset);
     const auto probe = turn::stream_frame_length(rest);
     if (probe.status == stun::StreamStatus::kNeedMore) break;
     if (probe.status == stun::StreamStatus::kInvalid) {
@@ -556,7 +574,7 @@ bool TurnService::deliver_stream_messages(StreamClient& client) {
     }
   }
   if (client.closed) return false;
-  client.input.erase(client.input.begin(), client.input.begin() + static_cast<ptrdiff_t>(offset));
+  client.input.assign(input.begin() + static_cast<ptrdiff_t>(offset), input.end());
   return true;
 }
 

@@ -134,7 +134,7 @@ class TurnService : public turn::TurnIo {
     // Set when a read burst stopped at its bound with bytes still inside TLS, which
     // the socket will not announce: reading resumes from the main loop.
     GSourcePtr resume_source;
-    std::vector<std::byte> input;
+    std::vector<std::byte> input;  // an incomplete message, the rest of the last read
     std::vector<std::byte> output;
     size_t output_offset = 0;
     bool closed = false;
@@ -151,8 +151,9 @@ class TurnService : public turn::TurnIo {
   void on_relays_readable();
   void on_relay_readable(RelaySocket& relay);
   void on_stream_readable(StreamClient& client);
-  // Handles whole messages at the front of client.input; false when it closed.
-  bool deliver_stream_messages(StreamClient& client);
+  // Handles the whole messages in `bytes`, which follow what client.input held, and
+  // keeps the incomplete rest in client.input; false when it closed the client.
+  bool deliver_stream_messages(StreamClient& client, std::span<const std::byte> bytes);
   void flush(StreamClient& client);
   void watch(StreamClient& client, GSourcePtr& source, GIOCondition& current,
              GIOCondition condition, bool write);
@@ -187,8 +188,11 @@ class TurnService : public turn::TurnIo {
   // A TURN-over-TCP client that does not read: relayed data beyond this is dropped
   // (UDP semantics); it is not a reason to close.
   static constexpr size_t kMaxStreamOutputBytes = 1 << 20;
-  // Largest message accepted on a stream: a STUN header plus 64 KiB.
+  // Largest message accepted on a stream: a STUN header plus 64 KiB (ChannelData with
+  // its padding is shorter). What a client's reads leave incomplete is less.
   static constexpr size_t kMaxStreamMessageBytes = stun::kMaxMessageSize;
+  // One read from a TCP or TLS client.
+  static constexpr size_t kStreamReadBytes = 64 * 1024;
   // A connection without an allocation that delivers no complete message for this
   // long is closed. A client sends Allocate as soon as it is connected (RFC 8656
   // section 7.1) and waits one round trip for the 401; 10 s also covers three TCP
@@ -226,6 +230,12 @@ class TurnService : public turn::TurnIo {
   // TCP/TLS clients with output written at the end of the batch.
   std::vector<uint64_t> streams_to_flush_;
   net::DatagramReader reader_{io_mode_};
+  // Where TCP and TLS clients' reads land: kMaxStreamMessageBytes of room for the
+  // incomplete message a client's last read left, then kStreamReadBytes for this
+  // read, so that whole messages are handled where they were read (no copy into a
+  // per-client buffer) and the reads are large. Shared: one client is read at a time.
+  std::unique_ptr<std::byte[]> stream_read_area_ =
+      std::make_unique_for_overwrite<std::byte[]>(kMaxStreamMessageBytes + kStreamReadBytes);
 };
 
 }  // namespace natfwd::relay
