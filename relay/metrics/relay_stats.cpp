@@ -63,6 +63,7 @@ RelayedTotals RelayStats::relayed() const {
     sum.packets_to_peer += block->packets_to_peer.load(kRelaxed);
     sum.bytes_to_client += block->bytes_to_client.load(kRelaxed);
     sum.packets_to_client += block->packets_to_client.load(kRelaxed);
+    sum.packets_handed_over += block->packets_handed_over.load(kRelaxed);
   }
   return sum;
 }
@@ -122,6 +123,10 @@ std::string render_prometheus(const RelayStats& s, const RelayGauges& g) {
            "direction=\"to_peer\"");
   w.sample("natfwd_relay_relayed_packets_total", relayed.packets_to_client,
            "direction=\"to_client\"");
+  w.family("natfwd_relay_handed_over_packets_total", "counter",
+           "Packets relayed from one allocation to another of the same thread without "
+           "leaving the relay (both peers relayed by it).");
+  w.sample("natfwd_relay_handed_over_packets_total", relayed.packets_handed_over);
   w.family("natfwd_relay_errors_total", "counter",
            "Errors answered or dropped, by kind (protocol errors, TURN error codes, "
            "malformed datagrams).");

@@ -40,11 +40,16 @@ struct alignas(kCacheLineBytes) RelayedCounters {
   std::atomic<uint64_t> bytes_to_client = 0;  // peer -> relay -> client (payload)
   std::atomic<uint64_t> packets_to_client = 0;
 
+  // Of the packets to peers: those that went to another allocation of the same core,
+  // handed over without the kernel (TurnServer::send_from).
+  std::atomic<uint64_t> packets_handed_over = 0;
+
   // Only from the thread that owns this block.
   void count(bool to_peer, uint64_t bytes) {
     add(to_peer ? bytes_to_peer : bytes_to_client, bytes);
     add(to_peer ? packets_to_peer : packets_to_client, 1);
   }
+  void count_handed_over() { add(packets_handed_over, 1); }
 
  private:
   static void add(std::atomic<uint64_t>& counter, uint64_t n) {
@@ -58,6 +63,7 @@ struct RelayedTotals {
   uint64_t packets_to_peer = 0;
   uint64_t bytes_to_client = 0;
   uint64_t packets_to_client = 0;
+  uint64_t packets_handed_over = 0;
 };
 
 // The counters the TURN data-plane shards (`relay --threads N`) write from their

@@ -529,6 +529,7 @@ void TurnServer::install_allocation(const ClientKey& client, const Message& requ
   allocation.client = client;
   allocation.relayed = relayed;
   registry_->add_relayed(relayed);
+  by_relayed_[relayed] = id;
   allocation.username = auth.username;
   allocation.user_id = rest_user_id(auth.username);
   allocation.key = auth.key;
@@ -687,8 +688,8 @@ void TurnServer::handle_send_indication(const ClientKey& client, const Message& 
   if (!peer || peer->family != allocation->relayed.family) return;
   if (!has_permission(*allocation, *peer, now) || !may_relay(*peer, false)) return;
   if (!take_tokens(*allocation, data->value.size(), now)) return;
-  io_.send_to_peer(allocation->id, *peer, data->value);
   count_relayed(true, data->value.size());
+  send_from(*allocation, *peer, data->value, now);
 }
 
 void TurnServer::handle_channel_data(const ClientKey& client, uint16_t number,
@@ -700,8 +701,24 @@ void TurnServer::handle_channel_data(const ClientKey& client, uint16_t number,
   const TransportAddress& peer = it->second.peer;
   if (!has_permission(*allocation, peer, now) || !may_relay(peer, false)) return;
   if (!take_tokens(*allocation, data.size(), now)) return;
-  io_.send_to_peer(allocation->id, peer, data);
   count_relayed(true, data.size());
+  send_from(*allocation, peer, data, now);
+}
+
+void TurnServer::send_from(const Allocation& from, const TransportAddress& peer,
+                           std::span<const std::byte> data, TimePoint now) {
+  // Relayed addresses of one relay share an IP or two: one comparison keeps the
+  // lookup off every other datagram's path.
+  if (peer.ip == from.relayed.ip && peer.family == from.relayed.family) {
+    if (auto it = by_relayed_.find(peer); it != by_relayed_.end()) {
+      if (relayed_) relayed_->count_handed_over();
+      // on_peer_data() only looks allocations up and sends to a client: `from` and
+      // the caller's references stay valid.
+      on_peer_data(it->second, from.relayed, data, now);
+      return;
+    }
+  }
+  io_.send_to_peer(from.id, peer, data);
 }
 
 void TurnServer::on_peer_data(AllocationId id, const TransportAddress& peer,
@@ -873,6 +890,7 @@ void TurnServer::remove(AllocationId id, std::string_view why) {
              allocation.client.to_string().c_str(), static_cast<int>(why.size()), why.data());
   io_.close_relay(id);
   registry_->remove_relayed(allocation.relayed);
+  by_relayed_.erase(allocation.relayed);
   registry_->release(allocation.user_id, relay::source_key(allocation.client.address));
   by_client_.erase(allocation.client);
   timers_.erase({allocation.expires, id, TimerKind::kAllocation, {}});

@@ -288,6 +288,13 @@ class TurnServer {
   void install_permission(Allocation& allocation, const TransportAddress& peer, TimePoint now);
   void count_kind(std::string_view kind);  // --metrics: errors_total{kind}
   bool take_tokens(Allocation& allocation, size_t bytes, TimePoint now);
+  // Sends `data` from `from`'s relayed address to `peer`. When `peer` is the relayed
+  // address of another allocation of this core (both peers of a tunnel relayed by
+  // this relay, on this thread), the datagram is handed to it here, as if its socket
+  // had received it (on_peer_data: the same permission and policy checks), instead of
+  // going out and back in through the kernel.
+  void send_from(const Allocation& from, const TransportAddress& peer,
+                 std::span<const std::byte> data, TimePoint now);
   // The peer policy, plus: another allocation's relayed address on this relay. Both
   // peers relayed (each behind UDP-blocking firewalls) is the case TURN exists for;
   // the own-address rule is there to keep clients off the relay's service ports, so
@@ -303,6 +310,13 @@ class TurnServer {
   AllocationId next_id_ = 1;
   std::unordered_map<AllocationId, Allocation> allocations_;
   std::map<ClientKey, AllocationId> by_client_;
+  struct AddressHash {
+    size_t operator()(const TransportAddress& address) const noexcept {
+      return (static_cast<size_t>(address.ip[address.ip_size() - 1]) << 16) | address.port;
+    }
+  };
+  // This core's allocations by relayed address, for send_from().
+  std::unordered_map<TransportAddress, AllocationId, AddressHash> by_relayed_;
   std::shared_ptr<AllocationRegistry> registry_;
   std::set<Timer> timers_;
   std::atomic<size_t> permission_count_ = 0;

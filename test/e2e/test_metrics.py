@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """relay --metrics: a real relay serves Prometheus text; a direct tunnel and a tunnel
-forced through the relay's TURN move the numbers as they should.
+forced through the relay's TURN move the numbers as they should (the relayed one's
+datagrams handed between its two allocations inside the relay).
 
 The relay's ready line names the endpoint (`..., metrics http://ADDR:PORT/metrics` followed by
 `)` or, with publishing on, `, publish ...`).
@@ -107,8 +108,11 @@ def test(w):
         raise Failure(f"a relay without --metrics mentions metrics: {plain.stdout_lines}")
     plain.stop()
 
+    # One data-plane thread: both relayed peers' allocations on it, so every datagram
+    # between them is handed over inside the relay (with two, only when the kernel
+    # puts both clients on one thread).
     relay, relay_addr = w.natfwd.relay(extra=["--metrics", "127.0.0.1:0",
-                                              "--allow-peer", "127.0.0.0/8"])
+                                              "--allow-peer", "127.0.0.0/8", "--threads", "1"])
     ready = " ".join(relay.stdout_lines)
     m = re.search(URL_RE, ready)
     if not m or not ready.startswith(f"relay listening on {relay_addr} (stun/udp, "):
@@ -147,6 +151,8 @@ def test(w):
          lambda v: v >= 2 * SIZE / 1500),
         ("natfwd_relay_relayed_packets_total", {"direction": "to_client"},
          lambda v: v >= 2 * SIZE / 1500),
+        # ... from one allocation to the other without leaving the relay.
+        ("natfwd_relay_handed_over_packets_total", {}, lambda v: v >= 2 * SIZE / 1500),
         ("natfwd_relay_rate_limited_total", {"kind": "session"}, lambda v: v == 0),
     ]
     for name, labels, ok in checks:

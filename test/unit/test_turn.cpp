@@ -677,13 +677,90 @@ TEST_CASE("the relay's own address is denied, except another live allocation's")
   const size_t sent_before = f.io.to_peer.size();
   f.send_indication(v4(203, 0, 113, 1, 3478), "probe");
   CHECK(f.io.to_peer.size() == sent_before);
+  // Let through, and handed to the first allocation in the core (see below), which has
+  // no permission for this one: dropped there.
+  f.io.to_client.clear();
   f.send_indication(first_relayed, "hello");
-  REQUIRE(f.io.to_peer.size() == sent_before + 1);
-  CHECK(f.io.to_peer.back().peer == first_relayed);
+  CHECK(f.io.to_peer.size() == sent_before);
+  CHECK(f.io.to_client.empty());
   // Once that allocation is gone, its address is an own address like any other.
   f.now += 3700s;
   f.server.on_tick(f.now);
   CHECK(f.io.open.empty());
+}
+
+TEST_CASE("both peers relayed by one core: datagrams are handed over, checked on arrival") {
+  natfwd::relay::RelayStats stats;
+  Fixture f([&stats](TurnConfig& c) {
+    c.stats = &stats;
+    c.peers.add_own_address(v4(203, 0, 113, 1, 0));
+  });
+  const ClientKey first = f.client;
+  REQUIRE(f.allocate().error == 0);
+  const TransportAddress first_relayed = f.io.open.begin()->second;
+  const ClientKey second{Transport::kUdp, v4(192, 0, 2, 20, 40000), 0};
+  f.client = second;
+  f.nonce.clear();
+  REQUIRE(f.allocate().error == 0);
+  REQUIRE(f.io.open.size() == 2);
+  const TransportAddress second_relayed = std::prev(f.io.open.end())->second;
+  REQUIRE(f.channel_bind(0x4001, first_relayed).error == 0);
+  f.io.to_client.clear();
+
+  // The first allocation has no permission for the second's relayed address: dropped
+  // on arrival, as its socket would have dropped it. Nothing goes out either way.
+  f.server.on_client_message(second, encode_channel_data(0x4001, bytes_of("knock"), false),
+                             f.now);
+  CHECK(f.io.to_peer.empty());
+  CHECK(f.io.to_client.empty());
+
+  // With a channel back, it arrives at the first client as ChannelData from there.
+  f.client = first;
+  f.nonce.clear();
+  REQUIRE(f.channel_bind(0x4002, second_relayed).error == 0);
+  f.io.to_client.clear();
+  f.server.on_client_message(second, encode_channel_data(0x4001, bytes_of("hello"), false),
+                             f.now);
+  CHECK(f.io.to_peer.empty());
+  REQUIRE(f.io.to_client.size() == 1);
+  CHECK(f.io.to_client[0].first == first);
+  auto parsed = parse_channel_data(f.io.to_client[0].second);
+  REQUIRE(parsed);
+  CHECK(parsed->channel == 0x4002);
+  CHECK(std::string(reinterpret_cast<const char*>(parsed->data.data()), parsed->data.size()) ==
+        "hello");
+
+  // And back by Send indication, onto the second's channel.
+  f.io.to_client.clear();
+  f.send_indication(second_relayed, "back");
+  CHECK(f.io.to_peer.empty());
+  REQUIRE(f.io.to_client.size() == 1);
+  CHECK(f.io.to_client[0].first == second);
+  parsed = parse_channel_data(f.io.to_client[0].second);
+  REQUIRE(parsed);
+  CHECK(parsed->channel == 0x4001);
+
+  // Counted as relayed to a peer and to a client, each, and as handed over.
+  auto sum = stats.relayed();
+  CHECK(sum.packets_to_peer == 3);
+  CHECK(sum.packets_to_client == 2);
+  CHECK(sum.packets_handed_over == 3);
+
+  // A peer on another IP still goes out through the I/O side.
+  f.io.to_client.clear();
+  REQUIRE(f.create_permission(kPeer).error == 0);
+  f.send_indication(kPeer, "out");
+  REQUIRE(f.io.to_peer.size() == 1);
+  CHECK(f.io.to_peer[0].peer == kPeer);
+
+  // The first allocation gone, its address is an own address again: nothing relayed.
+  REQUIRE(f.refresh(0).error == 0);
+  f.io.to_client.clear();
+  f.server.on_client_message(second, encode_channel_data(0x4001, bytes_of("late"), false),
+                             f.now);
+  CHECK(f.io.to_client.empty());
+  CHECK(f.io.to_peer.size() == 1);
+  CHECK(stats.relayed().packets_handed_over == 3);
 }
 
 TEST_CASE("peer policy ranges") {
