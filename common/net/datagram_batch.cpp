@@ -56,6 +56,13 @@ void DatagramBatch::add(const sockaddr_storage& to, socklen_t to_length,
   bytes_.insert(bytes_.end(), bytes.begin(), bytes.end());
 }
 
+void DatagramBatch::add(const sockaddr_storage& to, socklen_t to_length,
+                        std::span<const std::span<const std::byte>> pieces) {
+  const size_t offset = bytes_.size();
+  for (const auto& piece : pieces) bytes_.insert(bytes_.end(), piece.begin(), piece.end());
+  entries_.push_back(Entry{to, to_length, offset, bytes_.size() - offset});
+}
+
 bool DatagramBatch::same_destination(const Entry& a, const Entry& b) const {
   return a.to_length == b.to_length && std::memcmp(&a.to, &b.to, a.to_length) == 0;
 }

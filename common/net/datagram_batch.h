@@ -65,6 +65,9 @@ class DatagramBatch {
 
   // Copies `bytes` for the next flush; `to` as filled by to_sockaddr.
   void add(const sockaddr_storage& to, socklen_t to_length, std::span<const std::byte> bytes);
+  // The same for one datagram given in pieces, joined in the copy.
+  void add(const sockaddr_storage& to, socklen_t to_length,
+           std::span<const std::span<const std::byte>> pieces);
 
   // Sends everything queued through `send` and empties the batch. A full socket
   // (EAGAIN, ENOBUFS) drops the rest, as UDP may; any other error drops only the

@@ -326,6 +326,13 @@ void TurnService::send_to_peer(turn::AllocationId id, const TransportAddress& pe
 
 void TurnService::send_datagram(GSocket* socket, const TransportAddress& to,
                                 std::span<const std::byte> bytes, const char* what) {
+  const std::span<const std::byte> pieces[] = {bytes};
+  send_datagram(socket, to, pieces, what);
+}
+
+void TurnService::send_datagram(GSocket* socket, const TransportAddress& to,
+                                std::span<const std::span<const std::byte>> pieces,
+                                const char* what) {
   sockaddr_storage address{};
   const socklen_t length =
       net::to_sockaddr(to, g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV6 ? AF_INET6 : AF_INET,
@@ -333,7 +340,10 @@ void TurnService::send_datagram(GSocket* socket, const TransportAddress& to,
   if (length == 0) return;
   const int fd = g_socket_get_fd(socket);
   if (batch_depth_ == 0) {
-    if (sendto(fd, bytes.data(), bytes.size(), MSG_DONTWAIT,
+    // Outside a batch (a timer's send): rare, so joined in a copy.
+    std::vector<std::byte> joined;
+    for (const auto& piece : pieces) joined.insert(joined.end(), piece.begin(), piece.end());
+    if (sendto(fd, joined.data(), joined.size(), MSG_DONTWAIT,
                reinterpret_cast<const sockaddr*>(&address), length) < 0)
       log::debug("turn: send to %s %s: %s", what, to.to_string().c_str(), std::strerror(errno));
     return;
@@ -345,7 +355,7 @@ void TurnService::send_datagram(GSocket* socket, const TransportAddress& to,
     pending = batches_.begin() + active_batches_++;
     pending->fd = fd;
   }
-  pending->batch.add(address, length, bytes);
+  pending->batch.add(address, length, pieces);
   if (pending->batch.full()) flush_batch(fd, pending->batch);
 }
 
@@ -374,19 +384,27 @@ void TurnService::flush_batch(int fd, net::DatagramBatch& batch) noexcept {
 // ---- sending to clients --------------------------------------------------------------
 
 void TurnService::send_to_client(const turn::ClientKey& client, std::span<const std::byte> bytes) {
+  const std::span<const std::byte> pieces[] = {bytes};
+  send_gathered_to_client(client, pieces);
+}
+
+void TurnService::send_gathered_to_client(const turn::ClientKey& client,
+                                          std::span<const std::span<const std::byte>> pieces) {
   if (client.transport == turn::Transport::kUdp) {
-    send_datagram(udp_.get(), client.address, bytes, "client");
+    send_datagram(udp_.get(), client.address, pieces, "client");
     return;
   }
   auto it = streams_.find(client.connection);
   if (it == streams_.end() || it->second->closed) return;
   StreamClient& stream = *it->second;
-  if (stream.output.size() - stream.output_offset + bytes.size() > kMaxStreamOutputBytes) {
+  size_t size = 0;
+  for (const auto& piece : pieces) size += piece.size();
+  if (stream.output.size() - stream.output_offset + size > kMaxStreamOutputBytes) {
     log::debug("turn: %s reads too slowly, dropping %zu bytes", client.to_string().c_str(),
-               bytes.size());
+               size);
     return;
   }
-  stream.output.insert(stream.output.end(), bytes.begin(), bytes.end());
+  for (const auto& piece : pieces) stream.output.insert(stream.output.end(), piece.begin(), piece.end());
   // Over TLS each message is a record of its own: coturn's client (turnutils_uclient
   // -S) takes one message per record and loses the rest of a record that holds more.
   if (batch_depth_ == 0 || client.transport == turn::Transport::kTls) {

@@ -113,6 +113,8 @@ class TurnService : public turn::TurnIo {
       turn::AllocationId id, const turn::ClientKey& client,
       std::unique_ptr<turn::ReservedRelay> reserved) override;
   void send_to_client(const turn::ClientKey& client, std::span<const std::byte> bytes) override;
+  void send_gathered_to_client(const turn::ClientKey& client,
+                               std::span<const std::span<const std::byte>> pieces) override;
   void send_to_peer(turn::AllocationId id, const turn::TransportAddress& peer,
                     std::span<const std::byte> bytes) override;
 
@@ -162,6 +164,9 @@ class TurnService : public turn::TurnIo {
   // queued while a BatchedSends lives.
   void send_datagram(GSocket* socket, const turn::TransportAddress& to,
                      std::span<const std::byte> bytes, const char* what);
+  // One datagram in pieces, joined in the batch's copy.
+  void send_datagram(GSocket* socket, const turn::TransportAddress& to,
+                     std::span<const std::span<const std::byte>> pieces, const char* what);
   GObjectPtr<GSocket> bind_relay_socket(turn::TransportAddress::Family family,
                                         const std::string& ip, bool even_port);
   // A UDP socket bound to ip:port (0: the kernel picks); null when the port is taken.

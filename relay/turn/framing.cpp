@@ -26,6 +26,16 @@ std::optional<ChannelData> parse_channel_data(std::span<const std::byte> input) 
   return ChannelData{read_u16(input, 0), input.subspan(kChannelDataHeaderSize, length)};
 }
 
+std::array<std::byte, 4> channel_data_header(uint16_t channel, size_t data_length) {
+  return {static_cast<std::byte>(channel >> 8), static_cast<std::byte>(channel & 0xFF),
+          static_cast<std::byte>(data_length >> 8), static_cast<std::byte>(data_length & 0xFF)};
+}
+
+std::span<const std::byte> channel_data_padding(size_t data_length, bool pad) {
+  static constexpr std::array<std::byte, 3> kZeros{};
+  return std::span(kZeros).first(pad ? padded(data_length) - data_length : 0);
+}
+
 std::vector<std::byte> encode_channel_data(uint16_t channel, std::span<const std::byte> data,
                                            bool pad) {
   std::vector<std::byte> out;

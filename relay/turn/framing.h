@@ -3,6 +3,7 @@
 // back, ChannelData padded to a multiple of 4 bytes. Pure functions, no I/O.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -29,6 +30,10 @@ std::optional<ChannelData> parse_channel_data(std::span<const std::byte> input);
 // ChannelData with `data`; `pad` to 4 bytes for TCP and TLS (section 12.5).
 std::vector<std::byte> encode_channel_data(uint16_t channel, std::span<const std::byte> data,
                                            bool pad);
+// The same in pieces, for a gathered send without a copy of `data`: the header, and
+// the zeros that pad `data_length` bytes (none unless `pad`).
+std::array<std::byte, 4> channel_data_header(uint16_t channel, size_t data_length);
+std::span<const std::byte> channel_data_padding(size_t data_length, bool pad);
 
 // Given the bytes received so far on a TURN-over-TCP/TLS connection: is a whole STUN
 // message or padded ChannelData at the front, and how long is it?

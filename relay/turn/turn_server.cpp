@@ -733,7 +733,10 @@ void TurnServer::on_peer_data(AllocationId id, const TransportAddress& peer,
   for (const auto& [number, channel] : allocation.channels) {
     if (channel.peer == peer && now < channel.expires) {
       const bool pad = allocation.client.transport != Transport::kUdp;
-      io_.send_to_client(allocation.client, encode_channel_data(number, bytes, pad));
+      const auto header = channel_data_header(number, bytes.size());
+      const std::span<const std::byte> pieces[] = {header, bytes,
+                                                   channel_data_padding(bytes.size(), pad)};
+      io_.send_gathered_to_client(allocation.client, pieces);
       return;
     }
   }

@@ -93,6 +93,14 @@ class TurnIo {
     return std::nullopt;
   }
   virtual void send_to_client(const ClientKey& client, std::span<const std::byte> bytes) = 0;
+  // One message given in pieces (a ChannelData header, the relayed payload where it was
+  // read, padding), so that it is copied once, into what goes out. By default joined.
+  virtual void send_gathered_to_client(const ClientKey& client,
+                                       std::span<const std::span<const std::byte>> pieces) {
+    std::vector<std::byte> joined;
+    for (const auto& piece : pieces) joined.insert(joined.end(), piece.begin(), piece.end());
+    send_to_client(client, joined);
+  }
   virtual void send_to_peer(AllocationId id, const TransportAddress& peer,
                             std::span<const std::byte> bytes) = 0;
 };

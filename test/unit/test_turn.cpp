@@ -630,6 +630,22 @@ TEST_CASE("relayed data counted per core: two cores on one RelayStats, summed fo
   CHECK(sum.bytes_to_client == 8);
 }
 
+TEST_CASE("ChannelData in pieces (header, data, padding) is the message encode makes") {
+  std::vector<std::byte> data;
+  for (size_t size = 0; size <= 9; ++size) {
+    for (bool pad : {false, true}) {
+      const auto header = natfwd::turn::channel_data_header(0x4abc, data.size());
+      const auto padding = natfwd::turn::channel_data_padding(data.size(), pad);
+      std::vector<std::byte> joined(header.begin(), header.end());
+      joined.insert(joined.end(), data.begin(), data.end());
+      joined.insert(joined.end(), padding.begin(), padding.end());
+      CHECK(joined == encode_channel_data(0x4abc, data, pad));
+      CHECK(joined.size() % 4 == (pad ? 0 : (4 + data.size()) % 4));
+    }
+    data.push_back(static_cast<std::byte>(size + 1));
+  }
+}
+
 TEST_CASE("ChannelData over TCP is padded to 4 bytes") {
   Fixture f;
   f.client = ClientKey{Transport::kTcp, v4(192, 0, 2, 10, 40000), 7};
