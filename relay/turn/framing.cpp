@@ -38,15 +38,13 @@ std::span<const std::byte> channel_data_padding(size_t data_length, bool pad) {
 
 std::vector<std::byte> encode_channel_data(uint16_t channel, std::span<const std::byte> data,
                                            bool pad) {
+  const auto header = channel_data_header(channel, data.size());
+  const auto padding = channel_data_padding(data.size(), pad);
   std::vector<std::byte> out;
-  const size_t size = kChannelDataHeaderSize + (pad ? padded(data.size()) : data.size());
-  out.reserve(size);
-  out.push_back(static_cast<std::byte>(channel >> 8));
-  out.push_back(static_cast<std::byte>(channel & 0xFF));
-  out.push_back(static_cast<std::byte>(data.size() >> 8));
-  out.push_back(static_cast<std::byte>(data.size() & 0xFF));
+  out.reserve(header.size() + data.size() + padding.size());
+  out.insert(out.end(), header.begin(), header.end());
   out.insert(out.end(), data.begin(), data.end());
-  out.resize(size, std::byte{0});
+  out.insert(out.end(), padding.begin(), padding.end());
   return out;
 }
 
