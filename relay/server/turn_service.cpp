@@ -443,9 +443,15 @@ void TurnService::adopt_stream(std::unique_ptr<ByteStream> stream, turn::Transpo
   streams_.emplace(ref.id, std::move(client));
   log::debug("turn: %s connected", ref.key.to_string().c_str());
   watch(ref, ref.read_source, ref.read_condition, G_IO_IN, false);
-  // Bytes already read (or buffered inside TLS) are not announced by the socket.
-  if (!already_read.empty() || ref.stream->has_buffered_input()) {
-    if (deliver_stream_messages(ref, already_read)) on_stream_readable(ref);
+  // Bytes already read (or buffered inside TLS) are not announced by the socket. They
+  // go where reads land (the sniffers read at most 4 KiB), as every read's do.
+  if (already_read.size() > kStreamReadBytes) {
+    close_stream(ref, "first read too long");
+  } else if (!already_read.empty() || ref.stream->has_buffered_input()) {
+    std::byte* const fresh = stream_read_area_.get() + kMaxStreamMessageBytes;
+    std::copy(already_read.begin(), already_read.end(), fresh);
+    if (deliver_stream_messages(ref, std::span(fresh, already_read.size())))
+      on_stream_readable(ref);
   }
   arm_timer();
 }
@@ -532,26 +538,13 @@ void TurnService::on_stream_readable(StreamClient& client) {
   }
 }
 
-bool TurnService::deliver_stream_messages(StreamClient& client,
-                                          std::span<const std::byte> bytes) {
-  std::span<const std::byte> input = bytes;
-  std::vector<std::byte> joined;
-  if (!client.input.empty()) {
-    // The incomplete message goes just before the new bytes in the read area, where
-    // there is room for the longest. Bytes from elsewhere (none today: the sniffer's
-    // come before the client has any) are joined to it in a copy.
-    const size_t held = client.input.size();
-    std::byte* const fresh = stream_read_area_.get() + kMaxStreamMessageBytes;
-    if (bytes.data() == fresh && held <= kMaxStreamMessageBytes) {
-      std::memcpy(fresh - held, client.input.data(), held);
-      input = std::span<const std::byte>(fresh - held, held + bytes.size());
-    } else {
-      joined = client.input;
-      joined.insert(joined.end(), bytes.begin(), bytes.end());
-      input = joined;
-    }
-    client.input.clear();
-  }
+bool TurnService::deliver_stream_messages(StreamClient& client, std::span<std::byte> bytes) {
+  // The incomplete message goes just before the new bytes, in the read area's room for
+  // the longest one.
+  const size_t held = client.input.size();
+  std::memcpy(bytes.data() - held, client.input.data(), held);
+  const std::span<const std::byte> input(bytes.data() - held, held + bytes.size());
+  client.input.clear();
   size_t offset = 0;
   while (!client.closed) {
     const auto rest = input.subspan(offset);

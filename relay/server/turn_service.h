@@ -153,9 +153,10 @@ class TurnService : public turn::TurnIo {
   void on_relays_readable();
   void on_relay_readable(RelaySocket& relay);
   void on_stream_readable(StreamClient& client);
-  // Handles the whole messages in `bytes`, which follow what client.input held, and
-  // keeps the incomplete rest in client.input; false when it closed the client.
-  bool deliver_stream_messages(StreamClient& client, std::span<const std::byte> bytes);
+  // Handles the whole messages in `bytes` (the new bytes in stream_read_area_), which
+  // follow what client.input held, and keeps the incomplete rest in client.input;
+  // false when it closed the client.
+  bool deliver_stream_messages(StreamClient& client, std::span<std::byte> bytes);
   void flush(StreamClient& client);
   void watch(StreamClient& client, GSourcePtr& source, GIOCondition& current,
              GIOCondition condition, bool write);
