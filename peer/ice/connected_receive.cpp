@@ -15,6 +15,31 @@ DatagramKind classify_datagram(std::span<const std::byte> datagram) {
              : DatagramKind::kData;
 }
 
+std::optional<std::span<const std::byte>> tunnel_data_from_turn_server(
+    std::span<const std::byte> datagram) {
+  std::span<const std::byte> inner;
+  const auto byte_at = [&](size_t i) { return std::to_integer<unsigned>(datagram[i]); };
+  if (datagram.size() >= 4 && (byte_at(0) & 0xC0) == 0x40) {
+    // ChannelData: channel (0x4000-0x7FFF), length, data.
+    const size_t length = (size_t{byte_at(2)} << 8) | byte_at(3);
+    if (length > datagram.size() - 4) return std::nullopt;
+    inner = datagram.subspan(4, length);
+  } else {
+    const auto parsed = stun::parse(datagram);
+    if (parsed.status != stun::ParseStatus::kOk) return std::nullopt;
+    const stun::Message& message = parsed.message;
+    if (message.method() != stun::method::kData ||
+        message.message_class() != stun::MessageClass::kIndication)
+      return std::nullopt;
+    constexpr uint16_t kDataAttribute = 0x0013;  // RFC 8656 section 18.4
+    const stun::Attribute* data = message.find(kDataAttribute);
+    if (!data) return std::nullopt;
+    inner = data->value;
+  }
+  if (inner.empty() || classify_datagram(inner) == DatagramKind::kStun) return std::nullopt;
+  return inner;
+}
+
 CheckResponder::CheckResponder(std::string local_ufrag, std::string local_password)
     : ufrag_(std::move(local_ufrag)), password_(std::move(local_password)) {}
 

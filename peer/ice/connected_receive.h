@@ -40,6 +40,16 @@ enum class DatagramKind {
 // they never look like STUN.
 DatagramKind classify_datagram(std::span<const std::byte> datagram);
 
+// A datagram from our TURN server over UDP (turn_udp_bridge.h): the tunnel's data when
+// it is ChannelData (RFC 8656 section 12.4) or a Data indication (section 11.4) that
+// carries a datagram that is not STUN; nullopt for everything libnice must see: the
+// server's answers, and the remote's connectivity checks relayed to us. The span points
+// into `datagram`. ChannelData may be followed by padding (section 12.5), never cut
+// short; the channel number is not checked against a binding, since the server sends
+// only what a permission of ours let in and libnice would take it from any pair.
+std::optional<std::span<const std::byte>> tunnel_data_from_turn_server(
+    std::span<const std::byte> datagram);
+
 // Answers the connectivity checks the remote side still sends on the selected pair:
 // the retransmission of a nominating check whose first answer was lost, or checks the
 // other side began before it selected. libnice no longer sees them once our connected

@@ -3,13 +3,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <cerrno>
-#include <cstring>
-
-#include <unistd.h>
-
 #include <glib-unix.h>
 
+#include "ice/twin_socket.h"
 #include "log.h"
 #include "net/socket_address.h"
 #include "socket_buffers.h"
@@ -21,16 +17,6 @@ namespace {
 // main loop (libnice reads until the socket is empty); eight recvmmsg calls.
 constexpr int kMaxDatagramsPerWakeup = 256;
 
-int reuse_address_of(int fd) {
-  int value = 0;
-  socklen_t length = sizeof value;
-  return getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &value, &length) == 0 ? value : 0;
-}
-
-bool set_reuse_address(int fd, int value) {
-  return setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &value, sizeof value) == 0;
-}
-
 }  // namespace
 
 std::unique_ptr<ConnectedReceiver> ConnectedReceiver::open(int ice_fd,
@@ -39,40 +25,13 @@ std::unique_ptr<ConnectedReceiver> ConnectedReceiver::open(int ice_fd,
                                                            OnDatagram on_datagram) {
   sockaddr_storage local{};
   socklen_t local_length = sizeof local;
-  if (getsockname(ice_fd, reinterpret_cast<sockaddr*>(&local), &local_length) != 0) {
-    log::debug("ice: pair stays on libnice's socket (getsockname: %s)", g_strerror(errno));
-    return nullptr;
-  }
-  if (local.ss_family != remote.ss_family || net::sockaddr_length(remote) == 0) {
-    // ICE pairs candidates of one family (RFC 8445 section 6.1.2.2): not expected.
-    log::debug("ice: pair stays on libnice's socket (the remote is of another family)");
-    return nullptr;
-  }
+  getsockname(ice_fd, reinterpret_cast<sockaddr*>(&local), &local_length);
   const std::string label = net::to_transport_address(local).to_string() + " <- " +
                             net::to_transport_address(remote).to_string();
-  // Linux lets a second UDP socket bind an address in use only when both have
-  // SO_REUSEADDR. GLib binds libnice's socket with it off; it is on, on both, only
-  // around our bind, so that no third socket can join later (a newer unconnected one
-  // would take the datagrams from everyone else).
-  const int ice_reuse = reuse_address_of(ice_fd);
-  const int fd = socket(local.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  const char* failed = nullptr;
+  std::string why_not;
+  const int fd = open_twin_socket(ice_fd, remote, why_not);
   if (fd < 0) {
-    failed = "socket";
-  } else if (!set_reuse_address(ice_fd, 1) || !set_reuse_address(fd, 1)) {
-    failed = "SO_REUSEADDR";
-  } else if (bind(fd, reinterpret_cast<const sockaddr*>(&local), local_length) != 0) {
-    failed = "bind";
-  } else if (connect(fd, reinterpret_cast<const sockaddr*>(&remote), net::sockaddr_length(remote)) != 0) {
-    failed = "connect";
-  }
-  const int error = errno;
-  set_reuse_address(ice_fd, ice_reuse);
-  if (fd >= 0) set_reuse_address(fd, 0);
-  if (failed) {
-    if (fd >= 0) close(fd);
-    log::debug("ice: pair %s stays on libnice's socket (%s: %s)", label.c_str(), failed,
-               g_strerror(error));
+    log::debug("ice: pair %s stays on libnice's socket (%s)", label.c_str(), why_not.c_str());
     return nullptr;
   }
   raise_socket_buffers(fd, kTunnelSocketBufferBytes);

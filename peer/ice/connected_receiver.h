@@ -3,10 +3,8 @@
 //
 // libnice reads its sockets one datagram per recvmsg and takes its agent lock, looks up
 // the component and tries STUN on each before handing it over; on the relay's front
-// door that was over half of the process's time. This socket is bound to the address
-// and port of libnice's socket for the pair (SO_REUSEADDR on both while binding) and
-// connected to the remote candidate: Linux delivers a datagram to the bound socket
-// that matches it best, and a connected one matches its remote exactly, so every
+// door that was over half of the process's time. This socket is a twin of libnice's
+// socket for the pair (twin_socket.h), connected to the remote candidate: every
 // datagram from the remote candidate lands here while datagrams from anyone else still
 // reach libnice. It is read with recvmmsg (net::DatagramReader), a bounded batch per
 // wakeup; data goes to the tunnel one datagram at a time, as from libnice; STUN goes to

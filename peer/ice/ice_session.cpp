@@ -99,6 +99,38 @@ int find_socket_bound_to(int wanted_type, const sockaddr_storage& address) {
   return found.empty() ? -1 : found.front();
 }
 
+// NATFWD_TURN_UDP_BRIDGE=off: libnice talks to TURN servers over UDP itself (the
+// fallback, and the way to compare).
+bool turn_udp_bridge_turned_off() {
+  const char* value = std::getenv("NATFWD_TURN_UDP_BRIDGE");
+  return value && std::strcmp(value, "off") == 0;
+}
+
+std::optional<sockaddr_storage> socket_address_of(const std::string& ip, uint16_t port) {
+  NiceAddress address;
+  nice_address_init(&address);
+  if (!nice_address_set_from_string(&address, ip.c_str())) return std::nullopt;
+  nice_address_set_port(&address, port);
+  sockaddr_storage out{};
+  nice_address_copy_to_sockaddr(&address, reinterpret_cast<sockaddr*>(&out));
+  return out;
+}
+
+// The one address of `family` among the host addresses libnice gathers on, where a
+// TURN bridge can listen (turn_udp_bridge.h); none when there are several: libnice
+// sends to the server from each, pinned to its own interface.
+std::optional<sockaddr_storage> only_host_address(const std::vector<std::string>& addresses,
+                                                  sa_family_t family) {
+  std::optional<sockaddr_storage> found;
+  for (const auto& ip : addresses) {
+    auto address = socket_address_of(ip, 0);
+    if (!address || address->ss_family != family) continue;
+    if (found) return std::nullopt;
+    found = address;
+  }
+  return found;
+}
+
 // The fds of this process's TCP sockets connected to `peer`.
 std::vector<int> find_streams_to(const sockaddr_storage& peer) {
   return own_sockets(SOCK_STREAM, false, [&](int fd) { return connected_to(fd, peer); });
@@ -193,9 +225,6 @@ IceSession::IceSession(const Options& options, Callbacks callbacks)
   g_object_set(agent_.get(), "controlling-mode", options_.controlling ? TRUE : FALSE, "upnp", FALSE,
                "ice-udp", options_.udp ? TRUE : FALSE, "ice-tcp", options_.tcp ? TRUE : FALSE,
                nullptr);
-  if (!options_.stun_server.ip.empty())
-    g_object_set(agent_.get(), "stun-server", options_.stun_server.ip.c_str(), "stun-server-port",
-                 static_cast<guint>(options_.stun_server.port), nullptr);
   // An empty list (a host with only link-local addresses) leaves the choice to libnice.
   const std::vector<std::string> local_addresses = options_.local_addresses.empty()
                                                        ? candidate_host_addresses()
@@ -209,11 +238,41 @@ IceSession::IceSession(const Options& options, Callbacks callbacks)
   if (options_.force_relay) g_object_set(agent_.get(), "force-relay", TRUE, nullptr);
   stream_id_ = nice_agent_add_stream(agent_.get(), 1);
   nice_agent_set_stream_name(agent_.get(), stream_id_, "application");
+  const bool bridge_udp_turn = !turn_udp_bridge_turned_off();
+  std::string stun_ip = options_.stun_server.ip;
+  uint16_t stun_port = options_.stun_server.port;
   for (const auto& turn : options_.turn_servers) {
-    nice_agent_set_relay_info(agent_.get(), stream_id_, kComponent, turn.ip.c_str(), turn.port,
+    std::string ip = turn.ip;
+    uint16_t port = turn.port;
+    const auto server = socket_address_of(turn.ip, turn.port);
+    const auto host = server ? only_host_address(local_addresses, server->ss_family)
+                             : std::nullopt;
+    if (!turn.tcp && bridge_udp_turn && host) {
+      auto bridge = TurnUdpBridge::open(*server, *host, [](const sockaddr_storage& bound) {
+        return find_socket_bound_to(SOCK_DGRAM, bound);
+      });
+      if (bridge) {
+        bridge->set_on_tunnel_datagram([this](std::span<const std::byte> datagram) {
+          if (callbacks_.on_datagram) callbacks_.on_datagram(datagram);
+        });
+        ip = bridge->address_ip();
+        port = bridge->address_port();
+        // The relay's STUN port is its TURN port: through the bridge too, or its
+        // answers to libnice's socket would land on the bridge's twin of it.
+        if (stun_ip == turn.ip && stun_port == turn.port) {
+          stun_ip = ip;
+          stun_port = port;
+        }
+        udp_bridges_.push_back(std::move(bridge));
+      }
+    }
+    nice_agent_set_relay_info(agent_.get(), stream_id_, kComponent, ip.c_str(), port,
                               turn.username.c_str(), turn.password.c_str(),
                               turn.tcp ? NICE_RELAY_TYPE_TURN_TCP : NICE_RELAY_TYPE_TURN_UDP);
   }
+  if (!stun_ip.empty())
+    g_object_set(agent_.get(), "stun-server", stun_ip.c_str(), "stun-server-port",
+                 static_cast<guint>(stun_port), nullptr);
   // Attach the receive callback before gathering, or checks never complete.
   nice_agent_attach_recv(agent_.get(), stream_id_, kComponent, g_main_context_default(),
                          on_recv_trampoline, this);
@@ -239,8 +298,20 @@ IceSession::~IceSession() {
                          nullptr);
   nice_agent_remove_stream(agent_.get(), stream_id_);
   // Closing the agent asynchronously lets libnice free TURN allocations and sockets
-  // cleanly; agent_ then drops our reference.
-  nice_agent_close_async(agent_.get(), nullptr, nullptr);
+  // cleanly; agent_ then drops our reference. Its Refresh with lifetime 0 (RFC 8656
+  // section 7) goes through our bridges, which live until it is done.
+  if (udp_bridges_.empty()) {
+    nice_agent_close_async(agent_.get(), nullptr, nullptr);
+    return;
+  }
+  auto* bridges = new std::vector<std::unique_ptr<TurnUdpBridge>>(std::move(udp_bridges_));
+  for (auto& bridge : *bridges) bridge->set_on_tunnel_datagram({});
+  nice_agent_close_async(
+      agent_.get(),
+      [](GObject*, GAsyncResult*, gpointer data) {
+        delete static_cast<std::vector<std::unique_ptr<TurnUdpBridge>>*>(data);
+      },
+      bridges);
 }
 
 std::pair<std::string, std::string> IceSession::local_credentials() const {
@@ -569,7 +640,14 @@ void IceSession::use_own_sends(NiceCandidate* local, NiceCandidate* remote, bool
     }
     sockaddr_storage base{};
     nice_address_copy_to_sockaddr(&local->base_addr, reinterpret_cast<sockaddr*>(&base));
-    fd = find_socket_bound_to(SOCK_DGRAM, base);
+    // Through a bridge, from its upstream twin of the base: the same address and port
+    // unless the twin could not be made.
+    NiceAddress relay_server;
+    nice_address_init(&relay_server);
+    nice_candidate_relay_address(local, &relay_server);
+    const TurnUdpBridge* bridge = bridge_at(relay_server);
+    fd = bridge ? bridge->upstream_fd_for(base) : -1;
+    if (fd < 0) fd = find_socket_bound_to(SOCK_DGRAM, base);
     if (fd < 0) return;
     sockaddr_storage peer{};
     nice_address_copy_to_sockaddr(&remote->addr, reinterpret_cast<sockaddr*>(&peer));
@@ -619,10 +697,19 @@ void IceSession::use_connected_receive(NiceCandidate* local, NiceCandidate* remo
       });
 }
 
+const TurnUdpBridge* IceSession::bridge_at(const NiceAddress& address) const {
+  sockaddr_storage at{};
+  nice_address_copy_to_sockaddr(&address, reinterpret_cast<sockaddr*>(&at));
+  for (const auto& bridge : udp_bridges_)
+    if (same_address(bridge->address(), at)) return bridge.get();
+  return nullptr;
+}
+
 std::optional<sockaddr_storage> IceSession::udp_turn_server_of(NiceCandidate* local) const {
   NiceAddress server;
   nice_address_init(&server);
   nice_candidate_relay_address(local, &server);
+  if (const TurnUdpBridge* bridge = bridge_at(server)) return bridge->server();
   for (const auto& turn : options_.turn_servers) {
     if (turn.tcp) continue;
     NiceAddress configured;
@@ -757,7 +844,10 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
     nice_address_init(&server);
     nice_candidate_relay_address(live_local, &server);
     // Bracketed for IPv6, as RelayLinks' labels are keyed.
-    path.local_relay_server = address_text(server);
+    if (const TurnUdpBridge* bridge = bridge_at(server))
+      path.local_relay_server = net::to_transport_address(bridge->server()).to_string();
+    else
+      path.local_relay_server = address_text(server);
   }
   path.remote_address = address_text(remote->addr);
   if (std::find(remote_mapped_.begin(), remote_mapped_.end(), path.remote_address) !=

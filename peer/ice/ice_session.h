@@ -24,6 +24,7 @@
 #include "glib_ptr.h"
 #include "ice/connected_receiver.h"
 #include "ice/send_indication.h"
+#include "ice/turn_udp_bridge.h"
 #include "portmap/port_mapper.h"
 
 namespace natfwd {
@@ -138,6 +139,8 @@ class IceSession {
   // The TURN server of our relayed candidate when it is one of ours over UDP; nullopt
   // for TURN over TCP, where libnice's framing on the stream must stay whole.
   std::optional<sockaddr_storage> udp_turn_server_of(NiceCandidate* local) const;
+  // The bridge libnice knows as the server at `address`, or nullptr.
+  const TurnUdpBridge* bridge_at(const NiceAddress& address) const;
   static gboolean on_send_writable(gint fd, GIOCondition, gpointer self);
   // Our relayed candidate over TURN-over-TCP: the queue goes to libnice in one call
   // with the connection corked, so that its one write per datagram fills segments.
@@ -192,6 +195,10 @@ class IceSession {
   // Set while the selected direct UDP pair's datagrams come through our own connected
   // socket (connected_receiver.h) rather than through libnice.
   std::unique_ptr<ConnectedReceiver> receiver_;
+  // One per TURN server over UDP (turn_udp_bridge.h), unless NATFWD_TURN_UDP_BRIDGE=off
+  // or the loopback socket could not be made. They outlive us until libnice has closed
+  // its allocations through them (~IceSession).
+  std::vector<std::unique_ptr<TurnUdpBridge>> udp_bridges_;
 };
 
 }  // namespace natfwd

@@ -19,9 +19,13 @@
 #include "ice/connected_receive.h"
 #include "ice/connected_receiver.h"
 #include "stun/stun_message.h"
+#include "loopback_udp.h"
 #include "stun_vectors.h"
 
 using namespace natfwd;
+using natfwd::test::address_of;
+using natfwd::test::loopback_udp_socket;
+using natfwd::test::run_until;
 
 namespace {
 
@@ -125,37 +129,10 @@ TEST_CASE("anything but a valid check for us gets no answer") {
 
 namespace {
 
-// A loopback UDP socket, bound to a free port.
-int udp_socket(int reuse) {
-  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-  return fd;
-}
-
-sockaddr_storage address_of(int fd) {
-  sockaddr_storage out{};
-  socklen_t length = sizeof out;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&out), &length);
-  return out;
-}
-
 void send_to(int from, int to, std::span<const std::byte> bytes) {
   const auto address = address_of(to);
   REQUIRE(sendto(from, bytes.data(), bytes.size(), 0, reinterpret_cast<const sockaddr*>(&address),
                  sizeof(sockaddr_in)) == static_cast<ssize_t>(bytes.size()));
-}
-
-// Runs the main loop until `done`, at most a few seconds (a failure, not a wait).
-template <typename Done>
-bool run_until(Done&& done) {
-  const gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-  while (!done() && g_get_monotonic_time() < deadline) g_main_context_iteration(nullptr, FALSE);
-  return done();
 }
 
 std::vector<std::byte> read_one(int fd) {
@@ -184,7 +161,7 @@ struct Fds {
 
 TEST_CASE("a connected socket takes the remote candidate's datagrams and gives them back") {
   // `ice` stands for libnice's socket: bound without SO_REUSEADDR, as GLib binds it.
-  Fds fds{udp_socket(0), udp_socket(0), udp_socket(0)};
+  Fds fds{loopback_udp_socket(), loopback_udp_socket(), loopback_udp_socket()};
   std::vector<std::vector<std::byte>> received;
   auto receiver = ConnectedReceiver::open(
       fds.ice, address_of(fds.remote), CheckResponder("evtj", std::string(stun::test::kPassword)),
@@ -251,7 +228,7 @@ TEST_CASE("a connected socket takes the remote candidate's datagrams and gives t
 }
 
 TEST_CASE("a pair the kernel will not give a connected socket stays on libnice's") {
-  Fds fds{udp_socket(0), udp_socket(0), udp_socket(0)};
+  Fds fds{loopback_udp_socket(), loopback_udp_socket(), loopback_udp_socket()};
   // An IPv6 remote for an IPv4 socket: the open fails and says so, nothing else.
   sockaddr_storage v6{};
   v6.ss_family = AF_INET6;
