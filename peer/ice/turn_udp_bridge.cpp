@@ -161,7 +161,10 @@ void TurnUdpBridge::from_server(Upstream& upstream) {
                  [&](std::span<std::byte> bytes, const sockaddr_storage&, socklen_t) {
                    if (on_tunnel_datagram_) {
                      if (auto data = tunnel_data_from_turn_server(bytes)) {
-                       ++tunnel_datagrams_;
+                       if (tunnel_datagrams_++ == 0)
+                         log::debug("ice: TURN bridge to %s: the tunnel's datagrams now skip "
+                                    "libnice",
+                                    text(server_).c_str());
                        on_tunnel_datagram_(*data);
                        return !destroyed;
                      }

@@ -3,7 +3,9 @@
 
 Each run: relay (TURN on, TLS port, relaying to loopback allowed), both peers with
 --force-relay --turn-transport T; the -L peer's path line must say `relayed via turn-T`,
-and 100 MB cross intact (SHA-256) while 1 MB comes back the other way.
+and 100 MB cross intact (SHA-256) while 1 MB comes back the other way; over UDP the
+-L peer's datagrams come through its TURN bridge, or with NATFWD_TURN_UDP_BRIDGE=off
+(the _libnice_turn variant) through libnice.
 E2E_RELAYED_BYTES overrides the size.
 """
 import os
@@ -29,7 +31,9 @@ def one_transport(w, transport: str) -> None:
                                           "--tls-listen", "127.0.0.1:0"])
     forced = ["--force-relay", "--turn-transport", transport]
     w.natfwd.serve(relay_addr, "home", [target.addr], extra=forced)
-    fwd, (laddr,) = w.natfwd.forward(relay_addr, "home", [f"0:{target.addr}"], extra=forced)
+    # -v: the debug line that says the TURN bridge hands datagrams to the tunnel.
+    fwd, (laddr,) = w.natfwd.forward(relay_addr, "home", [f"0:{target.addr}"],
+                                     extra=forced + ["-v"])
     m = fwd.wait_stdout(PATH_RE, 30, what=f"path line ({transport})")
     path = m.group(1)
     if not path.startswith(f"relayed via turn-{transport} "):
@@ -45,7 +49,15 @@ def one_transport(w, transport: str) -> None:
                       f"(expected {SIZE}) or different content")
     if count != REPLY or reply != result["sent"]:
         raise Failure(f"{transport}: reply corrupted or short ({count} of {REPLY} bytes)")
-    print(f"turn-{transport}: {SIZE} bytes intact; path: {path}", flush=True)
+    # Over UDP the -L peer's share (the reply, ACKs) comes through the TURN bridge
+    # (peer/ice/turn_udp_bridge.h) past libnice, unless NATFWD_TURN_UDP_BRIDGE=off.
+    bridged = any("the tunnel's datagrams now skip libnice" in line for line in fwd.stderr_lines)
+    expected = transport == "udp" and os.environ.get("NATFWD_TURN_UDP_BRIDGE") != "off"
+    if bridged != expected:
+        raise Failure(f"{transport}: the TURN bridge {'did not hand' if expected else 'handed'} "
+                      "datagrams to the tunnel")
+    print(f"turn-{transport}: {SIZE} bytes intact; path: {path}"
+          f"{'; through the TURN bridge' if bridged else ''}", flush=True)
     w.group.stop_all()
 
 
