@@ -2,6 +2,9 @@
 
 #include <string_view>
 
+#include "stun/turn_constants.h"
+#include "stun/turn_framing.h"
+
 namespace natfwd {
 
 bool receives_on_connected_socket(const PairShape& pair) {
@@ -18,12 +21,10 @@ DatagramKind classify_datagram(std::span<const std::byte> datagram) {
 std::optional<std::span<const std::byte>> tunnel_data_from_turn_server(
     std::span<const std::byte> datagram) {
   std::span<const std::byte> inner;
-  const auto byte_at = [&](size_t i) { return std::to_integer<unsigned>(datagram[i]); };
-  if (datagram.size() >= 4 && (byte_at(0) & 0xC0) == 0x40) {
-    // ChannelData: channel (0x4000-0x7FFF), length, data.
-    const size_t length = (size_t{byte_at(2)} << 8) | byte_at(3);
-    if (length > datagram.size() - 4) return std::nullopt;
-    inner = datagram.subspan(4, length);
+  if (turn::looks_like_channel_data(datagram)) {
+    const auto channel_data = turn::parse_channel_data(datagram);
+    if (!channel_data) return std::nullopt;
+    inner = channel_data->data;
   } else {
     const auto parsed = stun::parse(datagram);
     if (parsed.status != stun::ParseStatus::kOk) return std::nullopt;
@@ -31,8 +32,7 @@ std::optional<std::span<const std::byte>> tunnel_data_from_turn_server(
     if (message.method() != stun::method::kData ||
         message.message_class() != stun::MessageClass::kIndication)
       return std::nullopt;
-    constexpr uint16_t kDataAttribute = 0x0013;  // RFC 8656 section 18.4
-    const stun::Attribute* data = message.find(kDataAttribute);
+    const stun::Attribute* data = message.find(turn::attr::kData);
     if (!data) return std::nullopt;
     inner = data->value;
   }

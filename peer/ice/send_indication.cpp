@@ -2,12 +2,10 @@
 
 #include <cstring>
 
+#include "stun/turn_constants.h"
+
 namespace natfwd {
 namespace {
-
-// RFC 8656 section 18: the attributes of a Send indication.
-constexpr uint16_t kXorPeerAddress = 0x0012;
-constexpr uint16_t kData = 0x0013;
 
 void put_u16(std::byte* at, size_t value) {
   at[0] = static_cast<std::byte>(value >> 8);
@@ -45,11 +43,11 @@ void SendIndicationFramer::append(std::span<const std::byte> payload,
   for (int i = 0; i < 4; ++i) at[4 + i] = static_cast<std::byte>(cookie >> (24 - 8 * i));
   std::memcpy(at + 8, transaction_.data(), transaction_.size());
   at += stun::kHeaderSize;
-  put_u16(at, kXorPeerAddress);
+  put_u16(at, turn::attr::kXorPeerAddress);
   put_u16(at + 2, peer.size());
   std::memcpy(at + 4, peer.data(), peer.size());
   at += 4 + peer.size();
-  put_u16(at, kData);
+  put_u16(at, turn::attr::kData);
   put_u16(at + 2, payload.size());
   if (!payload.empty()) std::memcpy(at + 4, payload.data(), payload.size());
   // Section 14 of RFC 8489: padding to a multiple of four, its value ignored.

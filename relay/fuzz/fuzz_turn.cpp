@@ -10,7 +10,7 @@
 #include "log.h"
 #include "binding/binding_responder.h"
 #include "stun/stun_message.h"
-#include "turn/framing.h"
+#include "stun/turn_framing.h"
 #include "turn/turn_server.h"
 
 namespace {

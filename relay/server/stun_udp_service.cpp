@@ -10,7 +10,7 @@
 #include "net/datagrams.h"
 #include "net/socket_address.h"
 #include "server/turn_service.h"
-#include "turn/framing.h"
+#include "stun/turn_framing.h"
 
 namespace natfwd::relay {
 

@@ -16,7 +16,7 @@
 #include "socket_buffers.h"
 #include "net/datagrams.h"
 #include "net/socket_address.h"
-#include "turn/framing.h"
+#include "stun/turn_framing.h"
 
 namespace natfwd::relay {
 namespace {

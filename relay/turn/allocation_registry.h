@@ -30,7 +30,7 @@
 
 #include "admission/connection_budget.h"
 #include "stun/stun_message.h"
-#include "turn/turn_constants.h"
+#include "stun/turn_constants.h"
 
 namespace natfwd::turn {
 

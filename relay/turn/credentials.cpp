@@ -10,7 +10,7 @@
 
 #include "identity.h"
 
-#include "turn/turn_constants.h"
+#include "stun/turn_constants.h"
 
 namespace natfwd::turn {
 namespace {

@@ -5,7 +5,7 @@
 #include <ctime>
 
 #include "log.h"
-#include "turn/framing.h"
+#include "stun/turn_framing.h"
 
 namespace natfwd::turn {
 namespace {

@@ -36,7 +36,7 @@
 #include "turn/allocation_registry.h"
 #include "turn/credentials.h"
 #include "turn/peer_policy.h"
-#include "turn/turn_constants.h"
+#include "stun/turn_constants.h"
 
 namespace natfwd::turn {
 

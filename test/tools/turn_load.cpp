@@ -36,8 +36,8 @@
 #include <vector>
 
 #include "turn/credentials.h"
-#include "turn/framing.h"
-#include "turn/turn_constants.h"
+#include "stun/turn_framing.h"
+#include "stun/turn_constants.h"
 
 using namespace natfwd;
 using Clock = std::chrono::steady_clock;

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "turn/credentials.h"
-#include "turn/framing.h"
+#include "stun/turn_framing.h"
 #include "turn/peer_policy.h"
 #include "turn/turn_server.h"
 

@@ -1,6 +1,8 @@
-#include "turn/framing.h"
+#include "stun/turn_framing.h"
 
-#include "turn/turn_constants.h"
+#include <algorithm>
+
+#include "stun/turn_constants.h"
 
 namespace natfwd::turn {
 namespace {
@@ -40,11 +42,10 @@ std::vector<std::byte> encode_channel_data(uint16_t channel, std::span<const std
                                            bool pad) {
   const auto header = channel_data_header(channel, data.size());
   const auto padding = channel_data_padding(data.size(), pad);
-  std::vector<std::byte> out;
-  out.reserve(header.size() + data.size() + padding.size());
-  out.insert(out.end(), header.begin(), header.end());
-  out.insert(out.end(), data.begin(), data.end());
-  out.insert(out.end(), padding.begin(), padding.end());
+  std::vector<std::byte> out(header.size() + data.size() + padding.size());
+  auto at = std::copy(header.begin(), header.end(), out.begin());
+  at = std::copy(data.begin(), data.end(), at);
+  std::copy(padding.begin(), padding.end(), at);
   return out;
 }
 
