@@ -44,5 +44,7 @@ socklen_t to_sockaddr(const stun::TransportAddress& address, int socket_family,
 // The length to pass with `address` to connect or sendto: by its family, 0 for
 // another family than AF_INET and AF_INET6.
 socklen_t sockaddr_length(const sockaddr_storage& address);
+// The same family, IP and port (IPv4 and IPv6 only; anything else is never the same).
+bool same_address(const sockaddr_storage& a, const sockaddr_storage& b);
 
 }  // namespace natfwd::net

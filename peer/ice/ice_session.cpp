@@ -40,27 +40,11 @@ constexpr char kMappedFoundation[] = "mapped";
 // host candidate with no NAT guessing: above server-reflexive (100), below host (126).
 constexpr guint32 kMappedTypePreference = 110;
 
-bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
-  if (a.ss_family != b.ss_family) return false;
-  if (a.ss_family == AF_INET) {
-    const auto& x = reinterpret_cast<const sockaddr_in&>(a);
-    const auto& y = reinterpret_cast<const sockaddr_in&>(b);
-    return x.sin_port == y.sin_port && x.sin_addr.s_addr == y.sin_addr.s_addr;
-  }
-  if (a.ss_family == AF_INET6) {
-    const auto& x = reinterpret_cast<const sockaddr_in6&>(a);
-    const auto& y = reinterpret_cast<const sockaddr_in6&>(b);
-    return x.sin6_port == y.sin6_port &&
-           std::memcmp(&x.sin6_addr, &y.sin6_addr, sizeof x.sin6_addr) == 0;
-  }
-  return false;
-}
-
 bool connected_to(int fd, const sockaddr_storage& peer) {
   sockaddr_storage connected{};
   socklen_t length = sizeof connected;
   return getpeername(fd, reinterpret_cast<sockaddr*>(&connected), &length) == 0 &&
-         same_address(connected, peer);
+         net::same_address(connected, peer);
 }
 
 // The fds of this process's sockets of `wanted_type` for which `match(fd)` holds; the
@@ -94,9 +78,20 @@ int find_socket_bound_to(int wanted_type, const sockaddr_storage& address) {
     sockaddr_storage bound{};
     socklen_t bound_length = sizeof bound;
     return getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_length) == 0 &&
-           same_address(bound, address);
+           net::same_address(bound, address);
   });
   return found.empty() ? -1 : found.front();
+}
+
+// The TURN server libnice knows for our relayed candidate `local` (a bridge of ours, or
+// the real one); only for the agent's own candidates, not the signals' copies.
+sockaddr_storage relay_server_of(NiceCandidate* local) {
+  NiceAddress server;
+  nice_address_init(&server);
+  nice_candidate_relay_address(local, &server);
+  sockaddr_storage out{};
+  nice_address_copy_to_sockaddr(&server, reinterpret_cast<sockaddr*>(&out));
+  return out;
 }
 
 // NATFWD_TURN_UDP_BRIDGE=off: libnice talks to TURN servers over UDP itself (the
@@ -619,21 +614,16 @@ void IceSession::use_own_sends(NiceCandidate* local, NiceCandidate* remote, bool
     // this remote candidate installed the permission they need (RFC 8656 section 9)
     // and its timers keep it.
     if (!live) return;
-    auto server = udp_turn_server_of(local);
+    const sockaddr_storage libnice_server = relay_server_of(local);
+    auto server = udp_turn_server_of(libnice_server);
     if (!server) {
       // TURN over TCP (to a TurnBridge on loopback, relay_links.cpp): libnice frames,
       // we batch (flush_corked) on its connection to the server, when we can tell
-      // which one that is.
-      NiceAddress tcp_server;
-      nice_address_init(&tcp_server);
-      nice_candidate_relay_address(local, &tcp_server);
-      sockaddr_storage connected_to{};
-      nice_address_copy_to_sockaddr(&tcp_server, reinterpret_cast<sockaddr*>(&connected_to));
-      // libnice may hold more than one connection to it (a relayed candidate per
-      // host base) and shows none of them: cork them all; one that carries nothing
-      // in the meantime is left as it was.
-      cork_fds_ = find_streams_to(connected_to);
-      cork_peer_ = connected_to;
+      // which one that is. libnice may hold more than one connection to it (a relayed
+      // candidate per host base) and shows none of them: cork them all; one that
+      // carries nothing in the meantime is left as it was.
+      cork_fds_ = find_streams_to(libnice_server);
+      cork_peer_ = libnice_server;
       if (!cork_fds_.empty())
         log::debug("ice: relayed sends over TURN-over-TCP in corked batches");
       return;
@@ -642,10 +632,7 @@ void IceSession::use_own_sends(NiceCandidate* local, NiceCandidate* remote, bool
     nice_address_copy_to_sockaddr(&local->base_addr, reinterpret_cast<sockaddr*>(&base));
     // Through a bridge, from its upstream twin of the base: the same address and port
     // unless the twin could not be made.
-    NiceAddress relay_server;
-    nice_address_init(&relay_server);
-    nice_candidate_relay_address(local, &relay_server);
-    const TurnUdpBridge* bridge = bridge_at(relay_server);
+    const TurnUdpBridge* bridge = bridge_at(libnice_server);
     fd = bridge ? bridge->upstream_fd_for(base) : -1;
     if (fd < 0) fd = find_socket_bound_to(SOCK_DGRAM, base);
     if (fd < 0) return;
@@ -697,29 +684,19 @@ void IceSession::use_connected_receive(NiceCandidate* local, NiceCandidate* remo
       });
 }
 
-const TurnUdpBridge* IceSession::bridge_at(const NiceAddress& address) const {
-  sockaddr_storage at{};
-  nice_address_copy_to_sockaddr(&address, reinterpret_cast<sockaddr*>(&at));
+const TurnUdpBridge* IceSession::bridge_at(const sockaddr_storage& address) const {
   for (const auto& bridge : udp_bridges_)
-    if (same_address(bridge->address(), at)) return bridge.get();
+    if (net::same_address(bridge->address(), address)) return bridge.get();
   return nullptr;
 }
 
-std::optional<sockaddr_storage> IceSession::udp_turn_server_of(NiceCandidate* local) const {
-  NiceAddress server;
-  nice_address_init(&server);
-  nice_candidate_relay_address(local, &server);
-  if (const TurnUdpBridge* bridge = bridge_at(server)) return bridge->server();
+std::optional<sockaddr_storage> IceSession::udp_turn_server_of(
+    const sockaddr_storage& libnice_server) const {
+  if (const TurnUdpBridge* bridge = bridge_at(libnice_server)) return bridge->server();
   for (const auto& turn : options_.turn_servers) {
     if (turn.tcp) continue;
-    NiceAddress configured;
-    nice_address_init(&configured);
-    if (!nice_address_set_from_string(&configured, turn.ip.c_str())) continue;
-    nice_address_set_port(&configured, turn.port);
-    if (!nice_address_equal(&configured, &server)) continue;
-    sockaddr_storage out{};
-    nice_address_copy_to_sockaddr(&server, reinterpret_cast<sockaddr*>(&out));
-    return out;
+    const auto configured = socket_address_of(turn.ip, turn.port);
+    if (configured && net::same_address(*configured, libnice_server)) return configured;
   }
   return std::nullopt;
 }
@@ -840,14 +817,11 @@ void IceSession::handle_selected_pair(NiceCandidate* local, NiceCandidate* remot
   if (local->type == NICE_CANDIDATE_TYPE_RELAYED &&
       nice_agent_get_selected_pair(agent_.get(), stream_id_, kComponent, &live_local, &live_remote) &&
       live_local && live_local->type == NICE_CANDIDATE_TYPE_RELAYED) {
-    NiceAddress server;
-    nice_address_init(&server);
-    nice_candidate_relay_address(live_local, &server);
+    const sockaddr_storage server = relay_server_of(live_local);
+    const TurnUdpBridge* bridge = bridge_at(server);
     // Bracketed for IPv6, as RelayLinks' labels are keyed.
-    if (const TurnUdpBridge* bridge = bridge_at(server))
-      path.local_relay_server = net::to_transport_address(bridge->server()).to_string();
-    else
-      path.local_relay_server = address_text(server);
+    path.local_relay_server =
+        net::to_transport_address(bridge ? bridge->server() : server).to_string();
   }
   path.remote_address = address_text(remote->addr);
   if (std::find(remote_mapped_.begin(), remote_mapped_.end(), path.remote_address) !=

@@ -136,11 +136,12 @@ class IceSession {
   // Reads a direct UDP pair's datagrams on a connected socket of our own; any other
   // pair (relayed, TCP) or a step the kernel refuses leaves them to libnice.
   void use_connected_receive(NiceCandidate* local, NiceCandidate* remote);
-  // The TURN server of our relayed candidate when it is one of ours over UDP; nullopt
-  // for TURN over TCP, where libnice's framing on the stream must stay whole.
-  std::optional<sockaddr_storage> udp_turn_server_of(NiceCandidate* local) const;
+  // The TURN server of our relayed candidate, which libnice knows as `libnice_server`
+  // (relay_server_of), when it is one of ours over UDP; nullopt for TURN over TCP,
+  // where libnice's framing on the stream must stay whole.
+  std::optional<sockaddr_storage> udp_turn_server_of(const sockaddr_storage& libnice_server) const;
   // The bridge libnice knows as the server at `address`, or nullptr.
-  const TurnUdpBridge* bridge_at(const NiceAddress& address) const;
+  const TurnUdpBridge* bridge_at(const sockaddr_storage& address) const;
   static gboolean on_send_writable(gint fd, GIOCondition, gpointer self);
   // Our relayed candidate over TURN-over-TCP: the queue goes to libnice in one call
   // with the connection corked, so that its one write per datagram fills segments.
@@ -195,8 +196,8 @@ class IceSession {
   // Set while the selected direct UDP pair's datagrams come through our own connected
   // socket (connected_receiver.h) rather than through libnice.
   std::unique_ptr<ConnectedReceiver> receiver_;
-  // One per TURN server over UDP (turn_udp_bridge.h), unless NATFWD_TURN_UDP_BRIDGE=off
-  // or the loopback socket could not be made. They outlive us until libnice has closed
+  // One per TURN server over UDP (turn_udp_bridge.h) when we gather on one address of
+  // its family, unless NATFWD_TURN_UDP_BRIDGE=off or its socket could not be made. They outlive us until libnice has closed
   // its allocations through them (~IceSession).
   std::vector<std::unique_ptr<TurnUdpBridge>> udp_bridges_;
 };

@@ -21,10 +21,6 @@ namespace {
 // the rest of the main loop.
 constexpr int kMaxDatagramsPerWakeup = 256;
 
-bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
-  return net::to_transport_address(a) == net::to_transport_address(b);
-}
-
 std::string text(const sockaddr_storage& address) {
   return net::to_transport_address(address).to_string();
 }
@@ -76,17 +72,19 @@ TurnUdpBridge::~TurnUdpBridge() {
 }
 
 std::string TurnUdpBridge::address_ip() const {
-  const std::string with_port = text(address_);
-  // "ip:port" or "[ip]:port"
-  const std::string host = with_port.substr(0, with_port.rfind(':'));
-  return host.size() > 2 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+  char ip[INET6_ADDRSTRLEN] = {};
+  const void* raw = address_.ss_family == AF_INET
+                        ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in&>(address_).sin_addr)
+                        : &reinterpret_cast<const sockaddr_in6&>(address_).sin6_addr;
+  inet_ntop(address_.ss_family, raw, ip, sizeof ip);
+  return ip;
 }
 
 uint16_t TurnUdpBridge::address_port() const { return net::to_transport_address(address_).port; }
 
 int TurnUdpBridge::upstream_fd_for(const sockaddr_storage& base) const {
   for (const auto& upstream : upstreams_)
-    if (same_address(upstream->ice_address, base)) return upstream->fd.get();
+    if (net::same_address(upstream->ice_address, base)) return upstream->fd.get();
   return -1;
 }
 
@@ -117,7 +115,7 @@ void TurnUdpBridge::from_libnice() {
 
 TurnUdpBridge::Upstream* TurnUdpBridge::upstream_for(const sockaddr_storage& ice_address) {
   for (const auto& upstream : upstreams_)
-    if (same_address(upstream->ice_address, ice_address)) return upstream.get();
+    if (net::same_address(upstream->ice_address, ice_address)) return upstream.get();
   const int ice_fd = find_ice_socket_ ? find_ice_socket_(ice_address) : -1;
   if (ice_fd < 0) return nullptr;  // another program on this host
   std::string why_not;

@@ -18,7 +18,10 @@
 
 #include "ice/connected_receive.h"
 #include "ice/turn_udp_bridge.h"
+#include "net/socket_address.h"
 #include "stun/stun_message.h"
+#include "stun/turn_constants.h"
+#include "stun/turn_framing.h"
 #include "loopback_udp.h"
 #include "stun_vectors.h"
 
@@ -35,14 +38,12 @@ std::vector<std::byte> quic_like(uint8_t first, size_t size, uint8_t tag = 0x5a)
   return out;
 }
 
+// ChannelData as the server sends it over UDP, then `padding` bytes (section 12.5
+// allows them; a receiver goes by the length field).
 std::vector<std::byte> channel_data(uint16_t channel, std::span<const std::byte> data,
                                     size_t padding = 0) {
-  std::vector<std::byte> out(4 + data.size() + padding);
-  out[0] = std::byte(channel >> 8);
-  out[1] = std::byte(channel & 0xff);
-  out[2] = std::byte(data.size() >> 8);
-  out[3] = std::byte(data.size() & 0xff);
-  if (!data.empty()) std::memcpy(out.data() + 4, data.data(), data.size());
+  auto out = turn::encode_channel_data(channel, data, false);
+  out.resize(out.size() + padding);
   return out;
 }
 
@@ -51,8 +52,8 @@ std::vector<std::byte> data_indication(std::span<const std::byte> data) {
                                   stun::test::sample_transaction_id());
   const auto peer = stun::encode_xor_address(stun::TransportAddress::ipv4({203, 0, 113, 7}, 4242),
                                              stun::test::sample_transaction_id());
-  indication.add_attribute(0x0012, peer);  // XOR-PEER-ADDRESS
-  indication.add_attribute(0x0013, data);  // DATA
+  indication.add_attribute(turn::attr::kXorPeerAddress, peer);
+  indication.add_attribute(turn::attr::kData, data);
   return indication.take();
 }
 
@@ -94,7 +95,7 @@ TEST_CASE("the tunnel's data is told from what libnice must see in a TURN server
     // A Send indication is never sent to a client; nothing in it is for the tunnel.
     stun::MessageBuilder send(stun::method::kSend, stun::MessageClass::kIndication,
                               stun::test::sample_transaction_id());
-    send.add_attribute(0x0013, quic);
+    send.add_attribute(turn::attr::kData, quic);
     CHECK_FALSE(tunnel_data_from_turn_server(send.bytes()));
   }
   SECTION("cut short, empty or garbage: not the tunnel's") {
@@ -112,10 +113,6 @@ TEST_CASE("the tunnel's data is told from what libnice must see in a TURN server
 }
 
 namespace {
-
-bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
-  return std::memcmp(&a, &b, sizeof(sockaddr_in)) == 0;
-}
 
 void send_to(int from, const sockaddr_storage& to, std::span<const std::byte> bytes) {
   REQUIRE(sendto(from, bytes.data(), bytes.size(), 0, reinterpret_cast<const sockaddr*>(&to),
@@ -158,7 +155,7 @@ std::unique_ptr<TurnUdpBridge> bridge_with_twin(const Fds& fds) {
   const int ice = fds.ice;
   auto bridge = TurnUdpBridge::open(address_of(fds.server), address_of(fds.stranger),
                                     [ice, ice_address](const sockaddr_storage& bound) {
-                                      return same_address(bound, ice_address) ? ice : -1;
+                                      return net::same_address(bound, ice_address) ? ice : -1;
                                     });
   REQUIRE(bridge);
   return bridge;
@@ -184,14 +181,14 @@ TEST_CASE("the TURN bridge carries libnice's traffic and hands the tunnel its da
   send_to(fds.ice, bridge->address(), request);
   auto at_server = read_one(fds.server);
   CHECK(same_bytes(at_server.bytes, request));
-  CHECK(same_address(at_server.from, ice_address));
+  CHECK(net::same_address(at_server.from, ice_address));
   REQUIRE(bridge->upstream_fd_for(ice_address) >= 0);
 
   // The server's answer comes back to libnice from the address it knows as the server.
   send_to(fds.server, ice_address, stun::test::kSampleIpv4Response);
   auto at_ice = read_one(fds.ice);
   CHECK(same_bytes(at_ice.bytes, stun::test::kSampleIpv4Response));
-  CHECK(same_address(at_ice.from, bridge->address()));
+  CHECK(net::same_address(at_ice.from, bridge->address()));
 
   // The tunnel's datagrams, as ChannelData and as Data indications, go to the tunnel
   // in order, more than one wakeup's batch; none reaches libnice.
@@ -219,13 +216,13 @@ TEST_CASE("the TURN bridge carries libnice's traffic and hands the tunnel its da
   send_to(bridge->upstream_fd_for(ice_address), address_of(fds.server), own);
   at_server = read_one(fds.server);
   CHECK(same_bytes(at_server.bytes, own));
-  CHECK(same_address(at_server.from, ice_address));
+  CHECK(net::same_address(at_server.from, ice_address));
 
   // Anyone but the server still reaches libnice's socket directly.
   send_to(fds.stranger, ice_address, quic_like(0x40, 100));
   at_ice = read_one(fds.ice);
   CHECK(at_ice.bytes.size() == 100);
-  CHECK(same_address(at_ice.from, address_of(fds.stranger)));
+  CHECK(net::same_address(at_ice.from, address_of(fds.stranger)));
 
   // With no tunnel to take it (the session is closing), data goes to libnice too.
   bridge->set_on_tunnel_datagram({});
@@ -238,7 +235,7 @@ TEST_CASE("the TURN bridge carries libnice's traffic and hands the tunnel its da
   bridge.reset();
   send_to(fds.server, ice_address, stun::test::kSampleIpv4Response);
   at_ice = read_one(fds.ice);
-  CHECK(same_address(at_ice.from, address_of(fds.server)));
+  CHECK(net::same_address(at_ice.from, address_of(fds.server)));
 }
 
 TEST_CASE("a TURN bridge with no twin for libnice's socket still carries the allocation") {
@@ -256,7 +253,7 @@ TEST_CASE("a TURN bridge with no twin for libnice's socket still carries the all
   send_to(fds.ice, bridge->address(), stun::test::kSampleRequest);
   const auto at_server = read_one(fds.server);
   CHECK(same_bytes(at_server.bytes, stun::test::kSampleRequest));
-  CHECK_FALSE(same_address(at_server.from, ice_address));  // a socket of its own
+  CHECK_FALSE(net::same_address(at_server.from, ice_address));  // a socket of its own
   // Answers and the tunnel's data come back on that socket.
   send_to(fds.server, at_server.from, stun::test::kSampleIpv4Response);
   CHECK(same_bytes(read_one(fds.ice).bytes, stun::test::kSampleIpv4Response));
@@ -265,7 +262,7 @@ TEST_CASE("a TURN bridge with no twin for libnice's socket still carries the all
   // Our own sends go out on it too, or the server would not know them.
   const int upstream = bridge->upstream_fd_for(ice_address);
   REQUIRE(upstream >= 0);
-  CHECK(same_address(address_of(upstream), at_server.from));
+  CHECK(net::same_address(address_of(upstream), at_server.from));
   close(pipe_fds[0]);
   close(pipe_fds[1]);
 }
